@@ -1,0 +1,262 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease (IO), and the `Fence` every write goes through.
+//!
+//! Guarantees: at most one replica believes it leads at any instant, provided clocks tick at the same rate
+//! (the holder stops leading `margin` before any standby may take over); a holder that dies is replaced
+//! after `duration` plus one retry period; the Lease's `leaseTransitions` is the fencing epoch, and
+//! `Fence::check` confirms against the API server that the epoch still holds before a write goes out, so a
+//! deposed leader's late write is refused.
+
+use std::time::{Duration, Instant};
+
+use azora_core::lease::{Decision, LeaseRecord, Observed, decide, observe};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Settings of the election.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// How long a lease lives without renewal.
+    pub duration: Duration,
+    /// How often the holder renews and standbys retry.
+    pub retry_period: Duration,
+    /// The holder stops leading this long before a standby could take over.
+    pub margin: Duration,
+}
+
+impl LeaseConfig {
+    /// Defaults: 10 s lease, 2 s retry, 2 s margin — a dead holder is replaced within 12 s.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+            margin: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Leadership held by this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// Fencing epoch (`leaseTransitions`).
+    pub epoch: u64,
+    /// Local instant after which this replica must consider itself deposed unless renewed.
+    pub valid_until: Instant,
+}
+
+/// Errors of the election loop and the fence.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+pub enum LeaderError {
+    /// Talking to the API server failed.
+    #[error("lease request failed")]
+    Api(#[source] kube::Error),
+    /// This replica does not lead.
+    #[error("not the leader")]
+    NotLeader,
+    /// The local lease validity ran out before a renewal.
+    #[error("lease expired locally before renewal")]
+    Expired,
+    /// Another replica holds the lease now: this replica was deposed.
+    #[error("deposed: lease now held by {holder:?} at epoch {epoch}, ours was {ours}")]
+    Deposed {
+        holder: Option<String>,
+        epoch: u64,
+        ours: u64,
+    },
+}
+
+impl LeaderError {
+    /// Fixed category for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        self.into()
+    }
+}
+
+fn record_of(lease: &Lease) -> LeaseRecord {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseRecord {
+        holder: spec.holder_identity.filter(|h| !h.is_empty()),
+        renew_marker: spec.renew_time.map(|t| t.0.to_string()),
+        duration: Duration::from_secs(spec.lease_duration_seconds.unwrap_or(10).max(1) as u64),
+        transitions: spec.lease_transitions.unwrap_or(0).max(0) as u64,
+    }
+}
+
+/// Runs the election until `shutdown` fires, publishing leadership changes on `tx`. On shutdown a held
+/// lease is released so a standby takes over at once.
+pub async fn run(
+    client: Client,
+    cfg: LeaseConfig,
+    tx: watch::Sender<Option<Leadership>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let mut observed: Option<Observed> = None;
+    loop {
+        let sent_at = Instant::now();
+        match step(&api, &cfg, &mut observed, sent_at).await {
+            Ok(Some(epoch)) => {
+                let l = Leadership {
+                    epoch,
+                    valid_until: sent_at + cfg.duration - cfg.margin,
+                };
+                if tx.borrow().map(|o| o.epoch) != Some(epoch) {
+                    info!(identity = %cfg.identity, epoch, "acquired leadership");
+                }
+                tx.send_replace(Some(l));
+            }
+            Ok(None) => {
+                if tx.borrow().is_some() {
+                    warn!(identity = %cfg.identity, "lost leadership");
+                }
+                tx.send_replace(None);
+            }
+            Err(e) => {
+                warn!(error = &e as &dyn std::error::Error, "lease step failed");
+                let expired = tx.borrow().is_some_and(|l| Instant::now() >= l.valid_until);
+                if expired {
+                    warn!(identity = %cfg.identity, "lease could not be renewed in time; stepping down");
+                    tx.send_replace(None);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.retry_period) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    if tx.borrow().is_some() {
+        tx.send_replace(None);
+        if let Err(e) = release(&api, &cfg).await {
+            warn!(
+                error = &e as &dyn std::error::Error,
+                "could not release the lease"
+            );
+        } else {
+            info!(identity = %cfg.identity, "released the lease");
+        }
+    }
+}
+
+/// One round: read, decide, write. Returns the epoch when this replica leads afterwards.
+async fn step(
+    api: &Api<Lease>,
+    cfg: &LeaseConfig,
+    observed: &mut Option<Observed>,
+    now: Instant,
+) -> Result<Option<u64>, LeaderError> {
+    let current = api.get_opt(&cfg.name).await.map_err(LeaderError::Api)?;
+    if let Some(l) = &current {
+        *observed = Some(observe(observed.take(), record_of(l), now));
+    }
+    let decision = decide(&cfg.identity, observed.as_ref(), now);
+    let epoch = match decision {
+        Decision::StandBy { .. } => return Ok(None),
+        Decision::Renew { epoch } | Decision::Acquire { epoch } => epoch,
+    };
+    let stamp = MicroTime(jiff::Timestamp::now());
+    let acquiring = matches!(decision, Decision::Acquire { .. });
+    let mut lease = current.clone().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(cfg.name.clone()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec::default()),
+    });
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    spec.holder_identity = Some(cfg.identity.clone());
+    spec.lease_duration_seconds = Some(cfg.duration.as_secs() as i32);
+    spec.renew_time = Some(stamp.clone());
+    spec.lease_transitions = Some(epoch as i32);
+    if acquiring {
+        spec.acquire_time = Some(stamp);
+    }
+    let written = if current.is_some() {
+        // `replace` carries the resourceVersion we read: if anyone wrote in between, we get 409 and lose.
+        api.replace(&cfg.name, &PostParams::default(), &lease).await
+    } else {
+        api.create(&PostParams::default(), &lease).await
+    };
+    match written {
+        Ok(l) => {
+            *observed = Some(observe(observed.take(), record_of(&l), now));
+            Ok(Some(epoch))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(e) => Err(LeaderError::Api(e)),
+    }
+}
+
+async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Error> {
+    let Some(mut lease) = api.get_opt(&cfg.name).await? else {
+        return Ok(());
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    api.replace(&cfg.name, &PostParams::default(), &lease)
+        .await
+        .map(|_| ())
+}
+
+/// The check every write passes through: this replica leads, its lease is locally valid, and the API
+/// server confirms that the lease still carries its identity and epoch.
+#[derive(Clone)]
+pub struct Fence {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    rx: watch::Receiver<Option<Leadership>>,
+}
+
+impl Fence {
+    /// A fence over the given Lease and leadership channel.
+    pub fn new(client: Client, cfg: &LeaseConfig, rx: watch::Receiver<Option<Leadership>>) -> Self {
+        Self {
+            api: Api::namespaced(client, &cfg.namespace),
+            name: cfg.name.clone(),
+            identity: cfg.identity.clone(),
+            rx,
+        }
+    }
+
+    /// The leadership this replica currently believes it has.
+    pub fn leadership(&self) -> Option<Leadership> {
+        *self.rx.borrow()
+    }
+
+    /// Checks the fence; returns the epoch to write under.
+    pub async fn check(&self) -> Result<u64, LeaderError> {
+        let Some(l) = self.leadership() else {
+            return Err(LeaderError::NotLeader);
+        };
+        if Instant::now() >= l.valid_until {
+            return Err(LeaderError::Expired);
+        }
+        let lease = self.api.get(&self.name).await.map_err(LeaderError::Api)?;
+        let rec = record_of(&lease);
+        if rec.holder.as_deref() != Some(self.identity.as_str()) || rec.transitions != l.epoch {
+            return Err(LeaderError::Deposed {
+                holder: rec.holder,
+                epoch: rec.transitions,
+                ours: l.epoch,
+            });
+        }
+        Ok(l.epoch)
+    }
+}

@@ -1,0 +1,449 @@
+//! `ChaosExperiment` and `DrDrill`: scheduled faults with steady-state checks and measured outcomes, and
+//! monthly disaster-recovery drills with measured RTO and RPO. Pure data, no IO.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, Time};
+
+/// A chaos experiment: a fault injected on a schedule, with steady-state checks, abort conditions and an
+/// expected outcome.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "azora.io",
+    version = "v1alpha1",
+    kind = "ChaosExperiment",
+    status = "ChaosExperimentStatus",
+    shortname = "chaos",
+    category = "azora",
+    doc = "A scheduled fault with steady-state checks, abort conditions and an expected, measured outcome.",
+    printcolumn(name = "Fault", type_ = "string", json_path = ".spec.fault.type"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.fault.region"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Last", type_ = "string", json_path = ".status.lastRun.outcome"),
+    printcolumn(name = "Success", type_ = "string", json_path = ".status.successRate"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosExperimentSpec {
+    /// The fault to inject.
+    pub fault: Fault,
+    /// How long the fault lasts.
+    #[serde(default = "default_duration")]
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub duration: String,
+    /// Cron schedule (five fields, UTC). Default: daily at 03:00.
+    #[serde(default = "default_chaos_schedule")]
+    #[schemars(schema_with = "crate::common::cron_schema")]
+    pub schedule: String,
+    /// Do not start new runs.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Checks that must hold before the fault, during it and after it.
+    #[serde(default)]
+    pub steady_state: SteadyState,
+    /// Stop the experiment early and revert when any of these happen.
+    #[serde(default)]
+    pub abort_when: AbortConditions,
+    /// What must happen for the run to succeed.
+    #[serde(default)]
+    pub expect: Expectation,
+    /// Runs kept in status.
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: u32,
+}
+
+fn default_duration() -> String {
+    "60s".into()
+}
+fn default_chaos_schedule() -> String {
+    "0 3 * * *".into()
+}
+fn default_history() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum FaultType {
+    /// The region's endpoints stop answering.
+    RegionOutage,
+    /// Traffic between `region` and `peerRegion` is dropped.
+    NetworkPartition,
+    /// `latency` is added between `region` and `peerRegion`.
+    NetworkLatency,
+    /// The DNS provider stops accepting updates.
+    DnsFailure,
+    /// The region's Vault stops answering.
+    VaultOutage,
+    /// The region's object store stops answering.
+    ObjectStoreOutage,
+    /// One operator replica is killed.
+    PodKill,
+}
+
+/// The fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type in ['DnsFailure', 'PodKill'] || has(self.region)",
+     "message": "this fault type needs region"},
+    {"rule": "!(self.type in ['NetworkPartition', 'NetworkLatency']) || has(self.peerRegion)",
+     "message": "network faults need peerRegion"},
+    {"rule": "!has(self.peerRegion) || !has(self.region) || self.peerRegion != self.region",
+     "message": "peerRegion must differ from region"},
+    {"rule": "self.type != 'NetworkLatency' || has(self.latency)",
+     "message": "a NetworkLatency fault needs latency"}
+]))]
+pub struct Fault {
+    /// Kind of fault.
+    #[serde(rename = "type")]
+    pub type_: FaultType,
+    /// Target region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub region: Option<String>,
+    /// Other side of a network fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub peer_region: Option<String>,
+    /// Added latency of a NetworkLatency fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::optional_duration_schema")]
+    pub latency: Option<String>,
+}
+
+/// Steady-state checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SteadyState {
+    /// At least this many regions must be Healthy (the target included, before the fault).
+    #[serde(default = "default_min_healthy")]
+    #[schemars(range(min = 1, max = 64))]
+    pub min_healthy_regions: u32,
+    /// Every FailoverPolicy must answer DNS queries.
+    #[serde(default = "default_true")]
+    pub dns_answering: bool,
+    /// Every Tenant must be Ready.
+    #[serde(default = "default_true")]
+    pub tenants_ready: bool,
+}
+
+impl Default for SteadyState {
+    fn default() -> Self {
+        Self {
+            min_healthy_regions: default_min_healthy(),
+            dns_answering: true,
+            tenants_ready: true,
+        }
+    }
+}
+
+fn default_min_healthy() -> u32 {
+    2
+}
+
+/// Abort conditions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortConditions {
+    /// Abort when fewer regions than this are Healthy (other than the target).
+    #[serde(default = "default_abort_min")]
+    #[schemars(range(min = 0, max = 64))]
+    pub healthy_regions_below: u32,
+    /// Abort when DNS stops answering for any policy.
+    #[serde(default = "default_true")]
+    pub dns_unanswered: bool,
+}
+
+impl Default for AbortConditions {
+    fn default() -> Self {
+        Self {
+            healthy_regions_below: default_abort_min(),
+            dns_unanswered: true,
+        }
+    }
+}
+
+fn default_abort_min() -> u32 {
+    1
+}
+
+/// Expected outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Expectation {
+    /// DNS must move away from the target within this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::optional_duration_schema")]
+    pub failover_within: Option<String>,
+    /// After the fault is reverted, the steady state must return within this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::optional_duration_schema")]
+    pub recovery_within: Option<String>,
+    /// No failover may happen (for faults that must be absorbed).
+    #[serde(default)]
+    pub no_failover: bool,
+}
+
+/// Outcome of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+/// One entry of a timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// Step name, e.g. `FaultInjected`, `FailoverVerified`.
+    pub step: String,
+    /// When it happened.
+    pub time: Time,
+    /// Details.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One run of an experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosRun {
+    /// Run identifier.
+    pub id: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// When the run started.
+    pub start_time: Time,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// Measured failover time in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_ms: Option<u64>,
+    /// Measured recovery time in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_ms: Option<u64>,
+    /// What happened, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// Why the run failed or aborted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Observed state of a ChaosExperiment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosExperimentStatus {
+    /// The generation last processed by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The run in progress or last finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<ChaosRun>,
+    /// Past runs, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<ChaosRun>,
+    /// Runs finished.
+    #[serde(default)]
+    pub total_runs: u64,
+    /// Runs that succeeded.
+    #[serde(default)]
+    pub succeeded_runs: u64,
+    /// Success rate over all runs, e.g. `99.7%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<String>,
+    /// When the next run is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Scheduled`.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A disaster-recovery drill: lose a region (as a drain), measure RTO and RPO, restore and verify, fail back.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "azora.io",
+    version = "v1alpha1",
+    kind = "DrDrill",
+    status = "DrDrillStatus",
+    shortname = "drill",
+    category = "azora",
+    doc = "A scheduled disaster-recovery drill with measured RTO and RPO.",
+    printcolumn(name = "Lose", type_ = "string", json_path = ".spec.scenario.loseRegion"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Last", type_ = "string", json_path = ".status.lastRun.result"),
+    printcolumn(
+        name = "RTO(s)",
+        type_ = "integer",
+        json_path = ".status.lastRun.measuredRtoSeconds"
+    ),
+    printcolumn(
+        name = "RPO(s)",
+        type_ = "integer",
+        json_path = ".status.lastRun.measuredRpoSeconds"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DrDrillSpec {
+    /// Cron schedule (five fields, UTC). Default: monthly, on the 1st at 04:00.
+    #[serde(default = "default_drill_schedule")]
+    #[schemars(schema_with = "crate::common::cron_schema")]
+    pub schedule: String,
+    /// Do not start new runs.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Which region is lost.
+    pub scenario: Scenario,
+    /// Tenants in the drill. Empty: every tenant whose active region is the lost one.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::common::name_list_schema")]
+    pub tenants: Vec<String>,
+    /// Recovery objectives the drill must meet.
+    #[serde(default)]
+    pub objectives: Objectives,
+    /// Restore the newest backup into the DR region's scratch namespace and verify it.
+    #[serde(default = "default_true")]
+    pub verify_restore: bool,
+    /// Return traffic to the lost region after the drill.
+    #[serde(default = "default_true")]
+    pub failback: bool,
+    /// Runs kept in status.
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: u32,
+}
+
+fn default_drill_schedule() -> String {
+    "0 4 1 * *".into()
+}
+
+/// The drill scenario.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.drRegion) || self.drRegion != self.loseRegion",
+     "message": "drRegion must differ from loseRegion"}
+]))]
+pub struct Scenario {
+    /// The region taken out (drained, not harmed).
+    #[schemars(schema_with = "crate::common::name_schema")]
+    pub lose_region: String,
+    /// Where tenants recover. Default: each tenant's next failover region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub dr_region: Option<String>,
+}
+
+/// Recovery objectives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Objectives {
+    /// Recovery time objective.
+    #[serde(default = "default_rto")]
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub rto: String,
+    /// Recovery point objective.
+    #[serde(default = "default_rpo")]
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub rpo: String,
+}
+
+impl Default for Objectives {
+    fn default() -> Self {
+        Self {
+            rto: default_rto(),
+            rpo: default_rpo(),
+        }
+    }
+}
+
+fn default_rto() -> String {
+    "15m".into()
+}
+fn default_rpo() -> String {
+    "5m".into()
+}
+
+/// Result of a drill run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum DrillResult {
+    Running,
+    Passed,
+    Failed,
+    Aborted,
+}
+
+/// One drill run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRun {
+    /// Run identifier.
+    pub id: String,
+    /// Result.
+    pub result: DrillResult,
+    /// When the run started.
+    pub start_time: Time,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// Measured recovery time, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_rto_seconds: Option<u64>,
+    /// Measured recovery point (age of the restored data), seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_rpo_seconds: Option<u64>,
+    /// What happened, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// ConfigMap holding the Markdown and JSON report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// Why the run failed or aborted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Observed state of a DrDrill.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrDrillStatus {
+    /// The generation last processed by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The run in progress or last finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<DrillRun>,
+    /// Past runs, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<DrillRun>,
+    /// When the next run is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Scheduled`.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,300 @@
+//! `Tenant`: a customer of the platform — home region, failover regions, residency, quotas, isolation,
+//! secrets, backups and hostnames. Pure data, no IO.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, Continent, Time};
+
+/// A tenant of the platform and where it may live.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "azora.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    status = "TenantStatus",
+    shortname = "tn",
+    category = "azora",
+    doc = "A tenant: home region, ordered failover regions, residency, quotas, isolation, secrets, backups.",
+    printcolumn(name = "Home", type_ = "string", json_path = ".spec.homeRegion"),
+    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeRegion"),
+    printcolumn(name = "Placed", type_ = "string", json_path = ".status.placedRegions"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.failoverRegions) || !(self.homeRegion in self.failoverRegions)",
+     "message": "homeRegion must not also be listed in failoverRegions"},
+    {"rule": "!has(self.failoverRegions) || self.failoverRegions.all(r, self.failoverRegions.exists_one(x, x == r))",
+     "message": "failoverRegions must not repeat a region"},
+    {"rule": "!has(self.residency) || !has(self.residency.allowedRegions) || size(self.residency.allowedRegions) == 0 || self.homeRegion in self.residency.allowedRegions",
+     "message": "homeRegion must be one of residency.allowedRegions"},
+    {"rule": "!has(self.secrets) || self.secrets.all(s, self.secrets.exists_one(x, x.name == s.name))",
+     "message": "secret names must be unique"}
+]))]
+pub struct TenantSpec {
+    /// Human-friendly name shown in reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub display_name: Option<String>,
+    /// The Region the tenant normally runs in.
+    #[schemars(schema_with = "crate::common::name_schema")]
+    pub home_region: String,
+    /// Regions to fail over to, in order of preference. Regions the residency forbids are skipped.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::common::name_list_schema")]
+    pub failover_regions: Vec<String>,
+    /// Where the tenant's data may live. Replicas, backup copies and failover targets never land elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<Residency>,
+    /// Resource quota of the tenant's namespace in each region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    /// Default requests and limits for the tenant's containers (a LimitRange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<DefaultLimits>,
+    /// Network isolation of the tenant's namespaces.
+    #[serde(default)]
+    pub network: NetworkIsolation,
+    /// Groups bound to the `admin` role in the tenant's namespaces.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub admin_groups: Vec<String>,
+    /// Secrets kept in Vault, rotated on a cycle and synced into every region the tenant lives in.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub secrets: Vec<TenantSecret>,
+    /// Backup settings.
+    #[serde(default)]
+    pub backup: TenantBackup,
+    /// Hostnames the tenant is served under.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub hostnames: Vec<String>,
+}
+
+/// Residency: the regions and continents a tenant's data may live in. Both lists restrict; empty means no
+/// restriction from that list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Residency {
+    /// Regions allowed by name.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::common::name_list_schema")]
+    pub allowed_regions: Vec<String>,
+    /// Continents allowed.
+    #[serde(default)]
+    pub allowed_continents: Vec<Continent>,
+}
+
+/// Quota of the tenant's namespace (a ResourceQuota).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quotas {
+    /// Total CPU requests, e.g. `8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::quantity_schema")]
+    pub cpu: Option<String>,
+    /// Total memory requests, e.g. `16Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::quantity_schema")]
+    pub memory: Option<String>,
+    /// Total storage requests, e.g. `100Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::quantity_schema")]
+    pub storage: Option<String>,
+    /// Maximum number of pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub pods: Option<u32>,
+}
+
+/// Default container requests and limits (a LimitRange).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultLimits {
+    /// Default CPU limit per container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::quantity_schema")]
+    pub cpu: Option<String>,
+    /// Default memory limit per container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::quantity_schema")]
+    pub memory: Option<String>,
+}
+
+/// Network isolation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkIsolation {
+    /// Deny all ingress except from the tenant's own namespace (a default-deny NetworkPolicy plus
+    /// allow-within-tenant).
+    #[serde(default = "default_true")]
+    pub default_deny: bool,
+    /// Extra namespaces allowed to reach the tenant (e.g. the ingress controller's).
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub allow_from_namespaces: Vec<String>,
+}
+
+impl Default for NetworkIsolation {
+    fn default() -> Self {
+        Self {
+            default_deny: true,
+            allow_from_namespaces: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A tenant secret kept in Vault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSecret {
+    /// Name of this secret, unique within the tenant.
+    #[schemars(schema_with = "crate::common::name_schema")]
+    pub name: String,
+    /// Path in the region's Vault KV v2 engine, e.g. `tenants/acme/db`.
+    #[schemars(length(min = 1, max = 512), regex(pattern = "^[A-Za-z0-9_./-]+$"))]
+    pub vault_path: String,
+    /// Name of the Kubernetes Secret written in the tenant's namespace in each region.
+    #[schemars(length(min = 1, max = 253))]
+    pub target_secret: String,
+    /// How often the secret is rotated.
+    #[serde(default = "default_rotation")]
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub rotate_every: String,
+    /// How long the previous version stays valid after a rotation.
+    #[serde(default = "default_grace")]
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub grace_period: String,
+    /// Restart workloads annotated `azora.io/restart-on-rotation` after a rotation.
+    #[serde(default)]
+    pub restart_workloads: bool,
+}
+
+fn default_rotation() -> String {
+    "30d".into()
+}
+fn default_grace() -> String {
+    "24h".into()
+}
+
+/// Backup settings of a tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantBackup {
+    /// Whether BackupSchedules include this tenant.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for TenantBackup {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Sync state of a tenant in one region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum SyncState {
+    /// Not yet placed.
+    Pending,
+    /// Everything the tenant needs exists in the region.
+    Synced,
+    /// The last sync failed; see `message`.
+    Error,
+    /// The region is listed but residency forbids it, or it does not exist.
+    Excluded,
+}
+
+/// The tenant in one region.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionSync {
+    /// Region name.
+    pub region: String,
+    /// Sync state.
+    pub state: SyncState,
+    /// The tenant generation last synced to this region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the region was last synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// Replication lag of the tenant's objects to this region, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_seconds: Option<u64>,
+    /// Why the region is excluded or in error.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Rotation state of one tenant secret. Values are never shown, only versions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStatus {
+    /// Secret name from the spec.
+    pub name: String,
+    /// Current Vault KV version.
+    pub version: u64,
+    /// When it was last rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When it will next be rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+}
+
+/// The tenant's newest good backup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// Name of the Backup object.
+    pub name: String,
+    /// Time of the data it holds.
+    pub data_time: Time,
+}
+
+/// Observed state of a Tenant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// The generation last processed by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The region currently serving the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_region: Option<String>,
+    /// Regions the tenant lives in: home and failover regions its residency allows, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placed_regions: Vec<String>,
+    /// Per-region sync state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionSync>,
+    /// Rotation state of the tenant's secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretStatus>,
+    /// The newest good backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Placed`.
+    #[serde(default)]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
+}

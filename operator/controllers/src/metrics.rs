@@ -1,0 +1,107 @@
+//! Prometheus metrics of the reconcilers and the leader election, registered once on a shared registry.
+//! No IO; `/metrics` serving lives in the binary. Labels are fixed categories, never error text.
+
+use std::time::Instant;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Metrics shared by every controller.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` serves.
+    pub registry: Registry,
+    reconciles: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+    status_writes: IntCounterVec,
+    /// 1 while this replica leads.
+    pub leader: IntGauge,
+    /// Fencing epoch of the current leadership (0 when standing by).
+    pub leader_epoch: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("azora".into()), None)?;
+        let reconciles = IntCounterVec::new(
+            Opts::new("reconcile_total", "Reconciles by controller and result"),
+            &["controller", "result"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "reconcile_errors_total",
+                "Reconcile errors by controller and fixed category",
+            ),
+            &["controller", "category"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("reconcile_duration_seconds", "Reconcile duration")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["controller"],
+        )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "status_writes_total",
+                "Status writes by controller (skipped when nothing changed)",
+            ),
+            &["controller", "outcome"],
+        )?;
+        let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")?;
+        let leader_epoch = IntGauge::new("leader_epoch", "Fencing epoch of the current leadership")?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(leader_epoch.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            status_writes,
+            leader,
+            leader_epoch,
+        })
+    }
+
+    /// Starts a timer that records the reconcile duration when dropped.
+    pub fn timer(&self, controller: &'static str) -> ReconcileTimer {
+        ReconcileTimer {
+            hist: self.duration.clone(),
+            controller,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts one reconcile.
+    pub fn reconciled(&self, controller: &str, result: &str) {
+        self.reconciles.with_label_values(&[controller, result]).inc();
+    }
+
+    /// Counts one error by category.
+    pub fn error(&self, controller: &str, category: &str) {
+        self.errors.with_label_values(&[controller, category]).inc();
+    }
+
+    /// Counts a status write or a skipped one.
+    pub fn status_write(&self, controller: &str, outcome: &str) {
+        self.status_writes.with_label_values(&[controller, outcome]).inc();
+    }
+}
+
+/// Records the elapsed time into the reconcile histogram when dropped.
+pub struct ReconcileTimer {
+    hist: HistogramVec,
+    controller: &'static str,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.hist
+            .with_label_values(&[self.controller])
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,13 @@
+//! The decision core of Azora: validation, conditions, placement, leader-election decisions, durations and
+//! schedules. Every function here is pure — observed state in, next step out — and unit-tested without a
+//! cluster. Reconcilers fetch, call into this crate, apply and write status.
+
+pub mod conditions;
+pub mod duration;
+pub mod lease;
+pub mod placement;
+pub mod validate;
+pub mod world;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,231 @@
+//! `azora-operator`: the binary. `run` starts the operator (leader election, controllers, `/metrics`,
+//! `/healthz`, `/readyz`); `crd` prints or writes the CRDs. Start-up code: errors here end the process.
+
+mod serve;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use azora_adapters::leader::{self, Fence, LeaseConfig};
+use azora_adapters::secrets::SecretKeys;
+use azora_controllers::{Context, Metrics, run_controllers};
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "azora-operator",
+    version,
+    about = "The Azora multi-region control plane operator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
+    Run(RunArgs),
+    /// Print every CRD as YAML, or write one file per kind.
+    Crd(CrdArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// JSON when stderr is not a terminal, human-readable otherwise.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Namespace of the leader Lease and of referenced Secrets. Default: POD_NAMESPACE, else the
+    /// kubeconfig's namespace, else `default`.
+    #[arg(long, env = "AZORA_NAMESPACE")]
+    namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "azora-operator")]
+    lease_name: String,
+    /// This replica's identity. Default: POD_NAME, else hostname-pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9090", env = "AZORA_METRICS_ADDR")]
+    metrics_addr: String,
+    /// Reconciles in flight per controller.
+    #[arg(long, default_value_t = 4)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: LogFormat,
+}
+
+#[derive(Parser)]
+struct CrdArgs {
+    /// Write one file per kind into this directory instead of printing.
+    #[arg(long)]
+    out_dir: Option<std::path::PathBuf>,
+    /// Leave out CEL rules (x-kubernetes-validations), for API servers older than 1.25.
+    #[arg(long)]
+    strip_cel: bool,
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn crd(args: CrdArgs) -> anyhow::Result<()> {
+    for crd in azora_api::crds() {
+        let crd = if args.strip_cel {
+            azora_api::strip_cel(&crd)
+        } else {
+            crd
+        };
+        let yaml = azora_api::crd_yaml(&crd)?;
+        match &args.out_dir {
+            Some(dir) => {
+                let path = dir.join(azora_api::crd_file_name(&crd));
+                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => print!("---\n{yaml}"),
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let config = kube::Config::infer()
+        .await
+        .context("no usable KUBECONFIG or in-cluster config")?;
+    let namespace = args
+        .namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let metrics = Metrics::new()?;
+    info!(%namespace, %identity, "starting azora-operator");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (lead_tx, mut lead_rx) = watch::channel(None);
+    let lease_cfg = LeaseConfig::new(namespace.clone(), args.lease_name.clone(), identity.clone());
+    let fence = Fence::new(client.clone(), &lease_cfg, lead_rx.clone());
+    let ready = serve::Readiness::default();
+    let server = tokio::spawn(serve::serve(
+        args.metrics_addr.clone(),
+        metrics.registry.clone(),
+        ready.clone(),
+    ));
+    let election = tokio::spawn(leader::run(client.clone(), lease_cfg, lead_tx, stop_rx.clone()));
+
+    let signal = tokio::spawn(shutdown_signal());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "azora-operator".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let mut signal = signal;
+    loop {
+        // Stand by until this replica leads, or until shutdown.
+        ready.set(true);
+        tokio::select! {
+            _ = &mut signal => break,
+            changed = lead_rx.wait_for(Option::is_some) => { if changed.is_err() { break; } }
+        }
+        let epoch = lead_rx.borrow().map(|l| l.epoch).unwrap_or_default();
+        metrics.leader.set(1);
+        metrics.leader_epoch.set(epoch as i64);
+        info!(epoch, "leading: starting controllers");
+        let mut term_rx = lead_rx.clone();
+        let mut stop_watch = stop_rx.clone();
+        let term_end = async move {
+            tokio::select! {
+                _ = term_rx.wait_for(Option::is_none) => {}
+                _ = stop_watch.wait_for(|s| *s) => {}
+            }
+        };
+        let make_ctx = |stores| Context {
+            client: client.clone(),
+            namespace: namespace.clone(),
+            fence: fence.clone(),
+            secrets: SecretKeys::new(client.clone(), &namespace),
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            stores,
+        };
+        let controllers = run_controllers(client.clone(), make_ctx, args.concurrency, term_end);
+        tokio::pin!(controllers);
+        let mut stopping = false;
+        tokio::select! {
+            _ = &mut controllers => {}
+            _ = &mut signal => { stopping = true; }
+        }
+        if stopping {
+            stop_tx.send_replace(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
+        }
+        metrics.leader.set(0);
+        metrics.leader_epoch.set(0);
+        if stopping {
+            break;
+        }
+        info!("leadership ended: controllers stopped, standing by");
+    }
+    info!("shutting down");
+    ready.set(false);
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    server.abort();
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd(args) => crd(args),
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run(args))
+        }
+    }
+}

@@ -24,7 +24,7 @@ pub const GENERATED_HEADER: &str =
 
 /// Every CRD of the API, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         Region::crd(),
         Tenant::crd(),
         FailoverPolicy::crd(),
@@ -34,6 +34,49 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ChaosExperiment::crd(),
         DrDrill::crd(),
     ]
+    .iter()
+    .map(tidy)
+    .collect()
+}
+
+/// Tidies a generated CRD for every API server we support. Status is written by the operator only: defaults there mean nothing to users and trip older API servers
+/// under server-side apply, so they are removed from the `status` subtree.
+fn tidy(crd: &CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("default");
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    fn drop_null_enum_values(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|x| !x.is_null());
+                }
+                map.values_mut().for_each(drop_null_enum_values);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_enum_values),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).unwrap_or_default();
+    // `nullable: true` already allows null; a literal null in `enum` breaks server-side apply on 1.20.
+    drop_null_enum_values(&mut value);
+    // Explicit, so API servers that infer `true` from an incomplete apply (1.20) keep schema defaults.
+    value["spec"]["preserveUnknownFields"] = serde_json::Value::Bool(false);
+    if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
+        for version in versions {
+            if let Some(status) = version.pointer_mut("/schema/openAPIV3Schema/properties/status") {
+                walk(status);
+            }
+        }
+    }
+    serde_json::from_value(value).unwrap_or_else(|_| crd.clone())
 }
 
 /// Removes every `x-kubernetes-validations` (CEL) rule from a CRD. For API servers older than 1.25, which

@@ -1,0 +1,86 @@
+//! Running the real `azora-operator` binary as a child process, the way a user would (IO).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context as _;
+
+/// Path of the operator binary built next to the test binaries (or `AZORA_OPERATOR_BIN`).
+pub fn operator_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("AZORA_OPERATOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary location")?;
+    let p = dir.join("azora-operator");
+    anyhow::ensure!(
+        p.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// A running operator process; killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `azora-operator run` with a clean environment: only `KUBECONFIG` plus `extra` variables.
+    pub fn start(
+        kubeconfig: &Path,
+        log: PathBuf,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(operator_bin()?);
+        cmd.arg("run")
+            .args(args)
+            .env_clear()
+            .env("KUBECONFIG", kubeconfig);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()?;
+        Ok(Self {
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process at once (SIGKILL): no lease release, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

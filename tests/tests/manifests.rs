@@ -1,0 +1,125 @@
+//! The CRDs and the repository's manifests against a real kube-apiserver: server-side apply of the CRDs,
+//! `kubectl apply -k` of regions/, policies/ and chaos/, printer columns, the `azora` category, and the
+//! operator (started with only KUBECONFIG) putting Ready on all four Regions.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use azora_api::{ConditionStatus, Region};
+use azora_tests::{Operator, TestEnv, repo_root, tool, wait};
+use kube::Api;
+use kube::api::ListParams;
+
+fn kubectl(env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(tool("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(&env.hub().kubeconfig)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let root = repo_root();
+    for dir in ["regions", "policies", "chaos"] {
+        let out = kubectl(
+            &env,
+            &["apply", "--server-side", "-k", &root.join(dir).to_string_lossy()],
+        )?;
+        assert!(out.contains("serverside-applied"), "{dir}: {out}");
+    }
+    // Applying the same manifests twice changes nothing (GitOps).
+    let again = kubectl(
+        &env,
+        &[
+            "apply",
+            "--server-side",
+            "-k",
+            &root.join("regions").to_string_lossy(),
+        ],
+    )?;
+    assert!(again.lines().all(|l| l.contains("serverside-applied")), "{again}");
+
+    let header = kubectl(&env, &["get", "regions"])?;
+    let first = header.lines().next().unwrap_or_default().to_string();
+    for col in [
+        "NAME", "CITY", "PRIORITY", "VERDICT", "SERVING", "SINCE", "READY", "AGE",
+    ] {
+        assert!(first.contains(col), "kubectl get regions lacks {col}: {first}");
+    }
+    for region in ["africa", "europe", "asia", "americas"] {
+        assert!(header.contains(region), "{header}");
+    }
+    assert!(
+        header.contains("Lagos") && header.contains("São Paulo"),
+        "{header}"
+    );
+    let short = kubectl(&env, &["get", "rg", "-o", "name"])?;
+    assert_eq!(short.lines().count(), 4, "{short}");
+    let all = kubectl(&env, &["get", "azora"])?;
+    for kind in [
+        "region.azora.io/africa",
+        "failoverpolicy.azora.io/platform",
+        "backupschedule.azora.io/platform",
+        "chaosexperiment.azora.io/daily-africa-outage",
+        "drdrill.azora.io/monthly-lose-africa",
+    ] {
+        assert!(all.contains(kind), "kubectl get azora lacks {kind}:\n{all}");
+    }
+    let explain = kubectl(&env, &["explain", "region.spec.probes.interval"])?;
+    assert!(explain.contains("Time between two probes"), "{explain}");
+
+    let started = Instant::now();
+    let _op = Operator::start(
+        &env.hub().kubeconfig,
+        env.dir.path().join("operator.log"),
+        &[],
+        &[],
+    )?;
+    let regions: Api<Region> = Api::all(env.hub().client().await?);
+    let ready = wait::until(Duration::from_secs(90), || {
+        let regions = regions.clone();
+        async move {
+            let Ok(list) = regions.list(&ListParams::default()).await else {
+                return false;
+            };
+            list.items.len() == 4 && list.items.iter().all(region_ready_at_generation)
+        }
+    })
+    .await;
+    let list = regions.list(&ListParams::default()).await?;
+    assert!(
+        ready,
+        "regions not Ready within 90s: {:#?}",
+        list.items.iter().map(|r| &r.status).collect::<Vec<_>>()
+    );
+    println!(
+        "all four regions Ready after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let table = kubectl(&env, &["get", "regions"])?;
+    println!("{table}");
+    assert_eq!(
+        table.lines().skip(1).filter(|l| l.contains("True")).count(),
+        4,
+        "{table}"
+    );
+    Ok(())
+}
+
+fn region_ready_at_generation(r: &Region) -> bool {
+    let generation = r.metadata.generation;
+    r.status.as_ref().is_some_and(|s| {
+        s.observed_generation == generation
+            && s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == ConditionStatus::True && c.observed_generation == generation
+            })
+    })
+}

@@ -1,0 +1,231 @@
+//! Leader election with real operator processes on a real kube-apiserver: only the Lease holder writes, a
+//! killed holder is replaced within 15 s, and a deposed leader's late write is refused by the fence.
+
+use std::time::{Duration, Instant};
+
+use azora_adapters::kube_status::{StatusError, StatusWriter};
+use azora_adapters::leader::{Fence, LeaderError, Leadership, LeaseConfig};
+use azora_api::Region;
+use azora_tests::{Operator, TestEnv, free_port, wait};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::core::ApiResource;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn metrics(port: u16) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("azora-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+fn region(name: &str) -> anyhow::Result<Region> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "azora.io/v1alpha1", "kind": "Region", "metadata": {"name": name},
+        "spec": {"location": {"city": "Lagos", "country": "NG", "continent": "Africa", "latitude": 6.5, "longitude": 3.4},
+                 "probes": {"endpoints": [{"name": "api", "type": "TCP", "address": "127.0.0.11:80"}]},
+                 "dns": {"ipv4": ["127.0.0.11"]}}
+    }))?)
+}
+
+async fn ready(regions: &Api<Region>, name: &str) -> bool {
+    let name = name.to_string();
+    wait::until(Duration::from_secs(30), || {
+        let regions = regions.clone();
+        let name = name.clone();
+        async move {
+            regions
+                .get(&name)
+                .await
+                .ok()
+                .and_then(|r| r.status)
+                .is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == azora_api::ConditionStatus::True)
+                })
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over_within_15s() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let client = env.hub().client().await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let regions: Api<Region> = Api::all(client.clone());
+    let (pa, pb) = (free_port()?, free_port()?);
+    let (addr_a, addr_b) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let kc = &env.hub().kubeconfig;
+    let mut a = Operator::start(
+        kc,
+        env.dir.path().join("a.log"),
+        &["--identity", "a", "--metrics-addr", &addr_a],
+        &[],
+    )?;
+    assert!(
+        wait::until(Duration::from_secs(30), || async {
+            holder(&leases).await.as_deref() == Some("a")
+        })
+        .await
+    );
+    let _b = Operator::start(
+        kc,
+        env.dir.path().join("b.log"),
+        &["--identity", "b", "--metrics-addr", &addr_b],
+        &[],
+    )?;
+    assert!(
+        wait::until(Duration::from_secs(20), || async {
+            metrics(pb).await.contains("azora_leader 0")
+        })
+        .await
+    );
+
+    regions.create(&PostParams::default(), &region("first")?).await?;
+    assert!(
+        ready(&regions, "first").await,
+        "leader a did not make the region Ready"
+    );
+    let (ma, mb) = (metrics(pa).await, metrics(pb).await);
+    assert_eq!(metric(&ma, "azora_leader "), 1.0, "{ma}");
+    assert!(
+        metric(
+            &ma,
+            "azora_status_writes_total{controller=\"region\",outcome=\"written\"}"
+        ) >= 1.0,
+        "{ma}"
+    );
+    assert_eq!(metric(&mb, "azora_leader "), 0.0);
+    assert_eq!(
+        metric(&mb, "azora_status_writes_total"),
+        0.0,
+        "standby b must not write:\n{mb}"
+    );
+    assert_eq!(
+        metric(&mb, "azora_reconcile_total"),
+        0.0,
+        "standby b must not reconcile:\n{mb}"
+    );
+
+    let killed = Instant::now();
+    a.kill();
+    let handed = wait::until(Duration::from_secs(30), || async {
+        holder(&leases).await.as_deref() == Some("b")
+    })
+    .await;
+    let took = killed.elapsed();
+    println!("handover after SIGKILL of the holder: {:.1}s", took.as_secs_f64());
+    assert!(handed, "b never took the lease");
+    assert!(took < Duration::from_secs(15), "handover took {took:?}");
+    let epoch = leases
+        .get("azora-operator")
+        .await?
+        .spec
+        .and_then(|s| s.lease_transitions);
+    assert_eq!(epoch, Some(2), "the new holder writes under the next epoch");
+
+    regions.create(&PostParams::default(), &region("second")?).await?;
+    assert!(ready(&regions, "second").await, "new leader b did not reconcile");
+    assert!(
+        metric(
+            &metrics(pb).await,
+            "azora_status_writes_total{controller=\"region\",outcome=\"written\"}"
+        ) >= 1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deposed_leaders_late_write_is_refused() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let client = env.hub().client().await?;
+    let regions: Api<Region> = Api::all(client.clone());
+    regions.create(&PostParams::default(), &region("fenced")?).await?;
+    // b holds the lease at epoch 2: a was the leader at epoch 1 and was deposed.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("fence-test".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("b".into()),
+            lease_duration_seconds: Some(10),
+            lease_transitions: Some(2),
+            ..Default::default()
+        }),
+    };
+    leases.create(&PostParams::default(), &lease).await?;
+    // a still believes it leads (its local clock has not run out yet): exactly the late-write case.
+    let believes = Some(Leadership {
+        epoch: 1,
+        valid_until: Instant::now() + Duration::from_secs(60),
+    });
+    let (_tx_a, rx_a) = tokio::sync::watch::channel(believes);
+    let fence_a = Fence::new(
+        client.clone(),
+        &LeaseConfig::new("default", "fence-test", "a"),
+        rx_a,
+    );
+    let ar = ApiResource::erase::<Region>(&());
+    let writer_a = StatusWriter::new(client.clone(), ar.clone(), "region", fence_a);
+    let late = json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Stale", "message": "late",
+                                      "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    match writer_a.apply("fenced", None, late).await {
+        Err(StatusError::Fenced(LeaderError::Deposed { holder, epoch, ours })) => {
+            assert_eq!((holder.as_deref(), epoch, ours), (Some("b"), 2, 1));
+        }
+        other => panic!("late write was not refused: {other:?}"),
+    }
+    assert!(
+        regions.get("fenced").await?.status.is_none(),
+        "nothing was written"
+    );
+    // The real holder at the current epoch passes the same fence.
+    let (_tx_b, rx_b) = tokio::sync::watch::channel(Some(Leadership {
+        epoch: 2,
+        ..believes.expect("set")
+    }));
+    let fence_b = Fence::new(
+        client.clone(),
+        &LeaseConfig::new("default", "fence-test", "b"),
+        rx_b,
+    );
+    let writer_b = StatusWriter::new(client.clone(), ar, "region", fence_b);
+    let ok = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok",
+                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    writer_b.apply("fenced", None, ok).await?;
+    assert!(
+        regions
+            .get("fenced")
+            .await?
+            .status
+            .is_some_and(|s| s.conditions[0].reason == "Ready")
+    );
+    Ok(())
+}

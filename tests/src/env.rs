@@ -260,7 +260,7 @@ impl TestEnv {
             install_crds(&server.client().await?).await?;
         }
         self.servers.push(server);
-        Ok(self.servers.last().context("just pushed")?)
+        self.servers.last().context("just pushed")
     }
 
     /// The hub apiserver (the first one).

@@ -182,11 +182,11 @@ async fn a_deposed_leaders_late_write_is_refused() -> anyhow::Result<()> {
     };
     leases.create(&PostParams::default(), &lease).await?;
     // a still believes it leads (its local clock has not run out yet): exactly the late-write case.
-    let believes = Some(Leadership {
+    let believes = Leadership {
         epoch: 1,
         valid_until: Instant::now() + Duration::from_secs(60),
-    });
-    let (_tx_a, rx_a) = tokio::sync::watch::channel(believes);
+    };
+    let (_tx_a, rx_a) = tokio::sync::watch::channel(Some(believes));
     let fence_a = Fence::new(
         client.clone(),
         &LeaseConfig::new("default", "fence-test", "a"),
@@ -207,10 +207,7 @@ async fn a_deposed_leaders_late_write_is_refused() -> anyhow::Result<()> {
         "nothing was written"
     );
     // The real holder at the current epoch passes the same fence.
-    let (_tx_b, rx_b) = tokio::sync::watch::channel(Some(Leadership {
-        epoch: 2,
-        ..believes.expect("set")
-    }));
+    let (_tx_b, rx_b) = tokio::sync::watch::channel(Some(Leadership { epoch: 2, ..believes }));
     let fence_b = Fence::new(
         client.clone(),
         &LeaseConfig::new("default", "fence-test", "b"),

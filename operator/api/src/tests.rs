@@ -128,27 +128,35 @@ fn every_field_is_documented() {
 }
 
 #[test]
-fn crds_directory_matches_generated_crds() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-    let mut expected: Vec<String> = Vec::new();
-    for crd in crds() {
-        let name = crd_file_name(&crd);
-        let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+fn crds_directory_and_chart_match_generated_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in [root.join("crds"), root.join("charts/azora-operator/crds")] {
+        let mut expected: Vec<String> = Vec::new();
+        for crd in crds() {
+            let name = crd_file_name(&crd);
+            let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+            assert_eq!(
+                on_disk,
+                crd_yaml(&crd).expect("yaml"),
+                "{}/{name} drifted: run `make crds`",
+                dir.display()
+            );
+            expected.push(name);
+        }
+        let mut present: Vec<String> = std::fs::read_dir(&dir)
+            .expect("directory exists")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        present.sort();
+        expected.sort();
         assert_eq!(
-            on_disk,
-            crd_yaml(&crd).expect("yaml"),
-            "crds/{name} drifted: run `make crds`"
+            present,
+            expected,
+            "{} holds exactly one file per kind",
+            dir.display()
         );
-        expected.push(name);
     }
-    let mut present: Vec<String> = std::fs::read_dir(&dir)
-        .expect("crds/ exists")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.ends_with(".yaml"))
-        .collect();
-    present.sort();
-    expected.sort();
-    assert_eq!(present, expected, "crds/ holds exactly one file per kind");
 }
 
 #[test]

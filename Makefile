@@ -1,0 +1,52 @@
+# Azora control plane — the front door. `make` lists the targets; CI runs `make test`.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/azora/target
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
+
+.DEFAULT_GOAL := help
+.PHONY: help test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+test-env: ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm
+	@bash tests/scripts/install-kube.sh >/dev/null
+	@bash tests/scripts/install-tools.sh >/dev/null
+	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
+	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+build: ## Build every crate and binary
+	cargo build --workspace --all-targets
+
+crds: build ## Regenerate crds/ and the chart's crds/ from the API types
+	$(OPERATOR) crd --out-dir crds
+	$(OPERATOR) crd --out-dir charts/azora-operator/crds
+
+crds-check: build ## Fail if crds/ or the chart's CRDs drift from the API types
+	@tmp=$$(mktemp -d); $(OPERATOR) crd --out-dir $$tmp; \
+	diff -r $$tmp crds && diff -r $$tmp charts/azora-operator/crds && echo "crds: no drift"; rc=$$?; rm -rf $$tmp; exit $$rc
+
+fmt: ## Format the code
+	cargo fmt --all
+
+fmt-check: ## Check formatting
+	cargo fmt --all -- --check
+
+clippy: ## Lint, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-unit: ## Unit tests (decision core, API, CEL rules) — no cluster needed
+	cargo nextest run --workspace --exclude azora-tests
+
+test-integration: test-env build ## Tests against a real kube-apiserver + etcd, the operator binary, helm and kubectl
+	cargo nextest run -p azora-tests --no-fail-fast
+
+test: test-env fmt-check clippy crds-check ## Everything CI runs: fmt, clippy, CRD drift, unit and real-API-server tests
+	cargo nextest run --workspace --no-fail-fast
+
+demo: ## Local control plane, CRDs, two operator replicas, the four regions and policies; prints kubectl get azora
+	@bash tests/scripts/demo.sh
+
+clean: ## Remove build output and demo state (keeps the cached kube build)
+	rm -rf $(CARGO_TARGET_DIR) .demo

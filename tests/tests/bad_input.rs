@@ -38,6 +38,17 @@ async fn ready_of(
     plural: &str,
     name: &str,
 ) -> (String, String, String, Value) {
+    ready_with(client, kind, plural, name, None).await
+}
+
+/// Like `ready_of`, but keeps polling (references resolve eventually) until the Ready reason is `want`.
+async fn ready_with(
+    client: &kube::Client,
+    kind: &str,
+    plural: &str,
+    name: &str,
+    want: Option<&str>,
+) -> (String, String, String, Value) {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar(kind, plural));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut last = Value::Null;
@@ -45,11 +56,10 @@ async fn ready_of(
         if let Ok(o) = api.get(name).await {
             last = o.data.get("status").cloned().unwrap_or(Value::Null);
             let gen_ok = last.get("observedGeneration").and_then(Value::as_i64) == o.metadata.generation;
-            if gen_ok
-                && last["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready"))
-            {
+            let ready = last["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+            if gen_ok && ready.is_some_and(|r| want.is_none_or(|w| r["reason"] == w)) {
                 break;
             }
         }
@@ -246,7 +256,7 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
         create(&c, kind, plural, obj(kind, name, spec.clone())).await?;
     }
     for (kind, plural, name, _, reason) in &cases {
-        let (status, got_reason, message, whole) = ready_of(&c, kind, plural, name).await;
+        let (status, got_reason, message, whole) = ready_with(&c, kind, plural, name, Some(reason)).await;
         assert_eq!(status, "False", "{kind}/{name}: {whole}");
         assert_eq!(&got_reason, reason, "{kind}/{name}: {whole}");
         assert!(!message.is_empty(), "{kind}/{name} needs a message");
@@ -265,7 +275,7 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
         assert!(s.get("phase").is_none(), "{kind}/{name} must not start: {s}");
     }
     // The valid tenant, by contrast, is placed only where residency allows.
-    let (status, _, _, eu_only) = ready_of(&c, "Tenant", "tenants", "eu-only").await;
+    let (status, _, _, eu_only) = ready_with(&c, "Tenant", "tenants", "eu-only", Some("Ready")).await;
     assert_eq!(status, "True", "{eu_only}");
     assert_eq!(eu_only["placedRegions"], json!(["europe"]));
 
@@ -280,7 +290,7 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
             &Patch::Apply(&fix),
         )
         .await?;
-    let (status, reason, _, fixed) = ready_of(&c, "Tenant", "tenants", "t-residency").await;
+    let (status, reason, _, fixed) = ready_with(&c, "Tenant", "tenants", "t-residency", Some("Ready")).await;
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Ready"), "{fixed}");
     Ok(())
 }

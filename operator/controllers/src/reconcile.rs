@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use rand::Rng;
 use serde_json::{Map, Value, json};
-use tracing::{debug, info, instrument, warn};
+use tracing::{info, instrument, warn};
 
 use crate::context::Context;
 use crate::kinds::Kind;
@@ -232,10 +232,6 @@ pub fn error_policy<K: Kind>(obj: Arc<DynamicObject>, err: &ReconcileError, kc: 
         _ => 10,
     };
     let jitter = rand::rng().random_range(0..=base * 500);
-    debug!(
-        object = obj.metadata.name.as_deref().unwrap_or(""),
-        category, "reconcile failed; retrying"
-    );
     warn!(
         controller = K::NAME,
         object = obj.metadata.name.as_deref().unwrap_or(""),

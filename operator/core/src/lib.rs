@@ -4,6 +4,7 @@
 
 pub mod conditions;
 pub mod duration;
+pub mod health;
 pub mod lease;
 pub mod placement;
 pub mod validate;

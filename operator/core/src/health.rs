@@ -1,0 +1,263 @@
+//! Health verdicts, pure: each observer turns probe rounds into its own up/down view with hysteresis
+//! (`failureThreshold` bad rounds to go down, `successThreshold` good rounds to come back), and a Region's
+//! verdict combines fresh observer views by quorum — a region is `Down` only when a quorum of fresh
+//! observers agrees, so one observer cut off from a healthy region makes it `Degraded`, never `Down`.
+//! Stale views (an observer that stopped reporting) are ignored. No IO.
+
+use std::time::Duration;
+
+use azora_api::region::Verdict;
+
+/// Hysteresis thresholds of one region's probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive failed rounds before an observer calls the region down.
+    pub failure: u32,
+    /// Consecutive good rounds before a down region counts as up again.
+    pub success: u32,
+}
+
+/// One observer's running view of one region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObserverView {
+    /// `Healthy`, `Down` or `Unknown` (no verdict yet).
+    pub verdict: Verdict,
+    /// Consecutive failed rounds.
+    pub consecutive_failures: u32,
+    /// Consecutive good rounds.
+    pub consecutive_successes: u32,
+}
+
+impl Default for ObserverView {
+    fn default() -> Self {
+        Self {
+            verdict: Verdict::Unknown,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+        }
+    }
+}
+
+/// Folds one probe round (all endpoints answered, or not) into the observer's view.
+pub fn observe_round(view: ObserverView, round_ok: bool, t: Thresholds) -> ObserverView {
+    let mut v = view;
+    if round_ok {
+        v.consecutive_successes = v.consecutive_successes.saturating_add(1);
+        v.consecutive_failures = 0;
+        let needed = if v.verdict == Verdict::Down {
+            t.success.max(1)
+        } else {
+            1
+        };
+        if v.consecutive_successes >= needed {
+            v.verdict = Verdict::Healthy;
+        }
+    } else {
+        v.consecutive_failures = v.consecutive_failures.saturating_add(1);
+        v.consecutive_successes = 0;
+        if v.consecutive_failures >= t.failure.max(1) {
+            v.verdict = Verdict::Down;
+        }
+    }
+    v
+}
+
+/// Whether a failed round should be confirmed by a quick re-check before the next interval: the view is
+/// failing but not yet down, so confirming fast shortens detection without lowering the threshold.
+pub fn needs_quick_recheck(view: &ObserverView, t: Thresholds) -> bool {
+    view.consecutive_failures > 0 && view.verdict != Verdict::Down && view.consecutive_failures < t.failure
+}
+
+/// One observer's reported view and how old it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Observer name.
+    pub observer: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// Time since the report was made.
+    pub age: Duration,
+}
+
+/// The combined verdict, with the numbers behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Combined {
+    /// The region's verdict.
+    pub verdict: Verdict,
+    /// Fresh observers that see it down.
+    pub down: usize,
+    /// Fresh observers counted.
+    pub fresh: usize,
+    /// Observers needed to declare it down.
+    pub quorum: usize,
+}
+
+/// Combines observer reports into the region's verdict. `quorum` defaults to a majority of fresh observers.
+pub fn combine(reports: &[Report], stale_after: Duration, quorum: Option<u32>, cordoned: bool) -> Combined {
+    let fresh: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.age <= stale_after && r.verdict != Verdict::Unknown)
+        .collect();
+    let q = quorum.map_or(fresh.len() / 2 + 1, |q| q.max(1) as usize);
+    let down = fresh.iter().filter(|r| r.verdict == Verdict::Down).count();
+    let verdict = if cordoned {
+        Verdict::Cordoned
+    } else if fresh.is_empty() {
+        Verdict::Unknown
+    } else if down >= q {
+        Verdict::Down
+    } else if down > 0 {
+        Verdict::Degraded
+    } else {
+        Verdict::Healthy
+    };
+    Combined {
+        verdict,
+        down,
+        fresh: fresh.len(),
+        quorum: q,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Thresholds = Thresholds {
+        failure: 2,
+        success: 3,
+    };
+
+    fn run(rounds: &[bool]) -> ObserverView {
+        rounds
+            .iter()
+            .fold(ObserverView::default(), |v, ok| observe_round(v, *ok, T))
+    }
+
+    fn report(observer: &str, verdict: Verdict, age_s: u64) -> Report {
+        Report {
+            observer: observer.into(),
+            verdict,
+            age: Duration::from_secs(age_s),
+        }
+    }
+
+    #[test]
+    fn first_good_round_makes_a_new_region_healthy() {
+        assert_eq!(run(&[true]).verdict, Verdict::Healthy);
+    }
+
+    #[test]
+    fn one_failed_round_is_not_an_outage() {
+        let v = run(&[true, true, false]);
+        assert_eq!(v.verdict, Verdict::Healthy);
+        assert!(needs_quick_recheck(&v, T), "a first failure is confirmed quickly");
+    }
+
+    #[test]
+    fn failure_threshold_consecutive_failures_mean_down() {
+        let v = run(&[true, false, false]);
+        assert_eq!(v.verdict, Verdict::Down);
+        assert!(!needs_quick_recheck(&v, T));
+    }
+
+    #[test]
+    fn interleaved_failures_never_reach_down() {
+        assert_eq!(
+            run(&[true, false, true, false, true, false]).verdict,
+            Verdict::Healthy
+        );
+    }
+
+    #[test]
+    fn a_down_region_needs_success_threshold_good_rounds_to_come_back() {
+        let down = run(&[true, false, false]);
+        let one = observe_round(down, true, T);
+        let two = observe_round(one, true, T);
+        assert_eq!((one.verdict, two.verdict), (Verdict::Down, Verdict::Down));
+        assert_eq!(observe_round(two, true, T).verdict, Verdict::Healthy);
+    }
+
+    #[test]
+    fn a_region_flapping_every_round_stays_down_once_down() {
+        let mut v = run(&[true, false, false]);
+        for ok in [true, false, true, true, false, true, true, false] {
+            v = observe_round(v, ok, T);
+            assert_eq!(v.verdict, Verdict::Down, "flapping must not flip the verdict");
+        }
+    }
+
+    #[test]
+    fn one_observer_cut_off_from_a_healthy_region_only_degrades_it() {
+        let reports = [
+            report("replica-a", Verdict::Down, 1),
+            report("replica-b", Verdict::Healthy, 1),
+            report("agent-asia", Verdict::Healthy, 2),
+        ];
+        let c = combine(&reports, Duration::from_secs(15), None, false);
+        assert_eq!((c.verdict, c.down, c.quorum), (Verdict::Degraded, 1, 2));
+    }
+
+    #[test]
+    fn a_quorum_of_fresh_observers_declares_the_region_down() {
+        let reports = [
+            report("replica-a", Verdict::Down, 1),
+            report("replica-b", Verdict::Down, 3),
+            report("agent-asia", Verdict::Healthy, 2),
+        ];
+        assert_eq!(
+            combine(&reports, Duration::from_secs(15), None, false).verdict,
+            Verdict::Down
+        );
+    }
+
+    #[test]
+    fn stale_reports_do_not_count() {
+        let reports = [
+            report("replica-a", Verdict::Down, 1),
+            report("replica-b", Verdict::Down, 60),
+        ];
+        let c = combine(&reports, Duration::from_secs(15), Some(2), false);
+        assert_eq!(
+            (c.verdict, c.fresh),
+            (Verdict::Degraded, 1),
+            "one fresh vote cannot meet a quorum of 2"
+        );
+        let none = combine(
+            &[report("a", Verdict::Healthy, 60)],
+            Duration::from_secs(15),
+            None,
+            false,
+        );
+        assert_eq!(none.verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_single_observer_is_its_own_majority() {
+        let c = combine(
+            &[report("only", Verdict::Down, 0)],
+            Duration::from_secs(15),
+            None,
+            false,
+        );
+        assert_eq!(c.verdict, Verdict::Down);
+    }
+
+    #[test]
+    fn cordoned_wins_over_any_probe_result() {
+        let c = combine(
+            &[report("a", Verdict::Down, 0)],
+            Duration::from_secs(15),
+            None,
+            true,
+        );
+        assert_eq!(c.verdict, Verdict::Cordoned);
+    }
+
+    #[test]
+    fn observers_without_a_verdict_yet_are_not_counted() {
+        let reports = [report("a", Verdict::Unknown, 0), report("b", Verdict::Healthy, 0)];
+        let c = combine(&reports, Duration::from_secs(15), None, false);
+        assert_eq!((c.verdict, c.fresh), (Verdict::Healthy, 1));
+    }
+}

@@ -354,6 +354,9 @@ pub struct RegionStatus {
     /// When the verdict last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
+    /// When the region last came back from Down; traffic returns only after the failback hold-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_time: Option<Time>,
     /// Median probe latency across observers, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u32>,

@@ -4,6 +4,8 @@
 
 pub mod conditions;
 pub mod duration;
+pub mod failover;
+pub mod geo;
 pub mod health;
 pub mod lease;
 pub mod placement;

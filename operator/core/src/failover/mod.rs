@@ -1,0 +1,232 @@
+//! The failover planner, pure: from region verdicts, the policy and what DNS answers now, decide what DNS
+//! should answer per client geography, and whether that is a failover, a failback or no change.
+//!
+//! Rules, in order: a region serves only if it is Healthy or Degraded, not cordoned, and allowed for the
+//! policy's tenant (residency and placement). A region that recently recovered from Down gets *new* traffic
+//! only after the failback hold-down (Automatic) or on approval (Manual); a region already answering keeps
+//! its traffic while it stays eligible. When nothing is eligible the current answers stay (never answer
+//! with nothing because probes are blind); with no current answers, the first non-cordoned allowed region
+//! serves. No IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use azora_api::failover::{FailbackMode, Strategy};
+use azora_api::region::Verdict;
+use azora_api::{Continent, Time};
+use strum::IntoEnumIterator;
+
+use crate::geo::{continent_point, distance_km};
+
+/// Answer key for clients whose continent is unknown.
+pub const DEFAULT_GEO: &str = "default";
+
+/// A candidate region as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// Region name.
+    pub name: String,
+    /// Combined verdict.
+    pub verdict: Verdict,
+    /// Cordoned by spec.
+    pub cordoned: bool,
+    /// Allowed for the policy's tenant.
+    pub allowed: bool,
+    /// Location (latitude, longitude).
+    pub location: (f64, f64),
+    /// Weight for the Weighted strategy.
+    pub weight: u32,
+    /// When it last came back from Down.
+    pub recovered: Option<Time>,
+}
+
+/// Failback settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailbackRule {
+    /// Automatic or Manual.
+    pub mode: FailbackMode,
+    /// Hold-down of continuous health.
+    pub hold_down: Duration,
+    /// Approved region (Manual).
+    pub approved: Option<String>,
+}
+
+/// Everything the planner needs.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Candidates in order of preference.
+    pub candidates: &'a [Candidate],
+    /// Failback rule.
+    pub failback: &'a FailbackRule,
+    /// What DNS answers now, per geo.
+    pub current: &'a BTreeMap<String, Vec<String>>,
+    /// Now.
+    pub now: Time,
+}
+
+/// Why the answers change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
+pub enum Reason {
+    /// First answers of the policy.
+    Initial,
+    /// The serving region went down.
+    RegionDown,
+    /// The serving region was cordoned.
+    Cordoned,
+    /// The serving region is no longer allowed (residency or policy change).
+    NotAllowed,
+    /// A preferred region recovered and its hold-down passed (or it was approved).
+    Failback,
+    /// Another change (policy edit, weights).
+    Rebalanced,
+}
+
+/// The planner's output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Regions answered per geo (`default` plus one per continent for Geo).
+    pub answers: BTreeMap<String, Vec<String>>,
+    /// The region answered by default.
+    pub active: Option<String>,
+    /// Set when answers differ from the current ones.
+    pub change: Option<Change>,
+    /// A preferred region waiting for its hold-down or approval.
+    pub pending_failback: Option<String>,
+}
+
+/// A change of answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Region the default answer moves away from.
+    pub from: Option<String>,
+    /// Region the default answer moves to.
+    pub to: Option<String>,
+    /// Why.
+    pub reason: Reason,
+}
+
+fn eligible(c: &Candidate) -> bool {
+    c.allowed && !c.cordoned && matches!(c.verdict, Verdict::Healthy | Verdict::Degraded)
+}
+
+fn hold_passed(c: &Candidate, rule: &FailbackRule, now: Time) -> bool {
+    let Some(recovered) = c.recovered else { return true };
+    match rule.mode {
+        FailbackMode::Automatic => {
+            let since = now.0.duration_since(recovered.0).unsigned_abs();
+            since >= rule.hold_down
+        }
+        FailbackMode::Manual => rule.approved.as_deref() == Some(c.name.as_str()),
+    }
+}
+
+/// Picks the regions for one geo from candidates ranked for it.
+fn pick<'c>(
+    ranked: &[&'c Candidate],
+    current: &[String],
+    input: &Input<'_>,
+    pending: &mut Option<String>,
+) -> Vec<&'c Candidate> {
+    let serving = |c: &Candidate| current.iter().any(|s| s == &c.name);
+    let usable: Vec<&Candidate> = ranked
+        .iter()
+        .copied()
+        .filter(|c| eligible(c) && (serving(c) || hold_passed(c, input.failback, input.now)))
+        .collect();
+    // A preferred eligible region still held back is reported as a pending failback.
+    if let (Some(first_eligible), Some(first_usable)) = (ranked.iter().find(|c| eligible(c)), usable.first())
+        && first_eligible.name != first_usable.name
+        && pending.is_none()
+    {
+        *pending = Some(first_eligible.name.clone());
+    }
+    let chosen: Vec<&Candidate> = match input.strategy {
+        Strategy::Weighted => usable.iter().copied().filter(|c| c.weight > 0).collect(),
+        Strategy::Failover | Strategy::Geo => usable.first().copied().into_iter().collect(),
+    };
+    if !chosen.is_empty() {
+        return chosen;
+    }
+    // Nothing usable: held-back but eligible regions beat nothing at all.
+    if let Some(c) = ranked.iter().find(|c| eligible(c)) {
+        return vec![*c];
+    }
+    // Nothing eligible: keep what is answered now, or fail open to the first allowed, uncordoned region.
+    let kept: Vec<&Candidate> = ranked
+        .iter()
+        .copied()
+        .filter(|c| serving(c) && c.allowed && !c.cordoned)
+        .collect();
+    if !kept.is_empty() {
+        return kept;
+    }
+    ranked
+        .iter()
+        .copied()
+        .find(|c| c.allowed && !c.cordoned)
+        .into_iter()
+        .collect()
+}
+
+/// Plans the answers.
+pub fn plan(input: &Input<'_>) -> Plan {
+    let preference: Vec<&Candidate> = input.candidates.iter().collect();
+    let mut answers = BTreeMap::new();
+    let mut pending = None;
+    let empty = Vec::new();
+    let cur = |geo: &str| input.current.get(geo).unwrap_or(&empty);
+    let names = |v: Vec<&Candidate>| v.into_iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    answers.insert(
+        DEFAULT_GEO.to_string(),
+        names(pick(&preference, cur(DEFAULT_GEO), input, &mut pending)),
+    );
+    if input.strategy == Strategy::Geo {
+        for continent in Continent::iter() {
+            let point = continent_point(continent);
+            let mut ranked = preference.clone();
+            ranked.sort_by(|a, b| distance_km(point, a.location).total_cmp(&distance_km(point, b.location)));
+            let key = continent.to_string();
+            let mut ignore = None;
+            answers.insert(key.clone(), names(pick(&ranked, cur(&key), input, &mut ignore)));
+        }
+    }
+    let active = answers.get(DEFAULT_GEO).and_then(|v| v.first().cloned());
+    let change = if &answers == input.current {
+        None
+    } else {
+        let from = input.current.get(DEFAULT_GEO).and_then(|v| v.first().cloned());
+        let reason = match from
+            .as_deref()
+            .and_then(|f| input.candidates.iter().find(|c| c.name == f))
+        {
+            None if from.is_none() => Reason::Initial,
+            None => Reason::NotAllowed,
+            Some(c) if c.cordoned => Reason::Cordoned,
+            Some(c) if !c.allowed => Reason::NotAllowed,
+            Some(c) if !eligible(c) => Reason::RegionDown,
+            Some(_) if from != active => Reason::Failback,
+            Some(_) => Reason::Rebalanced,
+        };
+        Some(Change {
+            from,
+            to: active.clone(),
+            reason,
+        })
+    };
+    Plan {
+        answers,
+        active,
+        change,
+        pending_failback: pending,
+    }
+}
+
+/// Regions answered anywhere in a plan.
+pub fn serving(answers: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
+    answers.values().flatten().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests;

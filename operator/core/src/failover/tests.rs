@@ -1,0 +1,239 @@
+use super::*;
+
+fn t(s: &str) -> Time {
+    Time(s.parse().unwrap())
+}
+
+const NOW: &str = "2026-11-22T03:00:00Z";
+
+fn region(name: &str, verdict: Verdict) -> Candidate {
+    let location = match name {
+        "africa" => (6.52, 3.38),
+        "europe" => (50.11, 8.68),
+        "asia" => (1.35, 103.82),
+        _ => (-23.55, -46.63),
+    };
+    Candidate {
+        name: name.into(),
+        verdict,
+        cordoned: false,
+        allowed: true,
+        location,
+        weight: 1,
+        recovered: None,
+    }
+}
+
+fn four(verdicts: [Verdict; 4]) -> Vec<Candidate> {
+    ["africa", "europe", "asia", "americas"]
+        .iter()
+        .zip(verdicts)
+        .map(|(n, v)| region(n, v))
+        .collect()
+}
+
+fn auto(hold_s: u64) -> FailbackRule {
+    FailbackRule {
+        mode: FailbackMode::Automatic,
+        hold_down: Duration::from_secs(hold_s),
+        approved: None,
+    }
+}
+
+fn current(region: &str) -> BTreeMap<String, Vec<String>> {
+    [(DEFAULT_GEO.to_string(), vec![region.to_string()])].into()
+}
+
+fn run(
+    strategy: Strategy,
+    cands: &[Candidate],
+    rule: &FailbackRule,
+    cur: &BTreeMap<String, Vec<String>>,
+) -> Plan {
+    plan(&Input {
+        strategy,
+        candidates: cands,
+        failback: rule,
+        current: cur,
+        now: t(NOW),
+    })
+}
+
+use Verdict::{Degraded, Down, Healthy, Unknown};
+
+#[test]
+fn all_healthy_answers_the_primary() {
+    let p = run(
+        Strategy::Failover,
+        &four([Healthy; 4]),
+        &auto(60),
+        &BTreeMap::new(),
+    );
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert_eq!(p.change.unwrap().reason, Reason::Initial);
+}
+
+#[test]
+fn an_outage_of_the_active_region_moves_dns_to_the_next_healthy_one() {
+    let p = run(
+        Strategy::Failover,
+        &four([Down, Healthy, Healthy, Healthy]),
+        &auto(60),
+        &current("africa"),
+    );
+    assert_eq!(p.active.as_deref(), Some("europe"));
+    let c = p.change.unwrap();
+    assert_eq!(
+        (c.from.as_deref(), c.to.as_deref(), c.reason),
+        (Some("africa"), Some("europe"), Reason::RegionDown)
+    );
+}
+
+#[test]
+fn degraded_regions_keep_serving() {
+    let p = run(
+        Strategy::Failover,
+        &four([Degraded, Healthy, Healthy, Healthy]),
+        &auto(60),
+        &current("africa"),
+    );
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert!(p.change.is_none());
+}
+
+#[test]
+fn failback_waits_for_the_hold_down() {
+    let mut cands = four([Healthy; 4]);
+    cands[0].recovered = Some(t("2026-11-22T02:59:30Z"));
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("europe"));
+    assert_eq!(p.active.as_deref(), Some("europe"), "30 s of health is not 60 s");
+    assert!(p.change.is_none());
+    assert_eq!(p.pending_failback.as_deref(), Some("africa"));
+    cands[0].recovered = Some(t("2026-11-22T02:58:59Z"));
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("europe"));
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert_eq!(p.change.unwrap().reason, Reason::Failback);
+}
+
+#[test]
+fn manual_failback_needs_approval_of_that_region() {
+    let mut cands = four([Healthy; 4]);
+    cands[0].recovered = Some(t("2026-11-01T00:00:00Z"));
+    let mut rule = FailbackRule {
+        mode: FailbackMode::Manual,
+        hold_down: Duration::ZERO,
+        approved: None,
+    };
+    assert_eq!(
+        run(Strategy::Failover, &cands, &rule, &current("europe"))
+            .active
+            .as_deref(),
+        Some("europe")
+    );
+    rule.approved = Some("asia".into());
+    assert_eq!(
+        run(Strategy::Failover, &cands, &rule, &current("europe"))
+            .active
+            .as_deref(),
+        Some("europe")
+    );
+    rule.approved = Some("africa".into());
+    assert_eq!(
+        run(Strategy::Failover, &cands, &rule, &current("europe"))
+            .active
+            .as_deref(),
+        Some("africa")
+    );
+}
+
+#[test]
+fn cordoned_regions_get_no_answers_even_when_healthy() {
+    let mut cands = four([Healthy; 4]);
+    cands[0].cordoned = true;
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("africa"));
+    assert_eq!(p.active.as_deref(), Some("europe"));
+    assert_eq!(p.change.unwrap().reason, Reason::Cordoned);
+    let g = run(Strategy::Geo, &cands, &auto(60), &BTreeMap::new());
+    assert!(!serving(&g.answers).contains("africa"), "{:?}", g.answers);
+}
+
+#[test]
+fn failover_skips_regions_outside_tenant_residency() {
+    let mut cands = four([Down, Healthy, Healthy, Healthy]);
+    cands[1].allowed = false; // europe not allowed for this tenant
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("africa"));
+    assert_eq!(p.active.as_deref(), Some("asia"));
+}
+
+#[test]
+fn never_routes_to_a_disallowed_region_even_when_everything_else_is_down() {
+    let mut cands = four([Down, Healthy, Down, Down]);
+    cands[1].allowed = false;
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("africa"));
+    assert!(!serving(&p.answers).contains("europe"), "{:?}", p.answers);
+    assert_eq!(
+        p.active.as_deref(),
+        Some("africa"),
+        "keeps the current answer rather than a forbidden one"
+    );
+}
+
+#[test]
+fn blind_probes_keep_current_answers() {
+    let p = run(
+        Strategy::Failover,
+        &four([Unknown; 4]),
+        &auto(60),
+        &current("europe"),
+    );
+    assert_eq!(p.active.as_deref(), Some("europe"));
+    assert!(p.change.is_none());
+}
+
+#[test]
+fn a_recovered_region_is_used_during_hold_down_if_nothing_else_is_up() {
+    let mut cands = four([Healthy, Down, Down, Down]);
+    cands[0].recovered = Some(t("2026-11-22T02:59:50Z"));
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("europe"));
+    assert_eq!(p.active.as_deref(), Some("africa"));
+}
+
+#[test]
+fn geo_answers_each_continent_with_its_nearest_healthy_region() {
+    let p = run(Strategy::Geo, &four([Healthy; 4]), &auto(60), &BTreeMap::new());
+    assert_eq!(p.answers["Africa"], vec!["africa"]);
+    assert_eq!(p.answers["Europe"], vec!["europe"]);
+    assert_eq!(p.answers["Asia"], vec!["asia"]);
+    assert_eq!(p.answers["SouthAmerica"], vec!["americas"]);
+    assert_eq!(p.answers[DEFAULT_GEO], vec!["africa"]);
+    let p = run(
+        Strategy::Geo,
+        &four([Healthy, Healthy, Down, Healthy]),
+        &auto(60),
+        &p.answers,
+    );
+    assert_ne!(p.answers["Asia"], vec!["asia"]);
+    assert_eq!(
+        p.answers["Europe"],
+        vec!["europe"],
+        "other geographies are untouched"
+    );
+}
+
+#[test]
+fn weighted_answers_every_usable_region_with_weight() {
+    let mut cands = four([Healthy, Healthy, Down, Healthy]);
+    cands[3].weight = 0;
+    let p = run(Strategy::Weighted, &cands, &auto(60), &BTreeMap::new());
+    assert_eq!(p.answers[DEFAULT_GEO], vec!["africa", "europe"]);
+}
+
+#[test]
+fn unchanged_answers_are_no_change() {
+    let cur = current("africa");
+    assert!(
+        run(Strategy::Failover, &four([Healthy; 4]), &auto(60), &cur)
+            .change
+            .is_none()
+    );
+}

@@ -5,10 +5,13 @@
 
 pub mod env;
 pub mod operator;
+pub mod regions;
+pub mod scenario;
 pub mod wait;
 
 pub use env::{ApiServer, TestEnv};
 pub use operator::Operator;
+pub use regions::SimRegion;
 
 use std::path::PathBuf;
 

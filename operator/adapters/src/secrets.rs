@@ -29,4 +29,19 @@ impl SecretKeys {
         keys.extend(secret.string_data.unwrap_or_default().into_keys());
         Ok(Some(keys))
     }
+
+    /// The value of one key (e.g. a TSIG secret). The caller must never log, print or store it.
+    pub async fn value(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, kube::Error> {
+        let Some(secret) = self.api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(Some(v.0.clone()));
+        }
+        Ok(secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|s| s.as_bytes().to_vec()))
+    }
 }

@@ -4,7 +4,7 @@
 use azora_api::backup::{BackupScheduleSpec, BackupSpec, RestoreSpec};
 use azora_api::chaos::{ChaosExperimentSpec, DrDrillSpec};
 use azora_api::failover::FailoverPolicySpec;
-use azora_api::region::{RegionSpec, Verdict};
+use azora_api::region::RegionSpec;
 use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
 use azora_api::{Backup, BackupSchedule, ChaosExperiment, DrDrill, FailoverPolicy, Region, Restore, Tenant};
 use azora_core::placement::place;
@@ -86,20 +86,10 @@ impl Kind for RegionKind {
         validate::region(spec, world)
     }
     fn ready_message() -> &'static str {
-        "spec valid and every referenced Secret present; health probing is not active in this version"
+        "spec valid and every referenced Secret present; the verdict comes from the probes"
     }
     fn pending() -> Option<Pending> {
-        pending("Probed", "health probes are not active in this version", true)
-    }
-    fn status_fields(spec: &RegionSpec, _world: &World, _valid: bool) -> Map<String, Value> {
-        let verdict = if spec.cordoned {
-            Verdict::Cordoned
-        } else {
-            Verdict::Unknown
-        };
-        let mut m = Map::new();
-        m.insert("verdict".into(), json!(verdict));
-        m
+        None
     }
 }
 
@@ -181,14 +171,10 @@ impl Kind for FailoverPolicyKind {
         validate::failover_policy(spec, world)
     }
     fn ready_message() -> &'static str {
-        "spec valid and references resolved; DNS publishing is not active in this version"
+        "spec valid and references resolved; see DnsPublished for the answers served"
     }
     fn pending() -> Option<Pending> {
-        pending(
-            "DnsPublished",
-            "DNS answers are not published in this version",
-            true,
-        )
+        None
     }
 }
 

@@ -2,11 +2,17 @@
 //! validate (pure), plan status (pure), write status (IO, fenced). Controllers run only while this replica
 //! holds the leader Lease.
 
+pub mod aggregate;
 pub mod context;
+pub mod dns_serve;
+pub mod engine;
+pub mod failover;
 pub mod kinds;
 pub mod metrics;
 pub mod reconcile;
 pub mod runner;
+pub mod state;
+pub mod zone;
 
 pub use context::Context;
 pub use metrics::Metrics;

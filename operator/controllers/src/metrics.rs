@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Metrics shared by every controller.
 #[derive(Clone)]
@@ -18,6 +18,20 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Fencing epoch of the current leadership (0 when standing by).
     pub leader_epoch: IntGauge,
+    /// Probe latency per region and observer.
+    pub probe_latency: HistogramVec,
+    /// Probe rounds per region, observer and result.
+    pub probe_rounds: IntCounterVec,
+    /// 1 when a region's combined verdict is Healthy or Degraded, 0 when Down.
+    pub region_up: IntGaugeVec,
+    /// Verdict transitions per region and new verdict.
+    pub region_transitions: IntCounterVec,
+    /// Failover phases: detect_to_decide, decide_to_dns, dns_to_verified, total.
+    pub failover_phase: HistogramVec,
+    /// Failovers per policy and reason.
+    pub failovers: IntCounterVec,
+    /// 1 for the region a policy answers by default.
+    pub active_region: IntGaugeVec,
 }
 
 impl Metrics {
@@ -49,6 +63,49 @@ impl Metrics {
         )?;
         let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")?;
         let leader_epoch = IntGauge::new("leader_epoch", "Fencing epoch of the current leadership")?;
+        let probe_latency = HistogramVec::new(
+            HistogramOpts::new("probe_latency_seconds", "Probe latency by region and observer").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+                ],
+            ),
+            &["region", "observer"],
+        )?;
+        let probe_rounds = IntCounterVec::new(
+            Opts::new(
+                "probe_rounds_total",
+                "Probe rounds by region, observer and result",
+            ),
+            &["region", "observer", "result"],
+        )?;
+        let region_up = IntGaugeVec::new(
+            Opts::new("region_up", "1 when the region serves (Healthy/Degraded)"),
+            &["region"],
+        )?;
+        let region_transitions = IntCounterVec::new(
+            Opts::new("region_transitions_total", "Region verdict transitions"),
+            &["region", "verdict"],
+        )?;
+        let failover_phase = HistogramVec::new(
+            HistogramOpts::new("failover_phase_seconds", "Duration of each failover phase")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0]),
+            &["phase"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new("failovers_total", "Failovers by policy and reason"),
+            &["policy", "reason"],
+        )?;
+        let active_region = IntGaugeVec::new(
+            Opts::new("active_region", "1 for the region a policy answers by default"),
+            &["policy", "region"],
+        )?;
+        for c in [&probe_rounds, &region_transitions, &failovers] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(probe_latency.clone()))?;
+        registry.register(Box::new(failover_phase.clone()))?;
+        registry.register(Box::new(region_up.clone()))?;
+        registry.register(Box::new(active_region.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -63,6 +120,13 @@ impl Metrics {
             status_writes,
             leader,
             leader_epoch,
+            probe_latency,
+            probe_rounds,
+            region_up,
+            region_transitions,
+            failover_phase,
+            failovers,
+            active_region,
         })
     }
 

@@ -23,7 +23,8 @@ use crate::kinds::{
 };
 use crate::reconcile::{KindCtx, error_policy, reconcile};
 
-type Stop = Shared<BoxFuture<'static, ()>>;
+/// A shared future that resolves when the leadership term ends.
+pub type Stop = Shared<BoxFuture<'static, ()>>;
 
 /// A watch of one kind, reflected into a store, ready to drive its controller.
 struct Reflected {
@@ -64,12 +65,14 @@ fn controller<K: Kind>(
         .boxed()
 }
 
-/// Runs every controller until `term_end` resolves. `make_ctx` receives the lookup stores.
+/// Runs every controller, plus the leader loops `extra` builds, until `term_end` resolves. `make_ctx`
+/// receives the lookup stores.
 pub async fn run_controllers(
     client: kube::Client,
     make_ctx: impl FnOnce(Stores) -> Context,
     concurrency: u16,
     term_end: impl Future<Output = ()> + Send + 'static,
+    extra: impl FnOnce(&Context, Stop) -> Vec<BoxFuture<'static, ()>>,
 ) {
     let stop: Stop = term_end.boxed().shared();
     let regions = reflect(&client, &RegionKind::resource());
@@ -107,7 +110,9 @@ pub async fn run_controllers(
         ),
         controller::<DrDrillKind>(&ctx, reflect(&client, &DrDrillKind::resource()), c, stop.clone()),
     ];
-    info!(controllers = all.len(), "controllers started");
+    let mut all = all;
+    all.extend(extra(&ctx, stop.clone()));
+    info!(tasks = all.len(), "controllers and leader loops started");
     futures::future::join_all(all).await;
     info!("controllers stopped");
 }

@@ -6,10 +6,18 @@ mod serve;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use azora_adapters::dns::embedded::{self, Zones};
 use azora_adapters::leader::{self, Fence, LeaseConfig};
+use azora_adapters::probe::Prober;
 use azora_adapters::secrets::SecretKeys;
-use azora_controllers::{Context, Metrics, run_controllers};
+use azora_controllers::engine::{self, EngineConfig};
+use azora_controllers::failover::{self, FailoverConfig};
+use azora_controllers::runner::Stop;
+use azora_controllers::state::HealthState;
+use azora_controllers::{Context, Metrics, aggregate, dns_serve, run_controllers};
+use azora_core::geo::GeoIpTable;
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 use tracing::info;
@@ -31,6 +39,27 @@ enum Command {
     Run(RunArgs),
     /// Print every CRD as YAML, or write one file per kind.
     Crd(CrdArgs),
+    /// Run only the probe engine, as an observer in another vantage point (reports through the API).
+    Probe(ProbeArgs),
+}
+
+#[derive(Parser)]
+struct ProbeArgs {
+    /// Observer name, unique per vantage point (e.g. `agent-asia`).
+    #[arg(long)]
+    observer: String,
+    /// Namespace of the observer Lease (the operator's namespace).
+    #[arg(long, env = "AZORA_NAMESPACE")]
+    namespace: Option<String>,
+    /// Source address probes connect from.
+    #[arg(long)]
+    probe_source: Option<std::net::IpAddr>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9091")]
+    metrics_addr: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +91,18 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
+    /// Address of the embedded authoritative GeoDNS server (UDP and TCP); `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:5353", env = "AZORA_DNS_ADDR")]
+    dns_addr: String,
+    /// Other replicas' DNS servers, also checked when verifying a failover (repeatable).
+    #[arg(long = "dns-verify-peer")]
+    dns_verify_peers: Vec<std::net::SocketAddr>,
+    /// GeoIP table (`CIDR CONTINENT` per line) for geographic answers.
+    #[arg(long, env = "AZORA_GEOIP_FILE")]
+    geoip_file: Option<std::path::PathBuf>,
+    /// Source address probes connect from.
+    #[arg(long)]
+    probe_source: Option<std::net::IpAddr>,
 }
 
 #[derive(Parser)]
@@ -156,6 +197,44 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let election = tokio::spawn(leader::run(client.clone(), lease_cfg, lead_tx, stop_rx.clone()));
 
+    // Every replica probes, and every replica serves DNS.
+    let geoip = match &args.geoip_file {
+        Some(p) => GeoIpTable::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => GeoIpTable::default(),
+    };
+    let zones = Zones::new(geoip);
+    let mut verify_servers = args.dns_verify_peers.clone();
+    let _dns = if args.dns_addr == "off" {
+        None
+    } else {
+        let addr: std::net::SocketAddr = args.dns_addr.parse().context("--dns-addr")?;
+        let local = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        verify_servers.insert(0, local);
+        Some(embedded::serve(addr, zones.clone()).await?)
+    };
+    let engine_cfg = EngineConfig {
+        observer: identity.clone(),
+        namespace: namespace.clone(),
+        prober: Prober::new(args.probe_source),
+    };
+    let engine = tokio::spawn(engine::run(
+        client.clone(),
+        engine_cfg,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    let dns_serving = tokio::spawn(dns_serve::run(client.clone(), zones.clone(), stop_rx.clone()));
+    let failover_cfg = FailoverConfig {
+        zones: zones.clone(),
+        verify_servers,
+    };
+
     let signal = tokio::spawn(shutdown_signal());
     let recorder = Recorder::new(
         client.clone(),
@@ -193,7 +272,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             stores,
         };
-        let controllers = run_controllers(client.clone(), make_ctx, args.concurrency, term_end);
+        let health = HealthState::default();
+        let fcfg = failover_cfg.clone();
+        let extra = move |ctx: &Context, stop: Stop| {
+            vec![
+                aggregate::run(ctx.clone(), health.clone(), stop.clone()).boxed(),
+                failover::run(ctx.clone(), health, fcfg, stop).boxed(),
+            ]
+        };
+        let controllers = run_controllers(client.clone(), make_ctx, args.concurrency, term_end, extra);
         tokio::pin!(controllers);
         let mut stopping = false;
         tokio::select! {
@@ -215,6 +302,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.set(false);
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    engine.abort();
+    dns_serving.abort();
+    server.abort();
+    Ok(())
+}
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let config = kube::Config::infer()
+        .await
+        .context("no usable KUBECONFIG or in-cluster config")?;
+    let namespace = args
+        .namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let metrics = Metrics::new()?;
+    let ready = serve::Readiness::default();
+    ready.set(true);
+    let server = tokio::spawn(serve::serve(
+        args.metrics_addr.clone(),
+        metrics.registry.clone(),
+        ready,
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    info!(observer = %args.observer, %namespace, "starting probe-only observer");
+    let cfg = EngineConfig {
+        observer: args.observer,
+        namespace,
+        prober: Prober::new(args.probe_source),
+    };
+    let engine = tokio::spawn(engine::run(client, cfg, metrics, stop_rx));
+    shutdown_signal().await;
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), engine).await;
     server.abort();
     Ok(())
 }
@@ -226,6 +348,10 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run(args))
+        }
+        Command::Probe(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(probe(args))
         }
     }
 }

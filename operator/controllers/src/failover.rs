@@ -1,0 +1,588 @@
+//! The failover loop (IO), run by the leader: for every FailoverPolicy, plan answers from the current
+//! verdicts (pure planner), and when they change: record the intent with the next epoch in status
+//! (compare-and-swap on the epoch, behind the leader fence) → publish to the DNS provider → verify by
+//! resolving against the authoritative servers → record the timeline. An interrupted failover (recorded
+//! but not verified) is resumed under the same epoch after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use azora_adapters::dns::embedded::Zones;
+use azora_adapters::dns::rfc2136::{TsigKey, send_update};
+use azora_adapters::dns::{DnsError, ZoneData, verify};
+use azora_adapters::kube_status::StatusWriter;
+use azora_api::failover::{DnsProviderType, FailoverPolicySpec, FailoverPolicyStatus, FailoverRecord};
+use azora_api::region::{RegionSpec, Verdict};
+use azora_api::{Condition, Time};
+use azora_core::conditions::{self, Desired};
+use azora_core::duration::parse_duration;
+use azora_core::failover::{Candidate, FailbackRule, Input, Reason, plan, serving};
+use azora_core::placement::place;
+use azora_core::validate::{self, ProblemKind};
+use base64::Engine;
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::aggregate::publish;
+use crate::context::{Context, Needs};
+use crate::dns_serve::specs;
+use crate::kinds::{FailoverPolicyKind, Kind};
+use crate::state::HealthState;
+use crate::zone::{answers_list, answers_map, zone_data};
+
+/// Settings of the failover loop.
+#[derive(Clone)]
+pub struct FailoverConfig {
+    /// The local embedded server's zones (published at once, before other replicas see the status).
+    pub zones: Zones,
+    /// Embedded servers to verify against (this replica's, plus configured peers).
+    pub verify_servers: Vec<SocketAddr>,
+}
+
+/// Errors of one policy's failover step.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("reading the policy failed")]
+    Kube(#[from] kube::Error),
+    #[error("status write refused")]
+    Status(#[from] azora_adapters::kube_status::StatusError),
+    #[error("epoch moved from {expected} to {found}: another writer decided")]
+    EpochMoved { expected: u64, found: u64 },
+}
+
+/// What the failover manager owns in a policy's status; always written whole (server-side apply).
+struct Owned {
+    status: FailoverPolicyStatus,
+    published: Desired,
+}
+
+struct Checked {
+    generation: Option<i64>,
+    valid: bool,
+    tsig: Option<TsigKey>,
+    at: Instant,
+}
+
+/// Runs until `stop` resolves.
+pub async fn run(
+    ctx: Context,
+    health: HealthState,
+    cfg: FailoverConfig,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let ar = FailoverPolicyKind::resource();
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+    let w = reflector::store::Writer::new(ar.clone());
+    let policies: Store<DynamicObject> = w.as_reader();
+    let reflect = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(w)
+            .applied_objects()
+            .for_each(|_| async {}),
+    );
+    let writer = StatusWriter::new(ctx.client.clone(), ar, "failover", ctx.fence.clone());
+    let mut checked: HashMap<String, Checked> = HashMap::new();
+    let mut last_sync: HashMap<String, Instant> = HashMap::new();
+    tokio::pin!(stop);
+    info!("failover loop started");
+    loop {
+        let regions: BTreeMap<String, RegionSpec> = specs(&ctx.stores.regions);
+        let mut serving_now = std::collections::BTreeSet::new();
+        for obj in policies.state() {
+            let Some(name) = obj.metadata.name.clone() else {
+                continue;
+            };
+            let Some(spec) = obj
+                .data
+                .get("spec")
+                .and_then(|s| serde_json::from_value::<FailoverPolicySpec>(s.clone()).ok())
+            else {
+                continue;
+            };
+            let c = match checked.get(&name) {
+                Some(c)
+                    if c.generation == obj.metadata.generation
+                        && c.at.elapsed() < Duration::from_secs(60) =>
+                {
+                    c
+                }
+                _ => {
+                    let fresh = check(&ctx, &spec, obj.metadata.generation).await;
+                    checked.insert(name.clone(), fresh);
+                    let Some(c) = checked.get(&name) else { continue };
+                    c
+                }
+            };
+            if !c.valid {
+                continue;
+            }
+            let tsig = c.tsig.clone();
+            match step(
+                &ctx,
+                &health,
+                &cfg,
+                &writer,
+                &api,
+                &obj,
+                &name,
+                &spec,
+                &regions,
+                tsig.as_ref(),
+                &mut last_sync,
+            )
+            .await
+            {
+                Ok(answers) => serving_now.extend(serving(&answers)),
+                Err(e) => warn!(policy = %name, error = &e as &dyn std::error::Error, "failover step failed"),
+            }
+        }
+        health.set_serving(serving_now);
+        tokio::select! {
+            _ = health.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = &mut stop => break,
+        }
+    }
+    reflect.abort();
+}
+
+async fn check(ctx: &Context, spec: &FailoverPolicySpec, generation: Option<i64>) -> Checked {
+    let refs = FailoverPolicyKind::secret_refs(spec);
+    let invalid = Checked {
+        generation,
+        valid: false,
+        tsig: None,
+        at: Instant::now(),
+    };
+    let Ok(world) = ctx
+        .world(
+            Needs {
+                tenants: true,
+                backups: false,
+            },
+            &refs,
+        )
+        .await
+    else {
+        return invalid;
+    };
+    if !validate::failover_policy(spec, &world).is_empty() {
+        return invalid;
+    }
+    let mut tsig = None;
+    if let Some(r) = &spec.provider.rfc2136 {
+        let Ok(Some(raw)) = ctx.secrets.value(&r.tsig_secret.name, &r.tsig_secret.key).await else {
+            return invalid;
+        };
+        let text = String::from_utf8_lossy(&raw).trim().to_string();
+        let Ok(secret) = base64::engine::general_purpose::STANDARD.decode(text) else {
+            return invalid;
+        };
+        tsig = Some(TsigKey {
+            name: r.tsig_key_name.clone(),
+            algorithm: r.tsig_algorithm.to_string(),
+            secret,
+        });
+    }
+    Checked {
+        generation,
+        valid: true,
+        tsig,
+        at: Instant::now(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step(
+    ctx: &Context,
+    health: &HealthState,
+    cfg: &FailoverConfig,
+    writer: &StatusWriter,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    name: &str,
+    spec: &FailoverPolicySpec,
+    regions: &BTreeMap<String, RegionSpec>,
+    tsig: Option<&TsigKey>,
+    last_sync: &mut HashMap<String, Instant>,
+) -> Result<BTreeMap<String, Vec<String>>, StepError> {
+    let status: FailoverPolicyStatus = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let current = answers_map(&status.answers);
+    let allowed: Option<Vec<String>> = spec.tenant.as_ref().map(|t| {
+        let world = azora_core::world::World {
+            regions: regions.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
+            ..Default::default()
+        };
+        let tenants: BTreeMap<String, azora_api::tenant::TenantSpec> = specs(&ctx.stores.tenants);
+        tenants
+            .get(t)
+            .map(|ts| place(ts, &world).placed)
+            .unwrap_or_default()
+    });
+    let mut order: Vec<String> = spec.regions.iter().map(|r| r.name.clone()).collect();
+    if order.is_empty() {
+        let mut all: Vec<(&String, &RegionSpec)> = regions.iter().collect();
+        all.sort_by_key(|(n, s)| (s.priority, (*n).clone()));
+        order = all.into_iter().map(|(n, _)| n.clone()).collect();
+    }
+    let candidates: Vec<Candidate> = order
+        .iter()
+        .filter_map(|n| {
+            let r = regions.get(n)?;
+            let h = health.get(n);
+            Some(Candidate {
+                name: n.clone(),
+                verdict: h.as_ref().map_or(Verdict::Unknown, |h| h.verdict),
+                cordoned: r.cordoned,
+                allowed: allowed.as_ref().is_none_or(|a| a.contains(n)),
+                location: (r.location.latitude, r.location.longitude),
+                weight: spec.regions.iter().find(|p| &p.name == n).map_or(1, |p| p.weight),
+                recovered: h.and_then(|h| h.recovered),
+            })
+        })
+        .collect();
+    let rule = FailbackRule {
+        mode: spec.failback.mode,
+        hold_down: parse_duration(&spec.failback.hold_down).unwrap_or(Duration::from_secs(60)),
+        approved: spec.failback.approved_region.clone(),
+    };
+    let now = Time::now();
+    let p = plan(&Input {
+        strategy: spec.strategy,
+        candidates: &candidates,
+        failback: &rule,
+        current: &current,
+        now,
+    });
+    for (region, on) in candidates
+        .iter()
+        .map(|c| (c.name.clone(), p.active.as_deref() == Some(c.name.as_str())))
+    {
+        ctx.metrics
+            .active_region
+            .with_label_values(&[name, &region])
+            .set(i64::from(on));
+    }
+    let mut owned = Owned {
+        status: status.clone(),
+        published: published_condition(&status),
+    };
+
+    if let Some(change) = p.change {
+        // 1. Decide and record the intent under the next epoch, before touching DNS.
+        let epoch = status.epoch + 1;
+        let from_health = change.from.as_deref().and_then(|f| health.get(f));
+        let detected = match change.reason {
+            Reason::RegionDown => from_health.and_then(|h| h.failing_since.or(Some(h.since))),
+            _ => None,
+        }
+        .or(Some(now));
+        let record = FailoverRecord {
+            epoch,
+            from: change.from.clone(),
+            to: change.to.clone(),
+            reason: change.reason.to_string(),
+            detected_time: detected,
+            decided_time: Some(now),
+            dns_updated_time: None,
+            verified_time: None,
+            total_ms: None,
+        };
+        if let Some(prev) = status.last_failover.clone() {
+            owned.status.history.insert(0, prev);
+        }
+        owned.status.history.truncate(spec.history_limit as usize);
+        owned.status.epoch = epoch;
+        owned.status.answers = answers_list(&p.answers);
+        owned.status.active_region = p.active.clone();
+        owned.status.active_regions = serving(&p.answers).into_iter().collect();
+        owned.status.last_failover = Some(record);
+        owned.published = Desired::unknown("DnsPublished", "Publishing", format!("publishing epoch {epoch}"));
+        write(writer, api, obj, name, status.epoch, &owned).await?;
+        ctx.metrics
+            .failovers
+            .with_label_values(&[name, &change.reason.to_string()])
+            .inc();
+        let kind = if change.reason == Reason::RegionDown {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let note = format!(
+            "{} -> {} ({}), epoch {epoch}",
+            change.from.as_deref().unwrap_or("none"),
+            change.to.as_deref().unwrap_or("none"),
+            change.reason
+        );
+        info!(policy = %name, %note, "failover decided");
+        publish(ctx, obj, kind, "FailoverDecided", &note).await;
+        publish_and_verify(
+            ctx,
+            cfg,
+            writer,
+            api,
+            obj,
+            name,
+            spec,
+            regions,
+            tsig,
+            &mut owned,
+            Some(status.epoch),
+        )
+        .await?;
+        last_sync.insert(name.to_string(), Instant::now());
+        return Ok(p.answers);
+    }
+
+    let incomplete = status
+        .last_failover
+        .as_ref()
+        .is_some_and(|r| r.verified_time.is_none());
+    let resync_due = spec.provider.type_ == DnsProviderType::RFC2136
+        && last_sync
+            .get(name)
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+    if (incomplete || resync_due) && !status.answers.is_empty() {
+        if incomplete {
+            info!(policy = %name, epoch = status.epoch, "resuming an interrupted failover");
+        }
+        let prev = status.epoch.checked_sub(1).filter(|e| *e > 0);
+        // On a resync the server already holds this epoch: re-assert it with the epoch as prerequisite.
+        let prerequisite = if incomplete { prev } else { Some(status.epoch) };
+        publish_and_verify(
+            ctx,
+            cfg,
+            writer,
+            api,
+            obj,
+            name,
+            spec,
+            regions,
+            tsig,
+            &mut owned,
+            prerequisite,
+        )
+        .await?;
+        last_sync.insert(name.to_string(), Instant::now());
+    } else if spec.provider.type_ == DnsProviderType::Embedded && !status.answers.is_empty() {
+        // Keep this replica's server current even when the watch of our own write is not back yet.
+        let _ = cfg
+            .zones
+            .publish(zone_data(spec, &status.answers, regions, status.epoch));
+    }
+    Ok(answers_map(&owned.status.answers))
+}
+
+fn published_condition(status: &FailoverPolicyStatus) -> Desired {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DnsPublished")
+        .map(|c| Desired {
+            type_: "DnsPublished",
+            status: c.status,
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .unwrap_or_else(|| Desired::unknown("DnsPublished", "Pending", "no answers decided yet"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_and_verify(
+    ctx: &Context,
+    cfg: &FailoverConfig,
+    writer: &StatusWriter,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    name: &str,
+    spec: &FailoverPolicySpec,
+    regions: &BTreeMap<String, RegionSpec>,
+    tsig: Option<&TsigKey>,
+    owned: &mut Owned,
+    previous_epoch: Option<u64>,
+) -> Result<(), StepError> {
+    let epoch = owned.status.epoch;
+    let data = zone_data(spec, &owned.status.answers, regions, epoch);
+    let published = push(cfg, spec, &data, tsig, previous_epoch).await;
+    let dns_updated = Time::now();
+    let outcome = match published {
+        Ok(servers) => {
+            let host = data.fqdns().into_iter().next().unwrap_or_default();
+            verify::until_answers(&servers, &host, &data.default_ipv4(), Duration::from_secs(5))
+                .await
+                .map(|_| servers)
+        }
+        Err(e) => Err(e),
+    };
+    let verified = Time::now();
+    match outcome {
+        Ok(servers) => {
+            if let Some(r) = owned.status.last_failover.as_mut().filter(|r| r.epoch == epoch) {
+                r.dns_updated_time.get_or_insert(dns_updated);
+                r.verified_time = Some(verified);
+                let start = r.detected_time.or(r.decided_time).unwrap_or(verified);
+                let total = verified.0.duration_since(start.0).unsigned_abs();
+                r.total_ms = Some(u64::try_from(total.as_millis()).unwrap_or(u64::MAX));
+                observe_phases(ctx, r, total);
+            }
+            owned.published = Desired::ok(
+                "DnsPublished",
+                "Verified",
+                format!(
+                    "epoch {epoch} answered by {}",
+                    servers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            write(writer, api, obj, name, epoch, owned).await?;
+            if let Some(r) = &owned.status.last_failover {
+                let note = format!(
+                    "epoch {epoch}: {} answered; total {} ms",
+                    r.to.as_deref().unwrap_or("none"),
+                    r.total_ms.unwrap_or_default()
+                );
+                publish(ctx, obj, EventType::Normal, "FailoverVerified", &note).await;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let reason = match e {
+                DnsError::StaleEpoch { .. } => "StaleEpoch",
+                DnsError::Refused(_) => "UpdateRefused",
+                DnsError::Transport(_) => "NotVerified",
+                DnsError::Config(_) => "ProviderMisconfigured",
+            };
+            warn!(policy = %name, epoch, error = &e as &dyn std::error::Error, "DNS publish or verify failed");
+            owned.published = Desired::fail("DnsPublished", reason, e.to_string());
+            write(writer, api, obj, name, epoch, owned).await?;
+            publish(ctx, obj, EventType::Warning, reason, &e.to_string()).await;
+            Ok(())
+        }
+    }
+}
+
+/// Publishes to the provider; returns the servers to verify against.
+async fn push(
+    cfg: &FailoverConfig,
+    spec: &FailoverPolicySpec,
+    data: &ZoneData,
+    tsig: Option<&TsigKey>,
+    previous_epoch: Option<u64>,
+) -> Result<Vec<SocketAddr>, DnsError> {
+    match (spec.provider.type_, &spec.provider.rfc2136, tsig) {
+        (DnsProviderType::RFC2136, Some(r), Some(key)) => {
+            let mut servers = Vec::new();
+            for s in &r.servers {
+                let addr = tokio::net::lookup_host(s)
+                    .await
+                    .map_err(|e| DnsError::Config(format!("server {s}: {e}")))?
+                    .next()
+                    .ok_or_else(|| DnsError::Config(format!("server {s}: no address")))?;
+                servers.push(addr);
+            }
+            let primary = *servers
+                .first()
+                .ok_or_else(|| DnsError::Config("no RFC 2136 server".into()))?;
+            send_update(primary, key, data, previous_epoch, Duration::from_secs(3)).await?;
+            Ok(servers)
+        }
+        (DnsProviderType::RFC2136, _, _) => {
+            Err(DnsError::Config("RFC2136 settings or TSIG key missing".into()))
+        }
+        (DnsProviderType::Embedded, _, _) => {
+            match cfg.zones.publish(data.clone()) {
+                Ok(_) | Err(DnsError::StaleEpoch { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(cfg.verify_servers.clone())
+        }
+    }
+}
+
+fn observe_phases(ctx: &Context, r: &FailoverRecord, total: Duration) {
+    let secs = |a: Option<Time>, b: Option<Time>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.0.duration_since(a.0).as_secs_f64().max(0.0)),
+        _ => None,
+    };
+    for (phase, v) in [
+        ("detect_to_decide", secs(r.detected_time, r.decided_time)),
+        ("decide_to_dns", secs(r.decided_time, r.dns_updated_time)),
+        ("dns_to_verified", secs(r.dns_updated_time, r.verified_time)),
+        ("total", Some(total.as_secs_f64())),
+    ] {
+        if let Some(v) = v {
+            ctx.metrics.failover_phase.with_label_values(&[phase]).observe(v);
+        }
+    }
+}
+
+/// Compare-and-swap write: refused unless the stored epoch is still `expected`.
+async fn write(
+    writer: &StatusWriter,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    name: &str,
+    expected: u64,
+    owned: &Owned,
+) -> Result<(), StepError> {
+    let fresh = api.get(name).await?;
+    let found = fresh
+        .data
+        .get("status")
+        .and_then(|s| s.get("epoch"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if found != expected && found != owned.status.epoch {
+        return Err(StepError::EpochMoved { expected, found });
+    }
+    let current: Vec<Condition> = fresh
+        .data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let merged = conditions::merge(
+        &current,
+        std::slice::from_ref(&owned.published),
+        obj.metadata.generation,
+        Time::now(),
+    );
+    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == "DnsPublished").collect();
+    let s = &owned.status;
+    let mut body = json!({
+        "epoch": s.epoch,
+        "activeRegions": s.active_regions,
+        "answers": s.answers,
+        "history": s.history,
+        "conditions": cond,
+    });
+    if let Some(a) = &s.active_region {
+        body["activeRegion"] = json!(a);
+    }
+    if let Some(l) = &s.last_failover {
+        body["lastFailover"] = json!(l);
+    }
+    writer
+        .apply(name, fresh.metadata.resource_version.as_deref(), body)
+        .await?;
+    Ok(())
+}
+
+/// Whether a verdict counts as serving (re-exported for callers).
+pub fn is_problem(kind: ProblemKind) -> bool {
+    kind == ProblemKind::Invalid
+}

@@ -32,8 +32,34 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `azora-operator run` with a clean environment: only `KUBECONFIG` plus `extra` variables.
+    /// Starts `azora-operator run` with a clean environment: only `KUBECONFIG` plus `extra` variables. Unless
+    /// `args` choose them, the DNS server and metrics get free loopback ports so parallel tests never clash.
     pub fn start(
+        kubeconfig: &Path,
+        log: PathBuf,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut all: Vec<String> = args.iter().map(ToString::to_string).collect();
+        if !args.contains(&"--dns-addr") {
+            all.extend([
+                "--dns-addr".to_string(),
+                format!("127.0.0.1:{}", crate::free_port()?),
+            ]);
+        }
+        if !args.contains(&"--metrics-addr") {
+            all.extend([
+                "--metrics-addr".to_string(),
+                format!("127.0.0.1:{}", crate::free_port()?),
+            ]);
+        }
+        let argv: Vec<&str> = all.iter().map(String::as_str).collect();
+        Self::start_exactly(kubeconfig, log, &argv, extra)
+    }
+
+    /// Starts `azora-operator run` with exactly `args` (all defaults when empty) and only `KUBECONFIG` plus
+    /// `extra` in the environment.
+    pub fn start_exactly(
         kubeconfig: &Path,
         log: PathBuf,
         args: &[&str],

@@ -77,7 +77,7 @@ async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() 
     assert!(explain.contains("Time between two probes"), "{explain}");
 
     let started = Instant::now();
-    let _op = Operator::start(
+    let _op = Operator::start_exactly(
         &env.hub().kubeconfig,
         env.dir.path().join("operator.log"),
         &[],

@@ -114,7 +114,7 @@ fn soa(z: &ZoneData, apex: &Name) -> Option<Record> {
     ))
 }
 
-fn pick<'a>(targets: &'a [Target]) -> Vec<&'a Target> {
+fn pick(targets: &[Target]) -> Vec<&Target> {
     if targets.len() <= 1 {
         return targets.iter().collect();
     }

@@ -14,9 +14,8 @@ use azora_core::conditions::{self, Desired};
 use azora_core::health::{Report, combine};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -218,7 +217,7 @@ async fn judge(
             "{from} -> {}: {} of {} fresh observers see it down (quorum {})",
             current.verdict, combined.down, combined.fresh, combined.quorum
         );
-        publish(ctx, obj, type_, reason, &note).await;
+        crate::events::publish(ctx, obj, type_, reason, &note, "Probe").await;
     }
     ctx.metrics
         .region_up
@@ -323,26 +322,5 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         other => other,
-    }
-}
-
-/// Publishes an Event about a cluster-scoped object.
-pub async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &str, note: &str) {
-    let reference = ObjectReference {
-        api_version: obj.types.as_ref().map(|t| t.api_version.clone()),
-        kind: obj.types.as_ref().map(|t| t.kind.clone()),
-        name: obj.metadata.name.clone(),
-        uid: obj.metadata.uid.clone(),
-        ..ObjectReference::default()
-    };
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Probe".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-        warn!(error = &e as &dyn std::error::Error, "could not publish event");
     }
 }

@@ -183,6 +183,9 @@ async fn probe_region(
             .find(|r| !r.ok)
             .map(|r| r.reason.clone())
             .unwrap_or_default();
+        if !ok {
+            debug!(%region, observer = %cfg.observer, %reason, failures = new.consecutive_failures, "probe round failed");
+        }
         if new.verdict != view.verdict {
             debug!(%region, observer = %cfg.observer, from = %view.verdict, to = %new.verdict, %reason, "observer verdict changed");
         }

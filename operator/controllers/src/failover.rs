@@ -29,7 +29,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::aggregate::publish;
 use crate::context::{Context, Needs};
 use crate::dns_serve::specs;
 use crate::kinds::{FailoverPolicyKind, Kind};
@@ -326,7 +325,7 @@ async fn step(
             change.reason
         );
         info!(policy = %name, %note, "failover decided");
-        publish(ctx, obj, kind, "FailoverDecided", &note).await;
+        crate::events::publish(ctx, obj, kind, "FailoverDecided", &note, "Failover").await;
         publish_and_verify(
             ctx,
             cfg,
@@ -455,7 +454,8 @@ async fn publish_and_verify(
                     r.to.as_deref().unwrap_or("none"),
                     r.total_ms.unwrap_or_default()
                 );
-                publish(ctx, obj, EventType::Normal, "FailoverVerified", &note).await;
+                crate::events::publish(ctx, obj, EventType::Normal, "FailoverVerified", &note, "Failover")
+                    .await;
             }
             Ok(())
         }
@@ -469,7 +469,7 @@ async fn publish_and_verify(
             warn!(policy = %name, epoch, error = &e as &dyn std::error::Error, "DNS publish or verify failed");
             owned.published = Desired::fail("DnsPublished", reason, e.to_string());
             write(writer, api, obj, name, epoch, owned).await?;
-            publish(ctx, obj, EventType::Warning, reason, &e.to_string()).await;
+            crate::events::publish(ctx, obj, EventType::Warning, reason, &e.to_string(), "Failover").await;
             Ok(())
         }
     }

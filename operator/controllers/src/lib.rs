@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod context;
 pub mod dns_serve;
 pub mod engine;
+pub mod events;
 pub mod failover;
 pub mod kinds;
 pub mod metrics;

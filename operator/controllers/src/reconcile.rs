@@ -10,10 +10,9 @@ use azora_api::common::find_condition;
 use azora_api::{Condition, ConditionStatus, Time};
 use azora_core::conditions::{self, Desired, types};
 use azora_core::validate::{self, ProblemKind};
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tracing::{info, instrument, warn};
@@ -199,26 +198,8 @@ async fn publish_transition(
         ConditionStatus::True => (EventType::Normal, "Ready".to_string()),
         _ => (EventType::Warning, after.reason.clone()),
     };
-    let reference = ObjectReference {
-        api_version: obj.types.as_ref().map(|t| t.api_version.clone()),
-        kind: obj.types.as_ref().map(|t| t.kind.clone()),
-        name: obj.metadata.name.clone(),
-        uid: obj.metadata.uid.clone(),
-        resource_version: obj.metadata.resource_version.clone(),
-        ..ObjectReference::default()
-    };
-    let event = Event {
-        type_,
-        reason,
-        note: Some(after.message.clone()),
-        action: "Validate".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(error = &e as &dyn std::error::Error, "could not publish event");
-    } else {
-        info!(status = %after.status, reason = %after.reason, "Ready changed");
-    }
+    crate::events::publish(ctx, obj, type_, &reason, &after.message, "Validate").await;
+    info!(status = %after.status, reason = %after.reason, "Ready changed");
 }
 
 /// Error policy: everything reaching here is transient; retry with capped, jittered backoff.

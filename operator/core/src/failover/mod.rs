@@ -111,6 +111,12 @@ fn eligible(c: &Candidate) -> bool {
     c.allowed && !c.cordoned && matches!(c.verdict, Verdict::Healthy | Verdict::Degraded)
 }
 
+/// A region already serving keeps its traffic while nothing says it failed: eligible, or not yet judged
+/// (right after a start, before the first probe rounds are in).
+fn keeps(c: &Candidate) -> bool {
+    eligible(c) || (c.allowed && !c.cordoned && c.verdict == Verdict::Unknown)
+}
+
 fn hold_passed(c: &Candidate, rule: &FailbackRule, now: Time) -> bool {
     let Some(recovered) = c.recovered else { return true };
     match rule.mode {
@@ -133,7 +139,10 @@ fn pick<'c>(
     let usable: Vec<&Candidate> = ranked
         .iter()
         .copied()
-        .filter(|c| eligible(c) && (serving(c) || hold_passed(c, input.failback, input.now)))
+        .filter(|c| {
+            (serving(c) && keeps(c))
+                || (eligible(c) && (serving(c) || hold_passed(c, input.failback, input.now)))
+        })
         .collect();
     // A preferred eligible region still held back is reported as a pending failback.
     if let (Some(first_eligible), Some(first_usable)) = (ranked.iter().find(|c| eligible(c)), usable.first())
@@ -205,7 +214,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             None => Reason::NotAllowed,
             Some(c) if c.cordoned => Reason::Cordoned,
             Some(c) if !c.allowed => Reason::NotAllowed,
-            Some(c) if !eligible(c) => Reason::RegionDown,
+            Some(c) if !keeps(c) => Reason::RegionDown,
             Some(_) if from != active => Reason::Failback,
             Some(_) => Reason::Rebalanced,
         };

@@ -237,3 +237,24 @@ fn unchanged_answers_are_no_change() {
             .is_none()
     );
 }
+
+#[test]
+fn an_unjudged_serving_region_keeps_its_traffic_at_startup() {
+    // Right after a (re)start europe has a verdict and africa not yet: no failover for lack of news.
+    let p = run(
+        Strategy::Failover,
+        &four([Unknown, Healthy, Healthy, Healthy]),
+        &auto(60),
+        &current("africa"),
+    );
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert!(p.change.is_none());
+    // An unjudged region is never chosen for new traffic: from asia, traffic goes to europe, not africa.
+    let p = run(
+        Strategy::Failover,
+        &four([Unknown, Healthy, Healthy, Healthy]),
+        &auto(60),
+        &current("asia"),
+    );
+    assert_eq!(p.active.as_deref(), Some("europe"));
+}

@@ -10,9 +10,10 @@ OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-test-env: ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm
+test-env: ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
+	@bash tests/scripts/install-dns.sh
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 

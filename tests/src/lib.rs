@@ -4,6 +4,7 @@
 //! Missing binaries are an error, never a skip: a test that needs an API server must run against one.
 
 pub mod env;
+pub mod knot;
 pub mod operator;
 pub mod regions;
 pub mod scenario;

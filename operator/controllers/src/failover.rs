@@ -497,7 +497,14 @@ async fn push(
             let primary = *servers
                 .first()
                 .ok_or_else(|| DnsError::Config("no RFC 2136 server".into()))?;
-            send_update(primary, key, data, previous_epoch, Duration::from_secs(3)).await?;
+            match send_update(primary, key, data, previous_epoch, Duration::from_secs(3)).await {
+                Ok(()) => {}
+                // Already applied before an interruption: the server holds exactly our epoch.
+                Err(DnsError::StaleEpoch { .. })
+                    if verify::epoch_of(primary, &data.zone, Duration::from_secs(1)).await?
+                        == Some(data.epoch) => {}
+                Err(e) => return Err(e),
+            }
             Ok(servers)
         }
         (DnsProviderType::RFC2136, _, _) => {

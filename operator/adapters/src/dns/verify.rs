@@ -77,3 +77,32 @@ pub async fn until_answers(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The fencing epoch a server holds for `zone` (its `_azora-epoch` TXT), if any.
+pub async fn epoch_of(server: SocketAddr, zone: &str, timeout: Duration) -> Result<Option<u64>, DnsError> {
+    let mut config = ResolverConfig::default();
+    let mut conn = ConnectionConfig::udp();
+    conn.port = server.port();
+    config.add_name_server(NameServerConfig::new(server.ip(), true, vec![conn]));
+    let mut opts = ResolverOpts::default();
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.cache_size = 0;
+    opts.recursion_desired = false;
+    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(|e| DnsError::Config(format!("resolver: {e}")))?;
+    let name = format!("_azora-epoch.{zone}");
+    match resolver
+        .lookup(name.as_str(), hickory_proto::rr::RecordType::TXT)
+        .await
+    {
+        Ok(l) => Ok(l.answers().iter().find_map(|r| match &r.data {
+            RData::TXT(t) => t.to_string().trim_matches('"').parse().ok(),
+            _ => None,
+        })),
+        Err(e) if e.is_no_records_found() => Ok(None),
+        Err(e) => Err(DnsError::Transport(format!("{server}: {e}"))),
+    }
+}

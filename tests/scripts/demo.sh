@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# make demo: a local control plane (real etcd + kube-apiserver), the Azora CRDs, the operator, the four
-# regions and the default policies, then what `kubectl get azora` shows. Everything stops on exit.
+# make demo: a local control plane (real etcd + kube-apiserver), four simulated regions on 127.0.0.11-14,
+# two operator replicas (each probes every region and serves DNS), the regions and policies applied; then
+# africa goes down for real (SIGSTOP), the failover is shown as it happens, africa comes back, and traffic
+# fails back after the hold-down. Everything stops on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/azora/target}
 DEMO=$ROOT/.demo
+DNS_A=127.0.0.1:15353
+DNS_B=127.0.0.1:15354
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
+say() { printf '\033[0;33m[%6.1fs]\033[0m %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
 
-step "Installing etcd, kube-apiserver (built from Debian's kubernetes source, cached), kubectl and helm"
+step "Installing etcd, kube-apiserver (built from Debian's kubernetes source, cached), kubectl, helm, dig"
 bash tests/scripts/install-kube.sh >/dev/null
 TOOLS=$(bash tests/scripts/install-tools.sh)
+bash tests/scripts/install-dns.sh
+command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null 2>&1 || true; }
 export PATH="$TOOLS:$PATH"
 step "Building the operator"
 cargo build --workspace --bins -q
 
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 step "Starting the local control plane (etcd + kube-apiserver 1.20, token auth, RBAC)"
@@ -26,49 +33,83 @@ pids+=($!)
 for _ in $(seq 1 120); do [ -f "$DEMO/kubeconfig" ] && break; sleep 1; done
 [ -f "$DEMO/kubeconfig" ] || { cat "$DEMO/testenv.log"; exit 1; }
 export KUBECONFIG=$DEMO/kubeconfig
-kubectl version 2>/dev/null | sed 's/^/    /'
 
 step "Installing the eight azora.io CRDs (server-side apply; CEL rules left out for this 1.20 server)"
-"$TARGET/debug/azora-operator" crd --strip-cel | kubectl apply --server-side -f -
+"$TARGET/debug/azora-operator" crd --strip-cel | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+kubectl get crd -o name | sed 's/^/    /'
 
-step "Starting two operator replicas (only KUBECONFIG set); one takes the leader Lease"
-"$TARGET/debug/azora-operator" run --identity replica-a --metrics-addr 127.0.0.1:19090 --log-format text 2>"$DEMO/operator-a.log" &
-pids+=($!)
-"$TARGET/debug/azora-operator" run --identity replica-b --metrics-addr 127.0.0.1:19091 --log-format text 2>"$DEMO/operator-b.log" &
-pids+=($!)
-for _ in $(seq 1 30); do kubectl get lease azora-operator >/dev/null 2>&1 && break; sleep 1; done
-kubectl get lease azora-operator -o custom-columns=LEASE:.metadata.name,HOLDER:.spec.holderIdentity,EPOCH:.spec.leaseTransitions
-
-step "Applying regions/ (kustomize), policies/ and chaos/"
-kubectl apply --server-side -k regions/
-kubectl apply --server-side -k policies/
-kubectl apply --server-side -k chaos/
-
-step "Waiting for every Region to be Ready"
-kubectl wait --for=condition=Ready regions --all --timeout=90s
-
-step "kubectl get regions"
-kubectl get regions
-step "kubectl get azora"
-kubectl get azora
-step "A bad Tenant: home region outside its residency is refused with a reason, and nothing is placed"
-cat <<'YAML' | kubectl apply -f -
-apiVersion: azora.io/v1alpha1
-kind: Tenant
-metadata: {name: acme}
-spec:
-  homeRegion: asia
-  failoverRegions: [europe]
-  residency: {allowedContinents: [Europe]}
-YAML
-for _ in $(seq 1 30); do
-  r=$(kubectl get tenant acme -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}' 2>/dev/null)
-  [ -n "$r" ] && break; sleep 1
+step "Starting four simulated regions: africa 127.0.0.11, europe .12, asia .13, americas .14 (port 8080)"
+declare -A SIM
+for r in africa:11 europe:12 asia:13 americas:14; do
+  name=${r%%:*}; ip=127.0.0.${r##*:}
+  "$TARGET/debug/azora-region-sim" --listen "$ip:8080" --name "$name" 2>/dev/null &
+  SIM[$name]=$!; pids+=($!)
 done
-kubectl get tenants -o wide
-kubectl get tenant acme -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}Ready={.status} reason={.reason}: {.message}{"\n"}{end}'
-step "Leader metrics"
-curl -s 127.0.0.1:19090/metrics 2>/dev/null | grep -E '^azora_leader' || true
-curl -s 127.0.0.1:19091/metrics 2>/dev/null | grep -E '^azora_leader' || true
-printf '\nDemo done: logs in %s. Health probing and DNS failover arrive with their own capability.\n' "$DEMO"
+
+step "Starting two operator replicas: both probe every region and serve DNS; one leads"
+"$TARGET/debug/azora-operator" run --identity replica-a --metrics-addr 127.0.0.1:19090 --dns-addr $DNS_A \
+  --dns-verify-peer $DNS_B --log-format text 2>"$DEMO/operator-a.log" &
+pids+=($!)
+"$TARGET/debug/azora-operator" run --identity replica-b --metrics-addr 127.0.0.1:19091 --dns-addr $DNS_B \
+  --dns-verify-peer $DNS_A --log-format text 2>"$DEMO/operator-b.log" &
+pids+=($!)
+
+step "Applying regions/, the demo overlay of policies/ (20 s failback hold-down) and chaos/"
+kubectl apply --server-side -k regions/
+kubectl apply --server-side -k tests/demo/
+kubectl apply --server-side -k chaos/ >/dev/null
+
+answer() { dig +short +time=1 +tries=1 @"${1%:*}" -p "${1##*:}" api.azora.example A 2>/dev/null | head -1; }
+step "Waiting for all four regions to be Healthy and DNS to answer"
+for _ in $(seq 1 90); do
+  healthy=$(kubectl get regions -o jsonpath='{range .items[*]}{.status.verdict}{"\n"}{end}' | grep -c '^Healthy$' || true)
+  [ "$healthy" = 4 ] && [ "$(answer $DNS_A)" = 127.0.0.11 ] && [ "$(answer $DNS_B)" = 127.0.0.11 ] && break
+  sleep 1
+done
+kubectl get regions
+kubectl get lease azora-operator -o custom-columns=LEADER:.spec.holderIdentity,EPOCH:.spec.leaseTransitions
+echo "    dig @${DNS_A} api.azora.example -> $(answer $DNS_A)   dig @${DNS_B} -> $(answer $DNS_B)   (africa)"
+
+watch_until() { # watch_until <expected answer> <timeout s>: print every change as it happens
+  local want=$1 deadline=$(( $(date +%s) + $2 )) last=""
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    local obs verdict a b line
+    verdict=$(kubectl get region africa -o jsonpath='{.status.verdict}' 2>/dev/null)
+    obs=$(kubectl get region africa -o jsonpath='{range .status.observers[*]}{.name}={.verdict}({.consecutiveFailures}) {end}' 2>/dev/null)
+    a=$(answer $DNS_A); b=$(answer $DNS_B)
+    line="africa verdict=${verdict:-?}  observers: ${obs:-none}  DNS: a=${a:-none} b=${b:-none}"
+    [ "$line" != "$last" ] && say "$line" && last=$line
+    [ "$a" = "$want" ] && [ "$b" = "$want" ] && return 0
+    sleep 0.3
+  done
+  return 1
+}
+timeline() {
+  kubectl get failoverpolicy platform -o json | jq -r '.status.lastFailover |
+    "    epoch \(.epoch): \(.from) -> \(.to) (\(.reason))",
+    "      detected    \(.detectedTime)", "      decided     \(.decidedTime)",
+    "      DNS updated \(.dnsUpdatedTime)", "      verified    \(.verifiedTime)",
+    "      total       \(.totalMs) ms from detection to verified answers"'
+}
+
+step "OUTAGE: africa stops answering (SIGSTOP: connections hang)"
+T0=$(date +%s.%N)
+kill -STOP "${SIM[africa]}"
+say "africa SIGSTOPped"
+watch_until 127.0.0.12 40 || echo "    (no failover within 40s — see $DEMO/operator-*.log)"
+say "DNS now answers europe on both replicas"
+timeline
+kubectl get events --field-selector reason!=Ready -o custom-columns=REASON:.reason,OBJECT:.regarding.name,NOTE:.note 2>/dev/null | grep -E "RegionDown|Failover" | tail -4 | sed 's/^/    /' || true
+
+step "RECOVERY: africa comes back (SIGCONT); traffic returns after 3 good rounds and the 20 s hold-down"
+T0=$(date +%s.%N)
+kill -CONT "${SIM[africa]}"
+say "africa resumed"
+watch_until 127.0.0.11 90 || echo "    (no failback within 90s — see $DEMO/operator-*.log)"
+say "DNS answers africa again"
+timeline
+
+step "kubectl get azora"
+kubectl get regions,failoverpolicies
+printf '\nDemo done: logs in %s.\n' "$DEMO"

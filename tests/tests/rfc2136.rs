@@ -2,6 +2,8 @@
 //! deposed leader's late update is refused by Knot itself (epoch prerequisite); an operator killed in the
 //! middle of a failover converges to the right answer after restart, without a second failover.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean
+.PHONY: help test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,6 +48,19 @@ test: test-env fmt-check clippy crds-check ## Everything CI runs: fmt, clippy, C
 
 demo: ## Local control plane, CRDs, two operator replicas, the four regions and policies; prints kubectl get azora
 	@bash tests/scripts/demo.sh
+
+BENCH := $(CARGO_TARGET_DIR)/release/azora-bench
+bench-build: test-env
+	@cargo build --release -p azora-tests -p azora-operator --bins -q
+
+bench-failover: bench-build ## 30 outages (SIGSTOP/SIGKILL) of the serving region; prints failover_p50_s/p99_s
+	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) failover --outages 30
+
+bench-dns: bench-build ## dnsperf: embedded GeoDNS vs Knot, same zone and query file; prints dns_qps_*
+	$(BENCH) dns --seconds 10
+
+bench-probes: bench-build ## Probe engine with 10,000 endpoints at 5 s: CPU and scheduling lag p99
+	$(BENCH) probes --endpoints 10000 --seconds 30
 
 clean: ## Remove build output and demo state (keeps the cached kube build)
 	rm -rf $(CARGO_TARGET_DIR) .demo

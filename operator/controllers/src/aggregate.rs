@@ -102,10 +102,41 @@ pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Futu
                     .push((observer.clone(), obs, age));
             }
         }
+        // Observers alive but silent about a region still count toward its quorum (as Unknown).
+        let alive: Vec<(String, Duration)> = leases
+            .state()
+            .iter()
+            .map(|l| {
+                let name = l.metadata.name.clone().unwrap_or_default();
+                let observer = l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone())
+                    .unwrap_or(name.clone());
+                (
+                    observer,
+                    seen.get(&name)
+                        .map_or(Duration::MAX, |(_, t)| now_i.duration_since(*t)),
+                )
+            })
+            .collect();
         for obj in ctx.stores.regions.state() {
             let Some(name) = obj.metadata.name.clone() else {
                 continue;
             };
+            let entry = by_region.entry(name.clone()).or_default();
+            for (observer, age) in &alive {
+                if !entry.iter().any(|(o, _, _)| o == observer) {
+                    let unknown = Observed {
+                        verdict: Verdict::Unknown,
+                        failures: 0,
+                        latency_ms: None,
+                        failing_since: None,
+                        reason: String::new(),
+                    };
+                    entry.push((observer.clone(), unknown, *age));
+                }
+            }
             let Some(spec) = obj
                 .data
                 .get("spec")

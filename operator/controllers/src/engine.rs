@@ -157,6 +157,9 @@ async fn probe_region(
     loop {
         tokio::time::sleep_until(next.into()).await;
         let started = Instant::now();
+        metrics
+            .probe_schedule_lag
+            .observe(started.saturating_duration_since(next).as_secs_f64());
         let round_start = Time::now();
         let results =
             futures::future::join_all(spec.probes.endpoints.iter().map(|e| cfg.prober.probe(e, timeout)))

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub probe_latency: HistogramVec,
     /// Probe rounds per region, observer and result.
     pub probe_rounds: IntCounterVec,
+    /// How late probe rounds start against their schedule (scheduling jitter of the engine).
+    pub probe_schedule_lag: prometheus::Histogram,
     /// 1 when a region's combined verdict is Healthy or Degraded, 0 when Down.
     pub region_up: IntGaugeVec,
     /// Verdict transitions per region and new verdict.
@@ -99,6 +101,16 @@ impl Metrics {
             Opts::new("active_region", "1 for the region a policy answers by default"),
             &["policy", "region"],
         )?;
+        let probe_schedule_lag = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "probe_schedule_lag_seconds",
+                "Delay of probe rounds behind their schedule",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(probe_schedule_lag.clone()))?;
         for c in [&probe_rounds, &region_transitions, &failovers] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -122,6 +134,7 @@ impl Metrics {
             leader_epoch,
             probe_latency,
             probe_rounds,
+            probe_schedule_lag,
             region_up,
             region_transitions,
             failover_phase,

@@ -94,15 +94,15 @@ pub struct Combined {
 
 /// Combines observer reports into the region's verdict. `quorum` defaults to a majority of fresh observers.
 pub fn combine(reports: &[Report], stale_after: Duration, quorum: Option<u32>, cordoned: bool) -> Combined {
-    let fresh: Vec<&Report> = reports
-        .iter()
-        .filter(|r| r.age <= stale_after && r.verdict != Verdict::Unknown)
-        .collect();
+    // Observers alive but without a verdict on this region yet (Unknown) count toward the quorum, so a lone
+    // early vote cannot meet a quorum of one right after a start.
+    let fresh: Vec<&Report> = reports.iter().filter(|r| r.age <= stale_after).collect();
     let q = quorum.map_or(fresh.len() / 2 + 1, |q| q.max(1) as usize);
     let down = fresh.iter().filter(|r| r.verdict == Verdict::Down).count();
+    let judged = fresh.iter().filter(|r| r.verdict != Verdict::Unknown).count();
     let verdict = if cordoned {
         Verdict::Cordoned
-    } else if fresh.is_empty() {
+    } else if judged == 0 {
         Verdict::Unknown
     } else if down >= q {
         Verdict::Down
@@ -255,9 +255,25 @@ mod tests {
     }
 
     #[test]
-    fn observers_without_a_verdict_yet_are_not_counted() {
+    fn observers_without_a_verdict_yet_count_toward_the_quorum() {
         let reports = [report("a", Verdict::Unknown, 0), report("b", Verdict::Healthy, 0)];
         let c = combine(&reports, Duration::from_secs(15), None, false);
-        assert_eq!((c.verdict, c.fresh), (Verdict::Healthy, 1));
+        assert_eq!((c.verdict, c.fresh), (Verdict::Healthy, 2));
+        // Right after a start: the cut-off agent votes Down before the replica has judged the region.
+        let early = [
+            report("agent", Verdict::Down, 0),
+            report("replica", Verdict::Unknown, 0),
+        ];
+        let c = combine(&early, Duration::from_secs(15), None, false);
+        assert_eq!(
+            (c.verdict, c.quorum),
+            (Verdict::Degraded, 2),
+            "one early vote is not a quorum"
+        );
+        let none = [report("a", Verdict::Unknown, 0)];
+        assert_eq!(
+            combine(&none, Duration::from_secs(15), None, false).verdict,
+            Verdict::Unknown
+        );
     }
 }

@@ -1,0 +1,319 @@
+//! `azora-bench`: benchmarks that print numbers (never pass/fail on timing).
+//! - `failover`: N induced outages (SIGSTOP or SIGKILL, at random moments) of the serving region, each
+//!   measured from onset to the embedded DNS server's answer changing, polled with a resolver.
+//! - `dns`: dnsperf against the embedded server and against Knot serving the same zone, same query file.
+//! - `probes`: the probe engine with many endpoints at 5 s: CPU used and scheduling lag p99.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use azora_adapters::dns::embedded::{self, Zones};
+use azora_adapters::dns::{Target, ZoneData};
+use azora_tests::knot::Knot;
+use azora_tests::scenario::Scenario;
+use clap::Parser;
+use rand::Rng;
+
+#[derive(Parser)]
+enum Cli {
+    /// Failover time over induced outages.
+    Failover {
+        /// Outages to induce.
+        #[arg(long, default_value_t = 30)]
+        outages: usize,
+    },
+    /// Queries per second: embedded server vs Knot.
+    Dns {
+        /// Seconds per dnsperf run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Probe engine scale.
+    Probes {
+        /// Endpoints to probe.
+        #[arg(long, default_value_t = 10_000)]
+        endpoints: usize,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn failover(outages: usize) -> anyhow::Result<()> {
+    let mut s = Scenario::start(4).await?;
+    // A long hold-down: traffic moves on to the next region instead of failing back, so outages hit
+    // every region in turn.
+    s.policy("1h", serde_json::json!({})).await?;
+    s.add_operator(&[])?;
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
+    anyhow::ensure!(
+        s.wait_answer(0, ips[0], Duration::from_secs(60)).await.is_some(),
+        "no initial answer"
+    );
+    anyhow::ensure!(
+        s.wait_all_healthy(Duration::from_secs(60)).await,
+        "regions not healthy"
+    );
+    let mut samples = Vec::new();
+    let mut rng = rand::rng();
+    let mut victim_prev: Option<usize> = None;
+    while samples.len() < outages {
+        let current = s.answer(0).await;
+        let Some(active) = ips
+            .iter()
+            .position(|ip| current.first().map(ToString::to_string).as_deref() == Some(*ip))
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        // A random moment relative to the probe schedule.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..5000))).await;
+        let hang = rng.random_bool(0.5);
+        let onset = Instant::now();
+        if hang {
+            s.regions[active].stop()
+        } else {
+            s.regions[active].kill()
+        }
+        let mut moved = None;
+        while onset.elapsed() < Duration::from_secs(60) {
+            let a = s.answer(0).await;
+            if !a.is_empty() && a != current {
+                moved = Some(onset.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let Some(took) = moved else {
+            anyhow::bail!("outage {} never moved DNS:\n{}", samples.len(), s.log_tail(0, 30))
+        };
+        samples.push(took.as_secs_f64());
+        eprintln!(
+            "outage {:>2}: {} {} -> DNS moved after {:.2}s",
+            samples.len(),
+            s.regions[active].name,
+            if hang { "SIGSTOP" } else { "SIGKILL" },
+            took.as_secs_f64()
+        );
+        // Bring the previous victim back (it rejoins once healthy); keep at most one region out.
+        if let Some(p) = victim_prev.take() {
+            s.regions[p].resume();
+            if s.regions[p].restart().is_err() {
+                eprintln!("could not restart {}", s.regions[p].name);
+            }
+        }
+        victim_prev = Some(active);
+        // Wait until the next target is healthy again before the next outage.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "failover_p50_s={:.2} failover_p99_s={:.2} n={}",
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        samples.len()
+    );
+    Ok(())
+}
+
+fn dnsperf(server: SocketAddr, queries: &std::path::Path, seconds: u32) -> anyhow::Result<f64> {
+    let out = Command::new("dnsperf")
+        .args([
+            "-s",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+            "-d",
+        ])
+        .arg(queries)
+        .args(["-l", &seconds.to_string(), "-c", "4", "-T", "1", "-q", "200"])
+        .output()
+        .context("dnsperf (make test-env installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let qps = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Queries per second"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no qps in dnsperf output:\n{text}"))?;
+    let lost = text
+        .lines()
+        .find(|l| l.contains("Queries lost"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    eprintln!("  {server}: {qps:.0} qps ({lost})");
+    Ok(qps)
+}
+
+async fn dns(seconds: u32) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let queries = dir.path().join("queries.txt");
+    let mut q = String::new();
+    for i in 0..1000 {
+        q.push_str(match i % 10 {
+            0 => "test.azora. SOA\n",
+            1 => "test.azora. NS\n",
+            2 => "nope.test.azora. A\n",
+            _ => "api.test.azora. A\n",
+        });
+    }
+    std::fs::write(&queries, q)?;
+    // Embedded server with the same zone content as Knot's.
+    let mut answers = BTreeMap::new();
+    answers.insert(
+        "default".to_string(),
+        vec![Target {
+            region: "africa".into(),
+            ipv4: vec!["127.0.0.11".parse()?],
+            ipv6: vec![],
+            weight: 1,
+        }],
+    );
+    let zones = Zones::new(Default::default());
+    zones.publish(ZoneData {
+        zone: "test.azora.".into(),
+        hostnames: vec!["api".into()],
+        ttl: 5,
+        epoch: 1,
+        answers,
+    })?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", azora_tests::free_port()?).parse()?;
+    let _server = embedded::serve(addr, zones).await?;
+    let knot = Knot::start("test.azora.")?;
+    let key = {
+        use base64::Engine;
+        azora_adapters::dns::rfc2136::TsigKey {
+            name: knot.key_name.clone(),
+            algorithm: "hmac-sha256".into(),
+            secret: base64::engine::general_purpose::STANDARD.decode(&knot.secret_b64)?,
+        }
+    };
+    let mut answers = BTreeMap::new();
+    answers.insert(
+        "default".to_string(),
+        vec![Target {
+            region: "africa".into(),
+            ipv4: vec!["127.0.0.11".parse()?],
+            ipv6: vec![],
+            weight: 1,
+        }],
+    );
+    let data = ZoneData {
+        zone: "test.azora.".into(),
+        hostnames: vec!["api".into()],
+        ttl: 5,
+        epoch: 1,
+        answers,
+    };
+    azora_adapters::dns::rfc2136::send_update(knot.addr, &key, &data, None, Duration::from_secs(3)).await?;
+    eprintln!("dnsperf, {seconds}s each, same query file (70% A hits, 10% SOA, 10% NS, 10% NXDOMAIN):");
+    let server = tokio::task::spawn_blocking({
+        let q = queries.clone();
+        move || dnsperf(addr, &q, seconds)
+    });
+    let embedded_qps = server.await??;
+    let k = knot.addr;
+    let knot_qps = tokio::task::spawn_blocking(move || dnsperf(k, &queries, seconds)).await??;
+    println!("dns_qps_embedded={embedded_qps:.0} dns_qps_knot={knot_qps:.0}");
+    Ok(())
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn probes(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
+    let env = azora_tests::TestEnv::start().await?;
+    let client = env.hub().client().await?;
+    // Four listeners to probe (TCP connects), spread across many Regions of 10 endpoints each.
+    let mut sims = Vec::new();
+    for (i, ip) in ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"]
+        .iter()
+        .enumerate()
+    {
+        sims.push(azora_tests::SimRegion::start(&format!("sim{i}"), ip, &[])?);
+    }
+    let per_region = 10;
+    let regions = endpoints.div_ceil(per_region);
+    for r in 0..regions {
+        let eps: Vec<serde_json::Value> = (0..per_region)
+            .map(|e| serde_json::json!({"name": format!("e{e}"), "type": "TCP", "address": sims[(r + e) % 4].addr.to_string()}))
+            .collect();
+        let body = serde_json::json!({"apiVersion": "azora.io/v1alpha1", "kind": "Region", "metadata": {"name": format!("r{r:05}")},
+            "spec": {"location": {"city": "x", "country": "ZZ", "continent": "Europe", "latitude": 0.0, "longitude": 0.0},
+                     "probes": {"interval": "5s", "timeout": "2s", "endpoints": eps}, "dns": {"ipv4": ["127.0.0.11"]}}});
+        azora_tests::scenario::create(&client, "regions", body).await?;
+    }
+    eprintln!("{regions} regions x {per_region} endpoints created; warming up 10s");
+    let metrics = azora_controllers::Metrics::new()?;
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let cfg = azora_controllers::engine::EngineConfig {
+        observer: "bench".into(),
+        namespace: "default".into(),
+        prober: azora_adapters::probe::Prober::new(None),
+    };
+    tokio::spawn(azora_controllers::engine::run(client, cfg, metrics.clone(), rx));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lag0 = metrics.probe_schedule_lag.get_sample_count();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu = cpu_seconds() - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    let rounds = metrics.probe_schedule_lag.get_sample_count() - lag0;
+    // p99 from the histogram buckets (upper bound of the bucket holding the 99th percentile).
+    let h = metrics.probe_schedule_lag.clone();
+    let mf = prometheus::core::Collector::collect(&h);
+    let hist = mf
+        .first()
+        .and_then(|m| m.get_metric().first())
+        .map(|m| m.get_histogram().clone());
+    let mut p99 = f64::NAN;
+    if let Some(hist) = hist {
+        let total = hist.get_sample_count() as f64;
+        for b in hist.get_bucket() {
+            if b.cumulative_count() as f64 >= 0.99 * total {
+                p99 = b.upper_bound();
+                break;
+            }
+        }
+    }
+    let probes_per_s = rounds as f64 * per_region as f64 / wall;
+    println!(
+        "probe_endpoints={} probes_per_s={:.0} cpu_cores_used={:.2} schedule_lag_p99_s<={}",
+        regions * per_region,
+        probes_per_s,
+        cpu / wall,
+        p99
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse() {
+        Cli::Failover { outages } => failover(outages).await,
+        Cli::Dns { seconds } => dns(seconds).await,
+        Cli::Probes { endpoints, seconds } => probes(endpoints, seconds).await,
+    }
+}

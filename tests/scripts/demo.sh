@@ -100,7 +100,9 @@ say "africa SIGSTOPped"
 watch_until 127.0.0.12 40 || echo "    (no failover within 40s — see $DEMO/operator-*.log)"
 say "DNS now answers europe on both replicas"
 timeline
-kubectl get events --field-selector reason!=Ready -o custom-columns=REASON:.reason,OBJECT:.regarding.name,NOTE:.note 2>/dev/null | grep -E "RegionDown|Failover" | tail -4 | sed 's/^/    /' || true
+echo "    Events:"
+kubectl get events --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message 2>/dev/null \
+  | grep -E "RegionDown|FailoverDecided|FailoverVerified" | tail -3 | sed 's/^/    /' || true
 
 step "RECOVERY: africa comes back (SIGCONT); traffic returns after 3 good rounds and the 20 s hold-down"
 T0=$(date +%s.%N)

@@ -14,25 +14,26 @@ pub const GROUP: &str = "azora.io";
 /// The API version of every kind.
 pub const VERSION: &str = "v1alpha1";
 
-/// A point in time, serialised like `metav1.Time`: RFC 3339 in UTC with second precision.
+/// A point in time: RFC 3339 in UTC with millisecond precision (failover timelines are measured in
+/// milliseconds; any RFC 3339 parser, kubectl included, reads it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(pub jiff::Timestamp);
 
 impl Time {
-    /// The current time, truncated to whole seconds (what the API server would store anyway).
+    /// The current time, truncated to milliseconds.
     pub fn now() -> Self {
         Self::from_timestamp(jiff::Timestamp::now())
     }
 
-    /// Wraps a timestamp, truncated to whole seconds.
+    /// Wraps a timestamp, truncated to milliseconds.
     pub fn from_timestamp(ts: jiff::Timestamp) -> Self {
-        Self(jiff::Timestamp::from_second(ts.as_second()).unwrap_or(ts))
+        Self(jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts))
     }
 }
 
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        write!(f, "{}", self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
     }
 }
 

@@ -117,8 +117,9 @@ struct CrdArgs {
 
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube=warn,hickory_server=warn,hickory_proto=warn")
+    });
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -9,10 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use azora_core::geo::GeoIpTable;
-use hickory_proto::op::{Edns, Metadata, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinDecodable;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -24,7 +25,7 @@ use super::{DnsError, Target, ZoneData};
 /// The zones this replica serves; shared between the server and the publisher.
 #[derive(Clone, Default)]
 pub struct Zones {
-    inner: Arc<RwLock<BTreeMap<String, Arc<ZoneData>>>>,
+    inner: Arc<RwLock<BTreeMap<String, Arc<Compiled>>>>,
     geoip: Arc<RwLock<GeoIpTable>>,
 }
 
@@ -45,18 +46,18 @@ impl Zones {
             .write()
             .map_err(|_| DnsError::Config("zones lock poisoned".into()))?;
         if let Some(cur) = zones.get(&key) {
-            if cur.epoch > data.epoch {
+            if cur.data.epoch > data.epoch {
                 return Err(DnsError::StaleEpoch {
                     zone: key,
                     offered: data.epoch,
-                    serving: cur.epoch,
+                    serving: cur.data.epoch,
                 });
             }
-            if **cur == data {
+            if cur.data == data {
                 return Ok(false);
             }
         }
-        zones.insert(key, Arc::new(data));
+        zones.insert(key, Arc::new(Compiled::new(data)?));
         Ok(true)
     }
 
@@ -68,8 +69,12 @@ impl Zones {
     }
 
     /// The data served for a zone.
-    pub fn get(&self, zone: &str) -> Option<Arc<ZoneData>> {
-        self.inner.read().ok()?.get(&zone.to_ascii_lowercase()).cloned()
+    pub fn get(&self, zone: &str) -> Option<ZoneData> {
+        self.inner
+            .read()
+            .ok()?
+            .get(&zone.to_ascii_lowercase())
+            .map(|c| c.data.clone())
     }
 
     /// Replaces the GeoIP table.
@@ -79,17 +84,65 @@ impl Zones {
         }
     }
 
-    fn find(&self, qname: &str) -> Option<Arc<ZoneData>> {
+    /// The zone a lower-case query name falls in (longest match), without allocating.
+    fn find(&self, qname: &str) -> Option<Arc<Compiled>> {
         let zones = self.inner.read().ok()?;
         zones
             .iter()
-            .filter(|(z, _)| qname == z.as_str() || qname.ends_with(&format!(".{z}")))
+            .filter(|(z, _)| {
+                qname == z.as_str()
+                    || (qname.len() > z.len()
+                        && qname.ends_with(z.as_str())
+                        && qname.as_bytes()[qname.len() - z.len() - 1] == b'.')
+            })
             .max_by_key(|(z, _)| z.len())
             .map(|(_, d)| d.clone())
     }
 
     fn geo_of(&self, ip: IpAddr) -> Option<String> {
-        self.geoip.read().ok()?.lookup(ip).map(|c| c.to_string())
+        let table = self.geoip.read().ok()?;
+        if table.is_empty() {
+            return None;
+        }
+        table.lookup(ip).map(|c| c.to_string())
+    }
+}
+
+/// A zone prepared once at publish time, so a query only compares strings and clones records.
+pub struct Compiled {
+    /// The published data.
+    pub data: ZoneData,
+    apex: Name,
+    apex_lc: String,
+    hosts_lc: Vec<String>,
+    epoch_lc: String,
+    soa: Record,
+    ns: Record,
+}
+
+impl Compiled {
+    /// Prepares a zone.
+    pub fn new(data: ZoneData) -> Result<Self, DnsError> {
+        let n = |s: &str| Name::from_ascii(s).map_err(|e| DnsError::Config(format!("name {s}: {e}")));
+        let apex = n(&data.zone)?;
+        let mname = n(&format!("ns1.{}", data.zone))?;
+        let rname = n(&format!("hostmaster.{}", data.zone))?;
+        let serial = (data.epoch & 0xffff_ffff) as u32;
+        let soa = Record::from_rdata(
+            apex.clone(),
+            data.ttl,
+            RData::SOA(SOA::new(mname.clone(), rname, serial, 60, 30, 3600, data.ttl)),
+        );
+        let ns = Record::from_rdata(apex.clone(), data.ttl, RData::NS(NS(mname)));
+        Ok(Self {
+            apex_lc: data.zone.to_ascii_lowercase(),
+            hosts_lc: data.fqdns().iter().map(|h| h.to_ascii_lowercase()).collect(),
+            epoch_lc: format!("_azora-epoch.{}", data.zone.to_ascii_lowercase()),
+            apex,
+            soa,
+            ns,
+            data,
+        })
     }
 }
 
@@ -101,17 +154,6 @@ pub struct Answer {
     pub answers: Vec<Record>,
     /// Authority records (NS at the apex for positive answers, SOA for negative ones).
     pub authority: Vec<Record>,
-}
-
-fn soa(z: &ZoneData, apex: &Name) -> Option<Record> {
-    let mname = Name::from_ascii(format!("ns1.{}", z.zone)).ok()?;
-    let rname = Name::from_ascii(format!("hostmaster.{}", z.zone)).ok()?;
-    let serial = (z.epoch & 0xffff_ffff) as u32;
-    Some(Record::from_rdata(
-        apex.clone(),
-        z.ttl,
-        RData::SOA(SOA::new(mname, rname, serial, 60, 30, 3600, z.ttl)),
-    ))
 }
 
 fn pick(targets: &[Target]) -> Vec<&Target> {
@@ -134,33 +176,33 @@ fn pick(targets: &[Target]) -> Vec<&Target> {
 
 /// Resolves one question against a zone for a client geography.
 pub fn answer(z: &ZoneData, qname: &Name, qtype: RecordType, geo: Option<&str>) -> Answer {
-    let Ok(apex) = Name::from_ascii(&z.zone) else {
-        return Answer {
+    match Compiled::new(z.clone()) {
+        Ok(c) => answer_compiled(&c, qname, &qname.to_ascii().to_ascii_lowercase(), qtype, geo),
+        Err(_) => Answer {
             rcode: ResponseCode::ServFail,
             answers: vec![],
             authority: vec![],
-        };
-    };
-    let q = qname.to_ascii().to_ascii_lowercase();
+        },
+    }
+}
+
+fn answer_compiled(c: &Compiled, qname: &Name, q: &str, qtype: RecordType, geo: Option<&str>) -> Answer {
+    let z = &c.data;
     let ttl = z.ttl;
     let negative = |rcode| Answer {
         rcode,
         answers: vec![],
-        authority: soa(z, &apex).into_iter().collect(),
+        authority: vec![c.soa.clone()],
     };
     let mut answers = Vec::new();
-    if q == z.zone {
+    if q == c.apex_lc {
         match qtype {
-            RecordType::SOA => answers.extend(soa(z, &apex)),
-            RecordType::NS => {
-                if let Ok(ns) = Name::from_ascii(format!("ns1.{}", z.zone)) {
-                    answers.push(Record::from_rdata(apex.clone(), ttl, RData::NS(NS(ns))));
-                }
-            }
+            RecordType::SOA => answers.push(c.soa.clone()),
+            RecordType::NS => answers.push(c.ns.clone()),
             _ => {}
         }
     }
-    if q == format!("_azora-epoch.{}", z.zone) {
+    if q == c.epoch_lc {
         if qtype == RecordType::TXT {
             answers.push(Record::from_rdata(
                 qname.clone(),
@@ -174,7 +216,7 @@ pub fn answer(z: &ZoneData, qname: &Name, qtype: RecordType, geo: Option<&str>) 
             ok(answers)
         };
     }
-    let is_host = z.fqdns().iter().any(|h| h.to_ascii_lowercase() == q);
+    let is_host = c.hosts_lc.iter().any(|h| h == q);
     if is_host && matches!(qtype, RecordType::A | RecordType::AAAA) {
         let targets = geo
             .and_then(|g| z.answers.get(g))
@@ -198,7 +240,8 @@ pub fn answer(z: &ZoneData, qname: &Name, qtype: RecordType, geo: Option<&str>) 
     if !answers.is_empty() {
         return ok(answers);
     }
-    if is_host || q == z.zone {
+    let _ = &c.apex;
+    if is_host || q == c.apex_lc {
         negative(ResponseCode::NoError)
     } else {
         negative(ResponseCode::NXDomain)
@@ -258,7 +301,7 @@ impl RequestHandler for GeoDnsHandler {
             return send(&mut rh, builder.build_no_records(meta)).await;
         };
         let geo = self.zones.geo_of(Self::client_ip(request));
-        let a = answer(&zone, &qname, qtype, geo.as_deref());
+        let a = answer_compiled(&zone, &qname, &lower, qtype, geo.as_deref());
         meta.authoritative = true;
         meta.response_code = a.rcode;
         let none: Vec<Record> = Vec::new();
@@ -308,19 +351,123 @@ async fn send<'a, R: ResponseHandler>(
     }
 }
 
-/// Starts serving `zones` on `addr` (UDP and TCP). Runs until the returned server is dropped.
-pub async fn serve(addr: SocketAddr, zones: Zones) -> Result<Server<GeoDnsHandler>, DnsError> {
-    let udp = tokio::net::UdpSocket::bind(addr)
-        .await
-        .map_err(|e| DnsError::Transport(format!("bind udp {addr}: {e}")))?;
+/// Answers one UDP query (the fast path): decode, resolve against the compiled zone, encode. `None` for
+/// anything that is not a query (no answer is sent).
+pub fn respond_udp(zones: &Zones, bytes: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    let req = Message::from_bytes(bytes).ok()?;
+    if req.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let mut resp = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.checking_disabled = req.metadata.checking_disabled;
+    let max_payload = req
+        .edns
+        .as_ref()
+        .map_or(512, |e| e.max_payload().clamp(512, 1232));
+    if let Some(edns) = &req.edns {
+        let mut out = Edns::new();
+        out.set_max_payload(1232);
+        out.set_version(edns.version());
+        resp.set_edns(out);
+    }
+    let (Some(q), true) = (
+        req.queries.first(),
+        req.metadata.op_code == OpCode::Query && req.queries.len() == 1,
+    ) else {
+        resp.metadata.response_code = if req.metadata.op_code == OpCode::Query {
+            ResponseCode::FormErr
+        } else {
+            ResponseCode::NotImp
+        };
+        return resp.to_vec().ok();
+    };
+    resp.add_query(q.clone());
+    let lower = q.name().to_ascii().to_ascii_lowercase();
+    let Some(zone) = zones.find(&lower) else {
+        resp.metadata.response_code = ResponseCode::Refused;
+        return resp.to_vec().ok();
+    };
+    let ecs = req.edns.as_ref().and_then(|e| match e.option(EdnsCode::Subnet) {
+        Some(EdnsOption::Subnet(s)) => Some(s.addr()),
+        _ => None,
+    });
+    let geo = zones.geo_of(ecs.unwrap_or_else(|| src.ip()));
+    let a = answer_compiled(&zone, q.name(), &lower, q.query_type(), geo.as_deref());
+    resp.metadata.authoritative = true;
+    resp.metadata.response_code = a.rcode;
+    resp.add_answers(a.answers);
+    resp.add_authorities(a.authority);
+    let bytes = resp.to_vec().ok()?;
+    if bytes.len() <= usize::from(max_payload) {
+        return Some(bytes);
+    }
+    // Too large for UDP: truncated, the client retries over TCP.
+    resp.answers.clear();
+    resp.authorities.clear();
+    resp.metadata.truncation = true;
+    resp.to_vec().ok()
+}
+
+async fn udp_loop(sock: tokio::net::UdpSocket, zones: Zones) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "dns udp receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if let Some(resp) = respond_udp(&zones, &buf[..n], src) {
+            let _ = sock.send_to(&resp, src).await;
+        }
+    }
+}
+
+/// The embedded server: UDP fast-path loops (one `SO_REUSEPORT` socket per core, answering inline) and
+/// hickory-server for TCP. Dropping it stops serving.
+pub struct DnsServer {
+    _tcp: Server<GeoDnsHandler>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        for h in &self.udp {
+            h.abort();
+        }
+    }
+}
+
+/// Starts serving `zones` on `addr`, UDP and TCP.
+pub async fn serve(addr: SocketAddr, zones: Zones) -> Result<DnsServer, DnsError> {
+    let bind_err = |e: std::io::Error| DnsError::Transport(format!("bind udp {addr}: {e}"));
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| DnsError::Transport(format!("bind tcp {addr}: {e}")))?;
-    let mut server = Server::new(GeoDnsHandler { zones });
-    server.register_socket(udp);
+    let mut server = Server::new(GeoDnsHandler { zones: zones.clone() });
     server.register_listener(tcp, Duration::from_secs(5), 64);
-    info!(%addr, "embedded GeoDNS serving (udp, tcp)");
-    Ok(server)
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let mut udp = Vec::new();
+    for _ in 0..workers {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(bind_err)?;
+        sock.set_reuse_port(true).map_err(bind_err)?;
+        sock.set_nonblocking(true).map_err(bind_err)?;
+        sock.bind(&addr.into()).map_err(bind_err)?;
+        let sock = tokio::net::UdpSocket::from_std(sock.into()).map_err(bind_err)?;
+        udp.push(tokio::spawn(udp_loop(sock, zones.clone())));
+    }
+    info!(%addr, udp_sockets = workers, "embedded GeoDNS serving (udp, tcp)");
+    Ok(DnsServer { _tcp: server, udp })
 }
 
 #[cfg(test)]

@@ -149,3 +149,37 @@ async fn the_server_answers_real_queries_and_moves_with_a_newer_epoch() {
     .unwrap();
     assert!(waited < Duration::from_secs(3));
 }
+
+#[test]
+fn udp_fast_path_answers_by_edns_client_subnet() {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::opt::ClientSubnet;
+    use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
+    let zones = Zones::new(GeoIpTable::parse("198.51.100.0/24 Europe").unwrap());
+    zones.publish(zone(3)).unwrap();
+    let query = |ecs: Option<&str>| {
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(name("api.azora.example."), RecordType::A));
+        if let Some(net) = ecs {
+            let mut e = Edns::new();
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(net.parse().unwrap(), 24, 0)));
+            m.set_edns(e);
+        }
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let resp = Message::from_bytes(&respond_udp(&zones, &m.to_bytes().unwrap(), src).unwrap()).unwrap();
+        assert!(resp.metadata.authoritative);
+        assert_eq!(resp.metadata.id, 7);
+        resp.answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(query(None), vec!["127.0.0.11"], "unknown client: default answer");
+    assert_eq!(
+        query(Some("198.51.100.0")),
+        vec!["127.0.0.12"],
+        "a European client subnet gets europe"
+    );
+    assert_eq!(query(Some("203.0.113.0")), vec!["127.0.0.11"]);
+}

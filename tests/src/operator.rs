@@ -10,18 +10,19 @@ pub fn operator_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("AZORA_OPERATOR_BIN") {
         return Ok(PathBuf::from(p));
     }
+    // Next to this executable (a binary in target/<profile>/), or one level up (a test in target/<profile>/deps/).
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary location")?;
-    let p = dir.join("azora-operator");
-    anyhow::ensure!(
-        p.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    Ok(p)
+    let here = exe.parent().context("executable location")?;
+    for dir in [Some(here), here.parent()].into_iter().flatten() {
+        let p = dir.join("azora-operator");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!(
+        "azora-operator missing next to {}: build the workspace first (cargo build --workspace)",
+        exe.display()
+    )
 }
 
 /// A running operator process; killed on drop.

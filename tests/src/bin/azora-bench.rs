@@ -67,7 +67,6 @@ async fn failover(outages: usize) -> anyhow::Result<()> {
     );
     let mut samples = Vec::new();
     let mut rng = rand::rng();
-    let mut victim_prev: Option<usize> = None;
     while samples.len() < outages {
         let current = s.answer(0).await;
         let Some(active) = ips
@@ -106,16 +105,15 @@ async fn failover(outages: usize) -> anyhow::Result<()> {
             if hang { "SIGSTOP" } else { "SIGKILL" },
             took.as_secs_f64()
         );
-        // Bring the previous victim back (it rejoins once healthy); keep at most one region out.
-        if let Some(p) = victim_prev.take() {
-            s.regions[p].resume();
-            if s.regions[p].restart().is_err() {
-                eprintln!("could not restart {}", s.regions[p].name);
-            }
+        // Bring the victim back and wait for steady state (every region Healthy) before the next outage,
+        // so each sample measures one failover with healthy targets available.
+        s.regions[active].resume();
+        if s.regions[active].restart().is_err() {
+            eprintln!("could not restart {}", s.regions[active].name);
         }
-        victim_prev = Some(active);
-        // Wait until the next target is healthy again before the next outage.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !s.wait_all_healthy(Duration::from_secs(60)).await {
+            eprintln!("regions did not all recover within 60s");
+        }
     }
     samples.sort_by(f64::total_cmp);
     println!(

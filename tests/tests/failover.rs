@@ -76,6 +76,15 @@ async fn an_outage_of_the_active_region_moves_dns_to_the_next_healthy_one_and_fa
     let st = s.policy_status().await?;
     assert_eq!(st["lastFailover"]["reason"], "Failback");
     assert_eq!(st["history"][0]["reason"], "RegionDown");
+    assert_eq!(st["history"][1]["reason"], "Initial");
+    assert_eq!(
+        st["history"][1]["to"], "africa",
+        "first answers wait for every region's first verdict"
+    );
+    assert_eq!(
+        st["epoch"], 3,
+        "initial answer, failover, failback: no churn at startup: {st}"
+    );
     Ok(())
 }
 

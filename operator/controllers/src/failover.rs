@@ -35,6 +35,9 @@ use crate::kinds::{FailoverPolicyKind, Kind};
 use crate::state::HealthState;
 use crate::zone::{answers_list, answers_map, zone_data};
 
+/// How long a policy's first answers may wait for every candidate region's first verdict.
+const INITIAL_GRACE: Duration = Duration::from_secs(15);
+
 /// Settings of the failover loop.
 #[derive(Clone)]
 pub struct FailoverConfig {
@@ -89,6 +92,7 @@ pub async fn run(
     let writer = StatusWriter::new(ctx.client.clone(), ar, "failover", ctx.fence.clone());
     let mut checked: HashMap<String, Checked> = HashMap::new();
     let mut last_sync: HashMap<String, Instant> = HashMap::new();
+    let term_start = Instant::now();
     tokio::pin!(stop);
     info!("failover loop started");
     loop {
@@ -135,6 +139,7 @@ pub async fn run(
                 &regions,
                 tsig.as_ref(),
                 &mut last_sync,
+                term_start,
             )
             .await
             {
@@ -211,6 +216,7 @@ async fn step(
     regions: &BTreeMap<String, RegionSpec>,
     tsig: Option<&TsigKey>,
     last_sync: &mut HashMap<String, Instant>,
+    term_start: Instant,
 ) -> Result<BTreeMap<String, Vec<String>>, StepError> {
     let status: FailoverPolicyStatus = obj
         .data
@@ -256,6 +262,16 @@ async fn step(
         hold_down: parse_duration(&spec.failback.hold_down).unwrap_or(Duration::from_secs(60)),
         approved: spec.failback.approved_region.clone(),
     };
+    // A policy's first answers wait (at most INITIAL_GRACE into the term) until every candidate has a
+    // verdict, so DNS does not start on whichever region happened to be probed first.
+    if status.answers.is_empty()
+        && candidates
+            .iter()
+            .any(|c| c.verdict == Verdict::Unknown && !c.cordoned)
+        && term_start.elapsed() < INITIAL_GRACE
+    {
+        return Ok(BTreeMap::new());
+    }
     let now = Time::now();
     let p = plan(&Input {
         strategy: spec.strategy,

@@ -169,15 +169,21 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
+/// The cluster config (KUBECONFIG or in-cluster) and the namespace to work in: `--namespace`, else
+/// POD_NAMESPACE, else the kubeconfig's namespace.
+async fn cluster_config(namespace: Option<String>) -> anyhow::Result<(kube::Config, String)> {
     let config = kube::Config::infer()
         .await
         .context("no usable KUBECONFIG or in-cluster config")?;
-    let namespace = args
-        .namespace
+    let namespace = namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((config, namespace))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let (config, namespace) = cluster_config(args.namespace).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -311,13 +317,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    let config = kube::Config::infer()
-        .await
-        .context("no usable KUBECONFIG or in-cluster config")?;
-    let namespace = args
-        .namespace
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| config.default_namespace.clone());
+    let (config, namespace) = cluster_config(args.namespace).await?;
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
     let metrics = Metrics::new()?;
     let ready = serve::Readiness::default();

@@ -11,8 +11,8 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
 use super::DnsError;
 
-/// Resolves `host` (A) against exactly one server.
-pub async fn resolve_a(server: SocketAddr, host: &str, timeout: Duration) -> Result<Vec<Ipv4Addr>, DnsError> {
+/// A resolver asking exactly one server: one UDP attempt, no recursion, no cache.
+fn resolver_for(server: SocketAddr, timeout: Duration) -> Result<Resolver<TokioRuntimeProvider>, DnsError> {
     let mut config = ResolverConfig::default();
     let mut conn = ConnectionConfig::udp();
     conn.port = server.port();
@@ -22,10 +22,15 @@ pub async fn resolve_a(server: SocketAddr, host: &str, timeout: Duration) -> Res
     opts.attempts = 1;
     opts.cache_size = 0;
     opts.recursion_desired = false;
-    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(opts)
         .build()
-        .map_err(|e| DnsError::Config(format!("resolver: {e}")))?;
+        .map_err(|e| DnsError::Config(format!("resolver: {e}")))
+}
+
+/// Resolves `host` (A) against exactly one server.
+pub async fn resolve_a(server: SocketAddr, host: &str, timeout: Duration) -> Result<Vec<Ipv4Addr>, DnsError> {
+    let resolver = resolver_for(server, timeout)?;
     let lookup = resolver
         .lookup(host, hickory_proto::rr::RecordType::A)
         .await
@@ -80,19 +85,7 @@ pub async fn until_answers(
 
 /// The fencing epoch a server holds for `zone` (its `_azora-epoch` TXT), if any.
 pub async fn epoch_of(server: SocketAddr, zone: &str, timeout: Duration) -> Result<Option<u64>, DnsError> {
-    let mut config = ResolverConfig::default();
-    let mut conn = ConnectionConfig::udp();
-    conn.port = server.port();
-    config.add_name_server(NameServerConfig::new(server.ip(), true, vec![conn]));
-    let mut opts = ResolverOpts::default();
-    opts.timeout = timeout;
-    opts.attempts = 1;
-    opts.cache_size = 0;
-    opts.recursion_desired = false;
-    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .with_options(opts)
-        .build()
-        .map_err(|e| DnsError::Config(format!("resolver: {e}")))?;
+    let resolver = resolver_for(server, timeout)?;
     let name = format!("_azora-epoch.{zone}");
     match resolver
         .lookup(name.as_str(), hickory_proto::rr::RecordType::TXT)

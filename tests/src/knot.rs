@@ -26,7 +26,10 @@ impl Knot {
         let port = crate::free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let secret: [u8; 32] = rand::random();
-        let secret_b64 = base64_encode(&secret);
+        let secret_b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(secret)
+        };
         let d = dir.path().display().to_string();
         let conf = format!(
             "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{port}\n\
@@ -70,6 +73,16 @@ impl Knot {
         anyhow::bail!("knotd did not start: {}", k.log())
     }
 
+    /// The TSIG key this server accepts updates with.
+    pub fn tsig_key(&self) -> anyhow::Result<azora_adapters::dns::rfc2136::TsigKey> {
+        use base64::Engine;
+        Ok(azora_adapters::dns::rfc2136::TsigKey {
+            name: self.key_name.clone(),
+            algorithm: "hmac-sha256".into(),
+            secret: base64::engine::general_purpose::STANDARD.decode(&self.secret_b64)?,
+        })
+    }
+
     /// knotd's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("knotd.log")).unwrap_or_default()
@@ -109,21 +122,4 @@ fn knotd() -> anyhow::Result<std::path::PathBuf> {
         }
     }
     anyhow::bail!("knotd missing: run tests/scripts/install-dns.sh (make test-env)")
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

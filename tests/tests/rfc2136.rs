@@ -36,14 +36,7 @@ fn zone(epoch: u64, ip: &str) -> ZoneData {
 }
 
 fn key(k: &Knot) -> TsigKey {
-    use base64::Engine;
-    TsigKey {
-        name: k.key_name.clone(),
-        algorithm: "hmac-sha256".into(),
-        secret: base64::engine::general_purpose::STANDARD
-            .decode(&k.secret_b64)
-            .unwrap(),
-    }
+    k.tsig_key().unwrap()
 }
 
 async fn knot_answer(k: &Knot) -> Vec<std::net::Ipv4Addr> {

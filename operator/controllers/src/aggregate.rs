@@ -31,6 +31,9 @@ pub const STALE_AFTER: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
 /// Region status is rewritten at least this often, so observers' last-seen times stay current.
 const STATUS_HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// One observer's report: region → what it observed.
+type ObserverReport = BTreeMap<String, Observed>;
+
 struct Written {
     at: Instant,
     key: String,
@@ -75,35 +78,8 @@ pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Futu
                 }
             }
         }
-        let mut by_region: BTreeMap<String, Vec<(String, Observed, Duration)>> = BTreeMap::new();
-        for l in leases.state() {
-            let name = l.metadata.name.clone().unwrap_or_default();
-            let observer = l
-                .spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.clone())
-                .unwrap_or(name.clone());
-            let age = seen
-                .get(&name)
-                .map_or(Duration::MAX, |(_, t)| now_i.duration_since(*t));
-            let raw = l
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(OBSERVATIONS_ANNOTATION));
-            let Some(map) = raw.and_then(|r| serde_json::from_str::<BTreeMap<String, Observed>>(r).ok())
-            else {
-                continue;
-            };
-            for (region, obs) in map {
-                by_region
-                    .entry(region)
-                    .or_default()
-                    .push((observer.clone(), obs, age));
-            }
-        }
-        // Observers alive but silent about a region still count toward its quorum (as Unknown).
-        let alive: Vec<(String, Duration)> = leases
+        // Each observer Lease: who, how old (by our clock), and its report.
+        let observers: Vec<(String, Duration, Option<ObserverReport>)> = leases
             .state()
             .iter()
             .map(|l| {
@@ -113,19 +89,33 @@ pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Futu
                     .as_ref()
                     .and_then(|s| s.holder_identity.clone())
                     .unwrap_or(name.clone());
-                (
-                    observer,
-                    seen.get(&name)
-                        .map_or(Duration::MAX, |(_, t)| now_i.duration_since(*t)),
-                )
+                let age = seen
+                    .get(&name)
+                    .map_or(Duration::MAX, |(_, t)| now_i.duration_since(*t));
+                let report = l
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(OBSERVATIONS_ANNOTATION))
+                    .and_then(|r| serde_json::from_str(r).ok());
+                (observer, age, report)
             })
             .collect();
+        let mut by_region: BTreeMap<String, Vec<(String, Observed, Duration)>> = BTreeMap::new();
+        for (observer, age, report) in &observers {
+            for (region, obs) in report.iter().flatten() {
+                by_region
+                    .entry(region.clone())
+                    .or_default()
+                    .push((observer.clone(), obs.clone(), *age));
+            }
+        }
         for obj in ctx.stores.regions.state() {
             let Some(name) = obj.metadata.name.clone() else {
                 continue;
             };
             let entry = by_region.entry(name.clone()).or_default();
-            for (observer, age) in &alive {
+            for (observer, age, _) in &observers {
                 if !entry.iter().any(|(o, _, _)| o == observer) {
                     let unknown = Observed {
                         verdict: Verdict::Unknown,

@@ -168,36 +168,7 @@ async fn dns(seconds: u32) -> anyhow::Result<()> {
         });
     }
     std::fs::write(&queries, q)?;
-    // Embedded server with the same zone content as Knot's.
-    let mut answers = BTreeMap::new();
-    answers.insert(
-        "default".to_string(),
-        vec![Target {
-            region: "africa".into(),
-            ipv4: vec!["127.0.0.11".parse()?],
-            ipv6: vec![],
-            weight: 1,
-        }],
-    );
-    let zones = Zones::new(Default::default());
-    zones.publish(ZoneData {
-        zone: "test.azora.".into(),
-        hostnames: vec!["api".into()],
-        ttl: 5,
-        epoch: 1,
-        answers,
-    })?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", azora_tests::free_port()?).parse()?;
-    let _server = embedded::serve(addr, zones).await?;
-    let knot = Knot::start("test.azora.")?;
-    let key = {
-        use base64::Engine;
-        azora_adapters::dns::rfc2136::TsigKey {
-            name: knot.key_name.clone(),
-            algorithm: "hmac-sha256".into(),
-            secret: base64::engine::general_purpose::STANDARD.decode(&knot.secret_b64)?,
-        }
-    };
+    // The same zone, served by the embedded server and (through an RFC 2136 update) by Knot.
     let mut answers = BTreeMap::new();
     answers.insert(
         "default".to_string(),
@@ -215,7 +186,19 @@ async fn dns(seconds: u32) -> anyhow::Result<()> {
         epoch: 1,
         answers,
     };
-    azora_adapters::dns::rfc2136::send_update(knot.addr, &key, &data, None, Duration::from_secs(3)).await?;
+    let zones = Zones::new(Default::default());
+    zones.publish(data.clone())?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", azora_tests::free_port()?).parse()?;
+    let _server = embedded::serve(addr, zones).await?;
+    let knot = Knot::start("test.azora.")?;
+    azora_adapters::dns::rfc2136::send_update(
+        knot.addr,
+        &knot.tsig_key()?,
+        &data,
+        None,
+        Duration::from_secs(3),
+    )
+    .await?;
     eprintln!("dnsperf, {seconds}s each, same query file (70% A hits, 10% SOA, 10% NS, 10% NXDOMAIN):");
     let server = tokio::task::spawn_blocking({
         let q = queries.clone();

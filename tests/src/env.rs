@@ -52,6 +52,30 @@ impl ApiServer {
         client_from(&self.kubeconfig, Some((user, groups))).await
     }
 
+    /// Hangs the API server (SIGSTOP): connections are accepted by the kernel and never answered, the
+    /// way a partitioned or overloaded cluster looks from outside.
+    pub fn pause(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &self._proc.child.id().to_string()])
+            .status();
+    }
+
+    /// Resumes a paused API server.
+    pub fn resume(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self._proc.child.id().to_string()])
+            .status();
+    }
+
+    /// Mutating requests this API server has served (`apiserver_request_total` with a verb other than
+    /// GET/LIST/WATCH), optionally only for the given resources.
+    pub async fn write_requests(&self, resources: Option<&[&str]>) -> anyhow::Result<u64> {
+        let client = self.client().await?;
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        let text = client.request_text(req).await?;
+        Ok(count_writes(&text, resources))
+    }
+
     /// Writes a kubeconfig that impersonates `user` and returns its path.
     pub fn kubeconfig_as(&self, user: &str, groups: &[&str], dir: &Path) -> anyhow::Result<PathBuf> {
         let path = dir.join(format!("kubeconfig-{}-{}", self.name, user.replace(':', "_")));
@@ -89,6 +113,30 @@ fn kubeconfig_yaml(name: &str, url: &str, impersonate: Option<(&str, &[&str])>) 
          users:\n- name: admin\n  user:\n{user}contexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: admin\n\
          current-context: {name}\n"
     )
+}
+
+fn count_writes(metrics: &str, resources: Option<&[&str]>) -> u64 {
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = line[start..].find('"')? + start;
+        Some(line[start..end].to_string())
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| {
+            let verb = label(l, "verb").unwrap_or_default();
+            !matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT")
+        })
+        .filter(|l| {
+            resources.is_none_or(|rs| {
+                let r = label(l, "resource").unwrap_or_default();
+                rs.contains(&r.as_str())
+            })
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 /// Where the kube binaries are.

@@ -4,9 +4,11 @@
 //! Missing binaries are an error, never a skip: a test that needs an API server must run against one.
 
 pub mod env;
+pub mod fleet;
 pub mod knot;
 pub mod operator;
 pub mod regions;
+pub mod s3;
 pub mod scenario;
 pub mod wait;
 
@@ -47,4 +49,26 @@ pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The text of an operator's `/metrics` on 127.0.0.1:`port` (empty when it does not answer).
+pub async fn metrics_text(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf
+}
+
+/// Sum of the samples of the metric lines starting with `name`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -1,9 +1,11 @@
 //! IO adapters: everything that talks to the outside world sits here behind small types, so the decision
-//! core stays pure and tests can point these at real local servers. Today: the Kubernetes API (leader
-//! lease, fenced status writes, Secret key lookups).
+//! core stays pure and tests can point these at real local servers: the Kubernetes API (leader lease,
+//! fenced status writes, Secret key lookups, regional cluster clients), DNS, probes and S3 object stores.
 
 pub mod dns;
 pub mod kube_status;
 pub mod leader;
+pub mod objstore;
 pub mod probe;
+pub mod regional;
 pub mod secrets;

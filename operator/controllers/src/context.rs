@@ -27,6 +27,10 @@ pub struct Stores {
     pub tenants: Store<DynamicObject>,
     /// Backups.
     pub backups: Store<DynamicObject>,
+    /// Regional clusters: clients, caches of what is placed there, reachability.
+    pub clusters: crate::clusters::Clusters,
+    /// Object-storage replication state by tenant and region.
+    pub replication: crate::replication::Replication,
 }
 
 /// Shared by every reconcile.

@@ -3,6 +3,7 @@
 //! holds the leader Lease.
 
 pub mod aggregate;
+pub mod clusters;
 pub mod context;
 pub mod dns_serve;
 pub mod engine;
@@ -11,10 +12,12 @@ pub mod failover;
 pub mod kinds;
 pub mod metrics;
 pub mod reconcile;
+pub mod replication;
 pub mod runner;
 pub mod state;
+pub mod tenant;
 pub mod zone;
 
 pub use context::Context;
 pub use metrics::Metrics;
-pub use runner::run_controllers;
+pub use runner::{Limits, run_controllers};

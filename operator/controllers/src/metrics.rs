@@ -34,6 +34,20 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     /// 1 for the region a policy answers by default.
     pub active_region: IntGaugeVec,
+    /// Requests to regional clusters by region and verb (apply, delete), counted when sent.
+    pub regional_writes: IntCounterVec,
+    /// Tenant syncs per region by result (noop, applied, error, unavailable).
+    pub tenant_syncs: IntCounterVec,
+    /// 1 while a region's cluster answers.
+    pub cluster_up: IntGaugeVec,
+    /// Replication lag of each copied object (source modification to verified replica), by target region.
+    pub replication_lag: HistogramVec,
+    /// Current replication lag per tenant and target region (0 when in sync).
+    pub tenant_replication_lag: prometheus::GaugeVec,
+    /// Replicated objects by target region and result (copied, deleted, failed).
+    pub replication_objects: IntCounterVec,
+    /// Bytes copied by target region.
+    pub replication_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -110,6 +124,47 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
         )?;
+        let regional_writes = IntCounterVec::new(
+            Opts::new("regional_writes_total", "Write requests sent to regional clusters"),
+            &["region", "verb"],
+        )?;
+        let tenant_syncs = IntCounterVec::new(
+            Opts::new("tenant_syncs_total", "Tenant syncs per region by result"),
+            &["region", "result"],
+        )?;
+        let cluster_up = IntGaugeVec::new(
+            Opts::new("region_cluster_up", "1 while the region's cluster answers"),
+            &["region"],
+        )?;
+        let replication_lag = HistogramVec::new(
+            HistogramOpts::new(
+                "replication_lag_seconds",
+                "Time from an object's change at the source to its verified replica",
+            )
+            .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0]),
+            &["region"],
+        )?;
+        let tenant_replication_lag = prometheus::GaugeVec::new(
+            Opts::new(
+                "tenant_replication_lag_seconds",
+                "Age of the oldest change not yet replicated, per tenant and region",
+            ),
+            &["tenant", "region"],
+        )?;
+        let replication_objects = IntCounterVec::new(
+            Opts::new("replication_objects_total", "Replicated objects by result"),
+            &["region", "result"],
+        )?;
+        let replication_bytes = IntCounterVec::new(
+            Opts::new("replication_bytes_total", "Bytes replicated"),
+            &["region"],
+        )?;
+        for c in [&regional_writes, &tenant_syncs, &replication_objects, &replication_bytes] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(cluster_up.clone()))?;
+        registry.register(Box::new(replication_lag.clone()))?;
+        registry.register(Box::new(tenant_replication_lag.clone()))?;
         registry.register(Box::new(probe_schedule_lag.clone()))?;
         for c in [&probe_rounds, &region_transitions, &failovers] {
             registry.register(Box::new(c.clone()))?;
@@ -140,6 +195,13 @@ impl Metrics {
             failover_phase,
             failovers,
             active_region,
+            regional_writes,
+            tenant_syncs,
+            cluster_up,
+            replication_lag,
+            tenant_replication_lag,
+            replication_objects,
+            replication_bytes,
         })
     }
 

@@ -34,6 +34,9 @@ pub enum ReconcileError {
     /// Writing status failed.
     #[error("writing status failed")]
     Status(#[source] StatusError),
+    /// A regional action could not be taken (e.g. the fence refused).
+    #[error("{0}")]
+    Regional(String),
 }
 
 impl ReconcileError {
@@ -41,6 +44,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Fetch(_) => "Fetch",
+            Self::Regional(_) => "Regional",
             Self::Status(e) => e.category(),
         }
     }
@@ -55,9 +59,9 @@ pub struct KindCtx {
 }
 
 /// The planned status of one object.
-struct Plan {
-    status: Value,
-    ready: Condition,
+pub(crate) struct Plan {
+    pub(crate) status: Value,
+    pub(crate) ready: Condition,
     unresolved: bool,
 }
 
@@ -129,7 +133,7 @@ fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
         .unwrap_or_default()
 }
 
-fn plan_status(
+pub(crate) fn plan_status(
     current: &[Condition],
     desired: &[Desired],
     mut fields: Map<String, Value>,
@@ -163,7 +167,7 @@ fn plan_status(
 }
 
 /// Whether the object's status already says everything in `planned` (timestamps aside).
-fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
+pub(crate) fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
     let Some(current) = obj.data.get("status") else {
         return false;
     };
@@ -184,7 +188,7 @@ fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
     })
 }
 
-async fn publish_transition(
+pub(crate) async fn publish_transition(
     ctx: &Context,
     obj: &DynamicObject,
     before: Option<&Condition>,

@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt};
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use tracing::info;
 
@@ -21,7 +21,21 @@ use crate::kinds::{
     BackupKind, BackupScheduleKind, ChaosExperimentKind, DrDrillKind, FailoverPolicyKind, Kind, RegionKind,
     RestoreKind, TenantKind,
 };
+use crate::clusters::{Clusters, Wake};
 use crate::reconcile::{KindCtx, error_policy, reconcile};
+use crate::replication::Replication;
+use crate::tenant::TenantCtx;
+
+/// Concurrency limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Reconciles in flight per controller.
+    pub concurrency: u16,
+    /// Tenant reconciles in flight (each talks to several regional clusters).
+    pub tenant_concurrency: u16,
+    /// Requests in flight per regional cluster.
+    pub cluster_concurrency: usize,
+}
 
 /// A shared future that resolves when the leadership term ends.
 pub type Stop = Shared<BoxFuture<'static, ()>>;
@@ -65,12 +79,62 @@ fn controller<K: Kind>(
         .boxed()
 }
 
+/// The Tenant controller: woken by spec changes, and by the regional clusters and replication (drift,
+/// a cluster coming back, a replica catching up).
+fn tenant_controller(
+    ctx: &Context,
+    reflected: Reflected,
+    wake: tokio::sync::mpsc::UnboundedReceiver<Wake>,
+    concurrency: u16,
+    stop: Stop,
+) -> BoxFuture<'static, ()> {
+    let ar = TenantKind::resource();
+    let writer = StatusWriter::new(ctx.client.clone(), ar.clone(), TenantKind::NAME, ctx.fence.clone());
+    let tc = Arc::new(TenantCtx {
+        ctx: ctx.clone(),
+        writer,
+    });
+    let store = reflected.store.clone();
+    let ar2 = ar.clone();
+    let wakes = futures::stream::unfold(wake, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) })
+        .flat_map(move |w| {
+            let refs: Vec<ObjectRef<DynamicObject>> = match w {
+                Wake::Tenant(name) => vec![ObjectRef::new_with(&name, ar2.clone())],
+                Wake::All => store
+                    .state()
+                    .iter()
+                    .filter_map(|o| o.metadata.name.as_deref().map(|n| ObjectRef::new_with(n, ar2.clone())))
+                    .collect(),
+            };
+            futures::stream::iter(refs)
+        });
+    Controller::for_stream_with(reflected.stream, reflected.store, ar)
+        .reconcile_on(wakes)
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(stop)
+        .run(crate::tenant::reconcile, tenant_error_policy, tc)
+        .for_each(|_| async {})
+        .boxed()
+}
+
+fn tenant_error_policy(
+    obj: Arc<DynamicObject>,
+    err: &crate::reconcile::ReconcileError,
+    tc: Arc<TenantCtx>,
+) -> kube::runtime::controller::Action {
+    let kc = KindCtx {
+        ctx: tc.ctx.clone(),
+        writer: tc.writer.clone(),
+    };
+    error_policy::<TenantKind>(obj, err, Arc::new(kc))
+}
+
 /// Runs every controller, plus the leader loops `extra` builds, until `term_end` resolves. `make_ctx`
 /// receives the lookup stores.
 pub async fn run_controllers(
     client: kube::Client,
     make_ctx: impl FnOnce(Stores) -> Context,
-    concurrency: u16,
+    limits: Limits,
     term_end: impl Future<Output = ()> + Send + 'static,
     extra: impl FnOnce(&Context, Stop) -> Vec<BoxFuture<'static, ()>>,
 ) {
@@ -78,16 +142,20 @@ pub async fn run_controllers(
     let regions = reflect(&client, &RegionKind::resource());
     let tenants = reflect(&client, &TenantKind::resource());
     let backups = reflect(&client, &BackupKind::resource());
+    let (clusters, wake) = Clusters::new(limits.cluster_concurrency);
     let stores = Stores {
         regions: regions.store.clone(),
         tenants: tenants.store.clone(),
         backups: backups.store.clone(),
+        clusters,
+        replication: Replication::default(),
     };
     let ctx = make_ctx(stores);
-    let c = concurrency;
+    let c = limits.concurrency;
     let all = vec![
         controller::<RegionKind>(&ctx, regions, c, stop.clone()),
-        controller::<TenantKind>(&ctx, tenants, c, stop.clone()),
+        tenant_controller(&ctx, tenants, wake, limits.tenant_concurrency, stop.clone()),
+        crate::clusters::run(ctx.clone(), stop.clone()).boxed(),
         controller::<BackupKind>(&ctx, backups, c, stop.clone()),
         controller::<FailoverPolicyKind>(
             &ctx,

@@ -9,6 +9,8 @@ pub mod geo;
 pub mod health;
 pub mod lease;
 pub mod placement;
+pub mod replication;
+pub mod tenancy;
 pub mod validate;
 pub mod world;
 

@@ -14,7 +14,8 @@ use azora_controllers::engine::{self, EngineConfig};
 use azora_controllers::failover::{self, FailoverConfig};
 use azora_controllers::runner::Stop;
 use azora_controllers::state::HealthState;
-use azora_controllers::{Context, Metrics, aggregate, dns_serve, run_controllers};
+use azora_controllers::replication::{self, ReplicationConfig};
+use azora_controllers::{Context, Limits, Metrics, aggregate, dns_serve, run_controllers};
 use azora_core::geo::GeoIpTable;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::FutureExt;
@@ -88,6 +89,21 @@ struct RunArgs {
     /// Reconciles in flight per controller.
     #[arg(long, default_value_t = 4)]
     concurrency: u16,
+    /// Tenant reconciles in flight (each syncs every region the tenant lives in).
+    #[arg(long, default_value_t = 32)]
+    tenant_concurrency: u16,
+    /// Requests in flight per regional cluster.
+    #[arg(long, default_value_t = 16)]
+    cluster_concurrency: usize,
+    /// Time between object-storage replication rounds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    replication_interval: Duration,
+    /// How long a replica outlives its deleted source object (safety delay).
+    #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+    replication_delete_delay: Duration,
+    /// (tenant, region) replication pairs worked on at once.
+    #[arg(long, default_value_t = 16)]
+    replication_concurrency: usize,
     /// Log format.
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
@@ -113,6 +129,10 @@ struct CrdArgs {
     /// Leave out CEL rules (x-kubernetes-validations), for API servers older than 1.25.
     #[arg(long)]
     strip_cel: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    azora_core::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn init_tracing(format: LogFormat) {
@@ -281,13 +301,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         let health = HealthState::default();
         let fcfg = failover_cfg.clone();
+        let rcfg = ReplicationConfig {
+            interval: args.replication_interval,
+            delete_delay: args.replication_delete_delay,
+            concurrency: args.replication_concurrency,
+        };
         let extra = move |ctx: &Context, stop: Stop| {
             vec![
                 aggregate::run(ctx.clone(), health.clone(), stop.clone()).boxed(),
-                failover::run(ctx.clone(), health, fcfg, stop).boxed(),
+                failover::run(ctx.clone(), health, fcfg, stop.clone()).boxed(),
+                replication::run(ctx.clone(), rcfg, stop).boxed(),
             ]
         };
-        let controllers = run_controllers(client.clone(), make_ctx, args.concurrency, term_end, extra);
+        let limits = Limits {
+            concurrency: args.concurrency,
+            tenant_concurrency: args.tenant_concurrency,
+            cluster_concurrency: args.cluster_concurrency,
+        };
+        let controllers = run_controllers(client.clone(), make_ctx, limits, term_end, extra);
         tokio::pin!(controllers);
         let mut stopping = false;
         tokio::select! {

@@ -1,0 +1,439 @@
+//! S3-compatible object stores (IO, aws-sdk-s3): listing a prefix, small JSON documents (manifests), and
+//! the streaming copy of one object between two stores — single PUT up to the part size, multipart above
+//! it — with checksums verified on both ends: the source bytes against the source ETag (when it is a plain
+//! MD5), every uploaded part by `Content-MD5`, and the ETag the replica reports against the one computed
+//! locally. A SHA-256 of the bytes is returned for the manifest.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_types::timeout::TimeoutConfig;
+use azora_core::replication::{SourceObject, TargetObject, hex, multipart_etag};
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+
+/// Size of a multipart part, and the largest object copied with a single PUT.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Where a store is and how to sign for it. Credentials are never printed (Debug redacts them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Signing region.
+    pub signing_region: String,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+    /// Access key id and secret access key.
+    pub credentials: (String, String),
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("credentials", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Object-store errors. Messages name the store and key, never credentials.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+pub enum StoreError {
+    /// A request failed.
+    #[error("{op} {bucket}/{key}: {message}")]
+    Request {
+        /// Operation.
+        op: &'static str,
+        /// Bucket.
+        bucket: String,
+        /// Key or prefix.
+        key: String,
+        /// Error text.
+        message: String,
+    },
+    /// A checksum did not match.
+    #[error("checksum mismatch on {key}: {what}")]
+    Checksum {
+        /// Key.
+        key: String,
+        /// What differed.
+        what: String,
+    },
+}
+
+impl StoreError {
+    /// Fixed category for metrics.
+    pub fn category(&self) -> &'static str {
+        self.into()
+    }
+}
+
+/// One bucket of one store.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    client: Client,
+    bucket: String,
+}
+
+/// What a completed copy produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copied {
+    /// ETag of the replica.
+    pub target_etag: String,
+    /// SHA-256 of the bytes (hex).
+    pub sha256: String,
+    /// Bytes copied.
+    pub size: u64,
+}
+
+fn md5_of(b: &[u8]) -> [u8; 16] {
+    Md5::digest(b).into()
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+impl ObjectStore {
+    /// A client for `cfg` (rustls with ring; 3 s connect, 30 s read timeouts; standard retries).
+    pub fn new(cfg: &StoreConfig) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let creds = Credentials::new(&cfg.credentials.0, &cfg.credentials.1, None, None, "azora");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
+            .region(Region::new(cfg.signing_region.clone()))
+            .endpoint_url(&cfg.endpoint)
+            .force_path_style(cfg.force_path_style)
+            .credentials_provider(creds)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .read_timeout(Duration::from_secs(30))
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            bucket: cfg.bucket.clone(),
+        }
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: impl std::error::Error) -> StoreError {
+        StoreError::Request {
+            op,
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
+
+    /// Creates the bucket unless it exists (tests and first-time setup).
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        self.client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("CreateBucket", "", e))
+    }
+
+    /// Every object under `prefix`, paginated.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<SourceObject>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                let modified = o
+                    .last_modified()
+                    .and_then(|d| jiff::Timestamp::new(d.secs(), d.subsec_nanos() as i32).ok())
+                    .unwrap_or_else(jiff::Timestamp::now);
+                out.push(SourceObject {
+                    key: key.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(unquote).unwrap_or_default(),
+                    last_modified: modified,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Listing as replica objects by key.
+    pub async fn list_targets(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeMap<String, TargetObject>, StoreError> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|o| {
+                (
+                    o.key,
+                    TargetObject {
+                        size: o.size,
+                        etag: o.etag,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Reads a whole (small) object; `None` when it does not exist.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let data = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.err("GetObject", key, e))?;
+                Ok(Some(data.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.err("GetObject", key, e)),
+        }
+    }
+
+    /// Writes a whole (small) object with `Content-MD5`; returns its ETag.
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
+        let md5 = md5_of(&bytes);
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
+        let etag = out.e_tag().map(unquote).unwrap_or_default();
+        if etag != hex(&md5) {
+            return Err(StoreError::Checksum {
+                key: key.to_string(),
+                what: format!("stored ETag {etag} is not the MD5 of the bytes sent"),
+            });
+        }
+        Ok(etag)
+    }
+
+    /// Deletes an object (absent is fine).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("DeleteObject", key, e))
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, n: i32, part: Vec<u8>) -> Result<([u8; 16], String), StoreError> {
+        let md5 = md5_of(&part);
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(n)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(|e| self.err("UploadPart", key, e))?;
+        Ok((md5, out.e_tag().map(unquote).unwrap_or_default()))
+    }
+
+    async fn multipart(&self, key: &str, first: Vec<u8>, rest: &mut Chunks<'_>) -> Result<(String, String, u64), StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self.multipart_parts(key, &upload_id, first, rest).await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn multipart_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first: Vec<u8>,
+        rest: &mut Chunks<'_>,
+    ) -> Result<(String, String, u64), StoreError> {
+        let mut md5s = Vec::new();
+        let mut parts = Vec::new();
+        let mut part = Some(first);
+        let mut n = 0;
+        while let Some(p) = part.take() {
+            n += 1;
+            let (md5, etag) = self.upload_part(key, upload_id, n, p).await?;
+            md5s.push(md5);
+            parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
+            let next = rest.next_part().await?;
+            if !next.is_empty() {
+                part = Some(next);
+            }
+        }
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+        let got = out.e_tag().map(unquote).unwrap_or_default();
+        let want = multipart_etag(&md5s, md5_of);
+        if got != want {
+            return Err(StoreError::Checksum {
+                key: key.to_string(),
+                what: format!("multipart ETag {got}, expected {want}"),
+            });
+        }
+        Ok((got, rest.sha256(), rest.total))
+    }
+}
+
+/// Reads a GetObject body in parts of [`PART_SIZE`], hashing as it goes.
+struct Chunks<'a> {
+    body: ByteStream,
+    carry: Vec<u8>,
+    sha: Sha256,
+    md5: Md5,
+    total: u64,
+    key: &'a str,
+    src: &'a ObjectStore,
+}
+
+impl Chunks<'_> {
+    /// The next part (at most `PART_SIZE` bytes); empty at the end.
+    async fn next_part(&mut self) -> Result<Vec<u8>, StoreError> {
+        while self.carry.len() < PART_SIZE {
+            match self.body.next().await {
+                Some(Ok(b)) => {
+                    self.sha.update(&b);
+                    self.md5.update(&b);
+                    self.total += b.len() as u64;
+                    self.carry.extend_from_slice(&b);
+                }
+                Some(Err(e)) => return Err(self.src.err("GetObject", self.key, e)),
+                None => break,
+            }
+        }
+        let take = self.carry.len().min(PART_SIZE);
+        let rest = self.carry.split_off(take);
+        Ok(std::mem::replace(&mut self.carry, rest))
+    }
+
+    fn sha256(&self) -> String {
+        hex(&self.sha.clone().finalize())
+    }
+
+    fn md5(&self) -> String {
+        hex(&self.md5.clone().finalize())
+    }
+}
+
+/// Copies `object` from `src` to `dst` under the same key, streaming: memory use is bounded by one part.
+/// The read is pinned to the listed ETag (`If-Match`), so an object changing mid-copy fails this round
+/// and is copied again next round.
+pub async fn copy(src: &ObjectStore, dst: &ObjectStore, object: &SourceObject) -> Result<Copied, StoreError> {
+    let key = object.key.as_str();
+    let out = src
+        .client
+        .get_object()
+        .bucket(&src.bucket)
+        .key(key)
+        .if_match(format!("\"{}\"", object.etag))
+        .send()
+        .await
+        .map_err(|e| src.err("GetObject", key, e))?;
+    let mut chunks = Chunks {
+        body: out.body,
+        carry: Vec::new(),
+        sha: Sha256::new(),
+        md5: Md5::new(),
+        total: 0,
+        key,
+        src,
+    };
+    let first = chunks.next_part().await?;
+    // A full first part means there may be more: multipart (a lone full part is a one-part upload).
+    let more = first.len() == PART_SIZE;
+    let (target_etag, sha256, size) = if more {
+        dst.multipart(key, first, &mut chunks).await?
+    } else {
+        let etag = dst.put_bytes(key, first).await?;
+        (etag, chunks.sha256(), chunks.total)
+    };
+    if size != object.size {
+        return Err(StoreError::Checksum {
+            key: key.to_string(),
+            what: format!("read {size} bytes, listing said {}", object.size),
+        });
+    }
+    // A plain (non-multipart) source ETag is the MD5 of the bytes: the bytes read must match it.
+    if !object.etag.contains('-') && object.etag.len() == 32 && chunks.md5() != object.etag {
+        return Err(StoreError::Checksum {
+            key: key.to_string(),
+            what: "bytes read do not match the source ETag".into(),
+        });
+    }
+    Ok(Copied {
+        target_etag,
+        sha256,
+        size,
+    })
+}

@@ -1,0 +1,503 @@
+//! Regional clusters (IO, leader only): one client per Region, built from the kubeconfig in its Secret and
+//! rebuilt when the Secret's content changes; a watch per managed kind (label-selected, so only what the
+//! operator placed) feeding a local cache and waking the owning Tenant on any change (drift repair); a
+//! reachability check every 10 s reported in `Region.status.cluster`; a semaphore bounding the requests
+//! in flight per cluster. A slow or lost cluster never holds up the others: every request carries a
+//! timeout, and tenants skip an unreachable region (reporting it) instead of waiting on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use azora_adapters::kube_status::StatusWriter;
+use azora_adapters::regional::{REQUEST_TIMEOUT, RegionalClients, clients_from_kubeconfig};
+use azora_api::Time;
+use azora_api::region::{ClusterStatus, RegionSpec};
+use azora_core::tenancy::{MANAGED_SELECTOR, ManagedKind, ObjectKey, TENANT_LABEL};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource as _, ResourceExt as _};
+use serde_json::Value;
+use strum::IntoEnumIterator as _;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::kinds::{Kind as _, RegionKind};
+
+/// Field manager of everything placed in regional clusters.
+pub const FIELD_MANAGER: &str = "azora-operator/tenant";
+/// Requests in flight per regional cluster.
+pub const DEFAULT_CLUSTER_CONCURRENCY: usize = 16;
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+const STATUS_HEARTBEAT: Duration = Duration::from_secs(300);
+
+/// What wakes tenants: one by name, or all (a cluster became usable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// One tenant.
+    Tenant(String),
+    /// Every tenant.
+    All,
+}
+
+/// The API resource of a managed kind.
+pub fn resource(kind: ManagedKind) -> ApiResource {
+    match kind {
+        ManagedKind::Namespace => ApiResource::erase::<Namespace>(&()),
+        ManagedKind::ResourceQuota => ApiResource::erase::<ResourceQuota>(&()),
+        ManagedKind::LimitRange => ApiResource::erase::<LimitRange>(&()),
+        ManagedKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+        ManagedKind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
+    }
+}
+
+/// Reachability as last checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reachability {
+    /// Whether the API server answered.
+    pub reachable: bool,
+    /// Its version.
+    pub version: Option<String>,
+    /// Error text when not reachable (no secrets: kube errors carry URLs and reasons only).
+    pub message: String,
+}
+
+/// One regional cluster.
+pub struct Cluster {
+    /// Region name.
+    pub region: String,
+    clients: RegionalClients,
+    fingerprint: u64,
+    permits: Arc<Semaphore>,
+    stores: BTreeMap<ManagedKind, Store<DynamicObject>>,
+    synced: Arc<BTreeMap<ManagedKind, AtomicBool>>,
+    reach: Mutex<Option<Reachability>>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Errors of one request to a regional cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API refused or failed.
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    /// No answer in time.
+    #[error("no answer within {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+impl Cluster {
+    /// Whether the last check found the API server answering.
+    pub fn reachable(&self) -> Option<Reachability> {
+        self.reach.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Whether every managed kind's cache has completed its first listing.
+    pub fn synced(&self) -> bool {
+        self.synced.values().all(|b| b.load(Ordering::Relaxed))
+    }
+
+    /// The cached live objects of `tenant`, by key.
+    pub fn live_of(&self, tenant: &str) -> BTreeMap<ObjectKey, Arc<DynamicObject>> {
+        let mut out = BTreeMap::new();
+        for (kind, store) in &self.stores {
+            for o in store.state() {
+                if o.labels().get(TENANT_LABEL).map(String::as_str) == Some(tenant) {
+                    out.insert(
+                        ObjectKey {
+                            kind: *kind,
+                            namespace: o.namespace(),
+                            name: o.name_any(),
+                        },
+                        o,
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Names of the tenants with objects in this cluster.
+    pub fn tenants(&self) -> BTreeSet<String> {
+        self.stores
+            .get(&ManagedKind::Namespace)
+            .map(|s| {
+                s.state()
+                    .iter()
+                    .filter_map(|o| o.labels().get(TENANT_LABEL).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn api(&self, key: &ObjectKey) -> Api<DynamicObject> {
+        let ar = resource(key.kind);
+        match &key.namespace {
+            Some(ns) => Api::namespaced_with(self.clients.requests.clone(), ns, &ar),
+            None => Api::all_with(self.clients.requests.clone(), &ar),
+        }
+    }
+
+    /// Server-side applies `body` under the operator's field manager (bounded, with a timeout).
+    pub async fn apply(&self, key: &ObjectKey, body: &Value) -> Result<(), ClusterError> {
+        let _permit = self.permits.acquire().await;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let api = self.api(key);
+        match tokio::time::timeout(REQUEST_TIMEOUT, api.patch(&key.name, &params, &Patch::Apply(body))).await {
+            Ok(r) => r.map(|_| ()).map_err(ClusterError::Api),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Deletes an object (absent is fine). Returns whether it is gone (a Namespace may still be
+    /// terminating).
+    pub async fn delete(&self, key: &ObjectKey) -> Result<bool, ClusterError> {
+        let _permit = self.permits.acquire().await;
+        let api = self.api(key);
+        let dp = DeleteParams::background();
+        let fut = api.delete(&key.name, &dp);
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(Ok(either)) => Ok(either.is_right()),
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 => Ok(true),
+            Ok(Err(e)) => Err(ClusterError::Api(e)),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Whether an object exists, asked of the server (not the cache).
+    pub async fn exists(&self, key: &ObjectKey) -> Result<bool, ClusterError> {
+        let _permit = self.permits.acquire().await;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.api(key).get_opt(&key.name)).await {
+            Ok(r) => Ok(r?.is_some()),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+}
+
+/// Every regional cluster known, by region.
+#[derive(Clone)]
+pub struct Clusters {
+    inner: Arc<RwLock<BTreeMap<String, Arc<Cluster>>>>,
+    /// Per region, why it has no cluster (Secret missing, kubeconfig invalid, no cluster configured).
+    problems: Arc<RwLock<BTreeMap<String, String>>>,
+    wake: mpsc::UnboundedSender<Wake>,
+    concurrency: usize,
+}
+
+impl Clusters {
+    /// An empty set, and the receiver of tenant wake-ups.
+    pub fn new(concurrency: usize) -> (Self, mpsc::UnboundedReceiver<Wake>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                inner: Arc::default(),
+                problems: Arc::default(),
+                wake: tx,
+                concurrency: concurrency.max(1),
+            },
+            rx,
+        )
+    }
+
+    /// The cluster of `region`; otherwise why there is none, or `None` when it is simply not connected yet
+    /// (just started).
+    pub fn get(&self, region: &str) -> Result<Arc<Cluster>, Option<String>> {
+        if let Some(c) = self.inner.read().ok().and_then(|m| m.get(region).cloned()) {
+            return Ok(c);
+        }
+        Err(self.problems.read().ok().and_then(|p| p.get(region).cloned()))
+    }
+
+    /// Every connected cluster.
+    pub fn all(&self) -> Vec<Arc<Cluster>> {
+        self.inner
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Wakes tenants.
+    pub fn wake(&self, w: Wake) {
+        let _ = self.wake.send(w);
+    }
+
+    fn set_problem(&self, region: &str, problem: Option<String>) {
+        if let Ok(mut p) = self.problems.write() {
+            match problem {
+                Some(m) => p.insert(region.to_string(), m),
+                None => p.remove(region),
+            };
+        }
+    }
+
+    fn connect(&self, region: &str, clients: RegionalClients, fingerprint: u64) -> Arc<Cluster> {
+        let mut stores = BTreeMap::new();
+        let mut tasks = Vec::new();
+        let synced: Arc<BTreeMap<ManagedKind, AtomicBool>> =
+            Arc::new(ManagedKind::iter().map(|k| (k, AtomicBool::new(false))).collect());
+        for kind in ManagedKind::iter() {
+            let ar = resource(kind);
+            let api: Api<DynamicObject> = Api::all_with(clients.watches.clone(), &ar);
+            let writer = reflector::store::Writer::new(ar);
+            stores.insert(kind, writer.as_reader());
+            let wake = self.wake.clone();
+            let synced = synced.clone();
+            let region_name = region.to_string();
+            let stream = watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
+                .default_backoff()
+                .reflect(writer);
+            let task = tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                let mut failing = false;
+                while let Some(ev) = stream.next().await {
+                    match ev {
+                        Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                            if let Some(t) = o.labels().get(TENANT_LABEL) {
+                                let _ = wake.send(Wake::Tenant(t.clone()));
+                            }
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            failing = false;
+                            if let Some(flag) = synced.get(&kind)
+                                && !flag.swap(true, Ordering::Relaxed)
+                            {
+                                let _ = wake.send(Wake::All);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            if !failing {
+                                warn!(region = %region_name, %kind, error = %e, "regional watch failing; retrying with backoff");
+                            }
+                            failing = true;
+                        }
+                    }
+                }
+            });
+            tasks.push(task.abort_handle());
+        }
+        Arc::new(Cluster {
+            region: region.to_string(),
+            clients,
+            fingerprint,
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+            stores,
+            synced,
+            reach: Mutex::new(None),
+            tasks,
+        })
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+async fn check(c: &Cluster) -> Reachability {
+    match tokio::time::timeout(Duration::from_secs(5), c.clients.requests.apiserver_version()).await {
+        Ok(Ok(v)) => Reachability {
+            reachable: true,
+            version: Some(v.git_version),
+            message: String::new(),
+        },
+        Ok(Err(e)) => Reachability {
+            reachable: false,
+            version: None,
+            message: format!("{}: {e}", c.clients.server),
+        },
+        Err(_) => Reachability {
+            reachable: false,
+            version: None,
+            message: format!("{}: no answer within 5s", c.clients.server),
+        },
+    }
+}
+
+/// Keeps `clusters` in step with the Regions and their kubeconfig Secrets, checks reachability, and
+/// reports it in Region status (manager `azora-operator/cluster`), until `stop`.
+pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
+    let clusters = ctx.stores.clusters.clone();
+    let writer = StatusWriter::new(
+        ctx.client.clone(),
+        RegionKind::resource(),
+        "cluster",
+        ctx.fence.clone(),
+    );
+    let mut reported: BTreeMap<String, (Reachability, Instant)> = BTreeMap::new();
+    let work = async {
+        loop {
+            refresh(&ctx, &clusters).await;
+            let all = clusters.all();
+            let checks = futures::future::join_all(all.iter().map(|c| async move { (c.clone(), check(c).await) })).await;
+            let mut results: Vec<(String, Reachability)> = Vec::new();
+            for (c, r) in checks {
+                let before = c.reachable();
+                if let Ok(mut g) = c.reach.lock() {
+                    *g = Some(r.clone());
+                }
+                if before.as_ref().map(|b| b.reachable) != Some(r.reachable) {
+                    if r.reachable {
+                        info!(region = %c.region, version = ?r.version, "regional cluster reachable");
+                        clusters.wake(Wake::All);
+                    } else {
+                        warn!(region = %c.region, message = %r.message, "regional cluster unreachable");
+                    }
+                }
+                results.push((c.region.clone(), r));
+            }
+            // Regions configured with a cluster that could not be connected (Secret missing, bad kubeconfig).
+            let configured: BTreeSet<String> = crate::dns_serve::specs::<RegionSpec>(&ctx.stores.regions)
+                .into_iter()
+                .filter(|(_, s)| s.cluster.is_some())
+                .map(|(n, _)| n)
+                .collect();
+            let problems: BTreeMap<String, String> = clusters.problems.read().map(|p| p.clone()).unwrap_or_default();
+            for (region, message) in problems {
+                if configured.contains(&region) {
+                    results.push((region, Reachability { reachable: false, version: None, message }));
+                }
+            }
+            for (region, r) in results {
+                ctx.metrics
+                    .cluster_up
+                    .with_label_values(&[region.as_str()])
+                    .set(i64::from(r.reachable));
+                let due = reported
+                    .get(&region)
+                    .is_none_or(|(last, at)| *last != r || at.elapsed() >= STATUS_HEARTBEAT);
+                if due {
+                    let status = ClusterStatus {
+                        reachable: r.reachable,
+                        version: r.version.clone(),
+                        last_check_time: Time::now(),
+                        message: r.message.clone(),
+                    };
+                    let body = serde_json::json!({ "cluster": status });
+                    match writer.apply(&region, None, body).await {
+                        Ok(()) => {
+                            let changed = reported.get(&region).is_none_or(|(last, _)| last.reachable != r.reachable);
+                            reported.insert(region.clone(), (r.clone(), Instant::now()));
+                            if changed {
+                                publish(&ctx, &region, &r).await;
+                            }
+                        }
+                        Err(e) => warn!(region = %region, error = %e, "writing cluster status failed"),
+                    }
+                }
+            }
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = stop => {}
+    }
+}
+
+async fn publish(ctx: &Context, region: &str, r: &Reachability) {
+    let Some(obj) = ctx.stores.regions.state().into_iter().find(|o| o.name_any() == region) else {
+        return;
+    };
+    let mut obj = (*obj).clone();
+    obj.types = Some(kube::api::TypeMeta {
+        api_version: azora_api::Region::api_version(&()).into(),
+        kind: azora_api::Region::kind(&()).into(),
+    });
+    let (type_, reason, note) = if r.reachable {
+        (
+            kube::runtime::events::EventType::Normal,
+            "ClusterReachable",
+            format!("regional cluster answers (version {})", r.version.clone().unwrap_or_default()),
+        )
+    } else {
+        (
+            kube::runtime::events::EventType::Warning,
+            "ClusterUnreachable",
+            format!("regional cluster does not answer: {}", r.message),
+        )
+    };
+    crate::events::publish(ctx, &obj, type_, reason, &note, "CheckCluster").await;
+}
+
+/// Connects new clusters, rebuilds those whose kubeconfig changed, drops those no longer configured.
+async fn refresh(ctx: &Context, clusters: &Clusters) {
+    let specs: BTreeMap<String, RegionSpec> = crate::dns_serve::specs(&ctx.stores.regions);
+    let current: BTreeMap<String, Arc<Cluster>> = clusters.inner.read().map(|m| m.clone()).unwrap_or_default();
+    for (name, spec) in &specs {
+        let Some(cref) = &spec.cluster else {
+            clusters.set_problem(name, Some(format!("region {name} has no regional cluster configured (spec.cluster)")));
+            drop_cluster(clusters, name);
+            continue;
+        };
+        let secret = &cref.kubeconfig_secret;
+        let bytes = match ctx.secrets.value(&secret.name, &secret.key).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                clusters.set_problem(
+                    name,
+                    Some(format!(
+                        "kubeconfig Secret {}/{} key {} not found",
+                        ctx.namespace, secret.name, secret.key
+                    )),
+                );
+                drop_cluster(clusters, name);
+                continue;
+            }
+            Err(e) => {
+                warn!(region = %name, error = %e, "reading the kubeconfig Secret failed");
+                continue;
+            }
+        };
+        let fp = fingerprint(&bytes);
+        if current.get(name).is_some_and(|c| c.fingerprint == fp) {
+            continue;
+        }
+        match clients_from_kubeconfig(&bytes).await {
+            Ok(clients) => {
+                info!(region = %name, server = %clients.server, rebuilt = current.contains_key(name), "regional cluster client built");
+                let c = clusters.connect(name, clients, fp);
+                if let Ok(mut m) = clusters.inner.write() {
+                    m.insert(name.clone(), c);
+                }
+                clusters.set_problem(name, None);
+            }
+            Err(e) => {
+                clusters.set_problem(
+                    name,
+                    Some(format!("kubeconfig Secret {}/{}: {e}", ctx.namespace, secret.name)),
+                );
+                drop_cluster(clusters, name);
+            }
+        }
+    }
+    for name in current.keys() {
+        if !specs.contains_key(name) {
+            drop_cluster(clusters, name);
+        }
+    }
+}
+
+fn drop_cluster(clusters: &Clusters, name: &str) {
+    if let Ok(mut m) = clusters.inner.write() {
+        m.remove(name);
+    }
+}

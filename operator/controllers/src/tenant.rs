@@ -1,0 +1,623 @@
+//! The Tenant controller: validate (pure) → record intent (finalizer) → place in every allowed region's
+//! cluster with server-side apply, repairing drift and removing what is no longer wanted (only when the
+//! cache shows a difference, so a resync with nothing to change writes nothing) → status with per-region
+//! sync state, active region and conditions. Deletion runs through the finalizer: every region is cleaned
+//! independently; an unreachable one is retried and reported without holding up the others.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azora_adapters::kube_status::StatusWriter;
+use azora_api::common::find_condition;
+use azora_api::region::Verdict;
+use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
+use azora_api::{Condition, ConditionStatus, Time};
+use azora_core::conditions::{Desired, types};
+use azora_core::placement::place;
+use azora_core::tenancy::{
+    self, ManagedKind, ObjectKey, RegionOutcome, active_region, desired_objects, namespace_of, placed_condition,
+    plan_region, tenant_name_problem,
+};
+use azora_core::validate::{self, Problem, ProblemKind};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use tracing::{info, instrument, warn};
+
+use crate::clusters::Cluster;
+use crate::context::{Context, Needs};
+use crate::kinds::{Kind, TenantKind};
+use crate::reconcile::ReconcileError;
+use crate::replication::ReplicaState;
+
+/// Finalizer that makes deletion clean every region first.
+pub const FINALIZER: &str = "azora.io/tenant-cleanup";
+const RESYNC: Duration = Duration::from_secs(300);
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The Tenant controller's state.
+pub struct TenantCtx {
+    /// Shared context.
+    pub ctx: Context,
+    /// Status writer (manager `azora-operator/tenant`).
+    pub writer: StatusWriter,
+}
+
+/// Checks the fence once per reconcile, and only when something is about to be written.
+struct LazyFence<'a> {
+    ctx: &'a Context,
+    checked: OnceCell<Result<u64, String>>,
+}
+
+impl LazyFence<'_> {
+    async fn check(&self) -> Result<(), String> {
+        self.checked
+            .get_or_init(|| async { self.ctx.fence.check().await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+            .map(|_| ())
+    }
+}
+
+fn current_regions(obj: &DynamicObject) -> Vec<RegionSync> {
+    obj.data
+        .get("status")
+        .and_then(|s| s.get("regions"))
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
+    obj.data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn has_finalizer(obj: &DynamicObject) -> bool {
+    obj.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+}
+
+/// Reconciles one Tenant.
+#[instrument(skip(obj, tc), fields(controller = "tenant", object = obj.metadata.name.as_deref().unwrap_or("")))]
+pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Action, ReconcileError> {
+    let ctx = &tc.ctx;
+    let _timer = ctx.metrics.timer(TenantKind::NAME);
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let fence = LazyFence {
+        ctx,
+        checked: OnceCell::new(),
+    };
+    if obj.metadata.deletion_timestamp.is_some() {
+        return cleanup(&obj, &name, &tc, &fence).await;
+    }
+    let generation = obj.metadata.generation;
+    let now = Time::now();
+    let spec = match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("spec does not match the schema: {e}");
+            let desired = vec![
+                Desired::fail(types::SPEC_VALID, "MalformedSpec", msg.clone()),
+                Desired::fail(types::READY, "MalformedSpec", msg),
+            ];
+            write_status(&tc, &obj, &desired, serde_json::Map::new(), generation, now).await?;
+            ctx.metrics.reconciled(TenantKind::NAME, "ok");
+            return Ok(Action::await_change());
+        }
+    };
+    let world = ctx
+        .world(Needs::default(), &[])
+        .await
+        .map_err(ReconcileError::Fetch)?;
+    let mut problems: Vec<Problem> = TenantKind::check(&spec, &world);
+    if let Some(msg) = tenant_name_problem(&name) {
+        problems.push(Problem {
+            kind: ProblemKind::Invalid,
+            reason: "InvalidName",
+            message: msg,
+        });
+    }
+    let valid = !problems.iter().any(|p| p.kind == ProblemKind::Invalid);
+    let resolved = !problems.iter().any(|p| p.kind == ProblemKind::Unresolved);
+    let mut desired = validate::conditions(&problems, "placed and in sync in every region it may live in", None);
+    let mut fields = serde_json::Map::new();
+    if !valid || !resolved {
+        // Nothing is created or removed for a tenant the operator cannot trust; the fields say why.
+        fields = TenantKind::status_fields(&spec, &world, valid);
+        write_status(&tc, &obj, &desired, fields, generation, now).await?;
+        ctx.metrics.reconciled(TenantKind::NAME, "ok");
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+
+    // Record intent before acting: the finalizer guarantees cleanup of whatever gets placed.
+    if !has_finalizer(&obj) {
+        fence.check().await.map_err(fenced)?;
+        add_finalizer(ctx, &obj).await?;
+    }
+
+    let placement = place(&spec, &world);
+    let before = current_regions(&obj);
+    let mut outcomes = Vec::new();
+    let syncs = placement.placed.iter().map(|region| {
+        let fence = &fence;
+        let spec = &spec;
+        let name = &name;
+        async move { sync_region(ctx, fence, name, spec, region).await }
+    });
+    for o in futures::future::join_all(syncs).await {
+        outcomes.push(o);
+    }
+    // Right after a start the regional caches are still filling: do not overwrite a known state with
+    // "connecting" (that would be a write per tenant on every restart); the caches wake every tenant.
+    if !before.is_empty() && outcomes.iter().any(|o| o.message == NOT_KNOWN_YET) {
+        ctx.metrics.reconciled(TenantKind::NAME, "deferred");
+        return Ok(Action::requeue(RETRY));
+    }
+    // Regions no longer placed: remove what is there.
+    let mut removing = Vec::new();
+    for cluster in ctx.stores.clusters.all() {
+        if placement.placed.contains(&cluster.region) {
+            continue;
+        }
+        if let Some(msg) = unplace(ctx, &fence, &name, &cluster).await {
+            removing.push((cluster.region.clone(), msg));
+        }
+    }
+
+    let replicas = ctx.stores.replication.of(&name);
+    let mut regions: Vec<RegionSync> = outcomes
+        .iter()
+        .map(|o| {
+            let lag = replicas.get(&o.region).map(|r| r.lag_seconds);
+            region_sync(&before, o, generation, now, lag, o.region != spec.home_region)
+        })
+        .collect();
+    for e in &placement.excluded {
+        regions.push(RegionSync {
+            region: e.region.clone(),
+            state: SyncState::Excluded,
+            observed_generation: None,
+            last_sync_time: None,
+            replication_lag_seconds: None,
+            message: e.message.clone(),
+        });
+    }
+    for (region, msg) in &removing {
+        if !regions.iter().any(|r| &r.region == region) {
+            regions.push(RegionSync {
+                region: region.clone(),
+                state: SyncState::Excluded,
+                observed_generation: None,
+                last_sync_time: None,
+                replication_lag_seconds: None,
+                message: msg.clone(),
+            });
+        }
+    }
+
+    let placed = placed_condition(&outcomes);
+    if placed.status != ConditionStatus::True
+        && let Some(ready) = desired.iter_mut().find(|d| d.type_ == types::READY)
+    {
+        *ready = Desired {
+            type_: types::READY,
+            status: if placed.status == ConditionStatus::False {
+                ConditionStatus::False
+            } else {
+                ConditionStatus::Unknown
+            },
+            reason: placed.reason.clone(),
+            message: placed.message.clone(),
+        };
+    }
+    desired.push(placed);
+    match replicated_condition(&placement.placed, &spec.home_region, &replicas) {
+        Some(r) if !replicas.is_empty() => desired.push(r),
+        // Not measured yet by this process: the recorded condition stands.
+        Some(r) => desired.push(
+            find_condition(&current_conditions(&obj), "Replicated")
+                .map(|c| Desired {
+                    type_: "Replicated",
+                    status: c.status,
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
+                .unwrap_or(r),
+        ),
+        None => {}
+    }
+    let verdicts = region_verdicts(ctx);
+    let active = active_region(&placement.placed, |r| verdicts.get(r).copied());
+    fields.insert("placedRegions".into(), json!(placement.placed));
+    fields.insert("regions".into(), json!(regions));
+    fields.insert("activeRegion".into(), json!(active));
+    write_status(&tc, &obj, &desired, fields, generation, now).await?;
+    ctx.metrics.reconciled(TenantKind::NAME, "ok");
+    let settled = outcomes.iter().all(|o| o.state == SyncState::Synced) && removing.is_empty();
+    Ok(Action::requeue(if settled { RESYNC } else { RETRY }))
+}
+
+fn fenced(msg: String) -> ReconcileError {
+    ReconcileError::Regional(format!("not writing: {msg}"))
+}
+
+fn region_verdicts(ctx: &Context) -> BTreeMap<String, Verdict> {
+    ctx.stores
+        .regions
+        .state()
+        .iter()
+        .filter_map(|o| {
+            let v = o.data.get("status")?.get("verdict")?;
+            Some((o.metadata.name.clone()?, serde_json::from_value(v.clone()).ok()?))
+        })
+        .collect()
+}
+
+fn replicated_condition(
+    placed: &[String],
+    home: &str,
+    replicas: &BTreeMap<String, ReplicaState>,
+) -> Option<Desired> {
+    let targets: Vec<&String> = placed.iter().filter(|r| r.as_str() != home).collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let errors: Vec<String> = targets
+        .iter()
+        .filter_map(|t| {
+            replicas
+                .get(t.as_str())
+                .and_then(|r| r.error.as_ref().map(|e| format!("{t}: {e}")))
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Some(Desired::fail("Replicated", "ReplicationFailed", errors.join("; ")));
+    }
+    let waiting: Vec<&str> = targets
+        .iter()
+        .filter(|t| replicas.get(t.as_str()).is_none_or(|r| !r.in_sync))
+        .map(|t| t.as_str())
+        .collect();
+    if waiting.is_empty() {
+        let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
+        Some(Desired::ok(
+            "Replicated",
+            "InSync",
+            format!("objects under tenants/<name>/ replicated from {home} to {}", names.join(", ")),
+        ))
+    } else {
+        Some(Desired::unknown(
+            "Replicated",
+            "Replicating",
+            format!("replicas catching up in {}", waiting.join(", ")),
+        ))
+    }
+}
+
+fn region_sync(
+    before: &[RegionSync],
+    o: &RegionOutcome,
+    generation: Option<i64>,
+    now: Time,
+    lag: Option<u64>,
+    replica: bool,
+) -> RegionSync {
+    let prev = before.iter().find(|b| b.region == o.region);
+    // Until this process has measured replication, the last recorded lag stands.
+    let lag = if replica {
+        lag.or_else(|| prev.and_then(|p| p.replication_lag_seconds))
+    } else {
+        None
+    };
+    let unchanged = prev.is_some_and(|p| p.state == o.state && p.message == o.message && p.observed_generation == generation);
+    let last_sync_time = match (o.state, prev) {
+        (SyncState::Synced, Some(p)) if unchanged => p.last_sync_time,
+        (SyncState::Synced, _) => Some(now),
+        (_, Some(p)) => p.last_sync_time,
+        (_, None) => None,
+    };
+    RegionSync {
+        region: o.region.clone(),
+        state: o.state,
+        observed_generation: if o.state == SyncState::Synced {
+            generation
+        } else {
+            prev.and_then(|p| p.observed_generation)
+        },
+        last_sync_time,
+        replication_lag_seconds: lag,
+        message: o.message.clone(),
+    }
+}
+
+fn outcome(region: &str, state: SyncState, message: impl Into<String>) -> RegionOutcome {
+    RegionOutcome {
+        region: region.to_string(),
+        state,
+        message: message.into(),
+    }
+}
+
+/// Message of a region whose cluster this process has not finished connecting to (just started).
+const NOT_KNOWN_YET: &str = "connecting to the regional cluster";
+
+/// A cluster that can take requests now, or the outcome explaining why not.
+fn usable(ctx: &Context, region: &str) -> Result<Arc<Cluster>, RegionOutcome> {
+    let cluster = match ctx.stores.clusters.get(region) {
+        Ok(c) => c,
+        Err(Some(why)) => return Err(outcome(region, SyncState::Error, why)),
+        Err(None) => return Err(outcome(region, SyncState::Pending, NOT_KNOWN_YET)),
+    };
+    match cluster.reachable() {
+        None => Err(outcome(region, SyncState::Pending, NOT_KNOWN_YET)),
+        Some(r) if !r.reachable => Err(outcome(
+            region,
+            SyncState::Error,
+            format!("regional cluster unreachable: {}", r.message),
+        )),
+        Some(_) if !cluster.synced() => Err(outcome(region, SyncState::Pending, NOT_KNOWN_YET)),
+        Some(_) => Ok(cluster),
+    }
+}
+
+async fn sync_region(ctx: &Context, fence: &LazyFence<'_>, tenant: &str, spec: &TenantSpec, region: &str) -> RegionOutcome {
+    let cluster = match usable(ctx, region) {
+        Ok(c) => c,
+        Err(o) => {
+            ctx.metrics.tenant_syncs.with_label_values(&[region, "unavailable"]).inc();
+            return o;
+        }
+    };
+    let desired = desired_objects(tenant, spec, region);
+    let live = cluster.live_of(tenant);
+    let live_json: BTreeMap<ObjectKey, Value> = live
+        .iter()
+        .filter_map(|(k, o)| Some((k.clone(), serde_json::to_value(&**o).ok()?)))
+        .collect();
+    let keys = live_json.keys().cloned().collect();
+    let plan = plan_region(&desired, |k| live_json.get(k), &keys);
+    if plan.is_noop() {
+        ctx.metrics.tenant_syncs.with_label_values(&[region, "noop"]).inc();
+        return outcome(region, SyncState::Synced, "");
+    }
+    if let Err(e) = fence.check().await {
+        return outcome(region, SyncState::Pending, format!("not writing: {e}"));
+    }
+    let result = apply_plan(ctx, &cluster, &plan).await;
+    match result {
+        Ok(()) => {
+            ctx.metrics.tenant_syncs.with_label_values(&[region, "applied"]).inc();
+            let what: Vec<String> = plan.apply.iter().map(|d| d.key.to_string()).collect();
+            info!(%region, applied = ?what, deleted = plan.delete.len(), "tenant objects brought in sync");
+            outcome(region, SyncState::Synced, "")
+        }
+        Err(e) => {
+            ctx.metrics.tenant_syncs.with_label_values(&[region, "error"]).inc();
+            warn!(%region, error = %e, "tenant sync failed");
+            outcome(region, SyncState::Error, e)
+        }
+    }
+}
+
+async fn apply_plan(ctx: &Context, cluster: &Cluster, plan: &tenancy::RegionPlan) -> Result<(), String> {
+    let region = cluster.region.as_str();
+    let (ns, rest): (Vec<_>, Vec<_>) = plan.apply.iter().partition(|d| d.key.kind == ManagedKind::Namespace);
+    for d in ns {
+        ctx.metrics.regional_writes.with_label_values(&[region, "apply"]).inc();
+        cluster
+            .apply(&d.key, &d.body)
+            .await
+            .map_err(|e| format!("applying {}: {e}", d.key))?;
+    }
+    let applies = rest.iter().map(|d| async move {
+        ctx.metrics.regional_writes.with_label_values(&[region, "apply"]).inc();
+        cluster
+            .apply(&d.key, &d.body)
+            .await
+            .map_err(|e| format!("applying {}: {e}", d.key))
+    });
+    let deletes = plan.delete.iter().map(|k| async move {
+        ctx.metrics.regional_writes.with_label_values(&[region, "delete"]).inc();
+        cluster.delete(k).await.map(|_| ()).map_err(|e| format!("deleting {k}: {e}"))
+    });
+    let mut errors: Vec<String> = futures::future::join_all(applies)
+        .await
+        .into_iter()
+        .chain(futures::future::join_all(deletes).await)
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        errors.truncate(3);
+        Err(errors.join("; "))
+    }
+}
+
+/// Removes the tenant from a region it is no longer placed in. Returns a message while something remains.
+async fn unplace(ctx: &Context, fence: &LazyFence<'_>, tenant: &str, cluster: &Cluster) -> Option<String> {
+    let live = cluster.live_of(tenant);
+    if live.is_empty() {
+        return None;
+    }
+    let region = cluster.region.as_str();
+    if let Err(o) = usable(ctx, region) {
+        return Some(format!("no longer placed; removal waiting: {}", o.message));
+    }
+    if let Err(e) = fence.check().await {
+        return Some(format!("no longer placed; not removing: {e}"));
+    }
+    let keys = live.keys().cloned().collect();
+    let plan = plan_region(&[], |_| None, &keys);
+    for k in &plan.delete {
+        ctx.metrics.regional_writes.with_label_values(&[region, "delete"]).inc();
+        if let Err(e) = cluster.delete(k).await {
+            return Some(format!("no longer placed; removing {k} failed: {e}"));
+        }
+    }
+    info!(%region, "tenant removed from a region it is no longer placed in");
+    Some("no longer placed; namespace being removed".into())
+}
+
+async fn add_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), ReconcileError> {
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
+    let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    finalizers.push(FINALIZER.into());
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+    api.patch(
+        obj.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(ReconcileError::Fetch)
+}
+
+async fn remove_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), ReconcileError> {
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
+    let finalizers: Vec<String> = obj
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+    match api
+        .patch(
+            obj.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(ReconcileError::Fetch(e)),
+    }
+}
+
+/// Cleans every region, each on its own; the finalizer goes once all are clean.
+async fn cleanup(obj: &DynamicObject, name: &str, tc: &TenantCtx, fence: &LazyFence<'_>) -> Result<Action, ReconcileError> {
+    let ctx = &tc.ctx;
+    if !has_finalizer(obj) {
+        return Ok(Action::await_change());
+    }
+    fence.check().await.map_err(fenced)?;
+    let configured: Vec<String> = crate::dns_serve::specs::<azora_api::region::RegionSpec>(&ctx.stores.regions)
+        .into_iter()
+        .filter(|(_, s)| s.cluster.is_some())
+        .map(|(n, _)| n)
+        .collect();
+    let ns_key = ObjectKey {
+        kind: ManagedKind::Namespace,
+        namespace: None,
+        name: namespace_of(name),
+    };
+    let jobs = configured.iter().map(|region| {
+        let ns_key = &ns_key;
+        async move {
+            let cluster = match ctx.stores.clusters.get(region) {
+                Ok(c) => c,
+                Err(why) => {
+                    let why = why.unwrap_or_else(|| NOT_KNOWN_YET.into());
+                    return outcome(region, SyncState::Error, format!("cleanup waiting: {why}"));
+                }
+            };
+            if let Some(r) = cluster.reachable()
+                && !r.reachable
+            {
+                return outcome(
+                    region,
+                    SyncState::Error,
+                    format!("cleanup waiting: regional cluster unreachable: {}", r.message),
+                );
+            }
+            ctx.metrics.regional_writes.with_label_values(&[region.as_str(), "delete"]).inc();
+            match cluster.delete(ns_key).await {
+                Ok(true) => outcome(region, SyncState::Synced, "cleaned up"),
+                Ok(false) => match cluster.exists(ns_key).await {
+                    Ok(false) => outcome(region, SyncState::Synced, "cleaned up"),
+                    Ok(true) => outcome(region, SyncState::Pending, "namespace terminating"),
+                    Err(e) => outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
+                },
+                Err(e) => outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(jobs).await;
+    let done = outcomes.iter().all(|o| o.state == SyncState::Synced);
+    if done {
+        remove_finalizer(ctx, obj).await?;
+        info!(tenant = %name, regions = outcomes.len(), "tenant cleaned up in every region");
+        crate::events::publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "CleanedUp",
+            &format!("namespace {} removed from every regional cluster", namespace_of(name)),
+            "Cleanup",
+        )
+        .await;
+        ctx.metrics.reconciled(TenantKind::NAME, "ok");
+        return Ok(Action::await_change());
+    }
+    let regions: Vec<RegionSync> = outcomes
+        .iter()
+        .map(|o| RegionSync {
+            region: o.region.clone(),
+            state: o.state,
+            observed_generation: obj.metadata.generation,
+            last_sync_time: None,
+            replication_lag_seconds: None,
+            message: o.message.clone(),
+        })
+        .collect();
+    let pending: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.state != SyncState::Synced)
+        .map(|o| format!("{}: {}", o.region, o.message))
+        .collect();
+    let desired = vec![Desired::fail(
+        types::READY,
+        "CleaningUp",
+        format!("deleting; waiting for {}", pending.join("; ")),
+    )];
+    let mut fields = serde_json::Map::new();
+    fields.insert("regions".into(), json!(regions));
+    write_status(tc, obj, &desired, fields, obj.metadata.generation, Time::now()).await?;
+    ctx.metrics.reconciled(TenantKind::NAME, "ok");
+    Ok(Action::requeue(RETRY))
+}
+
+async fn write_status(
+    tc: &TenantCtx,
+    obj: &DynamicObject,
+    desired: &[Desired],
+    fields: serde_json::Map<String, Value>,
+    generation: Option<i64>,
+    now: Time,
+) -> Result<(), ReconcileError> {
+    let ctx = &tc.ctx;
+    let current = current_conditions(obj);
+    let plan = crate::reconcile::plan_status(&current, desired, fields, generation, now, false);
+    if crate::reconcile::status_unchanged(obj, &plan.status) {
+        ctx.metrics.status_write(TenantKind::NAME, "skipped");
+        return Ok(());
+    }
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    tc.writer
+        .apply(&name, obj.metadata.resource_version.as_deref(), plan.status.clone())
+        .await
+        .map_err(ReconcileError::Status)?;
+    ctx.metrics.status_write(TenantKind::NAME, "written");
+    crate::reconcile::publish_transition(ctx, obj, find_condition(&current, types::READY), &plan.ready).await;
+    Ok(())
+}

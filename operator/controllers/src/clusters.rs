@@ -38,6 +38,7 @@ pub const FIELD_MANAGER: &str = "azora-operator/tenant";
 /// Requests in flight per regional cluster.
 pub const DEFAULT_CLUSTER_CONCURRENCY: usize = 16;
 const CHECK_EVERY: Duration = Duration::from_secs(10);
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 const STATUS_HEARTBEAT: Duration = Duration::from_secs(300);
 
 /// What wakes tenants: one by name, or all (a cluster became usable).
@@ -81,8 +82,13 @@ pub struct Cluster {
     stores: BTreeMap<ManagedKind, Store<DynamicObject>>,
     synced: Arc<BTreeMap<ManagedKind, AtomicBool>>,
     reach: Mutex<Option<Reachability>>,
+    /// What this process applied recently (body fingerprint, when): the watch may not have shown it yet.
+    applied: Mutex<std::collections::HashMap<ObjectKey, (u64, Instant)>>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
+
+/// How long an applied body counts as in flight while the cache catches up.
+const IN_FLIGHT: Duration = Duration::from_secs(5);
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -155,13 +161,30 @@ impl Cluster {
         }
     }
 
+    /// Whether exactly `body` was applied to `key` moments ago (the cache may not show it yet).
+    pub fn in_flight(&self, key: &ObjectKey, body: &Value) -> bool {
+        let fp = fingerprint(body.to_string().as_bytes());
+        self.applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+            .is_some_and(|(f, at)| f == fp && at.elapsed() < IN_FLIGHT)
+    }
+
     /// Server-side applies `body` under the operator's field manager (bounded, with a timeout).
     pub async fn apply(&self, key: &ObjectKey, body: &Value) -> Result<(), ClusterError> {
         let _permit = self.permits.acquire().await;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let api = self.api(key);
         match tokio::time::timeout(REQUEST_TIMEOUT, api.patch(&key.name, &params, &Patch::Apply(body))).await {
-            Ok(r) => r.map(|_| ()).map_err(ClusterError::Api),
+            Ok(Ok(_)) => {
+                if let Ok(mut m) = self.applied.lock() {
+                    m.retain(|_, (_, at)| at.elapsed() < IN_FLIGHT);
+                    m.insert(key.clone(), (fingerprint(body.to_string().as_bytes()), Instant::now()));
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ClusterError::Api(e)),
             Err(_) => Err(ClusterError::Timeout),
         }
     }
@@ -301,6 +324,7 @@ impl Clusters {
             stores,
             synced,
             reach: Mutex::new(None),
+            applied: Mutex::default(),
             tasks,
         })
     }
@@ -343,10 +367,27 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
         ctx.fence.clone(),
     );
     let mut reported: BTreeMap<String, (Reachability, Instant)> = BTreeMap::new();
+    let mut last_check: BTreeMap<String, Instant> = BTreeMap::new();
     let work = async {
+        let _ = ctx.stores.regions.wait_until_ready().await;
+        let _ = ctx.stores.tenants.wait_until_ready().await;
         loop {
             refresh(&ctx, &clusters).await;
-            let all = clusters.all();
+            // New clusters are checked at once, the others every CHECK_EVERY.
+            let all: Vec<Arc<Cluster>> = clusters
+                .all()
+                .into_iter()
+                .filter(|c| {
+                    c.reachable().is_none() || last_check.get(&c.region).is_none_or(|t| t.elapsed() >= CHECK_EVERY)
+                })
+                .collect();
+            for c in &all {
+                last_check.insert(c.region.clone(), Instant::now());
+            }
+            if all.is_empty() {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                continue;
+            }
             let checks = futures::future::join_all(all.iter().map(|c| async move { (c.clone(), check(c).await) })).await;
             let mut results: Vec<(String, Reachability)> = Vec::new();
             for (c, r) in checks {
@@ -404,7 +445,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                     }
                 }
             }
-            tokio::time::sleep(CHECK_EVERY).await;
+            tokio::time::sleep(REFRESH_EVERY).await;
         }
     };
     tokio::select! {

@@ -143,11 +143,13 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     let placement = place(&spec, &world);
     let before = current_regions(&obj);
     let mut outcomes = Vec::new();
+    let recheck = std::sync::atomic::AtomicBool::new(false);
     let syncs = placement.placed.iter().map(|region| {
         let fence = &fence;
         let spec = &spec;
         let name = &name;
-        async move { sync_region(ctx, fence, name, spec, region).await }
+        let recheck = &recheck;
+        async move { sync_region(ctx, fence, name, spec, region, recheck).await }
     });
     for o in futures::future::join_all(syncs).await {
         outcomes.push(o);
@@ -238,7 +240,9 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     fields.insert("activeRegion".into(), json!(active));
     write_status(&tc, &obj, &desired, fields, generation, now).await?;
     ctx.metrics.reconciled(TenantKind::NAME, "ok");
-    let settled = outcomes.iter().all(|o| o.state == SyncState::Synced) && removing.is_empty();
+    let settled = outcomes.iter().all(|o| o.state == SyncState::Synced)
+        && removing.is_empty()
+        && !recheck.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Action::requeue(if settled { RESYNC } else { RETRY }))
 }
 
@@ -365,7 +369,14 @@ fn usable(ctx: &Context, region: &str) -> Result<Arc<Cluster>, RegionOutcome> {
     }
 }
 
-async fn sync_region(ctx: &Context, fence: &LazyFence<'_>, tenant: &str, spec: &TenantSpec, region: &str) -> RegionOutcome {
+async fn sync_region(
+    ctx: &Context,
+    fence: &LazyFence<'_>,
+    tenant: &str,
+    spec: &TenantSpec,
+    region: &str,
+    recheck: &std::sync::atomic::AtomicBool,
+) -> RegionOutcome {
     let cluster = match usable(ctx, region) {
         Ok(c) => c,
         Err(o) => {
@@ -380,7 +391,13 @@ async fn sync_region(ctx: &Context, fence: &LazyFence<'_>, tenant: &str, spec: &
         .filter_map(|(k, o)| Some((k.clone(), serde_json::to_value(&**o).ok()?)))
         .collect();
     let keys = live_json.keys().cloned().collect();
-    let plan = plan_region(&desired, |k| live_json.get(k), &keys);
+    let mut plan = plan_region(&desired, |k| live_json.get(k), &keys);
+    // Applied moments ago and not yet seen by the watch: not drift; the requeue re-checks it.
+    let before = plan.apply.len();
+    plan.apply.retain(|d| !cluster.in_flight(&d.key, &d.body));
+    if plan.apply.len() != before {
+        recheck.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     if plan.is_noop() {
         ctx.metrics.tenant_syncs.with_label_values(&[region, "noop"]).inc();
         return outcome(region, SyncState::Synced, "");

@@ -249,7 +249,7 @@ pub fn plan_region<'a>(
 ) -> RegionPlan {
     let apply = desired
         .iter()
-        .filter(|d| live(&d.key).is_none_or(|l| !in_sync(&d.body, l)))
+        .filter(|d| live(&d.key).is_none_or(|l| !object_in_sync(&d.body, l)))
         .cloned()
         .collect();
     let wanted: BTreeSet<&ObjectKey> = desired.iter().map(|d| &d.key).collect();
@@ -265,6 +265,18 @@ pub fn plan_region<'a>(
         .cloned()
         .collect();
     RegionPlan { apply, delete }
+}
+
+/// Whether a live object says everything the desired one does. apiVersion and kind are not compared:
+/// objects read from a list carry neither.
+pub fn object_in_sync(desired: &Value, live: &Value) -> bool {
+    match desired {
+        Value::Object(d) => d
+            .iter()
+            .filter(|(k, _)| *k != "apiVersion" && *k != "kind")
+            .all(|(k, v)| live.get(k).map_or_else(|| is_empty(v), |l| in_sync(v, l))),
+        _ => in_sync(desired, live),
+    }
 }
 
 /// Whether `live` already says everything `desired` says. Fields the server adds (defaults, status,
@@ -460,6 +472,11 @@ mod tests {
         for v in live.values_mut() {
             v["metadata"]["resourceVersion"] = json!("42");
             v["metadata"]["uid"] = json!("u");
+            // items of a list carry no apiVersion/kind
+            if let Some(m) = v.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+            }
         }
         let lr = ObjectKey {
             kind: ManagedKind::LimitRange,

@@ -138,7 +138,7 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube=warn,hickory_server=warn,hickory_proto=warn")
+        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_client::client::tls=error,hickory_server=warn,hickory_proto=warn")
     });
     let json = match format {
         LogFormat::Json => true,

@@ -5,15 +5,16 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes
+.PHONY: help test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-test-env: ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf
+test-env: ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
 	@bash tests/scripts/install-dns.sh
+	@bash tests/scripts/install-s3.sh >/dev/null
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
@@ -61,6 +62,9 @@ bench-dns: bench-build ## dnsperf: embedded GeoDNS vs Knot, same zone and query 
 
 bench-probes: bench-build ## Probe engine with 10,000 endpoints at 5 s: CPU and scheduling lag p99
 	$(BENCH) probes --endpoints 10000 --seconds 30
+
+bench-tenants: bench-build ## 1,000 tenants in 4 regional clusters + S3: cold start, no-op resync writes, replication lag p99
+	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) tenants --count 1000
 
 clean: ## Remove build output and demo state (keeps the cached kube build)
 	rm -rf $(CARGO_TARGET_DIR) .demo

@@ -24,6 +24,9 @@ pub const CONTINENTS: [(&str, &str); 4] = [
     ("americas", "SouthAmerica"),
 ];
 
+/// Resources the operator places in regional clusters.
+pub const MANAGED: &[&str] = &["namespaces", "resourcequotas", "limitranges", "networkpolicies", "rolebindings"];
+
 /// The running fleet.
 pub struct Fleet {
     /// etcd, the hub (first) and the regional API servers (named after their regions).
@@ -125,20 +128,11 @@ impl Fleet {
         Ok(())
     }
 
-    /// Starts the operator (replication every 2 s, deletions after `delete_delay`).
-    pub fn start_operator(&mut self, delete_delay: &str, extra: &[&str]) -> anyhow::Result<()> {
+    /// Starts the operator with `extra` arguments (no DNS server; metrics on a free port).
+    pub fn start_operator(&mut self, extra: &[&str]) -> anyhow::Result<()> {
         let port = free_port()?;
         let metrics = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "--metrics-addr",
-            metrics.as_str(),
-            "--dns-addr",
-            "off",
-            "--replication-interval",
-            "2s",
-            "--replication-delete-delay",
-            delete_delay,
-        ];
+        let mut args = vec!["--metrics-addr", metrics.as_str(), "--dns-addr", "off"];
         args.extend_from_slice(extra);
         let n = std::fs::read_dir(self.env.dir.path())?.count();
         let log = self.env.dir.path().join(format!("operator-{n}.log"));
@@ -150,6 +144,20 @@ impl Fleet {
     /// Stops the operator (SIGKILL).
     pub fn kill_operator(&mut self) {
         self.operator = None;
+    }
+
+    /// Write requests every regional API server has served for the managed resources.
+    pub async fn regional_writes(&self) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for r in &self.regions {
+            n += self
+                .env
+                .server(r)
+                .context("no such regional cluster")?
+                .write_requests(Some(MANAGED))
+                .await?;
+        }
+        Ok(n)
     }
 
     /// Admin client of the hub.

@@ -3,6 +3,7 @@
 //!   measured from onset to the embedded DNS server's answer changing, polled with a resolver.
 //! - `dns`: dnsperf against the embedded server and against Knot serving the same zone, same query file.
 //! - `probes`: the probe engine with many endpoints at 5 s: CPU used and scheduling lag p99.
+//! - `tenants`: N tenants in four regional clusters: cold start, writes of a no-op resync, replication lag.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use azora_tests::scenario::Scenario;
 use clap::Parser;
 use rand::Rng;
 
+#[path = "../bench/tenants.rs"]
+mod tenants;
+
 #[derive(Parser)]
 enum Cli {
     /// Failover time over induced outages.
@@ -30,6 +34,15 @@ enum Cli {
         /// Seconds per dnsperf run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+    },
+    /// Tenants across four regional clusters: cold start, no-op resync, replication lag.
+    Tenants {
+        /// Tenants to create.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Objects written per tenant for the replication measurement.
+        #[arg(long, default_value_t = 3)]
+        objects: usize,
     },
     /// Probe engine scale.
     Probes {
@@ -296,5 +309,6 @@ async fn main() -> anyhow::Result<()> {
         Cli::Failover { outages } => failover(outages).await,
         Cli::Dns { seconds } => dns(seconds).await,
         Cli::Probes { endpoints, seconds } => probes(endpoints, seconds).await,
+        Cli::Tenants { count, objects } => tenants::run(count, objects).await,
     }
 }

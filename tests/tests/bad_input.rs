@@ -274,13 +274,20 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
         let (_, _, _, s) = ready_of(&c, kind, plural, name).await;
         assert!(s.get("phase").is_none(), "{kind}/{name} must not start: {s}");
     }
-    // The valid tenant, by contrast, is placed only where residency allows.
-    let (status, _, _, eu_only) = ready_with(&c, "Tenant", "tenants", "eu-only", Some("Ready")).await;
-    assert_eq!(status, "True", "{eu_only}");
+    let tenants: Api<DynamicObject> = Api::all_with(c.clone(), &ar("Tenant", "tenants"));
+    let invalid = tenants.get("t-residency").await?;
+    assert!(
+        invalid.metadata.finalizers.unwrap_or_default().is_empty(),
+        "nothing placed, so no cleanup finalizer either"
+    );
+    // The valid tenant, by contrast, is placed only where residency allows — and honestly not Ready, since
+    // these Regions name no regional cluster to place it in.
+    let (status, _, message, eu_only) = ready_with(&c, "Tenant", "tenants", "eu-only", Some("SyncFailed")).await;
+    assert_eq!(status, "False", "{eu_only}");
+    assert!(message.contains("no regional cluster configured"), "{message}");
     assert_eq!(eu_only["placedRegions"], json!(["europe"]));
 
     // Fixing the spec clears the condition (the operator waits for a change, then converges).
-    let tenants: Api<DynamicObject> = Api::all_with(c.clone(), &ar("Tenant", "tenants"));
     let fix = json!({"apiVersion": "azora.io/v1alpha1", "kind": "Tenant", "spec": {"homeRegion": "europe",
                      "failoverRegions": [], "residency": {"allowedContinents": ["Europe"]}}});
     tenants
@@ -290,7 +297,13 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
             &Patch::Apply(&fix),
         )
         .await?;
-    let (status, reason, _, fixed) = ready_with(&c, "Tenant", "tenants", "t-residency", Some("Ready")).await;
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "Ready"), "{fixed}");
+    let (status, reason, _, fixed) = ready_with(&c, "Tenant", "tenants", "t-residency", Some("SyncFailed")).await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "SyncFailed"), "{fixed}");
+    assert_eq!(fixed["placedRegions"], json!(["europe"]));
+    let spec_valid = fixed["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "SpecValid"))
+        .map(|c| c["status"].clone());
+    assert_eq!(spec_valid, Some(json!("True")), "{fixed}");
     Ok(())
 }

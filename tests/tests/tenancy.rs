@@ -66,8 +66,15 @@ fn region_state(t: &serde_json::Value, region: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn placement_residency_drift_replication_outage_and_cleanup() {
     let mut fleet = Fleet::start(&["africa", "europe", "asia"]).await.unwrap();
+    // africa's kubeconfig Secret starts out broken (and holds something secret-looking)
+    fleet
+        .put_kubeconfig_secret("africa", Some("users: [token: s3cr3t-token-value\n"))
+        .await
+        .unwrap();
     fleet.start_operator(FAST).unwrap();
     let hub = fleet.hub().await.unwrap();
+    let regions_api: Api<kube::api::DynamicObject> =
+        Api::all_with(hub.clone(), &azora_tests::scenario::ar("Region", "regions"));
 
     // --- placement and residency -------------------------------------------------------------------------
     fleet
@@ -87,6 +94,35 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
             json!({"homeRegion": "europe", "failoverRegions": ["africa", "asia"],
                    "residency": {"allowedContinents": ["Europe"]}}),
         )
+        .await
+        .unwrap();
+    // the broken Secret is reported on the Region and on the tenant; europe is placed regardless
+    let reported = wait::until(Duration::from_secs(30), || async {
+        let r = regions_api.get("africa").await.unwrap();
+        let t = fleet.tenant_object("acme").await.unwrap().unwrap();
+        r.data["status"]["cluster"]["reachable"] == json!(false)
+            && r.data["status"]["cluster"]["message"].as_str().unwrap_or_default().contains("kubeconfig")
+            && region_state(&t, "africa").0 == "Error"
+            && region_state(&t, "europe").0 == "Synced"
+    })
+    .await;
+    assert!(reported, "broken kubeconfig not reported\n{}", fleet.log());
+    assert_eq!(fleet.condition("acme", "Ready").await.as_deref(), Some("False"));
+    // fixed: a least-privilege identity (regions/regional-cluster/rbac.yaml) in a new kubeconfig; the
+    // operator rebuilds the client from the changed Secret
+    let africa_api = fleet.env.server("africa").unwrap();
+    let kubectl = azora_tests::tool("kubectl").unwrap();
+    let out = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", africa_api.kubeconfig.to_str().unwrap(), "apply", "--server-side", "-f"])
+        .arg(azora_tests::repo_root().join("regions/regional-cluster/rbac.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sa = "system:serviceaccount:azora-system:azora-operator";
+    let groups = ["system:serviceaccounts", "system:serviceaccounts:azora-system", "system:authenticated"];
+    let kc = africa_api.kubeconfig_as(sa, &groups, fleet.env.dir.path()).unwrap();
+    fleet
+        .put_kubeconfig_secret("africa", Some(&std::fs::read_to_string(kc).unwrap()))
         .await
         .unwrap();
     let t0 = Instant::now();
@@ -122,6 +158,10 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     assert_eq!(region_state(&eu, "asia").0, "Excluded");
     let acme = fleet.tenant_object("acme").await.unwrap().unwrap();
     assert_eq!(acme["status"]["activeRegion"], "africa");
+    let africa_region = regions_api.get("africa").await.unwrap();
+    assert_eq!(africa_region.data["status"]["cluster"]["reachable"], json!(true));
+    assert!(!fleet.log().contains("s3cr3t-token-value"), "kubeconfig content leaked into the log");
+    assert!(!africa_region.data.to_string().contains("s3cr3t-token-value"));
     assert!(acme["metadata"]["finalizers"].as_array().unwrap().iter().any(|f| f == "azora.io/tenant-cleanup"));
 
     // --- replication, checksums, residency in buckets ------------------------------------------------------
@@ -227,9 +267,7 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     assert!(fleet.wait_condition("multi", "Ready", "True", Duration::from_secs(60)).await);
     fleet.env.server("asia").unwrap().pause();
     let unreachable = wait::until(Duration::from_secs(40), || async {
-        let api: Api<kube::api::DynamicObject> =
-            Api::all_with(hub.clone(), &azora_tests::scenario::ar("Region", "regions"));
-        let r = api.get("asia").await.unwrap();
+        let r = regions_api.get("asia").await.unwrap();
         r.data["status"]["cluster"]["reachable"] == json!(false)
     })
     .await;

@@ -222,6 +222,29 @@ pub fn desired_objects(tenant: &str, spec: &TenantSpec, region: &str) -> Vec<Des
     out
 }
 
+/// Every object the operator may ever place for `tenant` (desired objects are always a subset), so the
+/// live state of a tenant is a handful of key lookups.
+pub fn possible_keys(tenant: &str) -> Vec<ObjectKey> {
+    let ns = namespace_of(tenant);
+    let key = |kind, name: &str| ObjectKey {
+        kind,
+        namespace: Some(ns.clone()),
+        name: name.to_string(),
+    };
+    vec![
+        ObjectKey {
+            kind: ManagedKind::Namespace,
+            namespace: None,
+            name: ns.clone(),
+        },
+        key(ManagedKind::ResourceQuota, "tenant-quota"),
+        key(ManagedKind::LimitRange, "tenant-limits"),
+        key(ManagedKind::NetworkPolicy, "default-deny"),
+        key(ManagedKind::NetworkPolicy, "allow-within-tenant"),
+        key(ManagedKind::RoleBinding, "tenant-admins"),
+    ]
+}
+
 /// What to do in one region.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RegionPlan {
@@ -441,7 +464,9 @@ mod tests {
                 "RoleBinding tenant-acme/tenant-admins"
             ]
         );
+        let possible = possible_keys("acme");
         for o in &objs {
+            assert!(possible.contains(&o.key), "{} not among the possible keys", o.key);
             assert_eq!(o.body["metadata"]["labels"][TENANT_LABEL], "acme");
             assert_eq!(o.body["metadata"]["labels"][MANAGED_BY_LABEL], MANAGED_BY);
             assert_eq!(o.body["metadata"]["labels"][REGION_LABEL], "europe");

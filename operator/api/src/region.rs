@@ -331,7 +331,8 @@ pub struct ClusterStatus {
     /// The cluster's Kubernetes version, when reachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// When the cluster was last checked.
+    /// When this status was last written: on every change, and at least every 5 minutes while the cluster
+    /// is checked (every 10 s).
     pub last_check_time: Time,
     /// Error from the last check, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -234,7 +234,7 @@ pub struct RegionSync {
     /// The tenant generation last synced to this region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// When the region was last synced.
+    /// When the region was last brought in sync (a change applied, or the generation first confirmed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
     /// Replication lag of the tenant's objects to this region, in seconds.
@@ -293,7 +293,8 @@ pub struct TenantStatus {
     /// The newest good backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
-    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Placed`.
+    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Placed` (every placed region in sync),
+    /// `Replicated` (object-storage replicas in sync; only when the tenant has replica regions).
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,

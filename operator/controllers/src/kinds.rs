@@ -105,14 +105,11 @@ impl Kind for TenantKind {
         validate::tenant(spec, world)
     }
     fn ready_message() -> &'static str {
-        "spec valid, regions resolved and residency respected; placement into regional clusters is not active in this version"
+        "placed and in sync in every region it may live in"
     }
+    /// Placement is delivered by the Tenant controller (`crate::tenant`), which reports `Placed` itself.
     fn pending() -> Option<Pending> {
-        pending(
-            "Placed",
-            "placement into regional clusters is not active in this version",
-            true,
-        )
+        None
     }
     fn status_fields(spec: &TenantSpec, world: &World, valid: bool) -> Map<String, Value> {
         let mut m = Map::new();

@@ -25,7 +25,13 @@ pub const CONTINENTS: [(&str, &str); 4] = [
 ];
 
 /// Resources the operator places in regional clusters.
-pub const MANAGED: &[&str] = &["namespaces", "resourcequotas", "limitranges", "networkpolicies", "rolebindings"];
+pub const MANAGED: &[&str] = &[
+    "namespaces",
+    "resourcequotas",
+    "limitranges",
+    "networkpolicies",
+    "rolebindings",
+];
 
 /// The running fleet.
 pub struct Fleet {
@@ -167,12 +173,20 @@ impl Fleet {
 
     /// Admin client of a regional cluster.
     pub async fn regional(&self, region: &str) -> anyhow::Result<kube::Client> {
-        self.env.server(region).context("no such regional cluster")?.client().await
+        self.env
+            .server(region)
+            .context("no such regional cluster")?
+            .client()
+            .await
     }
 
     /// The bucket of `region`.
     pub fn store(&self, region: &str) -> anyhow::Result<ObjectStore> {
-        Ok(self.s3.get(region).context("no S3 server")?.store(&bucket(region)))
+        Ok(self
+            .s3
+            .get(region)
+            .context("no S3 server")?
+            .store(&bucket(region)))
     }
 
     /// Creates a Tenant.
@@ -188,7 +202,10 @@ impl Fleet {
     /// A Tenant as JSON (None when gone).
     pub async fn tenant_object(&self, name: &str) -> anyhow::Result<Option<Value>> {
         let api: Api<DynamicObject> = Api::all_with(self.hub().await?, &ar("Tenant", "tenants"));
-        Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap_or_default()))
+        Ok(api
+            .get_opt(name)
+            .await?
+            .map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
     /// A condition's status of a Tenant.

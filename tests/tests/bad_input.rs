@@ -282,7 +282,8 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
     );
     // The valid tenant, by contrast, is placed only where residency allows — and honestly not Ready, since
     // these Regions name no regional cluster to place it in.
-    let (status, _, message, eu_only) = ready_with(&c, "Tenant", "tenants", "eu-only", Some("SyncFailed")).await;
+    let (status, _, message, eu_only) =
+        ready_with(&c, "Tenant", "tenants", "eu-only", Some("SyncFailed")).await;
     assert_eq!(status, "False", "{eu_only}");
     assert!(message.contains("no regional cluster configured"), "{message}");
     assert_eq!(eu_only["placedRegions"], json!(["europe"]));
@@ -297,8 +298,13 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
             &Patch::Apply(&fix),
         )
         .await?;
-    let (status, reason, _, fixed) = ready_with(&c, "Tenant", "tenants", "t-residency", Some("SyncFailed")).await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "SyncFailed"), "{fixed}");
+    let (status, reason, _, fixed) =
+        ready_with(&c, "Tenant", "tenants", "t-residency", Some("SyncFailed")).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SyncFailed"),
+        "{fixed}"
+    );
     assert_eq!(fixed["placedRegions"], json!(["europe"]));
     let spec_valid = fixed["conditions"]
         .as_array()

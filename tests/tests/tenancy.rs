@@ -21,7 +21,6 @@ use sha2::Digest as _;
 /// Replication every 2 s; replicas outlive deleted sources by 6 s.
 const FAST: &[&str] = &["--replication-interval", "2s", "--replication-delete-delay", "6s"];
 
-
 async fn ns_exists(fleet: &Fleet, region: &str, ns: &str) -> bool {
     let api: Api<Namespace> = Api::all(fleet.regional(region).await.unwrap());
     api.get_opt(ns)
@@ -48,7 +47,6 @@ async fn keys(fleet: &Fleet, region: &str, prefix: &str) -> Vec<String> {
     k.sort();
     k
 }
-
 
 fn region_state(t: &serde_json::Value, region: &str) -> (String, String) {
     t["status"]["regions"]
@@ -101,7 +99,10 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
         let r = regions_api.get("africa").await.unwrap();
         let t = fleet.tenant_object("acme").await.unwrap().unwrap();
         r.data["status"]["cluster"]["reachable"] == json!(false)
-            && r.data["status"]["cluster"]["message"].as_str().unwrap_or_default().contains("kubeconfig")
+            && r.data["status"]["cluster"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("kubeconfig")
             && region_state(&t, "africa").0 == "Error"
             && region_state(&t, "europe").0 == "Synced"
     })
@@ -113,29 +114,50 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     let africa_api = fleet.env.server("africa").unwrap();
     let kubectl = azora_tests::tool("kubectl").unwrap();
     let out = std::process::Command::new(kubectl)
-        .args(["--kubeconfig", africa_api.kubeconfig.to_str().unwrap(), "apply", "--server-side", "-f"])
+        .args([
+            "--kubeconfig",
+            africa_api.kubeconfig.to_str().unwrap(),
+            "apply",
+            "--server-side",
+            "-f",
+        ])
         .arg(azora_tests::repo_root().join("regions/regional-cluster/rbac.yaml"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sa = "system:serviceaccount:azora-system:azora-operator";
-    let groups = ["system:serviceaccounts", "system:serviceaccounts:azora-system", "system:authenticated"];
-    let kc = africa_api.kubeconfig_as(sa, &groups, fleet.env.dir.path()).unwrap();
+    let groups = [
+        "system:serviceaccounts",
+        "system:serviceaccounts:azora-system",
+        "system:authenticated",
+    ];
+    let kc = africa_api
+        .kubeconfig_as(sa, &groups, fleet.env.dir.path())
+        .unwrap();
     fleet
         .put_kubeconfig_secret("africa", Some(&std::fs::read_to_string(kc).unwrap()))
         .await
         .unwrap();
     let t0 = Instant::now();
     assert!(
-        fleet.wait_condition("acme", "Ready", "True", Duration::from_secs(60)).await,
+        fleet
+            .wait_condition("acme", "Ready", "True", Duration::from_secs(60))
+            .await,
         "acme not Ready: {:?}\n{}",
         fleet.tenant_object("acme").await.unwrap(),
         fleet.log()
     );
-    assert!(fleet.wait_condition("eu", "Ready", "True", Duration::from_secs(30)).await);
+    assert!(
+        fleet
+            .wait_condition("eu", "Ready", "True", Duration::from_secs(30))
+            .await
+    );
     println!("two tenants Ready in {:.1}s", t0.elapsed().as_secs_f64());
     for r in ["africa", "europe"] {
-        assert!(ns_exists(&fleet, r, "tenant-acme").await, "tenant-acme missing in {r}");
+        assert!(
+            ns_exists(&fleet, r, "tenant-acme").await,
+            "tenant-acme missing in {r}"
+        );
         let c = fleet.regional(r).await.unwrap();
         let q: Api<ResourceQuota> = Api::namespaced(c.clone(), "tenant-acme");
         let hard = q.get("tenant-quota").await.unwrap().spec.unwrap().hard.unwrap();
@@ -151,8 +173,14 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     }
     assert!(!ns_exists(&fleet, "asia", "tenant-acme").await);
     assert!(ns_exists(&fleet, "europe", "tenant-eu").await);
-    assert!(!ns_exists(&fleet, "asia", "tenant-eu").await, "residency: tenant-eu in asia");
-    assert!(!ns_exists(&fleet, "africa", "tenant-eu").await, "residency: tenant-eu in africa");
+    assert!(
+        !ns_exists(&fleet, "asia", "tenant-eu").await,
+        "residency: tenant-eu in asia"
+    );
+    assert!(
+        !ns_exists(&fleet, "africa", "tenant-eu").await,
+        "residency: tenant-eu in africa"
+    );
     let eu = fleet.tenant_object("eu").await.unwrap().unwrap();
     assert_eq!(eu["status"]["placedRegions"], json!(["europe"]));
     assert_eq!(region_state(&eu, "asia").0, "Excluded");
@@ -160,43 +188,98 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     assert_eq!(acme["status"]["activeRegion"], "africa");
     let africa_region = regions_api.get("africa").await.unwrap();
     assert_eq!(africa_region.data["status"]["cluster"]["reachable"], json!(true));
-    assert!(!fleet.log().contains("s3cr3t-token-value"), "kubeconfig content leaked into the log");
+    assert!(
+        !fleet.log().contains("s3cr3t-token-value"),
+        "kubeconfig content leaked into the log"
+    );
     assert!(!africa_region.data.to_string().contains("s3cr3t-token-value"));
-    assert!(acme["metadata"]["finalizers"].as_array().unwrap().iter().any(|f| f == "azora.io/tenant-cleanup"));
+    assert!(
+        acme["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "azora.io/tenant-cleanup")
+    );
 
     // --- replication, checksums, residency in buckets ------------------------------------------------------
     let africa = fleet.store("africa").unwrap();
     let big: Vec<u8> = (0..9 * 1024 * 1024 + 123).map(|i| (i * 31 % 251) as u8).collect();
-    africa.put_bytes("tenants/acme/small.txt", b"hello lagos".to_vec()).await.unwrap();
+    africa
+        .put_bytes("tenants/acme/small.txt", b"hello lagos".to_vec())
+        .await
+        .unwrap();
     upload_multipart(&fleet, "africa", "tenants/acme/big.bin", &big).await;
     let europe_store = fleet.store("europe").unwrap();
-    europe_store.put_bytes("tenants/eu/data.json", b"{\"eu\":true}".to_vec()).await.unwrap();
+    europe_store
+        .put_bytes("tenants/eu/data.json", b"{\"eu\":true}".to_vec())
+        .await
+        .unwrap();
     let replicated = wait::until(Duration::from_secs(60), || async {
         keys(&fleet, "europe", "tenants/acme/").await == ["tenants/acme/big.bin", "tenants/acme/small.txt"]
     })
     .await;
-    assert!(replicated, "acme objects not replicated to europe\n{}", fleet.log());
-    let got_big = europe_store.get_bytes("tenants/acme/big.bin").await.unwrap().unwrap();
+    assert!(
+        replicated,
+        "acme objects not replicated to europe\n{}",
+        fleet.log()
+    );
+    let got_big = europe_store
+        .get_bytes("tenants/acme/big.bin")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(sha(&got_big), sha(&big), "replica bytes differ");
     let manifest: Manifest = serde_json::from_slice(
-        &europe_store.get_bytes(&manifest_key("acme", "africa")).await.unwrap().unwrap(),
+        &europe_store
+            .get_bytes(&manifest_key("acme", "africa"))
+            .await
+            .unwrap()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(manifest.entries["tenants/acme/big.bin"].sha256, sha(&big));
-    assert_eq!(manifest.entries["tenants/acme/small.txt"].sha256, sha(b"hello lagos"));
-    assert!(manifest.entries["tenants/acme/big.bin"].target_etag.ends_with("-2"), "multipart copy");
-    assert!(fleet.wait_condition("acme", "Replicated", "True", Duration::from_secs(30)).await);
+    assert_eq!(
+        manifest.entries["tenants/acme/small.txt"].sha256,
+        sha(b"hello lagos")
+    );
+    assert!(
+        manifest.entries["tenants/acme/big.bin"]
+            .target_etag
+            .ends_with("-2"),
+        "multipart copy"
+    );
+    assert!(
+        fleet
+            .wait_condition("acme", "Replicated", "True", Duration::from_secs(30))
+            .await
+    );
     // the Europe-only tenant's data never leaves Europe; acme's never reaches asia
     assert!(keys(&fleet, "asia", "tenants/").await.is_empty());
     assert!(keys(&fleet, "africa", "tenants/eu/").await.is_empty());
     assert!(fleet.metric("azora_replication_lag_seconds_count").await >= 2.0);
 
     // a changed object is copied again; a tampered replica is repaired
-    africa.put_bytes("tenants/acme/small.txt", b"hello again".to_vec()).await.unwrap();
-    europe_store.put_bytes("tenants/acme/big.bin", b"tampered".to_vec()).await.unwrap();
+    africa
+        .put_bytes("tenants/acme/small.txt", b"hello again".to_vec())
+        .await
+        .unwrap();
+    europe_store
+        .put_bytes("tenants/acme/big.bin", b"tampered".to_vec())
+        .await
+        .unwrap();
     let repaired = wait::until(Duration::from_secs(30), || async {
-        europe_store.get_bytes("tenants/acme/small.txt").await.unwrap().as_deref() == Some(b"hello again".as_slice())
-            && europe_store.get_bytes("tenants/acme/big.bin").await.unwrap().map(|b| sha(&b)) == Some(sha(&big))
+        europe_store
+            .get_bytes("tenants/acme/small.txt")
+            .await
+            .unwrap()
+            .as_deref()
+            == Some(b"hello again".as_slice())
+            && europe_store
+                .get_bytes("tenants/acme/big.bin")
+                .await
+                .unwrap()
+                .map(|b| sha(&b))
+                == Some(sha(&big))
     })
     .await;
     assert!(repaired, "changed/tampered replicas not repaired");
@@ -206,12 +289,16 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     let deleted_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        keys(&fleet, "europe", "tenants/acme/").await.contains(&"tenants/acme/small.txt".to_string()),
+        keys(&fleet, "europe", "tenants/acme/")
+            .await
+            .contains(&"tenants/acme/small.txt".to_string()),
         "replica deleted before the safety delay"
     );
     assert!(
         wait::until(Duration::from_secs(30), || async {
-            !keys(&fleet, "europe", "tenants/acme/").await.contains(&"tenants/acme/small.txt".to_string())
+            !keys(&fleet, "europe", "tenants/acme/")
+                .await
+                .contains(&"tenants/acme/small.txt".to_string())
         })
         .await
     );
@@ -225,15 +312,23 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     np.patch(
         "allow-within-tenant",
         &PatchParams::apply("someone-else").force(),
-        &Patch::Apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}})),
+        &Patch::Apply(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
+        ),
     )
     .await
     .unwrap();
     let t = Instant::now();
     let back = wait::until(Duration::from_secs(20), || async {
         let quota = q.get_opt("tenant-quota").await.unwrap().is_some();
-        let types = np.get("allow-within-tenant").await.unwrap().spec.unwrap().policy_types;
+        let types = np
+            .get("allow-within-tenant")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .policy_types;
         quota && types == Some(vec!["Ingress".to_string()])
     })
     .await;
@@ -241,30 +336,56 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     println!("drift repaired in {:.1}s", t.elapsed().as_secs_f64());
 
     // --- a restart with nothing to change writes nothing ---------------------------------------------------
-    assert!(fleet.wait_condition("acme", "Ready", "True", Duration::from_secs(20)).await);
+    assert!(
+        fleet
+            .wait_condition("acme", "Ready", "True", Duration::from_secs(20))
+            .await
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     fleet.kill_operator();
     let before = fleet.regional_writes().await.unwrap();
     fleet.start_operator(FAST).unwrap();
     // every (tenant, region) pair re-read and found in sync: acme×2, eu×1
     let resynced = wait::until(Duration::from_secs(60), || async {
-        fleet.metric("azora_tenant_syncs_total{region=\"africa\",result=\"noop\"}").await >= 1.0
-            && fleet.metric("azora_tenant_syncs_total{region=\"europe\",result=\"noop\"}").await >= 2.0
+        fleet
+            .metric("azora_tenant_syncs_total{region=\"africa\",result=\"noop\"}")
+            .await
+            >= 1.0
+            && fleet
+                .metric("azora_tenant_syncs_total{region=\"europe\",result=\"noop\"}")
+                .await
+                >= 2.0
     })
     .await;
     assert!(resynced, "no resync after restart\n{}", fleet.log());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = fleet.regional_writes().await.unwrap();
-    assert_eq!(after - before, 0, "a resync with nothing to change wrote to regional clusters");
-    assert_eq!(fleet.metric("azora_status_writes_total{controller=\"tenant\",outcome=\"written\"}").await, 0.0);
+    assert_eq!(
+        after - before,
+        0,
+        "a resync with nothing to change wrote to regional clusters"
+    );
+    assert_eq!(
+        fleet
+            .metric("azora_status_writes_total{controller=\"tenant\",outcome=\"written\"}")
+            .await,
+        0.0
+    );
     assert_eq!(fleet.metric("azora_regional_writes_total").await, 0.0);
 
     // --- one regional cluster lost: reported, the others unaffected ----------------------------------------
     fleet
-        .tenant("multi", json!({"homeRegion": "africa", "failoverRegions": ["europe", "asia"]}))
+        .tenant(
+            "multi",
+            json!({"homeRegion": "africa", "failoverRegions": ["europe", "asia"]}),
+        )
         .await
         .unwrap();
-    assert!(fleet.wait_condition("multi", "Ready", "True", Duration::from_secs(60)).await);
+    assert!(
+        fleet
+            .wait_condition("multi", "Ready", "True", Duration::from_secs(60))
+            .await
+    );
     fleet.env.server("asia").unwrap().pause();
     let unreachable = wait::until(Duration::from_secs(40), || async {
         let r = regions_api.get("asia").await.unwrap();
@@ -274,18 +395,31 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     assert!(unreachable, "asia's lost cluster not reported in Region status");
     let t = Instant::now();
     fleet
-        .tenant("newco", json!({"homeRegion": "europe", "failoverRegions": ["africa"]}))
+        .tenant(
+            "newco",
+            json!({"homeRegion": "europe", "failoverRegions": ["africa"]}),
+        )
         .await
         .unwrap();
     assert!(
-        fleet.wait_condition("newco", "Ready", "True", Duration::from_secs(30)).await,
+        fleet
+            .wait_condition("newco", "Ready", "True", Duration::from_secs(30))
+            .await,
         "a tenant in healthy regions was held up by the lost one"
     );
-    println!("tenant Ready in {:.1}s while asia is unreachable", t.elapsed().as_secs_f64());
+    println!(
+        "tenant Ready in {:.1}s while asia is unreachable",
+        t.elapsed().as_secs_f64()
+    );
     // a spec change to multi syncs africa and europe and reports asia
-    let tenants: Api<kube::api::DynamicObject> = Api::all_with(hub.clone(), &azora_tests::scenario::ar("Tenant", "tenants"));
+    let tenants: Api<kube::api::DynamicObject> =
+        Api::all_with(hub.clone(), &azora_tests::scenario::ar("Tenant", "tenants"));
     tenants
-        .patch("multi", &PatchParams::default(), &Patch::Merge(json!({"spec": {"quotas": {"pods": 7}}})))
+        .patch(
+            "multi",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"pods": 7}}})),
+        )
         .await
         .unwrap();
     let reported = wait::until(Duration::from_secs(30), || async {
@@ -296,7 +430,10 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     assert!(reported, "asia not reported as Error for multi");
     let c = fleet.regional("europe").await.unwrap();
     let q: Api<ResourceQuota> = Api::namespaced(c, "tenant-multi");
-    assert_eq!(q.get("tenant-quota").await.unwrap().spec.unwrap().hard.unwrap()["pods"].0, "7");
+    assert_eq!(
+        q.get("tenant-quota").await.unwrap().spec.unwrap().hard.unwrap()["pods"].0,
+        "7"
+    );
 
     // --- deletion cleans every region, including the unreachable one once it is back -------------------------
     tenants.delete("multi", &DeleteParams::default()).await.unwrap();
@@ -305,7 +442,11 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     })
     .await;
     assert!(cleaned, "reachable regions not cleaned while asia is down");
-    let t = fleet.tenant_object("multi").await.unwrap().expect("finalizer holds the tenant while asia is down");
+    let t = fleet
+        .tenant_object("multi")
+        .await
+        .unwrap()
+        .expect("finalizer holds the tenant while asia is down");
     assert_eq!(region_state(&t, "asia").0, "Error", "{t}");
     fleet.env.server("asia").unwrap().resume();
     let gone = wait::until(Duration::from_secs(60), || async {
@@ -324,10 +465,15 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
         .await
         .unwrap();
     let left = wait::until(Duration::from_secs(60), || async {
-        ns_gone(&fleet, "europe", "tenant-acme").await && keys(&fleet, "europe", "tenants/acme/").await.is_empty()
+        ns_gone(&fleet, "europe", "tenant-acme").await
+            && keys(&fleet, "europe", "tenants/acme/").await.is_empty()
     })
     .await;
-    assert!(left, "acme still in europe after residency excluded it\n{}", fleet.log());
+    assert!(
+        left,
+        "acme still in europe after residency excluded it\n{}",
+        fleet.log()
+    );
     assert!(ns_exists(&fleet, "africa", "tenant-acme").await);
 }
 
@@ -343,6 +489,8 @@ async fn upload_multipart(fleet: &Fleet, region: &str, key: &str, bytes: &[u8]) 
     scratch.ensure_bucket().await.unwrap();
     scratch.put_bytes(key, bytes.to_vec()).await.unwrap();
     let listed = scratch.list(key).await.unwrap().remove(0);
-    let copied = azora_adapters::objstore::copy(&scratch, &fleet.store(region).unwrap(), &listed).await.unwrap();
+    let copied = azora_adapters::objstore::copy(&scratch, &fleet.store(region).unwrap(), &listed)
+        .await
+        .unwrap();
     assert!(copied.target_etag.ends_with("-2"));
 }

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -149,7 +151,14 @@ impl ObjectStore {
 
     /// Creates the bucket unless it exists (tests and first-time setup).
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         self.client
@@ -213,7 +222,14 @@ impl ObjectStore {
 
     /// Reads a whole (small) object; `None` when it does not exist.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let data = out
                     .body
@@ -262,7 +278,13 @@ impl ObjectStore {
             .map_err(|e| self.err("DeleteObject", key, e))
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, n: i32, part: Vec<u8>) -> Result<([u8; 16], String), StoreError> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        n: i32,
+        part: Vec<u8>,
+    ) -> Result<([u8; 16], String), StoreError> {
         let md5 = md5_of(&part);
         let out = self
             .client
@@ -279,7 +301,12 @@ impl ObjectStore {
         Ok((md5, out.e_tag().map(unquote).unwrap_or_default()))
     }
 
-    async fn multipart(&self, key: &str, first: Vec<u8>, rest: &mut Chunks<'_>) -> Result<(String, String, u64), StoreError> {
+    async fn multipart(
+        &self,
+        key: &str,
+        first: Vec<u8>,
+        rest: &mut Chunks<'_>,
+    ) -> Result<(String, String, u64), StoreError> {
         let created = self
             .client
             .create_multipart_upload()

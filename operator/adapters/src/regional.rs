@@ -36,7 +36,8 @@ pub struct RegionalClients {
 pub async fn clients_from_kubeconfig(bytes: &[u8]) -> Result<RegionalClients, RegionalError> {
     let text = std::str::from_utf8(bytes).map_err(|_| RegionalError::Kubeconfig("not UTF-8".into()))?;
     // Parse errors from serde_yaml may quote the input: report only the location.
-    let kc = Kubeconfig::from_yaml(text).map_err(|_| RegionalError::Kubeconfig("not a kubeconfig document".into()))?;
+    let kc = Kubeconfig::from_yaml(text)
+        .map_err(|_| RegionalError::Kubeconfig("not a kubeconfig document".into()))?;
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| RegionalError::Kubeconfig(e.to_string()))?;

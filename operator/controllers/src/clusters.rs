@@ -163,11 +163,19 @@ impl Cluster {
         let _permit = self.permits.acquire().await;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let api = self.api(key);
-        match tokio::time::timeout(REQUEST_TIMEOUT, api.patch(&key.name, &params, &Patch::Apply(body))).await {
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            api.patch(&key.name, &params, &Patch::Apply(body)),
+        )
+        .await
+        {
             Ok(Ok(_)) => {
                 if let Ok(mut m) = self.applied.lock() {
                     m.retain(|_, (_, at)| at.elapsed() < IN_FLIGHT);
-                    m.insert(key.clone(), (fingerprint(body.to_string().as_bytes()), Instant::now()));
+                    m.insert(
+                        key.clone(),
+                        (fingerprint(body.to_string().as_bytes()), Instant::now()),
+                    );
                 }
                 Ok(())
             }
@@ -365,7 +373,10 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 .all()
                 .into_iter()
                 .filter(|c| {
-                    c.reachable().is_none() || last_check.get(&c.region).is_none_or(|t| t.elapsed() >= CHECK_EVERY)
+                    c.reachable().is_none()
+                        || last_check
+                            .get(&c.region)
+                            .is_none_or(|t| t.elapsed() >= CHECK_EVERY)
                 })
                 .collect();
             for c in &all {
@@ -375,7 +386,9 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 continue;
             }
-            let checks = futures::future::join_all(all.iter().map(|c| async move { (c.clone(), check(c).await) })).await;
+            let checks =
+                futures::future::join_all(all.iter().map(|c| async move { (c.clone(), check(c).await) }))
+                    .await;
             let mut results: Vec<(String, Reachability)> = Vec::new();
             for (c, r) in checks {
                 let before = c.reachable();
@@ -398,10 +411,18 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 .filter(|(_, s)| s.cluster.is_some())
                 .map(|(n, _)| n)
                 .collect();
-            let problems: BTreeMap<String, String> = clusters.problems.read().map(|p| p.clone()).unwrap_or_default();
+            let problems: BTreeMap<String, String> =
+                clusters.problems.read().map(|p| p.clone()).unwrap_or_default();
             for (region, message) in problems {
                 if configured.contains(&region) {
-                    results.push((region, Reachability { reachable: false, version: None, message }));
+                    results.push((
+                        region,
+                        Reachability {
+                            reachable: false,
+                            version: None,
+                            message,
+                        },
+                    ));
                 }
             }
             for (region, r) in results {
@@ -422,7 +443,9 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                     let body = serde_json::json!({ "cluster": status });
                     match writer.apply(&region, None, body).await {
                         Ok(()) => {
-                            let changed = reported.get(&region).is_none_or(|(last, _)| last.reachable != r.reachable);
+                            let changed = reported
+                                .get(&region)
+                                .is_none_or(|(last, _)| last.reachable != r.reachable);
                             reported.insert(region.clone(), (r.clone(), Instant::now()));
                             if changed {
                                 publish(&ctx, &region, &r).await;
@@ -442,7 +465,13 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
 }
 
 async fn publish(ctx: &Context, region: &str, r: &Reachability) {
-    let Some(obj) = ctx.stores.regions.state().into_iter().find(|o| o.name_any() == region) else {
+    let Some(obj) = ctx
+        .stores
+        .regions
+        .state()
+        .into_iter()
+        .find(|o| o.name_any() == region)
+    else {
         return;
     };
     let mut obj = (*obj).clone();
@@ -454,7 +483,10 @@ async fn publish(ctx: &Context, region: &str, r: &Reachability) {
         (
             kube::runtime::events::EventType::Normal,
             "ClusterReachable",
-            format!("regional cluster answers (version {})", r.version.clone().unwrap_or_default()),
+            format!(
+                "regional cluster answers (version {})",
+                r.version.clone().unwrap_or_default()
+            ),
         )
     } else {
         (
@@ -469,10 +501,16 @@ async fn publish(ctx: &Context, region: &str, r: &Reachability) {
 /// Connects new clusters, rebuilds those whose kubeconfig changed, drops those no longer configured.
 async fn refresh(ctx: &Context, clusters: &Clusters) {
     let specs: BTreeMap<String, RegionSpec> = crate::dns_serve::specs(&ctx.stores.regions);
-    let current: BTreeMap<String, Arc<Cluster>> = clusters.inner.read().map(|m| m.clone()).unwrap_or_default();
+    let current: BTreeMap<String, Arc<Cluster>> =
+        clusters.inner.read().map(|m| m.clone()).unwrap_or_default();
     for (name, spec) in &specs {
         let Some(cref) = &spec.cluster else {
-            clusters.set_problem(name, Some(format!("region {name} has no regional cluster configured (spec.cluster)")));
+            clusters.set_problem(
+                name,
+                Some(format!(
+                    "region {name} has no regional cluster configured (spec.cluster)"
+                )),
+            );
             drop_cluster(clusters, name);
             continue;
         };
@@ -511,7 +549,10 @@ async fn refresh(ctx: &Context, clusters: &Clusters) {
             Err(e) => {
                 clusters.set_problem(
                     name,
-                    Some(format!("kubeconfig Secret {}/{}: {e}", ctx.namespace, secret.name)),
+                    Some(format!(
+                        "kubeconfig Secret {}/{}: {e}",
+                        ctx.namespace, secret.name
+                    )),
                 );
                 drop_cluster(clusters, name);
             }

@@ -125,7 +125,10 @@ impl Metrics {
             ]),
         )?;
         let regional_writes = IntCounterVec::new(
-            Opts::new("regional_writes_total", "Write requests sent to regional clusters"),
+            Opts::new(
+                "regional_writes_total",
+                "Write requests sent to regional clusters",
+            ),
             &["region", "verb"],
         )?;
         let tenant_syncs = IntCounterVec::new(
@@ -141,7 +144,9 @@ impl Metrics {
                 "replication_lag_seconds",
                 "Time from an object's change at the source to its verified replica",
             )
-            .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0]),
+            .buckets(vec![
+                0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+            ]),
             &["region"],
         )?;
         let tenant_replication_lag = prometheus::GaugeVec::new(
@@ -159,7 +164,12 @@ impl Metrics {
             Opts::new("replication_bytes_total", "Bytes replicated"),
             &["region"],
         )?;
-        for c in [&regional_writes, &tenant_syncs, &replication_objects, &replication_bytes] {
+        for c in [
+            &regional_writes,
+            &tenant_syncs,
+            &replication_objects,
+            &replication_bytes,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(cluster_up.clone()))?;

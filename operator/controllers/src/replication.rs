@@ -114,7 +114,9 @@ async fn store_config(ctx: &Context, spec: &RegionSpec) -> Result<Option<StoreCo
                 let name = secret.name.clone();
                 async move {
                     match ctx.secrets.value(&name, key).await {
-                        Ok(Some(v)) => String::from_utf8(v).map_err(|_| format!("Secret {name} key {key} is not UTF-8")),
+                        Ok(Some(v)) => {
+                            String::from_utf8(v).map_err(|_| format!("Secret {name} key {key} is not UTF-8"))
+                        }
                         Ok(None) => Err(format!("Secret {name} key {key} not found")),
                         Err(e) => Err(format!("reading Secret {name}: {e}")),
                     }
@@ -123,7 +125,8 @@ async fn store_config(ctx: &Context, spec: &RegionSpec) -> Result<Option<StoreCo
             (get("accessKeyId").await?, get("secretAccessKey").await?)
         }
         None => (
-            std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| "no credentialsSecret and no AWS_ACCESS_KEY_ID".to_string())?,
+            std::env::var("AWS_ACCESS_KEY_ID")
+                .map_err(|_| "no credentialsSecret and no AWS_ACCESS_KEY_ID".to_string())?,
             std::env::var("AWS_SECRET_ACCESS_KEY")
                 .map_err(|_| "no credentialsSecret and no AWS_SECRET_ACCESS_KEY".to_string())?,
         ),
@@ -186,7 +189,10 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
         .filter_map(|o| {
             let spec: TenantSpec = serde_json::from_value(o.data.get("spec")?.clone()).ok()?;
             let problems = validate::tenant(&spec, &world);
-            if problems.iter().any(|p| matches!(p.kind, ProblemKind::Invalid | ProblemKind::Unresolved)) {
+            if problems
+                .iter()
+                .any(|p| matches!(p.kind, ProblemKind::Invalid | ProblemKind::Unresolved))
+            {
                 return None;
             }
             let placed = place(&spec, &world).placed;
@@ -216,13 +222,18 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
         }
     }
     // One listing of tenants/ per region.
-    let listings: BTreeMap<String, Listing> = futures::future::join_all(state.stores.iter().map(|(name, (_, s))| async move {
-        let l = s.list("tenants/").await.map(group_by_tenant).map_err(|e| e.to_string());
-        (name.clone(), l)
-    }))
-    .await
-    .into_iter()
-    .collect();
+    let listings: BTreeMap<String, Listing> =
+        futures::future::join_all(state.stores.iter().map(|(name, (_, s))| async move {
+            let l = s
+                .list("tenants/")
+                .await
+                .map(group_by_tenant)
+                .map_err(|e| e.to_string());
+            (name.clone(), l)
+        }))
+        .await
+        .into_iter()
+        .collect();
 
     let mut jobs = Vec::new();
     let mut residency_cleanup = Vec::new();
@@ -232,10 +243,16 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
             let fail = |msg: String| (tenant.clone(), target.clone(), msg);
             let prepared = (|| {
                 let src = state.stores.get(home).map(|(_, s)| s.clone()).ok_or_else(|| {
-                    format!("source {home}: {}", store_errors.get(home).cloned().unwrap_or_default())
+                    format!(
+                        "source {home}: {}",
+                        store_errors.get(home).cloned().unwrap_or_default()
+                    )
                 })?;
                 let dst = state.stores.get(target).map(|(_, s)| s.clone()).ok_or_else(|| {
-                    format!("replica {target}: {}", store_errors.get(target).cloned().unwrap_or_default())
+                    format!(
+                        "replica {target}: {}",
+                        store_errors.get(target).cloned().unwrap_or_default()
+                    )
                 })?;
                 let source = match listings.get(home) {
                     Some(Ok(l)) => l.get(tenant).cloned().unwrap_or_default(),
@@ -276,7 +293,16 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
                 Ok(j) => jobs.push(j),
                 Err(msg) => {
                     let (t, r, m) = fail(msg);
-                    record(ctx, &t, &r, ReplicaState { in_sync: false, lag_seconds: 0, error: Some(m) });
+                    record(
+                        ctx,
+                        &t,
+                        &r,
+                        ReplicaState {
+                            in_sync: false,
+                            lag_seconds: 0,
+                            error: Some(m),
+                        },
+                    );
                 }
             }
         }
@@ -289,7 +315,13 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
                 && let Some(objs) = l.get(tenant)
                 && let Some((_, store)) = state.stores.get(region)
             {
-                residency_cleanup.push((tenant.clone(), home.clone(), region.clone(), store.clone(), objs.clone()));
+                residency_cleanup.push((
+                    tenant.clone(),
+                    home.clone(),
+                    region.clone(),
+                    store.clone(),
+                    objs.clone(),
+                ));
             }
         }
     }
@@ -344,7 +376,12 @@ fn record(ctx: &Context, tenant: &str, region: &str, state: ReplicaState) {
 
 /// One (tenant, replica region) pair. Returns the state and the manifest to keep (none when it could not
 /// be read, so the next round reads it again).
-async fn replicate(ctx: &Context, job: &Job, cached: Option<Manifest>, delete_delay: Duration) -> (ReplicaState, Option<Manifest>) {
+async fn replicate(
+    ctx: &Context,
+    job: &Job,
+    cached: Option<Manifest>,
+    delete_delay: Duration,
+) -> (ReplicaState, Option<Manifest>) {
     let region = job.target.as_str();
     let mkey = manifest_key(&job.tenant, &job.home);
     let mut manifest = match cached {
@@ -382,9 +419,18 @@ async fn replicate(ctx: &Context, job: &Job, cached: Option<Manifest>, delete_de
             Ok(c) => {
                 let done = Timestamp::now();
                 let lag = done.duration_since(o.last_modified).as_secs_f64().max(0.0);
-                ctx.metrics.replication_lag.with_label_values(&[region]).observe(lag);
-                ctx.metrics.replication_objects.with_label_values(&[region, "copied"]).inc();
-                ctx.metrics.replication_bytes.with_label_values(&[region]).inc_by(c.size);
+                ctx.metrics
+                    .replication_lag
+                    .with_label_values(&[region])
+                    .observe(lag);
+                ctx.metrics
+                    .replication_objects
+                    .with_label_values(&[region, "copied"])
+                    .inc();
+                ctx.metrics
+                    .replication_bytes
+                    .with_label_values(&[region])
+                    .inc_by(c.size);
                 manifest.entries.insert(
                     o.key.clone(),
                     Entry {
@@ -397,7 +443,10 @@ async fn replicate(ctx: &Context, job: &Job, cached: Option<Manifest>, delete_de
                 );
             }
             Err(e) => {
-                ctx.metrics.replication_objects.with_label_values(&[region, "failed"]).inc();
+                ctx.metrics
+                    .replication_objects
+                    .with_label_values(&[region, "failed"])
+                    .inc();
                 warn!(tenant = %job.tenant, %region, error = %e, "copying a replica failed");
                 error.get_or_insert_with(|| e.to_string());
             }
@@ -406,7 +455,10 @@ async fn replicate(ctx: &Context, job: &Job, cached: Option<Manifest>, delete_de
     for key in &p.delete {
         match job.dst.delete(key).await {
             Ok(()) => {
-                ctx.metrics.replication_objects.with_label_values(&[region, "deleted"]).inc();
+                ctx.metrics
+                    .replication_objects
+                    .with_label_values(&[region, "deleted"])
+                    .inc();
                 manifest.entries.remove(key);
             }
             Err(e) => {
@@ -416,9 +468,9 @@ async fn replicate(ctx: &Context, job: &Job, cached: Option<Manifest>, delete_de
     }
     manifest.missing_since = p.missing_since.clone();
     // Entries whose source and replica are both gone are forgotten.
-    manifest
-        .entries
-        .retain(|k, _| job.source.iter().any(|s| &s.key == k) || job.targets.contains_key(k) && !p.delete.contains(k));
+    manifest.entries.retain(|k, _| {
+        job.source.iter().any(|s| &s.key == k) || job.targets.contains_key(k) && !p.delete.contains(k)
+    });
     if let Ok(bytes) = serde_json::to_vec(&manifest)
         && let Err(e) = job.dst.put_bytes(&mkey, bytes).await
     {
@@ -445,7 +497,13 @@ mod tests {
             etag: "e".into(),
             last_modified: Timestamp::UNIX_EPOCH,
         };
-        let g = group_by_tenant(vec![o("tenants/a/x"), o("tenants/a/y/z"), o("tenants/b/x"), o("other/x"), o("tenants/c")]);
+        let g = group_by_tenant(vec![
+            o("tenants/a/x"),
+            o("tenants/a/y/z"),
+            o("tenants/b/x"),
+            o("other/x"),
+            o("tenants/c"),
+        ]);
         assert_eq!(g.len(), 2);
         assert_eq!(g["a"].len(), 2);
         assert_eq!(g["b"].len(), 1);

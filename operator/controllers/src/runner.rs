@@ -16,12 +16,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use tracing::info;
 
+use crate::clusters::{Clusters, Wake};
 use crate::context::{Context, Stores};
 use crate::kinds::{
     BackupKind, BackupScheduleKind, ChaosExperimentKind, DrDrillKind, FailoverPolicyKind, Kind, RegionKind,
     RestoreKind, TenantKind,
 };
-use crate::clusters::{Clusters, Wake};
 use crate::reconcile::{KindCtx, error_policy, reconcile};
 use crate::replication::Replication;
 use crate::tenant::TenantCtx;
@@ -89,7 +89,12 @@ fn tenant_controller(
     stop: Stop,
 ) -> BoxFuture<'static, ()> {
     let ar = TenantKind::resource();
-    let writer = StatusWriter::new(ctx.client.clone(), ar.clone(), TenantKind::NAME, ctx.fence.clone());
+    let writer = StatusWriter::new(
+        ctx.client.clone(),
+        ar.clone(),
+        TenantKind::NAME,
+        ctx.fence.clone(),
+    );
     let tc = Arc::new(TenantCtx {
         ctx: ctx.clone(),
         writer,
@@ -103,7 +108,12 @@ fn tenant_controller(
                 Wake::All => store
                     .state()
                     .iter()
-                    .filter_map(|o| o.metadata.name.as_deref().map(|n| ObjectRef::new_with(n, ar2.clone())))
+                    .filter_map(|o| {
+                        o.metadata
+                            .name
+                            .as_deref()
+                            .map(|n| ObjectRef::new_with(n, ar2.clone()))
+                    })
                     .collect(),
             };
             futures::stream::iter(refs)

@@ -16,8 +16,8 @@ use azora_api::{Condition, ConditionStatus, Time};
 use azora_core::conditions::{Desired, types};
 use azora_core::placement::place;
 use azora_core::tenancy::{
-    self, ManagedKind, ObjectKey, RegionOutcome, active_region, desired_objects, namespace_of, placed_condition,
-    plan_region, tenant_name_problem,
+    self, ManagedKind, ObjectKey, RegionOutcome, active_region, desired_objects, namespace_of,
+    placed_condition, plan_region, tenant_name_problem,
 };
 use azora_core::validate::{self, Problem, ProblemKind};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -97,19 +97,20 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     }
     let generation = obj.metadata.generation;
     let now = Time::now();
-    let spec = match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("spec does not match the schema: {e}");
-            let desired = vec![
-                Desired::fail(types::SPEC_VALID, "MalformedSpec", msg.clone()),
-                Desired::fail(types::READY, "MalformedSpec", msg),
-            ];
-            write_status(&tc, &obj, &desired, serde_json::Map::new(), generation, now).await?;
-            ctx.metrics.reconciled(TenantKind::NAME, "ok");
-            return Ok(Action::await_change());
-        }
-    };
+    let spec =
+        match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("spec does not match the schema: {e}");
+                let desired = vec![
+                    Desired::fail(types::SPEC_VALID, "MalformedSpec", msg.clone()),
+                    Desired::fail(types::READY, "MalformedSpec", msg),
+                ];
+                write_status(&tc, &obj, &desired, serde_json::Map::new(), generation, now).await?;
+                ctx.metrics.reconciled(TenantKind::NAME, "ok");
+                return Ok(Action::await_change());
+            }
+        };
     let world = ctx
         .world(Needs::default(), &[])
         .await
@@ -124,7 +125,11 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     }
     let valid = !problems.iter().any(|p| p.kind == ProblemKind::Invalid);
     let resolved = !problems.iter().any(|p| p.kind == ProblemKind::Unresolved);
-    let mut desired = validate::conditions(&problems, "placed and in sync in every region it may live in", None);
+    let mut desired = validate::conditions(
+        &problems,
+        "placed and in sync in every region it may live in",
+        None,
+    );
     let mut fields = serde_json::Map::new();
     if !valid || !resolved {
         // Nothing is created or removed for a tenant the operator cannot trust; the fields say why.
@@ -280,7 +285,11 @@ fn replicated_condition(
         })
         .collect();
     if !errors.is_empty() {
-        return Some(Desired::fail("Replicated", "ReplicationFailed", errors.join("; ")));
+        return Some(Desired::fail(
+            "Replicated",
+            "ReplicationFailed",
+            errors.join("; "),
+        ));
     }
     let waiting: Vec<&str> = targets
         .iter()
@@ -292,7 +301,10 @@ fn replicated_condition(
         Some(Desired::ok(
             "Replicated",
             "InSync",
-            format!("objects under tenants/<name>/ replicated from {home} to {}", names.join(", ")),
+            format!(
+                "objects under tenants/<name>/ replicated from {home} to {}",
+                names.join(", ")
+            ),
         ))
     } else {
         Some(Desired::unknown(
@@ -318,7 +330,8 @@ fn region_sync(
     } else {
         None
     };
-    let unchanged = prev.is_some_and(|p| p.state == o.state && p.message == o.message && p.observed_generation == generation);
+    let unchanged = prev
+        .is_some_and(|p| p.state == o.state && p.message == o.message && p.observed_generation == generation);
     let last_sync_time = match (o.state, prev) {
         (SyncState::Synced, Some(p)) if unchanged => p.last_sync_time,
         (SyncState::Synced, _) => Some(now),
@@ -380,7 +393,10 @@ async fn sync_region(
     let cluster = match usable(ctx, region) {
         Ok(c) => c,
         Err(o) => {
-            ctx.metrics.tenant_syncs.with_label_values(&[region, "unavailable"]).inc();
+            ctx.metrics
+                .tenant_syncs
+                .with_label_values(&[region, "unavailable"])
+                .inc();
             return o;
         }
     };
@@ -399,7 +415,10 @@ async fn sync_region(
         recheck.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     if plan.is_noop() {
-        ctx.metrics.tenant_syncs.with_label_values(&[region, "noop"]).inc();
+        ctx.metrics
+            .tenant_syncs
+            .with_label_values(&[region, "noop"])
+            .inc();
         return outcome(region, SyncState::Synced, "");
     }
     if let Err(e) = fence.check().await {
@@ -408,13 +427,19 @@ async fn sync_region(
     let result = apply_plan(ctx, &cluster, &plan).await;
     match result {
         Ok(()) => {
-            ctx.metrics.tenant_syncs.with_label_values(&[region, "applied"]).inc();
+            ctx.metrics
+                .tenant_syncs
+                .with_label_values(&[region, "applied"])
+                .inc();
             let what: Vec<String> = plan.apply.iter().map(|d| d.key.to_string()).collect();
             info!(%region, applied = ?what, deleted = plan.delete.len(), "tenant objects brought in sync");
             outcome(region, SyncState::Synced, "")
         }
         Err(e) => {
-            ctx.metrics.tenant_syncs.with_label_values(&[region, "error"]).inc();
+            ctx.metrics
+                .tenant_syncs
+                .with_label_values(&[region, "error"])
+                .inc();
             warn!(%region, error = %e, "tenant sync failed");
             outcome(region, SyncState::Error, e)
         }
@@ -423,24 +448,40 @@ async fn sync_region(
 
 async fn apply_plan(ctx: &Context, cluster: &Cluster, plan: &tenancy::RegionPlan) -> Result<(), String> {
     let region = cluster.region.as_str();
-    let (ns, rest): (Vec<_>, Vec<_>) = plan.apply.iter().partition(|d| d.key.kind == ManagedKind::Namespace);
+    let (ns, rest): (Vec<_>, Vec<_>) = plan
+        .apply
+        .iter()
+        .partition(|d| d.key.kind == ManagedKind::Namespace);
     for d in ns {
-        ctx.metrics.regional_writes.with_label_values(&[region, "apply"]).inc();
+        ctx.metrics
+            .regional_writes
+            .with_label_values(&[region, "apply"])
+            .inc();
         cluster
             .apply(&d.key, &d.body)
             .await
             .map_err(|e| format!("applying {}: {e}", d.key))?;
     }
     let applies = rest.iter().map(|d| async move {
-        ctx.metrics.regional_writes.with_label_values(&[region, "apply"]).inc();
+        ctx.metrics
+            .regional_writes
+            .with_label_values(&[region, "apply"])
+            .inc();
         cluster
             .apply(&d.key, &d.body)
             .await
             .map_err(|e| format!("applying {}: {e}", d.key))
     });
     let deletes = plan.delete.iter().map(|k| async move {
-        ctx.metrics.regional_writes.with_label_values(&[region, "delete"]).inc();
-        cluster.delete(k).await.map(|_| ()).map_err(|e| format!("deleting {k}: {e}"))
+        ctx.metrics
+            .regional_writes
+            .with_label_values(&[region, "delete"])
+            .inc();
+        cluster
+            .delete(k)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("deleting {k}: {e}"))
     });
     let mut errors: Vec<String> = futures::future::join_all(applies)
         .await
@@ -472,7 +513,10 @@ async fn unplace(ctx: &Context, fence: &LazyFence<'_>, tenant: &str, cluster: &C
     let keys = live.keys().cloned().collect();
     let plan = plan_region(&[], |_| None, &keys);
     for k in &plan.delete {
-        ctx.metrics.regional_writes.with_label_values(&[region, "delete"]).inc();
+        ctx.metrics
+            .regional_writes
+            .with_label_values(&[region, "delete"])
+            .inc();
         if let Err(e) = cluster.delete(k).await {
             return Some(format!("no longer placed; removing {k} failed: {e}"));
         }
@@ -485,7 +529,8 @@ async fn add_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), Reconci
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
     let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
     finalizers.push(FINALIZER.into());
-    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+    let patch =
+        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
     api.patch(
         obj.metadata.name.as_deref().unwrap_or_default(),
         &PatchParams::default(),
@@ -506,7 +551,8 @@ async fn remove_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), Reco
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+    let patch =
+        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
     match api
         .patch(
             obj.metadata.name.as_deref().unwrap_or_default(),
@@ -522,17 +568,23 @@ async fn remove_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), Reco
 }
 
 /// Cleans every region, each on its own; the finalizer goes once all are clean.
-async fn cleanup(obj: &DynamicObject, name: &str, tc: &TenantCtx, fence: &LazyFence<'_>) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    obj: &DynamicObject,
+    name: &str,
+    tc: &TenantCtx,
+    fence: &LazyFence<'_>,
+) -> Result<Action, ReconcileError> {
     let ctx = &tc.ctx;
     if !has_finalizer(obj) {
         return Ok(Action::await_change());
     }
     fence.check().await.map_err(fenced)?;
-    let configured: Vec<String> = crate::dns_serve::specs::<azora_api::region::RegionSpec>(&ctx.stores.regions)
-        .into_iter()
-        .filter(|(_, s)| s.cluster.is_some())
-        .map(|(n, _)| n)
-        .collect();
+    let configured: Vec<String> =
+        crate::dns_serve::specs::<azora_api::region::RegionSpec>(&ctx.stores.regions)
+            .into_iter()
+            .filter(|(_, s)| s.cluster.is_some())
+            .map(|(n, _)| n)
+            .collect();
     let ns_key = ObjectKey {
         kind: ManagedKind::Namespace,
         namespace: None,
@@ -557,7 +609,10 @@ async fn cleanup(obj: &DynamicObject, name: &str, tc: &TenantCtx, fence: &LazyFe
                     format!("cleanup waiting: regional cluster unreachable: {}", r.message),
                 );
             }
-            ctx.metrics.regional_writes.with_label_values(&[region.as_str(), "delete"]).inc();
+            ctx.metrics
+                .regional_writes
+                .with_label_values(&[region.as_str(), "delete"])
+                .inc();
             match cluster.delete(ns_key).await {
                 Ok(true) => outcome(region, SyncState::Synced, "cleaned up"),
                 Ok(false) => match cluster.exists(ns_key).await {
@@ -579,7 +634,10 @@ async fn cleanup(obj: &DynamicObject, name: &str, tc: &TenantCtx, fence: &LazyFe
             obj,
             EventType::Normal,
             "CleanedUp",
-            &format!("namespace {} removed from every regional cluster", namespace_of(name)),
+            &format!(
+                "namespace {} removed from every regional cluster",
+                namespace_of(name)
+            ),
             "Cleanup",
         )
         .await;
@@ -631,7 +689,11 @@ async fn write_status(
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
     tc.writer
-        .apply(&name, obj.metadata.resource_version.as_deref(), plan.status.clone())
+        .apply(
+            &name,
+            obj.metadata.resource_version.as_deref(),
+            plan.status.clone(),
+        )
         .await
         .map_err(ReconcileError::Status)?;
     ctx.metrics.status_write(TenantKind::NAME, "written");

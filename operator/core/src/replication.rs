@@ -133,10 +133,12 @@ pub fn plan(
 /// Hex encoding (lowercase).
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The ETag S3 gives a multipart upload: MD5 of the concatenated part MD5s, a dash, the part count.
@@ -220,7 +222,12 @@ mod tests {
         let keys: Vec<&str> = p.copy.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["tenants/a/new", "tenants/a/changed", "tenants/a/tampered", "tenants/a/gone-from-replica"]
+            [
+                "tenants/a/new",
+                "tenants/a/changed",
+                "tenants/a/tampered",
+                "tenants/a/gone-from-replica"
+            ]
         );
         assert_eq!(p.lag, Duration::from_secs(100));
     }

@@ -107,7 +107,14 @@ fn labels(tenant: &str, region: &str) -> Value {
     json!({ MANAGED_BY_LABEL: MANAGED_BY, TENANT_LABEL: tenant, REGION_LABEL: region })
 }
 
-fn object(kind: ManagedKind, namespace: Option<&str>, name: &str, tenant: &str, region: &str, rest: Value) -> DesiredObject {
+fn object(
+    kind: ManagedKind,
+    namespace: Option<&str>,
+    name: &str,
+    tenant: &str,
+    region: &str,
+    rest: Value,
+) -> DesiredObject {
     let mut metadata = Map::new();
     metadata.insert("name".into(), json!(name));
     if let Some(ns) = namespace {
@@ -134,7 +141,14 @@ fn object(kind: ManagedKind, namespace: Option<&str>, name: &str, tenant: &str, 
 /// Everything the tenant needs in `region`, the namespace first.
 pub fn desired_objects(tenant: &str, spec: &TenantSpec, region: &str) -> Vec<DesiredObject> {
     let ns = namespace_of(tenant);
-    let mut out = vec![object(ManagedKind::Namespace, None, &ns, tenant, region, json!({}))];
+    let mut out = vec![object(
+        ManagedKind::Namespace,
+        None,
+        &ns,
+        tenant,
+        region,
+        json!({}),
+    )];
     if let Some(q) = &spec.quotas {
         let mut hard = Map::new();
         if let Some(v) = &q.cpu {
@@ -189,9 +203,9 @@ pub fn desired_objects(tenant: &str, spec: &TenantSpec, region: &str) -> Vec<Des
             json!({ "spec": { "podSelector": {}, "policyTypes": ["Ingress"] } }),
         ));
         let mut from = vec![json!({ "namespaceSelector": { "matchLabels": { TENANT_LABEL: tenant } } })];
-        from.extend(spec.network.allow_from_namespaces.iter().map(|n| {
-            json!({ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": n } } })
-        }));
+        from.extend(spec.network.allow_from_namespaces.iter().map(
+            |n| json!({ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": n } } }),
+        ));
         out.push(object(
             ManagedKind::NetworkPolicy,
             Some(&ns),
@@ -284,7 +298,9 @@ pub fn plan_region<'a>(
     let delete = live_keys
         .iter()
         .filter(|k| !wanted.contains(k))
-        .filter(|k| k.kind == ManagedKind::Namespace || !k.namespace.as_deref().is_some_and(|n| doomed_ns.contains(n)))
+        .filter(|k| {
+            k.kind == ManagedKind::Namespace || !k.namespace.as_deref().is_some_and(|n| doomed_ns.contains(n))
+        })
         .cloned()
         .collect();
     RegionPlan { apply, delete }
@@ -310,7 +326,9 @@ pub fn in_sync(desired: &Value, live: &Value) -> bool {
             Some(lv) => in_sync(dv, lv),
             None => is_empty(dv),
         }),
-        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| in_sync(a, b)),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| in_sync(a, b))
+        }
         (Value::String(d), Value::String(l)) => d == l || quantities_equal(d, l),
         (Value::Array(d), Value::Null) => d.is_empty(),
         (d, l) => d == l,
@@ -404,13 +422,19 @@ pub fn placed_condition(outcomes: &[RegionOutcome]) -> crate::conditions::Desire
         Desired::ok(
             "Placed",
             "Placed",
-            format!("namespace, quota, limits, network policies and role bindings in sync in {}", names.join(", ")),
+            format!(
+                "namespace, quota, limits, network policies and role bindings in sync in {}",
+                names.join(", ")
+            ),
         )
     }
 }
 
 /// The region serving the tenant: the first placed region (home first) not judged Down or Cordoned.
-pub fn active_region(placed: &[String], verdict: impl Fn(&str) -> Option<azora_api::region::Verdict>) -> Option<String> {
+pub fn active_region(
+    placed: &[String],
+    verdict: impl Fn(&str) -> Option<azora_api::region::Verdict>,
+) -> Option<String> {
     use azora_api::region::Verdict;
     placed
         .iter()
@@ -580,7 +604,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(active_region(&placed, v).as_deref(), Some("asia"));
-        assert_eq!(active_region(&placed, |_| Some(Verdict::Down)).as_deref(), Some("africa"));
+        assert_eq!(
+            active_region(&placed, |_| Some(Verdict::Down)).as_deref(),
+            Some("africa")
+        );
         assert_eq!(active_region(&placed, |_| None).as_deref(), Some("africa"));
     }
 

@@ -12,9 +12,9 @@ use azora_adapters::probe::Prober;
 use azora_adapters::secrets::SecretKeys;
 use azora_controllers::engine::{self, EngineConfig};
 use azora_controllers::failover::{self, FailoverConfig};
+use azora_controllers::replication::{self, ReplicationConfig};
 use azora_controllers::runner::Stop;
 use azora_controllers::state::HealthState;
-use azora_controllers::replication::{self, ReplicationConfig};
 use azora_controllers::{Context, Limits, Metrics, aggregate, dns_serve, run_controllers};
 use azora_core::geo::GeoIpTable;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -138,7 +138,9 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube=warn,kube_client::client::tls=error,hickory_server=warn,hickory_proto=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,kube=warn,kube_client::client::tls=error,hickory_server=warn,hickory_proto=warn",
+        )
     });
     let json = match format {
         LogFormat::Json => true,

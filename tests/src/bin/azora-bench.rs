@@ -43,6 +43,9 @@ enum Cli {
         /// Objects written per tenant for the replication measurement.
         #[arg(long, default_value_t = 3)]
         objects: usize,
+        /// Extra operator arguments (repeatable), e.g. `--operator-arg=--replication-concurrency=32`.
+        #[arg(long = "operator-arg", allow_hyphen_values = true)]
+        operator_args: Vec<String>,
     },
     /// Probe engine scale.
     Probes {
@@ -309,6 +312,10 @@ async fn main() -> anyhow::Result<()> {
         Cli::Failover { outages } => failover(outages).await,
         Cli::Dns { seconds } => dns(seconds).await,
         Cli::Probes { endpoints, seconds } => probes(endpoints, seconds).await,
-        Cli::Tenants { count, objects } => tenants::run(count, objects).await,
+        Cli::Tenants {
+            count,
+            objects,
+            operator_args,
+        } => tenants::run(count, objects, &operator_args).await,
     }
 }

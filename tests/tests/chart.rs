@@ -128,6 +128,32 @@ async fn chart_lints_applies_and_its_rbac_is_enough_for_the_operator() -> anyhow
         }
     })
     .await;
+    // A Tenant: the finalizer and the status go through under the chart's RBAC (no regional cluster is
+    // configured here, so it reports SyncFailed — honestly not Ready).
+    let tenants: Api<azora_api::Tenant> = Api::all(env.hub().client().await?);
+    tenants
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "azora.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "acme"},
+                "spec": {"homeRegion": "africa"}
+            }))?,
+        )
+        .await?;
+    let placed = wait::until(Duration::from_secs(30), || {
+        let tenants = tenants.clone();
+        async move {
+            tenants.get("acme").await.is_ok_and(|t| {
+                t.metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .contains(&"azora.io/tenant-cleanup".to_string())
+                    && t.status.is_some_and(|s| s.placed_regions == ["africa"])
+            })
+        }
+    })
+    .await;
+    assert!(placed, "tenant not handled under the chart's RBAC");
     let log = std::fs::read_to_string(env.dir.path().join("operator.log")).unwrap_or_default();
     assert!(
         ok,

@@ -129,17 +129,22 @@ impl Kind for TenantKind {
                 message: String::new(),
             })
             .collect();
-        regions.extend(p.excluded.iter().map(|e| RegionSync {
-            region: e.region.clone(),
-            state: SyncState::Excluded,
-            observed_generation: None,
-            last_sync_time: None,
-            replication_lag_seconds: None,
-            message: e.message.clone(),
-        }));
+        regions.extend(p.excluded.iter().map(|e| excluded(&e.region, &e.message)));
         m.insert("placedRegions".into(), json!(p.placed));
         m.insert("regions".into(), json!(regions));
         m
+    }
+}
+
+/// A region the tenant does not live in, and why.
+pub(crate) fn excluded(region: &str, message: &str) -> RegionSync {
+    RegionSync {
+        region: region.to_string(),
+        state: SyncState::Excluded,
+        observed_generation: None,
+        last_sync_time: None,
+        replication_lag_seconds: None,
+        message: message.to_string(),
     }
 }
 

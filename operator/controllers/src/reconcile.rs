@@ -70,7 +70,6 @@ pub(crate) struct Plan {
 pub async fn reconcile<K: Kind>(obj: Arc<DynamicObject>, kc: Arc<KindCtx>) -> Result<Action, ReconcileError> {
     let ctx = &kc.ctx;
     let _timer = ctx.metrics.timer(K::NAME);
-    let name = obj.metadata.name.clone().unwrap_or_default();
     if obj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -102,21 +101,7 @@ pub async fn reconcile<K: Kind>(obj: Arc<DynamicObject>, kc: Arc<KindCtx>) -> Re
         }
     };
 
-    // write status, only when something changed
-    if status_unchanged(&obj, &plan.status) {
-        ctx.metrics.status_write(K::NAME, "skipped");
-    } else {
-        kc.writer
-            .apply(
-                &name,
-                obj.metadata.resource_version.as_deref(),
-                plan.status.clone(),
-            )
-            .await
-            .map_err(ReconcileError::Status)?;
-        ctx.metrics.status_write(K::NAME, "written");
-        publish_transition(ctx, &obj, find_condition(&current, types::READY), &plan.ready).await;
-    }
+    write_if_changed(ctx, &kc.writer, K::NAME, &obj, &current, &plan).await?;
     ctx.metrics.reconciled(K::NAME, "ok");
     Ok(Action::requeue(if plan.unresolved {
         RETRY_UNRESOLVED
@@ -125,7 +110,33 @@ pub async fn reconcile<K: Kind>(obj: Arc<DynamicObject>, kc: Arc<KindCtx>) -> Re
     }))
 }
 
-fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
+/// Writes the planned status unless the object already says it; publishes an Event when Ready changes.
+pub(crate) async fn write_if_changed(
+    ctx: &Context,
+    writer: &StatusWriter,
+    controller: &'static str,
+    obj: &DynamicObject,
+    current: &[Condition],
+    plan: &Plan,
+) -> Result<(), ReconcileError> {
+    if status_unchanged(obj, &plan.status) {
+        ctx.metrics.status_write(controller, "skipped");
+        return Ok(());
+    }
+    writer
+        .apply(
+            obj.metadata.name.as_deref().unwrap_or_default(),
+            obj.metadata.resource_version.as_deref(),
+            plan.status.clone(),
+        )
+        .await
+        .map_err(ReconcileError::Status)?;
+    ctx.metrics.status_write(controller, "written");
+    publish_transition(ctx, obj, find_condition(current, types::READY), &plan.ready).await;
+    Ok(())
+}
+
+pub(crate) fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
     obj.data
         .get("status")
         .and_then(|s| s.get("conditions"))

@@ -12,7 +12,7 @@ use azora_adapters::kube_status::StatusWriter;
 use azora_api::common::find_condition;
 use azora_api::region::Verdict;
 use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
-use azora_api::{Condition, ConditionStatus, Time};
+use azora_api::{ConditionStatus, Time};
 use azora_core::conditions::{Desired, types};
 use azora_core::placement::place;
 use azora_core::tenancy::{
@@ -29,8 +29,8 @@ use tracing::{info, instrument, warn};
 
 use crate::clusters::Cluster;
 use crate::context::{Context, Needs};
-use crate::kinds::{Kind, TenantKind};
-use crate::reconcile::ReconcileError;
+use crate::kinds::{Kind, TenantKind, excluded};
+use crate::reconcile::{ReconcileError, current_conditions};
 use crate::replication::ReplicaState;
 
 /// Finalizer that makes deletion clean every region first.
@@ -67,14 +67,6 @@ fn current_regions(obj: &DynamicObject) -> Vec<RegionSync> {
         .get("status")
         .and_then(|s| s.get("regions"))
         .and_then(|r| serde_json::from_value(r.clone()).ok())
-        .unwrap_or_default()
-}
-
-fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
-    obj.data
-        .get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default()
 }
 
@@ -184,26 +176,10 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
             region_sync(&before, o, generation, now, lag, o.region != spec.home_region)
         })
         .collect();
-    for e in &placement.excluded {
-        regions.push(RegionSync {
-            region: e.region.clone(),
-            state: SyncState::Excluded,
-            observed_generation: None,
-            last_sync_time: None,
-            replication_lag_seconds: None,
-            message: e.message.clone(),
-        });
-    }
+    regions.extend(placement.excluded.iter().map(|e| excluded(&e.region, &e.message)));
     for (region, msg) in &removing {
         if !regions.iter().any(|r| &r.region == region) {
-            regions.push(RegionSync {
-                region: region.clone(),
-                state: SyncState::Excluded,
-                observed_generation: None,
-                last_sync_time: None,
-                replication_lag_seconds: None,
-                message: msg.clone(),
-            });
+            regions.push(excluded(region, msg));
         }
     }
 
@@ -452,26 +428,24 @@ async fn apply_plan(ctx: &Context, cluster: &Cluster, plan: &tenancy::RegionPlan
         .apply
         .iter()
         .partition(|d| d.key.kind == ManagedKind::Namespace);
+    let apply = |d: &tenancy::DesiredObject| {
+        ctx.metrics
+            .regional_writes
+            .with_label_values(&[region, "apply"])
+            .inc();
+        let (key, body) = (d.key.clone(), d.body.clone());
+        async move {
+            cluster
+                .apply(&key, &body)
+                .await
+                .map_err(|e| format!("applying {key}: {e}"))
+        }
+    };
+    // The namespace first: everything else lives in it.
     for d in ns {
-        ctx.metrics
-            .regional_writes
-            .with_label_values(&[region, "apply"])
-            .inc();
-        cluster
-            .apply(&d.key, &d.body)
-            .await
-            .map_err(|e| format!("applying {}: {e}", d.key))?;
+        apply(d).await?;
     }
-    let applies = rest.iter().map(|d| async move {
-        ctx.metrics
-            .regional_writes
-            .with_label_values(&[region, "apply"])
-            .inc();
-        cluster
-            .apply(&d.key, &d.body)
-            .await
-            .map_err(|e| format!("applying {}: {e}", d.key))
-    });
+    let applies = rest.iter().map(|d| apply(d));
     let deletes = plan.delete.iter().map(|k| async move {
         ctx.metrics
             .regional_writes
@@ -680,23 +654,7 @@ async fn write_status(
     generation: Option<i64>,
     now: Time,
 ) -> Result<(), ReconcileError> {
-    let ctx = &tc.ctx;
     let current = current_conditions(obj);
     let plan = crate::reconcile::plan_status(&current, desired, fields, generation, now, false);
-    if crate::reconcile::status_unchanged(obj, &plan.status) {
-        ctx.metrics.status_write(TenantKind::NAME, "skipped");
-        return Ok(());
-    }
-    let name = obj.metadata.name.clone().unwrap_or_default();
-    tc.writer
-        .apply(
-            &name,
-            obj.metadata.resource_version.as_deref(),
-            plan.status.clone(),
-        )
-        .await
-        .map_err(ReconcileError::Status)?;
-    ctx.metrics.status_write(TenantKind::NAME, "written");
-    crate::reconcile::publish_transition(ctx, obj, find_condition(&current, types::READY), &plan.ready).await;
-    Ok(())
+    crate::reconcile::write_if_changed(&tc.ctx, &tc.writer, TenantKind::NAME, obj, &current, &plan).await
 }

@@ -100,7 +100,7 @@ impl Fleet {
             "spec": {
                 "location": {"city": region, "country": "ZZ", "continent": continent, "latitude": 0.0, "longitude": 0.0},
                 "priority": priority,
-                "probes": {"endpoints": [{"name": "s3", "type": "TCP", "address": format!("127.0.0.1:{}", s3.port())}]},
+                "probes": {"endpoints": [{"name": "s3", "type": "HTTP", "url": format!("{}/", s3.endpoint)}]},
                 "dns": {"ipv4": ["192.0.2.1"]},
                 "cluster": {"kubeconfigSecret": {"name": format!("kubeconfig-{region}"), "key": "kubeconfig"}},
                 "objectStore": {"endpoint": s3.endpoint, "bucket": bucket(region),

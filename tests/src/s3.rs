@@ -69,6 +69,20 @@ impl S3Server {
         })
     }
 
+    /// Hangs the server (SIGSTOP): connections accepted, never answered.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Resumes a paused server.
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.endpoint

@@ -365,6 +365,13 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
         0,
         "a resync with nothing to change wrote to regional clusters"
     );
+    // replication after a restart reads its manifests back and copies nothing again
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fleet.metric("azora_replication_objects_total").await,
+        0.0,
+        "objects copied again after a restart"
+    );
     assert_eq!(
         fleet
             .metric("azora_status_writes_total{controller=\"tenant\",outcome=\"written\"}")
@@ -454,6 +461,24 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     })
     .await;
     assert!(gone, "asia not cleaned after it came back\n{}", fleet.log());
+
+    // --- the home region goes down (its S3 endpoint, which the Region probes, hangs): the active region moves
+    fleet.s3.get("africa").unwrap().pause();
+    let moved = wait::until(Duration::from_secs(60), || async {
+        fleet.tenant_object("acme").await.unwrap().unwrap()["status"]["activeRegion"] == "europe"
+    })
+    .await;
+    fleet.s3.get("africa").unwrap().resume();
+    assert!(
+        moved,
+        "acme's active region did not move off a Down africa\n{}",
+        fleet.log()
+    );
+    let back = wait::until(Duration::from_secs(60), || async {
+        fleet.tenant_object("acme").await.unwrap().unwrap()["status"]["activeRegion"] == "africa"
+    })
+    .await;
+    assert!(back, "acme's active region did not return to africa");
 
     // --- residency tightened: the tenant leaves europe, in the cluster and the bucket -----------------------
     tenants

@@ -363,10 +363,19 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
     );
     let mut reported: BTreeMap<String, (Reachability, Instant)> = BTreeMap::new();
     let mut last_check: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut verdicts = BTreeMap::new();
     let work = async {
         let _ = ctx.stores.regions.wait_until_ready().await;
         let _ = ctx.stores.tenants.wait_until_ready().await;
         loop {
+            // A region's verdict changing (failover) moves tenants' active region: wake them.
+            let now = crate::tenant::region_verdicts(&ctx);
+            if now != verdicts {
+                if !verdicts.is_empty() {
+                    clusters.wake(Wake::All);
+                }
+                verdicts = now;
+            }
             refresh(&ctx, &clusters).await;
             // New clusters are checked at once, the others every CHECK_EVERY.
             let all: Vec<Arc<Cluster>> = clusters

@@ -231,7 +231,8 @@ fn fenced(msg: String) -> ReconcileError {
     ReconcileError::Regional(format!("not writing: {msg}"))
 }
 
-fn region_verdicts(ctx: &Context) -> BTreeMap<String, Verdict> {
+/// The verdict of every Region, from its status.
+pub fn region_verdicts(ctx: &Context) -> BTreeMap<String, Verdict> {
     ctx.stores
         .regions
         .state()

@@ -30,6 +30,8 @@ pub struct RegionalClients {
     pub watches: Client,
     /// API server URL.
     pub server: String,
+    /// Whether the kubeconfig turns off TLS verification (`insecure-skip-tls-verify`).
+    pub insecure: bool,
 }
 
 /// Builds the clients from kubeconfig bytes.
@@ -42,6 +44,7 @@ pub async fn clients_from_kubeconfig(bytes: &[u8]) -> Result<RegionalClients, Re
         .await
         .map_err(|e| RegionalError::Kubeconfig(e.to_string()))?;
     let server = cfg.cluster_url.to_string();
+    let insecure = cfg.accept_invalid_certs;
     let mut req = cfg.clone();
     req.connect_timeout = Some(Duration::from_secs(3));
     req.read_timeout = Some(REQUEST_TIMEOUT);
@@ -54,5 +57,6 @@ pub async fn clients_from_kubeconfig(bytes: &[u8]) -> Result<RegionalClients, Re
         requests,
         watches,
         server,
+        insecure,
     })
 }

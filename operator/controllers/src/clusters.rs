@@ -548,6 +548,9 @@ async fn refresh(ctx: &Context, clusters: &Clusters) {
         }
         match clients_from_kubeconfig(&bytes).await {
             Ok(clients) => {
+                if clients.insecure {
+                    warn!(region = %name, server = %clients.server, "regional kubeconfig skips TLS verification (insecure-skip-tls-verify)");
+                }
                 info!(region = %name, server = %clients.server, rebuilt = current.contains_key(name), "regional cluster client built");
                 let c = clusters.connect(name, clients, fp);
                 if let Ok(mut m) = clusters.inner.write() {

@@ -90,6 +90,9 @@ impl Default for ReplicationConfig {
 
 type Listing = Result<BTreeMap<String, Vec<SourceObject>>, String>;
 
+/// Longest a region's listing may take before the round goes on without it.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn group_by_tenant(objects: Vec<SourceObject>) -> BTreeMap<String, Vec<SourceObject>> {
     let mut out: BTreeMap<String, Vec<SourceObject>> = BTreeMap::new();
     for o in objects {
@@ -224,11 +227,15 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
     // One listing of tenants/ per region.
     let listings: BTreeMap<String, Listing> =
         futures::future::join_all(state.stores.iter().map(|(name, (_, s))| async move {
-            let l = s
-                .list("tenants/")
-                .await
-                .map(group_by_tenant)
-                .map_err(|e| e.to_string());
+            // A hung store must not hold up the round for the others.
+            let l = match tokio::time::timeout(LIST_TIMEOUT, s.list("tenants/")).await {
+                Ok(r) => r.map(group_by_tenant).map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "listing {} did not finish within {}s",
+                    s.bucket(),
+                    LIST_TIMEOUT.as_secs()
+                )),
+            };
             (name.clone(), l)
         }))
         .await

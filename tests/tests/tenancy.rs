@@ -336,6 +336,12 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     println!("drift repaired in {:.1}s", t.elapsed().as_secs_f64());
 
     // --- a restart with nothing to change writes nothing ---------------------------------------------------
+    // (settled first: placement and replication both in sync and recorded)
+    assert!(
+        fleet
+            .wait_condition("acme", "Replicated", "True", Duration::from_secs(30))
+            .await
+    );
     assert!(
         fleet
             .wait_condition("acme", "Ready", "True", Duration::from_secs(20))

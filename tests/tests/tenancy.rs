@@ -525,3 +525,70 @@ async fn upload_multipart(fleet: &Fleet, region: &str, key: &str, bytes: &[u8]) 
         .unwrap();
     assert!(copied.target_etag.ends_with("-2"));
 }
+
+/// Kill the operator in the middle of placing tenants: after a restart every tenant converges, and what was
+/// already placed is not written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_placement_converges_after_restart() {
+    let mut fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
+    let n = 60;
+    for i in 0..n {
+        let (home, other) = if i % 2 == 0 {
+            ("africa", "europe")
+        } else {
+            ("europe", "africa")
+        };
+        fleet
+            .tenant(
+                &format!("t{i:02}"),
+                json!({"homeRegion": home, "failoverRegions": [other], "quotas": {"pods": 10}, "adminGroups": ["g"]}),
+            )
+            .await
+            .unwrap();
+    }
+    // the API servers' own bootstrap writes (default namespaces, RBAC) are not ours
+    let base = fleet.regional_writes().await.unwrap();
+    fleet.start_operator(FAST).unwrap();
+    // kill as soon as the first objects land, well before all 60 × 2 × 5 are placed
+    let started = wait::until(Duration::from_secs(60), || async {
+        fleet.metric("azora_regional_writes_total").await >= 20.0
+    })
+    .await;
+    assert!(started, "placement never started\n{}", fleet.log());
+    fleet.kill_operator();
+    let first = fleet.regional_writes().await.unwrap() - base;
+    fleet.start_operator(FAST).unwrap();
+    let all_ready = wait::until(Duration::from_secs(90), || async {
+        let mut ready = 0;
+        for i in 0..n {
+            if fleet.condition(&format!("t{i:02}"), "Ready").await.as_deref() == Some("True") {
+                ready += 1;
+            }
+        }
+        ready == n
+    })
+    .await;
+    assert!(
+        all_ready,
+        "not every tenant converged after the restart\n{}",
+        fleet.log()
+    );
+    for i in 0..n {
+        for r in ["africa", "europe"] {
+            assert!(ns_exists(&fleet, r, &format!("tenant-t{i:02}")).await);
+        }
+    }
+    // 5 objects per tenant and region; the second run writes only what the first did not
+    let total = fleet.regional_writes().await.unwrap() - base;
+    let objects = (n * 2 * 5) as u64;
+    println!(
+        "first run wrote {first}, second {} of {objects} objects",
+        total - first
+    );
+    assert!(first < objects, "the kill came too late to test anything");
+    assert!(
+        total <= objects + 5,
+        "objects written twice: {total} writes for {objects} objects\n{}",
+        fleet.log()
+    );
+}

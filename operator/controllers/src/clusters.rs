@@ -82,13 +82,23 @@ pub struct Cluster {
     stores: BTreeMap<ManagedKind, Store<DynamicObject>>,
     synced: Arc<BTreeMap<ManagedKind, AtomicBool>>,
     reach: Mutex<Option<Reachability>>,
-    /// What this process applied recently (body fingerprint, when): the watch may not have shown it yet.
-    applied: Mutex<std::collections::HashMap<ObjectKey, (u64, Instant)>>,
+    /// What this process applied and the cache may not show yet: body fingerprint, the resourceVersion the
+    /// cache showed before (the cache still showing it means the watch has not caught up), the
+    /// resourceVersion the apply produced, and when.
+    applied: Mutex<std::collections::HashMap<ObjectKey, Applied>>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
-/// How long an applied body counts as in flight while the cache catches up.
-const IN_FLIGHT: Duration = Duration::from_secs(5);
+/// The longest an applied body counts as in flight while the cache catches up (a stuck watch).
+const IN_FLIGHT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+struct Applied {
+    fingerprint: u64,
+    prior_rv: Option<String>,
+    applied_rv: Option<String>,
+    at: Instant,
+}
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -148,18 +158,32 @@ impl Cluster {
         }
     }
 
-    /// Whether exactly `body` was applied to `key` moments ago (the cache may not show it yet).
-    pub fn in_flight(&self, key: &ObjectKey, body: &Value) -> bool {
+    /// Whether exactly `body` was applied to `key` and the cache (showing `live_rv`) has not caught up yet:
+    /// it still shows the version from before the apply. Once it shows anything else — our version or a
+    /// later edit — the content decides.
+    pub fn in_flight(&self, key: &ObjectKey, body: &Value, live_rv: Option<&str>) -> bool {
         let fp = fingerprint(body.to_string().as_bytes());
-        self.applied
-            .lock()
-            .ok()
-            .and_then(|m| m.get(key).copied())
-            .is_some_and(|(f, at)| f == fp && at.elapsed() < IN_FLIGHT)
+        let Ok(mut m) = self.applied.lock() else {
+            return false;
+        };
+        let Some(a) = m.get(key) else {
+            return false;
+        };
+        if a.applied_rv.as_deref() == live_rv && live_rv.is_some() {
+            m.remove(key);
+            return false;
+        }
+        a.fingerprint == fp && a.prior_rv.as_deref() == live_rv && a.at.elapsed() < IN_FLIGHT
     }
 
-    /// Server-side applies `body` under the operator's field manager (bounded, with a timeout).
-    pub async fn apply(&self, key: &ObjectKey, body: &Value) -> Result<(), ClusterError> {
+    /// Server-side applies `body` under the operator's field manager (bounded, with a timeout). `prior_rv`
+    /// is the resourceVersion the cache showed when the apply was decided.
+    pub async fn apply(
+        &self,
+        key: &ObjectKey,
+        body: &Value,
+        prior_rv: Option<&str>,
+    ) -> Result<(), ClusterError> {
         let _permit = self.permits.acquire().await;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let api = self.api(key);
@@ -169,12 +193,17 @@ impl Cluster {
         )
         .await
         {
-            Ok(Ok(_)) => {
+            Ok(Ok(obj)) => {
                 if let Ok(mut m) = self.applied.lock() {
-                    m.retain(|_, (_, at)| at.elapsed() < IN_FLIGHT);
+                    m.retain(|_, a| a.at.elapsed() < IN_FLIGHT);
                     m.insert(
                         key.clone(),
-                        (fingerprint(body.to_string().as_bytes()), Instant::now()),
+                        Applied {
+                            fingerprint: fingerprint(body.to_string().as_bytes()),
+                            prior_rv: prior_rv.map(str::to_string),
+                            applied_rv: obj.metadata.resource_version,
+                            at: Instant::now(),
+                        },
                     );
                 }
                 Ok(())

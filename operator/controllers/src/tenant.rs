@@ -387,7 +387,19 @@ async fn sync_region(
     let mut plan = plan_region(&desired, |k| live_json.get(k), &keys);
     // Applied moments ago and not yet seen by the watch: not drift; the requeue re-checks it.
     let before = plan.apply.len();
-    plan.apply.retain(|d| !cluster.in_flight(&d.key, &d.body));
+    let rv_of = |k: &ObjectKey| {
+        live_json
+            .get(k)
+            .and_then(|v| v["metadata"]["resourceVersion"].as_str())
+            .map(str::to_string)
+    };
+    plan.apply
+        .retain(|d| !cluster.in_flight(&d.key, &d.body, rv_of(&d.key).as_deref()));
+    let prior: BTreeMap<ObjectKey, String> = plan
+        .apply
+        .iter()
+        .filter_map(|d| Some((d.key.clone(), rv_of(&d.key)?)))
+        .collect();
     if plan.apply.len() != before {
         recheck.store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -401,7 +413,7 @@ async fn sync_region(
     if let Err(e) = fence.check().await {
         return outcome(region, SyncState::Pending, format!("not writing: {e}"));
     }
-    let result = apply_plan(ctx, &cluster, &plan).await;
+    let result = apply_plan(ctx, &cluster, &plan, &prior).await;
     match result {
         Ok(()) => {
             ctx.metrics
@@ -423,7 +435,12 @@ async fn sync_region(
     }
 }
 
-async fn apply_plan(ctx: &Context, cluster: &Cluster, plan: &tenancy::RegionPlan) -> Result<(), String> {
+async fn apply_plan(
+    ctx: &Context,
+    cluster: &Cluster,
+    plan: &tenancy::RegionPlan,
+    prior: &BTreeMap<ObjectKey, String>,
+) -> Result<(), String> {
     let region = cluster.region.as_str();
     let (ns, rest): (Vec<_>, Vec<_>) = plan
         .apply
@@ -435,9 +452,10 @@ async fn apply_plan(ctx: &Context, cluster: &Cluster, plan: &tenancy::RegionPlan
             .with_label_values(&[region, "apply"])
             .inc();
         let (key, body) = (d.key.clone(), d.body.clone());
+        let prior_rv = prior.get(&key).cloned();
         async move {
             cluster
-                .apply(&key, &body)
+                .apply(&key, &body, prior_rv.as_deref())
                 .await
                 .map_err(|e| format!("applying {key}: {e}"))
         }

@@ -85,12 +85,14 @@ pub struct Cluster {
     /// What this process applied and the cache may not show yet: body fingerprint, the resourceVersion the
     /// cache showed before (the cache still showing it means the watch has not caught up), the
     /// resourceVersion the apply produced, and when.
-    applied: Mutex<std::collections::HashMap<ObjectKey, Applied>>,
+    applied: AppliedMap,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// The longest an applied body counts as in flight while the cache catches up (a stuck watch).
 const IN_FLIGHT: Duration = Duration::from_secs(60);
+
+type AppliedMap = Arc<Mutex<std::collections::HashMap<ObjectKey, Applied>>>;
 
 #[derive(Clone, Debug)]
 struct Applied {
@@ -299,7 +301,9 @@ impl Clusters {
         let mut tasks = Vec::new();
         let synced: Arc<BTreeMap<ManagedKind, AtomicBool>> =
             Arc::new(ManagedKind::iter().map(|k| (k, AtomicBool::new(false))).collect());
+        let applied: AppliedMap = Arc::default();
         for kind in ManagedKind::iter() {
+            let applied = applied.clone();
             let ar = resource(kind);
             let api: Api<DynamicObject> = Api::all_with(clients.watches.clone(), &ar);
             let writer = reflector::store::Writer::new(ar);
@@ -315,7 +319,27 @@ impl Clusters {
                 let mut failing = false;
                 while let Some(ev) = stream.next().await {
                     match ev {
-                        Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                        Ok(ev @ (watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                            let (o, deleted) = match ev {
+                                watcher::Event::Apply(o) => (o, false),
+                                watcher::Event::Delete(o) => (o, true),
+                                _ => continue,
+                            };
+                            // The cache caught up with our apply (or the object is gone): not in flight.
+                            let key = ObjectKey {
+                                kind,
+                                namespace: o.namespace(),
+                                name: o.name_any(),
+                            };
+                            if let Ok(mut m) = applied.lock()
+                                && m.get(&key).is_some_and(|a| {
+                                    deleted
+                                        || a.applied_rv.is_some()
+                                            && a.applied_rv == o.metadata.resource_version
+                                })
+                            {
+                                m.remove(&key);
+                            }
                             if let Some(t) = o.labels().get(TENANT_LABEL) {
                                 let _ = wake.send(Wake::Tenant(t.clone()));
                             }
@@ -348,7 +372,7 @@ impl Clusters {
             stores,
             synced,
             reach: Mutex::new(None),
-            applied: Mutex::default(),
+            applied,
             tasks,
         })
     }

@@ -55,16 +55,12 @@ impl ApiServer {
     /// Hangs the API server (SIGSTOP): connections are accepted by the kernel and never answered, the
     /// way a partitioned or overloaded cluster looks from outside.
     pub fn pause(&self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-STOP", &self._proc.child.id().to_string()])
-            .status();
+        crate::signal(&self._proc.child, "-STOP");
     }
 
     /// Resumes a paused API server.
     pub fn resume(&self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self._proc.child.id().to_string()])
-            .status();
+        crate::signal(&self._proc.child, "-CONT");
     }
 
     /// Mutating requests this API server has served (`apiserver_request_total` with a verb other than

@@ -90,7 +90,7 @@ impl Knot {
 
     fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+            crate::signal(c, sig);
         }
     }
 

@@ -46,6 +46,13 @@ pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// Sends `sig` (e.g. `-STOP`, `-CONT`) to a child process: outages are made real, never faked.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -68,7 +68,7 @@ impl SimRegion {
 
     fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+            crate::signal(c, sig);
         }
     }
 

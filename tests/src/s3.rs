@@ -71,25 +71,12 @@ impl S3Server {
 
     /// Hangs the server (SIGSTOP): connections accepted, never answered.
     pub fn pause(&self) {
-        let _ = Command::new("kill")
-            .args(["-STOP", &self.child.id().to_string()])
-            .status();
+        crate::signal(&self.child, "-STOP");
     }
 
     /// Resumes a paused server.
     pub fn resume(&self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-    }
-
-    /// The server's port.
-    pub fn port(&self) -> u16 {
-        self.endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
+        crate::signal(&self.child, "-CONT");
     }
 }
 

@@ -39,6 +39,17 @@ fn key(k: &Knot) -> TsigKey {
     k.tsig_key().unwrap()
 }
 
+/// Waits until the policy's last failover has been verified.
+async fn verified(s: &azora_tests::scenario::Scenario, timeout: Duration) -> bool {
+    azora_tests::wait::until(timeout, || async {
+        s.policy_status()
+            .await
+            .map(|st| st["lastFailover"]["verifiedTime"].is_string())
+            .unwrap_or(false)
+    })
+    .await
+}
+
 async fn knot_answer(k: &Knot) -> Vec<std::net::Ipv4Addr> {
     verify::resolve_a(k.addr, "api.test.azora.", Duration::from_millis(500))
         .await
@@ -135,13 +146,7 @@ async fn rfc2136_updates_reach_knot_and_are_verified() -> anyhow::Result<()> {
         "africa killed: Knot answered europe after {:.2}s",
         onset.elapsed().as_secs_f64()
     );
-    let ok = azora_tests::wait::until(Duration::from_secs(10), || async {
-        s.policy_status()
-            .await
-            .map(|st| st["lastFailover"]["verifiedTime"].is_string())
-            .unwrap_or(false)
-    })
-    .await;
+    let ok = verified(&s, Duration::from_secs(10)).await;
     let st = s.policy_status().await?;
     assert!(ok, "{st}");
     let published = st["conditions"]
@@ -199,13 +204,7 @@ async fn the_operator_killed_mid_failover_converges_to_the_right_answer_after_re
         "{}",
         s.log_tail(1, 40)
     );
-    let done = azora_tests::wait::until(Duration::from_secs(20), || async {
-        s.policy_status()
-            .await
-            .map(|st| st["lastFailover"]["verifiedTime"].is_string())
-            .unwrap_or(false)
-    })
-    .await;
+    let done = verified(&s, Duration::from_secs(20)).await;
     let st = s.policy_status().await?;
     assert!(done, "{st}");
     assert_eq!(

@@ -247,7 +247,6 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
     for (tenant, (spec, placed)) in &tenants {
         let home = &spec.home_region;
         for target in placed.iter().filter(|r| *r != home) {
-            let fail = |msg: String| (tenant.clone(), target.clone(), msg);
             let prepared = (|| {
                 let src = state.stores.get(home).map(|(_, s)| s.clone()).ok_or_else(|| {
                     format!(
@@ -298,19 +297,16 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
             })();
             match prepared {
                 Ok(j) => jobs.push(j),
-                Err(msg) => {
-                    let (t, r, m) = fail(msg);
-                    record(
-                        ctx,
-                        &t,
-                        &r,
-                        ReplicaState {
-                            in_sync: false,
-                            lag_seconds: 0,
-                            error: Some(m),
-                        },
-                    );
-                }
+                Err(msg) => record(
+                    ctx,
+                    tenant,
+                    target,
+                    ReplicaState {
+                        in_sync: false,
+                        lag_seconds: 0,
+                        error: Some(msg),
+                    },
+                ),
             }
         }
         // Replicas in regions the tenant is no longer placed in (residency tightened, region dropped).

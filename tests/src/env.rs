@@ -63,8 +63,8 @@ impl ApiServer {
         crate::signal(&self._proc.child, "-CONT");
     }
 
-    /// Mutating requests this API server has served (`apiserver_request_total` with a verb other than
-    /// GET/LIST/WATCH), optionally only for the given resources.
+    /// Mutating requests this API server has served successfully (`apiserver_request_total`, 2xx, with a
+    /// verb other than GET/LIST/WATCH), optionally only for the given resources.
     pub async fn write_requests(&self, resources: Option<&[&str]>) -> anyhow::Result<u64> {
         let client = self.client().await?;
         let req = http::Request::get("/metrics").body(Vec::new())?;
@@ -124,6 +124,9 @@ fn count_writes(metrics: &str, resources: Option<&[&str]>) -> u64 {
             let verb = label(l, "verb").unwrap_or_default();
             !matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT")
         })
+        // writes that took effect; a refused or failed attempt (e.g. a 500 from quota admission, retried)
+        // changed nothing (attempts are what the operator's own `azora_regional_writes_total` counts)
+        .filter(|l| label(l, "code").is_some_and(|c| c.starts_with('2')))
         .filter(|l| {
             resources.is_none_or(|rs| {
                 let r = label(l, "resource").unwrap_or_default();

@@ -1,23 +1,42 @@
-//! The reconcilers: one controller per kind, each a short pipeline — fetch what is referenced (IO),
-//! validate (pure), plan status (pure), write status (IO, fenced). Controllers run only while this replica
-//! holds the leader Lease.
+//! The capabilities, one room each: `health`, `failover`, `tenancy`, `backup`, `chaos`, `drill` (and the
+//! rooms later issues add: `secrets`, `database`). Each room owns its controllers and loops and hands the
+//! runtime its work for a leadership term (`term`). Rooms never import each other; they share only the
+//! read-only handles the runtime publishes (region verdicts, the regional cluster registry, the interlock).
+//! See `operator/ARCHITECTURE.md`.
 
-pub mod aggregate;
-pub mod clusters;
-pub mod context;
-pub mod dns_serve;
-pub mod engine;
-pub mod events;
+pub mod backup;
+pub mod chaos;
+pub mod drill;
 pub mod failover;
-pub mod kinds;
-pub mod metrics;
-pub mod reconcile;
-pub mod replication;
-pub mod runner;
-pub mod state;
-pub mod tenant;
-pub mod zone;
+pub mod health;
+pub mod tenancy;
 
-pub use context::Context;
-pub use metrics::Metrics;
-pub use runner::{Limits, run_controllers};
+use azora_runtime::Context;
+use azora_runtime::term::Stop;
+use futures::future::BoxFuture;
+
+/// Settings of every capability for a term.
+#[derive(Clone)]
+pub struct TermConfig {
+    /// Reconciles in flight per generic controller.
+    pub concurrency: u16,
+    /// Health aggregation.
+    pub health: health::aggregate::AggregateConfig,
+    /// Failover.
+    pub failover: failover::decide::FailoverConfig,
+    /// Tenancy.
+    pub tenancy: tenancy::TenancyConfig,
+}
+
+/// Every capability's work for one leadership term.
+pub fn term(ctx: &Context, cfg: TermConfig, stop: Stop) -> Vec<BoxFuture<'static, ()>> {
+    let c = cfg.concurrency;
+    let mut all = Vec::new();
+    all.extend(health::term(ctx, cfg.health, c, &stop));
+    all.extend(failover::term(ctx, cfg.failover, c, &stop));
+    all.extend(tenancy::term(ctx, cfg.tenancy, &stop));
+    all.extend(backup::term(ctx, c, &stop));
+    all.extend(chaos::term(ctx, c, &stop));
+    all.extend(drill::term(ctx, c, &stop));
+    all
+}

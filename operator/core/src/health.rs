@@ -119,6 +119,61 @@ pub fn combine(reports: &[Report], stale_after: Duration, quorum: Option<u32>, c
     }
 }
 
+/// When each report (an observer Lease) was last seen to change, by the judge's own clock. A report
+/// counts as fresh only once it has been seen to change: one that was already there when the judge
+/// started (a dead observer's last words) never does until it changes again.
+#[derive(Clone, Debug, Default)]
+pub struct Freshness {
+    seen: std::collections::HashMap<String, Seen>,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    version: String,
+    first_seen: std::time::Instant,
+    changed: Option<std::time::Instant>,
+}
+
+impl Freshness {
+    /// Records the version of `name` seen at `now`.
+    pub fn observe(&mut self, name: &str, version: &str, now: std::time::Instant) {
+        match self.seen.get_mut(name) {
+            Some(s) if s.version == version => {}
+            Some(s) => {
+                s.version = version.to_string();
+                s.changed = Some(now);
+            }
+            None => {
+                self.seen.insert(
+                    name.to_string(),
+                    Seen {
+                        version: version.to_string(),
+                        first_seen: now,
+                        changed: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Age of the report: time since it was last seen to change; `None` if never seen to change.
+    pub fn age(&self, name: &str, now: std::time::Instant) -> Option<Duration> {
+        let s = self.seen.get(name)?;
+        s.changed.map(|c| now.saturating_duration_since(c))
+    }
+
+    /// How long the report has gone without a change (since first seen, if it never changed).
+    pub fn unchanged_for(&self, name: &str, now: std::time::Instant) -> Option<Duration> {
+        let s = self.seen.get(name)?;
+        Some(now.saturating_duration_since(s.changed.unwrap_or(s.first_seen)))
+    }
+
+    /// Forgets reports that are gone.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.seen.retain(|k, _| keep(k));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +195,26 @@ mod tests {
             verdict,
             age: Duration::from_secs(age_s),
         }
+    }
+
+    #[test]
+    fn a_report_counts_only_after_it_was_seen_to_change() {
+        let t0 = std::time::Instant::now();
+        let mut f = Freshness::default();
+        f.observe("dead", "7", t0);
+        f.observe("alive", "3", t0);
+        // Already there when the judge started: not fresh, however new it looks.
+        assert_eq!(f.age("dead", t0), None);
+        let t1 = t0 + Duration::from_secs(5);
+        f.observe("dead", "7", t1);
+        f.observe("alive", "4", t1);
+        assert_eq!(f.age("dead", t1), None);
+        assert_eq!(f.age("alive", t1 + Duration::from_secs(2)), Some(Duration::from_secs(2)));
+        // Garbage collection looks at how long nothing changed.
+        assert_eq!(f.unchanged_for("dead", t1), Some(Duration::from_secs(5)));
+        assert_eq!(f.unchanged_for("alive", t1), Some(Duration::ZERO));
+        f.retain(|n| n == "alive");
+        assert_eq!(f.unchanged_for("dead", t1), None);
     }
 
     #[test]

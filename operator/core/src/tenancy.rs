@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use azora_api::tenant::TenantSpec;
+use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
 use serde_json::{Map, Value, json};
 
 /// Label every managed object carries.
@@ -392,7 +392,7 @@ pub struct RegionOutcome {
     /// Region.
     pub region: String,
     /// Sync state.
-    pub state: azora_api::tenant::SyncState,
+    pub state: SyncState,
     /// Why, when not synced.
     pub message: String,
 }
@@ -400,8 +400,6 @@ pub struct RegionOutcome {
 /// `Placed` from the outcomes of the placed regions: True when every one is synced, False when any failed,
 /// Unknown while some are still pending.
 pub fn placed_condition(outcomes: &[RegionOutcome]) -> crate::conditions::Desired {
-    use azora_api::tenant::SyncState;
-
     use crate::conditions::Desired;
     let failed: Vec<String> = outcomes
         .iter()
@@ -442,6 +440,19 @@ pub fn active_region(
         .or_else(|| placed.first())
         .cloned()
 }
+
+/// A region the tenant does not live in, and why.
+pub fn excluded(region: &str, message: &str) -> RegionSync {
+    RegionSync {
+        region: region.to_string(),
+        state: SyncState::Excluded,
+        observed_generation: None,
+        last_sync_time: None,
+        replication_lag_seconds: None,
+        message: message.to_string(),
+    }
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -578,7 +589,6 @@ mod tests {
     #[test]
     fn placed_is_true_only_when_every_region_is_synced() {
         use azora_api::ConditionStatus;
-        use azora_api::tenant::SyncState;
         let o = |r: &str, state| RegionOutcome {
             region: r.into(),
             state,

@@ -10,15 +10,19 @@ use azora_adapters::dns::embedded::{self, Zones};
 use azora_adapters::leader::{self, Fence, LeaseConfig};
 use azora_adapters::probe::Prober;
 use azora_adapters::secrets::SecretKeys;
-use azora_controllers::engine::{self, EngineConfig};
-use azora_controllers::failover::{self, FailoverConfig};
-use azora_controllers::replication::{self, ReplicationConfig};
-use azora_controllers::runner::Stop;
-use azora_controllers::state::HealthState;
-use azora_controllers::{Context, Limits, Metrics, aggregate, dns_serve, run_controllers};
+use azora_controllers::failover::decide::FailoverConfig;
+use azora_controllers::health::aggregate::AggregateConfig;
+use azora_controllers::health::engine::{self, EngineConfig};
+use azora_controllers::tenancy::TenancyConfig;
+use azora_controllers::tenancy::replication::ReplicationConfig;
+use azora_controllers::{TermConfig, failover, health};
 use azora_core::geo::GeoIpTable;
+use azora_runtime::cache::{Cache, Caches};
+use azora_runtime::clusters::Clusters;
+use azora_runtime::pipeline::Kind as _;
+use azora_runtime::supervise::Supervisor;
+use azora_runtime::{Context, Handles, Metrics};
 use clap::{Parser, Subcommand, ValueEnum};
-use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 use tracing::info;
@@ -104,6 +108,9 @@ struct RunArgs {
     /// (tenant, region) replication pairs worked on at once.
     #[arg(long, default_value_t = 16)]
     replication_concurrency: usize,
+    /// An observer Lease not seen to change for this long is removed (its observer is gone).
+    #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+    observer_gc_after: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
@@ -203,6 +210,38 @@ async fn cluster_config(namespace: Option<String>) -> anyhow::Result<(kube::Conf
     Ok((config, namespace))
 }
 
+/// The two hub clients: requests (every call has a deadline: 5 s connect, 15 s read and write) and
+/// watches (5 s connect, 15 s write; reads are long polls the server ends within 5 minutes).
+fn hub_clients(config: kube::Config) -> anyhow::Result<(kube::Client, kube::Client)> {
+    let mut requests = config.clone();
+    requests.connect_timeout = Some(Duration::from_secs(5));
+    requests.read_timeout = Some(Duration::from_secs(15));
+    requests.write_timeout = Some(Duration::from_secs(15));
+    let mut watches = config;
+    watches.connect_timeout = Some(Duration::from_secs(5));
+    watches.write_timeout = Some(Duration::from_secs(15));
+    watches.read_timeout = Some(Duration::from_secs(330));
+    Ok((
+        kube::Client::try_from(requests).context("building the Kubernetes client")?,
+        kube::Client::try_from(watches).context("building the Kubernetes watch client")?,
+    ))
+}
+
+/// The API resources of the shared caches, in `Caches::start` order.
+fn cache_resources() -> [kube::core::ApiResource; 8] {
+    use azora_controllers::{backup, chaos, drill, tenancy};
+    [
+        health::RegionKind::resource(),
+        tenancy::TenantKind::resource(),
+        failover::FailoverPolicyKind::resource(),
+        backup::BackupScheduleKind::resource(),
+        backup::BackupKind::resource(),
+        backup::RestoreKind::resource(),
+        chaos::ChaosExperimentKind::resource(),
+        drill::DrDrillKind::resource(),
+    ]
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let (config, namespace) = cluster_config(args.namespace).await?;
@@ -210,9 +249,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let (client, watch_client) = hub_clients(config)?;
     let metrics = Metrics::new()?;
+    let supervisor = Supervisor::default();
     info!(%namespace, %identity, "starting azora-operator");
+    let caches = Caches::start(
+        &supervisor,
+        &watch_client,
+        &namespace,
+        cache_resources(),
+        &health::observer_selector(),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (lead_tx, mut lead_rx) = watch::channel(None);
@@ -223,8 +270,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.metrics_addr.clone(),
         metrics.registry.clone(),
         ready.clone(),
+        supervisor.clone(),
     ));
-    let election = tokio::spawn(leader::run(client.clone(), lease_cfg, lead_tx, stop_rx.clone()));
+    let election = supervisor.spawn(
+        "leader-election",
+        leader::run(client.clone(), lease_cfg, lead_tx, stop_rx.clone()),
+    );
 
     // Every replica probes, and every replica serves DNS.
     let geoip = match &args.geoip_file {
@@ -245,20 +296,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             addr
         };
         verify_servers.insert(0, local);
-        Some(embedded::serve(addr, zones.clone()).await?)
+        let server = embedded::serve(addr, zones.clone()).await?;
+        Some(supervisor.spawn("dns-server", server.stopped()))
     };
     let engine_cfg = EngineConfig {
         observer: identity.clone(),
         namespace: namespace.clone(),
         prober: Prober::new(args.probe_source),
     };
-    let engine = tokio::spawn(engine::run(
-        client.clone(),
-        engine_cfg,
-        metrics.clone(),
-        stop_rx.clone(),
-    ));
-    let dns_serving = tokio::spawn(dns_serve::run(client.clone(), zones.clone(), stop_rx.clone()));
+    let engine = supervisor.spawn(
+        "probe-engine",
+        engine::run(
+            client.clone(),
+            engine_cfg,
+            metrics.clone(),
+            caches.regions.clone(),
+            stop_rx.clone(),
+        ),
+    );
+    let dns_serving = supervisor.spawn(
+        "dns-serving",
+        failover::serve::run(
+            zones.clone(),
+            caches.policies.clone(),
+            caches.regions.clone(),
+            stop_rx.clone(),
+        ),
+    );
     let failover_cfg = FailoverConfig {
         zones: zones.clone(),
         verify_servers,
@@ -278,6 +342,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready.set(true);
         tokio::select! {
             _ = &mut signal => break,
+            () = supervisor.failed() => break,
             changed = lead_rx.wait_for(Option::is_some) => { if changed.is_err() { break; } }
         }
         let epoch = lead_rx.borrow().map(|l| l.epoch).unwrap_or_default();
@@ -292,40 +357,45 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 _ = stop_watch.wait_for(|s| *s) => {}
             }
         };
-        let make_ctx = |stores| Context {
+        let ctx = Context {
             client: client.clone(),
             namespace: namespace.clone(),
             fence: fence.clone(),
             secrets: SecretKeys::new(client.clone(), &namespace),
             recorder: recorder.clone(),
             metrics: metrics.clone(),
-            stores,
+            caches: caches.clone(),
+            handles: Handles {
+                verdicts: Default::default(),
+                clusters: Clusters::new(args.cluster_concurrency),
+                interlock: Default::default(),
+            },
+            supervisor: supervisor.clone(),
         };
-        let health = HealthState::default();
-        let fcfg = failover_cfg.clone();
-        let rcfg = ReplicationConfig {
-            interval: args.replication_interval,
-            delete_delay: args.replication_delete_delay,
-            concurrency: args.replication_concurrency,
-        };
-        let extra = move |ctx: &Context, stop: Stop| {
-            vec![
-                aggregate::run(ctx.clone(), health.clone(), stop.clone()).boxed(),
-                failover::run(ctx.clone(), health, fcfg, stop.clone()).boxed(),
-                replication::run(ctx.clone(), rcfg, stop).boxed(),
-            ]
-        };
-        let limits = Limits {
+        let cfg = TermConfig {
             concurrency: args.concurrency,
-            tenant_concurrency: args.tenant_concurrency,
-            cluster_concurrency: args.cluster_concurrency,
+            health: AggregateConfig {
+                gc_after: args.observer_gc_after,
+            },
+            failover: failover_cfg.clone(),
+            tenancy: TenancyConfig {
+                concurrency: args.tenant_concurrency,
+                replication: ReplicationConfig {
+                    interval: args.replication_interval,
+                    delete_delay: args.replication_delete_delay,
+                    concurrency: args.replication_concurrency,
+                },
+            },
         };
-        let controllers = run_controllers(client.clone(), make_ctx, limits, term_end, extra);
+        let controllers = azora_runtime::term::run_term(term_end, move |stop| {
+            azora_controllers::term(&ctx, cfg, stop)
+        });
         tokio::pin!(controllers);
         let mut stopping = false;
         tokio::select! {
             _ = &mut controllers => {}
             _ = &mut signal => { stopping = true; }
+            () = supervisor.failed() => { stopping = true; }
         }
         if stopping {
             stop_tx.send_replace(true);
@@ -340,26 +410,46 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!("shutting down");
     ready.set(false);
+    let failures = supervisor.failures();
+    supervisor.stopping();
     stop_tx.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    // The election loop releases a held lease on shutdown, so a standby takes over at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !election.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     engine.abort();
     dns_serving.abort();
     server.abort();
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("background tasks failed: {}", failures.join(", "))
+    }
 }
 
 async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let (config, namespace) = cluster_config(args.namespace).await?;
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let (client, watch_client) = hub_clients(config)?;
     let metrics = Metrics::new()?;
+    let supervisor = Supervisor::default();
     let ready = serve::Readiness::default();
     ready.set(true);
     let server = tokio::spawn(serve::serve(
         args.metrics_addr.clone(),
         metrics.registry.clone(),
         ready,
+        supervisor.clone(),
     ));
+    let ar = health::RegionKind::resource();
+    let regions = Cache::start(
+        &supervisor,
+        "cache/regions",
+        kube::Api::all_with(watch_client, &ar),
+        kube::runtime::watcher::Config::default(),
+        ar,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     info!(observer = %args.observer, %namespace, "starting probe-only observer");
     let cfg = EngineConfig {
@@ -367,11 +457,19 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
         namespace,
         prober: Prober::new(args.probe_source),
     };
-    let engine = tokio::spawn(engine::run(client, cfg, metrics, stop_rx));
-    shutdown_signal().await;
+    let engine = supervisor.spawn("probe-engine", engine::run(client, cfg, metrics, regions, stop_rx));
+    let failed = tokio::select! {
+        () = shutdown_signal() => false,
+        () = supervisor.failed() => true,
+    };
+    supervisor.stopping();
     stop_tx.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), engine).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    engine.abort();
     server.abort();
+    if failed {
+        anyhow::bail!("background tasks failed: {}", supervisor.failures().join(", "));
+    }
     Ok(())
 }
 

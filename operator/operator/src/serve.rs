@@ -1,5 +1,6 @@
-//! The HTTP endpoints of a replica (IO): `/metrics` (Prometheus text), `/healthz` (the process serves) and
-//! `/readyz` (the replica is up and either leading or standing by).
+//! The HTTP endpoints of a replica (IO): `/metrics` (Prometheus text), `/healthz` (every supervised
+//! background task still runs: 503 naming the failed tasks otherwise) and `/readyz` (the replica is up and
+//! either leading or standing by).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use azora_runtime::supervise::Supervisor;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tracing::{error, info};
 
@@ -26,6 +28,16 @@ impl Readiness {
 struct AppState {
     registry: Registry,
     ready: Readiness,
+    supervisor: Supervisor,
+}
+
+async fn healthz(State(s): State<AppState>) -> (StatusCode, String) {
+    let failed = s.supervisor.failures();
+    if failed.is_empty() {
+        (StatusCode::OK, "ok".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {}", failed.join(", ")))
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> (StatusCode, String) {
@@ -45,12 +57,16 @@ async fn readyz(State(s): State<AppState>) -> StatusCode {
 }
 
 /// Serves until the task is aborted.
-pub async fn serve(addr: String, registry: Registry, ready: Readiness) {
+pub async fn serve(addr: String, registry: Registry, ready: Readiness, supervisor: Supervisor) {
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { registry, ready });
+        .with_state(AppState {
+            registry,
+            ready,
+            supervisor,
+        });
     match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => {
             info!(%addr, "serving /metrics, /healthz, /readyz");

@@ -262,14 +262,26 @@ async fn probes(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
         azora_tests::scenario::create(&client, "regions", body).await?;
     }
     eprintln!("{regions} regions x {per_region} endpoints created; warming up 10s");
-    let metrics = azora_controllers::Metrics::new()?;
+    let metrics = azora_runtime::Metrics::new()?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let cfg = azora_controllers::engine::EngineConfig {
+    let cfg = azora_controllers::health::engine::EngineConfig {
         observer: "bench".into(),
         namespace: "default".into(),
         prober: azora_adapters::probe::Prober::new(None),
     };
-    tokio::spawn(azora_controllers::engine::run(client, cfg, metrics.clone(), rx));
+    let supervisor = azora_runtime::supervise::Supervisor::default();
+    let ar = {
+        use azora_runtime::pipeline::Kind as _;
+        azora_controllers::health::RegionKind::resource()
+    };
+    let region_cache = azora_runtime::cache::Cache::start(
+        &supervisor,
+        "cache/regions",
+        kube::Api::all_with(client.clone(), &ar),
+        kube::runtime::watcher::Config::default(),
+        ar,
+    );
+    tokio::spawn(azora_controllers::health::engine::run(client, cfg, metrics.clone(), region_cache, rx));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let lag0 = metrics.probe_schedule_lag.get_sample_count();
     let cpu0 = cpu_seconds();

@@ -433,6 +433,19 @@ pub struct DnsServer {
     udp: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl DnsServer {
+    /// Resolves when the server stops serving: a UDP worker or the TCP listener ended or panicked. It never
+    /// resolves while the server works (the process supervisor treats its end as a failure).
+    pub async fn stopped(mut self) {
+        let udp = std::mem::take(&mut self.udp);
+        let any_udp = futures::future::select_all(udp.into_iter().map(Box::pin));
+        tokio::select! {
+            _ = any_udp => {}
+            _ = self._tcp.block_until_done() => {}
+        }
+    }
+}
+
 impl Drop for DnsServer {
     fn drop(&mut self) {
         for h in &self.udp {

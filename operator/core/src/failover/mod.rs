@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use azora_api::failover::{FailbackMode, Strategy};
+use azora_api::failover::{FailbackMode, FailoverPolicyStatus, Strategy};
 use azora_api::region::Verdict;
 use azora_api::{Continent, Time};
 use strum::IntoEnumIterator;
@@ -235,6 +235,31 @@ pub fn plan(input: &Input<'_>) -> Plan {
 /// Regions answered anywhere in a plan.
 pub fn serving(answers: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
     answers.values().flatten().cloned().collect()
+}
+
+/// The status to plan from: the cached one, unless this writer knows a newer one (its own write that the
+/// watch has not delivered yet, or a fresh read). Newer means a higher epoch, or the same epoch further
+/// along (verified where the cache is not). Planning from a stale cache would decide the same change twice.
+pub fn freshest(cached: FailoverPolicyStatus, known: Option<&FailoverPolicyStatus>) -> FailoverPolicyStatus {
+    let Some(known) = known else {
+        return cached;
+    };
+    let verified = |s: &FailoverPolicyStatus| {
+        s.last_failover
+            .as_ref()
+            .is_some_and(|r| r.verified_time.is_some())
+    };
+    if known.epoch > cached.epoch || known.epoch == cached.epoch && verified(known) && !verified(&cached) {
+        known.clone()
+    } else {
+        cached
+    }
+}
+
+/// The compare-and-swap rule of failover status writes: the stored epoch must be exactly the one the
+/// write was planned from.
+pub fn cas_allows(found: u64, expected: u64) -> bool {
+    found == expected
 }
 
 #[cfg(test)]

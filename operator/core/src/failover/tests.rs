@@ -258,3 +258,43 @@ fn an_unjudged_serving_region_keeps_its_traffic_at_startup() {
     );
     assert_eq!(p.active.as_deref(), Some("europe"));
 }
+
+fn status(epoch: u64, verified: bool) -> FailoverPolicyStatus {
+    FailoverPolicyStatus {
+        epoch,
+        last_failover: Some(azora_api::failover::FailoverRecord {
+            epoch,
+            from: Some("africa".into()),
+            to: Some("europe".into()),
+            reason: "RegionDown".into(),
+            detected_time: Some(t(NOW)),
+            decided_time: Some(t(NOW)),
+            dns_updated_time: None,
+            verified_time: verified.then(|| t(NOW)),
+            total_ms: None,
+        }),
+        ..FailoverPolicyStatus::default()
+    }
+}
+
+#[test]
+fn a_stale_cache_never_hides_our_own_decision() {
+    // We decided epoch 4; the watch still shows epoch 3: plan from epoch 4, so nothing is decided twice.
+    let ours = status(4, false);
+    assert_eq!(freshest(status(3, true), Some(&ours)).epoch, 4);
+    // Our verification write is newer than the cache's copy of the same epoch.
+    let verified = status(4, true);
+    assert!(freshest(status(4, false), Some(&verified)).last_failover.and_then(|r| r.verified_time).is_some());
+    // The cache caught up or moved on (another writer): the cache wins.
+    assert_eq!(freshest(status(5, false), Some(&ours)).epoch, 5);
+    assert_eq!(freshest(status(4, true), Some(&verified)).epoch, 4);
+    assert_eq!(freshest(status(2, false), None).epoch, 2);
+}
+
+#[test]
+fn a_decision_planned_from_an_old_epoch_is_refused() {
+    assert!(cas_allows(3, 3));
+    // Our own earlier write already moved the epoch: a second decision from the stale view is refused.
+    assert!(!cas_allows(4, 3));
+    assert!(!cas_allows(2, 3));
+}

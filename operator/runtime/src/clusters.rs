@@ -1,4 +1,4 @@
-//! Regional clusters (IO, leader only): one client per Region, built from the kubeconfig in its Secret and
+//! The regional cluster registry (IO, leader only), a handle every capability may read: one client per Region, built from the kubeconfig in its Secret and
 //! rebuilt when the Secret's content changes; a watch per managed kind (label-selected, so only what the
 //! operator placed) feeding a local cache and waking the owning Tenant on any change (drift repair); a
 //! reachability check every 10 s reported in `Region.status.cluster`; a semaphore bounding the requests
@@ -27,11 +27,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource as _, ResourceExt as _};
 use serde_json::Value;
 use strum::IntoEnumIterator as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast};
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::kinds::{Kind as _, RegionKind};
+use crate::pipeline::resource_of;
 
 /// Field manager of everything placed in regional clusters.
 pub const FIELD_MANAGER: &str = "azora-operator/tenant";
@@ -246,23 +246,30 @@ pub struct Clusters {
     inner: Arc<RwLock<BTreeMap<String, Arc<Cluster>>>>,
     /// Per region, why it has no cluster (Secret missing, kubeconfig invalid, no cluster configured).
     problems: Arc<RwLock<BTreeMap<String, String>>>,
-    wake: mpsc::UnboundedSender<Wake>,
+    wake: broadcast::Sender<Wake>,
     concurrency: usize,
 }
 
 impl Clusters {
-    /// An empty set, and the receiver of tenant wake-ups.
-    pub fn new(concurrency: usize) -> (Self, mpsc::UnboundedReceiver<Wake>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Self {
-                inner: Arc::default(),
-                problems: Arc::default(),
-                wake: tx,
-                concurrency: concurrency.max(1),
-            },
-            rx,
-        )
+    /// An empty registry.
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            inner: Arc::default(),
+            problems: Arc::default(),
+            wake: broadcast::channel(4096).0,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Tenant wake-ups from now on (a subscriber that falls behind gets `Wake::All`).
+    pub fn wakes(&self) -> impl futures::Stream<Item = Wake> + Send + 'static {
+        futures::stream::unfold(self.wake.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(w) => Some((w, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => Some((Wake::All, rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
     }
 
     /// The cluster of `region`; otherwise why there is none, or `None` when it is simply not connected yet
@@ -407,10 +414,10 @@ async fn check(c: &Cluster) -> Reachability {
 /// Keeps `clusters` in step with the Regions and their kubeconfig Secrets, checks reachability, and
 /// reports it in Region status (manager `azora-operator/cluster`), until `stop`.
 pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
-    let clusters = ctx.stores.clusters.clone();
+    let clusters = ctx.handles.clusters.clone();
     let writer = StatusWriter::new(
         ctx.client.clone(),
-        RegionKind::resource(),
+        resource_of::<azora_api::Region>(),
         "cluster",
         ctx.fence.clone(),
     );
@@ -418,11 +425,11 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
     let mut last_check: BTreeMap<String, Instant> = BTreeMap::new();
     let mut verdicts = BTreeMap::new();
     let work = async {
-        let _ = ctx.stores.regions.wait_until_ready().await;
-        let _ = ctx.stores.tenants.wait_until_ready().await;
+        ctx.caches.regions.ready().await;
+        ctx.caches.tenants.ready().await;
         loop {
             // A region's verdict changing (failover) moves tenants' active region: wake them.
-            let now = crate::tenant::region_verdicts(&ctx);
+            let now = ctx.recorded_verdicts();
             if now != verdicts {
                 if !verdicts.is_empty() {
                     clusters.wake(Wake::All);
@@ -468,7 +475,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 results.push((c.region.clone(), r));
             }
             // Regions configured with a cluster that could not be connected (Secret missing, bad kubeconfig).
-            let configured: BTreeSet<String> = crate::dns_serve::specs::<RegionSpec>(&ctx.stores.regions)
+            let configured: BTreeSet<String> = ctx.caches.regions.specs::<RegionSpec>()
                 .into_iter()
                 .filter(|(_, s)| s.cluster.is_some())
                 .map(|(n, _)| n)
@@ -528,7 +535,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
 
 async fn publish(ctx: &Context, region: &str, r: &Reachability) {
     let Some(obj) = ctx
-        .stores
+        .caches
         .regions
         .state()
         .into_iter()
@@ -562,7 +569,7 @@ async fn publish(ctx: &Context, region: &str, r: &Reachability) {
 
 /// Connects new clusters, rebuilds those whose kubeconfig changed, drops those no longer configured.
 async fn refresh(ctx: &Context, clusters: &Clusters) {
-    let specs: BTreeMap<String, RegionSpec> = crate::dns_serve::specs(&ctx.stores.regions);
+    let specs: BTreeMap<String, RegionSpec> = ctx.caches.regions.specs();
     let current: BTreeMap<String, Arc<Cluster>> =
         clusters.inner.read().map(|m| m.clone()).unwrap_or_default();
     for (name, spec) in &specs {

@@ -12,19 +12,20 @@ use azora_api::region::{ObserverResult, RegionSpec, RegionStatus, Verdict};
 use azora_api::{Condition, Time};
 use azora_core::conditions::{self, Desired};
 use azora_core::health::{Report, combine};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::Context;
-use crate::engine::{HEARTBEAT, serves};
-use crate::kinds::{Kind, RegionKind};
-use crate::state::{HealthState, OBSERVATIONS_ANNOTATION, OBSERVER_LABEL, Observed, RegionHealth};
+use azora_runtime::Context;
+use azora_runtime::pipeline::Kind as _;
+use azora_core::health::Freshness;
+use azora_runtime::verdicts::{RegionHealth, Verdicts};
+
+use super::RegionKind;
+use super::engine::{HEARTBEAT, serves};
+use super::observers::{OBSERVATIONS_ANNOTATION, Observed};
 
 /// Reports older than this (by local clock) no longer count.
 pub const STALE_AFTER: Duration = Duration::from_secs(HEARTBEAT.as_secs() * 3);
@@ -39,48 +40,57 @@ struct Written {
     key: String,
 }
 
-/// Runs until `stop` resolves.
-pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Future<Output = ()>) {
-    let leases_api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let w = reflector::store::Writer::default();
-    let leases: Store<Lease> = w.as_reader();
-    let cfg = watcher::Config::default().labels(&format!("{OBSERVER_LABEL}=true"));
-    let reflect = tokio::spawn(
-        watcher(leases_api, cfg)
-            .default_backoff()
-            .reflect(w)
-            .applied_objects()
-            .for_each(|_| async {}),
-    );
+/// Settings of the aggregator.
+#[derive(Clone, Copy, Debug)]
+pub struct AggregateConfig {
+    /// An observer Lease not seen to change for this long (by this leader's clock) is deleted: its
+    /// observer is gone (a pod of an earlier rollout, a removed agent).
+    pub gc_after: Duration,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        Self {
+            gc_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Runs until `stop` resolves: re-judges on every observer Lease change (the watch, not a poll), and at
+/// least every second so reports age out.
+pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Future<Output = ()>) {
+    let health = ctx.handles.verdicts.clone();
+    let leases = ctx.caches.observers.clone();
+    let mut changed = leases.changed();
     let writer = StatusWriter::new(
         ctx.client.clone(),
         RegionKind::resource(),
         "health",
         ctx.fence.clone(),
     );
-    let mut seen: HashMap<String, (String, Instant)> = HashMap::new();
+    let leases_api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    // Freshness is seen, not assumed: a Lease counts only once it has changed under this leader.
+    let mut fresh = Freshness::default();
     let mut written: HashMap<String, Written> = HashMap::new();
-    let mut seeded = false;
+    let term_start = Instant::now();
     tokio::pin!(stop);
+    tokio::select! {
+        () = ctx.caches.regions.ready() => {}
+        () = &mut stop => return,
+    }
+    seed(&ctx, &health);
     loop {
-        if !seeded && ctx.stores.regions.wait_until_ready().await.is_ok() {
-            seed(&ctx, &health);
-            seeded = true;
-        }
         let now_i = Instant::now();
-        for l in leases.state() {
+        let state = leases.state();
+        for l in &state {
             let name = l.metadata.name.clone().unwrap_or_default();
             let rv = l.metadata.resource_version.clone().unwrap_or_default();
-            match seen.get(&name) {
-                Some((old, _)) if *old == rv => {}
-                _ => {
-                    seen.insert(name, (rv, now_i));
-                }
-            }
+            fresh.observe(&name, &rv, now_i);
         }
+        fresh.retain(|n| state.iter().any(|l| l.metadata.name.as_deref() == Some(n)));
+        gc(&ctx, &leases_api, &state, &fresh, cfg.gc_after, now_i).await;
         // Each observer Lease: who, how old (by our clock), and its report.
-        let observers: Vec<(String, Duration, Option<ObserverReport>)> = leases
-            .state()
+        let observers: Vec<(String, Duration, Option<ObserverReport>)> = state
             .iter()
             .map(|l| {
                 let name = l.metadata.name.clone().unwrap_or_default();
@@ -89,9 +99,7 @@ pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Futu
                     .as_ref()
                     .and_then(|s| s.holder_identity.clone())
                     .unwrap_or(name.clone());
-                let age = seen
-                    .get(&name)
-                    .map_or(Duration::MAX, |(_, t)| now_i.duration_since(*t));
+                let age = fresh.age(&name, now_i).unwrap_or(Duration::MAX);
                 let report = l
                     .metadata
                     .annotations
@@ -110,21 +118,17 @@ pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Futu
                     .push((observer.clone(), obs.clone(), *age));
             }
         }
-        for obj in ctx.stores.regions.state() {
+        // Right after taking over, no observer has been seen to change yet: hold the recorded verdicts
+        // until fresh reports arrive instead of judging every region Unknown.
+        let warming_up = term_start.elapsed() < STALE_AFTER;
+        for obj in ctx.caches.regions.state() {
             let Some(name) = obj.metadata.name.clone() else {
                 continue;
             };
             let entry = by_region.entry(name.clone()).or_default();
             for (observer, age, _) in &observers {
                 if !entry.iter().any(|(o, _, _)| o == observer) {
-                    let unknown = Observed {
-                        verdict: Verdict::Unknown,
-                        failures: 0,
-                        latency_ms: None,
-                        failing_since: None,
-                        reason: String::new(),
-                    };
-                    entry.push((observer.clone(), unknown, *age));
+                    entry.push((observer.clone(), Observed::unknown(), *age));
                 }
             }
             let Some(spec) = obj
@@ -135,18 +139,56 @@ pub async fn run(ctx: Context, health: HealthState, stop: impl std::future::Futu
                 continue;
             };
             let reports = by_region.remove(&name).unwrap_or_default();
+            if warming_up && !reports.iter().any(|(_, _, age)| *age <= STALE_AFTER) {
+                continue;
+            }
             judge(&ctx, &health, &writer, &obj, &name, &spec, &reports, &mut written).await;
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            r = changed.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = &mut stop => break,
         }
     }
-    reflect.abort();
 }
 
-fn seed(ctx: &Context, health: &HealthState) {
-    for obj in ctx.stores.regions.state() {
+/// Deletes observer Leases not seen to change for `gc_after` under this leader (fenced, and only if the
+/// Lease is still the version judged stale, so a Lease renewed meanwhile is kept).
+async fn gc(
+    ctx: &Context,
+    api: &Api<Lease>,
+    leases: &[std::sync::Arc<Lease>],
+    fresh: &Freshness,
+    gc_after: Duration,
+    now: Instant,
+) {
+    for l in leases {
+        let (Some(name), Some(rv)) = (l.metadata.name.as_deref(), l.metadata.resource_version.as_deref()) else {
+            continue;
+        };
+        if !fresh.unchanged_for(name, now).is_some_and(|d| d >= gc_after) {
+            continue;
+        }
+        if ctx.fence.check().await.is_err() {
+            return;
+        }
+        let dp = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(rv.to_string()),
+                uid: l.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        };
+        match tokio::time::timeout(Duration::from_secs(10), api.delete(name, &dp)).await {
+            Ok(Ok(_)) => info!(lease = %name, "observer Lease removed: its observer stopped reporting"),
+            Ok(Err(e)) => warn!(lease = %name, error = &e as &dyn std::error::Error, "removing a stale observer Lease failed"),
+            Err(_) => warn!(lease = %name, "removing a stale observer Lease timed out"),
+        }
+    }
+}
+
+fn seed(ctx: &Context, health: &Verdicts) {
+    for obj in ctx.caches.regions.state() {
         let Some(name) = obj.metadata.name.clone() else {
             continue;
         };
@@ -173,7 +215,7 @@ fn seed(ctx: &Context, health: &HealthState) {
 #[allow(clippy::too_many_arguments)]
 async fn judge(
     ctx: &Context,
-    health: &HealthState,
+    health: &Verdicts,
     writer: &StatusWriter,
     obj: &DynamicObject,
     name: &str,
@@ -238,7 +280,7 @@ async fn judge(
             "{from} -> {}: {} of {} fresh observers see it down (quorum {})",
             current.verdict, combined.down, combined.fresh, combined.quorum
         );
-        crate::events::publish(ctx, obj, type_, reason, &note, "Probe").await;
+        azora_runtime::events::publish(ctx, obj, type_, reason, &note, "Probe").await;
     }
     ctx.metrics
         .region_up

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use azora_adapters::kube_status::StatusWriter;
 use azora_api::common::find_condition;
-use azora_api::region::Verdict;
 use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
 use azora_api::{ConditionStatus, Time};
 use azora_core::conditions::{Desired, types};
@@ -27,11 +26,17 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use tracing::{info, instrument, warn};
 
-use crate::clusters::Cluster;
-use crate::context::{Context, Needs};
-use crate::kinds::{Kind, TenantKind, excluded};
-use crate::reconcile::{ReconcileError, current_conditions};
-use crate::replication::ReplicaState;
+use azora_adapters::leader::LeaderError;
+use azora_core::tenancy::excluded;
+use azora_runtime::clusters::Cluster;
+use azora_runtime::pipeline::{
+    Backoff, Kind, KindCtx, ReconcileError, current_conditions, error_policy as generic_error_policy,
+    plan_status, write_if_changed,
+};
+use azora_runtime::{Context, Needs};
+
+use super::TenantKind;
+use super::replication::{ReplicaState, Replication};
 
 /// Finalizer that makes deletion clean every region first.
 pub const FINALIZER: &str = "azora.io/tenant-cleanup";
@@ -44,18 +49,44 @@ pub struct TenantCtx {
     pub ctx: Context,
     /// Status writer (manager `azora-operator/tenant`).
     pub writer: StatusWriter,
+    /// Replication state (shared with the replication loop of this room).
+    pub replication: Replication,
+    /// The generic error policy's per-object backoff.
+    kc: Arc<KindCtx>,
+}
+
+impl TenantCtx {
+    /// The controller's state.
+    pub fn new(ctx: Context, writer: StatusWriter, replication: Replication) -> Self {
+        let kc = Arc::new(KindCtx {
+            ctx: ctx.clone(),
+            writer: writer.clone(),
+            failures: Backoff::default(),
+        });
+        Self {
+            ctx,
+            writer,
+            replication,
+            kc,
+        }
+    }
+}
+
+/// Error policy: the generic one (exponential, jittered backoff per tenant).
+pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, tc: Arc<TenantCtx>) -> Action {
+    generic_error_policy::<TenantKind>(obj, err, tc.kc.clone())
 }
 
 /// Checks the fence once per reconcile, and only when something is about to be written.
 struct LazyFence<'a> {
     ctx: &'a Context,
-    checked: OnceCell<Result<u64, String>>,
+    checked: OnceCell<Result<u64, Arc<LeaderError>>>,
 }
 
 impl LazyFence<'_> {
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Arc<LeaderError>> {
         self.checked
-            .get_or_init(|| async { self.ctx.fence.check().await.map_err(|e| e.to_string()) })
+            .get_or_init(|| async { self.ctx.fence.check().await.map_err(Arc::new) })
             .await
             .clone()
             .map(|_| ())
@@ -159,7 +190,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     }
     // Regions no longer placed: remove what is there.
     let mut removing = Vec::new();
-    for cluster in ctx.stores.clusters.all() {
+    for cluster in ctx.handles.clusters.all() {
         if placement.placed.contains(&cluster.region) {
             continue;
         }
@@ -168,7 +199,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
         }
     }
 
-    let replicas = ctx.stores.replication.of(&name);
+    let replicas = tc.replication.of(&name);
     let mut regions: Vec<RegionSync> = outcomes
         .iter()
         .map(|o| {
@@ -214,7 +245,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
         ),
         None => {}
     }
-    let verdicts = region_verdicts(ctx);
+    let verdicts = ctx.recorded_verdicts();
     let active = active_region(&placement.placed, |r| verdicts.get(r).copied());
     fields.insert("placedRegions".into(), json!(placement.placed));
     fields.insert("regions".into(), json!(regions));
@@ -227,21 +258,8 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     Ok(Action::requeue(if settled { RESYNC } else { RETRY }))
 }
 
-fn fenced(msg: String) -> ReconcileError {
-    ReconcileError::Regional(format!("not writing: {msg}"))
-}
-
-/// The verdict of every Region, from its status.
-pub fn region_verdicts(ctx: &Context) -> BTreeMap<String, Verdict> {
-    ctx.stores
-        .regions
-        .state()
-        .iter()
-        .filter_map(|o| {
-            let v = o.data.get("status")?.get("verdict")?;
-            Some((o.metadata.name.clone()?, serde_json::from_value(v.clone()).ok()?))
-        })
-        .collect()
+fn fenced(e: Arc<LeaderError>) -> ReconcileError {
+    ReconcileError::Fenced(e)
 }
 
 fn replicated_condition(
@@ -342,7 +360,7 @@ const NOT_KNOWN_YET: &str = "connecting to the regional cluster";
 
 /// A cluster that can take requests now, or the outcome explaining why not.
 fn usable(ctx: &Context, region: &str) -> Result<Arc<Cluster>, RegionOutcome> {
-    let cluster = match ctx.stores.clusters.get(region) {
+    let cluster = match ctx.handles.clusters.get(region) {
         Ok(c) => c,
         Err(Some(why)) => return Err(outcome(region, SyncState::Error, why)),
         Err(None) => return Err(outcome(region, SyncState::Pending, NOT_KNOWN_YET)),
@@ -573,7 +591,7 @@ async fn cleanup(
     }
     fence.check().await.map_err(fenced)?;
     let configured: Vec<String> =
-        crate::dns_serve::specs::<azora_api::region::RegionSpec>(&ctx.stores.regions)
+        ctx.caches.regions.specs::<azora_api::region::RegionSpec>()
             .into_iter()
             .filter(|(_, s)| s.cluster.is_some())
             .map(|(n, _)| n)
@@ -586,7 +604,7 @@ async fn cleanup(
     let jobs = configured.iter().map(|region| {
         let ns_key = &ns_key;
         async move {
-            let cluster = match ctx.stores.clusters.get(region) {
+            let cluster = match ctx.handles.clusters.get(region) {
                 Ok(c) => c,
                 Err(why) => {
                     let why = why.unwrap_or_else(|| NOT_KNOWN_YET.into());
@@ -622,7 +640,7 @@ async fn cleanup(
     if done {
         remove_finalizer(ctx, obj).await?;
         info!(tenant = %name, regions = outcomes.len(), "tenant cleaned up in every region");
-        crate::events::publish(
+        azora_runtime::events::publish(
             ctx,
             obj,
             EventType::Normal,
@@ -674,6 +692,6 @@ async fn write_status(
     now: Time,
 ) -> Result<(), ReconcileError> {
     let current = current_conditions(obj);
-    let plan = crate::reconcile::plan_status(&current, desired, fields, generation, now, false);
-    crate::reconcile::write_if_changed(&tc.ctx, &tc.writer, TenantKind::NAME, obj, &current, &plan).await
+    let plan = plan_status(&current, desired, fields, generation, now, false);
+    write_if_changed(&tc.ctx, &tc.writer, TenantKind::NAME, obj, &current, &plan).await
 }

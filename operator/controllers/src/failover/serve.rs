@@ -3,60 +3,24 @@
 //! the zone store, so a late or replayed status never rolls answers back.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use azora_adapters::dns::DnsError;
 use azora_adapters::dns::embedded::Zones;
 use azora_api::failover::{DnsProviderType, FailoverPolicySpec, FailoverPolicyStatus};
 use azora_api::region::RegionSpec;
-use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use azora_runtime::cache::KindCache;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::kinds::{FailoverPolicyKind, Kind, RegionKind};
-use crate::zone::zone_data;
-
-fn store_of(
-    client: &kube::Client,
-    ar: &kube::core::ApiResource,
-) -> (Store<DynamicObject>, tokio::task::JoinHandle<()>) {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
-    let w = reflector::store::Writer::new(ar.clone());
-    let store = w.as_reader();
-    let h = tokio::spawn(
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(w)
-            .applied_objects()
-            .for_each(|_| async {}),
-    );
-    (store, h)
-}
-
-/// Specs of every object in a store, by name (malformed ones skipped).
-pub fn specs<S: serde::de::DeserializeOwned>(store: &Store<DynamicObject>) -> BTreeMap<String, S> {
-    store
-        .state()
-        .iter()
-        .filter_map(|o| {
-            Some((
-                o.metadata.name.clone()?,
-                serde_json::from_value(o.data.get("spec")?.clone()).ok()?,
-            ))
-        })
-        .collect()
-}
+use super::zone::zone_data;
 
 /// Keeps `zones` in line with the policies' decided answers until `shutdown`.
-pub async fn run(client: kube::Client, zones: Zones, mut shutdown: watch::Receiver<bool>) {
-    let (policies, h1) = store_of(&client, &FailoverPolicyKind::resource());
-    let (regions, h2) = store_of(&client, &RegionKind::resource());
+pub async fn run(zones: Zones, policies: KindCache, regions: KindCache, mut shutdown: watch::Receiver<bool>) {
     let mut served: BTreeSet<String> = BTreeSet::new();
+    let mut policy_changes = policies.changed();
+    let mut region_changes = regions.changed();
     loop {
-        let region_specs: BTreeMap<String, RegionSpec> = specs(&regions);
+        let region_specs: BTreeMap<String, RegionSpec> = regions.specs();
         let mut now_served = BTreeSet::new();
         for obj in policies.state() {
             let Some(spec) = obj
@@ -90,11 +54,11 @@ pub async fn run(client: kube::Client, zones: Zones, mut shutdown: watch::Receiv
             zones.remove(gone);
         }
         served = now_served;
+        // React to the leader's decisions as the watch delivers them, not on a poll.
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            r = policy_changes.changed() => if r.is_err() { break },
+            r = region_changes.changed() => if r.is_err() { break },
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    h1.abort();
-    h2.abort();
 }

@@ -21,19 +21,17 @@ use azora_core::failover::{Candidate, FailbackRule, Input, Reason, plan, serving
 use azora_core::placement::place;
 use azora_core::validate::{self, ProblemKind};
 use base64::Engine;
-use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::context::{Context, Needs};
-use crate::dns_serve::specs;
-use crate::kinds::{FailoverPolicyKind, Kind};
-use crate::state::HealthState;
-use crate::zone::{answers_list, answers_map, zone_data};
+use azora_core::failover::{cas_allows, freshest};
+use azora_runtime::pipeline::Kind as _;
+use azora_runtime::{Context, Needs};
+
+use super::FailoverPolicyKind;
+use super::zone::{answers_list, answers_map, zone_data};
 
 /// How long a policy's first answers may wait for every candidate region's first verdict.
 const INITIAL_GRACE: Duration = Duration::from_secs(15);
@@ -56,7 +54,14 @@ enum StepError {
     Status(#[from] azora_adapters::kube_status::StatusError),
     #[error("epoch moved from {expected} to {found}: another writer decided")]
     EpochMoved { expected: u64, found: u64 },
+    #[error("the API server did not answer in time")]
+    Deadline,
 }
+
+/// Deadline of one API call of the failover loop.
+const API_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline of resolving an RFC 2136 server's name.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What the failover manager owns in a policy's status; always written whole (server-side apply).
 struct Owned {
@@ -71,90 +76,123 @@ struct Checked {
     at: Instant,
 }
 
-/// Runs until `stop` resolves.
-pub async fn run(
-    ctx: Context,
-    health: HealthState,
-    cfg: FailoverConfig,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let ar = FailoverPolicyKind::resource();
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
-    let w = reflector::store::Writer::new(ar.clone());
-    let policies: Store<DynamicObject> = w.as_reader();
-    let reflect = tokio::spawn(
-        watcher(api.clone(), watcher::Config::default())
-            .default_backoff()
-            .reflect(w)
-            .applied_objects()
-            .for_each(|_| async {}),
-    );
-    let writer = StatusWriter::new(ctx.client.clone(), ar, "failover", ctx.fence.clone());
-    let mut checked: HashMap<String, Checked> = HashMap::new();
-    let mut last_sync: HashMap<String, Instant> = HashMap::new();
+/// Runs until `stop` resolves: one task per FailoverPolicy, so a slow or broken DNS provider of one
+/// policy never delays another policy's failover.
+pub async fn run(ctx: Context, cfg: FailoverConfig, stop: impl std::future::Future<Output = ()>) {
+    let policies = ctx.caches.policies.clone();
+    let mut changed = policies.changed();
+    let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let term_start = Instant::now();
     tokio::pin!(stop);
+    tokio::select! {
+        () = policies.ready() => {}
+        () = &mut stop => return,
+    }
     info!("failover loop started");
     loop {
-        let regions: BTreeMap<String, RegionSpec> = specs(&ctx.stores.regions);
-        let mut serving_now = std::collections::BTreeSet::new();
-        for obj in policies.state() {
-            let Some(name) = obj.metadata.name.clone() else {
-                continue;
-            };
-            let Some(spec) = obj
-                .data
-                .get("spec")
-                .and_then(|s| serde_json::from_value::<FailoverPolicySpec>(s.clone()).ok())
-            else {
-                continue;
-            };
-            let c = match checked.get(&name) {
-                Some(c)
-                    if c.generation == obj.metadata.generation
-                        && c.at.elapsed() < Duration::from_secs(60) =>
-                {
-                    c
-                }
-                _ => {
-                    let fresh = check(&ctx, &spec, obj.metadata.generation).await;
-                    checked.insert(name.clone(), fresh);
-                    let Some(c) = checked.get(&name) else { continue };
-                    c
-                }
-            };
-            if !c.valid {
-                continue;
-            }
-            let tsig = c.tsig.clone();
-            match step(
-                &ctx,
-                &health,
-                &cfg,
-                &writer,
-                &api,
-                &obj,
-                &name,
-                &spec,
-                &regions,
-                tsig.as_ref(),
-                &mut last_sync,
-                term_start,
-            )
-            .await
-            {
-                Ok(answers) => serving_now.extend(serving(&answers)),
-                Err(e) => warn!(policy = %name, error = &e as &dyn std::error::Error, "failover step failed"),
+        let names: Vec<String> = policies
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        for name in &names {
+            if tasks.get(name).is_none_or(|t| t.is_finished()) {
+                let task = policy_loop(ctx.clone(), cfg.clone(), name.clone(), term_start);
+                tasks.insert(name.clone(), ctx.supervisor.spawn_term("failover/policy", task));
             }
         }
-        health.set_serving(serving_now);
+        tasks.retain(|name, t| {
+            let keep = names.contains(name);
+            if !keep {
+                t.abort();
+                ctx.handles.verdicts.set_serving(name, Default::default());
+            }
+            keep
+        });
         tokio::select! {
-            _ = health.changed.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = &mut stop => break,
+            r = changed.changed() => if r.is_err() { break },
+            () = &mut stop => break,
         }
     }
-    reflect.abort();
+    for t in tasks.values() {
+        t.abort();
+    }
+}
+
+/// What one policy's task remembers between steps.
+#[derive(Default)]
+struct PolicyMemory {
+    checked: Option<Checked>,
+    last_sync: Option<Instant>,
+    /// The newest status this task wrote or read from the API server: a lagging watch never makes it
+    /// decide the same change twice.
+    known: Option<FailoverPolicyStatus>,
+}
+
+/// One policy: re-plans on every verdict change, policy change, and every second (hold-down timers,
+/// resyncs); ends when the policy is gone.
+async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start: Instant) {
+    let ar = FailoverPolicyKind::resource();
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+    let writer = StatusWriter::new(ctx.client.clone(), ar, "failover", ctx.fence.clone());
+    let mut verdicts = ctx.handles.verdicts.subscribe();
+    let mut policies = ctx.caches.policies.changed();
+    let mut memory = PolicyMemory::default();
+    loop {
+        let Some(obj) = ctx
+            .caches
+            .policies
+            .state()
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))
+        else {
+            ctx.handles.verdicts.set_serving(&name, Default::default());
+            return;
+        };
+        if let Some(spec) = obj
+            .data
+            .get("spec")
+            .and_then(|s| serde_json::from_value::<FailoverPolicySpec>(s.clone()).ok())
+        {
+            let fresh_check = memory
+                .checked
+                .as_ref()
+                .is_none_or(|c| c.generation != obj.metadata.generation || c.at.elapsed() >= Duration::from_secs(60));
+            if fresh_check {
+                memory.checked = Some(check(&ctx, &spec, obj.metadata.generation).await);
+            }
+            if let Some(c) = memory.checked.as_ref().filter(|c| c.valid) {
+                let tsig = c.tsig.clone();
+                let regions: BTreeMap<String, RegionSpec> = ctx.caches.regions.specs();
+                let step = step(
+                    &ctx, &cfg, &writer, &api, &obj, &name, &spec, &regions, tsig.as_ref(), &mut memory, term_start,
+                );
+                match step.await {
+                    Ok(answers) => ctx
+                        .handles
+                        .verdicts
+                        .set_serving(&name, serving(&answers).into_iter().collect()),
+                    Err(e) => {
+                        warn!(policy = %name, error = &e as &dyn std::error::Error, "failover step failed");
+                        // Whatever the cache says, read the stored status before deciding again.
+                        if let Ok(fresh) = tokio::time::timeout(Duration::from_secs(10), api.get(&name)).await
+                            && let Ok(fresh) = fresh
+                        {
+                            memory.known = fresh
+                                .data
+                                .get("status")
+                                .and_then(|s| serde_json::from_value(s.clone()).ok());
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = verdicts.changed() => if r.is_err() { return },
+            r = policies.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 async fn check(ctx: &Context, spec: &FailoverPolicySpec, generation: Option<i64>) -> Checked {
@@ -206,7 +244,6 @@ async fn check(ctx: &Context, spec: &FailoverPolicySpec, generation: Option<i64>
 #[allow(clippy::too_many_arguments)]
 async fn step(
     ctx: &Context,
-    health: &HealthState,
     cfg: &FailoverConfig,
     writer: &StatusWriter,
     api: &Api<DynamicObject>,
@@ -215,21 +252,24 @@ async fn step(
     spec: &FailoverPolicySpec,
     regions: &BTreeMap<String, RegionSpec>,
     tsig: Option<&TsigKey>,
-    last_sync: &mut HashMap<String, Instant>,
+    memory: &mut PolicyMemory,
     term_start: Instant,
 ) -> Result<BTreeMap<String, Vec<String>>, StepError> {
-    let status: FailoverPolicyStatus = obj
+    let health = &ctx.handles.verdicts;
+    let cached: FailoverPolicyStatus = obj
         .data
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .unwrap_or_default();
+    // Plan from the newest status known: the cache may not show our own last write yet.
+    let status = freshest(cached, memory.known.as_ref());
     let current = answers_map(&status.answers);
     let allowed: Option<Vec<String>> = spec.tenant.as_ref().map(|t| {
         let world = azora_core::world::World {
             regions: regions.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
             ..Default::default()
         };
-        let tenants: BTreeMap<String, azora_api::tenant::TenantSpec> = specs(&ctx.stores.tenants);
+        let tenants: BTreeMap<String, azora_api::tenant::TenantSpec> = ctx.caches.tenants.specs();
         tenants
             .get(t)
             .map(|ts| place(ts, &world).placed)
@@ -324,7 +364,9 @@ async fn step(
         owned.status.active_regions = serving(&p.answers).into_iter().collect();
         owned.status.last_failover = Some(record);
         owned.published = Desired::unknown("DnsPublished", "Publishing", format!("publishing epoch {epoch}"));
+        // Compare-and-swap: only if the stored epoch is still the one this decision was planned from.
         write(writer, api, obj, name, status.epoch, &owned).await?;
+        memory.known = Some(owned.status.clone());
         ctx.metrics
             .failovers
             .with_label_values(&[name, &change.reason.to_string()])
@@ -341,7 +383,7 @@ async fn step(
             change.reason
         );
         info!(policy = %name, %note, "failover decided");
-        crate::events::publish(ctx, obj, kind, "FailoverDecided", &note, "Failover").await;
+        azora_runtime::events::publish(ctx, obj, kind, "FailoverDecided", &note, "Failover").await;
         publish_and_verify(
             ctx,
             cfg,
@@ -356,7 +398,8 @@ async fn step(
             Some(status.epoch),
         )
         .await?;
-        last_sync.insert(name.to_string(), Instant::now());
+        memory.known = Some(owned.status.clone());
+        memory.last_sync = Some(Instant::now());
         return Ok(p.answers);
     }
 
@@ -365,8 +408,8 @@ async fn step(
         .as_ref()
         .is_some_and(|r| r.verified_time.is_none());
     let resync_due = spec.provider.type_ == DnsProviderType::RFC2136
-        && last_sync
-            .get(name)
+        && memory
+            .last_sync
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
     if (incomplete || resync_due) && !status.answers.is_empty() {
         if incomplete {
@@ -389,7 +432,8 @@ async fn step(
             prerequisite,
         )
         .await?;
-        last_sync.insert(name.to_string(), Instant::now());
+        memory.known = Some(owned.status.clone());
+        memory.last_sync = Some(Instant::now());
     } else if spec.provider.type_ == DnsProviderType::Embedded && !status.answers.is_empty() {
         // Keep this replica's server current even when the watch of our own write is not back yet.
         let _ = cfg
@@ -470,7 +514,7 @@ async fn publish_and_verify(
                     r.to.as_deref().unwrap_or("none"),
                     r.total_ms.unwrap_or_default()
                 );
-                crate::events::publish(ctx, obj, EventType::Normal, "FailoverVerified", &note, "Failover")
+                azora_runtime::events::publish(ctx, obj, EventType::Normal, "FailoverVerified", &note, "Failover")
                     .await;
             }
             Ok(())
@@ -485,7 +529,7 @@ async fn publish_and_verify(
             warn!(policy = %name, epoch, error = &e as &dyn std::error::Error, "DNS publish or verify failed");
             owned.published = Desired::fail("DnsPublished", reason, e.to_string());
             write(writer, api, obj, name, epoch, owned).await?;
-            crate::events::publish(ctx, obj, EventType::Warning, reason, &e.to_string(), "Failover").await;
+            azora_runtime::events::publish(ctx, obj, EventType::Warning, reason, &e.to_string(), "Failover").await;
             Ok(())
         }
     }
@@ -503,8 +547,9 @@ async fn push(
         (DnsProviderType::RFC2136, Some(r), Some(key)) => {
             let mut servers = Vec::new();
             for s in &r.servers {
-                let addr = tokio::net::lookup_host(s)
+                let addr = tokio::time::timeout(LOOKUP_DEADLINE, tokio::net::lookup_host(s))
                     .await
+                    .map_err(|_| DnsError::Transport(format!("server {s}: name lookup timed out")))?
                     .map_err(|e| DnsError::Config(format!("server {s}: {e}")))?
                     .next()
                     .ok_or_else(|| DnsError::Config(format!("server {s}: no address")))?;
@@ -553,7 +598,8 @@ fn observe_phases(ctx: &Context, r: &FailoverRecord, total: Duration) {
     }
 }
 
-/// Compare-and-swap write: refused unless the stored epoch is still `expected`.
+/// Compare-and-swap write: refused unless the stored epoch is exactly `expected` (the epoch a decision was
+/// planned from, or the epoch whose progress is being recorded).
 async fn write(
     writer: &StatusWriter,
     api: &Api<DynamicObject>,
@@ -562,14 +608,16 @@ async fn write(
     expected: u64,
     owned: &Owned,
 ) -> Result<(), StepError> {
-    let fresh = api.get(name).await?;
+    let fresh = tokio::time::timeout(API_DEADLINE, api.get(name))
+        .await
+        .map_err(|_| StepError::Deadline)??;
     let found = fresh
         .data
         .get("status")
         .and_then(|s| s.get("epoch"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    if found != expected && found != owned.status.epoch {
+    if !cas_allows(found, expected) {
         return Err(StepError::EpochMoved { expected, found });
     }
     let current: Vec<Condition> = fresh

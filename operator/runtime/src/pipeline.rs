@@ -1,6 +1,7 @@
 //! The generic reconcile pipeline every kind runs: fetch (parse the object, build the world) → validate →
 //! plan status → write status (skipped when nothing changed) → Events on transitions. Invalid specs become
-//! conditions and wait for a change; only API trouble is an error, requeued with capped jittered backoff.
+//! conditions and wait for a change; only API trouble is an error, requeued with exponential, capped,
+//! jittered backoff per object. The `Kind` trait is what a capability tells the pipeline about its kind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,56 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 use tracing::{info, instrument, warn};
 
-use crate::context::Context;
-use crate::kinds::Kind;
+use azora_core::validate::{Pending, Problem};
+use azora_core::world::World;
+use kube::CustomResourceExt;
+use kube::core::ApiResource;
+use serde::de::DeserializeOwned;
+
+use crate::context::{Context, Needs};
+
+/// What the generic reconcile pipeline needs to know about a kind.
+pub trait Kind: Send + Sync + 'static {
+    /// Controller name (metrics label, field manager suffix).
+    const NAME: &'static str;
+    /// The spec type.
+    type Spec: DeserializeOwned + Send + Sync;
+    /// The API resource.
+    fn resource() -> ApiResource;
+    /// Parts of the world validation needs.
+    fn needs() -> Needs {
+        Needs::default()
+    }
+    /// Secrets (in the operator namespace) the spec refers to.
+    fn secret_refs(_spec: &Self::Spec) -> Vec<String> {
+        Vec::new()
+    }
+    /// The checks.
+    fn check(spec: &Self::Spec, world: &World) -> Vec<Problem>;
+    /// Message of `Ready=True`.
+    fn ready_message() -> &'static str;
+    /// The capability a later part of the operator delivers, reported until then.
+    fn pending() -> Option<Pending>;
+    /// Kind-specific status fields, computed when the spec is valid.
+    fn status_fields(_spec: &Self::Spec, _world: &World, _valid: bool) -> Map<String, Value> {
+        Map::new()
+    }
+}
+
+/// The API resource of one of our kinds.
+pub fn resource_of<K: CustomResourceExt + kube::Resource<DynamicType = ()>>() -> ApiResource {
+    ApiResource::erase::<K>(&())
+}
+
+/// A capability this version does not deliver yet: `Ready=False` with reason `NotYetSupported` (GitOps
+/// tools read `Ready`; it never says True for something that does not run).
+pub fn not_yet_supported(condition: &'static str, message: &str) -> Option<Pending> {
+    Some(Pending {
+        condition,
+        message: message.to_string(),
+        ready_anyway: false,
+    })
+}
 
 /// Re-check interval of a healthy object (references may disappear).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -34,9 +83,9 @@ pub enum ReconcileError {
     /// Writing status failed.
     #[error("writing status failed")]
     Status(#[source] StatusError),
-    /// A regional action could not be taken (e.g. the fence refused).
-    #[error("{0}")]
-    Regional(String),
+    /// The write fence refused: this replica does not (or no longer) lead.
+    #[error("not writing")]
+    Fenced(#[source] std::sync::Arc<azora_adapters::leader::LeaderError>),
 }
 
 impl ReconcileError {
@@ -44,24 +93,79 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Fetch(_) => "Fetch",
-            Self::Regional(_) => "Regional",
+            Self::Fenced(_) => "Fenced",
             Self::Status(e) => e.category(),
         }
     }
 }
 
-/// Per-controller state: the context plus this kind's status writer.
+/// Per-controller state: the context, this kind's status writer, and the backoff of failing objects.
 pub struct KindCtx {
     /// Shared context.
     pub ctx: Context,
     /// Status writer for this kind.
     pub writer: StatusWriter,
+    /// Consecutive failures per object (reset on success).
+    pub failures: Backoff,
+}
+
+impl KindCtx {
+    /// A controller's state.
+    pub fn new(ctx: Context, writer: StatusWriter) -> Self {
+        Self {
+            ctx,
+            writer,
+            failures: Backoff::default(),
+        }
+    }
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s … capped at 5 min, each with up to 50 % jitter.
+#[derive(Default)]
+pub struct Backoff(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Backoff {
+    /// Records a failure of `object`; returns how long to wait before the next try.
+    pub fn failed(&self, object: &str, base: Duration) -> Duration {
+        let n = self
+            .0
+            .lock()
+            .map(|mut m| {
+                let n = m.entry(object.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            })
+            .unwrap_or(1);
+        backoff_delay(n, base, rand::rng().random_range(0.0..=0.5))
+    }
+
+    /// Records a success of `object`.
+    pub fn succeeded(&self, object: &str) {
+        if let Ok(mut m) = self.0.lock()
+            && !m.is_empty()
+        {
+            m.remove(object);
+        }
+    }
+}
+
+/// Cap of the error backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The delay after the `n`th consecutive failure (n ≥ 1): `base · 2^(n-1)` plus `jitter` (0–0.5) of it,
+/// capped at `MAX_BACKOFF`.
+pub fn backoff_delay(n: u32, base: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
+    let with_jitter = exp.mul_f64(1.0 + jitter.clamp(0.0, 0.5));
+    with_jitter.min(MAX_BACKOFF)
 }
 
 /// The planned status of one object.
-pub(crate) struct Plan {
-    pub(crate) status: Value,
-    pub(crate) ready: Condition,
+pub struct Plan {
+    /// The status body.
+    pub status: Value,
+    /// The Ready condition it carries.
+    pub ready: Condition,
     unresolved: bool,
 }
 
@@ -102,6 +206,7 @@ pub async fn reconcile<K: Kind>(obj: Arc<DynamicObject>, kc: Arc<KindCtx>) -> Re
     };
 
     write_if_changed(ctx, &kc.writer, K::NAME, &obj, &current, &plan).await?;
+    kc.failures.succeeded(obj.metadata.name.as_deref().unwrap_or_default());
     ctx.metrics.reconciled(K::NAME, "ok");
     Ok(Action::requeue(if plan.unresolved {
         RETRY_UNRESOLVED
@@ -111,7 +216,7 @@ pub async fn reconcile<K: Kind>(obj: Arc<DynamicObject>, kc: Arc<KindCtx>) -> Re
 }
 
 /// Writes the planned status unless the object already says it; publishes an Event when Ready changes.
-pub(crate) async fn write_if_changed(
+pub async fn write_if_changed(
     ctx: &Context,
     writer: &StatusWriter,
     controller: &'static str,
@@ -136,7 +241,8 @@ pub(crate) async fn write_if_changed(
     Ok(())
 }
 
-pub(crate) fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
+/// The conditions in an object's status.
+pub fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
     obj.data
         .get("status")
         .and_then(|s| s.get("conditions"))
@@ -144,7 +250,8 @@ pub(crate) fn current_conditions(obj: &DynamicObject) -> Vec<Condition> {
         .unwrap_or_default()
 }
 
-pub(crate) fn plan_status(
+/// Plans the status: merged conditions (only the ones this controller owns), fields, observed generation.
+pub fn plan_status(
     current: &[Condition],
     desired: &[Desired],
     mut fields: Map<String, Value>,
@@ -178,7 +285,7 @@ pub(crate) fn plan_status(
 }
 
 /// Whether the object's status already says everything in `planned` (timestamps aside).
-pub(crate) fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
+pub fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
     let Some(current) = obj.data.get("status") else {
         return false;
     };
@@ -199,7 +306,8 @@ pub(crate) fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
     })
 }
 
-pub(crate) async fn publish_transition(
+/// Publishes an Event when Ready changed status or reason.
+pub async fn publish_transition(
     ctx: &Context,
     obj: &DynamicObject,
     before: Option<&Condition>,
@@ -217,23 +325,55 @@ pub(crate) async fn publish_transition(
     info!(status = %after.status, reason = %after.reason, "Ready changed");
 }
 
-/// Error policy: everything reaching here is transient; retry with capped, jittered backoff.
+
+
+/// Error policy: everything reaching here is transient; retry with exponential, capped, jittered backoff
+/// per object (a fence refusal or a write conflict starts lower: they clear quickly).
 pub fn error_policy<K: Kind>(obj: Arc<DynamicObject>, err: &ReconcileError, kc: Arc<KindCtx>) -> Action {
     let category = err.category();
     kc.ctx.metrics.error(K::NAME, category);
     kc.ctx.metrics.reconciled(K::NAME, "error");
     let base = match err {
-        ReconcileError::Status(StatusError::Conflict(_)) => 1,
-        ReconcileError::Status(StatusError::Fenced(_)) => 5,
-        _ => 10,
+        ReconcileError::Status(StatusError::Conflict(_)) => Duration::from_millis(500),
+        ReconcileError::Status(StatusError::Fenced(_)) | ReconcileError::Fenced(_) => Duration::from_secs(2),
+        _ => Duration::from_secs(1),
     };
-    let jitter = rand::rng().random_range(0..=base * 500);
+    let name = obj.metadata.name.as_deref().unwrap_or("");
+    let delay = kc.failures.failed(name, base);
     warn!(
         controller = K::NAME,
-        object = obj.metadata.name.as_deref().unwrap_or(""),
+        object = name,
         category,
+        retry_in_ms = delay.as_millis() as u64,
         error = err as &dyn std::error::Error,
         "reconcile failed"
     );
-    Action::requeue(Duration::from_millis((base * 1000 + jitter).min(30_000)))
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_and_is_capped() {
+        let b = Duration::from_secs(1);
+        assert_eq!(backoff_delay(1, b, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2, b, 0.0), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5, b, 0.0), Duration::from_secs(16));
+        assert_eq!(backoff_delay(5, b, 0.5), Duration::from_secs(24));
+        assert_eq!(backoff_delay(30, b, 0.5), MAX_BACKOFF);
+        assert_eq!(backoff_delay(u32::MAX, b, 9.0), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_success_resets_the_backoff() {
+        let b = Backoff::default();
+        let base = Duration::from_secs(1);
+        let _ = b.failed("a", base);
+        let _ = b.failed("a", base);
+        assert!(b.failed("a", base) >= Duration::from_secs(4));
+        b.succeeded("a");
+        assert!(b.failed("a", base) < Duration::from_secs(2));
+    }
 }

@@ -13,20 +13,18 @@ use azora_api::Time;
 use azora_api::region::{RegionSpec, Verdict};
 use azora_core::duration::parse_duration;
 use azora_core::health::{ObserverView, Thresholds, needs_quick_recheck, observe_round};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::kinds::{Kind, RegionKind};
-use crate::metrics::Metrics;
-use crate::state::{OBSERVATIONS_ANNOTATION, OBSERVER_LABEL, Observed, observer_lease_name};
+use azora_runtime::Metrics;
+use azora_runtime::cache::KindCache;
+
+use super::observers::{OBSERVATIONS_ANNOTATION, OBSERVER_LABEL, Observed, observer_lease_name};
 
 /// How often an observer rewrites its Lease when nothing changed.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -46,11 +44,12 @@ pub struct EngineConfig {
     pub prober: Prober,
 }
 
-/// Runs the engine until `shutdown` flips to true.
+/// Runs the engine until `shutdown` flips to true. `regions` is the shared Region cache.
 pub async fn run(
     client: kube::Client,
     cfg: EngineConfig,
     metrics: Metrics,
+    regions: KindCache,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let report: Report = Arc::default();
@@ -62,22 +61,14 @@ pub async fn run(
         dirty.clone(),
     ));
 
-    let ar = RegionKind::resource();
-    let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let w = reflector::store::Writer::new(ar.clone());
-    let store: Store<DynamicObject> = w.as_reader();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(w)
-        .applied_objects();
-    let reflect = tokio::spawn(stream.for_each(|_| async {}));
+    let mut changed = regions.changed();
 
     let mut tasks: HashMap<String, (String, JoinHandle<()>)> = HashMap::new();
     info!(observer = %cfg.observer, "probe engine started");
     loop {
         // Supervise: one task per Region, restarted when its probe spec changes.
         let mut present = Vec::new();
-        for obj in store.state() {
+        for obj in regions.state() {
             let Some(name) = obj.metadata.name.clone() else {
                 continue;
             };
@@ -116,15 +107,15 @@ pub async fn run(
             }
             dirty.notify_one();
         }
+        // React to Region changes (a new region, a changed probe spec), not on a poll.
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            r = changed.changed() => if r.is_err() { break },
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
     for (_, (_, h)) in tasks {
         h.abort();
     }
-    reflect.abort();
     writer.abort();
 }
 

@@ -20,8 +20,8 @@ use jiff::Timestamp;
 use kube::ResourceExt as _;
 use tracing::{info, warn};
 
-use crate::clusters::Wake;
-use crate::context::{Context, Needs};
+use azora_runtime::clusters::Wake;
+use azora_runtime::{Context, Needs};
 
 /// Replication of one tenant to one region, as last measured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Replication {
     }
 
     /// Records a state; returns whether what the Tenant's status shows changed (sync flag or error).
-    fn set(&self, tenant: &str, region: &str, state: ReplicaState) -> bool {
+    pub(super) fn set(&self, tenant: &str, region: &str, state: ReplicaState) -> bool {
         let Ok(mut m) = self.inner.write() else {
             return false;
         };
@@ -60,7 +60,7 @@ impl Replication {
         before.is_none_or(|b| b.in_sync != state.in_sync || b.error != state.error)
     }
 
-    fn retain(&self, keep: impl Fn(&str) -> bool) {
+    pub(super) fn retain(&self, keep: impl Fn(&str) -> bool) {
         if let Ok(mut m) = self.inner.write() {
             m.retain(|t, _| keep(t));
         }
@@ -151,12 +151,17 @@ struct Round {
 }
 
 /// Runs replication rounds until `stop`.
-pub async fn run(ctx: Context, cfg: ReplicationConfig, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    ctx: Context,
+    cfg: ReplicationConfig,
+    shared: Replication,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let work = async {
         let mut state = Round::default();
         loop {
             let started = std::time::Instant::now();
-            round(&ctx, &cfg, &mut state).await;
+            round(&ctx, &cfg, &shared, &mut state).await;
             let spent = started.elapsed();
             tokio::time::sleep(cfg.interval.saturating_sub(spent).max(Duration::from_millis(500))).await;
         }
@@ -177,14 +182,14 @@ struct Job {
     dst: ObjectStore,
 }
 
-async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
+async fn round(ctx: &Context, cfg: &ReplicationConfig, shared: &Replication, state: &mut Round) {
     let Ok(world) = ctx.world(Needs::default(), &[]).await else {
         return;
     };
-    let regions: BTreeMap<String, RegionSpec> = crate::dns_serve::specs(&ctx.stores.regions);
+    let regions: BTreeMap<String, RegionSpec> = ctx.caches.regions.specs();
     // Valid, live tenants and where they are placed.
     let tenants: BTreeMap<String, (TenantSpec, Vec<String>)> = ctx
-        .stores
+        .caches
         .tenants
         .state()
         .iter()
@@ -202,7 +207,7 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
             Some((o.name_any(), (spec, placed)))
         })
         .collect();
-    ctx.stores.replication.retain(|t| tenants.contains_key(t));
+    shared.retain(|t| tenants.contains_key(t));
 
     // Clients for every region with a store.
     let mut store_errors: BTreeMap<String, String> = BTreeMap::new();
@@ -299,6 +304,7 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
                 Ok(j) => jobs.push(j),
                 Err(msg) => record(
                     ctx,
+                    shared,
                     tenant,
                     target,
                     ReplicaState {
@@ -354,7 +360,7 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
     let results: Vec<(String, String, Option<Manifest>)> = futures::stream::iter(inputs)
         .map(|(job, cached)| async move {
             let (state_, manifest) = replicate(ctx, &job, cached, delete_delay).await;
-            record(ctx, &job.tenant, &job.target, state_);
+            record(ctx, shared, &job.tenant, &job.target, state_);
             (job.tenant, job.target, manifest)
         })
         .buffer_unordered(cfg.concurrency.max(1))
@@ -367,13 +373,13 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, state: &mut Round) {
     }
 }
 
-fn record(ctx: &Context, tenant: &str, region: &str, state: ReplicaState) {
+fn record(ctx: &Context, shared: &Replication, tenant: &str, region: &str, state: ReplicaState) {
     ctx.metrics
         .tenant_replication_lag
         .with_label_values(&[tenant, region])
         .set(state.lag_seconds as f64);
-    if ctx.stores.replication.set(tenant, region, state) {
-        ctx.stores.clusters.wake(Wake::Tenant(tenant.to_string()));
+    if shared.set(tenant, region, state) {
+        ctx.handles.clusters.wake(Wake::Tenant(tenant.to_string()));
     }
 }
 

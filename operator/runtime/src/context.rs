@@ -1,0 +1,112 @@
+//! What every reconcile and leader loop shares: the hub clients, the fence, the shared caches, Secret key
+//! lookups, the Event recorder, metrics, and the small read-only handles capabilities publish to each other
+//! (region verdicts, the regional cluster registry, the chaos/drill interlock). Building the `World` for
+//! validation happens here (reads from the caches plus Secret GETs; no writes). No capability state.
+
+use std::collections::BTreeMap;
+
+use azora_adapters::leader::Fence;
+use azora_adapters::secrets::SecretKeys;
+use azora_api::backup::BackupSpec;
+use azora_api::region::{RegionSpec, Verdict};
+use azora_api::tenant::TenantSpec;
+use azora_core::world::{RegionFacts, World};
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use crate::cache::Caches;
+use crate::clusters::Clusters;
+use crate::interlock::Interlock;
+use crate::metrics::Metrics;
+use crate::supervise::Supervisor;
+use crate::verdicts::Verdicts;
+
+/// Read-only handles shared between capabilities (each written by exactly one owner).
+#[derive(Clone)]
+pub struct Handles {
+    /// Combined region verdicts (owner: health) and the regions DNS serves (owner: failover).
+    pub verdicts: Verdicts,
+    /// Regional cluster clients and caches (owner: the registry loop in this crate).
+    pub clusters: Clusters,
+    /// Which chaos experiment, drill or real failover is under way.
+    pub interlock: Interlock,
+}
+
+/// Shared by every reconcile.
+#[derive(Clone)]
+pub struct Context {
+    /// Client for the hub cluster (requests: short deadlines).
+    pub client: Client,
+    /// Namespace the operator runs in (where referenced Secrets live).
+    pub namespace: String,
+    /// Write fence.
+    pub fence: Fence,
+    /// Secret key lookups.
+    pub secrets: SecretKeys,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Shared watch caches of the hub.
+    pub caches: Caches,
+    /// Handles published between capabilities.
+    pub handles: Handles,
+    /// Supervisor of background tasks.
+    pub supervisor: Supervisor,
+}
+
+/// What part of the world a kind's validation needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    /// Tenant specs.
+    pub tenants: bool,
+    /// Backup to tenant mapping.
+    pub backups: bool,
+}
+
+impl Context {
+    /// Builds the world from the caches, and looks up the given Secrets' key names.
+    pub async fn world(&self, needs: Needs, secret_names: &[String]) -> Result<World, kube::Error> {
+        let regions: BTreeMap<String, RegionSpec> = self.caches.regions.specs();
+        let mut world = World {
+            regions: regions
+                .iter()
+                .map(|(k, v)| (k.clone(), RegionFacts::from(v)))
+                .collect(),
+            ..World::default()
+        };
+        if needs.tenants || needs.backups {
+            world.tenants = self.caches.tenants.specs::<TenantSpec>();
+        }
+        if needs.backups {
+            world.backups = self
+                .caches
+                .backups
+                .specs::<BackupSpec>()
+                .into_iter()
+                .map(|(k, v)| (k, v.tenant))
+                .collect();
+        }
+        for name in secret_names {
+            if !world.secrets.contains_key(name)
+                && let Some(keys) = self.secrets.keys(name).await?
+            {
+                world.secrets.insert(name.clone(), keys);
+            }
+        }
+        Ok(world)
+    }
+
+    /// The verdict of every Region, as recorded in its status.
+    pub fn recorded_verdicts(&self) -> BTreeMap<String, Verdict> {
+        self.caches
+            .regions
+            .state()
+            .iter()
+            .filter_map(|o| {
+                let v = o.data.get("status")?.get("verdict")?;
+                Some((o.metadata.name.clone()?, serde_json::from_value(v.clone()).ok()?))
+            })
+            .collect()
+    }
+}

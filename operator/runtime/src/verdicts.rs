@@ -1,0 +1,98 @@
+//! The region-verdict handle (no IO): the combined health of each region as the health aggregator last
+//! judged it (written only by health), and which regions DNS currently serves (written only by failover).
+//! Every other capability reads it. A verdict change notifies subscribers at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use azora_api::Time;
+use azora_api::region::Verdict;
+use tokio::sync::watch;
+
+/// Combined health of one region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionHealth {
+    /// Combined verdict.
+    pub verdict: Verdict,
+    /// When the verdict last changed.
+    pub since: Time,
+    /// When it last came back from Down.
+    pub recovered: Option<Time>,
+    /// Earliest start of the current failure streak among observers that see it down.
+    pub failing_since: Option<Time>,
+}
+
+/// Shared verdicts.
+#[derive(Clone)]
+pub struct Verdicts {
+    regions: Arc<RwLock<BTreeMap<String, RegionHealth>>>,
+    serving: Arc<RwLock<BTreeMap<String, BTreeSet<String>>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Self {
+            regions: Arc::default(),
+            serving: Arc::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Verdicts {
+    /// The health of a region, if judged.
+    pub fn get(&self, region: &str) -> Option<RegionHealth> {
+        self.regions.read().ok()?.get(region).cloned()
+    }
+
+    /// Every judged region.
+    pub fn all(&self) -> BTreeMap<String, RegionHealth> {
+        self.regions.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Records a region's health; notifies subscribers when the verdict (or the evidence the failover
+    /// planner uses) changed.
+    pub fn set(&self, region: &str, health: RegionHealth) {
+        let changed = match self.regions.write() {
+            Ok(mut m) => m
+                .insert(region.to_string(), health.clone())
+                .is_none_or(|old| old != health),
+            Err(_) => false,
+        };
+        if changed {
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Forgets a deleted region.
+    pub fn remove(&self, region: &str) {
+        if let Ok(mut m) = self.regions.write() {
+            m.remove(region);
+        }
+    }
+
+    /// A receiver notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Regions DNS serves (any policy, any geography).
+    pub fn serving(&self) -> BTreeSet<String> {
+        self.serving
+            .read()
+            .map(|s| s.values().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the regions one policy serves.
+    pub fn set_serving(&self, policy: &str, regions: BTreeSet<String>) {
+        if let Ok(mut s) = self.serving.write() {
+            if regions.is_empty() {
+                s.remove(policy);
+            } else {
+                s.insert(policy.to_string(), regions);
+            }
+        }
+    }
+}

@@ -16,6 +16,11 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// Deadline of one election step (read and write of the Lease).
+const STEP_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline of the fence's confirmation read.
+const FENCE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Settings of the election.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -68,6 +73,9 @@ pub enum LeaderError {
     /// The local lease validity ran out before a renewal.
     #[error("lease expired locally before renewal")]
     Expired,
+    /// A lease request did not answer within its deadline.
+    #[error("lease request timed out")]
+    Timeout,
     /// Another replica holds the lease now: this replica was deposed.
     #[error("deposed: lease now held by {holder:?} at epoch {epoch}, ours was {ours}")]
     Deposed {
@@ -106,7 +114,21 @@ pub async fn run(
     let mut observed: Option<Observed> = None;
     loop {
         let sent_at = Instant::now();
-        match step(&api, &cfg, &mut observed, sent_at).await {
+        // Leadership ends on the local expiry even when the renewal hangs: the step races the deadline.
+        let held_until = tx.borrow().map(|l| l.valid_until);
+        let step = tokio::time::timeout(STEP_DEADLINE, step(&api, &cfg, &mut observed, sent_at));
+        let outcome = match held_until {
+            Some(until) => tokio::select! {
+                r = step => r.unwrap_or(Err(LeaderError::Timeout)),
+                () = tokio::time::sleep_until(until.into()) => {
+                    warn!(identity = %cfg.identity, "lease renewal did not answer before the local expiry; stepping down");
+                    tx.send_replace(None);
+                    continue;
+                }
+            },
+            None => step.await.unwrap_or(Err(LeaderError::Timeout)),
+        };
+        match outcome {
             Ok(Some(epoch)) => {
                 let l = Leadership {
                     epoch,
@@ -200,7 +222,10 @@ async fn step(
 }
 
 async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Error> {
-    let Some(mut lease) = api.get_opt(&cfg.name).await? else {
+    let Ok(got) = tokio::time::timeout(STEP_DEADLINE, api.get_opt(&cfg.name)).await else {
+        return Ok(());
+    };
+    let Some(mut lease) = got? else {
         return Ok(());
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -209,9 +234,10 @@ async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Error>
     }
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
-    api.replace(&cfg.name, &PostParams::default(), &lease)
-        .await
-        .map(|_| ())
+    match tokio::time::timeout(STEP_DEADLINE, api.replace(&cfg.name, &PostParams::default(), &lease)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The check every write passes through: this replica leads, its lease is locally valid, and the API
@@ -222,6 +248,7 @@ pub struct Fence {
     name: String,
     identity: String,
     rx: watch::Receiver<Option<Leadership>>,
+    confirmed: std::sync::Arc<std::sync::Mutex<Option<(Instant, u64)>>>,
 }
 
 impl Fence {
@@ -232,6 +259,7 @@ impl Fence {
             name: cfg.name.clone(),
             identity: cfg.identity.clone(),
             rx,
+            confirmed: Default::default(),
         }
     }
 
@@ -248,7 +276,10 @@ impl Fence {
         if Instant::now() >= l.valid_until {
             return Err(LeaderError::Expired);
         }
-        let lease = self.api.get(&self.name).await.map_err(LeaderError::Api)?;
+        let lease = tokio::time::timeout(FENCE_DEADLINE, self.api.get(&self.name))
+            .await
+            .map_err(|_| LeaderError::Timeout)?
+            .map_err(LeaderError::Api)?;
         let rec = record_of(&lease);
         if rec.holder.as_deref() != Some(self.identity.as_str()) || rec.transitions != l.epoch {
             return Err(LeaderError::Deposed {
@@ -257,6 +288,32 @@ impl Fence {
                 ours: l.epoch,
             });
         }
+        if let Ok(mut c) = self.confirmed.lock() {
+            *c = Some((Instant::now(), l.epoch));
+        }
         Ok(l.epoch)
+    }
+
+    /// Like `check`, but a confirmation by the API server younger than `max_age` (under the same epoch,
+    /// with the lease still locally valid) stands in for a new read. For bulk writes (object copies):
+    /// `max_age` must stay below the lease's safety margin, so a deposed leader stops before a successor
+    /// can start.
+    pub async fn check_recent(&self, max_age: Duration) -> Result<u64, LeaderError> {
+        let Some(l) = self.leadership() else {
+            return Err(LeaderError::NotLeader);
+        };
+        if Instant::now() >= l.valid_until {
+            return Err(LeaderError::Expired);
+        }
+        let recent = self
+            .confirmed
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .is_some_and(|(at, epoch)| epoch == l.epoch && at.elapsed() < max_age);
+        if recent {
+            return Ok(l.epoch);
+        }
+        self.check().await
     }
 }

@@ -2,7 +2,11 @@
 //! the streaming copy of one object between two stores — single PUT up to the part size, multipart above
 //! it — with checksums verified on both ends: the source bytes against the source ETag (when it is a plain
 //! MD5), every uploaded part by `Content-MD5`, and the ETag the replica reports against the one computed
-//! locally. A SHA-256 of the bytes is returned for the manifest.
+//! locally. The source bytes are verified *before* the replica is replaced (before the single PUT, or
+//! before completing the multipart upload, which is aborted otherwise), so a good replica is never
+//! overwritten with bytes that do not match the source. Every call has an operation deadline, and each
+//! store bounds its requests in flight, so a hung store holds only its own work. A SHA-256 of the bytes is
+//! returned for the manifest.
 
 use std::time::Duration;
 
@@ -80,11 +84,19 @@ impl StoreError {
     }
 }
 
+/// Deadline of one request attempt, and of one whole operation (retries included).
+pub const ATTEMPT_DEADLINE: Duration = Duration::from_secs(20);
+/// Deadline of one whole operation (all attempts).
+pub const OPERATION_DEADLINE: Duration = Duration::from_secs(45);
+/// Requests in flight per store.
+pub const STORE_CONCURRENCY: usize = 8;
+
 /// One bucket of one store.
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     client: Client,
     bucket: String,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// What a completed copy produced.
@@ -107,7 +119,8 @@ fn unquote(etag: &str) -> String {
 }
 
 impl ObjectStore {
-    /// A client for `cfg` (rustls with ring; 3 s connect, 30 s read timeouts; standard retries).
+    /// A client for `cfg` (rustls with ring; 3 s connect, 30 s read timeouts, 20 s per attempt and 45 s
+    /// per operation; standard retries; at most `STORE_CONCURRENCY` requests in flight).
     pub fn new(cfg: &StoreConfig) -> Self {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
@@ -126,13 +139,21 @@ impl ObjectStore {
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
                     .read_timeout(Duration::from_secs(30))
+                    .operation_attempt_timeout(ATTEMPT_DEADLINE)
+                    .operation_timeout(OPERATION_DEADLINE)
                     .build(),
             )
             .build();
         Self {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(STORE_CONCURRENCY)),
         }
+    }
+
+    /// Waits for a request slot of this store.
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.acquire().await.ok()
     }
 
     /// The bucket name.
@@ -172,6 +193,7 @@ impl ObjectStore {
 
     /// Every object under `prefix`, paginated.
     pub async fn list(&self, prefix: &str) -> Result<Vec<SourceObject>, StoreError> {
+        let _slot = self.slot().await;
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -222,6 +244,7 @@ impl ObjectStore {
 
     /// Reads a whole (small) object; `None` when it does not exist.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _slot = self.slot().await;
         match self
             .client
             .get_object()
@@ -245,6 +268,7 @@ impl ObjectStore {
 
     /// Writes a whole (small) object with `Content-MD5`; returns its ETag.
     pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
+        let _slot = self.slot().await;
         let md5 = md5_of(&bytes);
         let out = self
             .client
@@ -268,6 +292,7 @@ impl ObjectStore {
 
     /// Deletes an object (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let _slot = self.slot().await;
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -285,6 +310,7 @@ impl ObjectStore {
         n: i32,
         part: Vec<u8>,
     ) -> Result<([u8; 16], String), StoreError> {
+        let _slot = self.slot().await;
         let md5 = md5_of(&part);
         let out = self
             .client
@@ -306,6 +332,7 @@ impl ObjectStore {
         key: &str,
         first: Vec<u8>,
         rest: &mut Chunks<'_>,
+        verify: &(dyn Fn(&Chunks<'_>, &[[u8; 16]]) -> Result<(), StoreError> + Sync),
     ) -> Result<(String, String, u64), StoreError> {
         let created = self
             .client
@@ -316,7 +343,7 @@ impl ObjectStore {
             .await
             .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result = self.multipart_parts(key, &upload_id, first, rest).await;
+        let result = self.multipart_parts(key, &upload_id, first, rest, verify).await;
         if result.is_err() {
             let _ = self
                 .client
@@ -336,6 +363,7 @@ impl ObjectStore {
         upload_id: &str,
         first: Vec<u8>,
         rest: &mut Chunks<'_>,
+        verify: &(dyn Fn(&Chunks<'_>, &[[u8; 16]]) -> Result<(), StoreError> + Sync),
     ) -> Result<(String, String, u64), StoreError> {
         let mut md5s = Vec::new();
         let mut parts = Vec::new();
@@ -351,6 +379,9 @@ impl ObjectStore {
                 part = Some(next);
             }
         }
+        // The parts are uploaded but the replica is not replaced until completion: verify the source bytes
+        // first (an error here aborts the upload and leaves the current replica as it was).
+        verify(rest, &md5s)?;
         let out = self
             .client
             .complete_multipart_upload()
@@ -413,20 +444,73 @@ impl Chunks<'_> {
     }
 }
 
+/// Checks the bytes read against what the listing said of the source object: the size, and the ETag —
+/// a plain ETag is the MD5 of the bytes; a multipart ETag (`<md5>-<parts>`) can be checked when the source
+/// was uploaded with the same part size (otherwise the size and the `If-Match` pinned read stand).
+fn verify_source(object: &SourceObject, size: u64, md5: &str, part_md5s: &[[u8; 16]]) -> Result<(), StoreError> {
+    let key = object.key.as_str();
+    if size != object.size {
+        return Err(StoreError::Checksum {
+            key: key.to_string(),
+            what: format!("read {size} bytes, listing said {}", object.size),
+        });
+    }
+    let plain = !object.etag.contains('-') && object.etag.len() == 32;
+    if plain && md5 != object.etag {
+        return Err(StoreError::Checksum {
+            key: key.to_string(),
+            what: "bytes read do not match the source ETag".into(),
+        });
+    }
+    if !plain && etag_part_size_matches(object, part_md5s.len()) && multipart_etag(part_md5s, md5_of) != object.etag {
+        return Err(StoreError::Checksum {
+            key: key.to_string(),
+            what: "bytes read do not match the source's multipart ETag".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a multipart source ETag can have come from parts of our `PART_SIZE`: its part count is the one
+/// our part size gives for this size, and the one we read.
+fn etag_part_size_matches(object: &SourceObject, parts_read: usize) -> bool {
+    object
+        .etag
+        .split_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .is_some_and(|n| n == object.size.div_ceil(PART_SIZE as u64) && n == parts_read as u64)
+}
+
 /// Copies `object` from `src` to `dst` under the same key, streaming: memory use is bounded by one part.
 /// The read is pinned to the listed ETag (`If-Match`), so an object changing mid-copy fails this round
-/// and is copied again next round.
+/// and is copied again next round. The source bytes are verified before the replica is replaced.
 pub async fn copy(src: &ObjectStore, dst: &ObjectStore, object: &SourceObject) -> Result<Copied, StoreError> {
+    // The whole copy has a deadline that grows with the size (at least 1 MiB/s after a 45 s start).
+    let deadline = OPERATION_DEADLINE + Duration::from_secs(object.size / (1024 * 1024));
+    match tokio::time::timeout(deadline, copy_inner(src, dst, object)).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Request {
+            op: "Copy",
+            bucket: dst.bucket.clone(),
+            key: object.key.clone(),
+            message: format!("did not finish within {}s", deadline.as_secs()),
+        }),
+    }
+}
+
+async fn copy_inner(src: &ObjectStore, dst: &ObjectStore, object: &SourceObject) -> Result<Copied, StoreError> {
     let key = object.key.as_str();
-    let out = src
-        .client
-        .get_object()
-        .bucket(&src.bucket)
-        .key(key)
-        .if_match(format!("\"{}\"", object.etag))
-        .send()
-        .await
-        .map_err(|e| src.err("GetObject", key, e))?;
+    let out = {
+        let _slot = src.slot().await;
+        src.client
+            .get_object()
+            .bucket(&src.bucket)
+            .key(key)
+            .if_match(format!("\"{}\"", object.etag))
+            .send()
+            .await
+            .map_err(|e| src.err("GetObject", key, e))?
+    };
     let mut chunks = Chunks {
         body: out.body,
         carry: Vec::new(),
@@ -440,27 +524,53 @@ pub async fn copy(src: &ObjectStore, dst: &ObjectStore, object: &SourceObject) -
     // A full first part means there may be more: multipart (a lone full part is a one-part upload).
     let more = first.len() == PART_SIZE;
     let (target_etag, sha256, size) = if more {
-        dst.multipart(key, first, &mut chunks).await?
+        let verify = |c: &Chunks<'_>, md5s: &[[u8; 16]]| verify_source(object, c.total, &c.md5(), md5s);
+        dst.multipart(key, first, &mut chunks, &verify).await?
     } else {
+        // Everything is read: verify before the PUT replaces the replica.
+        verify_source(object, chunks.total, &chunks.md5(), &[md5_of(&first)])?;
         let etag = dst.put_bytes(key, first).await?;
         (etag, chunks.sha256(), chunks.total)
     };
-    if size != object.size {
-        return Err(StoreError::Checksum {
-            key: key.to_string(),
-            what: format!("read {size} bytes, listing said {}", object.size),
-        });
-    }
-    // A plain (non-multipart) source ETag is the MD5 of the bytes: the bytes read must match it.
-    if !object.etag.contains('-') && object.etag.len() == 32 && chunks.md5() != object.etag {
-        return Err(StoreError::Checksum {
-            key: key.to_string(),
-            what: "bytes read do not match the source ETag".into(),
-        });
-    }
     Ok(Copied {
         target_etag,
         sha256,
         size,
     })
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+
+    fn obj(etag: &str, size: u64) -> SourceObject {
+        SourceObject {
+            key: "tenants/a/x".into(),
+            size,
+            etag: etag.into(),
+            last_modified: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn bytes_that_do_not_match_the_source_are_refused_before_any_write() {
+        let good = hex(&md5_of(b"hello"));
+        assert!(verify_source(&obj(&good, 5), 5, &good, &[]).is_ok());
+        let other = hex(&md5_of(b"hellO"));
+        assert!(matches!(verify_source(&obj(&good, 5), 5, &other, &[]), Err(StoreError::Checksum { .. })));
+        assert!(matches!(verify_source(&obj(&good, 5), 4, &good, &[]), Err(StoreError::Checksum { .. })));
+    }
+
+    #[test]
+    fn a_multipart_source_etag_is_checked_when_the_part_size_matches() {
+        let size = PART_SIZE as u64 + 10;
+        let parts = [[1u8; 16], [2u8; 16]];
+        let etag = multipart_etag(&parts, md5_of);
+        assert!(verify_source(&obj(&etag, size), size, "ignored", &parts).is_ok());
+        let wrong = [[1u8; 16], [3u8; 16]];
+        assert!(matches!(verify_source(&obj(&etag, size), size, "ignored", &wrong), Err(StoreError::Checksum { .. })));
+        // Uploaded with another part size (3 parts for 8 MiB + 10 bytes): cannot be checked by ETag.
+        let foreign = format!("{}-3", "ab".repeat(16));
+        assert!(verify_source(&obj(&foreign, size), size, "ignored", &parts).is_ok());
+    }
 }

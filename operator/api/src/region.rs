@@ -334,6 +334,12 @@ pub struct ClusterStatus {
     /// When this status was last written: on every change, and at least every 5 minutes while the cluster
     /// is checked (every 10 s).
     pub last_check_time: Time,
+    /// Why, as a fixed word: `Reachable`, `Unreachable`, `UnsafeKubeconfig` (the kubeconfig asks for more
+    /// than inline credentials: exec plugins, files, proxies), `InvalidKubeconfig`, `SecretMissing`,
+    /// `SecretUnreadable`, `NoCluster`, `WatchNotSynced` (the cluster answers but refuses a watch the
+    /// operator needs, e.g. 403 on one kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Error from the last check, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

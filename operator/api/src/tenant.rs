@@ -281,6 +281,10 @@ pub struct TenantStatus {
     /// The region currently serving the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_region: Option<String>,
+    /// The region object-storage replication copies from: the active region, once what was written in
+    /// the region active before it has been brought there (failback never loses writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_source: Option<String>,
     /// Regions the tenant lives in: home and failover regions its residency allows, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placed_regions: Vec<String>,

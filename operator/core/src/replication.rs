@@ -1,8 +1,10 @@
-//! Object-storage replication decisions: which of a tenant's objects under `tenants/<name>/` in the home
-//! region's bucket must be copied to a replica region, which replica objects are deleted (only after a
-//! safety delay), and how far behind the replica is. The manifest records, per object, the source ETag
-//! and size it was copied from, the ETag the replica got and the SHA-256 of the bytes, so a round with
-//! nothing to do reads two listings and writes nothing. Pure, no IO.
+//! Object-storage replication decisions: which of a tenant's objects under `tenants/<name>/` in the source
+//! region's bucket (its active region) must be copied to a replica region, which replica objects are
+//! deleted (only objects this replication copied and nobody changed since, only after a safety delay), how
+//! far behind the replica is, and — when the active region moves back — which objects written in the
+//! region that was active must be brought to the new source first (`catch_up`). The manifest records, per
+//! object, the source ETag and size it was copied from, the ETag the replica got and the SHA-256 of the
+//! bytes, so a round with nothing to do reads two listings and writes nothing. Pure, no IO.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,6 +44,15 @@ pub struct TargetObject {
     pub etag: String,
 }
 
+impl From<&SourceObject> for TargetObject {
+    fn from(o: &SourceObject) -> Self {
+        Self {
+            size: o.size,
+            etag: o.etag.clone(),
+        }
+    }
+}
+
 /// What the manifest knows of one replicated object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,7 +86,8 @@ pub struct Manifest {
 pub struct Plan {
     /// Source objects to copy (new, changed, or replica missing/altered).
     pub copy: Vec<SourceObject>,
-    /// Replica keys to delete now (source gone for longer than the safety delay).
+    /// Replica keys to delete now (source gone for longer than the safety delay; only objects this
+    /// replication copied and that nobody changed since).
     pub delete: Vec<String>,
     /// The new `missing_since` map (deletions still waiting for the delay, plus newly seen ones).
     pub missing_since: BTreeMap<String, Timestamp>,
@@ -115,8 +127,14 @@ pub fn plan(
         }
     }
     let in_source: std::collections::BTreeSet<&str> = source.iter().map(|s| s.key.as_str()).collect();
-    for key in target.keys() {
+    for (key, t) in target {
         if in_source.contains(key.as_str()) {
+            continue;
+        }
+        // Never delete what this replication did not write: the object must be in the manifest, with the
+        // ETag it got from our copy (anything else was written there by someone else, e.g. while that
+        // region was the tenant's active one).
+        if !manifest.entries.get(key).is_some_and(|e| e.target_etag == t.etag) {
             continue;
         }
         let since = manifest.missing_since.get(key).copied().unwrap_or(now);
@@ -128,6 +146,78 @@ pub fn plan(
         }
     }
     out
+}
+
+/// Objects to bring from `former` (the region replication copied from until now, where the tenant was
+/// active) to `next` (the new source) before switching: those written in `former` — not an unchanged
+/// replica of `next`'s data per `former_manifest` (what `former` holds as replicas copied from `next`) —
+/// that `next` lacks, or holds only in an older version. Same content (equal ETags) needs nothing.
+pub fn catch_up(
+    former: &[SourceObject],
+    former_manifest: &Manifest,
+    next: &[SourceObject],
+) -> Vec<SourceObject> {
+    let at_next: BTreeMap<&str, &SourceObject> = next.iter().map(|o| (o.key.as_str(), o)).collect();
+    former
+        .iter()
+        .filter(|o| {
+            let unchanged_replica = former_manifest
+                .entries
+                .get(&o.key)
+                .is_some_and(|e| e.target_etag == o.etag);
+            if unchanged_replica {
+                return false;
+            }
+            match at_next.get(o.key.as_str()) {
+                None => true,
+                Some(n) => n.etag != o.etag && o.last_modified > n.last_modified,
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Where replication copies from this round, and whether a catch-up must happen first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Copy from this region.
+    From(String),
+    /// Bring what was written in `from` to `to`, then switch the source to `to`.
+    CatchUp {
+        /// The region replication copied from until now.
+        from: String,
+        /// The new source.
+        to: String,
+    },
+    /// Switch to `to` at once: `from` is down and cannot be read; what only it holds waits there (it is
+    /// never deleted) until the tenant is active there again.
+    Switch {
+        /// The unreachable former source.
+        from: String,
+        /// The new source.
+        to: String,
+    },
+}
+
+/// Chooses the source: `recorded` is the source replication last used (persisted in the Tenant status;
+/// `None` before the first round: the home region), `active` the tenant's active region, and
+/// `former_down` whether the recorded source is judged down.
+pub fn source(home: &str, recorded: Option<&str>, active: Option<&str>, former_down: bool) -> Source {
+    let current = recorded.unwrap_or(home);
+    let wanted = active.unwrap_or(home);
+    if current == wanted {
+        Source::From(current.to_string())
+    } else if former_down {
+        Source::Switch {
+            from: current.to_string(),
+            to: wanted.to_string(),
+        }
+    } else {
+        Source::CatchUp {
+            from: current.to_string(),
+            to: wanted.to_string(),
+        }
+    }
 }
 
 /// Hex encoding (lowercase).
@@ -265,6 +355,71 @@ mod tests {
         let p = plan(&[src("tenants/a/x", "e1", 0)], &target, &manifest, t(10), DELAY);
         assert!(p.missing_since.is_empty());
         assert!(p.copy.is_empty());
+    }
+
+    #[test]
+    fn replica_objects_not_written_by_replication_are_never_deleted() {
+        // Written in the replica region while it was active (not in the manifest), and one of ours that
+        // someone overwrote since: neither is ours to delete, whatever the delay.
+        let target = BTreeMap::from([
+            ("tenants/a/written-there".to_string(), tgt("w")),
+            ("tenants/a/ours-changed".to_string(), TargetObject { size: 10, etag: "someone".into() }),
+            ("tenants/a/ours".to_string(), tgt("e1")),
+        ]);
+        let manifest = Manifest {
+            entries: BTreeMap::from([
+                ("tenants/a/ours-changed".to_string(), entry("e2")),
+                ("tenants/a/ours".to_string(), entry("e1")),
+            ]),
+            missing_since: BTreeMap::from([
+                ("tenants/a/written-there".to_string(), t(0)),
+                ("tenants/a/ours-changed".to_string(), t(0)),
+                ("tenants/a/ours".to_string(), t(0)),
+            ]),
+        };
+        let p = plan(&[], &target, &manifest, t(10_000), DELAY);
+        assert_eq!(p.delete, ["tenants/a/ours"]);
+        assert!(p.missing_since.is_empty(), "nothing else is pending deletion");
+    }
+
+    #[test]
+    fn failback_brings_home_what_was_written_in_the_failover_region() {
+        // europe was active; africa (home) is back. europe holds: an unchanged replica of africa's object,
+        // a new object, an object changed in europe after africa's version, and one africa changed later.
+        let europe = vec![
+            src("tenants/a/replica", "r", 0),
+            src("tenants/a/new-in-europe", "n", 50),
+            src("tenants/a/changed-in-europe", "c2", 60),
+            src("tenants/a/older-in-europe", "o1", 10),
+        ];
+        let europe_manifest = Manifest {
+            entries: BTreeMap::from([("tenants/a/replica".to_string(), Entry { target_etag: "r".into(), ..entry("r") })]),
+            ..Manifest::default()
+        };
+        let africa = vec![
+            src("tenants/a/replica", "r", 0),
+            src("tenants/a/changed-in-europe", "c1", 20),
+            src("tenants/a/older-in-europe", "o2", 70),
+        ];
+        let keys: Vec<String> = catch_up(&europe, &europe_manifest, &africa).into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["tenants/a/new-in-europe", "tenants/a/changed-in-europe"]);
+    }
+
+    #[test]
+    fn the_source_follows_the_active_region_after_catching_up() {
+        assert_eq!(source("africa", None, Some("africa"), false), Source::From("africa".into()));
+        assert_eq!(source("africa", None, None, false), Source::From("africa".into()));
+        // Home went down: nothing can be read there, switch at once.
+        assert_eq!(
+            source("africa", Some("africa"), Some("europe"), true),
+            Source::Switch { from: "africa".into(), to: "europe".into() }
+        );
+        assert_eq!(source("africa", Some("europe"), Some("europe"), false), Source::From("europe".into()));
+        // Home is back: first bring europe's writes home.
+        assert_eq!(
+            source("africa", Some("europe"), Some("africa"), false),
+            Source::CatchUp { from: "europe".into(), to: "africa".into() }
+        );
     }
 
     #[test]

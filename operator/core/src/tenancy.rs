@@ -395,6 +395,18 @@ pub struct RegionOutcome {
     pub state: SyncState,
     /// Why, when not synced.
     pub message: String,
+    /// A fixed reason for a failure that has its own name (e.g. `NamespaceConflict`).
+    pub reason: Option<&'static str>,
+}
+
+/// Reason of a region where `tenant-<name>` exists but is not ours for this tenant.
+pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
+
+/// Whether an object with these labels was placed by this operator for `tenant` (we never adopt, change or
+/// delete anything else).
+pub fn owned_by(labels: &std::collections::BTreeMap<String, String>, tenant: &str) -> bool {
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && labels.get(TENANT_LABEL).map(String::as_str) == Some(tenant)
 }
 
 /// `Placed` from the outcomes of the placed regions: True when every one is synced, False when any failed,
@@ -412,7 +424,12 @@ pub fn placed_condition(outcomes: &[RegionOutcome]) -> crate::conditions::Desire
         .map(|o| format!("{}: {}", o.region, o.message))
         .collect();
     if !failed.is_empty() {
-        Desired::fail("Placed", "SyncFailed", failed.join("; "))
+        let reason = outcomes
+            .iter()
+            .filter(|o| o.state == SyncState::Error)
+            .find_map(|o| o.reason)
+            .unwrap_or("SyncFailed");
+        Desired::fail("Placed", reason, failed.join("; "))
     } else if !pending.is_empty() {
         Desired::unknown("Placed", "Syncing", pending.join("; "))
     } else {
@@ -587,12 +604,43 @@ mod tests {
     }
 
     #[test]
+    fn only_objects_labelled_for_this_tenant_are_ours() {
+        let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(owned_by(&labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (TENANT_LABEL, "acme")]), "acme"));
+        assert!(!owned_by(&labels(&[]), "acme"), "a namespace someone made before the tenant");
+        assert!(!owned_by(&labels(&[(TENANT_LABEL, "acme")]), "acme"), "not managed by us");
+        assert!(!owned_by(&labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (TENANT_LABEL, "other")]), "acme"));
+    }
+
+    #[test]
+    fn a_namespace_conflict_names_itself_in_placed() {
+        let outcomes = [
+            RegionOutcome {
+                region: "europe".into(),
+                state: SyncState::Error,
+                message: "taken".into(),
+                reason: Some(NAMESPACE_CONFLICT),
+            },
+            RegionOutcome {
+                region: "africa".into(),
+                state: SyncState::Synced,
+                message: String::new(),
+                reason: None,
+            },
+        ];
+        assert_eq!(placed_condition(&outcomes).reason, NAMESPACE_CONFLICT);
+    }
+
+    #[test]
     fn placed_is_true_only_when_every_region_is_synced() {
         use azora_api::ConditionStatus;
         let o = |r: &str, state| RegionOutcome {
             region: r.into(),
             state,
             message: "m".into(),
+            reason: None,
         };
         let all = placed_condition(&[o("europe", SyncState::Synced), o("africa", SyncState::Synced)]);
         assert_eq!(all.status, ConditionStatus::True);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use azora_adapters::kube_status::StatusWriter;
-use azora_adapters::regional::{REQUEST_TIMEOUT, RegionalClients, clients_from_kubeconfig};
+use azora_adapters::regional::{REQUEST_TIMEOUT, RegionalClients, RegionalError, clients_from_kubeconfig};
 use azora_api::Time;
 use azora_api::region::{ClusterStatus, RegionSpec};
 use azora_core::tenancy::{MANAGED_SELECTOR, ManagedKind, ObjectKey, TENANT_LABEL, possible_keys};
@@ -70,7 +70,14 @@ pub struct Reachability {
     pub version: Option<String>,
     /// Error text when not reachable (no secrets: kube errors carry URLs and reasons only).
     pub message: String,
+    /// Fixed reason (`Reachable`, `Unreachable`, `UnsafeKubeconfig`, `InvalidKubeconfig`, `SecretMissing`,
+    /// `SecretUnreadable`, `NoCluster`, `WatchNotSynced`).
+    pub reason: &'static str,
 }
+
+/// How long a regional cluster may stay unsynced (a watch refused, e.g. 403 on one kind) or a kubeconfig
+/// Secret unreadable before it is reported as an error instead of "connecting".
+pub const SYNC_BOUND: Duration = Duration::from_secs(30);
 
 /// One regional cluster.
 pub struct Cluster {
@@ -82,6 +89,9 @@ pub struct Cluster {
     stores: BTreeMap<ManagedKind, Store<DynamicObject>>,
     synced: Arc<BTreeMap<ManagedKind, AtomicBool>>,
     reach: Mutex<Option<Reachability>>,
+    connected_at: Instant,
+    /// The last error of each managed kind's watch, while it fails.
+    watch_errors: Arc<Mutex<BTreeMap<ManagedKind, String>>>,
     /// What this process applied and the cache may not show yet: body fingerprint, the resourceVersion the
     /// cache showed before (the cache still showing it means the watch has not caught up), the
     /// resourceVersion the apply produced, and when.
@@ -130,6 +140,29 @@ impl Cluster {
     /// Whether every managed kind's cache has completed its first listing.
     pub fn synced(&self) -> bool {
         self.synced.values().all(|b| b.load(Ordering::Relaxed))
+    }
+
+    /// Why this cluster cannot be used, once it has failed to sync for longer than `SYNC_BOUND`: the kinds
+    /// whose watch never completed, with their last errors. `None` while synced or still within the bound.
+    pub fn sync_problem(&self) -> Option<String> {
+        if self.synced() || self.connected_at.elapsed() < SYNC_BOUND {
+            return None;
+        }
+        let errors = self.watch_errors.lock().map(|e| e.clone()).unwrap_or_default();
+        let stuck: Vec<String> = self
+            .synced
+            .iter()
+            .filter(|(_, b)| !b.load(Ordering::Relaxed))
+            .map(|(k, _)| match errors.get(k) {
+                Some(e) => format!("{k}: {e}"),
+                None => format!("{k}: no answer"),
+            })
+            .collect();
+        Some(format!(
+            "watches not synced after {}s: {}",
+            SYNC_BOUND.as_secs(),
+            stuck.join("; ")
+        ))
     }
 
     /// The cached live objects of `tenant`, by key (a few O(1) lookups).
@@ -230,6 +263,34 @@ impl Cluster {
         }
     }
 
+    /// An object as the server has it (not the cache; objects we do not manage are not cached).
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<DynamicObject>, ClusterError> {
+        let _permit = self.permits.acquire().await;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.api(key).get_opt(&key.name)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// Deletes an object only if it is still the one with `uid` (a same-named object created since is
+    /// left alone). Returns whether it is gone.
+    pub async fn delete_exact(&self, key: &ObjectKey, uid: &str) -> Result<bool, ClusterError> {
+        let _permit = self.permits.acquire().await;
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.api(key).delete(&key.name, &dp)).await {
+            Ok(Ok(either)) => Ok(either.is_right()),
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 => Ok(true),
+            Ok(Err(e)) => Err(ClusterError::Api(e)),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
     /// Whether an object exists, asked of the server (not the cache).
     pub async fn exists(&self, key: &ObjectKey) -> Result<bool, ClusterError> {
         let _permit = self.permits.acquire().await;
@@ -244,8 +305,11 @@ impl Cluster {
 #[derive(Clone)]
 pub struct Clusters {
     inner: Arc<RwLock<BTreeMap<String, Arc<Cluster>>>>,
-    /// Per region, why it has no cluster (Secret missing, kubeconfig invalid, no cluster configured).
-    problems: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Per region, why it has no cluster (Secret missing, kubeconfig invalid or unsafe, no cluster
+    /// configured): reason and message.
+    problems: Arc<RwLock<BTreeMap<String, (&'static str, String)>>>,
+    /// Per region, since when its kubeconfig Secret could not be read.
+    unreadable_since: Arc<Mutex<BTreeMap<String, Instant>>>,
     wake: broadcast::Sender<Wake>,
     concurrency: usize,
 }
@@ -256,6 +320,7 @@ impl Clusters {
         Self {
             inner: Arc::default(),
             problems: Arc::default(),
+            unreadable_since: Arc::default(),
             wake: broadcast::channel(4096).0,
             concurrency: concurrency.max(1),
         }
@@ -278,7 +343,11 @@ impl Clusters {
         if let Some(c) = self.inner.read().ok().and_then(|m| m.get(region).cloned()) {
             return Ok(c);
         }
-        Err(self.problems.read().ok().and_then(|p| p.get(region).cloned()))
+        Err(self
+            .problems
+            .read()
+            .ok()
+            .and_then(|p| p.get(region).map(|(reason, msg)| format!("{reason}: {msg}"))))
     }
 
     /// Every connected cluster.
@@ -294,7 +363,7 @@ impl Clusters {
         let _ = self.wake.send(w);
     }
 
-    fn set_problem(&self, region: &str, problem: Option<String>) {
+    fn set_problem(&self, region: &str, problem: Option<(&'static str, String)>) {
         if let Ok(mut p) = self.problems.write() {
             match problem {
                 Some(m) => p.insert(region.to_string(), m),
@@ -309,7 +378,9 @@ impl Clusters {
         let synced: Arc<BTreeMap<ManagedKind, AtomicBool>> =
             Arc::new(ManagedKind::iter().map(|k| (k, AtomicBool::new(false))).collect());
         let applied: AppliedMap = Arc::default();
+        let watch_errors: Arc<Mutex<BTreeMap<ManagedKind, String>>> = Arc::default();
         for kind in ManagedKind::iter() {
+            let watch_errors = watch_errors.clone();
             let applied = applied.clone();
             let ar = resource(kind);
             let api: Api<DynamicObject> = Api::all_with(clients.watches.clone(), &ar);
@@ -353,6 +424,9 @@ impl Clusters {
                         }
                         Ok(watcher::Event::InitDone) => {
                             failing = false;
+                            if let Ok(mut e) = watch_errors.lock() {
+                                e.remove(&kind);
+                            }
                             if let Some(flag) = synced.get(&kind)
                                 && !flag.swap(true, Ordering::Relaxed)
                             {
@@ -363,6 +437,9 @@ impl Clusters {
                         Err(e) => {
                             if !failing {
                                 warn!(region = %region_name, %kind, error = %e, "regional watch failing; retrying with backoff");
+                            }
+                            if let Ok(mut m) = watch_errors.lock() {
+                                m.insert(kind, e.to_string());
                             }
                             failing = true;
                         }
@@ -379,6 +456,8 @@ impl Clusters {
             stores,
             synced,
             reach: Mutex::new(None),
+            connected_at: Instant::now(),
+            watch_errors,
             applied,
             tasks,
         })
@@ -393,20 +472,32 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 
 async fn check(c: &Cluster) -> Reachability {
     match tokio::time::timeout(Duration::from_secs(5), c.clients.requests.apiserver_version()).await {
-        Ok(Ok(v)) => Reachability {
-            reachable: true,
-            version: Some(v.git_version),
-            message: String::new(),
+        Ok(Ok(v)) => match c.sync_problem() {
+            // Answers, but what the operator needs to watch there is refused: not usable.
+            Some(problem) => Reachability {
+                reachable: true,
+                version: Some(v.git_version),
+                message: problem,
+                reason: "WatchNotSynced",
+            },
+            None => Reachability {
+                reachable: true,
+                version: Some(v.git_version),
+                message: String::new(),
+                reason: "Reachable",
+            },
         },
         Ok(Err(e)) => Reachability {
             reachable: false,
             version: None,
             message: format!("{}: {e}", c.clients.server),
+            reason: "Unreachable",
         },
         Err(_) => Reachability {
             reachable: false,
             version: None,
             message: format!("{}: no answer within 5s", c.clients.server),
+            reason: "Unreachable",
         },
     }
 }
@@ -480,9 +571,9 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 .filter(|(_, s)| s.cluster.is_some())
                 .map(|(n, _)| n)
                 .collect();
-            let problems: BTreeMap<String, String> =
+            let problems: BTreeMap<String, (&'static str, String)> =
                 clusters.problems.read().map(|p| p.clone()).unwrap_or_default();
-            for (region, message) in problems {
+            for (region, (reason, message)) in problems {
                 if configured.contains(&region) {
                     results.push((
                         region,
@@ -490,6 +581,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                             reachable: false,
                             version: None,
                             message,
+                            reason,
                         },
                     ));
                 }
@@ -507,6 +599,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                         reachable: r.reachable,
                         version: r.version.clone(),
                         last_check_time: Time::now(),
+                        reason: Some(r.reason.to_string()),
                         message: r.message.clone(),
                     };
                     let body = serde_json::json!({ "cluster": status });
@@ -514,7 +607,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                         Ok(()) => {
                             let changed = reported
                                 .get(&region)
-                                .is_none_or(|(last, _)| last.reachable != r.reachable);
+                                .is_none_or(|(last, _)| last.reason != r.reason);
                             reported.insert(region.clone(), (r.clone(), Instant::now()));
                             if changed {
                                 publish(&ctx, &region, &r).await;
@@ -548,21 +641,25 @@ async fn publish(ctx: &Context, region: &str, r: &Reachability) {
         api_version: azora_api::Region::api_version(&()).into(),
         kind: azora_api::Region::kind(&()).into(),
     });
-    let (type_, reason, note) = if r.reachable {
-        (
+    let (type_, reason, note) = match r.reason {
+        "Reachable" => (
             kube::runtime::events::EventType::Normal,
             "ClusterReachable",
             format!(
                 "regional cluster answers (version {})",
                 r.version.clone().unwrap_or_default()
             ),
-        )
-    } else {
-        (
+        ),
+        "Unreachable" => (
             kube::runtime::events::EventType::Warning,
             "ClusterUnreachable",
             format!("regional cluster does not answer: {}", r.message),
-        )
+        ),
+        other => (
+            kube::runtime::events::EventType::Warning,
+            other,
+            format!("regional cluster not usable: {}", r.message),
+        ),
     };
     crate::events::publish(ctx, &obj, type_, reason, &note, "CheckCluster").await;
 }
@@ -576,22 +673,32 @@ async fn refresh(ctx: &Context, clusters: &Clusters) {
         let Some(cref) = &spec.cluster else {
             clusters.set_problem(
                 name,
-                Some(format!(
-                    "region {name} has no regional cluster configured (spec.cluster)"
+                Some((
+                    "NoCluster",
+                    format!("region {name} has no regional cluster configured (spec.cluster)"),
                 )),
             );
             drop_cluster(clusters, name);
             continue;
         };
         let secret = &cref.kubeconfig_secret;
-        let bytes = match ctx.secrets.value(&secret.name, &secret.key).await {
+        let read = ctx.secrets.value(&secret.name, &secret.key).await;
+        if read.is_ok()
+            && let Ok(mut u) = clusters.unreadable_since.lock()
+        {
+            u.remove(name);
+        }
+        let bytes = match read {
             Ok(Some(b)) => b,
             Ok(None) => {
                 clusters.set_problem(
                     name,
-                    Some(format!(
-                        "kubeconfig Secret {}/{} key {} not found",
-                        ctx.namespace, secret.name, secret.key
+                    Some((
+                        "SecretMissing",
+                        format!(
+                            "kubeconfig Secret {}/{} key {} not found",
+                            ctx.namespace, secret.name, secret.key
+                        ),
                     )),
                 );
                 drop_cluster(clusters, name);
@@ -599,6 +706,27 @@ async fn refresh(ctx: &Context, clusters: &Clusters) {
             }
             Err(e) => {
                 warn!(region = %name, error = %e, "reading the kubeconfig Secret failed");
+                // A passing hiccup keeps the cluster; a Secret unreadable for longer is an error.
+                let since = clusters
+                    .unreadable_since
+                    .lock()
+                    .map(|mut u| *u.entry(name.clone()).or_insert_with(Instant::now))
+                    .unwrap_or_else(|_| Instant::now());
+                if since.elapsed() >= SYNC_BOUND {
+                    clusters.set_problem(
+                        name,
+                        Some((
+                            "SecretUnreadable",
+                            format!(
+                                "kubeconfig Secret {}/{} unreadable for {}s: {e}",
+                                ctx.namespace,
+                                secret.name,
+                                since.elapsed().as_secs()
+                            ),
+                        )),
+                    );
+                    drop_cluster(clusters, name);
+                }
                 continue;
             }
         };
@@ -619,11 +747,14 @@ async fn refresh(ctx: &Context, clusters: &Clusters) {
                 clusters.set_problem(name, None);
             }
             Err(e) => {
+                if matches!(e, RegionalError::Unsafe(_)) {
+                    warn!(region = %name, error = %e, "regional kubeconfig refused");
+                }
                 clusters.set_problem(
                     name,
-                    Some(format!(
-                        "kubeconfig Secret {}/{}: {e}",
-                        ctx.namespace, secret.name
+                    Some((
+                        e.reason(),
+                        format!("kubeconfig Secret {}/{}: {e}", ctx.namespace, secret.name),
                     )),
                 );
                 drop_cluster(clusters, name);

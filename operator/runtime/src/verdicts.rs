@@ -28,6 +28,7 @@ pub struct Verdicts {
     regions: Arc<RwLock<BTreeMap<String, RegionHealth>>>,
     serving: Arc<RwLock<BTreeMap<String, BTreeSet<String>>>>,
     changed: watch::Sender<u64>,
+    serving_changed: watch::Sender<u64>,
 }
 
 impl Default for Verdicts {
@@ -36,6 +37,7 @@ impl Default for Verdicts {
             regions: Arc::default(),
             serving: Arc::default(),
             changed: watch::channel(0).0,
+            serving_changed: watch::channel(0).0,
         }
     }
 }
@@ -85,14 +87,20 @@ impl Verdicts {
             .unwrap_or_default()
     }
 
-    /// Replaces the regions one policy serves.
+    /// Replaces the regions one policy serves; notifies `subscribe_serving` when that changed.
     pub fn set_serving(&self, policy: &str, regions: BTreeSet<String>) {
-        if let Ok(mut s) = self.serving.write() {
-            if regions.is_empty() {
-                s.remove(policy);
-            } else {
-                s.insert(policy.to_string(), regions);
-            }
+        let changed = match self.serving.write() {
+            Ok(mut s) if regions.is_empty() => s.remove(policy).is_some(),
+            Ok(mut s) => s.insert(policy.to_string(), regions.clone()).as_ref() != Some(&regions),
+            Err(_) => false,
+        };
+        if changed {
+            self.serving_changed.send_modify(|v| *v += 1);
         }
+    }
+
+    /// A receiver notified when the served regions change.
+    pub fn subscribe_serving(&self) -> watch::Receiver<u64> {
+        self.serving_changed.subscribe()
     }
 }

@@ -62,6 +62,7 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
     let health = ctx.handles.verdicts.clone();
     let leases = ctx.caches.observers.clone();
     let mut changed = leases.changed();
+    let mut serving_changed = health.subscribe_serving();
     let writer = StatusWriter::new(
         ctx.client.clone(),
         RegionKind::resource(),
@@ -146,6 +147,7 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
         }
         tokio::select! {
             r = changed.changed() => if r.is_err() { break },
+            r = serving_changed.changed() => if r.is_err() { break },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = &mut stop => break,
         }

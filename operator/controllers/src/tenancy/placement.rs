@@ -15,10 +15,11 @@ use azora_api::{ConditionStatus, Time};
 use azora_core::conditions::{Desired, types};
 use azora_core::placement::place;
 use azora_core::tenancy::{
-    self, ManagedKind, ObjectKey, RegionOutcome, active_region, desired_objects, namespace_of,
-    placed_condition, plan_region, tenant_name_problem,
+    self, ManagedKind, NAMESPACE_CONFLICT, ObjectKey, RegionOutcome, active_region, desired_objects,
+    namespace_of, owned_by, placed_condition, plan_region, tenant_name_problem,
 };
 use azora_core::validate::{self, Problem, ProblemKind};
+use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -200,11 +201,15 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     }
 
     let replicas = tc.replication.of(&name);
+    let source = tc
+        .replication
+        .source_of(&name)
+        .unwrap_or_else(|| spec.home_region.clone());
     let mut regions: Vec<RegionSync> = outcomes
         .iter()
         .map(|o| {
             let lag = replicas.get(&o.region).map(|r| r.lag_seconds);
-            region_sync(&before, o, generation, now, lag, o.region != spec.home_region)
+            region_sync(&before, o, generation, now, lag, o.region != source)
         })
         .collect();
     regions.extend(placement.excluded.iter().map(|e| excluded(&e.region, &e.message)));
@@ -230,7 +235,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
         };
     }
     desired.push(placed);
-    match replicated_condition(&placement.placed, &spec.home_region, &replicas) {
+    match replicated_condition(&placement.placed, &source, &replicas) {
         Some(r) if !replicas.is_empty() => desired.push(r),
         // Not measured yet by this process: the recorded condition stands.
         Some(r) => desired.push(
@@ -352,6 +357,7 @@ fn outcome(region: &str, state: SyncState, message: impl Into<String>) -> Region
         region: region.to_string(),
         state,
         message: message.into(),
+        reason: None,
     }
 }
 
@@ -372,7 +378,11 @@ fn usable(ctx: &Context, region: &str) -> Result<Arc<Cluster>, RegionOutcome> {
             SyncState::Error,
             format!("regional cluster unreachable: {}", r.message),
         )),
-        Some(_) if !cluster.synced() => Err(outcome(region, SyncState::Pending, NOT_KNOWN_YET)),
+        Some(_) if !cluster.synced() => match cluster.sync_problem() {
+            // Not "connecting" forever: past the bound, a watch that never syncs is an error.
+            Some(problem) => Err(outcome(region, SyncState::Error, problem)),
+            None => Err(outcome(region, SyncState::Pending, NOT_KNOWN_YET)),
+        },
         Some(_) => Ok(cluster),
     }
 }
@@ -413,6 +423,35 @@ async fn sync_region(
     };
     plan.apply
         .retain(|d| !cluster.in_flight(&d.key, &d.body, rv_of(&d.key).as_deref()));
+    // The namespace is not ours yet: never adopt one that exists without our labels for this tenant.
+    let ns_key = ObjectKey {
+        kind: ManagedKind::Namespace,
+        namespace: None,
+        name: namespace_of(tenant),
+    };
+    if !live.contains_key(&ns_key) && plan.apply.iter().any(|d| d.key == ns_key) {
+        match cluster.get(&ns_key).await {
+            Ok(Some(ns)) if !owned_by(ns.labels(), tenant) => {
+                ctx.metrics
+                    .tenant_syncs
+                    .with_label_values(&[region, "conflict"])
+                    .inc();
+                return RegionOutcome {
+                    reason: Some(NAMESPACE_CONFLICT),
+                    ..outcome(
+                        region,
+                        SyncState::Error,
+                        format!(
+                            "namespace {} exists and is not managed by azora for tenant {tenant}; not adopting it",
+                            ns_key.name
+                        ),
+                    )
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return outcome(region, SyncState::Error, format!("reading namespace {}: {e}", ns_key.name)),
+        }
+    }
     let prior: BTreeMap<ObjectKey, String> = plan
         .apply
         .iter()
@@ -620,17 +659,28 @@ async fn cleanup(
                     format!("cleanup waiting: regional cluster unreachable: {}", r.message),
                 );
             }
+            // Only a namespace labelled ours for this tenant is deleted, and only that very object (uid).
+            let ns = match cluster.get(ns_key).await {
+                Ok(None) => return outcome(region, SyncState::Synced, "cleaned up"),
+                Ok(Some(ns)) => ns,
+                Err(e) => return outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
+            };
+            if !owned_by(ns.labels(), name) {
+                return outcome(region, SyncState::Synced, "namespace is not ours; left in place");
+            }
+            if ns.metadata.deletion_timestamp.is_some() {
+                return outcome(region, SyncState::Pending, "namespace terminating");
+            }
+            let Some(uid) = ns.metadata.uid.as_deref() else {
+                return outcome(region, SyncState::Error, "cleanup failed: namespace has no uid");
+            };
             ctx.metrics
                 .regional_writes
                 .with_label_values(&[region.as_str(), "delete"])
                 .inc();
-            match cluster.delete(ns_key).await {
+            match cluster.delete_exact(ns_key, uid).await {
                 Ok(true) => outcome(region, SyncState::Synced, "cleaned up"),
-                Ok(false) => match cluster.exists(ns_key).await {
-                    Ok(false) => outcome(region, SyncState::Synced, "cleaned up"),
-                    Ok(true) => outcome(region, SyncState::Pending, "namespace terminating"),
-                    Err(e) => outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
-                },
+                Ok(false) => outcome(region, SyncState::Pending, "namespace terminating"),
                 Err(e) => outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
             }
         }

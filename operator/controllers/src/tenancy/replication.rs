@@ -1,9 +1,15 @@
 //! Object-storage replication (IO, leader only): every round, list `tenants/` once in each involved
-//! region's bucket, plan each (tenant, replica region) pair against its manifest (pure, `azora-core`),
-//! copy what changed with verified checksums, delete what the source lost once the safety delay has
-//! passed, and save the manifest only when it changed. Copies only ever go to regions the tenant is placed
-//! in; replicas left in a region the tenant may no longer use are removed. Lag lands in a histogram, a
-//! per-tenant gauge and (on state changes) the Tenant's status.
+//! region's bucket, and copy each tenant's objects from its *source* — its active region — to the other
+//! regions it is placed in, planned per (tenant, replica region) pair against that pair's manifest (pure,
+//! `azora-core`): copy what changed with checksums verified before a replica is replaced, delete only
+//! replicas this replication wrote and nobody changed since (after the safety delay), and save the
+//! manifest only when it changed. When the active region moves back (failback), what was written in the
+//! region that was active is first brought to the new source (catch-up); the source in use is recorded in
+//! the Tenant's status (`replicationSource`) so a restart resumes the switch. Every copy, delete and
+//! manifest write passes the leader fence. Work is grouped per replica region, each with its own bounded
+//! concurrency, so a hung store holds up only its own region. Copies only go to regions the tenant is
+//! placed in; replicas this replication left in a region the tenant may no longer use are removed. Lag
+//! lands in a histogram, a per-tenant gauge and (on state changes) the Tenant's status.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -13,7 +19,16 @@ use azora_adapters::objstore::{self, ObjectStore, StoreConfig};
 use azora_api::region::RegionSpec;
 use azora_api::tenant::TenantSpec;
 use azora_core::placement::place;
-use azora_core::replication::{Entry, Manifest, SourceObject, TargetObject, manifest_key, plan};
+use azora_adapters::kube_status::StatusWriter;
+use azora_api::region::Verdict;
+use azora_core::replication::{
+    Entry, Manifest, Source, SourceObject, TargetObject, catch_up, manifest_key, plan, source,
+};
+use azora_runtime::pipeline::Kind as _;
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use super::TenantKind;
 use azora_core::validate::{self, ProblemKind};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -34,10 +49,11 @@ pub struct ReplicaState {
     pub error: Option<String>,
 }
 
-/// Replication state by tenant and region, shared with the Tenant controller.
+/// Replication state by tenant and region, and each tenant's source, shared with the Tenant controller.
 #[derive(Clone, Default)]
 pub struct Replication {
     inner: Arc<RwLock<BTreeMap<String, BTreeMap<String, ReplicaState>>>>,
+    sources: Arc<RwLock<BTreeMap<String, String>>>,
 }
 
 impl Replication {
@@ -63,6 +79,20 @@ impl Replication {
     pub(super) fn retain(&self, keep: impl Fn(&str) -> bool) {
         if let Ok(mut m) = self.inner.write() {
             m.retain(|t, _| keep(t));
+        }
+        if let Ok(mut m) = self.sources.write() {
+            m.retain(|t, _| keep(t));
+        }
+    }
+
+    /// The region a tenant's replicas are copied from, as this process last worked.
+    pub fn source_of(&self, tenant: &str) -> Option<String> {
+        self.sources.read().ok()?.get(tenant).cloned()
+    }
+
+    fn set_source(&self, tenant: &str, source: &str) {
+        if let Ok(mut m) = self.sources.write() {
+            m.insert(tenant.to_string(), source.to_string());
         }
     }
 }
@@ -143,11 +173,13 @@ async fn store_config(ctx: &Context, spec: &RegionSpec) -> Result<Option<StoreCo
     }))
 }
 
-/// Per-term state: clients by region (rebuilt when the config changes) and manifests.
+/// Per-term state: clients by region (rebuilt when the config changes), manifests, and the source each
+/// tenant's replication uses (what this process last recorded; the Tenant status may lag behind it).
 #[derive(Default)]
 struct Round {
     stores: BTreeMap<String, (StoreConfig, ObjectStore)>,
-    manifests: BTreeMap<(String, String), Manifest>,
+    manifests: BTreeMap<(String, String, String), Manifest>,
+    sources: BTreeMap<String, String>,
 }
 
 /// Runs replication rounds until `stop`.
@@ -157,11 +189,17 @@ pub async fn run(
     shared: Replication,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let writer = StatusWriter::new(
+        ctx.client.clone(),
+        TenantKind::resource(),
+        "replication",
+        ctx.fence.clone(),
+    );
     let work = async {
         let mut state = Round::default();
         loop {
             let started = std::time::Instant::now();
-            round(&ctx, &cfg, &shared, &mut state).await;
+            round(&ctx, &cfg, &shared, &writer, &mut state).await;
             let spent = started.elapsed();
             tokio::time::sleep(cfg.interval.saturating_sub(spent).max(Duration::from_millis(500))).await;
         }
@@ -172,23 +210,58 @@ pub async fn run(
     }
 }
 
-struct Job {
-    tenant: String,
-    home: String,
-    target: String,
-    source: Vec<SourceObject>,
-    targets: BTreeMap<String, TargetObject>,
-    src: ObjectStore,
-    dst: ObjectStore,
+/// What a job does.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// Keep the replica in line with the source.
+    Replicate,
+    /// Bring what was written in the former source to the new one (copies only, no deletions);
+    /// `former_manifest` is what the former source holds as replicas copied from the new one.
+    CatchUp { former_manifest: Manifest },
 }
 
-async fn round(ctx: &Context, cfg: &ReplicationConfig, shared: &Replication, state: &mut Round) {
+struct Job {
+    tenant: String,
+    /// The region copied from.
+    source: String,
+    target: String,
+    source_objects: Vec<SourceObject>,
+    target_objects: Vec<SourceObject>,
+    src: ObjectStore,
+    dst: ObjectStore,
+    mode: Mode,
+}
+
+/// A tenant replication works on this round.
+struct Live {
+    spec: TenantSpec,
+    placed: Vec<String>,
+    active: Option<String>,
+    recorded_source: Option<String>,
+}
+
+fn status_str(o: &DynamicObject, field: &str) -> Option<String> {
+    o.data
+        .get("status")
+        .and_then(|s| s.get(field))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+async fn round(
+    ctx: &Context,
+    cfg: &ReplicationConfig,
+    shared: &Replication,
+    writer: &StatusWriter,
+    state: &mut Round,
+) {
     let Ok(world) = ctx.world(Needs::default(), &[]).await else {
         return;
     };
     let regions: BTreeMap<String, RegionSpec> = ctx.caches.regions.specs();
+    let verdicts = ctx.recorded_verdicts();
     // Valid, live tenants and where they are placed.
-    let tenants: BTreeMap<String, (TenantSpec, Vec<String>)> = ctx
+    let tenants: BTreeMap<String, Live> = ctx
         .caches
         .tenants
         .state()
@@ -204,10 +277,17 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, shared: &Replication, sta
                 return None;
             }
             let placed = place(&spec, &world).placed;
-            Some((o.name_any(), (spec, placed)))
+            let live = Live {
+                active: status_str(o, "activeRegion").filter(|a| placed.contains(a)),
+                recorded_source: status_str(o, "replicationSource"),
+                spec,
+                placed,
+            };
+            Some((o.name_any(), live))
         })
         .collect();
     shared.retain(|t| tenants.contains_key(t));
+    state.sources.retain(|t, _| tenants.contains_key(t));
 
     // Clients for every region with a store.
     let mut store_errors: BTreeMap<String, String> = BTreeMap::new();
@@ -246,132 +326,249 @@ async fn round(ctx: &Context, cfg: &ReplicationConfig, shared: &Replication, sta
         .await
         .into_iter()
         .collect();
+    let stores: BTreeMap<String, ObjectStore> = state
+        .stores
+        .iter()
+        .map(|(k, (_, s))| (k.clone(), s.clone()))
+        .collect();
+    let prepare = |tenant: &str, from: &str, to: &str, mode: Mode| -> Result<Job, String> {
+        let store = |r: &str, what: &str| {
+            stores.get(r).cloned().ok_or_else(|| {
+                format!("{what} {r}: {}", store_errors.get(r).cloned().unwrap_or_default())
+            })
+        };
+        let listed = |r: &str, what: &str| match listings.get(r) {
+            Some(Ok(l)) => Ok(l.get(tenant).cloned().unwrap_or_default()),
+            Some(Err(e)) => Err(format!("listing {what} {r}: {e}")),
+            None => Err(format!("{what} {r}: not listed")),
+        };
+        Ok(Job {
+            tenant: tenant.to_string(),
+            source: from.to_string(),
+            target: to.to_string(),
+            src: store(from, "source")?,
+            dst: store(to, "replica")?,
+            source_objects: listed(from, "source")?,
+            target_objects: listed(to, "replica")?,
+            mode,
+        })
+    };
 
     let mut jobs = Vec::new();
     let mut residency_cleanup = Vec::new();
-    for (tenant, (spec, placed)) in &tenants {
-        let home = &spec.home_region;
-        for target in placed.iter().filter(|r| *r != home) {
-            let prepared = (|| {
-                let src = state.stores.get(home).map(|(_, s)| s.clone()).ok_or_else(|| {
-                    format!(
-                        "source {home}: {}",
-                        store_errors.get(home).cloned().unwrap_or_default()
-                    )
-                })?;
-                let dst = state.stores.get(target).map(|(_, s)| s.clone()).ok_or_else(|| {
-                    format!(
-                        "replica {target}: {}",
-                        store_errors.get(target).cloned().unwrap_or_default()
-                    )
-                })?;
-                let source = match listings.get(home) {
-                    Some(Ok(l)) => l.get(tenant).cloned().unwrap_or_default(),
-                    Some(Err(e)) => return Err(format!("listing source {home}: {e}")),
-                    None => return Err(format!("source {home}: not listed")),
-                };
-                let targets = match listings.get(target) {
-                    Some(Ok(l)) => l
-                        .get(tenant)
-                        .map(|v| {
-                            v.iter()
-                                .map(|o| {
-                                    (
-                                        o.key.clone(),
-                                        TargetObject {
-                                            size: o.size,
-                                            etag: o.etag.clone(),
-                                        },
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    Some(Err(e)) => return Err(format!("listing replica {target}: {e}")),
-                    None => return Err(format!("replica {target}: not listed")),
-                };
-                Ok(Job {
-                    tenant: tenant.clone(),
-                    home: home.clone(),
-                    target: target.clone(),
-                    source,
-                    targets,
-                    src,
-                    dst,
-                })
-            })();
-            match prepared {
-                Ok(j) => jobs.push(j),
-                Err(msg) => record(
-                    ctx,
-                    shared,
-                    tenant,
-                    target,
-                    ReplicaState {
-                        in_sync: false,
-                        lag_seconds: 0,
-                        error: Some(msg),
+    for (tenant, live) in &tenants {
+        let home = live.spec.home_region.as_str();
+        let recorded = state
+            .sources
+            .get(tenant)
+            .cloned()
+            .or_else(|| live.recorded_source.clone());
+        let former = recorded.as_deref().unwrap_or(home);
+        let former_gone = !live.placed.iter().any(|r| r == former)
+            || verdicts.get(former) == Some(&Verdict::Down)
+            || !stores.contains_key(former);
+        let choice = source(home, recorded.as_deref(), live.active.as_deref(), former_gone);
+        let from = match choice {
+            Source::From(s) => {
+                if recorded.is_none() {
+                    record_source(ctx, writer, tenant, &s, &mut state.sources).await;
+                }
+                s
+            }
+            Source::Switch { from, to } => {
+                warn!(%tenant, %from, %to, "replication source switched: the former source is down; what only it holds stays there");
+                record_source(ctx, writer, tenant, &to, &mut state.sources).await;
+                to
+            }
+            Source::CatchUp { from, to } => {
+                // Bring what was written in `from` to `to` first; replication from `to` waits for it.
+                let former_manifest = match stores.get(&from) {
+                    Some(s) => match read_manifest(s, &manifest_key(tenant, &to)).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            pending(ctx, shared, tenant, &to, format!("catch-up from {from}: {e}"));
+                            continue;
+                        }
                     },
-                ),
+                    None => {
+                        pending(ctx, shared, tenant, &to, format!("catch-up from {from}: no store"));
+                        continue;
+                    }
+                };
+                match prepare(tenant, &from, &to, Mode::CatchUp { former_manifest }) {
+                    Ok(j) => jobs.push(j),
+                    Err(msg) => pending(ctx, shared, tenant, &to, format!("catch-up from {from}: {msg}")),
+                }
+                continue;
+            }
+        };
+        shared.set_source(tenant, &from);
+        for target in live.placed.iter().filter(|r| **r != from) {
+            match prepare(tenant, &from, target, Mode::Replicate) {
+                Ok(j) => jobs.push(j),
+                Err(msg) => pending(ctx, shared, tenant, target, msg),
             }
         }
         // Replicas in regions the tenant is no longer placed in (residency tightened, region dropped).
         for (region, listing) in &listings {
-            if region == home || placed.contains(region) {
+            if live.placed.contains(region) {
                 continue;
             }
             if let Ok(l) = listing
                 && let Some(objs) = l.get(tenant)
-                && let Some((_, store)) = state.stores.get(region)
+                && let Some(store) = stores.get(region)
             {
-                residency_cleanup.push((
-                    tenant.clone(),
-                    home.clone(),
-                    region.clone(),
-                    store.clone(),
-                    objs.clone(),
-                ));
+                residency_cleanup.push((tenant.clone(), region.clone(), store.clone(), objs.clone()));
             }
         }
     }
 
-    for (tenant, home, region, store, objs) in residency_cleanup {
-        // Only replicas this operator made (a manifest exists) are removed.
-        let key = manifest_key(&tenant, &home);
-        if matches!(store.get_bytes(&key).await, Ok(Some(_))) {
-            for o in &objs {
-                if let Err(e) = store.delete(&o.key).await {
-                    warn!(%tenant, %region, error = %e, "removing a replica outside the tenant's placement failed");
-                }
-            }
-            let _ = store.delete(&key).await;
-            state.manifests.remove(&(tenant.clone(), region.clone()));
-            info!(%tenant, %region, objects = objs.len(), "replicas removed from a region the tenant is no longer placed in");
-        }
+    let all_regions: Vec<String> = regions.keys().cloned().collect();
+    for (tenant, region, store, objs) in residency_cleanup {
+        remove_replicas(ctx, &tenant, &region, &store, &objs, &all_regions, state).await;
     }
 
-    // Work the pairs with bounded concurrency; manifests move into the jobs and back.
+    // Work the pairs grouped by replica region, each group with its own bounded concurrency: a hung store
+    // holds up only the pairs that write to it.
     let delete_delay = cfg.delete_delay;
-    let mut inputs = Vec::new();
+    let mut groups: BTreeMap<String, Vec<(Job, Option<Manifest>)>> = BTreeMap::new();
     for job in jobs {
-        let cached = state.manifests.remove(&(job.tenant.clone(), job.target.clone()));
-        inputs.push((job, cached));
+        let cached = state
+            .manifests
+            .remove(&(job.tenant.clone(), job.source.clone(), job.target.clone()));
+        groups.entry(job.target.clone()).or_default().push((job, cached));
     }
-    let results: Vec<(String, String, Option<Manifest>)> = futures::stream::iter(inputs)
-        .map(|(job, cached)| async move {
-            let (state_, manifest) = replicate(ctx, &job, cached, delete_delay).await;
-            record(ctx, shared, &job.tenant, &job.target, state_);
-            (job.tenant, job.target, manifest)
-        })
-        .buffer_unordered(cfg.concurrency.max(1))
-        .collect()
-        .await;
-    for (tenant, target, manifest) in results {
-        if let Some(m) = manifest {
-            state.manifests.insert((tenant, target), m);
+    let per_region = cfg.concurrency.max(1);
+    let results: Vec<Vec<Outcome>> = futures::future::join_all(groups.into_values().map(|group| {
+        futures::stream::iter(group)
+            .map(|(job, cached)| async move {
+                let (state_, manifest) = replicate(ctx, &job, cached, delete_delay).await;
+                let caught_up = matches!(job.mode, Mode::CatchUp { .. }) && state_.error.is_none();
+                record(ctx, shared, &job.tenant, &job.target, state_);
+                Outcome {
+                    tenant: job.tenant,
+                    source: job.source,
+                    target: job.target,
+                    manifest,
+                    caught_up,
+                }
+            })
+            .buffer_unordered(per_region)
+            .collect::<Vec<_>>()
+    }))
+    .await;
+    for o in results.into_iter().flatten() {
+        if let Some(m) = o.manifest {
+            state
+                .manifests
+                .insert((o.tenant.clone(), o.source.clone(), o.target.clone()), m);
+        }
+        if o.caught_up {
+            info!(tenant = %o.tenant, from = %o.source, to = %o.target, "caught up: replication now copies from the active region");
+            record_source(ctx, writer, &o.tenant, &o.target, &mut state.sources).await;
         }
     }
 }
+
+struct Outcome {
+    tenant: String,
+    source: String,
+    target: String,
+    manifest: Option<Manifest>,
+    caught_up: bool,
+}
+
+fn pending(ctx: &Context, shared: &Replication, tenant: &str, region: &str, msg: String) {
+    record(
+        ctx,
+        shared,
+        tenant,
+        region,
+        ReplicaState {
+            in_sync: false,
+            lag_seconds: 0,
+            error: Some(msg),
+        },
+    );
+}
+
+/// Records the source in the Tenant's status (fenced, manager `azora-operator/replication`), so a restart
+/// resumes a switch instead of forgetting it.
+async fn record_source(
+    ctx: &Context,
+    writer: &StatusWriter,
+    tenant: &str,
+    source: &str,
+    sources: &mut BTreeMap<String, String>,
+) {
+    if sources.get(tenant).map(String::as_str) == Some(source) {
+        return;
+    }
+    match writer
+        .apply(tenant, None, serde_json::json!({ "replicationSource": source }))
+        .await
+    {
+        Ok(()) => {
+            sources.insert(tenant.to_string(), source.to_string());
+            ctx.handles.clusters.wake(Wake::Tenant(tenant.to_string()));
+        }
+        Err(e) => warn!(%tenant, %source, error = &e as &dyn std::error::Error, "recording the replication source failed"),
+    }
+}
+
+async fn read_manifest(store: &ObjectStore, key: &str) -> Result<Manifest, String> {
+    match store.get_bytes(key).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).map_err(|_| format!("manifest {key} is not readable")),
+        Ok(None) => Ok(Manifest::default()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes, from a region the tenant may no longer use, the replicas replication wrote there (per the
+/// manifests of every possible source) and nobody changed since; everything else stays.
+async fn remove_replicas(
+    ctx: &Context,
+    tenant: &str,
+    region: &str,
+    store: &ObjectStore,
+    objs: &[SourceObject],
+    sources: &[String],
+    state: &mut Round,
+) {
+    for source in sources.iter().filter(|s| s.as_str() != region) {
+        let key = manifest_key(tenant, source);
+        let Ok(Some(bytes)) = store.get_bytes(&key).await else {
+            continue;
+        };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+            continue;
+        };
+        let ours: Vec<&SourceObject> = objs
+            .iter()
+            .filter(|o| manifest.entries.get(&o.key).is_some_and(|e| e.target_etag == o.etag))
+            .collect();
+        let mut failed = false;
+        for o in &ours {
+            if ctx.fence.check_recent(FENCE_MAX_AGE).await.is_err() {
+                return;
+            }
+            if let Err(e) = store.delete(&o.key).await {
+                failed = true;
+                warn!(%tenant, %region, error = %e, "removing a replica outside the tenant's placement failed");
+            }
+        }
+        if !failed && ctx.fence.check_recent(FENCE_MAX_AGE).await.is_ok() {
+            let _ = store.delete(&key).await;
+            state
+                .manifests
+                .remove(&(tenant.to_string(), source.clone(), region.to_string()));
+            info!(%tenant, %region, objects = ours.len(), "replicas removed from a region the tenant is no longer placed in");
+        }
+    }
+}
+
+/// How old a fence confirmation may be for a bulk write (well below the lease's 2 s safety margin).
+const FENCE_MAX_AGE: Duration = Duration::from_secs(1);
 
 fn record(ctx: &Context, shared: &Replication, tenant: &str, region: &str, state: ReplicaState) {
     ctx.metrics
@@ -392,26 +589,47 @@ async fn replicate(
     delete_delay: Duration,
 ) -> (ReplicaState, Option<Manifest>) {
     let region = job.target.as_str();
-    let mkey = manifest_key(&job.tenant, &job.home);
+    let failed = |e: String| {
+        (
+            ReplicaState {
+                in_sync: false,
+                lag_seconds: 0,
+                error: Some(e),
+            },
+            None,
+        )
+    };
+    let mkey = manifest_key(&job.tenant, &job.source);
     let mut manifest = match cached {
         Some(m) => m,
-        None => match job.dst.get_bytes(&mkey).await {
-            Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_default(),
-            Ok(None) => Manifest::default(),
-            Err(e) => {
-                return (
-                    ReplicaState {
-                        in_sync: false,
-                        lag_seconds: 0,
-                        error: Some(e.to_string()),
-                    },
-                    None,
-                );
-            }
+        None => match read_manifest(&job.dst, &mkey).await {
+            Ok(m) => m,
+            Err(e) => return failed(e),
         },
     };
+    let targets: BTreeMap<String, TargetObject> = job
+        .target_objects
+        .iter()
+        .map(|o| (o.key.clone(), TargetObject::from(o)))
+        .collect();
     let now = Timestamp::now();
-    let p = plan(&job.source, &job.targets, &manifest, now, delete_delay);
+    let p = match &job.mode {
+        Mode::Replicate => plan(&job.source_objects, &targets, &manifest, now, delete_delay),
+        Mode::CatchUp { former_manifest } => {
+            let copy = catch_up(&job.source_objects, former_manifest, &job.target_objects);
+            let lag = copy
+                .iter()
+                .map(|o| Duration::try_from(now.duration_since(o.last_modified)).unwrap_or_default())
+                .max()
+                .unwrap_or_default();
+            azora_core::replication::Plan {
+                copy,
+                delete: Vec::new(),
+                missing_since: manifest.missing_since.clone(),
+                lag,
+            }
+        }
+    };
     if p.is_noop(&manifest) {
         return (
             ReplicaState {
@@ -424,6 +642,11 @@ async fn replicate(
     }
     let mut error = None;
     for o in &p.copy {
+        // Only the leader writes: a deposed leader's late copy could overwrite a newer replica.
+        if let Err(e) = ctx.fence.check_recent(FENCE_MAX_AGE).await {
+            error.get_or_insert_with(|| format!("not writing: {e}"));
+            break;
+        }
         match objstore::copy(&job.src, &job.dst, o).await {
             Ok(c) => {
                 let done = Timestamp::now();
@@ -462,6 +685,10 @@ async fn replicate(
         }
     }
     for key in &p.delete {
+        if let Err(e) = ctx.fence.check_recent(FENCE_MAX_AGE).await {
+            error.get_or_insert_with(|| format!("not writing: {e}"));
+            break;
+        }
         match job.dst.delete(key).await {
             Ok(()) => {
                 ctx.metrics
@@ -475,15 +702,24 @@ async fn replicate(
             }
         }
     }
-    manifest.missing_since = p.missing_since.clone();
-    // Entries whose source and replica are both gone are forgotten.
-    manifest.entries.retain(|k, _| {
-        job.source.iter().any(|s| &s.key == k) || job.targets.contains_key(k) && !p.delete.contains(k)
-    });
-    if let Ok(bytes) = serde_json::to_vec(&manifest)
-        && let Err(e) = job.dst.put_bytes(&mkey, bytes).await
-    {
-        error.get_or_insert_with(|| e.to_string());
+    if matches!(job.mode, Mode::Replicate) {
+        manifest.missing_since = p.missing_since.clone();
+        // Entries whose source and replica are both gone are forgotten.
+        manifest.entries.retain(|k, _| {
+            job.source_objects.iter().any(|s| &s.key == k) || targets.contains_key(k) && !p.delete.contains(k)
+        });
+    }
+    match ctx.fence.check_recent(FENCE_MAX_AGE).await {
+        Ok(_) => {
+            if let Ok(bytes) = serde_json::to_vec(&manifest)
+                && let Err(e) = job.dst.put_bytes(&mkey, bytes).await
+            {
+                error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        Err(e) => {
+            error.get_or_insert_with(|| format!("not writing: {e}"));
+        }
     }
     let in_sync = error.is_none();
     let state = ReplicaState {

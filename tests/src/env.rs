@@ -66,10 +66,16 @@ impl ApiServer {
     /// Mutating requests this API server has served successfully (`apiserver_request_total`, 2xx, with a
     /// verb other than GET/LIST/WATCH), optionally only for the given resources.
     pub async fn write_requests(&self, resources: Option<&[&str]>) -> anyhow::Result<u64> {
+        Ok(self.write_counts(resources).await?.took_effect)
+    }
+
+    /// Mutating requests by what their response code says about their effect (see [`WriteCounts`]),
+    /// optionally only for the given resources. A scrape without `apiserver_request_total` is an error.
+    pub async fn write_counts(&self, resources: Option<&[&str]>) -> anyhow::Result<WriteCounts> {
         let client = self.client().await?;
         let req = http::Request::get("/metrics").body(Vec::new())?;
         let text = client.request_text(req).await?;
-        Ok(count_writes(&text, resources))
+        count_writes(&text, resources)
     }
 
     /// Writes a kubeconfig that impersonates `user` and returns its path.
@@ -111,31 +117,55 @@ fn kubeconfig_yaml(name: &str, url: &str, impersonate: Option<(&str, &[&str])>) 
     )
 }
 
-fn count_writes(metrics: &str, resources: Option<&[&str]>) -> u64 {
+/// Mutating requests an API server counted (`apiserver_request_total`), by what the response code says
+/// about their effect. Attempts are what the operator's own `azora_regional_writes_total` counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// 2xx: the write took effect (a server-side apply that changed nothing included).
+    pub took_effect: u64,
+    /// 5xx: the outcome is unknown. Some are refusals that changed nothing (e.g. quota admission timing
+    /// out, retried), but a write whose request context ends while etcd commits it (its client killed or
+    /// timed out mid-request) is stored and still answered with a 5xx. 4xx (refused) are in neither count.
+    pub uncertain: u64,
+}
+
+fn count_writes(metrics: &str, resources: Option<&[&str]>) -> anyhow::Result<WriteCounts> {
     let label = |line: &str, name: &str| -> Option<String> {
         let start = line.find(&format!("{name}=\""))? + name.len() + 2;
         let end = line[start..].find('"')? + start;
         Some(line[start..end].to_string())
     };
-    metrics
+    let lines: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            let verb = label(l, "verb").unwrap_or_default();
-            !matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT")
-        })
-        // writes that took effect; a refused or failed attempt (e.g. a 500 from quota admission, retried)
-        // changed nothing (attempts are what the operator's own `azora_regional_writes_total` counts)
-        .filter(|l| label(l, "code").is_some_and(|c| c.starts_with('2')))
-        .filter(|l| {
-            resources.is_none_or(|rs| {
-                let r = label(l, "resource").unwrap_or_default();
-                rs.contains(&r.as_str())
-            })
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+        .collect();
+    // the family always has series (the API server's own bootstrap writes): none means a broken scrape
+    anyhow::ensure!(
+        !lines.is_empty(),
+        "no apiserver_request_total in the API server's /metrics: {} bytes scraped",
+        metrics.len()
+    );
+    let mut counts = WriteCounts::default();
+    for l in lines {
+        let verb = label(l, "verb").unwrap_or_default();
+        if matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT") {
+            continue;
+        }
+        if !resources.is_none_or(|rs| rs.contains(&label(l, "resource").unwrap_or_default().as_str())) {
+            continue;
+        }
+        let n = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("unparsable sample line {l:?}"))? as u64;
+        match label(l, "code").unwrap_or_default().chars().next() {
+            Some('2') => counts.took_effect += n,
+            Some('5') => counts.uncertain += n,
+            _ => {}
+        }
+    }
+    Ok(counts)
 }
 
 /// Where the kube binaries are.
@@ -358,4 +388,26 @@ fn which(name: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_counted_by_effect_and_a_scrape_without_the_family_is_an_error() {
+        let text = "# TYPE apiserver_request_total counter\n\
+            apiserver_request_total{code=\"201\",component=\"apiserver\",resource=\"namespaces\",verb=\"APPLY\"} 7\n\
+            apiserver_request_total{code=\"200\",component=\"apiserver\",resource=\"namespaces\",verb=\"APPLY\"} 2\n\
+            apiserver_request_total{code=\"200\",component=\"apiserver\",resource=\"namespaces\",verb=\"LIST\"} 50\n\
+            apiserver_request_total{code=\"500\",component=\"apiserver\",resource=\"rolebindings\",verb=\"APPLY\"} 1\n\
+            apiserver_request_total{code=\"409\",component=\"apiserver\",resource=\"rolebindings\",verb=\"POST\"} 3\n\
+            apiserver_request_total{code=\"201\",component=\"apiserver\",resource=\"configmaps\",verb=\"POST\"} 4\n";
+        let all = count_writes(text, None).unwrap();
+        assert_eq!(all, WriteCounts { took_effect: 13, uncertain: 1 });
+        let managed = count_writes(text, Some(&["namespaces", "rolebindings"])).unwrap();
+        assert_eq!(managed, WriteCounts { took_effect: 9, uncertain: 1 });
+        assert!(count_writes("", None).is_err());
+        assert!(count_writes("# nothing here\n", Some(&["namespaces"])).is_err());
+    }
 }

@@ -154,14 +154,22 @@ impl Fleet {
 
     /// Write requests every regional API server has served for the managed resources.
     pub async fn regional_writes(&self) -> anyhow::Result<u64> {
-        let mut n = 0;
+        Ok(self.regional_write_counts().await?.took_effect)
+    }
+
+    /// Write requests to the managed resources, summed over the regional API servers, by what their
+    /// response codes say about their effect.
+    pub async fn regional_write_counts(&self) -> anyhow::Result<crate::WriteCounts> {
+        let mut n = crate::WriteCounts::default();
         for r in &self.regions {
-            n += self
+            let c = self
                 .env
                 .server(r)
                 .context("no such regional cluster")?
-                .write_requests(Some(MANAGED))
+                .write_counts(Some(MANAGED))
                 .await?;
+            n.took_effect += c.took_effect;
+            n.uncertain += c.uncertain;
         }
         Ok(n)
     }
@@ -234,8 +242,24 @@ impl Fleet {
             .unwrap_or_default()
     }
 
-    /// One metric's value from the operator's /metrics (sum over matching lines).
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        crate::metric(&crate::metrics_text(self.metrics_port).await, prefix)
+    /// One metric's value from the operator's /metrics (sum over the lines starting with `prefix`). A
+    /// failed scrape (no operator, no answer, not 200) and a missing series are errors, never 0.
+    pub async fn metric(&self, prefix: &str) -> anyhow::Result<f64> {
+        crate::metric(&self.metrics_text().await?, prefix)
+    }
+
+    /// Like [`Fleet::metric`], but `None` when no series starts with `prefix` — for a labelled counter that
+    /// may legitimately not exist (yet). A failed scrape is still an error.
+    pub async fn metric_if_present(&self, prefix: &str) -> anyhow::Result<Option<f64>> {
+        crate::metric_if_present(&self.metrics_text().await?, prefix)
+    }
+
+    /// The operator's /metrics text (an error when the operator is not running or does not answer).
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            self.operator.is_some(),
+            "no operator running to scrape /metrics from"
+        );
+        crate::metrics_text(self.metrics_port).await
     }
 }

@@ -12,7 +12,7 @@ pub mod s3;
 pub mod scenario;
 pub mod wait;
 
-pub use env::{ApiServer, TestEnv};
+pub use env::{ApiServer, TestEnv, WriteCounts};
 pub use operator::Operator;
 pub use regions::SimRegion;
 
@@ -58,24 +58,108 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The text of an operator's `/metrics` on 127.0.0.1:`port` (empty when it does not answer).
-pub async fn metrics_text(port: u16) -> String {
+/// The text of an operator's `/metrics` on 127.0.0.1:`port`. A replica that does not answer (in 10 s), or
+/// answers anything but `200`, is an error: a failed scrape must never read as zeros.
+pub async fn metrics_text(port: u16) -> anyhow::Result<String> {
+    use anyhow::Context as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        anyhow::Ok(buf)
     };
-    let _ = s
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    buf
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), scrape)
+        .await
+        .with_context(|| format!("scraping 127.0.0.1:{port}/metrics: no answer within 10s"))?
+        .with_context(|| format!("scraping 127.0.0.1:{port}/metrics"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("127.0.0.1:{port}/metrics: not an HTTP response: {response:?}"))?;
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "127.0.0.1:{port}/metrics answered {status:?}: {body}"
+    );
+    Ok(body.to_string())
 }
 
-/// Sum of the samples of the metric lines starting with `name`.
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// Sum of the samples of the metric lines starting with `name`. No such line is an error, and so is a
+/// sample that does not parse: a series that is not there is not a zero.
+pub fn metric(text: &str, name: &str) -> anyhow::Result<f64> {
+    metric_if_present(text, name)?.ok_or_else(|| {
+        let series: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .filter(|n| !n.is_empty())
+            .collect();
+        anyhow::anyhow!("no series starting with {name:?} in the scrape; it has {series:?}")
+    })
+}
+
+/// Like [`metric`], but `None` when no line starts with `name`: for the call sites that expect a series
+/// which may legitimately not exist (yet) — a labelled counter appears only once it is first incremented.
+/// A sample that does not parse is still an error.
+pub fn metric_if_present(text: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        let v: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("unparsable sample line {line:?}"))?;
+        *sum.get_or_insert(0.0) += v;
+    }
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP azora_leader 1 while leading\n# TYPE azora_leader gauge\nazora_leader 0\n\
+                        azora_tenant_syncs_total{region=\"africa\",result=\"noop\"} 2\n\
+                        azora_tenant_syncs_total{region=\"europe\",result=\"noop\"} 3\n";
+
+    #[test]
+    fn a_missing_series_is_an_error_not_a_zero() {
+        assert_eq!(metric(TEXT, "azora_leader ").unwrap(), 0.0);
+        assert_eq!(metric(TEXT, "azora_tenant_syncs_total").unwrap(), 5.0);
+        let err = metric(TEXT, "azora_regional_writes_total").unwrap_err().to_string();
+        assert!(err.contains("azora_regional_writes_total") && err.contains("azora_leader"), "{err}");
+        assert!(metric("", "azora_leader ").is_err(), "an empty scrape reads as nothing, not 0");
+        assert_eq!(metric_if_present(TEXT, "azora_regional_writes_total").unwrap(), None);
+        assert!(metric_if_present("azora_leader x\n", "azora_leader ").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_scrape_is_an_error() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // nothing listening
+        let port = free_port().unwrap();
+        assert!(metrics_text(port).await.is_err());
+        // answering, but not 200; then 200
+        for (answer, ok) in [
+            ("HTTP/1.0 500 Internal Server Error\r\n\r\nbroken", false),
+            ("HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nazora_leader 1\n", true),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(answer.as_bytes()).await.unwrap();
+            });
+            let got = metrics_text(port).await;
+            server.await.unwrap();
+            assert_eq!(got.is_ok(), ok, "{answer:?}: {got:?}");
+            if ok {
+                assert_eq!(metric(&got.unwrap(), "azora_leader ").unwrap(), 1.0);
+            }
+        }
+    }
 }

@@ -86,16 +86,38 @@ async fn chart_lints_applies_and_its_rbac_is_enough_for_the_operator() -> anyhow
         "system:authenticated",
     ];
     let sa_kubeconfig = env.hub().kubeconfig_as(sa, &groups, env.dir.path())?;
-    // The ServiceAccount may not touch Secrets outside its namespace, nor write specs.
-    let denied = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&sa_kubeconfig)
-        .args(["get", "secrets", "-n", "default"])
-        .output()?;
-    assert!(
-        !denied.status.success(),
-        "the operator must not read Secrets cluster-wide"
-    );
+    // The ServiceAccount may not touch Secrets outside its namespace, nor write specs: refused by RBAC
+    // (403 Forbidden) — not any failure (a wrong kubeconfig, an unreachable server, a missing resource).
+    let forbidden = |args: &[&str], what: &str| -> anyhow::Result<()> {
+        let out = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&sa_kubeconfig)
+            .args(args)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("Error from server (Forbidden)") && stderr.contains(what),
+            "kubectl {args:?} must be forbidden ({what}), got {}: {}{stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Ok(())
+    };
+    forbidden(
+        &["get", "secrets", "-n", "default"],
+        &format!("User \"{sa}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""),
+    )?;
+    forbidden(
+        &["patch", "region", "africa", "--type=merge", "-p", r#"{"spec":{"priority":1}}"#],
+        &format!("User \"{sa}\" cannot patch resource \"regions\" in API group \"azora.io\""),
+    )?;
+    // the same through the API: kube's error is the API's 403
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.hub().client_as(sa, &groups).await?, "default");
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) if s.code == 403 && s.reason == "Forbidden" => {}
+        other => panic!("listing Secrets in default as {sa} must be 403 Forbidden: {other:?}"),
+    }
 
     let _op = Operator::start(
         &sa_kubeconfig,

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-const ROOMS: [&str; 8] = ["health", "failover", "tenancy", "backup", "secrets", "chaos", "drill", "database"];
+const ROOMS: [&str; 8] = [
+    "health", "failover", "tenancy", "backup", "secrets", "chaos", "drill", "database",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("operator")
@@ -64,7 +66,11 @@ fn capability_rooms_do_not_import_each_other() {
             }
         }
     }
-    assert!(rooms_seen >= 6, "expected the capability rooms under {}", controllers.display());
+    assert!(
+        rooms_seen >= 6,
+        "expected the capability rooms under {}",
+        controllers.display()
+    );
     assert!(found.is_empty(), "rooms import each other:\n{}", found.join("\n"));
 }
 
@@ -73,7 +79,10 @@ fn the_runtime_knows_no_capability() {
     let runtime = root().join("runtime");
     let manifest = std::fs::read_to_string(runtime.join("Cargo.toml")).unwrap_or_default();
     assert!(manifest.contains("azora-adapters"), "runtime manifest not found");
-    assert!(!manifest.contains("azora-controllers"), "runtime depends on the controllers");
+    assert!(
+        !manifest.contains("azora-controllers"),
+        "runtime depends on the controllers"
+    );
     let mut found = Vec::new();
     for file in rust_files(&runtime.join("src")) {
         let text = std::fs::read_to_string(&file).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! `kubectl apply -k` of regions/, policies/ and chaos/, printer columns, the `azora` category, and the
 //! operator (started with only KUBECONFIG) putting Ready on all four Regions.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,28 +25,103 @@ fn kubectl(env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `resourceVersion` and `generation` of every object of the kustomizations in `dirs`, by the name
+/// `kubectl apply -o name` prints for it (`region.azora.io/africa`; namespaced objects also by namespace).
+fn versions(env: &TestEnv, dirs: &[&str]) -> anyhow::Result<BTreeMap<String, (String, Option<i64>)>> {
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let json = kubectl(
+            env,
+            &["get", "-k", &repo_root().join(dir).to_string_lossy(), "-o", "json"],
+        )?;
+        let list: serde_json::Value = serde_json::from_str(&json)?;
+        let items = list["items"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("{dir}: not a list: {json}"))?;
+        for o in items {
+            let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
+            let api_version = o["apiVersion"].as_str().unwrap_or_default();
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            let key = match api_version.split_once('/') {
+                Some((group, _)) => format!("{kind}.{group}/{name}"),
+                None => format!("{kind}/{name}"),
+            };
+            let key = match o["metadata"]["namespace"].as_str() {
+                Some(ns) => format!("{key} -n {ns}"),
+                None => key,
+            };
+            let rv = o["metadata"]["resourceVersion"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("{key} has no resourceVersion"))?
+                .to_string();
+            out.insert(key, (rv, o["metadata"]["generation"].as_i64()));
+        }
+    }
+    Ok(out)
+}
+
+/// The names `kubectl apply -o name` printed (namespace-less, as kubectl prints them).
+fn applied_names(out: &str) -> BTreeSet<String> {
+    out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
 #[tokio::test]
 async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let root = repo_root();
-    for dir in ["regions", "policies", "chaos"] {
+    let dirs = ["regions", "policies", "chaos"];
+    let mut applied = BTreeSet::new();
+    for dir in dirs {
         let out = kubectl(
             &env,
             &["apply", "--server-side", "-k", &root.join(dir).to_string_lossy()],
         )?;
         assert!(out.contains("serverside-applied"), "{dir}: {out}");
+        applied.extend(
+            out.lines()
+                .filter_map(|l| l.strip_suffix(" serverside-applied"))
+                .map(str::to_string),
+        );
     }
-    // Applying the same manifests twice changes nothing (GitOps).
-    let again = kubectl(
-        &env,
-        &[
-            "apply",
-            "--server-side",
-            "-k",
-            &root.join("regions").to_string_lossy(),
-        ],
-    )?;
-    assert!(again.lines().all(|l| l.contains("serverside-applied")), "{again}");
+    // Applying the same manifests twice changes nothing (GitOps): no object applied gets a new
+    // resourceVersion or generation (kubectl prints "serverside-applied" either way). No controller runs
+    // yet, so nothing else writes to them in between.
+    let before = versions(&env, &dirs)?;
+    eprintln!("DEBUG-BEFORE");
+    eprintln!("{}", kubectl(&env, &["get", "region", "africa", "failoverpolicy", "platform", "-o", "yaml", "--show-managed-fields"])?);
+    let names = |v: &BTreeMap<String, _>| -> BTreeSet<String> {
+        v.keys()
+            .map(|k| k.split(" -n ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names(&before), applied, "every applied object is compared");
+    assert!(
+        applied.contains("region.azora.io/africa") && applied.contains("drdrill.azora.io/monthly-lose-africa"),
+        "{applied:?}"
+    );
+    let mut again = BTreeSet::new();
+    for dir in dirs {
+        let out = kubectl(
+            &env,
+            &[
+                "apply",
+                "--server-side",
+                "-k",
+                &root.join(dir).to_string_lossy(),
+                "-o",
+                "name",
+            ],
+        )?;
+        again.extend(applied_names(&out));
+    }
+    assert_eq!(again, applied, "the second apply applied the same objects");
+    let after = versions(&env, &dirs)?;
+    eprintln!("DEBUG-BEFORE-AFTER");
+    eprintln!("{}", kubectl(&env, &["get", "region", "africa", "failoverpolicy", "platform", "-o", "yaml", "--show-managed-fields"])?);
+    assert_eq!(
+        after, before,
+        "the second apply changed objects (resourceVersion, generation)"
+    );
 
     let header = kubectl(&env, &["get", "regions"])?;
     let first = header.lines().next().unwrap_or_default().to_string();

@@ -234,7 +234,12 @@ async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Error>
     }
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
-    match tokio::time::timeout(STEP_DEADLINE, api.replace(&cfg.name, &PostParams::default(), &lease)).await {
+    match tokio::time::timeout(
+        STEP_DEADLINE,
+        api.replace(&cfg.name, &PostParams::default(), &lease),
+    )
+    .await
+    {
         Ok(r) => r.map(|_| ()),
         Err(_) => Ok(()),
     }

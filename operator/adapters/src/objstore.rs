@@ -447,7 +447,12 @@ impl Chunks<'_> {
 /// Checks the bytes read against what the listing said of the source object: the size, and the ETag —
 /// a plain ETag is the MD5 of the bytes; a multipart ETag (`<md5>-<parts>`) can be checked when the source
 /// was uploaded with the same part size (otherwise the size and the `If-Match` pinned read stand).
-fn verify_source(object: &SourceObject, size: u64, md5: &str, part_md5s: &[[u8; 16]]) -> Result<(), StoreError> {
+fn verify_source(
+    object: &SourceObject,
+    size: u64,
+    md5: &str,
+    part_md5s: &[[u8; 16]],
+) -> Result<(), StoreError> {
     let key = object.key.as_str();
     if size != object.size {
         return Err(StoreError::Checksum {
@@ -462,7 +467,10 @@ fn verify_source(object: &SourceObject, size: u64, md5: &str, part_md5s: &[[u8; 
             what: "bytes read do not match the source ETag".into(),
         });
     }
-    if !plain && etag_part_size_matches(object, part_md5s.len()) && multipart_etag(part_md5s, md5_of) != object.etag {
+    if !plain
+        && etag_part_size_matches(object, part_md5s.len())
+        && multipart_etag(part_md5s, md5_of) != object.etag
+    {
         return Err(StoreError::Checksum {
             key: key.to_string(),
             what: "bytes read do not match the source's multipart ETag".into(),
@@ -498,7 +506,11 @@ pub async fn copy(src: &ObjectStore, dst: &ObjectStore, object: &SourceObject) -
     }
 }
 
-async fn copy_inner(src: &ObjectStore, dst: &ObjectStore, object: &SourceObject) -> Result<Copied, StoreError> {
+async fn copy_inner(
+    src: &ObjectStore,
+    dst: &ObjectStore,
+    object: &SourceObject,
+) -> Result<Copied, StoreError> {
     let key = object.key.as_str();
     let out = {
         let _slot = src.slot().await;
@@ -557,8 +569,14 @@ mod verify_tests {
         let good = hex(&md5_of(b"hello"));
         assert!(verify_source(&obj(&good, 5), 5, &good, &[]).is_ok());
         let other = hex(&md5_of(b"hellO"));
-        assert!(matches!(verify_source(&obj(&good, 5), 5, &other, &[]), Err(StoreError::Checksum { .. })));
-        assert!(matches!(verify_source(&obj(&good, 5), 4, &good, &[]), Err(StoreError::Checksum { .. })));
+        assert!(matches!(
+            verify_source(&obj(&good, 5), 5, &other, &[]),
+            Err(StoreError::Checksum { .. })
+        ));
+        assert!(matches!(
+            verify_source(&obj(&good, 5), 4, &good, &[]),
+            Err(StoreError::Checksum { .. })
+        ));
     }
 
     #[test]
@@ -568,7 +586,10 @@ mod verify_tests {
         let etag = multipart_etag(&parts, md5_of);
         assert!(verify_source(&obj(&etag, size), size, "ignored", &parts).is_ok());
         let wrong = [[1u8; 16], [3u8; 16]];
-        assert!(matches!(verify_source(&obj(&etag, size), size, "ignored", &wrong), Err(StoreError::Checksum { .. })));
+        assert!(matches!(
+            verify_source(&obj(&etag, size), size, "ignored", &wrong),
+            Err(StoreError::Checksum { .. })
+        ));
         // Uploaded with another part size (3 parts for 8 MiB + 10 bytes): cannot be checked by ETag.
         let foreign = format!("{}-3", "ab".repeat(16));
         assert!(verify_source(&obj(&foreign, size), size, "ignored", &parts).is_ok());

@@ -154,11 +154,27 @@ mod tests {
     #[tokio::test]
     async fn file_paths_auth_providers_and_proxies_are_refused() {
         for (user, cluster, what) in [
-            ("    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n", "", "token file"),
-            ("    client-certificate: /etc/ssl/c.pem\n    client-key: /etc/ssl/k.pem\n", "", "certificate files"),
+            (
+                "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n",
+                "",
+                "token file",
+            ),
+            (
+                "    client-certificate: /etc/ssl/c.pem\n    client-key: /etc/ssl/k.pem\n",
+                "",
+                "certificate files",
+            ),
             ("    auth-provider:\n      name: oidc\n", "", "auth-provider"),
-            ("    token: abc\n", "    certificate-authority: /etc/ssl/ca.pem\n", "certificate-authority file"),
-            ("    token: abc\n", "    proxy-url: http://127.0.0.1:3128\n", "proxy"),
+            (
+                "    token: abc\n",
+                "    certificate-authority: /etc/ssl/ca.pem\n",
+                "certificate-authority file",
+            ),
+            (
+                "    token: abc\n",
+                "    proxy-url: http://127.0.0.1:3128\n",
+                "proxy",
+            ),
         ] {
             let err = build(user, cluster).await.err().expect("refused");
             assert_eq!(err.reason(), "UnsafeKubeconfig", "{what}");

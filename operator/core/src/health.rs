@@ -119,6 +119,37 @@ pub fn combine(reports: &[Report], stale_after: Duration, quorum: Option<u32>, c
     }
 }
 
+/// Where in each interval an observer probes a region: the region's own offset (a stable hash, so many
+/// regions do not probe in lockstep) plus the observer's share of the interval (`index` of `observers`), so
+/// the observers of a region probe it evenly spread — with two observers and 5 s, some observer probes every
+/// 2.5 s and an outage is seen by the first of them sooner.
+pub fn round_offset(region: &str, index: usize, observers: usize, interval: Duration) -> Duration {
+    let ms = interval.as_millis().max(1) as u64;
+    // FNV-1a: stable across processes and versions.
+    let hash = region.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let share = ms * index as u64 / observers.max(1) as u64;
+    Duration::from_millis((hash % ms + share) % ms)
+}
+
+/// Time from `now` (since the Unix epoch) to the next start at `offset` within the interval, aligned to
+/// the wall clock so observers on different machines share the schedule.
+pub fn until_next_round(now: Duration, interval: Duration, offset: Duration) -> Duration {
+    let ms = interval.as_millis().max(1);
+    let now_ms = now.as_millis();
+    let off = offset.as_millis() % ms;
+    let into = (now_ms + ms - off) % ms;
+    let wait = if into == 0 { 0 } else { ms - into };
+    Duration::from_millis(wait as u64)
+}
+
+/// How long a round may go unanswered before it counts as suspect: a quarter of the timeout, within
+/// 200 ms and 1 s (healthy endpoints answer in milliseconds).
+pub fn suspect_after(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(1))
+}
+
 /// When each report (an observer Lease) was last seen to change, by the judge's own clock. A report
 /// counts as fresh only once it has been seen to change: one that was already there when the judge
 /// started (a dead observer's last words) never does until it changes again.
@@ -198,6 +229,43 @@ mod tests {
     }
 
     #[test]
+    fn observers_of_a_region_are_spread_evenly_over_the_interval() {
+        let i = Duration::from_secs(5);
+        let a = round_offset("africa", 0, 2, i);
+        let b = round_offset("africa", 1, 2, i);
+        let gap = (b.as_millis() + 5000 - a.as_millis()) % 5000;
+        assert_eq!(gap, 2500);
+        assert!(a < i && b < i);
+        // Different regions get different offsets.
+        assert_ne!(round_offset("africa", 0, 2, i), round_offset("europe", 0, 2, i));
+        // Stable: the same inputs give the same offset.
+        assert_eq!(round_offset("asia", 3, 4, i), round_offset("asia", 3, 4, i));
+    }
+
+    #[test]
+    fn rounds_are_aligned_to_the_wall_clock() {
+        let i = Duration::from_secs(5);
+        let off = Duration::from_millis(1200);
+        assert_eq!(
+            until_next_round(Duration::from_millis(10_000), i, off),
+            Duration::from_millis(1200)
+        );
+        assert_eq!(
+            until_next_round(Duration::from_millis(11_200), i, off),
+            Duration::ZERO
+        );
+        assert_eq!(
+            until_next_round(Duration::from_millis(11_300), i, off),
+            Duration::from_millis(4900)
+        );
+        assert_eq!(suspect_after(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(
+            suspect_after(Duration::from_millis(100)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
     fn a_report_counts_only_after_it_was_seen_to_change() {
         let t0 = std::time::Instant::now();
         let mut f = Freshness::default();
@@ -209,7 +277,10 @@ mod tests {
         f.observe("dead", "7", t1);
         f.observe("alive", "4", t1);
         assert_eq!(f.age("dead", t1), None);
-        assert_eq!(f.age("alive", t1 + Duration::from_secs(2)), Some(Duration::from_secs(2)));
+        assert_eq!(
+            f.age("alive", t1 + Duration::from_secs(2)),
+            Some(Duration::from_secs(2))
+        );
         // Garbage collection looks at how long nothing changed.
         assert_eq!(f.unchanged_for("dead", t1), Some(Duration::from_secs(5)));
         assert_eq!(f.unchanged_for("alive", t1), Some(Duration::ZERO));

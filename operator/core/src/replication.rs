@@ -363,7 +363,13 @@ mod tests {
         // someone overwrote since: neither is ours to delete, whatever the delay.
         let target = BTreeMap::from([
             ("tenants/a/written-there".to_string(), tgt("w")),
-            ("tenants/a/ours-changed".to_string(), TargetObject { size: 10, etag: "someone".into() }),
+            (
+                "tenants/a/ours-changed".to_string(),
+                TargetObject {
+                    size: 10,
+                    etag: "someone".into(),
+                },
+            ),
             ("tenants/a/ours".to_string(), tgt("e1")),
         ]);
         let manifest = Manifest {
@@ -393,7 +399,13 @@ mod tests {
             src("tenants/a/older-in-europe", "o1", 10),
         ];
         let europe_manifest = Manifest {
-            entries: BTreeMap::from([("tenants/a/replica".to_string(), Entry { target_etag: "r".into(), ..entry("r") })]),
+            entries: BTreeMap::from([(
+                "tenants/a/replica".to_string(),
+                Entry {
+                    target_etag: "r".into(),
+                    ..entry("r")
+                },
+            )]),
             ..Manifest::default()
         };
         let africa = vec![
@@ -401,24 +413,39 @@ mod tests {
             src("tenants/a/changed-in-europe", "c1", 20),
             src("tenants/a/older-in-europe", "o2", 70),
         ];
-        let keys: Vec<String> = catch_up(&europe, &europe_manifest, &africa).into_iter().map(|o| o.key).collect();
+        let keys: Vec<String> = catch_up(&europe, &europe_manifest, &africa)
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, ["tenants/a/new-in-europe", "tenants/a/changed-in-europe"]);
     }
 
     #[test]
     fn the_source_follows_the_active_region_after_catching_up() {
-        assert_eq!(source("africa", None, Some("africa"), false), Source::From("africa".into()));
+        assert_eq!(
+            source("africa", None, Some("africa"), false),
+            Source::From("africa".into())
+        );
         assert_eq!(source("africa", None, None, false), Source::From("africa".into()));
         // Home went down: nothing can be read there, switch at once.
         assert_eq!(
             source("africa", Some("africa"), Some("europe"), true),
-            Source::Switch { from: "africa".into(), to: "europe".into() }
+            Source::Switch {
+                from: "africa".into(),
+                to: "europe".into()
+            }
         );
-        assert_eq!(source("africa", Some("europe"), Some("europe"), false), Source::From("europe".into()));
+        assert_eq!(
+            source("africa", Some("europe"), Some("europe"), false),
+            Source::From("europe".into())
+        );
         // Home is back: first bring europe's writes home.
         assert_eq!(
             source("africa", Some("europe"), Some("africa"), false),
-            Source::CatchUp { from: "europe".into(), to: "africa".into() }
+            Source::CatchUp {
+                from: "europe".into(),
+                to: "africa".into()
+            }
         );
     }
 

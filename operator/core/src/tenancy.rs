@@ -470,7 +470,6 @@ pub fn excluded(region: &str, message: &str) -> RegionSync {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -606,12 +605,27 @@ mod tests {
     #[test]
     fn only_objects_labelled_for_this_tenant_are_ours() {
         let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        assert!(owned_by(&labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (TENANT_LABEL, "acme")]), "acme"));
-        assert!(!owned_by(&labels(&[]), "acme"), "a namespace someone made before the tenant");
-        assert!(!owned_by(&labels(&[(TENANT_LABEL, "acme")]), "acme"), "not managed by us");
-        assert!(!owned_by(&labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (TENANT_LABEL, "other")]), "acme"));
+        assert!(owned_by(
+            &labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (TENANT_LABEL, "acme")]),
+            "acme"
+        ));
+        assert!(
+            !owned_by(&labels(&[]), "acme"),
+            "a namespace someone made before the tenant"
+        );
+        assert!(
+            !owned_by(&labels(&[(TENANT_LABEL, "acme")]), "acme"),
+            "not managed by us"
+        );
+        assert!(!owned_by(
+            &labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (TENANT_LABEL, "other")]),
+            "acme"
+        ));
     }
 
     #[test]

@@ -311,6 +311,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             engine_cfg,
             metrics.clone(),
             caches.regions.clone(),
+            caches.observers.clone(),
             stop_rx.clone(),
         ),
     );
@@ -387,9 +388,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 },
             },
         };
-        let controllers = azora_runtime::term::run_term(term_end, move |stop| {
-            azora_controllers::term(&ctx, cfg, stop)
-        });
+        let controllers =
+            azora_runtime::term::run_term(term_end, move |stop| azora_controllers::term(&ctx, cfg, stop));
         tokio::pin!(controllers);
         let mut stopping = false;
         tokio::select! {
@@ -446,9 +446,16 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
     let regions = Cache::start(
         &supervisor,
         "cache/regions",
-        kube::Api::all_with(watch_client, &ar),
+        kube::Api::all_with(watch_client.clone(), &ar),
         kube::runtime::watcher::Config::default(),
         ar,
+    );
+    let observers = Cache::start(
+        &supervisor,
+        "cache/observers",
+        kube::Api::namespaced(watch_client, &namespace),
+        kube::runtime::watcher::Config::default().labels(&health::observer_selector()),
+        (),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     info!(observer = %args.observer, %namespace, "starting probe-only observer");
@@ -457,7 +464,10 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
         namespace,
         prober: Prober::new(args.probe_source),
     };
-    let engine = supervisor.spawn("probe-engine", engine::run(client, cfg, metrics, regions, stop_rx));
+    let engine = supervisor.spawn(
+        "probe-engine",
+        engine::run(client, cfg, metrics, regions, observers, stop_rx),
+    );
     let failed = tokio::select! {
         () = shutdown_signal() => false,
         () = supervisor.failed() => true,

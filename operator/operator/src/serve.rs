@@ -36,7 +36,10 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, String) {
     if failed.is_empty() {
         (StatusCode::OK, "ok".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {}", failed.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed: {}", failed.join(", ")),
+        )
     }
 }
 

@@ -85,7 +85,11 @@ where
                     Ok(_) => {}
                     Err(e) => {
                         if !failing {
-                            warn!(cache = name, error = &e as &dyn std::error::Error, "watch failing; retrying with backoff");
+                            warn!(
+                                cache = name,
+                                error = &e as &dyn std::error::Error,
+                                "watch failing; retrying with backoff"
+                            );
                         }
                         failing = true;
                     }
@@ -208,7 +212,16 @@ impl Caches {
         resources: [ApiResource; 8],
         observer_selector: &str,
     ) -> Self {
-        let [regions, tenants, policies, schedules, backups, restores, experiments, drills] = resources;
+        let [
+            regions,
+            tenants,
+            policies,
+            schedules,
+            backups,
+            restores,
+            experiments,
+            drills,
+        ] = resources;
         let kind = |name: &'static str, ar: ApiResource| {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
             Cache::start(supervisor, name, api, watcher::Config::default(), ar)

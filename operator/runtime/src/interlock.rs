@@ -46,7 +46,11 @@ impl Interlock {
 
     /// Marks an activity as over.
     pub fn end(&self, activity: &Activity) {
-        let removed = self.active.write().map(|mut m| m.remove(activity).is_some()).unwrap_or(false);
+        let removed = self
+            .active
+            .write()
+            .map(|mut m| m.remove(activity).is_some())
+            .unwrap_or(false);
         if removed {
             self.changed.send_modify(|v| *v += 1);
         }

@@ -206,7 +206,8 @@ pub async fn reconcile<K: Kind>(obj: Arc<DynamicObject>, kc: Arc<KindCtx>) -> Re
     };
 
     write_if_changed(ctx, &kc.writer, K::NAME, &obj, &current, &plan).await?;
-    kc.failures.succeeded(obj.metadata.name.as_deref().unwrap_or_default());
+    kc.failures
+        .succeeded(obj.metadata.name.as_deref().unwrap_or_default());
     ctx.metrics.reconciled(K::NAME, "ok");
     Ok(Action::requeue(if plan.unresolved {
         RETRY_UNRESOLVED
@@ -324,8 +325,6 @@ pub async fn publish_transition(
     crate::events::publish(ctx, obj, type_, &reason, &after.message, "Validate").await;
     info!(status = %after.status, reason = %after.reason, "Ready changed");
 }
-
-
 
 /// Error policy: everything reaching here is transient; retry with exponential, capped, jittered backoff
 /// per object (a fence refusal or a write conflict starts lower: they clear quickly).

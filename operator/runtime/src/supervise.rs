@@ -58,7 +58,10 @@ impl Supervisor {
 
     /// Records that a task failed.
     pub fn fail(&self, name: &str, how: &str) {
-        error!(task = name, how, "background task stopped: the process is unhealthy");
+        error!(
+            task = name,
+            how, "background task stopped: the process is unhealthy"
+        );
         if let Ok(mut f) = self.failed.lock() {
             f.push(format!("{name} {how}"));
         }

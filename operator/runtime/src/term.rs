@@ -33,7 +33,12 @@ pub fn spec_changes(
 }
 
 /// The generic pipeline controller of kind `K`.
-pub fn controller<K: Kind>(ctx: &Context, cache: &KindCache, concurrency: u16, stop: Stop) -> BoxFuture<'static, ()> {
+pub fn controller<K: Kind>(
+    ctx: &Context,
+    cache: &KindCache,
+    concurrency: u16,
+    stop: Stop,
+) -> BoxFuture<'static, ()> {
     let ar = K::resource();
     let writer = StatusWriter::new(ctx.client.clone(), ar.clone(), K::NAME, ctx.fence.clone());
     let kc = Arc::new(KindCtx::new(ctx.clone(), writer));

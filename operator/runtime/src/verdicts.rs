@@ -20,6 +20,10 @@ pub struct RegionHealth {
     pub recovered: Option<Time>,
     /// Earliest start of the current failure streak among observers that see it down.
     pub failing_since: Option<Time>,
+    /// Start of the latest successful round among fresh observers.
+    pub last_ok: Option<Time>,
+    /// Start of the latest failed round among fresh observers.
+    pub last_failed: Option<Time>,
 }
 
 /// Shared verdicts.

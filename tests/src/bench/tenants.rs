@@ -55,13 +55,23 @@ async fn ready_count(hub: &kube::Client) -> usize {
         .count()
 }
 
-async fn noop_syncs(fleet: &Fleet) -> f64 {
-    azora_tests::metrics_text(fleet.metrics_port)
-        .await
+/// The operator's noop syncs over every region: `None` while it has counted none (the labelled series
+/// appears with the first). A failed scrape is an error, never 0.
+async fn noop_syncs(fleet: &Fleet) -> anyhow::Result<Option<f64>> {
+    let text = fleet.metrics_text().await?;
+    let mut sum = None;
+    for l in text
         .lines()
         .filter(|l| l.starts_with("azora_tenant_syncs_total{") && l.contains("result=\"noop\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    {
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("unparsable sample line {l:?}"))?;
+        *sum.get_or_insert(0.0) += v;
+    }
+    Ok(sum)
 }
 
 /// Runs the benchmark and prints the one-line summary.
@@ -113,7 +123,7 @@ pub async fn run(count: usize, objects: usize, operator_args: &[String]) -> anyh
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let cold_start = t.elapsed().as_secs_f64();
-    let applied = fleet.metric("azora_regional_writes_total").await;
+    let applied = fleet.metric("azora_regional_writes_total").await?;
     eprintln!("cold start: {cold_start:.1}s, {applied} regional writes");
 
     // 2. full resync: restart, wait until every placement was re-read, count writes
@@ -124,10 +134,16 @@ pub async fn run(count: usize, objects: usize, operator_args: &[String]) -> anyh
     let t = Instant::now();
     fleet.start_operator(&extra)?;
     loop {
-        if noop_syncs(&fleet).await as usize >= pairs {
+        // Just restarted: until its /metrics answers, a failed scrape means "not yet" (and is reported if
+        // it never answers); no noop series yet means no placement re-read yet.
+        let scrape = noop_syncs(&fleet).await;
+        if matches!(scrape, Ok(Some(n)) if n as usize >= pairs) {
             break;
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "resync did not finish");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "resync did not finish in 600s (last scrape: {scrape:?})"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let resync = t.elapsed().as_secs_f64();
@@ -135,7 +151,9 @@ pub async fn run(count: usize, objects: usize, operator_args: &[String]) -> anyh
     let regional_after = fleet.regional_writes().await?;
     let hub_after = fleet.env.hub().write_requests(Some(&["tenants"])).await?;
     let noop_writes = (regional_after - regional_before) + (hub_after - hub_before);
-    let syncs_noop = noop_syncs(&fleet).await;
+    let syncs_noop = noop_syncs(&fleet)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no noop syncs counted after the resync"))?;
     eprintln!(
         "resync: {pairs} placements re-read in {resync:.1}s (incl. leader election), {syncs_noop} syncs; writes: regional {} + hub tenants {}",
         regional_after - regional_before,

@@ -281,7 +281,21 @@ async fn probes(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
         kube::runtime::watcher::Config::default(),
         ar,
     );
-    tokio::spawn(azora_controllers::health::engine::run(client, cfg, metrics.clone(), region_cache, rx));
+    let observers = azora_runtime::cache::Cache::start(
+        &supervisor,
+        "cache/observers",
+        kube::Api::namespaced(client.clone(), "default"),
+        kube::runtime::watcher::Config::default().labels(&azora_controllers::health::observer_selector()),
+        (),
+    );
+    tokio::spawn(azora_controllers::health::engine::run(
+        client,
+        cfg,
+        metrics.clone(),
+        region_cache,
+        observers,
+        rx,
+    ));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let lag0 = metrics.probe_schedule_lag.get_sample_count();
     let cpu0 = cpu_seconds();

@@ -61,7 +61,10 @@ impl Kind for BackupKind {
         "backup completed"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported("Completed", "spec valid; backups are not executed in this version")
+        not_yet_supported(
+            "Completed",
+            "spec valid; backups are not executed in this version",
+        )
     }
 }
 
@@ -86,7 +89,9 @@ impl Kind for RestoreKind {
         "restore completed"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported("Completed", "spec valid; restores are not executed in this version")
+        not_yet_supported(
+            "Completed",
+            "spec valid; restores are not executed in this version",
+        )
     }
 }
-

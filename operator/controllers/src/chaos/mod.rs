@@ -13,7 +13,12 @@ use kube::core::ApiResource;
 
 /// This capability's work for one leadership term.
 pub fn term(ctx: &Context, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
-    vec![controller::<ChaosExperimentKind>(ctx, &ctx.caches.experiments, concurrency, stop.clone())]
+    vec![controller::<ChaosExperimentKind>(
+        ctx,
+        &ctx.caches.experiments,
+        concurrency,
+        stop.clone(),
+    )]
 }
 
 /// ChaosExperiment.
@@ -31,7 +36,9 @@ impl Kind for ChaosExperimentKind {
         "experiments run on schedule"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported("Scheduled", "spec valid and target resolved; experiments are not run in this version")
+        not_yet_supported(
+            "Scheduled",
+            "spec valid and target resolved; experiments are not run in this version",
+        )
     }
 }
-

@@ -13,7 +13,12 @@ use kube::core::ApiResource;
 
 /// This capability's work for one leadership term.
 pub fn term(ctx: &Context, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
-    vec![controller::<DrDrillKind>(ctx, &ctx.caches.drills, concurrency, stop.clone())]
+    vec![controller::<DrDrillKind>(
+        ctx,
+        &ctx.caches.drills,
+        concurrency,
+        stop.clone(),
+    )]
 }
 
 /// DrDrill.
@@ -37,6 +42,9 @@ impl Kind for DrDrillKind {
         "drills run on schedule"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported("Scheduled", "spec valid and scenario resolved; drills are not run in this version")
+        not_yet_supported(
+            "Scheduled",
+            "spec valid and scenario resolved; drills are not run in this version",
+        )
     }
 }

@@ -17,7 +17,7 @@ use azora_api::region::{RegionSpec, Verdict};
 use azora_api::{Condition, Time};
 use azora_core::conditions::{self, Desired};
 use azora_core::duration::parse_duration;
-use azora_core::failover::{Candidate, FailbackRule, Input, Reason, plan, serving};
+use azora_core::failover::{Candidate, FailbackRule, Held, Input, Reason, Vetting, plan, serving};
 use azora_core::placement::place;
 use azora_core::validate::{self, ProblemKind};
 use base64::Engine;
@@ -127,6 +127,10 @@ struct PolicyMemory {
     /// The newest status this task wrote or read from the API server: a lagging watch never makes it
     /// decide the same change twice.
     known: Option<FailoverPolicyStatus>,
+    /// Why the last plan held the answers, if it did.
+    held: Option<Held>,
+    /// The `FailoverHeld` status this task last wrote (the cache may not show it yet).
+    held_written: Option<bool>,
 }
 
 /// One policy: re-plans on every verdict change, policy change, and every second (hold-down timers,
@@ -134,7 +138,8 @@ struct PolicyMemory {
 async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start: Instant) {
     let ar = FailoverPolicyKind::resource();
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
-    let writer = StatusWriter::new(ctx.client.clone(), ar, "failover", ctx.fence.clone());
+    let writer = StatusWriter::new(ctx.client.clone(), ar.clone(), "failover", ctx.fence.clone());
+    let hold_writer = StatusWriter::new(ctx.client.clone(), ar, "failover-hold", ctx.fence.clone());
     let mut verdicts = ctx.handles.verdicts.subscribe();
     let mut policies = ctx.caches.policies.changed();
     let mut memory = PolicyMemory::default();
@@ -154,10 +159,9 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
             .get("spec")
             .and_then(|s| serde_json::from_value::<FailoverPolicySpec>(s.clone()).ok())
         {
-            let fresh_check = memory
-                .checked
-                .as_ref()
-                .is_none_or(|c| c.generation != obj.metadata.generation || c.at.elapsed() >= Duration::from_secs(60));
+            let fresh_check = memory.checked.as_ref().is_none_or(|c| {
+                c.generation != obj.metadata.generation || c.at.elapsed() >= Duration::from_secs(60)
+            });
             if fresh_check {
                 memory.checked = Some(check(&ctx, &spec, obj.metadata.generation).await);
             }
@@ -165,13 +169,27 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
                 let tsig = c.tsig.clone();
                 let regions: BTreeMap<String, RegionSpec> = ctx.caches.regions.specs();
                 let step = step(
-                    &ctx, &cfg, &writer, &api, &obj, &name, &spec, &regions, tsig.as_ref(), &mut memory, term_start,
+                    &ctx,
+                    &cfg,
+                    &writer,
+                    &api,
+                    &obj,
+                    &name,
+                    &spec,
+                    &regions,
+                    tsig.as_ref(),
+                    &mut memory,
+                    term_start,
                 );
                 match step.await {
-                    Ok(answers) => ctx
-                        .handles
-                        .verdicts
-                        .set_serving(&name, serving(&answers).into_iter().collect()),
+                    Ok(answers) => {
+                        ctx.handles
+                            .verdicts
+                            .set_serving(&name, serving(&answers).into_iter().collect());
+                        let held = memory.held.clone();
+                        report_hold(&ctx, &hold_writer, &obj, &name, held.as_ref(), &mut memory.held_written)
+                            .await;
+                    }
                     Err(e) => {
                         warn!(policy = %name, error = &e as &dyn std::error::Error, "failover step failed");
                         // Whatever the cache says, read the stored status before deciding again.
@@ -194,6 +212,74 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
         }
     }
 }
+
+/// The `FailoverHeld` condition (manager `azora-operator/failover-hold`): True while every candidate failed
+/// its probes after the serving region failed (answers held: the observers may be the ones cut off), False
+/// once that clears; written on transitions only, with an Event.
+async fn report_hold(
+    ctx: &Context,
+    writer: &StatusWriter,
+    obj: &DynamicObject,
+    name: &str,
+    held: Option<&Held>,
+    written: &mut Option<bool>,
+) {
+    let current = obj
+        .data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value::<Vec<Condition>>(c.clone()).ok())
+        .unwrap_or_default();
+    let now_true = written.unwrap_or_else(|| {
+        current
+            .iter()
+            .any(|c| c.type_ == HELD && c.status == azora_api::ConditionStatus::True)
+    });
+    let desired = match held {
+        Some(Held::AllFailing { failed, detected }) if !now_true => Desired {
+            type_: HELD,
+            status: azora_api::ConditionStatus::True,
+            reason: "AllRegionsFailing".into(),
+            message: format!(
+                "{} failed at {} and every other candidate failed its probes since: holding the current answers \
+                 (the observers may be cut off rather than every region down)",
+                failed.join(", "),
+                detected
+            ),
+        },
+        // Confirming targets takes a few seconds: no write for that.
+        Some(Held::Confirming(_)) | Some(Held::AllFailing { .. }) => return,
+        None if now_true => Desired::fail(HELD, "Resumed", "candidates answer again; failover decisions resumed"),
+        None => return,
+    };
+    let merged = conditions::merge(&current, std::slice::from_ref(&desired), obj.metadata.generation, Time::now());
+    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == HELD).collect();
+    match writer.apply(name, None, json!({ "conditions": cond })).await {
+        Ok(()) => {
+            *written = Some(desired.status == azora_api::ConditionStatus::True);
+            let (kind, reason) = if desired.status == azora_api::ConditionStatus::True {
+                warn!(policy = %name, message = %desired.message, "failover held: every region failing together");
+                (EventType::Warning, "FailoverHeld")
+            } else {
+                (EventType::Normal, "FailoverResumed")
+            };
+            azora_runtime::events::publish(ctx, obj, kind, reason, &desired.message, "Failover").await;
+        }
+        Err(e) => warn!(policy = %name, error = &e as &dyn std::error::Error, "writing FailoverHeld failed"),
+    }
+}
+
+/// Ends an interlock activity when dropped (also on an early return or error).
+struct InterlockGuard<'a>(&'a azora_runtime::interlock::Interlock, azora_runtime::interlock::Activity);
+
+impl Drop for InterlockGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end(&self.1);
+    }
+}
+
+/// Condition type of a held failover.
+const HELD: &str = "FailoverHeld";
 
 async fn check(ctx: &Context, spec: &FailoverPolicySpec, generation: Option<i64>) -> Checked {
     let refs = FailoverPolicyKind::secret_refs(spec);
@@ -293,10 +379,23 @@ async fn step(
                 allowed: allowed.as_ref().is_none_or(|a| a.contains(n)),
                 location: (r.location.latitude, r.location.longitude),
                 weight: spec.regions.iter().find(|p| &p.name == n).map_or(1, |p| p.weight),
-                recovered: h.and_then(|h| h.recovered),
+                recovered: h.as_ref().and_then(|h| h.recovered),
+                failing_since: h.as_ref().and_then(|h| h.failing_since),
+                last_ok: h.as_ref().and_then(|h| h.last_ok),
+                last_failed: h.as_ref().and_then(|h| h.last_failed),
             })
         })
         .collect();
+    // Targets are confirmed by probes made after the failure; wait at most two probe timeouts and a
+    // second for them.
+    let confirm_wait = order
+        .iter()
+        .filter_map(|n| regions.get(n))
+        .map(|r| parse_duration(&r.probes.timeout).unwrap_or(Duration::from_secs(2)))
+        .max()
+        .unwrap_or(Duration::from_secs(2))
+        * 2
+        + Duration::from_secs(1);
     let rule = FailbackRule {
         mode: spec.failback.mode,
         hold_down: parse_duration(&spec.failback.hold_down).unwrap_or(Duration::from_secs(60)),
@@ -319,7 +418,9 @@ async fn step(
         failback: &rule,
         current: &current,
         now,
+        vetting: Some(Vetting { confirm_wait }),
     });
+    memory.held = p.held.clone();
     for (region, on) in candidates
         .iter()
         .map(|c| (c.name.clone(), p.active.as_deref() == Some(c.name.as_str())))
@@ -383,6 +484,10 @@ async fn step(
             change.reason
         );
         info!(policy = %name, %note, "failover decided");
+        // Chaos experiments must not start during a real failover, and running ones abort.
+        let activity = azora_runtime::interlock::Activity::Failover(name.to_string());
+        ctx.handles.interlock.begin(activity.clone(), note.clone());
+        let _end = InterlockGuard(&ctx.handles.interlock, activity);
         azora_runtime::events::publish(ctx, obj, kind, "FailoverDecided", &note, "Failover").await;
         publish_and_verify(
             ctx,
@@ -514,8 +619,15 @@ async fn publish_and_verify(
                     r.to.as_deref().unwrap_or("none"),
                     r.total_ms.unwrap_or_default()
                 );
-                azora_runtime::events::publish(ctx, obj, EventType::Normal, "FailoverVerified", &note, "Failover")
-                    .await;
+                azora_runtime::events::publish(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "FailoverVerified",
+                    &note,
+                    "Failover",
+                )
+                .await;
             }
             Ok(())
         }
@@ -529,7 +641,8 @@ async fn publish_and_verify(
             warn!(policy = %name, epoch, error = &e as &dyn std::error::Error, "DNS publish or verify failed");
             owned.published = Desired::fail("DnsPublished", reason, e.to_string());
             write(writer, api, obj, name, epoch, owned).await?;
-            azora_runtime::events::publish(ctx, obj, EventType::Warning, reason, &e.to_string(), "Failover").await;
+            azora_runtime::events::publish(ctx, obj, EventType::Warning, reason, &e.to_string(), "Failover")
+                .await;
             Ok(())
         }
     }

@@ -40,4 +40,3 @@ impl Kind for FailoverPolicyKind {
         None
     }
 }
-

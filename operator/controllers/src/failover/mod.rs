@@ -15,7 +15,12 @@ use futures::future::BoxFuture;
 pub use kind::FailoverPolicyKind;
 
 /// This capability's work for one leadership term: the FailoverPolicy controller and the decision loops.
-pub fn term(ctx: &Context, cfg: decide::FailoverConfig, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+pub fn term(
+    ctx: &Context,
+    cfg: decide::FailoverConfig,
+    concurrency: u16,
+    stop: &Stop,
+) -> Vec<BoxFuture<'static, ()>> {
     vec![
         controller::<FailoverPolicyKind>(ctx, &ctx.caches.policies, concurrency, stop.clone()),
         decide::run(ctx.clone(), cfg, stop.clone()).boxed(),

@@ -18,9 +18,9 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 use tracing::{info, warn};
 
+use azora_core::health::Freshness;
 use azora_runtime::Context;
 use azora_runtime::pipeline::Kind as _;
-use azora_core::health::Freshness;
 use azora_runtime::verdicts::{RegionHealth, Verdicts};
 
 use super::RegionKind;
@@ -165,7 +165,8 @@ async fn gc(
     now: Instant,
 ) {
     for l in leases {
-        let (Some(name), Some(rv)) = (l.metadata.name.as_deref(), l.metadata.resource_version.as_deref()) else {
+        let (Some(name), Some(rv)) = (l.metadata.name.as_deref(), l.metadata.resource_version.as_deref())
+        else {
             continue;
         };
         if !fresh.unchanged_for(name, now).is_some_and(|d| d >= gc_after) {
@@ -183,7 +184,9 @@ async fn gc(
         };
         match tokio::time::timeout(Duration::from_secs(10), api.delete(name, &dp)).await {
             Ok(Ok(_)) => info!(lease = %name, "observer Lease removed: its observer stopped reporting"),
-            Ok(Err(e)) => warn!(lease = %name, error = &e as &dyn std::error::Error, "removing a stale observer Lease failed"),
+            Ok(Err(e)) => {
+                warn!(lease = %name, error = &e as &dyn std::error::Error, "removing a stale observer Lease failed")
+            }
             Err(_) => warn!(lease = %name, "removing a stale observer Lease timed out"),
         }
     }
@@ -208,6 +211,8 @@ fn seed(ctx: &Context, health: &Verdicts) {
                     since,
                     recovered: s.recovered_time,
                     failing_since: None,
+                    last_ok: None,
+                    last_failed: None,
                 },
             );
         }
@@ -241,9 +246,15 @@ async fn judge(
         .filter(|(_, r, age)| *age <= STALE_AFTER && r.verdict == Verdict::Down)
         .filter_map(|(_, r, _)| r.failing_since)
         .min();
+    // The newest evidence either way, from fresh observers (the failover planner confirms targets by it).
+    let fresh_reports = || reports.iter().filter(|(_, _, age)| *age <= STALE_AFTER);
+    let last_ok = fresh_reports().filter_map(|(_, r, _)| r.last_ok).max();
+    let last_failed = fresh_reports().filter_map(|(_, r, _)| r.last_failed).max();
     let current = match &prev {
         Some(p) if p.verdict == combined.verdict => RegionHealth {
             failing_since,
+            last_ok,
+            last_failed,
             ..p.clone()
         },
         _ => {
@@ -257,6 +268,8 @@ async fn judge(
                 since: now,
                 recovered,
                 failing_since,
+                last_ok,
+                last_failed,
             }
         }
     };

@@ -42,4 +42,3 @@ impl Kind for RegionKind {
         None
     }
 }
-

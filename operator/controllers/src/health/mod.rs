@@ -19,7 +19,12 @@ pub fn observer_selector() -> String {
 }
 
 /// This capability's work for one leadership term: the Region controller and the aggregator.
-pub fn term(ctx: &Context, cfg: aggregate::AggregateConfig, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+pub fn term(
+    ctx: &Context,
+    cfg: aggregate::AggregateConfig,
+    concurrency: u16,
+    stop: &Stop,
+) -> Vec<BoxFuture<'static, ()>> {
     vec![
         controller::<RegionKind>(ctx, &ctx.caches.regions, concurrency, stop.clone()),
         aggregate::run(ctx.clone(), cfg, stop.clone()).boxed(),

@@ -22,6 +22,23 @@ pub struct Observed {
     /// Reason of the last failure.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// A round is taking suspiciously long (no answer yet after a fraction of the timeout): other observers
+    /// re-check this region at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspect: bool,
+    /// Start of the last round that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok: Option<Time>,
+    /// Start of the last round that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed: Option<Time>,
+}
+
+impl Observed {
+    /// Whether this report asks other observers to re-check the region now (a failure or a slow round).
+    pub fn alarming(&self) -> bool {
+        self.suspect || self.failures > 0
+    }
 }
 
 impl Observed {
@@ -33,6 +50,9 @@ impl Observed {
             latency_ms: None,
             failing_since: None,
             reason: String::new(),
+            suspect: false,
+            last_ok: None,
+            last_failed: None,
         }
     }
 }

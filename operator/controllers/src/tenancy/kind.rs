@@ -53,4 +53,3 @@ impl Kind for TenantKind {
         m
     }
 }
-

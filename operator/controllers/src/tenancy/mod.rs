@@ -39,17 +39,17 @@ pub fn term(ctx: &Context, cfg: TenancyConfig, stop: &Stop) -> Vec<BoxFuture<'st
     );
     let tc = Arc::new(placement::TenantCtx::new(ctx.clone(), writer, state.clone()));
     let tenants = ctx.caches.tenants.clone();
-    let wakes = ctx
-        .handles
-        .clusters
-        .wakes()
-        .flat_map(move |w| {
-            let names: Vec<String> = match w {
-                Wake::Tenant(name) => vec![name],
-                Wake::All => tenants.state().iter().filter_map(|o| o.metadata.name.clone()).collect(),
-            };
-            futures::stream::iter(names)
-        });
+    let wakes = ctx.handles.clusters.wakes().flat_map(move |w| {
+        let names: Vec<String> = match w {
+            Wake::Tenant(name) => vec![name],
+            Wake::All => tenants
+                .state()
+                .iter()
+                .filter_map(|o| o.metadata.name.clone())
+                .collect(),
+        };
+        futures::stream::iter(names)
+    });
     vec![
         custom_controller::<TenantKind, _, _, _, _>(
             &ctx.caches.tenants,

@@ -449,7 +449,13 @@ async fn sync_region(
                 };
             }
             Ok(_) => {}
-            Err(e) => return outcome(region, SyncState::Error, format!("reading namespace {}: {e}", ns_key.name)),
+            Err(e) => {
+                return outcome(
+                    region,
+                    SyncState::Error,
+                    format!("reading namespace {}: {e}", ns_key.name),
+                );
+            }
         }
     }
     let prior: BTreeMap<ObjectKey, String> = plan
@@ -629,12 +635,14 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     fence.check().await.map_err(fenced)?;
-    let configured: Vec<String> =
-        ctx.caches.regions.specs::<azora_api::region::RegionSpec>()
-            .into_iter()
-            .filter(|(_, s)| s.cluster.is_some())
-            .map(|(n, _)| n)
-            .collect();
+    let configured: Vec<String> = ctx
+        .caches
+        .regions
+        .specs::<azora_api::region::RegionSpec>()
+        .into_iter()
+        .filter(|(_, s)| s.cluster.is_some())
+        .map(|(n, _)| n)
+        .collect();
     let ns_key = ObjectKey {
         kind: ManagedKind::Namespace,
         namespace: None,

@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use azora_adapters::kube_status::StatusWriter;
 use azora_adapters::objstore::{self, ObjectStore, StoreConfig};
 use azora_api::region::RegionSpec;
+use azora_api::region::Verdict;
 use azora_api::tenant::TenantSpec;
 use azora_core::placement::place;
-use azora_adapters::kube_status::StatusWriter;
-use azora_api::region::Verdict;
 use azora_core::replication::{
     Entry, Manifest, Source, SourceObject, TargetObject, catch_up, manifest_key, plan, source,
 };
@@ -333,9 +333,10 @@ async fn round(
         .collect();
     let prepare = |tenant: &str, from: &str, to: &str, mode: Mode| -> Result<Job, String> {
         let store = |r: &str, what: &str| {
-            stores.get(r).cloned().ok_or_else(|| {
-                format!("{what} {r}: {}", store_errors.get(r).cloned().unwrap_or_default())
-            })
+            stores
+                .get(r)
+                .cloned()
+                .ok_or_else(|| format!("{what} {r}: {}", store_errors.get(r).cloned().unwrap_or_default()))
         };
         let listed = |r: &str, what: &str| match listings.get(r) {
             Some(Ok(l)) => Ok(l.get(tenant).cloned().unwrap_or_default()),
@@ -391,7 +392,13 @@ async fn round(
                         }
                     },
                     None => {
-                        pending(ctx, shared, tenant, &to, format!("catch-up from {from}: no store"));
+                        pending(
+                            ctx,
+                            shared,
+                            tenant,
+                            &to,
+                            format!("catch-up from {from}: no store"),
+                        );
                         continue;
                     }
                 };
@@ -512,7 +519,9 @@ async fn record_source(
             sources.insert(tenant.to_string(), source.to_string());
             ctx.handles.clusters.wake(Wake::Tenant(tenant.to_string()));
         }
-        Err(e) => warn!(%tenant, %source, error = &e as &dyn std::error::Error, "recording the replication source failed"),
+        Err(e) => {
+            warn!(%tenant, %source, error = &e as &dyn std::error::Error, "recording the replication source failed")
+        }
     }
 }
 
@@ -545,7 +554,12 @@ async fn remove_replicas(
         };
         let ours: Vec<&SourceObject> = objs
             .iter()
-            .filter(|o| manifest.entries.get(&o.key).is_some_and(|e| e.target_etag == o.etag))
+            .filter(|o| {
+                manifest
+                    .entries
+                    .get(&o.key)
+                    .is_some_and(|e| e.target_etag == o.etag)
+            })
             .collect();
         let mut failed = false;
         for o in &ours {

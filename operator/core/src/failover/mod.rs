@@ -38,6 +38,12 @@ pub struct Candidate {
     pub weight: u32,
     /// When it last came back from Down.
     pub recovered: Option<Time>,
+    /// Start of its current failure streak (when it is failing).
+    pub failing_since: Option<Time>,
+    /// Start of the latest successful probe round.
+    pub last_ok: Option<Time>,
+    /// Start of the latest failed probe round.
+    pub last_failed: Option<Time>,
 }
 
 /// Failback settings.
@@ -64,6 +70,31 @@ pub struct Input<'a> {
     pub current: &'a BTreeMap<String, Vec<String>>,
     /// Now.
     pub now: Time,
+    /// Confirm failover targets by probes made after the failure (`None`: take verdicts as they are).
+    pub vetting: Option<Vetting>,
+}
+
+/// How failover targets are confirmed before traffic moves to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vetting {
+    /// How long to wait for a probe of every candidate made after the failure was detected; after that, a
+    /// candidate still without one counts as failed.
+    pub confirm_wait: Duration,
+}
+
+/// Why the planner holds the current answers instead of moving traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Waiting (at most the confirm wait) for probes of these candidates made after the failure.
+    Confirming(Vec<String>),
+    /// Every candidate failed its probes after the failure was detected: more likely the observers lost
+    /// the world than every region at once. Answers stay (fail open).
+    AllFailing {
+        /// The regions whose failure started it.
+        failed: Vec<String>,
+        /// When it was detected.
+        detected: Time,
+    },
 }
 
 /// Why the answers change.
@@ -94,6 +125,8 @@ pub struct Plan {
     pub change: Option<Change>,
     /// A preferred region waiting for its hold-down or approval.
     pub pending_failback: Option<String>,
+    /// Set when the answers are held on purpose (targets not confirmed yet, or everything failing).
+    pub held: Option<Held>,
 }
 
 /// A change of answers.
@@ -179,8 +212,107 @@ fn pick<'c>(
         .collect()
 }
 
+/// What the evidence says of a candidate since a failure was detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Since {
+    /// A probe round started after the detection succeeded.
+    Confirmed,
+    /// No round after the detection succeeded, and one failed.
+    Failed,
+    /// No round after the detection yet.
+    Unconfirmed,
+}
+
+fn since(c: &Candidate, detected: Time) -> Since {
+    if c.last_ok.is_some_and(|t| t >= detected) {
+        Since::Confirmed
+    } else if c.last_failed.is_some_and(|t| t >= detected) {
+        Since::Failed
+    } else {
+        Since::Unconfirmed
+    }
+}
+
+/// Vets the candidates when traffic must move off failed regions: a candidate takes traffic only if a
+/// probe made *after* the failure was detected succeeded. Returns the candidates with those that failed
+/// since (or stayed unconfirmed past the wait) marked Down, or why the answers are held.
+fn vet(input: &Input<'_>, vetting: Vetting) -> Result<Vec<Candidate>, Held> {
+    let serving: BTreeSet<&str> = input.current.values().flatten().map(String::as_str).collect();
+    let failed: Vec<&Candidate> = input
+        .candidates
+        .iter()
+        .filter(|c| {
+            serving.contains(c.name.as_str()) && c.allowed && !c.cordoned && c.verdict == Verdict::Down
+        })
+        .collect();
+    let Some(detected) = failed.iter().filter_map(|c| c.failing_since).min() else {
+        return Ok(input.candidates.to_vec());
+    };
+    let waited = input.now.0.duration_since(detected.0).unsigned_abs();
+    let others = || {
+        input
+            .candidates
+            .iter()
+            .filter(|c| !serving.contains(c.name.as_str()) && eligible(c))
+    };
+    let unconfirmed: Vec<String> = others()
+        .filter(|c| since(c, detected) == Since::Unconfirmed)
+        .map(|c| c.name.clone())
+        .collect();
+    if !unconfirmed.is_empty() && waited < vetting.confirm_wait {
+        return Err(Held::Confirming(unconfirmed));
+    }
+    let vetted: Vec<Candidate> = input
+        .candidates
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if !serving.contains(c.name.as_str()) && eligible(&c) && since(&c, detected) != Since::Confirmed {
+                c.verdict = Verdict::Down;
+            }
+            c
+        })
+        .collect();
+    let any_target = vetted
+        .iter()
+        .any(|c| eligible(c) && !failed.iter().any(|f| f.name == c.name));
+    if !any_target {
+        return Err(Held::AllFailing {
+            failed: failed.iter().map(|c| c.name.clone()).collect(),
+            detected,
+        });
+    }
+    Ok(vetted)
+}
+
 /// Plans the answers.
 pub fn plan(input: &Input<'_>) -> Plan {
+    let vetted;
+    let input = match input.vetting {
+        None => input,
+        Some(v) => match vet(input, v) {
+            Ok(c) => {
+                vetted = Input {
+                    candidates: &c,
+                    ..input.clone()
+                };
+                return plan_vetted(&vetted);
+            }
+            Err(held) => {
+                return Plan {
+                    answers: input.current.clone(),
+                    active: input.current.get(DEFAULT_GEO).and_then(|v| v.first().cloned()),
+                    change: None,
+                    pending_failback: None,
+                    held: Some(held),
+                };
+            }
+        },
+    };
+    plan_vetted(input)
+}
+
+fn plan_vetted(input: &Input<'_>) -> Plan {
     let preference: Vec<&Candidate> = input.candidates.iter().collect();
     let mut answers = BTreeMap::new();
     let mut pending = None;
@@ -229,6 +361,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         active,
         change,
         pending_failback: pending,
+        held: None,
     }
 }
 

@@ -21,6 +21,9 @@ fn region(name: &str, verdict: Verdict) -> Candidate {
         location,
         weight: 1,
         recovered: None,
+        failing_since: None,
+        last_ok: None,
+        last_failed: None,
     }
 }
 
@@ -56,6 +59,7 @@ fn run(
         failback: rule,
         current: cur,
         now: t(NOW),
+        vetting: None,
     })
 }
 
@@ -284,7 +288,12 @@ fn a_stale_cache_never_hides_our_own_decision() {
     assert_eq!(freshest(status(3, true), Some(&ours)).epoch, 4);
     // Our verification write is newer than the cache's copy of the same epoch.
     let verified = status(4, true);
-    assert!(freshest(status(4, false), Some(&verified)).last_failover.and_then(|r| r.verified_time).is_some());
+    assert!(
+        freshest(status(4, false), Some(&verified))
+            .last_failover
+            .and_then(|r| r.verified_time)
+            .is_some()
+    );
     // The cache caught up or moved on (another writer): the cache wins.
     assert_eq!(freshest(status(5, false), Some(&ours)).epoch, 5);
     assert_eq!(freshest(status(4, true), Some(&verified)).epoch, 4);
@@ -297,4 +306,109 @@ fn a_decision_planned_from_an_old_epoch_is_refused() {
     // Our own earlier write already moved the epoch: a second decision from the stale view is refused.
     assert!(!cas_allows(4, 3));
     assert!(!cas_allows(2, 3));
+}
+
+fn at(secs_before_now: i64) -> Time {
+    Time(t(NOW).0 - jiff::SignedDuration::from_secs(secs_before_now))
+}
+
+fn vetted_plan(cands: &[Candidate], current: &str, wait_s: u64) -> Plan {
+    let rule = FailbackRule {
+        mode: FailbackMode::Automatic,
+        hold_down: Duration::from_secs(60),
+        approved: None,
+    };
+    let cur = BTreeMap::from([(DEFAULT_GEO.to_string(), vec![current.to_string()])]);
+    plan(&Input {
+        strategy: Strategy::Failover,
+        candidates: cands,
+        failback: &rule,
+        current: &cur,
+        now: t(NOW),
+        vetting: Some(Vetting {
+            confirm_wait: Duration::from_secs(wait_s),
+        }),
+    })
+}
+
+/// africa failed 3 s ago; the others as given: (verdict, seconds ago of last ok, of last failure).
+fn after_outage(others: [(Verdict, Option<i64>, Option<i64>); 3]) -> Vec<Candidate> {
+    let mut africa = region("africa", Verdict::Down);
+    africa.failing_since = Some(at(3));
+    let mut out = vec![africa];
+    for (name, (v, ok, failed)) in ["europe", "asia", "americas"].into_iter().zip(others) {
+        let mut c = region(name, v);
+        c.last_ok = ok.map(at);
+        c.last_failed = failed.map(at);
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn a_failover_goes_only_to_a_region_confirmed_after_the_failure() {
+    // europe's last good probe predates the failure and it failed since; asia likewise; americas answered
+    // after the failure: straight to americas, one failover.
+    let c = after_outage([
+        (Verdict::Healthy, Some(10), Some(1)),
+        (Verdict::Healthy, Some(10), Some(2)),
+        (Verdict::Healthy, Some(1), None),
+    ]);
+    let p = vetted_plan(&c, "africa", 5);
+    assert_eq!(p.held, None);
+    let change = p.change.expect("a failover");
+    assert_eq!(change.to.as_deref(), Some("americas"));
+    assert_eq!(change.reason, Reason::RegionDown);
+}
+
+#[test]
+fn a_failover_waits_for_targets_to_be_probed_after_the_failure() {
+    // europe not probed since the failure yet: wait (bounded), even though americas is confirmed.
+    let c = after_outage([
+        (Verdict::Healthy, Some(10), None),
+        (Verdict::Healthy, Some(1), None),
+        (Verdict::Healthy, Some(1), None),
+    ]);
+    let p = vetted_plan(&c, "africa", 5);
+    assert_eq!(p.held, Some(Held::Confirming(vec!["europe".into()])));
+    assert!(p.change.is_none());
+    // Past the wait, an unconfirmed candidate counts as failed.
+    let p = vetted_plan(&c, "africa", 2);
+    assert_eq!(p.change.and_then(|c| c.to).as_deref(), Some("asia"));
+    // Once europe answers after the failure, it gets the traffic (order kept).
+    let c = after_outage([
+        (Verdict::Healthy, Some(1), None),
+        (Verdict::Healthy, Some(1), None),
+        (Verdict::Healthy, Some(1), None),
+    ]);
+    assert_eq!(
+        vetted_plan(&c, "africa", 5).change.and_then(|c| c.to).as_deref(),
+        Some("europe")
+    );
+}
+
+#[test]
+fn when_every_region_fails_together_the_answers_hold() {
+    let c = after_outage([
+        (Verdict::Healthy, Some(10), Some(1)),
+        (Verdict::Healthy, Some(10), Some(2)),
+        (Verdict::Down, Some(10), Some(1)),
+    ]);
+    let p = vetted_plan(&c, "africa", 5);
+    assert!(p.change.is_none(), "no failover to a region as dead as the rest");
+    assert_eq!(p.answers[DEFAULT_GEO], ["africa"]);
+    assert!(matches!(p.held, Some(Held::AllFailing { ref failed, .. }) if failed == &["africa".to_string()]));
+}
+
+#[test]
+fn vetting_does_not_delay_failback_or_first_answers() {
+    let c = four([
+        Verdict::Healthy,
+        Verdict::Healthy,
+        Verdict::Healthy,
+        Verdict::Healthy,
+    ]);
+    let p = vetted_plan(&c, "africa", 5);
+    assert_eq!(p.held, None);
+    assert!(p.change.is_none());
 }

@@ -54,11 +54,11 @@ BENCH := $(CARGO_TARGET_DIR)/release/azora-bench
 bench-build: test-env
 	@cargo build --release -p azora-tests -p azora-operator --bins -q
 
-bench-failover: bench-build ## 30 outages (SIGSTOP/SIGKILL) of the serving region; prints failover_p50_s/p99_s
+bench-failover: bench-build ## 2 replicas, 30 outages (SIGSTOP/SIGKILL) of the serving region; prints failover_p50_s/p99_s
 	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) failover --outages 30
 
-bench-dns: bench-build ## dnsperf: embedded GeoDNS vs Knot, same zone and query file; prints dns_qps_*
-	$(BENCH) dns --seconds 10
+bench-dns: bench-build ## dnsperf: embedded GeoDNS vs Knot, 3 alternating runs each, same zone and queries; prints medians
+	$(BENCH) dns --seconds 10 --rounds 3
 
 bench-probes: bench-build ## Probe engine with 10,000 endpoints at 5 s: CPU and scheduling lag p99
 	$(BENCH) probes --endpoints 10000 --seconds 30

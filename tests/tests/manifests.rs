@@ -87,8 +87,6 @@ async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() 
     // resourceVersion or generation (kubectl prints "serverside-applied" either way). No controller runs
     // yet, so nothing else writes to them in between.
     let before = versions(&env, &dirs)?;
-    eprintln!("DEBUG-BEFORE");
-    eprintln!("{}", kubectl(&env, &["get", "region", "africa", "failoverpolicy", "platform", "-o", "yaml", "--show-managed-fields"])?);
     let names = |v: &BTreeMap<String, _>| -> BTreeSet<String> {
         v.keys()
             .map(|k| k.split(" -n ").next().unwrap_or_default().to_string())
@@ -116,8 +114,6 @@ async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() 
     }
     assert_eq!(again, applied, "the second apply applied the same objects");
     let after = versions(&env, &dirs)?;
-    eprintln!("DEBUG-BEFORE-AFTER");
-    eprintln!("{}", kubectl(&env, &["get", "region", "africa", "failoverpolicy", "platform", "-o", "yaml", "--show-managed-fields"])?);
     assert_eq!(
         after, before,
         "the second apply changed objects (resourceVersion, generation)"

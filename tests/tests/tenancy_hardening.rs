@@ -788,4 +788,5 @@ async fn failback_brings_writes_made_in_the_failover_region_home_and_deletes_not
     let deleted = count("deleted").await;
     assert_eq!(deleted, 0.0, "replication deleted objects\n{}", fleet.log());
     println!("copies: {copied}, deletions: {deleted}");
+    std::fs::write("/tmp/th-failback-operator.log", fleet.log()).unwrap(); // TEMP
 }

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod placement;
 pub mod replication;
 pub mod tenancy;
+pub mod tenant_status;
 pub mod validate;
 pub mod world;
 

@@ -220,6 +220,17 @@ pub fn source(home: &str, recorded: Option<&str>, active: Option<&str>, former_d
     }
 }
 
+/// Replication of one tenant to one region, as last measured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// Every source object has a verified replica.
+    pub in_sync: bool,
+    /// Age of the oldest change not yet replicated, in seconds (0 when in sync).
+    pub lag_seconds: u64,
+    /// The last round's error, if any (store and key names only).
+    pub error: Option<String>,
+}
+
 /// Hex encoding (lowercase).
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

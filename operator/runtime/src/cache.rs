@@ -74,7 +74,9 @@ where
             let mut failing = false;
             while let Some(ev) = stream.next().await {
                 match ev {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                    // Objects of a (re)list count as changes too: a subscriber that joined before the first
+                    // listing completed, or a relist after a watch gap, must see them.
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => {
                         let _ = tx.send(Arc::new(o));
                         version_tx.send_modify(|v| *v += 1);
                     }

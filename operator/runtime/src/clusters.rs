@@ -397,10 +397,11 @@ impl Clusters {
                 let mut failing = false;
                 while let Some(ev) = stream.next().await {
                     match ev {
-                        Ok(ev @ (watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
-                            let (o, deleted) = match ev {
-                                watcher::Event::Apply(o) => (o, false),
-                                watcher::Event::Delete(o) => (o, true),
+                        Ok(ev @ (watcher::Event::Apply(_) | watcher::Event::InitApply(_) | watcher::Event::Delete(_))) => {
+                            let (o, deleted, relisted) = match ev {
+                                watcher::Event::Apply(o) => (o, false, false),
+                                watcher::Event::InitApply(o) => (o, false, true),
+                                watcher::Event::Delete(o) => (o, true, false),
                                 _ => continue,
                             };
                             // The cache caught up with our apply (or the object is gone): not in flight.
@@ -418,7 +419,8 @@ impl Clusters {
                             {
                                 m.remove(&key);
                             }
-                            if let Some(t) = o.labels().get(TENANT_LABEL) {
+                            // A (re)listing wakes every tenant once it is done (below), not one by one.
+                            if !relisted && let Some(t) = o.labels().get(TENANT_LABEL) {
                                 let _ = wake.send(Wake::Tenant(t.clone()));
                             }
                         }
@@ -427,11 +429,11 @@ impl Clusters {
                             if let Ok(mut e) = watch_errors.lock() {
                                 e.remove(&kind);
                             }
-                            if let Some(flag) = synced.get(&kind)
-                                && !flag.swap(true, Ordering::Relaxed)
-                            {
-                                let _ = wake.send(Wake::All);
+                            // First sync, or a relist after a gap (objects may have drifted meanwhile).
+                            if let Some(flag) = synced.get(&kind) {
+                                flag.store(true, Ordering::Relaxed);
                             }
+                            let _ = wake.send(Wake::All);
                         }
                         Ok(_) => {}
                         Err(e) => {

@@ -28,12 +28,18 @@ enum Cli {
         /// Outages to induce.
         #[arg(long, default_value_t = 30)]
         outages: usize,
+        /// Operator replicas (each one an observer; the chart runs two).
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
     },
-    /// Queries per second: embedded server vs Knot.
+    /// Queries per second: embedded server vs Knot, alternating, medians.
     Dns {
         /// Seconds per dnsperf run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Runs of each server, alternating (a single pair is noise on a shared machine).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Tenants across four regional clusters: cold start, no-op resync, replication lag.
     Tenants {
@@ -66,12 +72,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn failover(outages: usize) -> anyhow::Result<()> {
+async fn failover(outages: usize, replicas: usize) -> anyhow::Result<()> {
     let mut s = Scenario::start(4).await?;
     // A long hold-down: traffic moves on to the next region instead of failing back, so outages hit
     // every region in turn.
     s.policy("1h", serde_json::json!({})).await?;
-    s.add_operator(&[])?;
+    for _ in 0..replicas.max(1) {
+        s.add_operator(&[])?;
+    }
     let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
     anyhow::ensure!(
         s.wait_answer(0, ips[0], Duration::from_secs(60)).await.is_some(),
@@ -171,7 +179,7 @@ fn dnsperf(server: SocketAddr, queries: &std::path::Path, seconds: u32) -> anyho
     Ok(qps)
 }
 
-async fn dns(seconds: u32) -> anyhow::Result<()> {
+async fn dns(seconds: u32, rounds: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let queries = dir.path().join("queries.txt");
     let mut q = String::new();
@@ -215,15 +223,28 @@ async fn dns(seconds: u32) -> anyhow::Result<()> {
         Duration::from_secs(3),
     )
     .await?;
-    eprintln!("dnsperf, {seconds}s each, same query file (70% A hits, 10% SOA, 10% NS, 10% NXDOMAIN):");
-    let server = tokio::task::spawn_blocking({
-        let q = queries.clone();
-        move || dnsperf(addr, &q, seconds)
-    });
-    let embedded_qps = server.await??;
-    let k = knot.addr;
-    let knot_qps = tokio::task::spawn_blocking(move || dnsperf(k, &queries, seconds)).await??;
-    println!("dns_qps_embedded={embedded_qps:.0} dns_qps_knot={knot_qps:.0}");
+    eprintln!(
+        "dnsperf, {seconds}s each, {rounds} rounds alternating, same query file (70% A hits, 10% SOA, 10% NS, 10% NXDOMAIN):"
+    );
+    let (mut embedded_runs, mut knot_runs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        for (target, runs) in [(addr, &mut embedded_runs), (knot.addr, &mut knot_runs)] {
+            let q = queries.clone();
+            runs.push(tokio::task::spawn_blocking(move || dnsperf(target, &q, seconds)).await??);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (e, k) = (median(&mut embedded_runs), median(&mut knot_runs));
+    println!(
+        "dns_qps_embedded_median={e:.0} dns_qps_knot_median={k:.0} ratio={:.2} runs={} embedded={:?} knot={:?}",
+        e / k,
+        embedded_runs.len(),
+        embedded_runs.iter().map(|q| q.round() as u64).collect::<Vec<_>>(),
+        knot_runs.iter().map(|q| q.round() as u64).collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -335,8 +356,8 @@ async fn probes(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
-        Cli::Failover { outages } => failover(outages).await,
-        Cli::Dns { seconds } => dns(seconds).await,
+        Cli::Failover { outages, replicas } => failover(outages, replicas).await,
+        Cli::Dns { seconds, rounds } => dns(seconds, rounds).await,
         Cli::Probes { endpoints, seconds } => probes(endpoints, seconds).await,
         Cli::Tenants {
             count,

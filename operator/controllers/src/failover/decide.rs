@@ -122,6 +122,8 @@ pub async fn run(ctx: Context, cfg: FailoverConfig, stop: impl std::future::Futu
 /// What one policy's task remembers between steps.
 #[derive(Default)]
 struct PolicyMemory {
+    /// The policy object this memory is about.
+    uid: Option<String>,
     checked: Option<Checked>,
     last_sync: Option<Instant>,
     /// The newest status this task wrote or read from the API server: a lagging watch never makes it
@@ -154,6 +156,13 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
             ctx.handles.verdicts.set_serving(&name, Default::default());
             return;
         };
+        // A policy deleted and created again under the same name starts from nothing.
+        if memory.uid != obj.metadata.uid {
+            memory = PolicyMemory {
+                uid: obj.metadata.uid.clone(),
+                ..PolicyMemory::default()
+            };
+        }
         if let Some(spec) = obj
             .data
             .get("spec")

@@ -11,13 +11,16 @@ use std::time::Duration;
 use azora_adapters::kube_status::StatusWriter;
 use azora_api::common::find_condition;
 use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
-use azora_api::{ConditionStatus, Time};
+use azora_api::Time;
 use azora_core::conditions::{Desired, types};
 use azora_core::placement::place;
+use azora_core::placement::Placement;
 use azora_core::tenancy::{
-    self, ManagedKind, NAMESPACE_CONFLICT, ObjectKey, RegionOutcome, active_region, desired_objects,
-    namespace_of, owned_by, placed_condition, plan_region, tenant_name_problem,
+    self, ManagedKind, NAMESPACE_CONFLICT, ObjectKey, RegionOutcome, desired_objects, namespace_of, owned_by,
+    plan_region, tenant_name_problem,
 };
+use azora_core::tenant_status;
+use azora_core::world::World;
 use azora_core::validate::{self, Problem, ProblemKind};
 use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -28,7 +31,6 @@ use tokio::sync::OnceCell;
 use tracing::{info, instrument, warn};
 
 use azora_adapters::leader::LeaderError;
-use azora_core::tenancy::excluded;
 use azora_runtime::clusters::Cluster;
 use azora_runtime::pipeline::{
     Backoff, Kind, KindCtx, ReconcileError, current_conditions, error_policy as generic_error_policy,
@@ -37,12 +39,14 @@ use azora_runtime::pipeline::{
 use azora_runtime::{Context, Needs};
 
 use super::TenantKind;
-use super::replication::{ReplicaState, Replication};
+use super::replication::Replication;
 
 /// Finalizer that makes deletion clean every region first.
 pub const FINALIZER: &str = "azora.io/tenant-cleanup";
 const RESYNC: Duration = Duration::from_secs(300);
 const RETRY: Duration = Duration::from_secs(5);
+/// Re-check of an invalid or unresolved tenant (references may appear).
+const RETRY_INVALID: Duration = Duration::from_secs(10);
 
 /// The Tenant controller's state.
 pub struct TenantCtx {
@@ -106,7 +110,27 @@ fn has_finalizer(obj: &DynamicObject) -> bool {
     obj.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
 }
 
-/// Reconciles one Tenant.
+/// A fetched Tenant: its spec and the world it is judged in.
+struct Fetched {
+    spec: TenantSpec,
+    world: World,
+}
+
+/// A Tenant that passed validation: where it goes, and the validation conditions.
+struct Checked {
+    spec: TenantSpec,
+    placement: Placement,
+    validation: Vec<Desired>,
+}
+
+/// What applying found in every region.
+struct Applied {
+    outcomes: Vec<RegionOutcome>,
+    removing: Vec<(String, String)>,
+    recheck: bool,
+}
+
+/// Reconciles one Tenant: fetch → validate → record intent → apply → status, each a step below.
 #[instrument(skip(obj, tc), fields(controller = "tenant", object = obj.metadata.name.as_deref().unwrap_or("")))]
 pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Action, ReconcileError> {
     let ctx = &tc.ctx;
@@ -119,28 +143,65 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     if obj.metadata.deletion_timestamp.is_some() {
         return cleanup(&obj, &name, &tc, &fence).await;
     }
-    let generation = obj.metadata.generation;
-    let now = Time::now();
-    let spec =
-        match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("spec does not match the schema: {e}");
-                let desired = vec![
+    let fetched = match fetch(ctx, &obj).await? {
+        Ok(f) => f,
+        Err(malformed) => return report_only(&tc, &obj, malformed, Action::await_change()).await,
+    };
+    let checked = match validate_tenant(&name, fetched) {
+        Ok(c) => c,
+        // Nothing is created or removed for a tenant the operator cannot trust; the status says why.
+        Err(invalid) => return report_only(&tc, &obj, invalid, Action::requeue(RETRY_INVALID)).await,
+    };
+    record_intent(ctx, &fence, &obj).await?;
+    let applied = apply(ctx, &fence, &name, &checked).await;
+    // Right after a start the regional caches are still filling: do not overwrite a known state with
+    // "connecting" (that would be a write per tenant on every restart); the caches wake every tenant.
+    if !current_regions(&obj).is_empty() && applied.outcomes.iter().any(|o| o.message == NOT_KNOWN_YET) {
+        ctx.metrics.reconciled(TenantKind::NAME, "deferred");
+        return Ok(Action::requeue(RETRY));
+    }
+    let (desired, fields) = plan_tenant_status(&tc, &obj, &name, checked, &applied);
+    write_status(&tc, &obj, &desired, fields, obj.metadata.generation, Time::now()).await?;
+    ctx.metrics.reconciled(TenantKind::NAME, "ok");
+    let settled = applied.outcomes.iter().all(|o| o.state == SyncState::Synced)
+        && applied.removing.is_empty()
+        && !applied.recheck;
+    Ok(Action::requeue(if settled { RESYNC } else { RETRY }))
+}
+
+/// What a Tenant's status says when nothing is done for it (malformed or invalid spec).
+struct ReportOnly {
+    desired: Vec<Desired>,
+    fields: serde_json::Map<String, Value>,
+}
+
+/// Fetch (IO): the spec, and the world from the caches. A spec that does not parse is reported, not an
+/// error.
+async fn fetch(ctx: &Context, obj: &DynamicObject) -> Result<Result<Fetched, ReportOnly>, ReconcileError> {
+    let spec = match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("spec does not match the schema: {e}");
+            return Ok(Err(ReportOnly {
+                desired: vec![
                     Desired::fail(types::SPEC_VALID, "MalformedSpec", msg.clone()),
                     Desired::fail(types::READY, "MalformedSpec", msg),
-                ];
-                write_status(&tc, &obj, &desired, serde_json::Map::new(), generation, now).await?;
-                ctx.metrics.reconciled(TenantKind::NAME, "ok");
-                return Ok(Action::await_change());
-            }
-        };
+                ],
+                fields: serde_json::Map::new(),
+            }));
+        }
+    };
     let world = ctx
         .world(Needs::default(), &[])
         .await
         .map_err(ReconcileError::Fetch)?;
-    let mut problems: Vec<Problem> = TenantKind::check(&spec, &world);
-    if let Some(msg) = tenant_name_problem(&name) {
+    Ok(Ok(Fetched { spec, world }))
+}
+
+/// Validate (pure): the checks plus a name that fits a namespace; where it is placed.
+fn validate_tenant(name: &str, f: Fetched) -> Result<Checked, ReportOnly> {
+    let mut problems: Vec<Problem> = TenantKind::check(&f.spec, &f.world);
+    if let Some(msg) = tenant_name_problem(name) {
         problems.push(Problem {
             kind: ProblemKind::Invalid,
             reason: "InvalidName",
@@ -149,207 +210,111 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
     }
     let valid = !problems.iter().any(|p| p.kind == ProblemKind::Invalid);
     let resolved = !problems.iter().any(|p| p.kind == ProblemKind::Unresolved);
-    let mut desired = validate::conditions(
-        &problems,
-        "placed and in sync in every region it may live in",
-        None,
-    );
-    let mut fields = serde_json::Map::new();
+    let validation = validate::conditions(&problems, "placed and in sync in every region it may live in", None);
     if !valid || !resolved {
-        // Nothing is created or removed for a tenant the operator cannot trust; the fields say why.
-        fields = TenantKind::status_fields(&spec, &world, valid);
-        write_status(&tc, &obj, &desired, fields, generation, now).await?;
-        ctx.metrics.reconciled(TenantKind::NAME, "ok");
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return Err(ReportOnly {
+            desired: validation,
+            fields: TenantKind::status_fields(&f.spec, &f.world, valid),
+        });
     }
+    Ok(Checked {
+        placement: place(&f.spec, &f.world),
+        spec: f.spec,
+        validation,
+    })
+}
 
-    // Record intent before acting: the finalizer guarantees cleanup of whatever gets placed.
-    if !has_finalizer(&obj) {
-        fence.check().await.map_err(fenced)?;
-        add_finalizer(ctx, &obj).await?;
+/// Record intent before acting (IO, fenced): the finalizer guarantees cleanup of whatever gets placed.
+async fn record_intent(ctx: &Context, fence: &LazyFence<'_>, obj: &DynamicObject) -> Result<(), ReconcileError> {
+    if has_finalizer(obj) {
+        return Ok(());
     }
+    fence.check().await.map_err(fenced)?;
+    add_finalizer(ctx, obj).await
+}
 
-    let placement = place(&spec, &world);
-    let before = current_regions(&obj);
-    let mut outcomes = Vec::new();
+/// Apply (IO): every placed region synced concurrently, and regions no longer placed emptied.
+async fn apply(ctx: &Context, fence: &LazyFence<'_>, name: &str, c: &Checked) -> Applied {
     let recheck = std::sync::atomic::AtomicBool::new(false);
-    let syncs = placement.placed.iter().map(|region| {
-        let fence = &fence;
-        let spec = &spec;
-        let name = &name;
-        let recheck = &recheck;
-        async move { sync_region(ctx, fence, name, spec, region, recheck).await }
-    });
-    for o in futures::future::join_all(syncs).await {
-        outcomes.push(o);
-    }
-    // Right after a start the regional caches are still filling: do not overwrite a known state with
-    // "connecting" (that would be a write per tenant on every restart); the caches wake every tenant.
-    if !before.is_empty() && outcomes.iter().any(|o| o.message == NOT_KNOWN_YET) {
-        ctx.metrics.reconciled(TenantKind::NAME, "deferred");
-        return Ok(Action::requeue(RETRY));
-    }
-    // Regions no longer placed: remove what is there.
+    let syncs = c
+        .placement
+        .placed
+        .iter()
+        .map(|region| sync_region(ctx, fence, name, &c.spec, region, &recheck));
+    let outcomes = futures::future::join_all(syncs).await;
     let mut removing = Vec::new();
     for cluster in ctx.handles.clusters.all() {
-        if placement.placed.contains(&cluster.region) {
+        if c.placement.placed.contains(&cluster.region) {
             continue;
         }
-        if let Some(msg) = unplace(ctx, &fence, &name, &cluster).await {
+        if let Some(msg) = unplace(ctx, fence, name, &cluster).await {
             removing.push((cluster.region.clone(), msg));
         }
     }
+    Applied {
+        outcomes,
+        removing,
+        recheck: recheck.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
 
-    let replicas = tc.replication.of(&name);
+/// Plan status (pure, `azora_core::tenant_status`) from what applying found and replication measured.
+fn plan_tenant_status(
+    tc: &TenantCtx,
+    obj: &DynamicObject,
+    name: &str,
+    c: Checked,
+    applied: &Applied,
+) -> (Vec<Desired>, serde_json::Map<String, Value>) {
+    let replicas = tc.replication.of(name);
     let source = tc
         .replication
-        .source_of(&name)
-        .unwrap_or_else(|| spec.home_region.clone());
-    let mut regions: Vec<RegionSync> = outcomes
-        .iter()
-        .map(|o| {
-            let lag = replicas.get(&o.region).map(|r| r.lag_seconds);
-            region_sync(&before, o, generation, now, lag, o.region != source)
-        })
-        .collect();
-    regions.extend(placement.excluded.iter().map(|e| excluded(&e.region, &e.message)));
-    for (region, msg) in &removing {
-        if !regions.iter().any(|r| &r.region == region) {
-            regions.push(excluded(region, msg));
-        }
-    }
+        .source_of(name)
+        .unwrap_or_else(|| c.spec.home_region.clone());
+    let before = current_regions(obj);
+    let verdicts = tc.ctx.recorded_verdicts();
+    let recorded_replicated = find_condition(&current_conditions(obj), "Replicated").map(|c| Desired {
+        type_: "Replicated",
+        status: c.status,
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+    });
+    let planned = tenant_status::plan(
+        c.validation,
+        &tenant_status::Observed {
+            generation: obj.metadata.generation,
+            now: Time::now(),
+            before: &before,
+            placement: &c.placement,
+            outcomes: &applied.outcomes,
+            removing: &applied.removing,
+            replicas: &replicas,
+            source: &source,
+            recorded_replicated,
+            verdicts: &verdicts,
+        },
+    );
+    let mut fields = serde_json::Map::new();
+    fields.insert("placedRegions".into(), json!(c.placement.placed));
+    fields.insert("regions".into(), json!(planned.regions));
+    fields.insert("activeRegion".into(), json!(planned.active_region));
+    (planned.conditions, fields)
+}
 
-    let placed = placed_condition(&outcomes);
-    if placed.status != ConditionStatus::True
-        && let Some(ready) = desired.iter_mut().find(|d| d.type_ == types::READY)
-    {
-        *ready = Desired {
-            type_: types::READY,
-            status: if placed.status == ConditionStatus::False {
-                ConditionStatus::False
-            } else {
-                ConditionStatus::Unknown
-            },
-            reason: placed.reason.clone(),
-            message: placed.message.clone(),
-        };
-    }
-    desired.push(placed);
-    match replicated_condition(&placement.placed, &source, &replicas) {
-        Some(r) if !replicas.is_empty() => desired.push(r),
-        // Not measured yet by this process: the recorded condition stands.
-        Some(r) => desired.push(
-            find_condition(&current_conditions(&obj), "Replicated")
-                .map(|c| Desired {
-                    type_: "Replicated",
-                    status: c.status,
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-                .unwrap_or(r),
-        ),
-        None => {}
-    }
-    let verdicts = ctx.recorded_verdicts();
-    let active = active_region(&placement.placed, |r| verdicts.get(r).copied());
-    fields.insert("placedRegions".into(), json!(placement.placed));
-    fields.insert("regions".into(), json!(regions));
-    fields.insert("activeRegion".into(), json!(active));
-    write_status(&tc, &obj, &desired, fields, generation, now).await?;
-    ctx.metrics.reconciled(TenantKind::NAME, "ok");
-    let settled = outcomes.iter().all(|o| o.state == SyncState::Synced)
-        && removing.is_empty()
-        && !recheck.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(Action::requeue(if settled { RESYNC } else { RETRY }))
+/// Writes what an untrusted tenant's status says, and nothing else.
+async fn report_only(
+    tc: &TenantCtx,
+    obj: &DynamicObject,
+    r: ReportOnly,
+    next: Action,
+) -> Result<Action, ReconcileError> {
+    write_status(tc, obj, &r.desired, r.fields, obj.metadata.generation, Time::now()).await?;
+    tc.ctx.metrics.reconciled(TenantKind::NAME, "ok");
+    Ok(next)
 }
 
 fn fenced(e: Arc<LeaderError>) -> ReconcileError {
     ReconcileError::Fenced(e)
-}
-
-fn replicated_condition(
-    placed: &[String],
-    home: &str,
-    replicas: &BTreeMap<String, ReplicaState>,
-) -> Option<Desired> {
-    let targets: Vec<&String> = placed.iter().filter(|r| r.as_str() != home).collect();
-    if targets.is_empty() {
-        return None;
-    }
-    let errors: Vec<String> = targets
-        .iter()
-        .filter_map(|t| {
-            replicas
-                .get(t.as_str())
-                .and_then(|r| r.error.as_ref().map(|e| format!("{t}: {e}")))
-        })
-        .collect();
-    if !errors.is_empty() {
-        return Some(Desired::fail(
-            "Replicated",
-            "ReplicationFailed",
-            errors.join("; "),
-        ));
-    }
-    let waiting: Vec<&str> = targets
-        .iter()
-        .filter(|t| replicas.get(t.as_str()).is_none_or(|r| !r.in_sync))
-        .map(|t| t.as_str())
-        .collect();
-    if waiting.is_empty() {
-        let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
-        Some(Desired::ok(
-            "Replicated",
-            "InSync",
-            format!(
-                "objects under tenants/<name>/ replicated from {home} to {}",
-                names.join(", ")
-            ),
-        ))
-    } else {
-        Some(Desired::unknown(
-            "Replicated",
-            "Replicating",
-            format!("replicas catching up in {}", waiting.join(", ")),
-        ))
-    }
-}
-
-fn region_sync(
-    before: &[RegionSync],
-    o: &RegionOutcome,
-    generation: Option<i64>,
-    now: Time,
-    lag: Option<u64>,
-    replica: bool,
-) -> RegionSync {
-    let prev = before.iter().find(|b| b.region == o.region);
-    // Until this process has measured replication, the last recorded lag stands.
-    let lag = if replica {
-        lag.or_else(|| prev.and_then(|p| p.replication_lag_seconds))
-    } else {
-        None
-    };
-    let unchanged = prev
-        .is_some_and(|p| p.state == o.state && p.message == o.message && p.observed_generation == generation);
-    let last_sync_time = match (o.state, prev) {
-        (SyncState::Synced, Some(p)) if unchanged => p.last_sync_time,
-        (SyncState::Synced, _) => Some(now),
-        (_, Some(p)) => p.last_sync_time,
-        (_, None) => None,
-    };
-    RegionSync {
-        region: o.region.clone(),
-        state: o.state,
-        observed_generation: if o.state == SyncState::Synced {
-            generation
-        } else {
-            prev.and_then(|p| p.observed_generation)
-        },
-        last_sync_time,
-        replication_lag_seconds: lag,
-        message: o.message.clone(),
-    }
 }
 
 fn outcome(region: &str, state: SyncState, message: impl Into<String>) -> RegionOutcome {

@@ -38,16 +38,7 @@ use tracing::{info, warn};
 use azora_runtime::clusters::Wake;
 use azora_runtime::{Context, Needs};
 
-/// Replication of one tenant to one region, as last measured.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaState {
-    /// Every source object has a verified replica.
-    pub in_sync: bool,
-    /// Age of the oldest change not yet replicated, in seconds (0 when in sync).
-    pub lag_seconds: u64,
-    /// The last round's error, if any (store and key names only).
-    pub error: Option<String>,
-}
+pub use azora_core::replication::ReplicaState;
 
 /// Replication state by tenant and region, and each tenant's source, shared with the Tenant controller.
 #[derive(Clone, Default)]

@@ -1,0 +1,333 @@
+//! What a Tenant's status says, planned from what placement and replication observed (pure, no IO): each
+//! region's entry, `Placed` (which also decides `Ready`), `Replicated` (relative to the replication source),
+//! and the active region. The Tenant controller fetches, applies, and writes what this plans.
+
+use std::collections::BTreeMap;
+
+use azora_api::region::Verdict;
+use azora_api::tenant::{RegionSync, SyncState};
+use azora_api::{ConditionStatus, Time};
+
+use crate::conditions::{Desired, types};
+use crate::placement::Placement;
+use crate::replication::ReplicaState;
+use crate::tenancy::{RegionOutcome, active_region, excluded, placed_condition};
+
+/// What the status is planned from.
+pub struct Observed<'a> {
+    /// The object's generation.
+    pub generation: Option<i64>,
+    /// Now.
+    pub now: Time,
+    /// The regions' entries as the status shows them.
+    pub before: &'a [RegionSync],
+    /// Where the tenant is placed and where not (and why).
+    pub placement: &'a Placement,
+    /// This round's outcome in each placed region.
+    pub outcomes: &'a [RegionOutcome],
+    /// Regions no longer placed that still hold something, with what is happening there.
+    pub removing: &'a [(String, String)],
+    /// Replication state by replica region, as this process measured it (empty: not measured yet).
+    pub replicas: &'a BTreeMap<String, ReplicaState>,
+    /// The region replication copies from.
+    pub source: &'a str,
+    /// The `Replicated` condition the status shows now (stands until measured).
+    pub recorded_replicated: Option<Desired>,
+    /// Region verdicts.
+    pub verdicts: &'a BTreeMap<String, Verdict>,
+}
+
+/// The planned status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    /// Conditions this controller owns, validation first.
+    pub conditions: Vec<Desired>,
+    /// Region entries: placed regions, then excluded ones.
+    pub regions: Vec<RegionSync>,
+    /// The region serving the tenant.
+    pub active_region: Option<String>,
+}
+
+/// Plans the status of a valid tenant. `validation` holds `SpecValid`, `ReferencesResolved` and `Ready`
+/// from validation; `Ready` is replaced by `Placed`'s verdict unless every region is placed.
+pub fn plan(validation: Vec<Desired>, o: &Observed<'_>) -> Planned {
+    let mut conditions = validation;
+    let mut regions: Vec<RegionSync> = o
+        .outcomes
+        .iter()
+        .map(|out| {
+            let lag = o.replicas.get(&out.region).map(|r| r.lag_seconds);
+            region_sync(o.before, out, o.generation, o.now, lag, out.region != o.source)
+        })
+        .collect();
+    regions.extend(o.placement.excluded.iter().map(|e| excluded(&e.region, &e.message)));
+    for (region, msg) in o.removing {
+        if !regions.iter().any(|r| &r.region == region) {
+            regions.push(excluded(region, msg));
+        }
+    }
+    let placed = placed_condition(o.outcomes);
+    if placed.status != ConditionStatus::True
+        && let Some(ready) = conditions.iter_mut().find(|d| d.type_ == types::READY)
+    {
+        *ready = Desired {
+            type_: types::READY,
+            status: if placed.status == ConditionStatus::False {
+                ConditionStatus::False
+            } else {
+                ConditionStatus::Unknown
+            },
+            reason: placed.reason.clone(),
+            message: placed.message.clone(),
+        };
+    }
+    conditions.push(placed);
+    match replicated_condition(&o.placement.placed, o.source, o.replicas) {
+        Some(r) if !o.replicas.is_empty() => conditions.push(r),
+        // Not measured yet by this process: the recorded condition stands.
+        Some(r) => conditions.push(o.recorded_replicated.clone().unwrap_or(r)),
+        None => {}
+    }
+    Planned {
+        conditions,
+        regions,
+        active_region: active_region(&o.placement.placed, |r| o.verdicts.get(r).copied()),
+    }
+}
+
+/// `Replicated` from the replicas' states: False with the errors, Unknown while catching up, True when
+/// every replica region is in sync with `source`; `None` when the tenant has no replica region.
+pub fn replicated_condition(
+    placed: &[String],
+    home: &str,
+    replicas: &BTreeMap<String, ReplicaState>,
+) -> Option<Desired> {
+    let targets: Vec<&String> = placed.iter().filter(|r| r.as_str() != home).collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let errors: Vec<String> = targets
+        .iter()
+        .filter_map(|t| {
+            replicas
+                .get(t.as_str())
+                .and_then(|r| r.error.as_ref().map(|e| format!("{t}: {e}")))
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Some(Desired::fail(
+            "Replicated",
+            "ReplicationFailed",
+            errors.join("; "),
+        ));
+    }
+    let waiting: Vec<&str> = targets
+        .iter()
+        .filter(|t| replicas.get(t.as_str()).is_none_or(|r| !r.in_sync))
+        .map(|t| t.as_str())
+        .collect();
+    if waiting.is_empty() {
+        let names: Vec<&str> = targets.iter().map(|t| t.as_str()).collect();
+        Some(Desired::ok(
+            "Replicated",
+            "InSync",
+            format!(
+                "objects under tenants/<name>/ replicated from {home} to {}",
+                names.join(", ")
+            ),
+        ))
+    } else {
+        Some(Desired::unknown(
+            "Replicated",
+            "Replicating",
+            format!("replicas catching up in {}", waiting.join(", ")),
+        ))
+    }
+}
+
+/// One placed region's entry in the Tenant status, from this round's outcome and the entry before it
+/// (`lastSyncTime` and `observedGeneration` move only when the region is synced anew; the replication lag
+/// shows only for replica regions, and the recorded one stands until this process measures it).
+pub fn region_sync(
+    before: &[RegionSync],
+    o: &RegionOutcome,
+    generation: Option<i64>,
+    now: Time,
+    lag: Option<u64>,
+    replica: bool,
+) -> RegionSync {
+    let prev = before.iter().find(|b| b.region == o.region);
+    // Until this process has measured replication, the last recorded lag stands.
+    let lag = if replica {
+        lag.or_else(|| prev.and_then(|p| p.replication_lag_seconds))
+    } else {
+        None
+    };
+    let unchanged = prev
+        .is_some_and(|p| p.state == o.state && p.message == o.message && p.observed_generation == generation);
+    let last_sync_time = match (o.state, prev) {
+        (SyncState::Synced, Some(p)) if unchanged => p.last_sync_time,
+        (SyncState::Synced, _) => Some(now),
+        (_, Some(p)) => p.last_sync_time,
+        (_, None) => None,
+    };
+    RegionSync {
+        region: o.region.clone(),
+        state: o.state,
+        observed_generation: if o.state == SyncState::Synced {
+            generation
+        } else {
+            prev.and_then(|p| p.observed_generation)
+        },
+        last_sync_time,
+        replication_lag_seconds: lag,
+        message: o.message.clone(),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::Excluded;
+
+    fn t(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000 + s).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+    }
+
+    fn out(region: &str, state: SyncState) -> RegionOutcome {
+        RegionOutcome {
+            region: region.into(),
+            state,
+            message: String::new(),
+            reason: None,
+        }
+    }
+
+    fn validation() -> Vec<Desired> {
+        vec![Desired::ok(types::READY, "Ready", "placed")]
+    }
+
+    struct Fixture {
+        placement: Placement,
+        outcomes: Vec<RegionOutcome>,
+        replicas: BTreeMap<String, ReplicaState>,
+        verdicts: BTreeMap<String, Verdict>,
+        before: Vec<RegionSync>,
+    }
+
+    impl Fixture {
+        fn tenant() -> Self {
+            Self {
+                placement: Placement {
+                    placed: vec!["africa".into(), "europe".into()],
+                    excluded: vec![Excluded {
+                        region: "asia".into(),
+                        message: "residency".into(),
+                    }],
+                },
+                outcomes: vec![out("africa", SyncState::Synced), out("europe", SyncState::Synced)],
+                replicas: BTreeMap::new(),
+                verdicts: BTreeMap::new(),
+                before: Vec::new(),
+            }
+        }
+
+        fn plan(&self, source: &str, recorded: Option<Desired>) -> Planned {
+            plan(
+                validation(),
+                &Observed {
+                    generation: Some(3),
+                    now: t(100),
+                    before: &self.before,
+                    placement: &self.placement,
+                    outcomes: &self.outcomes,
+                    removing: &[("americas".into(), "no longer placed; namespace being removed".into())],
+                    replicas: &self.replicas,
+                    source,
+                    recorded_replicated: recorded,
+                    verdicts: &self.verdicts,
+                },
+            )
+        }
+    }
+
+    fn cond<'a>(p: &'a Planned, type_: &str) -> &'a Desired {
+        p.conditions.iter().find(|c| c.type_ == type_).expect("condition")
+    }
+
+    #[test]
+    fn ready_follows_placed_and_excluded_regions_say_why() {
+        let mut f = Fixture::tenant();
+        let p = f.plan("africa", None);
+        assert_eq!(cond(&p, types::READY).status, ConditionStatus::True);
+        let states: Vec<(&str, SyncState)> = p.regions.iter().map(|r| (r.region.as_str(), r.state)).collect();
+        assert_eq!(
+            states,
+            [
+                ("africa", SyncState::Synced),
+                ("europe", SyncState::Synced),
+                ("asia", SyncState::Excluded),
+                ("americas", SyncState::Excluded)
+            ]
+        );
+        f.outcomes[1] = RegionOutcome {
+            reason: Some(crate::tenancy::NAMESPACE_CONFLICT),
+            ..out("europe", SyncState::Error)
+        };
+        let p = f.plan("africa", None);
+        assert_eq!(cond(&p, types::READY).status, ConditionStatus::False);
+        assert_eq!(cond(&p, types::READY).reason, crate::tenancy::NAMESPACE_CONFLICT);
+        f.outcomes[1] = out("europe", SyncState::Pending);
+        assert_eq!(cond(&f.plan("africa", None), types::READY).status, ConditionStatus::Unknown);
+    }
+
+    #[test]
+    fn replication_is_judged_against_the_source_and_lag_shows_only_on_replicas() {
+        let mut f = Fixture::tenant();
+        f.replicas.insert(
+            "africa".into(),
+            ReplicaState {
+                in_sync: false,
+                lag_seconds: 42,
+                error: None,
+            },
+        );
+        // europe is the source (africa failed over): africa is the replica, catching up.
+        let p = f.plan("europe", None);
+        let replicated = cond(&p, "Replicated");
+        assert_eq!(replicated.status, ConditionStatus::Unknown);
+        assert!(replicated.message.contains("africa"), "{}", replicated.message);
+        let lag = |r: &str| p.regions.iter().find(|x| x.region == r).and_then(|x| x.replication_lag_seconds);
+        assert_eq!(lag("africa"), Some(42));
+        assert_eq!(lag("europe"), None, "the source has no lag");
+    }
+
+    #[test]
+    fn a_recorded_replicated_condition_stands_until_measured() {
+        let f = Fixture::tenant();
+        let recorded = Desired::fail("Replicated", "ReplicationFailed", "europe: store down");
+        let p = f.plan("africa", Some(recorded.clone()));
+        assert_eq!(cond(&p, "Replicated"), &recorded);
+    }
+
+    #[test]
+    fn the_active_region_skips_down_regions_and_sync_times_move_only_on_a_new_sync() {
+        let mut f = Fixture::tenant();
+        f.verdicts.insert("africa".into(), Verdict::Down);
+        f.before = vec![RegionSync {
+            region: "europe".into(),
+            state: SyncState::Synced,
+            observed_generation: Some(3),
+            last_sync_time: Some(t(5)),
+            replication_lag_seconds: None,
+            message: String::new(),
+        }];
+        let p = f.plan("africa", None);
+        assert_eq!(p.active_region.as_deref(), Some("europe"));
+        let europe = p.regions.iter().find(|r| r.region == "europe").expect("europe");
+        assert_eq!(europe.last_sync_time, Some(t(5)), "unchanged: the recorded time stands");
+        let africa = p.regions.iter().find(|r| r.region == "africa").expect("africa");
+        assert_eq!(africa.last_sync_time, Some(t(100)), "newly synced: now");
+    }
+}

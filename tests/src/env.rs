@@ -404,9 +404,21 @@ mod tests {
             apiserver_request_total{code=\"409\",component=\"apiserver\",resource=\"rolebindings\",verb=\"POST\"} 3\n\
             apiserver_request_total{code=\"201\",component=\"apiserver\",resource=\"configmaps\",verb=\"POST\"} 4\n";
         let all = count_writes(text, None).unwrap();
-        assert_eq!(all, WriteCounts { took_effect: 13, uncertain: 1 });
+        assert_eq!(
+            all,
+            WriteCounts {
+                took_effect: 13,
+                uncertain: 1
+            }
+        );
         let managed = count_writes(text, Some(&["namespaces", "rolebindings"])).unwrap();
-        assert_eq!(managed, WriteCounts { took_effect: 9, uncertain: 1 });
+        assert_eq!(
+            managed,
+            WriteCounts {
+                took_effect: 9,
+                uncertain: 1
+            }
+        );
         assert!(count_writes("", None).is_err());
         assert!(count_writes("# nothing here\n", Some(&["namespaces"])).is_err());
     }

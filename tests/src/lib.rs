@@ -128,10 +128,21 @@ mod tests {
     fn a_missing_series_is_an_error_not_a_zero() {
         assert_eq!(metric(TEXT, "azora_leader ").unwrap(), 0.0);
         assert_eq!(metric(TEXT, "azora_tenant_syncs_total").unwrap(), 5.0);
-        let err = metric(TEXT, "azora_regional_writes_total").unwrap_err().to_string();
-        assert!(err.contains("azora_regional_writes_total") && err.contains("azora_leader"), "{err}");
-        assert!(metric("", "azora_leader ").is_err(), "an empty scrape reads as nothing, not 0");
-        assert_eq!(metric_if_present(TEXT, "azora_regional_writes_total").unwrap(), None);
+        let err = metric(TEXT, "azora_regional_writes_total")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("azora_regional_writes_total") && err.contains("azora_leader"),
+            "{err}"
+        );
+        assert!(
+            metric("", "azora_leader ").is_err(),
+            "an empty scrape reads as nothing, not 0"
+        );
+        assert_eq!(
+            metric_if_present(TEXT, "azora_regional_writes_total").unwrap(),
+            None
+        );
         assert!(metric_if_present("azora_leader x\n", "azora_leader ").is_err());
     }
 
@@ -144,7 +155,10 @@ mod tests {
         // answering, but not 200; then 200
         for (answer, ok) in [
             ("HTTP/1.0 500 Internal Server Error\r\n\r\nbroken", false),
-            ("HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nazora_leader 1\n", true),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nazora_leader 1\n",
+                true,
+            ),
         ] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();

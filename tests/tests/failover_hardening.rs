@@ -32,11 +32,16 @@ fn condition<'a>(st: &'a Value, type_: &str) -> Option<&'a Value> {
 
 async fn steady(s: &Scenario) {
     assert!(
-        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60)).await.is_some(),
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
         "DNS never answered africa:\n{}",
         s.log_tail(0, 30)
     );
-    assert!(s.wait_all_healthy(Duration::from_secs(40)).await, "regions never all Healthy");
+    assert!(
+        s.wait_all_healthy(Duration::from_secs(40)).await,
+        "regions never all Healthy"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +70,11 @@ async fn every_region_failing_at_once_holds_the_answers_and_says_so() -> anyhow:
     // Give a cascade every chance to happen: each region is judged down one by one meanwhile.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let st = s.policy_status().await?;
-    assert_eq!(region_down_records(&st), 0, "no failover to a region as dead as the rest: {st}");
+    assert_eq!(
+        region_down_records(&st),
+        0,
+        "no failover to a region as dead as the rest: {st}"
+    );
     assert_eq!(st["activeRegion"], "africa", "{st}");
     assert_eq!(s.answer(0).await, vec![ip("127.0.0.11")]);
     for r in &s.regions {
@@ -86,8 +95,15 @@ async fn three_regions_lost_together_fail_over_once_straight_to_the_healthy_one(
         r.stop();
     }
     let moved = s.wait_answer(0, "127.0.0.14", Duration::from_secs(40)).await;
-    assert!(moved.is_some(), "DNS did not move to americas:\n{}", s.log_tail(0, 60));
-    println!("africa, europe, asia stopped: DNS answered americas after {:.2}s", onset.elapsed().as_secs_f64());
+    assert!(
+        moved.is_some(),
+        "DNS did not move to americas:\n{}",
+        s.log_tail(0, 60)
+    );
+    println!(
+        "africa, europe, asia stopped: DNS answered americas after {:.2}s",
+        onset.elapsed().as_secs_f64()
+    );
     // Let every stopped region be judged down: nothing moves again.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let st = s.policy_status().await?;
@@ -154,7 +170,10 @@ async fn a_dead_observers_last_report_never_counts_after_a_leader_change_and_its
         names
     };
     assert!(
-        wait::until(Duration::from_secs(30), || async { observer_leases().await.len() == 5 }).await,
+        wait::until(Duration::from_secs(30), || async {
+            observer_leases().await.len() == 5
+        })
+        .await,
         "five observers: {:?}",
         observer_leases().await
     );
@@ -162,7 +181,9 @@ async fn a_dead_observers_last_report_never_counts_after_a_leader_change_and_its
     // A real outage of africa, seen by all five observers: failover to europe.
     s.regions[0].stop();
     assert!(
-        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40)).await.is_some(),
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40))
+            .await
+            .is_some(),
         "no failover to europe:\n{}",
         s.log_tail(0, 40)
     );
@@ -170,7 +191,11 @@ async fn a_dead_observers_last_report_never_counts_after_a_leader_change_and_its
     let agent_leases_say_down = wait::until(Duration::from_secs(20), || async {
         let mut down = 0;
         for n in ["agent-1", "agent-2", "agent-3"] {
-            let l = leases.get_opt(&format!("azora-observer-{n}")).await.ok().flatten();
+            let l = leases
+                .get_opt(&format!("azora-observer-{n}"))
+                .await
+                .ok()
+                .flatten();
             let report = l
                 .and_then(|l| l.metadata.annotations)
                 .and_then(|a| a.get("azora.io/observations").cloned())
@@ -190,7 +215,9 @@ async fn a_dead_observers_last_report_never_counts_after_a_leader_change_and_its
     // africa comes back: the two replicas see it healthy, traffic fails back after the 5 s hold-down.
     s.regions[0].resume();
     assert!(
-        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60)).await.is_some(),
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
         "no failback to africa:\n{}",
         s.log_tail(0, 40)
     );
@@ -210,11 +237,20 @@ async fn a_dead_observers_last_report_never_counts_after_a_leader_change_and_its
     let new_leader_at = Instant::now();
     while new_leader_at.elapsed() < Duration::from_secs(25) {
         let answer = s.answer(other).await;
-        assert_eq!(answer, vec![ip("127.0.0.11")], "a dead observer's report moved DNS:\n{}", s.log_tail(other, 60));
+        assert_eq!(
+            answer,
+            vec![ip("127.0.0.11")],
+            "a dead observer's report moved DNS:\n{}",
+            s.log_tail(other, 60)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let st = s.policy_status().await?;
-    assert_eq!(region_down_records(&st), before, "no failover after the leader change: {st}");
+    assert_eq!(
+        region_down_records(&st),
+        before,
+        "no failover after the leader change: {st}"
+    );
     let africa = s.region_status("africa").await?;
     assert_eq!(africa["verdict"], "Healthy", "{africa}");
 
@@ -223,7 +259,11 @@ async fn a_dead_observers_last_report_never_counts_after_a_leader_change_and_its
         observer_leases().await == vec![format!("azora-observer-replica-{other}")]
     })
     .await;
-    assert!(collected, "stale observer Leases left: {:?}", observer_leases().await);
+    assert!(
+        collected,
+        "stale observer Leases left: {:?}",
+        observer_leases().await
+    );
     Ok(())
 }
 
@@ -255,7 +295,8 @@ async fn a_policy_whose_dns_server_hangs_never_delays_another_policys_failover()
     s.add_operator(&[])?;
     steady(&s).await;
     // The hung policy is stuck in its DNS calls by now.
-    let policies: Api<DynamicObject> = Api::all_with(client.clone(), &ar("FailoverPolicy", "failoverpolicies"));
+    let policies: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ar("FailoverPolicy", "failoverpolicies"));
     let stuck = wait::until(Duration::from_secs(30), || async {
         policies
             .get("aaa-hung")
@@ -266,11 +307,17 @@ async fn a_policy_whose_dns_server_hangs_never_delays_another_policys_failover()
             .unwrap_or(false)
     })
     .await;
-    assert!(stuck, "the hung policy never reported its DNS failure:\n{}", s.log_tail(0, 40));
+    assert!(
+        stuck,
+        "the hung policy never reported its DNS failure:\n{}",
+        s.log_tail(0, 40)
+    );
 
     s.regions[0].stop();
     assert!(
-        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40)).await.is_some(),
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40))
+            .await
+            .is_some(),
         "no failover:\n{}",
         s.log_tail(0, 40)
     );
@@ -284,8 +331,14 @@ async fn a_policy_whose_dns_server_hangs_never_delays_another_policys_failover()
         .unwrap()
         .parse()?;
     let lag = decided.duration_since(down).as_secs_f64();
-    println!("africa judged Down → platform decided: {lag:.3}s (the hung policy's DNS calls take 3-8 s each)");
-    assert!(lag < 2.5, "the healthy policy waited on the hung one: {lag:.3}s\n{}", s.log_tail(0, 60));
+    println!(
+        "africa judged Down → platform decided: {lag:.3}s (the hung policy's DNS calls take 3-8 s each)"
+    );
+    assert!(
+        lag < 2.5,
+        "the healthy policy waited on the hung one: {lag:.3}s\n{}",
+        s.log_tail(0, 60)
+    );
     drop(hung);
     Ok(())
 }

@@ -88,9 +88,7 @@ async fn only_the_lease_holder_writes_and_a_killed_holder_hands_over_within_15s(
     assert!(
         wait::until(Duration::from_secs(20), || async {
             // just started: no answer yet is "not yet" here; the scrapes below must answer
-            metrics(pb)
-                .await
-                .is_ok_and(|m| m.contains("azora_leader 0"))
+            metrics(pb).await.is_ok_and(|m| m.contains("azora_leader 0"))
         })
         .await
     );

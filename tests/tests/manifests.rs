@@ -32,7 +32,13 @@ fn versions(env: &TestEnv, dirs: &[&str]) -> anyhow::Result<BTreeMap<String, (St
     for dir in dirs {
         let json = kubectl(
             env,
-            &["get", "-k", &repo_root().join(dir).to_string_lossy(), "-o", "json"],
+            &[
+                "get",
+                "-k",
+                &repo_root().join(dir).to_string_lossy(),
+                "-o",
+                "json",
+            ],
         )?;
         let list: serde_json::Value = serde_json::from_str(&json)?;
         let items = list["items"]
@@ -62,7 +68,10 @@ fn versions(env: &TestEnv, dirs: &[&str]) -> anyhow::Result<BTreeMap<String, (St
 
 /// The names `kubectl apply -o name` printed (namespace-less, as kubectl prints them).
 fn applied_names(out: &str) -> BTreeSet<String> {
-    out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+    out.lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[tokio::test]
@@ -94,7 +103,8 @@ async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() 
     };
     assert_eq!(names(&before), applied, "every applied object is compared");
     assert!(
-        applied.contains("region.azora.io/africa") && applied.contains("drdrill.azora.io/monthly-lose-africa"),
+        applied.contains("region.azora.io/africa")
+            && applied.contains("drdrill.azora.io/monthly-lose-africa"),
         "{applied:?}"
     );
     let mut again = BTreeSet::new();

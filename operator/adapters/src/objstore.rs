@@ -332,7 +332,7 @@ impl ObjectStore {
         key: &str,
         first: Vec<u8>,
         rest: &mut Chunks<'_>,
-        verify: &(dyn Fn(&Chunks<'_>, &[[u8; 16]]) -> Result<(), StoreError> + Sync),
+        verify: &VerifySource<'_>,
     ) -> Result<(String, String, u64), StoreError> {
         let created = self
             .client
@@ -363,7 +363,7 @@ impl ObjectStore {
         upload_id: &str,
         first: Vec<u8>,
         rest: &mut Chunks<'_>,
-        verify: &(dyn Fn(&Chunks<'_>, &[[u8; 16]]) -> Result<(), StoreError> + Sync),
+        verify: &VerifySource<'_>,
     ) -> Result<(String, String, u64), StoreError> {
         let mut md5s = Vec::new();
         let mut parts = Vec::new();
@@ -403,6 +403,9 @@ impl ObjectStore {
         Ok((got, rest.sha256(), rest.total))
     }
 }
+
+/// Checks the bytes read (their hashes so far, and the part MD5s) before a replica is replaced.
+type VerifySource<'v> = dyn Fn(&Chunks<'_>, &[[u8; 16]]) -> Result<(), StoreError> + Sync + 'v;
 
 /// Reads a GetObject body in parts of [`PART_SIZE`], hashing as it goes.
 struct Chunks<'a> {

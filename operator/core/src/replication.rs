@@ -134,7 +134,7 @@ pub fn plan(
         // Never delete what this replication did not write: the object must be in the manifest, with the
         // ETag it got from our copy (anything else was written there by someone else, e.g. while that
         // region was the tenant's active one).
-        if !manifest.entries.get(key).is_some_and(|e| e.target_etag == t.etag) {
+        if manifest.entries.get(key).is_none_or(|e| e.target_etag != t.etag) {
             continue;
         }
         let since = manifest.missing_since.get(key).copied().unwrap_or(now);

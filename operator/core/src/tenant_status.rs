@@ -60,7 +60,12 @@ pub fn plan(validation: Vec<Desired>, o: &Observed<'_>) -> Planned {
             region_sync(o.before, out, o.generation, o.now, lag, out.region != o.source)
         })
         .collect();
-    regions.extend(o.placement.excluded.iter().map(|e| excluded(&e.region, &e.message)));
+    regions.extend(
+        o.placement
+            .excluded
+            .iter()
+            .map(|e| excluded(&e.region, &e.message)),
+    );
     for (region, msg) in o.removing {
         if !regions.iter().any(|r| &r.region == region) {
             regions.push(excluded(region, msg));
@@ -185,7 +190,6 @@ pub fn region_sync(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +246,10 @@ mod tests {
                     before: &self.before,
                     placement: &self.placement,
                     outcomes: &self.outcomes,
-                    removing: &[("americas".into(), "no longer placed; namespace being removed".into())],
+                    removing: &[(
+                        "americas".into(),
+                        "no longer placed; namespace being removed".into(),
+                    )],
                     replicas: &self.replicas,
                     source,
                     recorded_replicated: recorded,
@@ -279,7 +286,10 @@ mod tests {
         assert_eq!(cond(&p, types::READY).status, ConditionStatus::False);
         assert_eq!(cond(&p, types::READY).reason, crate::tenancy::NAMESPACE_CONFLICT);
         f.outcomes[1] = out("europe", SyncState::Pending);
-        assert_eq!(cond(&f.plan("africa", None), types::READY).status, ConditionStatus::Unknown);
+        assert_eq!(
+            cond(&f.plan("africa", None), types::READY).status,
+            ConditionStatus::Unknown
+        );
     }
 
     #[test]
@@ -298,7 +308,12 @@ mod tests {
         let replicated = cond(&p, "Replicated");
         assert_eq!(replicated.status, ConditionStatus::Unknown);
         assert!(replicated.message.contains("africa"), "{}", replicated.message);
-        let lag = |r: &str| p.regions.iter().find(|x| x.region == r).and_then(|x| x.replication_lag_seconds);
+        let lag = |r: &str| {
+            p.regions
+                .iter()
+                .find(|x| x.region == r)
+                .and_then(|x| x.replication_lag_seconds)
+        };
         assert_eq!(lag("africa"), Some(42));
         assert_eq!(lag("europe"), None, "the source has no lag");
     }
@@ -326,7 +341,11 @@ mod tests {
         let p = f.plan("africa", None);
         assert_eq!(p.active_region.as_deref(), Some("europe"));
         let europe = p.regions.iter().find(|r| r.region == "europe").expect("europe");
-        assert_eq!(europe.last_sync_time, Some(t(5)), "unchanged: the recorded time stands");
+        assert_eq!(
+            europe.last_sync_time,
+            Some(t(5)),
+            "unchanged: the recorded time stands"
+        );
         let africa = p.regions.iter().find(|r| r.region == "africa").expect("africa");
         assert_eq!(africa.last_sync_time, Some(t(100)), "newly synced: now");
     }

@@ -76,7 +76,9 @@ where
                 match ev {
                     // Objects of a (re)list count as changes too: a subscriber that joined before the first
                     // listing completed, or a relist after a watch gap, must see them.
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => {
+                    Ok(
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
+                    ) => {
                         let _ = tx.send(Arc::new(o));
                         version_tx.send_modify(|v| *v += 1);
                     }
@@ -139,15 +141,13 @@ where
         let rx = self.changes.subscribe();
         let initial = futures::stream::iter(self.store.state());
         let changes = futures::stream::unfold((rx, store), |(mut rx, store)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(o) => return Some((vec![o], (rx, store))),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let all = store.state();
-                        return Some((all, (rx, store)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            match rx.recv().await {
+                Ok(o) => Some((vec![o], (rx, store))),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let all = store.state();
+                    Some((all, (rx, store)))
                 }
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
         .flat_map(futures::stream::iter);

@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use azora_adapters::dns::embedded::Zones;
-use azora_adapters::dns::rfc2136::{TsigKey, send_update};
-use azora_adapters::dns::{DnsError, ZoneData, verify};
+use azora_adapters::dns::rfc2136::TsigKey;
 use azora_adapters::kube_status::StatusWriter;
 use azora_api::failover::{DnsProviderType, FailoverPolicySpec, FailoverPolicyStatus, FailoverRecord};
 use azora_api::region::{RegionSpec, Verdict};
@@ -23,14 +22,15 @@ use azora_core::validate::{self, ProblemKind};
 use base64::Engine;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::EventType;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{info, warn};
 
-use azora_core::failover::{cas_allows, freshest};
+use azora_core::failover::freshest;
 use azora_runtime::pipeline::Kind as _;
 use azora_runtime::{Context, Needs};
 
 use super::FailoverPolicyKind;
+use super::publish::{publish_and_verify, published_condition, write};
 use super::zone::{answers_list, answers_map, zone_data};
 
 /// How long a policy's first answers may wait for every candidate region's first verdict.
@@ -47,7 +47,7 @@ pub struct FailoverConfig {
 
 /// Errors of one policy's failover step.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(super) enum StepError {
     #[error("reading the policy failed")]
     Kube(#[from] kube::Error),
     #[error("status write refused")]
@@ -59,14 +59,14 @@ enum StepError {
 }
 
 /// Deadline of one API call of the failover loop.
-const API_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const API_DEADLINE: Duration = Duration::from_secs(10);
 /// Deadline of resolving an RFC 2136 server's name.
-const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
+pub(super) const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What the failover manager owns in a policy's status; always written whole (server-side apply).
-struct Owned {
-    status: FailoverPolicyStatus,
-    published: Desired,
+pub(super) struct Owned {
+    pub(super) status: FailoverPolicyStatus,
+    pub(super) published: Desired,
 }
 
 struct Checked {
@@ -196,8 +196,15 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
                             .verdicts
                             .set_serving(&name, serving(&answers).into_iter().collect());
                         let held = memory.held.clone();
-                        report_hold(&ctx, &hold_writer, &obj, &name, held.as_ref(), &mut memory.held_written)
-                            .await;
+                        report_hold(
+                            &ctx,
+                            &hold_writer,
+                            &obj,
+                            &name,
+                            held.as_ref(),
+                            &mut memory.held_written,
+                        )
+                        .await;
                     }
                     Err(e) => {
                         warn!(policy = %name, error = &e as &dyn std::error::Error, "failover step failed");
@@ -258,10 +265,19 @@ async fn report_hold(
         },
         // Confirming targets takes a few seconds: no write for that.
         Some(Held::Confirming(_)) | Some(Held::AllFailing { .. }) => return,
-        None if now_true => Desired::fail(HELD, "Resumed", "candidates answer again; failover decisions resumed"),
+        None if now_true => Desired::fail(
+            HELD,
+            "Resumed",
+            "candidates answer again; failover decisions resumed",
+        ),
         None => return,
     };
-    let merged = conditions::merge(&current, std::slice::from_ref(&desired), obj.metadata.generation, Time::now());
+    let merged = conditions::merge(
+        &current,
+        std::slice::from_ref(&desired),
+        obj.metadata.generation,
+        Time::now(),
+    );
     let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == HELD).collect();
     match writer.apply(name, None, json!({ "conditions": cond })).await {
         Ok(()) => {
@@ -279,7 +295,10 @@ async fn report_hold(
 }
 
 /// Ends an interlock activity when dropped (also on an early return or error).
-struct InterlockGuard<'a>(&'a azora_runtime::interlock::Interlock, azora_runtime::interlock::Activity);
+struct InterlockGuard<'a>(
+    &'a azora_runtime::interlock::Interlock,
+    azora_runtime::interlock::Activity,
+);
 
 impl Drop for InterlockGuard<'_> {
     fn drop(&mut self) {
@@ -555,224 +574,6 @@ async fn step(
             .publish(zone_data(spec, &status.answers, regions, status.epoch));
     }
     Ok(answers_map(&owned.status.answers))
-}
-
-fn published_condition(status: &FailoverPolicyStatus) -> Desired {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "DnsPublished")
-        .map(|c| Desired {
-            type_: "DnsPublished",
-            status: c.status,
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-        })
-        .unwrap_or_else(|| Desired::unknown("DnsPublished", "Pending", "no answers decided yet"))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn publish_and_verify(
-    ctx: &Context,
-    cfg: &FailoverConfig,
-    writer: &StatusWriter,
-    api: &Api<DynamicObject>,
-    obj: &DynamicObject,
-    name: &str,
-    spec: &FailoverPolicySpec,
-    regions: &BTreeMap<String, RegionSpec>,
-    tsig: Option<&TsigKey>,
-    owned: &mut Owned,
-    previous_epoch: Option<u64>,
-) -> Result<(), StepError> {
-    let epoch = owned.status.epoch;
-    let data = zone_data(spec, &owned.status.answers, regions, epoch);
-    let published = push(cfg, spec, &data, tsig, previous_epoch).await;
-    let dns_updated = Time::now();
-    let outcome = match published {
-        Ok(servers) => {
-            let host = data.fqdns().into_iter().next().unwrap_or_default();
-            verify::until_answers(&servers, &host, &data.default_ipv4(), Duration::from_secs(5))
-                .await
-                .map(|_| servers)
-        }
-        Err(e) => Err(e),
-    };
-    let verified = Time::now();
-    match outcome {
-        Ok(servers) => {
-            if let Some(r) = owned.status.last_failover.as_mut().filter(|r| r.epoch == epoch) {
-                r.dns_updated_time.get_or_insert(dns_updated);
-                r.verified_time = Some(verified);
-                let start = r.detected_time.or(r.decided_time).unwrap_or(verified);
-                let total = verified.0.duration_since(start.0).unsigned_abs();
-                r.total_ms = Some(u64::try_from(total.as_millis()).unwrap_or(u64::MAX));
-                observe_phases(ctx, r, total);
-            }
-            owned.published = Desired::ok(
-                "DnsPublished",
-                "Verified",
-                format!(
-                    "epoch {epoch} answered by {}",
-                    servers
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-            write(writer, api, obj, name, epoch, owned).await?;
-            if let Some(r) = &owned.status.last_failover {
-                let note = format!(
-                    "epoch {epoch}: {} answered; total {} ms",
-                    r.to.as_deref().unwrap_or("none"),
-                    r.total_ms.unwrap_or_default()
-                );
-                azora_runtime::events::publish(
-                    ctx,
-                    obj,
-                    EventType::Normal,
-                    "FailoverVerified",
-                    &note,
-                    "Failover",
-                )
-                .await;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let reason = match e {
-                DnsError::StaleEpoch { .. } => "StaleEpoch",
-                DnsError::Refused(_) => "UpdateRefused",
-                DnsError::Transport(_) => "NotVerified",
-                DnsError::Config(_) => "ProviderMisconfigured",
-            };
-            warn!(policy = %name, epoch, error = &e as &dyn std::error::Error, "DNS publish or verify failed");
-            owned.published = Desired::fail("DnsPublished", reason, e.to_string());
-            write(writer, api, obj, name, epoch, owned).await?;
-            azora_runtime::events::publish(ctx, obj, EventType::Warning, reason, &e.to_string(), "Failover")
-                .await;
-            Ok(())
-        }
-    }
-}
-
-/// Publishes to the provider; returns the servers to verify against.
-async fn push(
-    cfg: &FailoverConfig,
-    spec: &FailoverPolicySpec,
-    data: &ZoneData,
-    tsig: Option<&TsigKey>,
-    previous_epoch: Option<u64>,
-) -> Result<Vec<SocketAddr>, DnsError> {
-    match (spec.provider.type_, &spec.provider.rfc2136, tsig) {
-        (DnsProviderType::RFC2136, Some(r), Some(key)) => {
-            let mut servers = Vec::new();
-            for s in &r.servers {
-                let addr = tokio::time::timeout(LOOKUP_DEADLINE, tokio::net::lookup_host(s))
-                    .await
-                    .map_err(|_| DnsError::Transport(format!("server {s}: name lookup timed out")))?
-                    .map_err(|e| DnsError::Config(format!("server {s}: {e}")))?
-                    .next()
-                    .ok_or_else(|| DnsError::Config(format!("server {s}: no address")))?;
-                servers.push(addr);
-            }
-            let primary = *servers
-                .first()
-                .ok_or_else(|| DnsError::Config("no RFC 2136 server".into()))?;
-            match send_update(primary, key, data, previous_epoch, Duration::from_secs(3)).await {
-                Ok(()) => {}
-                // Already applied before an interruption: the server holds exactly our epoch.
-                Err(DnsError::StaleEpoch { .. })
-                    if verify::epoch_of(primary, &data.zone, Duration::from_secs(1)).await?
-                        == Some(data.epoch) => {}
-                Err(e) => return Err(e),
-            }
-            Ok(servers)
-        }
-        (DnsProviderType::RFC2136, _, _) => {
-            Err(DnsError::Config("RFC2136 settings or TSIG key missing".into()))
-        }
-        (DnsProviderType::Embedded, _, _) => {
-            match cfg.zones.publish(data.clone()) {
-                Ok(_) | Err(DnsError::StaleEpoch { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            Ok(cfg.verify_servers.clone())
-        }
-    }
-}
-
-fn observe_phases(ctx: &Context, r: &FailoverRecord, total: Duration) {
-    let secs = |a: Option<Time>, b: Option<Time>| match (a, b) {
-        (Some(a), Some(b)) => Some(b.0.duration_since(a.0).as_secs_f64().max(0.0)),
-        _ => None,
-    };
-    for (phase, v) in [
-        ("detect_to_decide", secs(r.detected_time, r.decided_time)),
-        ("decide_to_dns", secs(r.decided_time, r.dns_updated_time)),
-        ("dns_to_verified", secs(r.dns_updated_time, r.verified_time)),
-        ("total", Some(total.as_secs_f64())),
-    ] {
-        if let Some(v) = v {
-            ctx.metrics.failover_phase.with_label_values(&[phase]).observe(v);
-        }
-    }
-}
-
-/// Compare-and-swap write: refused unless the stored epoch is exactly `expected` (the epoch a decision was
-/// planned from, or the epoch whose progress is being recorded).
-async fn write(
-    writer: &StatusWriter,
-    api: &Api<DynamicObject>,
-    obj: &DynamicObject,
-    name: &str,
-    expected: u64,
-    owned: &Owned,
-) -> Result<(), StepError> {
-    let fresh = tokio::time::timeout(API_DEADLINE, api.get(name))
-        .await
-        .map_err(|_| StepError::Deadline)??;
-    let found = fresh
-        .data
-        .get("status")
-        .and_then(|s| s.get("epoch"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if !cas_allows(found, expected) {
-        return Err(StepError::EpochMoved { expected, found });
-    }
-    let current: Vec<Condition> = fresh
-        .data
-        .get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    let merged = conditions::merge(
-        &current,
-        std::slice::from_ref(&owned.published),
-        obj.metadata.generation,
-        Time::now(),
-    );
-    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == "DnsPublished").collect();
-    let s = &owned.status;
-    let mut body = json!({
-        "epoch": s.epoch,
-        "activeRegions": s.active_regions,
-        "answers": s.answers,
-        "history": s.history,
-        "conditions": cond,
-    });
-    if let Some(a) = &s.active_region {
-        body["activeRegion"] = json!(a);
-    }
-    if let Some(l) = &s.last_failover {
-        body["lastFailover"] = json!(l);
-    }
-    writer
-        .apply(name, fresh.metadata.resource_version.as_deref(), body)
-        .await?;
-    Ok(())
 }
 
 /// Whether a verdict counts as serving (re-exported for callers).

@@ -5,6 +5,7 @@
 
 pub mod decide;
 pub mod kind;
+mod publish;
 pub mod serve;
 pub mod zone;
 

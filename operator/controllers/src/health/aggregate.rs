@@ -169,7 +169,7 @@ async fn gc(
         else {
             continue;
         };
-        if !fresh.unchanged_for(name, now).is_some_and(|d| d >= gc_after) {
+        if fresh.unchanged_for(name, now).is_none_or(|d| d < gc_after) {
             continue;
         }
         if ctx.fence.check().await.is_err() {

@@ -3,8 +3,10 @@
 //! in object storage from its active region to the others (`replication`). Reads the regional cluster
 //! registry and region verdicts from the runtime; the replication state below is this room's own.
 
+mod cleanup;
 pub mod kind;
 pub mod placement;
+mod replicate;
 pub mod replication;
 
 use std::sync::Arc;

@@ -9,23 +9,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azora_adapters::kube_status::StatusWriter;
+use azora_api::Time;
 use azora_api::common::find_condition;
 use azora_api::tenant::{RegionSync, SyncState, TenantSpec};
-use azora_api::Time;
 use azora_core::conditions::{Desired, types};
-use azora_core::placement::place;
 use azora_core::placement::Placement;
+use azora_core::placement::place;
 use azora_core::tenancy::{
     self, ManagedKind, NAMESPACE_CONFLICT, ObjectKey, RegionOutcome, desired_objects, namespace_of, owned_by,
     plan_region, tenant_name_problem,
 };
 use azora_core::tenant_status;
-use azora_core::world::World;
 use azora_core::validate::{self, Problem, ProblemKind};
+use azora_core::world::World;
 use kube::ResourceExt as _;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use tracing::{info, instrument, warn};
@@ -39,12 +38,13 @@ use azora_runtime::pipeline::{
 use azora_runtime::{Context, Needs};
 
 use super::TenantKind;
+use super::cleanup::{add_finalizer, cleanup};
 use super::replication::Replication;
 
 /// Finalizer that makes deletion clean every region first.
 pub const FINALIZER: &str = "azora.io/tenant-cleanup";
 const RESYNC: Duration = Duration::from_secs(300);
-const RETRY: Duration = Duration::from_secs(5);
+pub(super) const RETRY: Duration = Duration::from_secs(5);
 /// Re-check of an invalid or unresolved tenant (references may appear).
 const RETRY_INVALID: Duration = Duration::from_secs(10);
 
@@ -83,13 +83,13 @@ pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, tc: Arc<Tenan
 }
 
 /// Checks the fence once per reconcile, and only when something is about to be written.
-struct LazyFence<'a> {
+pub(super) struct LazyFence<'a> {
     ctx: &'a Context,
     checked: OnceCell<Result<u64, Arc<LeaderError>>>,
 }
 
 impl LazyFence<'_> {
-    async fn check(&self) -> Result<(), Arc<LeaderError>> {
+    pub(super) async fn check(&self) -> Result<(), Arc<LeaderError>> {
         self.checked
             .get_or_init(|| async { self.ctx.fence.check().await.map_err(Arc::new) })
             .await
@@ -106,7 +106,7 @@ fn current_regions(obj: &DynamicObject) -> Vec<RegionSync> {
         .unwrap_or_default()
 }
 
-fn has_finalizer(obj: &DynamicObject) -> bool {
+pub(super) fn has_finalizer(obj: &DynamicObject) -> bool {
     obj.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
 }
 
@@ -178,19 +178,20 @@ struct ReportOnly {
 /// Fetch (IO): the spec, and the world from the caches. A spec that does not parse is reported, not an
 /// error.
 async fn fetch(ctx: &Context, obj: &DynamicObject) -> Result<Result<Fetched, ReportOnly>, ReconcileError> {
-    let spec = match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("spec does not match the schema: {e}");
-            return Ok(Err(ReportOnly {
-                desired: vec![
-                    Desired::fail(types::SPEC_VALID, "MalformedSpec", msg.clone()),
-                    Desired::fail(types::READY, "MalformedSpec", msg),
-                ],
-                fields: serde_json::Map::new(),
-            }));
-        }
-    };
+    let spec =
+        match serde_json::from_value::<TenantSpec>(obj.data.get("spec").cloned().unwrap_or(Value::Null)) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("spec does not match the schema: {e}");
+                return Ok(Err(ReportOnly {
+                    desired: vec![
+                        Desired::fail(types::SPEC_VALID, "MalformedSpec", msg.clone()),
+                        Desired::fail(types::READY, "MalformedSpec", msg),
+                    ],
+                    fields: serde_json::Map::new(),
+                }));
+            }
+        };
     let world = ctx
         .world(Needs::default(), &[])
         .await
@@ -210,7 +211,11 @@ fn validate_tenant(name: &str, f: Fetched) -> Result<Checked, ReportOnly> {
     }
     let valid = !problems.iter().any(|p| p.kind == ProblemKind::Invalid);
     let resolved = !problems.iter().any(|p| p.kind == ProblemKind::Unresolved);
-    let validation = validate::conditions(&problems, "placed and in sync in every region it may live in", None);
+    let validation = validate::conditions(
+        &problems,
+        "placed and in sync in every region it may live in",
+        None,
+    );
     if !valid || !resolved {
         return Err(ReportOnly {
             desired: validation,
@@ -225,7 +230,11 @@ fn validate_tenant(name: &str, f: Fetched) -> Result<Checked, ReportOnly> {
 }
 
 /// Record intent before acting (IO, fenced): the finalizer guarantees cleanup of whatever gets placed.
-async fn record_intent(ctx: &Context, fence: &LazyFence<'_>, obj: &DynamicObject) -> Result<(), ReconcileError> {
+async fn record_intent(
+    ctx: &Context,
+    fence: &LazyFence<'_>,
+    obj: &DynamicObject,
+) -> Result<(), ReconcileError> {
     if has_finalizer(obj) {
         return Ok(());
     }
@@ -308,16 +317,24 @@ async fn report_only(
     r: ReportOnly,
     next: Action,
 ) -> Result<Action, ReconcileError> {
-    write_status(tc, obj, &r.desired, r.fields, obj.metadata.generation, Time::now()).await?;
+    write_status(
+        tc,
+        obj,
+        &r.desired,
+        r.fields,
+        obj.metadata.generation,
+        Time::now(),
+    )
+    .await?;
     tc.ctx.metrics.reconciled(TenantKind::NAME, "ok");
     Ok(next)
 }
 
-fn fenced(e: Arc<LeaderError>) -> ReconcileError {
+pub(super) fn fenced(e: Arc<LeaderError>) -> ReconcileError {
     ReconcileError::Fenced(e)
 }
 
-fn outcome(region: &str, state: SyncState, message: impl Into<String>) -> RegionOutcome {
+pub(super) fn outcome(region: &str, state: SyncState, message: impl Into<String>) -> RegionOutcome {
     RegionOutcome {
         region: region.to_string(),
         state,
@@ -327,7 +344,7 @@ fn outcome(region: &str, state: SyncState, message: impl Into<String>) -> Region
 }
 
 /// Message of a region whose cluster this process has not finished connecting to (just started).
-const NOT_KNOWN_YET: &str = "connecting to the regional cluster";
+pub(super) const NOT_KNOWN_YET: &str = "connecting to the regional cluster";
 
 /// A cluster that can take requests now, or the outcome explaining why not.
 fn usable(ctx: &Context, region: &str) -> Result<Arc<Cluster>, RegionOutcome> {
@@ -546,167 +563,7 @@ async fn unplace(ctx: &Context, fence: &LazyFence<'_>, tenant: &str, cluster: &C
     Some("no longer placed; namespace being removed".into())
 }
 
-async fn add_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), ReconcileError> {
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
-    let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
-    finalizers.push(FINALIZER.into());
-    let patch =
-        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
-    api.patch(
-        obj.metadata.name.as_deref().unwrap_or_default(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(ReconcileError::Fetch)
-}
-
-async fn remove_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), ReconcileError> {
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
-    let finalizers: Vec<String> = obj
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch =
-        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
-    match api
-        .patch(
-            obj.metadata.name.as_deref().unwrap_or_default(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(ReconcileError::Fetch(e)),
-    }
-}
-
-/// Cleans every region, each on its own; the finalizer goes once all are clean.
-async fn cleanup(
-    obj: &DynamicObject,
-    name: &str,
-    tc: &TenantCtx,
-    fence: &LazyFence<'_>,
-) -> Result<Action, ReconcileError> {
-    let ctx = &tc.ctx;
-    if !has_finalizer(obj) {
-        return Ok(Action::await_change());
-    }
-    fence.check().await.map_err(fenced)?;
-    let configured: Vec<String> = ctx
-        .caches
-        .regions
-        .specs::<azora_api::region::RegionSpec>()
-        .into_iter()
-        .filter(|(_, s)| s.cluster.is_some())
-        .map(|(n, _)| n)
-        .collect();
-    let ns_key = ObjectKey {
-        kind: ManagedKind::Namespace,
-        namespace: None,
-        name: namespace_of(name),
-    };
-    let jobs = configured.iter().map(|region| {
-        let ns_key = &ns_key;
-        async move {
-            let cluster = match ctx.handles.clusters.get(region) {
-                Ok(c) => c,
-                Err(why) => {
-                    let why = why.unwrap_or_else(|| NOT_KNOWN_YET.into());
-                    return outcome(region, SyncState::Error, format!("cleanup waiting: {why}"));
-                }
-            };
-            if let Some(r) = cluster.reachable()
-                && !r.reachable
-            {
-                return outcome(
-                    region,
-                    SyncState::Error,
-                    format!("cleanup waiting: regional cluster unreachable: {}", r.message),
-                );
-            }
-            // Only a namespace labelled ours for this tenant is deleted, and only that very object (uid).
-            let ns = match cluster.get(ns_key).await {
-                Ok(None) => return outcome(region, SyncState::Synced, "cleaned up"),
-                Ok(Some(ns)) => ns,
-                Err(e) => return outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
-            };
-            if !owned_by(ns.labels(), name) {
-                return outcome(region, SyncState::Synced, "namespace is not ours; left in place");
-            }
-            if ns.metadata.deletion_timestamp.is_some() {
-                return outcome(region, SyncState::Pending, "namespace terminating");
-            }
-            let Some(uid) = ns.metadata.uid.as_deref() else {
-                return outcome(region, SyncState::Error, "cleanup failed: namespace has no uid");
-            };
-            ctx.metrics
-                .regional_writes
-                .with_label_values(&[region.as_str(), "delete"])
-                .inc();
-            match cluster.delete_exact(ns_key, uid).await {
-                Ok(true) => outcome(region, SyncState::Synced, "cleaned up"),
-                Ok(false) => outcome(region, SyncState::Pending, "namespace terminating"),
-                Err(e) => outcome(region, SyncState::Error, format!("cleanup failed: {e}")),
-            }
-        }
-    });
-    let outcomes = futures::future::join_all(jobs).await;
-    let done = outcomes.iter().all(|o| o.state == SyncState::Synced);
-    if done {
-        remove_finalizer(ctx, obj).await?;
-        info!(tenant = %name, regions = outcomes.len(), "tenant cleaned up in every region");
-        azora_runtime::events::publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            "CleanedUp",
-            &format!(
-                "namespace {} removed from every regional cluster",
-                namespace_of(name)
-            ),
-            "Cleanup",
-        )
-        .await;
-        ctx.metrics.reconciled(TenantKind::NAME, "ok");
-        return Ok(Action::await_change());
-    }
-    let regions: Vec<RegionSync> = outcomes
-        .iter()
-        .map(|o| RegionSync {
-            region: o.region.clone(),
-            state: o.state,
-            observed_generation: obj.metadata.generation,
-            last_sync_time: None,
-            replication_lag_seconds: None,
-            message: o.message.clone(),
-        })
-        .collect();
-    let pending: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.state != SyncState::Synced)
-        .map(|o| format!("{}: {}", o.region, o.message))
-        .collect();
-    let desired = vec![Desired::fail(
-        types::READY,
-        "CleaningUp",
-        format!("deleting; waiting for {}", pending.join("; ")),
-    )];
-    let mut fields = serde_json::Map::new();
-    fields.insert("regions".into(), json!(regions));
-    write_status(tc, obj, &desired, fields, obj.metadata.generation, Time::now()).await?;
-    ctx.metrics.reconciled(TenantKind::NAME, "ok");
-    Ok(Action::requeue(RETRY))
-}
-
-async fn write_status(
+pub(super) async fn write_status(
     tc: &TenantCtx,
     obj: &DynamicObject,
     desired: &[Desired],

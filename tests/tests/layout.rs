@@ -27,26 +27,43 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Lines of `file` that refer to room `other` as a module path (code, not comments).
+/// Places in `file` that refer to room `other` as a module path (code, not comments): `crate::other`,
+/// `super::super::other`, `azora_controllers::other`, and `other` inside a grouped `use crate::{...}`.
 fn references(file: &Path, other: &str) -> Vec<String> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    let needles = [
-        format!("crate::{other}"),
-        format!("super::super::{other}"),
-        format!("azora_controllers::{other}"),
-    ];
-    text.lines()
+    let code: String = text
+        .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
-        .filter(|l| {
-            needles.iter().any(|n| {
-                l.match_indices(n.as_str()).any(|(i, _)| {
-                    let next = l[i + n.len()..].chars().next();
-                    !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
-                })
-            })
-        })
-        .map(|l| format!("{}: {}", file.display(), l.trim()))
-        .collect()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let is_word_end = |rest: &str| {
+        !rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    };
+    let mut found = Vec::new();
+    for prefix in ["crate::", "super::super::", "azora_controllers::"] {
+        let mut at = 0;
+        while let Some(i) = code[at..].find(prefix) {
+            let start = at + i + prefix.len();
+            let rest = &code[start..];
+            if rest.starts_with(other) && is_word_end(&rest[other.len()..]) {
+                found.push(format!("{}: {prefix}{other}", file.display()));
+            } else if let Some(group) = rest.strip_prefix('{') {
+                // A grouped import: look at its top-level items.
+                let inner = group.split('}').next().unwrap_or_default();
+                if inner.split(',').any(|item| {
+                    let item = item.trim();
+                    item.strip_prefix(other).is_some_and(is_word_end)
+                }) {
+                    found.push(format!("{}: {prefix}{{{other}…}}", file.display()));
+                }
+            }
+            at = start;
+        }
+    }
+    found
 }
 
 #[test]
@@ -98,8 +115,14 @@ fn the_import_check_sees_an_import_between_rooms() {
     // The check itself must be able to fail: a file that imports another room is found.
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("x.rs");
-    std::fs::write(&f, "use crate::failover::decide;\n// crate::tenancy in a comment is fine\nlet y = crate::failover_extra;\n")
-        .expect("write");
+    std::fs::write(
+        &f,
+        "use crate::failover::decide;\n// crate::tenancy in a comment is fine\nlet y = crate::failover_extra;\n\
+         use crate::{health::x, tenancy_like};\nuse azora_controllers::{\n    backup::y,\n};\n",
+    )
+    .expect("write");
     assert_eq!(references(&f, "failover").len(), 1);
     assert!(references(&f, "tenancy").is_empty());
+    assert_eq!(references(&f, "health").len(), 1, "grouped import");
+    assert_eq!(references(&f, "backup").len(), 1, "grouped import across lines");
 }

@@ -899,8 +899,9 @@ async fn failback_catches_up_writes_from_the_failover_region_before_replicating_
         outage.elapsed().as_secs_f64()
     );
 
-    // africa's verdict comes back while its bucket still hangs: the tenant is active there again, and
-    // replication waits to catch up from europe (nothing can have been copied to africa yet)
+    // africa's verdict comes back while its bucket still hangs: the tenant is active there again, the source
+    // moves to africa at once, and europe (the former source) must catch up first: nothing is copied into
+    // europe, and nothing can have been copied to africa yet
     probe.resume();
     let back = Instant::now();
     await_status(&fleet, "activeRegion", "africa").await;
@@ -908,10 +909,19 @@ async fn failback_catches_up_writes_from_the_failover_region_before_replicating_
         "activeRegion africa {:.1}s after the verdict's endpoint resumed",
         back.elapsed().as_secs_f64()
     );
+    let catch_up = |t: &serde_json::Value| -> Vec<String> {
+        t["status"]["replicationCatchUp"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
     let waiting = wait::until(Duration::from_secs(120), || async {
         let t = fleet.tenant_object("fb").await.unwrap().unwrap();
         let (status, _, message) = condition(&t, "Replicated");
-        status == "False" && message.contains("catch-up from europe")
+        t["status"]["replicationSource"] == "africa"
+            && catch_up(&t) == ["europe"]
+            && status == "False"
+            && message.contains("catching up from europe")
     })
     .await;
     assert!(
@@ -919,10 +929,6 @@ async fn failback_catches_up_writes_from_the_failover_region_before_replicating_
         "replication not waiting to catch up from europe: {}\n{}",
         fleet.tenant_object("fb").await.unwrap().unwrap()["status"],
         fleet.log()
-    );
-    assert_eq!(
-        tenant_status_str(&fleet, "fb", "replicationSource").await,
-        "europe"
     );
     assert_eq!(
         replication_count(&fleet, "africa", "copied").await,
@@ -933,9 +939,14 @@ async fn failback_catches_up_writes_from_the_failover_region_before_replicating_
     // the bucket answers again: the catch-up copies europe's writes, then replication copies from africa
     africa_s3.resume();
     let resumed = Instant::now();
-    await_status(&fleet, "replicationSource", "africa").await;
+    let caught_up = wait::until(Duration::from_secs(120), || async {
+        let t = fleet.tenant_object("fb").await.unwrap().unwrap();
+        catch_up(&t).is_empty()
+    })
+    .await;
+    assert!(caught_up, "catch-up from europe never finished\n{}", fleet.log());
     println!(
-        "replicationSource africa {:.1}s after the bucket resumed",
+        "caught up from europe {:.1}s after the bucket resumed",
         resumed.elapsed().as_secs_f64()
     );
     let at_switch = checksums(&fleet, "africa", TENANT_PREFIX).await;
@@ -957,7 +968,7 @@ async fn failback_catches_up_writes_from_the_failover_region_before_replicating_
     assert!(
         fleet
             .log()
-            .contains("caught up: replication now copies from the active region"),
+            .contains("caught up: what was written there is at the source now"),
         "{}",
         fleet.log()
     );

@@ -60,6 +60,10 @@ pub async fn clients_from_kubeconfig(bytes: &[u8]) -> Result<RegionalClients, Re
     let requests = Client::try_from(req).map_err(|e| RegionalError::Client(e.to_string()))?;
     let mut w = cfg;
     w.connect_timeout = Some(Duration::from_secs(3));
+    w.write_timeout = Some(REQUEST_TIMEOUT);
+    // Watches are long polls the server ends within ~5 minutes: a connection silent for longer is dead
+    // (black-holed), and the watcher reconnects instead of serving a frozen cache.
+    w.read_timeout = Some(Duration::from_secs(330));
     let watches = Client::try_from(w).map_err(|e| RegionalError::Client(e.to_string()))?;
     Ok(RegionalClients {
         requests,

@@ -285,6 +285,10 @@ pub struct TenantStatus {
     /// the region active before it has been brought there (failback never loses writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_source: Option<String>,
+    /// Regions whose own writes are brought to the replication source before anything is copied into them
+    /// (a former source: written to while active, or holding writes that had not replicated when it failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replication_catch_up: Vec<String>,
     /// Regions the tenant lives in: home and failover regions its residency allows, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placed_regions: Vec<String>,

@@ -93,7 +93,16 @@ pub struct Plan {
     pub missing_since: BTreeMap<String, Timestamp>,
     /// How far the replica is behind: the age of the oldest change not yet copied; zero when in sync.
     pub lag: Duration,
+    /// Deletions held back because the source lost too much at once (an emptied or swapped bucket is
+    /// far likelier than a tenant deleting most of its data): they wait for a person.
+    pub deletions_held: usize,
 }
+
+/// Deleting more than this share of what was replicated in one round is held back (with at least
+/// `MASS_DELETION_MIN` objects), as is any deletion when the source lists nothing at all.
+pub const MASS_DELETION_SHARE: f64 = 0.5;
+/// See `MASS_DELETION_SHARE`.
+pub const MASS_DELETION_MIN: usize = 10;
 
 impl Plan {
     /// Whether the round changes nothing (no copy, no delete, no new pending deletion).
@@ -145,6 +154,17 @@ pub fn plan(
             out.missing_since.insert(key.clone(), since);
         }
     }
+    let owned = manifest.entries.len().max(1);
+    let mass =
+        out.delete.len() >= MASS_DELETION_MIN && out.delete.len() as f64 > MASS_DELETION_SHARE * owned as f64;
+    if !out.delete.is_empty() && (source.is_empty() || mass) {
+        // Keep them pending: their clock keeps running, and they go once the source looks sane again.
+        for key in out.delete.drain(..) {
+            let since = manifest.missing_since.get(&key).copied().unwrap_or(now);
+            out.missing_since.insert(key, since);
+        }
+        out.deletions_held = out.missing_since.len();
+    }
     out
 }
 
@@ -177,46 +197,42 @@ pub fn catch_up(
         .collect()
 }
 
-/// Where replication copies from this round, and whether a catch-up must happen first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// Copy from this region.
-    From(String),
-    /// Bring what was written in `from` to `to`, then switch the source to `to`.
-    CatchUp {
-        /// The region replication copied from until now.
-        from: String,
-        /// The new source.
-        to: String,
-    },
-    /// Switch to `to` at once: `from` is down and cannot be read; what only it holds waits there (it is
-    /// never deleted) until the tenant is active there again.
-    Switch {
-        /// The unreachable former source.
-        from: String,
-        /// The new source.
-        to: String,
-    },
+/// Where replication copies from, and which regions must first bring their own writes to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sourcing {
+    /// The region replication copies from: the tenant's active region.
+    pub source: String,
+    /// Regions that were the source before (or might hold writes the source lacks): what was written there
+    /// is brought to the source (newer wins, nothing deleted) before anything is copied into them.
+    pub catch_up: Vec<String>,
 }
 
-/// Chooses the source: `recorded` is the source replication last used (persisted in the Tenant status;
-/// `None` before the first round: the home region), `active` the tenant's active region, and
-/// `former_down` whether the recorded source is judged down.
-pub fn source(home: &str, recorded: Option<&str>, active: Option<&str>, former_down: bool) -> Source {
-    let current = recorded.unwrap_or(home);
-    let wanted = active.unwrap_or(home);
-    if current == wanted {
-        Source::From(current.to_string())
-    } else if former_down {
-        Source::Switch {
-            from: current.to_string(),
-            to: wanted.to_string(),
-        }
-    } else {
-        Source::CatchUp {
-            from: current.to_string(),
-            to: wanted.to_string(),
-        }
+/// The sourcing for this round. `recorded` is what the Tenant status holds (`None` before the first round:
+/// the home region), `active` where the tenant's traffic goes, `placed` its regions. A source change is
+/// immediate — the region it moves away from joins `catch_up`, so its writes (made while it was active, or
+/// not yet replicated when it failed) come to the new source before the new source's copies overwrite
+/// anything there. Regions no longer placed leave `catch_up`.
+pub fn sourcing(
+    home: &str,
+    recorded: Option<&Sourcing>,
+    active: Option<&str>,
+    placed: &[String],
+) -> Sourcing {
+    let wanted = active
+        .filter(|a| placed.iter().any(|p| p == a))
+        .unwrap_or(home)
+        .to_string();
+    let mut catch_up: Vec<String> = recorded.map(|r| r.catch_up.clone()).unwrap_or_default();
+    if let Some(r) = recorded
+        && r.source != wanted
+        && !catch_up.contains(&r.source)
+    {
+        catch_up.push(r.source.clone());
+    }
+    catch_up.retain(|c| *c != wanted && placed.iter().any(|p| p == c));
+    Sourcing {
+        source: wanted,
+        catch_up,
     }
 }
 
@@ -335,12 +351,20 @@ mod tests {
 
     #[test]
     fn deletions_wait_for_the_safety_delay() {
-        let target = BTreeMap::from([("tenants/a/old".to_string(), tgt("e1"))]);
+        // One object stays at the source (a source listing nothing at all deletes nothing).
+        let kept = [src("tenants/a/kept", "k", 0)];
+        let target = BTreeMap::from([
+            ("tenants/a/old".to_string(), tgt("e1")),
+            ("tenants/a/kept".to_string(), tgt("k")),
+        ]);
         let manifest = Manifest {
-            entries: BTreeMap::from([("tenants/a/old".to_string(), entry("e1"))]),
+            entries: BTreeMap::from([
+                ("tenants/a/old".to_string(), entry("e1")),
+                ("tenants/a/kept".to_string(), entry("k")),
+            ]),
             ..Manifest::default()
         };
-        let first = plan(&[], &target, &manifest, t(100), DELAY);
+        let first = plan(&kept, &target, &manifest, t(100), DELAY);
         assert!(first.delete.is_empty());
         assert_eq!(first.missing_since.get("tenants/a/old"), Some(&t(100)));
         assert!(!first.is_noop(&manifest));
@@ -348,11 +372,12 @@ mod tests {
             missing_since: first.missing_since.clone(),
             ..manifest.clone()
         };
-        let still = plan(&[], &target, &m2, t(159), DELAY);
+        let still = plan(&kept, &target, &m2, t(159), DELAY);
         assert!(still.delete.is_empty());
         assert!(still.is_noop(&m2));
-        let due = plan(&[], &target, &m2, t(160), DELAY);
+        let due = plan(&kept, &target, &m2, t(160), DELAY);
         assert_eq!(due.delete, ["tenants/a/old"]);
+        assert_eq!(due.deletions_held, 0);
         assert!(due.missing_since.is_empty());
     }
 
@@ -382,11 +407,13 @@ mod tests {
                 },
             ),
             ("tenants/a/ours".to_string(), tgt("e1")),
+            ("tenants/a/kept".to_string(), tgt("k")),
         ]);
         let manifest = Manifest {
             entries: BTreeMap::from([
                 ("tenants/a/ours-changed".to_string(), entry("e2")),
                 ("tenants/a/ours".to_string(), entry("e1")),
+                ("tenants/a/kept".to_string(), entry("k")),
             ]),
             missing_since: BTreeMap::from([
                 ("tenants/a/written-there".to_string(), t(0)),
@@ -394,7 +421,13 @@ mod tests {
                 ("tenants/a/ours".to_string(), t(0)),
             ]),
         };
-        let p = plan(&[], &target, &manifest, t(10_000), DELAY);
+        let p = plan(
+            &[src("tenants/a/kept", "k", 0)],
+            &target,
+            &manifest,
+            t(10_000),
+            DELAY,
+        );
         assert_eq!(p.delete, ["tenants/a/ours"]);
         assert!(p.missing_since.is_empty(), "nothing else is pending deletion");
     }
@@ -432,32 +465,73 @@ mod tests {
     }
 
     #[test]
-    fn the_source_follows_the_active_region_after_catching_up() {
+    fn the_source_follows_the_active_region_and_the_former_one_catches_up_first() {
+        let placed: Vec<String> = ["africa", "europe", "asia"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let first = sourcing("africa", None, None, &placed);
         assert_eq!(
-            source("africa", None, Some("africa"), false),
-            Source::From("africa".into())
-        );
-        assert_eq!(source("africa", None, None, false), Source::From("africa".into()));
-        // Home went down: nothing can be read there, switch at once.
-        assert_eq!(
-            source("africa", Some("africa"), Some("europe"), true),
-            Source::Switch {
-                from: "africa".into(),
-                to: "europe".into()
+            first,
+            Sourcing {
+                source: "africa".into(),
+                catch_up: vec![]
             }
         );
+        // africa fails, traffic goes to europe: europe is the source at once; africa (down, maybe holding
+        // writes that never replicated) must bring them over before europe's copies go into it.
+        let failed_over = sourcing("africa", Some(&first), Some("europe"), &placed);
         assert_eq!(
-            source("africa", Some("europe"), Some("europe"), false),
-            Source::From("europe".into())
-        );
-        // Home is back: first bring europe's writes home.
-        assert_eq!(
-            source("africa", Some("europe"), Some("africa"), false),
-            Source::CatchUp {
-                from: "europe".into(),
-                to: "africa".into()
+            failed_over,
+            Sourcing {
+                source: "europe".into(),
+                catch_up: vec!["africa".into()]
             }
         );
+        // Traffic back to africa before africa caught up: europe joins the catch-up, africa leaves it.
+        let back = sourcing("africa", Some(&failed_over), Some("africa"), &placed);
+        assert_eq!(
+            back,
+            Sourcing {
+                source: "africa".into(),
+                catch_up: vec!["europe".into()]
+            }
+        );
+        // A region the tenant no longer lives in leaves the catch-up; an active region outside the placement
+        // is ignored.
+        let narrowed = sourcing("africa", Some(&back), Some("americas"), &placed[..1]);
+        assert_eq!(
+            narrowed,
+            Sourcing {
+                source: "africa".into(),
+                catch_up: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_source_that_lost_everything_or_most_of_it_deletes_nothing() {
+        let keys: Vec<String> = (0..20).map(|i| format!("tenants/a/o{i}")).collect();
+        let target: BTreeMap<String, TargetObject> = keys.iter().map(|k| (k.clone(), tgt("e"))).collect();
+        let manifest = Manifest {
+            entries: keys.iter().map(|k| (k.clone(), entry("e"))).collect(),
+            missing_since: keys.iter().map(|k| (k.clone(), t(0))).collect(),
+        };
+        // Emptied bucket: nothing is deleted, all held, still pending.
+        let p = plan(&[], &target, &manifest, t(10_000), DELAY);
+        assert!(p.delete.is_empty());
+        assert_eq!(p.deletions_held, 20);
+        assert_eq!(p.missing_since.len(), 20);
+        // 15 of 20 gone at once: held too.
+        let five: Vec<SourceObject> = keys[..5].iter().map(|k| src(k, "e", 0)).collect();
+        let p = plan(&five, &target, &manifest, t(10_000), DELAY);
+        assert!(p.delete.is_empty());
+        assert_eq!(p.deletions_held, 15);
+        // A few deletions (below the share) go through.
+        let most: Vec<SourceObject> = keys[..17].iter().map(|k| src(k, "e", 0)).collect();
+        let p = plan(&most, &target, &manifest, t(10_000), DELAY);
+        assert_eq!(p.delete.len(), 3);
+        assert_eq!(p.deletions_held, 0);
     }
 
     #[test]

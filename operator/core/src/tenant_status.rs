@@ -35,6 +35,9 @@ pub struct Observed<'a> {
     pub recorded_replicated: Option<Desired>,
     /// Region verdicts.
     pub verdicts: &'a BTreeMap<String, Verdict>,
+    /// Where the tenant's DNS sends traffic, as its FailoverPolicy decided (failback after its hold-down
+    /// or approval): the active region whenever it is one of the tenant's regions.
+    pub routed_to: Option<&'a str>,
 }
 
 /// The planned status.
@@ -96,7 +99,10 @@ pub fn plan(validation: Vec<Desired>, o: &Observed<'_>) -> Planned {
     Planned {
         conditions,
         regions,
-        active_region: active_region(&o.placement.placed, |r| o.verdicts.get(r).copied()),
+        active_region: match o.routed_to {
+            Some(r) if o.placement.placed.iter().any(|p| p == r) => Some(r.to_string()),
+            _ => active_region(&o.placement.placed, |r| o.verdicts.get(r).copied()),
+        },
     }
 }
 
@@ -218,6 +224,7 @@ mod tests {
         replicas: BTreeMap<String, ReplicaState>,
         verdicts: BTreeMap<String, Verdict>,
         before: Vec<RegionSync>,
+        routed_to: Option<String>,
     }
 
     impl Fixture {
@@ -234,6 +241,7 @@ mod tests {
                 replicas: BTreeMap::new(),
                 verdicts: BTreeMap::new(),
                 before: Vec::new(),
+                routed_to: None,
             }
         }
 
@@ -254,6 +262,7 @@ mod tests {
                     source,
                     recorded_replicated: recorded,
                     verdicts: &self.verdicts,
+                    routed_to: self.routed_to.as_deref(),
                 },
             )
         }
@@ -324,6 +333,17 @@ mod tests {
         let recorded = Desired::fail("Replicated", "ReplicationFailed", "europe: store down");
         let p = f.plan("africa", Some(recorded.clone()));
         assert_eq!(cond(&p, "Replicated"), &recorded);
+    }
+
+    #[test]
+    fn the_active_region_follows_the_dns_decision_through_a_hold_down() {
+        // africa is healthy again, but DNS still sends traffic to europe (hold-down): europe is active.
+        let mut f = Fixture::tenant();
+        f.routed_to = Some("europe".into());
+        assert_eq!(f.plan("europe", None).active_region.as_deref(), Some("europe"));
+        // A policy answering a region the tenant does not live in says nothing about the tenant.
+        f.routed_to = Some("asia".into());
+        assert_eq!(f.plan("africa", None).active_region.as_deref(), Some("africa"));
     }
 
     #[test]

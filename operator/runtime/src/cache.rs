@@ -68,22 +68,25 @@ where
         let (version_tx, version) = watch::channel(0u64);
         let (changes, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let tx = changes.clone();
+        let store_for_task = store.clone();
         let stream = watcher(api, config).default_backoff().reflect(writer);
         supervisor.spawn(name, async move {
             let mut stream = std::pin::pin!(stream);
             let mut failing = false;
             while let Some(ev) = stream.next().await {
                 match ev {
-                    // Objects of a (re)list count as changes too: a subscriber that joined before the first
-                    // listing completed, or a relist after a watch gap, must see them.
-                    Ok(
-                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
-                    ) => {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
                         let _ = tx.send(Arc::new(o));
                         version_tx.send_modify(|v| *v += 1);
                     }
+                    // A (re)listing lands in the store only when it is complete: then every object counts
+                    // as changed, so a subscriber that joined before the first listing, or missed changes
+                    // during a watch gap, sees them (and finds them in the store).
                     Ok(watcher::Event::InitDone) => {
                         failing = false;
+                        for o in store_for_task.state() {
+                            let _ = tx.send(o);
+                        }
                         version_tx.send_modify(|v| *v += 1);
                     }
                     Ok(_) => {}

@@ -97,6 +97,53 @@ impl Context {
         Ok(world)
     }
 
+    /// Where DNS sends a tenant's traffic: the `activeRegion` a FailoverPolicy recorded — the policy for
+    /// this tenant (`spec.tenant`) first, else a platform-wide one (by name). `None` without a policy.
+    pub fn routed_to(&self, tenant: &str) -> Option<String> {
+        let mut own = None;
+        let mut platform = None;
+        let mut policies = self.caches.policies.state();
+        policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        for p in policies {
+            let Some(active) = p
+                .data
+                .get("status")
+                .and_then(|s| s.get("activeRegion"))
+                .and_then(serde_json::Value::as_str)
+            else {
+                continue;
+            };
+            match p
+                .data
+                .get("spec")
+                .and_then(|s| s.get("tenant"))
+                .and_then(serde_json::Value::as_str)
+            {
+                Some(t) if t == tenant => {
+                    own.get_or_insert_with(|| active.to_string());
+                }
+                None => {
+                    platform.get_or_insert_with(|| active.to_string());
+                }
+                Some(_) => {}
+            }
+        }
+        own.or(platform)
+    }
+
+    /// Every policy's recorded active region (to notice routing changes).
+    pub fn recorded_routing(&self) -> BTreeMap<String, String> {
+        self.caches
+            .policies
+            .state()
+            .iter()
+            .filter_map(|p| {
+                let a = p.data.get("status")?.get("activeRegion")?.as_str()?;
+                Some((p.metadata.name.clone()?, a.to_string()))
+            })
+            .collect()
+    }
+
     /// The verdict of every Region, as recorded in its status.
     pub fn recorded_verdicts(&self) -> BTreeMap<String, Verdict> {
         self.caches

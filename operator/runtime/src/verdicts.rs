@@ -18,8 +18,12 @@ pub struct RegionHealth {
     pub since: Time,
     /// When it last came back from Down.
     pub recovered: Option<Time>,
-    /// Earliest start of the current failure streak among observers that see it down.
+    /// Earliest start of the current failure streak among observers that see it down (the outage's
+    /// start, for timelines).
     pub failing_since: Option<Time>,
+    /// Latest start of a current failure streak among observers that see it down: failover targets must
+    /// have been probed after it.
+    pub detected_at: Option<Time>,
     /// Start of the latest successful round among fresh observers.
     pub last_ok: Option<Time>,
     /// Start of the latest failed round among fresh observers.

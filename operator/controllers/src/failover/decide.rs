@@ -408,7 +408,12 @@ async fn step(
                 location: (r.location.latitude, r.location.longitude),
                 weight: spec.regions.iter().find(|p| &p.name == n).map_or(1, |p| p.weight),
                 recovered: h.as_ref().and_then(|h| h.recovered),
-                failing_since: h.as_ref().and_then(|h| h.failing_since),
+                // Targets must be probed after this region's latest failure began (after a takeover,
+                // when no observer reported yet, after the recorded transition to Down).
+                failing_since: h.as_ref().and_then(|h| {
+                    h.detected_at
+                        .or_else(|| (h.verdict == Verdict::Down).then_some(h.since))
+                }),
                 last_ok: h.as_ref().and_then(|h| h.last_ok),
                 last_failed: h.as_ref().and_then(|h| h.last_failed),
             })

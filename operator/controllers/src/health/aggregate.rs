@@ -74,6 +74,7 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
     let mut fresh = Freshness::default();
     let mut written: HashMap<String, Written> = HashMap::new();
     let term_start = Instant::now();
+    let mut gc_task: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(stop);
     tokio::select! {
         () = ctx.caches.regions.ready() => {}
@@ -89,7 +90,14 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
             fresh.observe(&name, &rv, now_i);
         }
         fresh.retain(|n| state.iter().any(|l| l.metadata.name.as_deref() == Some(n)));
-        gc(&ctx, &leases_api, &state, &fresh, cfg.gc_after, now_i).await;
+        // Garbage collection runs beside the judging, never in its way.
+        if gc_task.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            let stale: Vec<(String, String, Option<String>)> =
+                stale_leases(&state, &fresh, cfg.gc_after, now_i);
+            if !stale.is_empty() {
+                gc_task = Some(tokio::spawn(gc(ctx.clone(), leases_api.clone(), stale)));
+            }
+        }
         // Each observer Lease: who, how old (by our clock), and its report.
         let observers: Vec<(String, Duration, Option<ObserverReport>)> = state
             .iter()
@@ -122,6 +130,7 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
         // Right after taking over, no observer has been seen to change yet: hold the recorded verdicts
         // until fresh reports arrive instead of judging every region Unknown.
         let warming_up = term_start.elapsed() < STALE_AFTER;
+        let mut outputs = Vec::new();
         for obj in ctx.caches.regions.state() {
             let Some(name) = obj.metadata.name.clone() else {
                 continue;
@@ -143,8 +152,11 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
             if warming_up && !reports.iter().any(|(_, _, age)| *age <= STALE_AFTER) {
                 continue;
             }
-            judge(&ctx, &health, &writer, &obj, &name, &spec, &reports, &mut written).await;
+            outputs.extend(judge(
+                &ctx, &health, &obj, &name, &spec, &reports, &written, warming_up,
+            ));
         }
+        write_all(&ctx, &writer, outputs, &mut written).await;
         tokio::select! {
             r = changed.changed() => if r.is_err() { break },
             r = serving_changed.changed() => if r.is_err() { break },
@@ -154,35 +166,41 @@ pub async fn run(ctx: Context, cfg: AggregateConfig, stop: impl std::future::Fut
     }
 }
 
-/// Deletes observer Leases not seen to change for `gc_after` under this leader (fenced, and only if the
-/// Lease is still the version judged stale, so a Lease renewed meanwhile is kept).
-async fn gc(
-    ctx: &Context,
-    api: &Api<Lease>,
+/// Observer Leases not seen to change for `gc_after` under this leader: (name, resourceVersion, uid).
+fn stale_leases(
     leases: &[std::sync::Arc<Lease>],
     fresh: &Freshness,
     gc_after: Duration,
     now: Instant,
-) {
-    for l in leases {
-        let (Some(name), Some(rv)) = (l.metadata.name.as_deref(), l.metadata.resource_version.as_deref())
-        else {
-            continue;
-        };
-        if fresh.unchanged_for(name, now).is_none_or(|d| d < gc_after) {
-            continue;
-        }
+) -> Vec<(String, String, Option<String>)> {
+    leases
+        .iter()
+        .filter_map(|l| {
+            let name = l.metadata.name.clone()?;
+            let rv = l.metadata.resource_version.clone()?;
+            fresh
+                .unchanged_for(&name, now)
+                .is_some_and(|d| d >= gc_after)
+                .then(|| (name, rv, l.metadata.uid.clone()))
+        })
+        .collect()
+}
+
+/// Deletes stale observer Leases (fenced, and only if each is still the version judged stale, so a Lease
+/// renewed meanwhile is kept).
+async fn gc(ctx: Context, api: Api<Lease>, stale: Vec<(String, String, Option<String>)>) {
+    for (name, rv, uid) in stale {
         if ctx.fence.check().await.is_err() {
             return;
         }
         let dp = kube::api::DeleteParams {
             preconditions: Some(kube::api::Preconditions {
-                resource_version: Some(rv.to_string()),
-                uid: l.metadata.uid.clone(),
+                resource_version: Some(rv),
+                uid,
             }),
             ..Default::default()
         };
-        match tokio::time::timeout(Duration::from_secs(10), api.delete(name, &dp)).await {
+        match tokio::time::timeout(Duration::from_secs(10), api.delete(&name, &dp)).await {
             Ok(Ok(_)) => info!(lease = %name, "observer Lease removed: its observer stopped reporting"),
             Ok(Err(e)) => {
                 warn!(lease = %name, error = &e as &dyn std::error::Error, "removing a stale observer Lease failed")
@@ -211,6 +229,7 @@ fn seed(ctx: &Context, health: &Verdicts) {
                     since,
                     recovered: s.recovered_time,
                     failing_since: None,
+                    detected_at: None,
                     last_ok: None,
                     last_failed: None,
                 },
@@ -219,17 +238,29 @@ fn seed(ctx: &Context, health: &Verdicts) {
     }
 }
 
+/// The IO one judgement asks for: an Event on a verdict change, and a status write when due.
+struct Output {
+    obj: std::sync::Arc<DynamicObject>,
+    name: String,
+    event: Option<(EventType, &'static str, String)>,
+    status: Option<(serde_json::Value, String)>,
+}
+
+/// Judges one region (no IO): combines fresh reports by quorum, publishes the verdict to the runtime's
+/// `Verdicts` at once (the failover loops act on it), and returns the Event and status write to make.
+/// While warming up after a takeover, a region is never newly judged Down (not every live observer has
+/// been seen yet, so a quorum of the few seen is no quorum).
 #[allow(clippy::too_many_arguments)]
-async fn judge(
+fn judge(
     ctx: &Context,
     health: &Verdicts,
-    writer: &StatusWriter,
-    obj: &DynamicObject,
+    obj: &std::sync::Arc<DynamicObject>,
     name: &str,
     spec: &RegionSpec,
     reports: &[(String, Observed, Duration)],
-    written: &mut HashMap<String, Written>,
-) {
+    written: &HashMap<String, Written>,
+    warming_up: bool,
+) -> Option<Output> {
     let as_reports: Vec<Report> = reports
         .iter()
         .map(|(o, r, age)| Report {
@@ -241,11 +272,22 @@ async fn judge(
     let combined = combine(&as_reports, STALE_AFTER, spec.probes.quorum, spec.cordoned);
     let now = Time::now();
     let prev = health.get(name);
-    let failing_since = reports
-        .iter()
-        .filter(|(_, r, age)| *age <= STALE_AFTER && r.verdict == Verdict::Down)
-        .filter_map(|(_, r, _)| r.failing_since)
-        .min();
+    if warming_up
+        && combined.verdict == Verdict::Down
+        && prev.as_ref().is_none_or(|p| p.verdict != Verdict::Down)
+    {
+        return None;
+    }
+    let down_since = || {
+        reports
+            .iter()
+            .filter(|(_, r, age)| *age <= STALE_AFTER && r.verdict == Verdict::Down)
+            .filter_map(|(_, r, _)| r.failing_since)
+    };
+    // The earliest start of a failure streak dates the outage for the timeline; the latest one is what
+    // failover targets must have been probed after (an old streak of one observer proves nothing new).
+    let failing_since = down_since().min();
+    let detected_at = down_since().max();
     // The newest evidence either way, from fresh observers (the failover planner confirms targets by it).
     let fresh_reports = || reports.iter().filter(|(_, _, age)| *age <= STALE_AFTER);
     let last_ok = fresh_reports().filter_map(|(_, r, _)| r.last_ok).max();
@@ -253,6 +295,7 @@ async fn judge(
     let current = match &prev {
         Some(p) if p.verdict == combined.verdict => RegionHealth {
             failing_since,
+            detected_at,
             last_ok,
             last_failed,
             ..p.clone()
@@ -268,11 +311,13 @@ async fn judge(
                 since: now,
                 recovered,
                 failing_since,
+                detected_at,
                 last_ok,
                 last_failed,
             }
         }
     };
+    let mut event = None;
     if prev.as_ref().map(|p| p.verdict) != Some(current.verdict) {
         let from = prev
             .as_ref()
@@ -295,7 +340,7 @@ async fn judge(
             "{from} -> {}: {} of {} fresh observers see it down (quorum {})",
             current.verdict, combined.down, combined.fresh, combined.quorum
         );
-        azora_runtime::events::publish(ctx, obj, type_, reason, &note, "Probe").await;
+        event = Some((type_, reason, note));
     }
     ctx.metrics
         .region_up
@@ -345,7 +390,12 @@ async fn judge(
         .get(name)
         .is_none_or(|w| w.key != key || w.at.elapsed() >= STATUS_HEARTBEAT);
     if !due {
-        return;
+        return event.map(|e| Output {
+            obj: obj.clone(),
+            name: name.to_string(),
+            event: Some(e),
+            status: None,
+        });
     }
     let current_conds: Vec<Condition> = obj
         .data
@@ -374,20 +424,46 @@ async fn judge(
         "observers": observers,
         "conditions": owned,
     });
-    let status = strip_nulls(status);
-    match writer.apply(name, None, status).await {
-        Ok(()) => {
-            written.insert(
-                name.to_string(),
-                Written {
-                    at: Instant::now(),
-                    key,
-                },
-            );
+    Some(Output {
+        obj: obj.clone(),
+        name: name.to_string(),
+        event,
+        status: Some((strip_nulls(status), key)),
+    })
+}
+
+/// Publishes the Events and writes the statuses of one pass, all regions at once (a slow hub delays
+/// none of the verdicts, which are already published).
+async fn write_all(
+    ctx: &Context,
+    writer: &StatusWriter,
+    outputs: Vec<Output>,
+    written: &mut HashMap<String, Written>,
+) {
+    let done = futures::future::join_all(outputs.into_iter().map(|o| async move {
+        if let Some((type_, reason, note)) = &o.event {
+            azora_runtime::events::publish(ctx, &o.obj, type_.clone(), reason, note, "Probe").await;
         }
-        Err(e) => {
-            warn!(region = %name, error = &e as &dyn std::error::Error, "could not write region health")
+        let Some((status, key)) = o.status else {
+            return None;
+        };
+        match writer.apply(&o.name, None, status).await {
+            Ok(()) => Some((o.name, key)),
+            Err(e) => {
+                warn!(region = %o.name, error = &e as &dyn std::error::Error, "could not write region health");
+                None
+            }
         }
+    }))
+    .await;
+    for (name, key) in done.into_iter().flatten() {
+        written.insert(
+            name,
+            Written {
+                at: Instant::now(),
+                key,
+            },
+        );
     }
 }
 

@@ -26,7 +26,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use azora_runtime::Metrics;
 use azora_runtime::cache::{Cache, KindCache};
@@ -37,6 +37,8 @@ use super::observers::{OBSERVATIONS_ANNOTATION, OBSERVER_LABEL, Observed, observ
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Delay before the quick re-check after a failed round.
 const RECHECK: Duration = Duration::from_millis(100);
+/// Kicks arriving this soon after a round started are ignored (no back-to-back rounds).
+const MIN_KICK_GAP: Duration = Duration::from_secs(1);
 
 type Report = Arc<Mutex<BTreeMap<String, Observed>>>;
 /// Per region, what makes its task probe at once.
@@ -156,9 +158,26 @@ pub async fn run(
             }
             shared.dirty.notify_one();
         }
-        // React to Region changes (a new region, a changed probe spec), not on a poll.
+        // The engine's own tasks must not die silently: a dead writer or peer watcher ends the engine (the
+        // process supervisor fails /healthz); a dead region task is started again.
+        if writer.is_finished() || peers.is_finished() {
+            error!(observer = %cfg.observer, "probe engine task ended; stopping the engine");
+            break;
+        }
+        let dead: Vec<String> = tasks
+            .iter()
+            .filter(|(_, (_, h))| h.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in dead {
+            error!(region = %name, "probe task ended; starting it again");
+            tasks.remove(&name);
+        }
+        // React to Region changes (a new region, a changed probe spec), not on a poll; look at the tasks
+        // every few seconds.
         tokio::select! {
             r = changed.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
@@ -234,6 +253,11 @@ async fn round(spec: &RegionSpec, prober: &Prober, timeout: Duration) -> (bool, 
 /// One region's running state in this observer.
 struct RegionState {
     view: ObserverView,
+    /// The last round was slow (suspect): a region that is slow round after round (a far, slow endpoint)
+    /// is not an alarm each time — only the change is.
+    slow: bool,
+    /// When the last round started (kicks closer than `MIN_KICK_GAP` to it are ignored).
+    last_start: Option<Instant>,
     failing_since: Option<Time>,
     last_ok: Option<Time>,
     last_failed: Option<Time>,
@@ -256,6 +280,8 @@ async fn probe_region(region: String, spec: RegionSpec, sh: Shared, kick: Arc<No
         failing_since: None,
         last_ok: None,
         last_failed: None,
+        slow: false,
+        last_start: None,
     };
     // First round within a second (verdicts early); then rounds on this observer's share of the interval.
     let mut next = Instant::now() + Duration::from_millis(rand::rng().random_range(0..1000));
@@ -264,6 +290,11 @@ async fn probe_region(region: String, spec: RegionSpec, sh: Shared, kick: Arc<No
             () = tokio::time::sleep_until(next.into()) => false,
             () = kick.notified() => true,
         };
+        // A kick that lands right after a round (it was asked for while that round ran) adds nothing.
+        if kicked && st.last_start.is_some_and(|t| t.elapsed() < MIN_KICK_GAP) {
+            continue;
+        }
+        st.last_start = Some(Instant::now());
         let started = Instant::now();
         sh.metrics
             .probe_schedule_lag
@@ -274,7 +305,7 @@ async fn probe_region(region: String, spec: RegionSpec, sh: Shared, kick: Arc<No
         // A round unanswered after `suspect` is suspect: say so, re-check the other regions, and hedge with
         // a second round now rather than after this one's timeout (not while already down: nothing to
         // hurry).
-        let hedge = st.view.verdict != Verdict::Down;
+        let hedge = st.view.verdict != Verdict::Down && !st.slow;
         let (r1, r2) = tokio::select! {
             r = &mut first => (r, None),
             () = tokio::time::sleep(suspect), if hedge => {
@@ -287,12 +318,15 @@ async fn probe_region(region: String, spec: RegionSpec, sh: Shared, kick: Arc<No
         };
         // A re-check someone asked for (or a hedged one) is reported at once: the leader waits on it to
         // confirm a failover target.
-        let urgent = kicked || r2.is_some();
+        let r1_slow = r1.1 >= suspect;
+        let hedged = r2.is_some();
+        let urgent = kicked || hedged;
         fold(&sh, &region, &mut st, t, first_start, r1, urgent);
         if let Some((start, r)) = r2 {
             fold(&sh, &region, &mut st, t, start, r, urgent);
         }
         mark_suspect(&sh, &region, false);
+        st.slow = hedged || r1_slow;
         next = if needs_quick_recheck(&st.view, t) {
             Instant::now() + RECHECK
         } else {

@@ -282,6 +282,7 @@ fn plan_tenant_status(
         .unwrap_or_else(|| c.spec.home_region.clone());
     let before = current_regions(obj);
     let verdicts = tc.ctx.recorded_verdicts();
+    let routed_to = tc.ctx.routed_to(name);
     let recorded_replicated = find_condition(&current_conditions(obj), "Replicated").map(|c| Desired {
         type_: "Replicated",
         status: c.status,
@@ -301,6 +302,7 @@ fn plan_tenant_status(
             source: &source,
             recorded_replicated,
             verdicts: &verdicts,
+            routed_to: routed_to.as_deref(),
         },
     );
     let mut fields = serde_json::Map::new();
@@ -411,26 +413,75 @@ async fn sync_region(
         namespace: None,
         name: namespace_of(tenant),
     };
-    if !live.contains_key(&ns_key) && plan.apply.iter().any(|d| d.key == ns_key) {
+    if !live.contains_key(&ns_key)
+        && let Some(ns_body) = plan
+            .apply
+            .iter()
+            .find(|d| d.key == ns_key)
+            .map(|d| d.body.clone())
+    {
+        let conflict = |what: &str| RegionOutcome {
+            reason: Some(NAMESPACE_CONFLICT),
+            ..outcome(
+                region,
+                SyncState::Error,
+                format!(
+                    "namespace {} {what} and is not managed by azora for tenant {tenant}; not adopting it",
+                    ns_key.name
+                ),
+            )
+        };
+        let ours = |ns: &DynamicObject| owned_by(ns.labels(), tenant);
         match cluster.get(&ns_key).await {
-            Ok(Some(ns)) if !owned_by(ns.labels(), tenant) => {
+            Ok(Some(ns)) if !ours(&ns) => {
                 ctx.metrics
                     .tenant_syncs
                     .with_label_values(&[region, "conflict"])
                     .inc();
-                return RegionOutcome {
-                    reason: Some(NAMESPACE_CONFLICT),
-                    ..outcome(
-                        region,
-                        SyncState::Error,
-                        format!(
-                            "namespace {} exists and is not managed by azora for tenant {tenant}; not adopting it",
-                            ns_key.name
-                        ),
-                    )
-                };
+                return conflict("exists");
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            // Absent: create it (POST), so a namespace someone creates at the same moment is never adopted
+            // by the apply below.
+            Ok(None) => {
+                if let Err(e) = fence.check().await {
+                    return outcome(region, SyncState::Pending, format!("not writing: {e}"));
+                }
+                match cluster.create(&ns_key, &ns_body).await {
+                    // Created exactly as desired: nothing more to apply to it.
+                    Ok(true) => {
+                        ctx.metrics
+                            .regional_writes
+                            .with_label_values(&[region, "apply"])
+                            .inc();
+                        plan.apply.retain(|d| d.key != ns_key);
+                    }
+                    Ok(false) => match cluster.get(&ns_key).await {
+                        Ok(Some(ns)) if ours(&ns) => {}
+                        Ok(_) => {
+                            ctx.metrics
+                                .tenant_syncs
+                                .with_label_values(&[region, "conflict"])
+                                .inc();
+                            return conflict("was just created by someone else");
+                        }
+                        Err(e) => {
+                            return outcome(
+                                region,
+                                SyncState::Error,
+                                format!("reading namespace {}: {e}", ns_key.name),
+                            );
+                        }
+                    },
+                    Err(e) => {
+                        return outcome(
+                            region,
+                            SyncState::Error,
+                            format!("creating namespace {}: {e}", ns_key.name),
+                        );
+                    }
+                }
+            }
             Err(e) => {
                 return outcome(
                     region,

@@ -21,9 +21,8 @@ use super::replication::Round;
 pub(super) enum Mode {
     /// Keep the replica in line with the source.
     Replicate,
-    /// Bring what was written in the former source to the new one (copies only, no deletions);
-    /// `former_manifest` is what the former source holds as replicas copied from the new one.
-    CatchUp { former_manifest: Manifest },
+    /// Bring what was written in the former source to the new one (copies only, no deletions).
+    CatchUp,
 }
 
 pub(super) struct Job {
@@ -132,8 +131,14 @@ pub(super) async fn replicate(
     let now = Timestamp::now();
     let p = match &job.mode {
         Mode::Replicate => plan(&job.source_objects, &targets, &manifest, now, delete_delay),
-        Mode::CatchUp { former_manifest } => {
-            let copy = catch_up(&job.source_objects, former_manifest, &job.target_objects);
+        Mode::CatchUp => {
+            // What the former source holds as replicas copied from the new one: those are not its writes.
+            let former_manifest = match read_manifest(&job.src, &manifest_key(&job.tenant, &job.target)).await
+            {
+                Ok(m) => m,
+                Err(e) => return failed(e),
+            };
+            let copy = catch_up(&job.source_objects, &former_manifest, &job.target_objects);
             let lag = copy
                 .iter()
                 .map(|o| Duration::try_from(now.duration_since(o.last_modified)).unwrap_or_default())
@@ -144,15 +149,24 @@ pub(super) async fn replicate(
                 delete: Vec::new(),
                 missing_since: manifest.missing_since.clone(),
                 lag,
+                deletions_held: 0,
             }
         }
     };
+    let held = (p.deletions_held > 0).then(|| {
+        warn!(tenant = %job.tenant, %region, held = p.deletions_held, "replica deletions held: the source lost most of what was replicated at once");
+        format!(
+            "{} deletions held: the source {} lost most of what was replicated at once (emptied or replaced bucket?); \
+             delete the replicas by hand if that was intended",
+            p.deletions_held, job.source
+        )
+    });
     if p.is_noop(&manifest) {
         return (
             ReplicaState {
-                in_sync: true,
+                in_sync: held.is_none(),
                 lag_seconds: 0,
-                error: None,
+                error: held,
             },
             Some(manifest),
         );
@@ -198,6 +212,8 @@ pub(super) async fn replicate(
                     .inc();
                 warn!(tenant = %job.tenant, %region, error = %e, "copying a replica failed");
                 error.get_or_insert_with(|| e.to_string());
+                // The next round tries again; a failing store is not hammered object by object.
+                break;
             }
         }
     }
@@ -237,6 +253,9 @@ pub(super) async fn replicate(
         Err(e) => {
             error.get_or_insert_with(|| format!("not writing: {e}"));
         }
+    }
+    if let Some(h) = held {
+        error.get_or_insert(h);
     }
     let in_sync = error.is_none();
     let state = ReplicaState {

@@ -1,15 +1,18 @@
 //! Object-storage replication (IO, leader only): every round, list `tenants/` once in each involved
-//! region's bucket, and copy each tenant's objects from its *source* — its active region — to the other
-//! regions it is placed in, planned per (tenant, replica region) pair against that pair's manifest (pure,
-//! `azora-core`): copy what changed with checksums verified before a replica is replaced, delete only
-//! replicas this replication wrote and nobody changed since (after the safety delay), and save the
-//! manifest only when it changed. When the active region moves back (failback), what was written in the
-//! region that was active is first brought to the new source (catch-up); the source in use is recorded in
-//! the Tenant's status (`replicationSource`) so a restart resumes the switch. Every copy, delete and
+//! region's bucket, and copy each tenant's objects from its *source* — its active region, where its
+//! FailoverPolicy sends traffic — to the other regions it is placed in, planned per (tenant, replica
+//! region) pair against that pair's manifest (pure, `azora-core`): copy what changed with checksums
+//! verified before a replica is replaced, delete only replicas this replication wrote and nobody changed
+//! since (after the safety delay; a source that lost most of its objects at once deletes nothing), and save
+//! the manifest only when it changed. When the source moves, the region it moves away from joins the
+//! catch-up list: what was written there is brought to the new source (newer wins, nothing deleted) before
+//! anything is copied into it, and copies elsewhere wait while a catch-up that can run has not finished.
+//! Source and catch-up list are recorded in the Tenant's status (`replicationSource`,
+//! `replicationCatchUp`) before they are acted on, so a restart resumes them. Every copy, delete and
 //! manifest write passes the leader fence. Work is grouped per replica region, each with its own bounded
-//! concurrency, so a hung store holds up only its own region. Copies only go to regions the tenant is
-//! placed in; replicas this replication left in a region the tenant may no longer use are removed. Lag
-//! lands in a histogram, a per-tenant gauge and (on state changes) the Tenant's status.
+//! concurrency, and a region whose store fails waits for the next round. Copies only go to regions the
+//! tenant is placed in; replicas this replication left in a region the tenant may no longer use are
+//! removed. Lag lands in a histogram, a per-tenant gauge and (on state changes) the Tenant's status.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -18,16 +21,15 @@ use std::time::Duration;
 use azora_adapters::kube_status::StatusWriter;
 use azora_adapters::objstore::{ObjectStore, StoreConfig};
 use azora_api::region::RegionSpec;
-use azora_api::region::Verdict;
 use azora_api::tenant::TenantSpec;
 use azora_core::placement::place;
-use azora_core::replication::{Manifest, Source, SourceObject, manifest_key, source};
+use azora_core::replication::{Manifest, SourceObject, Sourcing, sourcing};
 use azora_runtime::pipeline::Kind as _;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
 use super::TenantKind;
-use super::replicate::{Job, Mode, read_manifest, remove_replicas, replicate};
+use super::replicate::{Job, Mode, remove_replicas, replicate};
 use azora_core::validate::{self, ProblemKind};
 use futures::StreamExt;
 use kube::ResourceExt as _;
@@ -168,7 +170,7 @@ async fn store_config(ctx: &Context, spec: &RegionSpec) -> Result<Option<StoreCo
 pub(super) struct Round {
     pub(super) stores: BTreeMap<String, (StoreConfig, ObjectStore)>,
     pub(super) manifests: BTreeMap<(String, String, String), Manifest>,
-    pub(super) sources: BTreeMap<String, String>,
+    pub(super) sources: BTreeMap<String, Sourcing>,
 }
 
 /// Runs replication rounds until `stop`.
@@ -204,7 +206,7 @@ struct Live {
     spec: TenantSpec,
     placed: Vec<String>,
     active: Option<String>,
-    recorded_source: Option<String>,
+    recorded: Option<Sourcing>,
 }
 
 fn status_str(o: &DynamicObject, field: &str) -> Option<String> {
@@ -226,7 +228,6 @@ async fn round(
         return;
     };
     let regions: BTreeMap<String, RegionSpec> = ctx.caches.regions.specs();
-    let verdicts = ctx.recorded_verdicts();
     // Valid, live tenants and where they are placed.
     let tenants: BTreeMap<String, Live> = ctx
         .caches
@@ -246,7 +247,15 @@ async fn round(
             let placed = place(&spec, &world).placed;
             let live = Live {
                 active: status_str(o, "activeRegion").filter(|a| placed.contains(a)),
-                recorded_source: status_str(o, "replicationSource"),
+                recorded: status_str(o, "replicationSource").map(|source| Sourcing {
+                    source,
+                    catch_up: o
+                        .data
+                        .get("status")
+                        .and_then(|s| s.get("replicationCatchUp"))
+                        .and_then(|c| serde_json::from_value(c.clone()).ok())
+                        .unwrap_or_default(),
+                }),
                 spec,
                 placed,
             };
@@ -330,54 +339,61 @@ async fn round(
             .sources
             .get(tenant)
             .cloned()
-            .or_else(|| live.recorded_source.clone());
-        let former = recorded.as_deref().unwrap_or(home);
-        let former_gone = !live.placed.iter().any(|r| r == former)
-            || verdicts.get(former) == Some(&Verdict::Down)
-            || !stores.contains_key(former);
-        let choice = source(home, recorded.as_deref(), live.active.as_deref(), former_gone);
-        let from = match choice {
-            Source::From(s) => {
-                if recorded.is_none() {
-                    record_source(ctx, writer, tenant, &s, &mut state.sources).await;
-                }
-                s
+            .or_else(|| live.recorded.clone());
+        let next = sourcing(home, recorded.as_ref(), live.active.as_deref(), &live.placed);
+        if recorded.as_ref() != Some(&next) {
+            if let Some(r) = &recorded
+                && r.source != next.source
+            {
+                info!(%tenant, from = %r.source, to = %next.source, catch_up = ?next.catch_up, "replication source follows the active region");
             }
-            Source::Switch { from, to } => {
-                warn!(%tenant, %from, %to, "replication source switched: the former source is down; what only it holds stays there");
-                record_source(ctx, writer, tenant, &to, &mut state.sources).await;
-                to
-            }
-            Source::CatchUp { from, to } => {
-                // Bring what was written in `from` to `to` first; replication from `to` waits for it.
-                let former_manifest = match stores.get(&from) {
-                    Some(s) => match read_manifest(s, &manifest_key(tenant, &to)).await {
-                        Ok(m) => m,
-                        Err(e) => {
-                            pending(ctx, shared, tenant, &to, format!("catch-up from {from}: {e}"));
-                            continue;
-                        }
-                    },
-                    None => {
-                        pending(
-                            ctx,
-                            shared,
-                            tenant,
-                            &to,
-                            format!("catch-up from {from}: no store"),
-                        );
-                        continue;
-                    }
-                };
-                match prepare(tenant, &from, &to, Mode::CatchUp { former_manifest }) {
-                    Ok(j) => jobs.push(j),
-                    Err(msg) => pending(ctx, shared, tenant, &to, format!("catch-up from {from}: {msg}")),
-                }
+            // Recorded before acting on it, so a restart resumes it; not recorded, not acted on.
+            if !record_sourcing(ctx, writer, tenant, &next, &mut state.sources).await {
                 continue;
             }
-        };
+        }
+        let from = next.source.clone();
         shared.set_source(tenant, &from);
-        for target in live.placed.iter().filter(|r| **r != from) {
+        // What was written in a region that was the source must come to the source before anything is
+        // copied into that region (newer wins, nothing deleted).
+        for former in &next.catch_up {
+            match prepare(tenant, former, &from, Mode::CatchUp) {
+                Ok(j) => jobs.push(j),
+                Err(msg) => pending(
+                    ctx,
+                    shared,
+                    tenant,
+                    former,
+                    format!("catching up from {former}: {msg}"),
+                ),
+            }
+        }
+        // Copies from the source wait while a catch-up that can run has not finished (the source may still
+        // lack newer writes); a former source that cannot be read at all does not stop replication.
+        let waiting = next
+            .catch_up
+            .iter()
+            .any(|r| matches!(listings.get(r), Some(Ok(_))) && stores.contains_key(r));
+        if waiting {
+            for target in live
+                .placed
+                .iter()
+                .filter(|r| **r != from && !next.catch_up.contains(r))
+            {
+                pending(
+                    ctx,
+                    shared,
+                    tenant,
+                    target,
+                    format!("waiting for the catch-up from {}", next.catch_up.join(", ")),
+                );
+            }
+        }
+        for target in live
+            .placed
+            .iter()
+            .filter(|r| !waiting && **r != from && !next.catch_up.contains(r))
+        {
             match prepare(tenant, &from, target, Mode::Replicate) {
                 Ok(j) => jobs.push(j),
                 Err(msg) => pending(ctx, shared, tenant, target, msg),
@@ -413,18 +429,45 @@ async fn round(
         groups.entry(job.target.clone()).or_default().push((job, cached));
     }
     let per_region = cfg.concurrency.max(1);
-    let results: Vec<Vec<Outcome>> = futures::future::join_all(groups.into_values().map(|group| {
+    let results: Vec<Vec<Outcome>> = futures::future::join_all(groups.into_iter().map(|(region, group)| {
+        // Once a copy into this region fails, the rest of its jobs wait for the next round: a hung or full
+        // store costs one operation deadline per round, not one per object.
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         futures::stream::iter(group)
-            .map(|(job, cached)| async move {
-                let (state_, manifest) = replicate(ctx, &job, cached, delete_delay).await;
-                let caught_up = matches!(job.mode, Mode::CatchUp { .. }) && state_.error.is_none();
-                record(ctx, shared, &job.tenant, &job.target, state_);
-                Outcome {
-                    tenant: job.tenant,
-                    source: job.source,
-                    target: job.target,
-                    manifest,
-                    caught_up,
+            .map(move |(job, cached)| {
+                let failing = failing.clone();
+                let region = region.clone();
+                async move {
+                    let (state_, manifest) = if failing.load(std::sync::atomic::Ordering::Relaxed) {
+                        let msg = format!("store of {region} failing this round; retrying next round");
+                        (
+                            ReplicaState {
+                                in_sync: false,
+                                lag_seconds: 0,
+                                error: Some(msg),
+                            },
+                            cached,
+                        )
+                    } else {
+                        let r = replicate(ctx, &job, cached, delete_delay).await;
+                        if r.0
+                            .error
+                            .as_deref()
+                            .is_some_and(|e| !e.starts_with("not writing"))
+                        {
+                            failing.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        r
+                    };
+                    let caught_up = matches!(job.mode, Mode::CatchUp { .. }) && state_.error.is_none();
+                    record(ctx, shared, &job.tenant, &job.target, state_);
+                    Outcome {
+                        tenant: job.tenant,
+                        source: job.source,
+                        target: job.target,
+                        manifest,
+                        caught_up,
+                    }
                 }
             })
             .buffer_unordered(per_region)
@@ -437,9 +480,14 @@ async fn round(
                 .manifests
                 .insert((o.tenant.clone(), o.source.clone(), o.target.clone()), m);
         }
-        if o.caught_up {
-            info!(tenant = %o.tenant, from = %o.source, to = %o.target, "caught up: replication now copies from the active region");
-            record_source(ctx, writer, &o.tenant, &o.target, &mut state.sources).await;
+        if o.caught_up
+            && let Some(current) = state.sources.get(&o.tenant).cloned()
+            && current.source == o.target
+        {
+            info!(tenant = %o.tenant, from = %o.source, to = %o.target, "caught up: what was written there is at the source now");
+            let mut next = current;
+            next.catch_up.retain(|r| *r != o.source);
+            record_sourcing(ctx, writer, &o.tenant, &next, &mut state.sources).await;
         }
     }
 }
@@ -466,28 +514,28 @@ fn pending(ctx: &Context, shared: &Replication, tenant: &str, region: &str, msg:
     );
 }
 
-/// Records the source in the Tenant's status (fenced, manager `azora-operator/replication`), so a restart
-/// resumes a switch instead of forgetting it.
-async fn record_source(
+/// Records the sourcing in the Tenant's status (`replicationSource`, `replicationCatchUp`; fenced, manager
+/// `azora-operator/replication`), so a restart resumes it. Returns whether it is recorded.
+async fn record_sourcing(
     ctx: &Context,
     writer: &StatusWriter,
     tenant: &str,
-    source: &str,
-    sources: &mut BTreeMap<String, String>,
-) {
-    if sources.get(tenant).map(String::as_str) == Some(source) {
-        return;
+    next: &Sourcing,
+    sources: &mut BTreeMap<String, Sourcing>,
+) -> bool {
+    if sources.get(tenant) == Some(next) {
+        return true;
     }
-    match writer
-        .apply(tenant, None, serde_json::json!({ "replicationSource": source }))
-        .await
-    {
+    let body = serde_json::json!({ "replicationSource": next.source, "replicationCatchUp": next.catch_up });
+    match writer.apply(tenant, None, body).await {
         Ok(()) => {
-            sources.insert(tenant.to_string(), source.to_string());
+            sources.insert(tenant.to_string(), next.clone());
             ctx.handles.clusters.wake(Wake::Tenant(tenant.to_string()));
+            true
         }
         Err(e) => {
-            warn!(%tenant, %source, error = &e as &dyn std::error::Error, "recording the replication source failed")
+            warn!(%tenant, source = %next.source, error = &e as &dyn std::error::Error, "recording the replication source failed");
+            false
         }
     }
 }

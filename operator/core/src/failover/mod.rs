@@ -248,13 +248,12 @@ fn vet(input: &Input<'_>, vetting: Vetting) -> Result<Vec<Candidate>, Held> {
     let Some(detected) = failed.iter().filter_map(|c| c.failing_since).min() else {
         return Ok(input.candidates.to_vec());
     };
-    let waited = input.now.0.duration_since(detected.0).unsigned_abs();
-    let others = || {
-        input
-            .candidates
-            .iter()
-            .filter(|c| !serving.contains(c.name.as_str()) && eligible(c))
-    };
+    // Clocks differ between observers and the leader: a detection "in the future" has waited nothing.
+    let waited = Duration::try_from(input.now.0.duration_since(detected.0)).unwrap_or(Duration::ZERO);
+    let is_failed = |c: &Candidate| failed.iter().any(|f| f.name == c.name);
+    // Every region that would keep or take traffic must have answered since (with Geo and Weighted,
+    // regions already serving too: a correlated failure must not shrink the answers one by one).
+    let others = || input.candidates.iter().filter(|c| !is_failed(c) && eligible(c));
     let unconfirmed: Vec<String> = others()
         .filter(|c| since(c, detected) == Since::Unconfirmed)
         .map(|c| c.name.clone())
@@ -267,15 +266,13 @@ fn vet(input: &Input<'_>, vetting: Vetting) -> Result<Vec<Candidate>, Held> {
         .iter()
         .map(|c| {
             let mut c = c.clone();
-            if !serving.contains(c.name.as_str()) && eligible(&c) && since(&c, detected) != Since::Confirmed {
+            if !is_failed(&c) && eligible(&c) && since(&c, detected) != Since::Confirmed {
                 c.verdict = Verdict::Down;
             }
             c
         })
         .collect();
-    let any_target = vetted
-        .iter()
-        .any(|c| eligible(c) && !failed.iter().any(|f| f.name == c.name));
+    let any_target = vetted.iter().any(|c| eligible(c) && !is_failed(c));
     if !any_target {
         return Err(Held::AllFailing {
             failed: failed.iter().map(|c| c.name.clone()).collect(),

@@ -412,3 +412,51 @@ fn vetting_does_not_delay_failback_or_first_answers() {
     assert_eq!(p.held, None);
     assert!(p.change.is_none());
 }
+
+#[test]
+fn a_weighted_policy_holds_when_every_region_fails_together() {
+    // All four serve (weighted); africa fails, the others fail their probes since: hold, do not shrink.
+    let mut c = after_outage([
+        (Verdict::Healthy, Some(10), Some(1)),
+        (Verdict::Healthy, Some(10), Some(2)),
+        (Verdict::Healthy, Some(10), Some(1)),
+    ]);
+    c[0].weight = 1;
+    let rule = FailbackRule {
+        mode: FailbackMode::Automatic,
+        hold_down: Duration::from_secs(60),
+        approved: None,
+    };
+    let all = vec![
+        "africa".to_string(),
+        "europe".into(),
+        "asia".into(),
+        "americas".into(),
+    ];
+    let cur = BTreeMap::from([(DEFAULT_GEO.to_string(), all.clone())]);
+    let p = plan(&Input {
+        strategy: Strategy::Weighted,
+        candidates: &c,
+        failback: &rule,
+        current: &cur,
+        now: t(NOW),
+        vetting: Some(Vetting {
+            confirm_wait: Duration::from_secs(5),
+        }),
+    });
+    assert!(matches!(p.held, Some(Held::AllFailing { .. })), "{:?}", p.held);
+    assert_eq!(p.answers[DEFAULT_GEO], all);
+}
+
+#[test]
+fn a_detection_ahead_of_the_leaders_clock_has_waited_nothing() {
+    let mut c = after_outage([
+        (Verdict::Healthy, Some(10), None),
+        (Verdict::Healthy, Some(10), None),
+        (Verdict::Healthy, Some(10), None),
+    ]);
+    // The observer's clock runs 30 s ahead: its failure starts "in the future".
+    c[0].failing_since = Some(Time(t(NOW).0 + jiff::SignedDuration::from_secs(30)));
+    let p = vetted_plan(&c, "africa", 5);
+    assert!(matches!(p.held, Some(Held::Confirming(_))), "{:?}", p.held);
+}

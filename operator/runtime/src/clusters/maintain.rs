@@ -66,18 +66,22 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
     );
     let mut reported: BTreeMap<String, (Reachability, Instant)> = BTreeMap::new();
     let mut last_check: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut verdicts = BTreeMap::new();
+    let mut routing: Option<(
+        BTreeMap<String, azora_api::region::Verdict>,
+        BTreeMap<String, String>,
+    )> = None;
     let work = async {
         ctx.caches.regions.ready().await;
         ctx.caches.tenants.ready().await;
         loop {
             // A region's verdict changing (failover) moves tenants' active region: wake them.
-            let now = ctx.recorded_verdicts();
-            if now != verdicts {
-                if !verdicts.is_empty() {
+            // A verdict or a policy's routing changing moves tenants' active region: wake them.
+            let now = (ctx.recorded_verdicts(), ctx.recorded_routing());
+            if routing.as_ref() != Some(&now) {
+                if routing.is_some() {
                     clusters.wake(Wake::All);
                 }
-                verdicts = now;
+                routing = Some(now);
             }
             refresh(&ctx, &clusters).await;
             // New clusters are checked at once, the others every CHECK_EVERY.

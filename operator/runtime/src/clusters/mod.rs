@@ -266,6 +266,37 @@ impl Cluster {
         }
     }
 
+    /// Creates an object (POST: never touches an existing one). Returns false when one already exists.
+    pub async fn create(&self, key: &ObjectKey, body: &Value) -> Result<bool, ClusterError> {
+        let _permit = self.permits.acquire().await;
+        let obj: DynamicObject = serde_json::from_value(body.clone())
+            .map_err(|e| ClusterError::Api(kube::Error::SerdeError(e)))?;
+        let pp = kube::api::PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.api(key).create(&pp, &obj)).await {
+            Ok(Ok(created)) => {
+                // In flight like an apply, until the watch shows it.
+                if let Ok(mut m) = self.applied.lock() {
+                    m.insert(
+                        key.clone(),
+                        Applied {
+                            fingerprint: fingerprint(body.to_string().as_bytes()),
+                            prior_rv: None,
+                            applied_rv: created.metadata.resource_version,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Ok(true)
+            }
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(false),
+            Ok(Err(e)) => Err(ClusterError::Api(e)),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
     /// Deletes an object only if it is still the one with `uid` (a same-named object created since is
     /// left alone). Returns whether it is gone.
     pub async fn delete_exact(&self, key: &ObjectKey, uid: &str) -> Result<bool, ClusterError> {

@@ -282,15 +282,19 @@ async fn a_policy_whose_dns_server_hangs_never_delays_another_policys_failover()
                 "stringData": {"secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}}))?,
         )
         .await?;
-    // Named to sort first: a loop that handles policies one after the other would meet it first.
-    let body = json!({"apiVersion": "azora.io/v1alpha1", "kind": "FailoverPolicy", "metadata": {"name": "aaa-hung"},
-        "spec": {"zone": "hung.azora.", "hostnames": ["api"], "strategy": "Failover", "ttl": 5,
-                 "regions": [{"name": "africa"}, {"name": "europe"}],
-                 "failback": {"mode": "Automatic", "holdDown": "20s"},
-                 "provider": {"type": "RFC2136", "rfc2136": {"servers": [hung_addr.to_string()],
-                     "tsigKeyName": "azora-key", "tsigAlgorithm": "hmac-sha256",
-                     "tsigSecret": {"name": "hung-tsig", "key": "secret"}}}}});
-    create(&client, "failoverpolicies", body).await?;
+    // Four of them, named to sort first: a loop that handles policies one after the other would wait out
+    // each one's DNS deadline (3 s per update) before deciding for the healthy policy.
+    for i in 0..4 {
+        let body = json!({"apiVersion": "azora.io/v1alpha1", "kind": "FailoverPolicy",
+            "metadata": {"name": format!("aaa-hung-{i}")},
+            "spec": {"zone": format!("hung{i}.azora."), "hostnames": ["api"], "strategy": "Failover", "ttl": 5,
+                     "regions": [{"name": "africa"}, {"name": "europe"}],
+                     "failback": {"mode": "Automatic", "holdDown": "20s"},
+                     "provider": {"type": "RFC2136", "rfc2136": {"servers": [hung_addr.to_string()],
+                         "tsigKeyName": "azora-key", "tsigAlgorithm": "hmac-sha256",
+                         "tsigSecret": {"name": "hung-tsig", "key": "secret"}}}}});
+        create(&client, "failoverpolicies", body).await?;
+    }
     s.policy("20s", json!({})).await?;
     s.add_operator(&[])?;
     steady(&s).await;
@@ -299,7 +303,7 @@ async fn a_policy_whose_dns_server_hangs_never_delays_another_policys_failover()
         Api::all_with(client.clone(), &ar("FailoverPolicy", "failoverpolicies"));
     let stuck = wait::until(Duration::from_secs(30), || async {
         policies
-            .get("aaa-hung")
+            .get("aaa-hung-0")
             .await
             .ok()
             .and_then(|p| p.data.get("status").cloned())

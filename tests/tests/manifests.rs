@@ -124,9 +124,16 @@ async fn manifests_apply_and_the_operator_makes_every_region_ready_within_90s() 
     }
     assert_eq!(again, applied, "the second apply applied the same objects");
     let after = versions(&env, &dirs)?;
-    assert_eq!(
-        after, before,
-        "the second apply changed objects (resourceVersion, generation)"
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the second apply changed objects (resourceVersion, generation):\n{}",
+        changed.join("\n")
     );
 
     let header = kubectl(&env, &["get", "regions"])?;

@@ -236,9 +236,84 @@ pub async fn run(count: usize, objects: usize, operator_args: &[String]) -> anyh
         "replication: {expected} replicas, lag p50 {p50:.1}s p99 {p99:.1}s max {:.1}s",
         lags.last().copied().unwrap_or_default()
     );
+    // 4. the same objects applied by a plain concurrent server-side-apply client to the same API servers
+    //    (under other names, so they are created as at the operator's cold start): the floor the operator's
+    //    own overhead is measured against.
+    fleet.kill_operator();
+    let raw_apply = raw_apply(&fleet, count, extra_concurrency(operator_args)).await?;
     println!(
-        "tenants={count} regions={} cold_start_s={cold_start:.1} noop_writes={noop_writes} replication_lag_p99_s={p99:.1}",
-        regions.len()
+        "tenants={count} regions={} cold_start_s={cold_start:.1} raw_apply_s={raw_apply:.1} overhead={:.2} noop_writes={noop_writes} replication_lag_p99_s={p99:.1}",
+        regions.len(),
+        cold_start / raw_apply
     );
     Ok(())
+}
+
+/// Requests in flight per regional cluster the operator was given (`--cluster-concurrency`, default 16).
+fn extra_concurrency(args: &[String]) -> usize {
+    args.iter()
+        .find_map(|a| a.strip_prefix("--cluster-concurrency=")?.parse().ok())
+        .unwrap_or(16)
+}
+
+/// Applies every tenant's objects (namespace first, then the rest of the region's objects) with plain
+/// server-side apply, `per_cluster` requests in flight per regional cluster; returns the seconds it took.
+async fn raw_apply(fleet: &Fleet, count: usize, per_cluster: usize) -> anyhow::Result<f64> {
+    use azora_api::tenant::TenantSpec;
+    use kube::api::{Patch, PatchParams};
+    let mut by_region: BTreeMap<String, Vec<(String, TenantSpec)>> = BTreeMap::new();
+    for i in 0..count {
+        let (name, spec, placed) = spec(i);
+        let spec: TenantSpec = serde_json::from_value(spec)?;
+        for r in placed {
+            by_region
+                .entry(r)
+                .or_default()
+                .push((format!("raw-{name}"), spec.clone()));
+        }
+    }
+    let mut clients = BTreeMap::new();
+    for r in by_region.keys() {
+        clients.insert(r.clone(), fleet.regional(r).await?);
+    }
+    let params = PatchParams::apply("raw-bench").force();
+    let t = Instant::now();
+    let per_region = by_region.into_iter().map(|(region, tenants)| {
+        let client = clients.get(&region).cloned();
+        let params = params.clone();
+        async move {
+            let client = client.ok_or_else(|| anyhow::anyhow!("no client for {region}"))?;
+            let results = futures::stream::iter(tenants)
+                .map(|(name, spec)| {
+                    let client = client.clone();
+                    let params = params.clone();
+                    let region = region.clone();
+                    async move {
+                        let objects = azora_core::tenancy::desired_objects(&name, &spec, &region);
+                        // the namespace first, then the rest: one request at a time per slot, `per_cluster`
+                        // slots per cluster — as many requests in flight as the operator is allowed
+                        for o in &objects {
+                            let ar = azora_runtime::clusters::resource(o.key.kind);
+                            let api: Api<DynamicObject> = match &o.key.namespace {
+                                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                                None => Api::all_with(client.clone(), &ar),
+                            };
+                            api.patch(&o.key.name, &params, &Patch::Apply(&o.body)).await?;
+                        }
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(per_cluster.max(1))
+                .collect::<Vec<_>>()
+                .await;
+            results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+            anyhow::Ok(())
+        }
+    });
+    for r in futures::future::join_all(per_region).await {
+        r?;
+    }
+    let took = t.elapsed().as_secs_f64();
+    eprintln!("raw apply: the same objects by a plain SSA client in {took:.1}s");
+    Ok(took)
 }

@@ -38,7 +38,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Delay before the quick re-check after a failed round.
 const RECHECK: Duration = Duration::from_millis(100);
 /// Kicks arriving this soon after a round started are ignored (no back-to-back rounds).
-const MIN_KICK_GAP: Duration = Duration::from_secs(1);
+const MIN_KICK_GAP: Duration = Duration::from_millis(300);
 
 type Report = Arc<Mutex<BTreeMap<String, Observed>>>;
 /// Per region, what makes its task probe at once.
@@ -256,7 +256,7 @@ struct RegionState {
     /// The last round was slow (suspect): a region that is slow round after round (a far, slow endpoint)
     /// is not an alarm each time — only the change is.
     slow: bool,
-    /// When the last round started (kicks closer than `MIN_KICK_GAP` to it are ignored).
+    /// When the last round started (kicks closer than `MIN_KICK_GAP` to it are deferred).
     last_start: Option<Instant>,
     failing_since: Option<Time>,
     last_ok: Option<Time>,
@@ -285,15 +285,20 @@ async fn probe_region(region: String, spec: RegionSpec, sh: Shared, kick: Arc<No
     };
     // First round within a second (verdicts early); then rounds on this observer's share of the interval.
     let mut next = Instant::now() + Duration::from_millis(rand::rng().random_range(0..1000));
+    let mut deferred_kick = false;
     loop {
         let kicked = tokio::select! {
             () = tokio::time::sleep_until(next.into()) => false,
             () = kick.notified() => true,
         };
-        // A kick that lands right after a round (it was asked for while that round ran) adds nothing.
-        if kicked && st.last_start.is_some_and(|t| t.elapsed() < MIN_KICK_GAP) {
+        // A kick that lands right after a round started is not dropped (the evidence asked for must come from
+        // a round started after the request) but deferred, so rounds never run back to back.
+        if kicked && let Some(last) = st.last_start.filter(|t| t.elapsed() < MIN_KICK_GAP) {
+            next = next.min(last + MIN_KICK_GAP);
+            deferred_kick = true;
             continue;
         }
+        let kicked = kicked || std::mem::take(&mut deferred_kick);
         st.last_start = Some(Instant::now());
         let started = Instant::now();
         sh.metrics

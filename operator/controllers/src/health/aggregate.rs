@@ -442,11 +442,9 @@ async fn write_all(
 ) {
     let done = futures::future::join_all(outputs.into_iter().map(|o| async move {
         if let Some((type_, reason, note)) = &o.event {
-            azora_runtime::events::publish(ctx, &o.obj, type_.clone(), reason, note, "Probe").await;
+            azora_runtime::events::publish(ctx, &o.obj, *type_, reason, note, "Probe").await;
         }
-        let Some((status, key)) = o.status else {
-            return None;
-        };
+        let (status, key) = o.status?;
         match writer.apply(&o.name, None, status).await {
             Ok(()) => Some((o.name, key)),
             Err(e) => {

@@ -459,7 +459,7 @@ async fn round(
                         }
                         r
                     };
-                    let caught_up = matches!(job.mode, Mode::CatchUp { .. }) && state_.error.is_none();
+                    let caught_up = matches!(job.mode, Mode::CatchUp) && state_.error.is_none();
                     record(ctx, shared, &job.tenant, &job.target, state_);
                     Outcome {
                         tenant: job.tenant,

@@ -281,8 +281,8 @@ pub struct TenantStatus {
     /// The region currently serving the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_region: Option<String>,
-    /// The region object-storage replication copies from: the active region, once what was written in
-    /// the region active before it has been brought there (failback never loses writes).
+    /// The region object-storage replication copies from: where the tenant's traffic goes (its active
+    /// region). Absent: the home region (nothing is recorded for a tenant that never moved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_source: Option<String>,
     /// Regions whose own writes are brought to the replication source before anything is copied into them

@@ -341,7 +341,9 @@ async fn round(
             .cloned()
             .or_else(|| live.recorded.clone());
         let next = sourcing(home, recorded.as_ref(), live.active.as_deref(), &live.placed);
-        if recorded.as_ref() != Some(&next) {
+        // Nothing recorded means "home, nothing to catch up": that needs no write.
+        let trivial = recorded.is_none() && next.source == home && next.catch_up.is_empty();
+        if !trivial && recorded.as_ref() != Some(&next) {
             if let Some(r) = &recorded
                 && r.source != next.source
             {

@@ -440,27 +440,21 @@ async fn round(
                 let failing = failing.clone();
                 let region = region.clone();
                 async move {
-                    let (state_, manifest) = if failing.load(std::sync::atomic::Ordering::Relaxed) {
-                        let msg = format!("store of {region} failing this round; retrying next round");
-                        (
-                            ReplicaState {
-                                in_sync: false,
-                                lag_seconds: 0,
-                                error: Some(msg),
-                            },
-                            cached,
-                        )
-                    } else {
-                        let r = replicate(ctx, &job, cached, delete_delay).await;
-                        if r.0
-                            .error
-                            .as_deref()
-                            .is_some_and(|e| !e.starts_with("not writing"))
-                        {
-                            failing.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        r
-                    };
+                    // Skipped this round: the pair's recorded state stands (no flapping condition).
+                    if failing.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Outcome {
+                            tenant: job.tenant,
+                            source: job.source,
+                            target: job.target,
+                            manifest: cached,
+                            caught_up: false,
+                        };
+                    }
+                    let (state_, manifest) = replicate(ctx, &job, cached, delete_delay).await;
+                    if state_.error.as_deref().is_some_and(|e| !e.starts_with("not writing")) {
+                        warn!(%region, tenant = %job.tenant, "a copy into this region failed: its other pairs wait for the next round");
+                        failing.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let caught_up = matches!(job.mode, Mode::CatchUp) && state_.error.is_none();
                     record(ctx, shared, &job.tenant, &job.target, state_);
                     Outcome {

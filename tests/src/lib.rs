@@ -53,9 +53,78 @@ pub fn signal(child: &std::process::Child, sig: &str) {
         .status();
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free port on 127.0.0.1 (TCP and UDP both free), reserved for this test process.
+///
+/// Binding port 0 and handing the number to a child races twice over: the kernel hands the same ephemeral
+/// range to every outgoing connection on the machine, and the parallel test processes each pick from it too
+/// (CI saw `Address already in use` for a port picked this way). So ports come from below the ephemeral range
+/// and each is reserved with a lock file naming the owning pid (`$TMPDIR/azora-ports/<port>`); a reservation
+/// whose owner is gone is taken over.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    free_port_on("127.0.0.1")
+}
+
+/// [`free_port`] for another loopback address (the simulated regions listen on 127.0.0.1x).
+pub fn free_port_on(ip: &str) -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // 20000..32000: below Linux's default ephemeral range (32768..60999)
+    let dir = std::env::temp_dir().join("azora-ports");
+    std::fs::create_dir_all(&dir)?;
+    let me = std::process::id();
+    let start = (me.wrapping_mul(7919)) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n.wrapping_mul(13)) % SPAN) as u16;
+        let lock = dir.join(port.to_string());
+        if !reserve(&lock, me) {
+            continue;
+        }
+        let free =
+            std::net::TcpListener::bind((ip, port)).is_ok() && std::net::UdpSocket::bind((ip, port)).is_ok();
+        if free {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on {ip} in {LOW}..{}", LOW + SPAN)
+}
+
+fn recently_written(p: &std::path::Path) -> bool {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().unwrap_or_default() < std::time::Duration::from_secs(10))
+        .unwrap_or(false)
+}
+
+/// Takes the lock file for a port: new, or held by a process that no longer exists.
+fn reserve(lock: &std::path::Path, me: u32) -> bool {
+    use std::io::Write as _;
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(lock)
+    };
+    if let Ok(mut f) = create() {
+        return f.write_all(me.to_string().as_bytes()).is_ok();
+    }
+    let owner: Option<u32> = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    match owner {
+        Some(pid) if pid == me => false, // ours already, handed out earlier in this process
+        Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => false,
+        None if recently_written(lock) => false, // a racer between create and write
+        _ => {
+            // The owner is gone (or the file is half-written by a racer): remove and race to create again.
+            let _ = std::fs::remove_file(lock);
+            match create() {
+                Ok(mut f) => f.write_all(me.to_string().as_bytes()).is_ok(),
+                Err(_) => false,
+            }
+        }
+    }
 }
 
 /// The text of an operator's `/metrics` on 127.0.0.1:`port`. A replica that does not answer (in 10 s), or

@@ -29,9 +29,7 @@ fn sim_bin() -> anyhow::Result<PathBuf> {
 impl SimRegion {
     /// Starts a region on `ip` (e.g. 127.0.0.11) and a free port.
     pub fn start(name: &str, ip: &str, deny: &[&str]) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind(format!("{ip}:0"))?
-            .local_addr()?
-            .port();
+        let port = crate::free_port_on(ip)?;
         let addr: SocketAddr = format!("{ip}:{port}").parse()?;
         let mut r = Self {
             name: name.into(),

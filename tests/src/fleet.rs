@@ -142,7 +142,9 @@ impl Fleet {
         args.extend_from_slice(extra);
         let n = std::fs::read_dir(self.env.dir.path())?.count();
         let log = self.env.dir.path().join(format!("operator-{n}.log"));
-        self.operator = Some(Operator::start(&self.env.hub().kubeconfig, log, &args, &[])?);
+        // Status writes log why at debug level: a bench that counts writes can say what changed.
+        let env = [("RUST_LOG", "info,azora_runtime::pipeline=debug")];
+        self.operator = Some(Operator::start(&self.env.hub().kubeconfig, log, &args, &env)?);
         self.metrics_port = port;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! core stays pure and tests can point these at real local servers: the Kubernetes API (leader lease,
 //! fenced status writes, Secret key lookups, regional cluster clients), DNS, probes and S3 object stores.
 
+pub mod archive;
 pub mod dns;
 pub mod kube_status;
 pub mod leader;

@@ -5,7 +5,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Condition, LabelSelector, Time};
+use std::collections::BTreeMap;
+
+use crate::common::{Condition, LabelSelector, SecretKeyRef, Time};
 
 /// A backup schedule: how often, how long kept, which tenants, what is included, where copied.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -56,6 +58,10 @@ pub struct BackupScheduleSpec {
     /// Stop creating new backups; existing ones are kept and pruned as usual.
     #[serde(default)]
     pub suspend: bool,
+    /// Key that encrypts the Secrets inside each archive (AES-256-GCM): 32 bytes, raw or base64, in a
+    /// Secret in the operator's namespace. Without it, Secrets are left out of backups and status says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<SecretKeyRef>,
 }
 
 fn default_every() -> String {
@@ -180,16 +186,28 @@ pub struct BackupSpec {
     /// Copy to every region the tenant's residency allows.
     #[serde(default = "default_true")]
     pub copy_to_allowed_regions: bool,
+    /// Key that encrypts the Secrets inside the archive (see `BackupSchedule.spec.encryptionKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<SecretKeyRef>,
 }
 
-/// Phase of a backup or restore.
+/// Phase of a backup or restore. `Succeeded` only when every required copy (or restored object) is
+/// verified; `PartiallyFailed` names what is missing; both, and `Failed`, are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
 pub enum Phase {
     Pending,
     Running,
     Verifying,
-    Completed,
+    Succeeded,
+    PartiallyFailed,
     Failed,
+}
+
+impl Phase {
+    /// Whether the run is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::PartiallyFailed | Self::Failed)
+    }
 }
 
 /// One copy of a backup.
@@ -200,8 +218,11 @@ pub struct BackupLocation {
     pub region: String,
     /// Bucket.
     pub bucket: String,
-    /// Object key.
+    /// Object key of the archive (its manifest sits beside it as `manifest.json`).
     pub key: String,
+    /// Size of the copy in bytes, as read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
     /// Whether the copy was downloaded and its checksum matched.
     pub verified: bool,
     /// When it was verified.
@@ -240,6 +261,15 @@ pub struct BackupStatus {
     /// Objects in the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_count: Option<u64>,
+    /// Region whose cluster the objects were read from (where the tenant was active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_region: Option<String>,
+    /// Whether the tenant's Secrets are in the archive (encrypted); false without an encryption key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_included: Option<bool>,
+    /// When a restore of this backup (scratch restores included) was last verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_verified_time: Option<Time>,
     /// One copy per region.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<BackupLocation>,
@@ -309,8 +339,33 @@ pub struct RestoreStatus {
     /// Whether every restored object matched the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// Region whose copy of the backup was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_region: Option<String>,
+    /// Namespace restored into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+    /// Objects restored, by kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinds: BTreeMap<String, u64>,
+    /// What happened when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
     /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Completed`.
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// One step of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// When.
+    pub time: Time,
+    /// Step.
+    pub step: String,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }

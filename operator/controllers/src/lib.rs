@@ -26,6 +26,8 @@ pub struct TermConfig {
     pub failover: failover::decide::FailoverConfig,
     /// Tenancy.
     pub tenancy: tenancy::TenancyConfig,
+    /// Backups and restore.
+    pub backup: backup::BackupConfig,
 }
 
 /// Every capability's work for one leadership term.
@@ -35,7 +37,7 @@ pub fn term(ctx: &Context, cfg: TermConfig, stop: Stop) -> Vec<BoxFuture<'static
     all.extend(health::term(ctx, cfg.health, c, &stop));
     all.extend(failover::term(ctx, cfg.failover, c, &stop));
     all.extend(tenancy::term(ctx, cfg.tenancy, &stop));
-    all.extend(backup::term(ctx, c, &stop));
+    all.extend(backup::term(ctx, cfg.backup, c, &stop));
     all.extend(chaos::term(ctx, c, &stop));
     all.extend(drill::term(ctx, c, &stop));
     all

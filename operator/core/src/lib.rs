@@ -2,6 +2,7 @@
 //! schedules. Every function here is pure — observed state in, next step out — and unit-tested without a
 //! cluster. Reconcilers fetch, call into this crate, apply and write status.
 
+pub mod backup;
 pub mod conditions;
 pub mod duration;
 pub mod failover;

@@ -108,6 +108,12 @@ struct RunArgs {
     /// (tenant, region) replication pairs worked on at once.
     #[arg(long, default_value_t = 16)]
     replication_concurrency: usize,
+    /// Backups run at once; one slow or failing tenant holds up only its own slot.
+    #[arg(long, default_value_t = 4)]
+    backup_concurrency: u16,
+    /// How often the copies of a finished backup are read back and checked again.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    backup_verify_every: Duration,
     /// An observer Lease not seen to change for this long is removed (its observer is gone).
     #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
     observer_gc_after: Duration,
@@ -386,6 +392,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     delete_delay: args.replication_delete_delay,
                     concurrency: args.replication_concurrency,
                 },
+            },
+            backup: azora_controllers::backup::BackupConfig {
+                concurrency: args.backup_concurrency.max(1),
+                verify_every: args.backup_verify_every,
             },
         };
         let controllers =

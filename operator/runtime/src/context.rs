@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use azora_adapters::leader::Fence;
+use azora_adapters::objstore::StoreConfig;
 use azora_adapters::secrets::SecretKeys;
 use azora_api::backup::BackupSpec;
 use azora_api::region::{RegionSpec, Verdict};
@@ -65,6 +66,43 @@ pub struct Needs {
 }
 
 impl Context {
+    /// A region's object store: where it is and the credentials (from its Secret, or the operator's
+    /// environment). `None`: the region names no store. Errors name the Secret and key, never a value.
+    pub async fn store_config(&self, spec: &RegionSpec) -> Result<Option<StoreConfig>, String> {
+        let Some(os) = &spec.object_store else {
+            return Ok(None);
+        };
+        let credentials = match &os.credentials_secret {
+            Some(secret) => {
+                let get = |key: &'static str| {
+                    let name = secret.name.clone();
+                    async move {
+                        match self.secrets.value(&name, key).await {
+                            Ok(Some(v)) => String::from_utf8(v)
+                                .map_err(|_| format!("Secret {name} key {key} is not UTF-8")),
+                            Ok(None) => Err(format!("Secret {name} key {key} not found")),
+                            Err(e) => Err(format!("reading Secret {name}: {e}")),
+                        }
+                    }
+                };
+                (get("accessKeyId").await?, get("secretAccessKey").await?)
+            }
+            None => (
+                std::env::var("AWS_ACCESS_KEY_ID")
+                    .map_err(|_| "no credentialsSecret and no AWS_ACCESS_KEY_ID".to_string())?,
+                std::env::var("AWS_SECRET_ACCESS_KEY")
+                    .map_err(|_| "no credentialsSecret and no AWS_SECRET_ACCESS_KEY".to_string())?,
+            ),
+        };
+        Ok(Some(StoreConfig {
+            endpoint: os.endpoint.clone(),
+            bucket: os.bucket.clone(),
+            signing_region: os.signing_region.clone(),
+            force_path_style: os.force_path_style,
+            credentials,
+        }))
+    }
+
     /// Builds the world from the caches, and looks up the given Secrets' key names.
     pub async fn world(&self, needs: Needs, secret_names: &[String]) -> Result<World, kube::Error> {
         let regions: BTreeMap<String, RegionSpec> = self.caches.regions.specs();

@@ -48,6 +48,17 @@ pub struct Metrics {
     pub replication_objects: IntCounterVec,
     /// Bytes copied by target region.
     pub replication_bytes: IntCounterVec,
+    /// Recovery point now per tenant: age of the data in its newest backup verified in every required
+    /// region (derived from the recorded Backups, so right after a restart too).
+    pub backup_rpo: prometheus::GaugeVec,
+    /// Duration of backup runs by result (succeeded, partially_failed, failed).
+    pub backup_duration: HistogramVec,
+    /// Archive size of each tenant's newest backup.
+    pub backup_size: IntGaugeVec,
+    /// Finished backup runs by result.
+    pub backups: IntCounterVec,
+    /// Finished restores by result.
+    pub restores: IntCounterVec,
 }
 
 impl Metrics {
@@ -164,6 +175,35 @@ impl Metrics {
             Opts::new("replication_bytes_total", "Bytes replicated"),
             &["region"],
         )?;
+        let backup_rpo = prometheus::GaugeVec::new(
+            Opts::new(
+                "backup_rpo_seconds",
+                "Age of the data in each tenant's newest backup verified in every required region",
+            ),
+            &["tenant"],
+        )?;
+        let backup_duration = HistogramVec::new(
+            HistogramOpts::new("backup_duration_seconds", "Duration of backup runs")
+                .buckets(vec![0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0]),
+            &["result"],
+        )?;
+        let backup_size = IntGaugeVec::new(
+            Opts::new("backup_size_bytes", "Archive size of each tenant's newest backup"),
+            &["tenant"],
+        )?;
+        let backups = IntCounterVec::new(
+            Opts::new("backups_total", "Finished backup runs by result"),
+            &["result"],
+        )?;
+        let restores = IntCounterVec::new(
+            Opts::new("restores_total", "Finished restores by result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(backup_rpo.clone()))?;
+        registry.register(Box::new(backup_duration.clone()))?;
+        registry.register(Box::new(backup_size.clone()))?;
+        registry.register(Box::new(backups.clone()))?;
+        registry.register(Box::new(restores.clone()))?;
         for c in [
             &regional_writes,
             &tenant_syncs,
@@ -212,6 +252,11 @@ impl Metrics {
             tenant_replication_lag,
             replication_objects,
             replication_bytes,
+            backup_rpo,
+            backup_duration,
+            backup_size,
+            backups,
+            restores,
         })
     }
 

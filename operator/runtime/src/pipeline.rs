@@ -11,7 +11,7 @@ use azora_api::common::find_condition;
 use azora_api::{Condition, ConditionStatus, Time};
 use azora_core::conditions::{self, Desired, types};
 use azora_core::validate::{self, ProblemKind};
-use kube::api::DynamicObject;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use rand::Rng;
@@ -83,6 +83,9 @@ pub enum ReconcileError {
     /// Writing status failed.
     #[error("writing status failed")]
     Status(#[source] StatusError),
+    /// A regional cluster or object store failed (the text names it, never a secret).
+    #[error("{0}")]
+    Remote(String),
     /// The write fence refused: this replica does not (or no longer) lead.
     #[error("not writing")]
     Fenced(#[source] std::sync::Arc<azora_adapters::leader::LeaderError>),
@@ -93,6 +96,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Fetch(_) => "Fetch",
+            Self::Remote(_) => "Remote",
             Self::Fenced(_) => "Fenced",
             Self::Status(e) => e.category(),
         }
@@ -229,6 +233,13 @@ pub async fn write_if_changed(
         ctx.metrics.status_write(controller, "skipped");
         return Ok(());
     }
+    // Why a write happens, for whoever counts writes (a resync that changes nothing must write nothing).
+    tracing::debug!(
+        controller,
+        object = obj.metadata.name.as_deref().unwrap_or(""),
+        changed = ?changed_fields(obj, &plan.status),
+        "status write"
+    );
     writer
         .apply(
             obj.metadata.name.as_deref().unwrap_or_default(),
@@ -286,6 +297,20 @@ pub fn plan_status(
 }
 
 /// Whether the object's status already says everything in `planned` (timestamps aside).
+/// The planned status fields that differ from the object's.
+fn changed_fields(obj: &DynamicObject, planned: &Value) -> Vec<String> {
+    let current = obj.data.get("status");
+    planned
+        .as_object()
+        .map(|p| {
+            p.iter()
+                .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {
     let Some(current) = obj.data.get("status") else {
         return false;
@@ -348,6 +373,64 @@ pub fn error_policy<K: Kind>(obj: Arc<DynamicObject>, err: &ReconcileError, kc: 
         "reconcile failed"
     );
     Action::requeue(delay)
+}
+
+/// Adds `finalizer` to a cluster-scoped object of `resource` (merge patch guarded by the resourceVersion
+/// read, so a concurrent edit is not overwritten). Callers check the fence first.
+pub async fn add_finalizer(
+    ctx: &Context,
+    resource: &ApiResource,
+    obj: &DynamicObject,
+    finalizer: &str,
+) -> Result<(), ReconcileError> {
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), resource);
+    let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == finalizer) {
+        return Ok(());
+    }
+    finalizers.push(finalizer.into());
+    let patch =
+        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+    api.patch(
+        obj.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(ReconcileError::Fetch)
+}
+
+/// Removes `finalizer` (an object already gone is fine).
+pub async fn remove_finalizer(
+    ctx: &Context,
+    resource: &ApiResource,
+    obj: &DynamicObject,
+    finalizer: &str,
+) -> Result<(), ReconcileError> {
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), resource);
+    let finalizers: Vec<String> = obj
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    let patch =
+        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+    match api
+        .patch(
+            obj.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(ReconcileError::Fetch(e)),
+    }
 }
 
 #[cfg(test)]

@@ -126,8 +126,29 @@ pub async fn run(count: usize, objects: usize, operator_args: &[String]) -> anyh
     let applied = fleet.metric("azora_regional_writes_total").await?;
     eprintln!("cold start: {cold_start:.1}s, {applied} regional writes");
 
-    // 2. full resync: restart, wait until every placement was re-read, count writes
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // 2. full resync: restart, wait until every placement was re-read, count writes. Ready says placed;
+    //    replication still records its first `Replicated` and lags after that, and those first writes are
+    //    not the restart's. So the restart waits until the hub has seen no Tenant write for 10 s (a status
+    //    that never stops changing fails here, with the count).
+    let t = Instant::now();
+    let mut last = fleet.env.hub().write_requests(Some(&["tenants"])).await?;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = fleet.env.hub().write_requests(Some(&["tenants"])).await?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(300),
+            "Tenant status writes never stopped after the cold start (still writing after 300s: {now} so far)"
+        );
+    }
+    eprintln!(
+        "settled: no Tenant write for 10s after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     fleet.kill_operator();
     let regional_before = fleet.regional_writes().await?;
     let hub_before = fleet.env.hub().write_requests(Some(&["tenants"])).await?;
@@ -159,6 +180,17 @@ pub async fn run(count: usize, objects: usize, operator_args: &[String]) -> anyh
         regional_after - regional_before,
         hub_after - hub_before
     );
+    if hub_after > hub_before
+        && let Some(op) = &fleet.operator
+    {
+        // The operator logs why it writes a status (debug): show a few, so a regression names itself.
+        let text = op.log_text();
+        let why: Vec<&str> = text.lines().filter(|l| l.contains("\"status write\"")).collect();
+        eprintln!("status writes after the restart ({} logged), e.g.:", why.len());
+        for l in why.iter().take(8) {
+            eprintln!("  {l}");
+        }
+    }
 
     // 3. replication lag
     let t = Instant::now();

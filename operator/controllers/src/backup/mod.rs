@@ -1,25 +1,71 @@
-//! Backups and restore. This version validates BackupSchedules, Backups and Restores and reports
-//! `Ready=False, NotYetSupported` (GitOps health checks read `Ready`); taking and restoring backups is the
-//! backup issue's work and lands here.
+//! Backups and restore: `BackupSchedule` creates a `Backup` per selected tenant every interval (spread over
+//! it) and prunes by retention; a `Backup` exports the tenant's namespace from the region where it is
+//! active into an archive (Secrets sealed), uploads it to the home region's store and copies it to every
+//! region the residency allows, verifying each copy by reading it back; a `Restore` reads the copy in the
+//! target region's own store, checks it, applies it and verifies every object. See `run`, `restore`,
+//! `schedule`.
+
+mod export;
+mod restore;
+mod room;
+mod run;
+mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use azora_api::backup::{BackupScheduleSpec, BackupSpec, RestoreSpec};
 use azora_api::{Backup, BackupSchedule, Restore};
 use azora_core::validate::{self, Pending, Problem};
 use azora_core::world::World;
-use azora_runtime::pipeline::{Kind, not_yet_supported, resource_of};
-use azora_runtime::term::{Stop, controller};
+use azora_runtime::pipeline::{Kind, resource_of};
+use azora_runtime::term::{Stop, custom_controller};
 use azora_runtime::{Context, Needs};
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use kube::core::ApiResource;
 
+pub use room::BackupConfig;
+use room::Room;
+
 /// This capability's work for one leadership term.
-pub fn term(ctx: &Context, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+pub fn term(ctx: &Context, cfg: BackupConfig, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+    let room = Arc::new(Room::new(ctx.clone(), cfg.clone()));
+    // A Backup wakes its schedule (status: last good, RPO) and its Restores wait on it.
+    let schedule_wakes = room.schedule_wakes();
     vec![
-        controller::<BackupScheduleKind>(ctx, &ctx.caches.schedules, concurrency, stop.clone()),
-        controller::<BackupKind>(ctx, &ctx.caches.backups, concurrency, stop.clone()),
-        controller::<RestoreKind>(ctx, &ctx.caches.restores, concurrency, stop.clone()),
+        custom_controller::<BackupScheduleKind, _, _, _, _>(
+            &ctx.caches.schedules,
+            room.clone(),
+            schedule::reconcile,
+            schedule::error_policy,
+            schedule_wakes,
+            concurrency,
+            stop.clone(),
+        ),
+        custom_controller::<BackupKind, _, _, _, _>(
+            &ctx.caches.backups,
+            room.clone(),
+            run::reconcile,
+            run::error_policy,
+            futures::stream::pending::<String>().boxed(),
+            cfg.concurrency,
+            stop.clone(),
+        ),
+        custom_controller::<RestoreKind, _, _, _, _>(
+            &ctx.caches.restores,
+            room,
+            restore::reconcile,
+            restore::error_policy,
+            futures::stream::pending::<String>().boxed(),
+            concurrency,
+            stop.clone(),
+        ),
     ]
 }
+
+/// How often a schedule is looked at when nothing changes (runs due, retention, RPO figures).
+pub(crate) const SCHEDULE_TICK: Duration = Duration::from_secs(5);
 
 /// BackupSchedule.
 pub struct BackupScheduleKind;
@@ -29,14 +75,23 @@ impl Kind for BackupScheduleKind {
     fn resource() -> ApiResource {
         resource_of::<BackupSchedule>()
     }
-    fn check(spec: &BackupScheduleSpec, _world: &World) -> Vec<Problem> {
-        validate::backup_schedule(spec)
+    fn needs() -> Needs {
+        Needs {
+            tenants: true,
+            backups: false,
+        }
+    }
+    fn secret_refs(spec: &BackupScheduleSpec) -> Vec<String> {
+        spec.encryption_key.iter().map(|k| k.name.clone()).collect()
+    }
+    fn check(spec: &BackupScheduleSpec, world: &World) -> Vec<Problem> {
+        validate::backup_schedule(spec, world)
     }
     fn ready_message() -> &'static str {
         "backups taken on schedule"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported("Scheduling", "backups are not taken in this version")
+        None
     }
 }
 
@@ -54,17 +109,17 @@ impl Kind for BackupKind {
             backups: false,
         }
     }
+    fn secret_refs(spec: &BackupSpec) -> Vec<String> {
+        spec.encryption_key.iter().map(|k| k.name.clone()).collect()
+    }
     fn check(spec: &BackupSpec, world: &World) -> Vec<Problem> {
         validate::backup(spec, world)
     }
     fn ready_message() -> &'static str {
-        "backup completed"
+        "backup verified in every required region"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported(
-            "Completed",
-            "spec valid; backups are not executed in this version",
-        )
+        None
     }
 }
 
@@ -86,12 +141,9 @@ impl Kind for RestoreKind {
         validate::restore(spec, world)
     }
     fn ready_message() -> &'static str {
-        "restore completed"
+        "restore applied and verified"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported(
-            "Completed",
-            "spec valid; restores are not executed in this version",
-        )
+        None
     }
 }

@@ -8,9 +8,9 @@ use azora_api::tenant::{RegionSync, SyncState};
 use azora_core::conditions::{Desired, types};
 use azora_core::tenancy::{ManagedKind, ObjectKey, namespace_of, owned_by};
 use azora_runtime::Context;
-use azora_runtime::pipeline::{Kind, ReconcileError};
+use azora_runtime::pipeline::{self, Kind, ReconcileError};
 use kube::ResourceExt as _;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -21,46 +21,13 @@ use super::placement::{
     FINALIZER, LazyFence, NOT_KNOWN_YET, RETRY, TenantCtx, fenced, has_finalizer, outcome, write_status,
 };
 
+/// Adds the cleanup finalizer.
 pub(super) async fn add_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), ReconcileError> {
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
-    let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
-    finalizers.push(FINALIZER.into());
-    let patch =
-        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
-    api.patch(
-        obj.metadata.name.as_deref().unwrap_or_default(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(ReconcileError::Fetch)
+    pipeline::add_finalizer(ctx, &TenantKind::resource(), obj, FINALIZER).await
 }
 
 async fn remove_finalizer(ctx: &Context, obj: &DynamicObject) -> Result<(), ReconcileError> {
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &TenantKind::resource());
-    let finalizers: Vec<String> = obj
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch =
-        json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
-    match api
-        .patch(
-            obj.metadata.name.as_deref().unwrap_or_default(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(ReconcileError::Fetch(e)),
-    }
+    pipeline::remove_finalizer(ctx, &TenantKind::resource(), obj, FINALIZER).await
 }
 
 /// Cleans every region, each on its own; the finalizer goes once all are clean.

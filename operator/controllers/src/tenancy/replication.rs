@@ -128,42 +128,6 @@ fn group_by_tenant(objects: Vec<SourceObject>) -> BTreeMap<String, Vec<SourceObj
     out
 }
 
-async fn store_config(ctx: &Context, spec: &RegionSpec) -> Result<Option<StoreConfig>, String> {
-    let Some(os) = &spec.object_store else {
-        return Ok(None);
-    };
-    let credentials = match &os.credentials_secret {
-        Some(secret) => {
-            let get = |key: &'static str| {
-                let name = secret.name.clone();
-                async move {
-                    match ctx.secrets.value(&name, key).await {
-                        Ok(Some(v)) => {
-                            String::from_utf8(v).map_err(|_| format!("Secret {name} key {key} is not UTF-8"))
-                        }
-                        Ok(None) => Err(format!("Secret {name} key {key} not found")),
-                        Err(e) => Err(format!("reading Secret {name}: {e}")),
-                    }
-                }
-            };
-            (get("accessKeyId").await?, get("secretAccessKey").await?)
-        }
-        None => (
-            std::env::var("AWS_ACCESS_KEY_ID")
-                .map_err(|_| "no credentialsSecret and no AWS_ACCESS_KEY_ID".to_string())?,
-            std::env::var("AWS_SECRET_ACCESS_KEY")
-                .map_err(|_| "no credentialsSecret and no AWS_SECRET_ACCESS_KEY".to_string())?,
-        ),
-    };
-    Ok(Some(StoreConfig {
-        endpoint: os.endpoint.clone(),
-        bucket: os.bucket.clone(),
-        signing_region: os.signing_region.clone(),
-        force_path_style: os.force_path_style,
-        credentials,
-    }))
-}
-
 /// Per-term state: clients by region (rebuilt when the config changes), manifests, and the source each
 /// tenant's replication uses (what this process last recorded; the Tenant status may lag behind it).
 #[derive(Default)]
@@ -268,7 +232,7 @@ async fn round(
     // Clients for every region with a store.
     let mut store_errors: BTreeMap<String, String> = BTreeMap::new();
     for (name, spec) in &regions {
-        match store_config(ctx, spec).await {
+        match ctx.store_config(spec).await {
             Ok(Some(c)) => {
                 if state.stores.get(name).is_none_or(|(old, _)| *old != c) {
                     let client = ObjectStore::new(&c);

@@ -313,8 +313,11 @@ pub fn failover_policy(spec: &FailoverPolicySpec, world: &World) -> Vec<Problem>
 }
 
 /// Checks a BackupSchedule.
-pub fn backup_schedule(spec: &BackupScheduleSpec) -> Vec<Problem> {
+pub fn backup_schedule(spec: &BackupScheduleSpec, world: &World) -> Vec<Problem> {
     let mut f = Findings::default();
+    if let Some(k) = &spec.encryption_key {
+        f.secret_key(world, "encryptionKey", &k.name, &k.key);
+    }
     let every = f.duration("every", &spec.every);
     let keep = f.duration("retention.keepFor", &spec.retention.keep_for);
     if let Some(e) = every
@@ -333,6 +336,9 @@ pub fn backup_schedule(spec: &BackupScheduleSpec) -> Vec<Problem> {
 /// Checks a Backup.
 pub fn backup(spec: &BackupSpec, world: &World) -> Vec<Problem> {
     let mut f = Findings::default();
+    if let Some(k) = &spec.encryption_key {
+        f.secret_key(world, "encryptionKey", &k.name, &k.key);
+    }
     match world.tenants.get(&spec.tenant) {
         None => f.unresolved(
             "TenantNotFound",

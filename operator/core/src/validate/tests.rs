@@ -117,9 +117,15 @@ fn rfc2136_policy_needs_its_tsig_secret() {
 fn backup_schedule_keep_for_must_exceed_interval() {
     let spec: BackupScheduleSpec =
         serde_json::from_value(json!({"every": "1h", "retention": {"keepFor": "30m"}})).unwrap();
-    assert_eq!(reasons(&backup_schedule(&spec)), vec!["InvalidRetention"]);
+    assert_eq!(
+        reasons(&backup_schedule(&spec, &World::default())),
+        vec!["InvalidRetention"]
+    );
     let spec: BackupScheduleSpec = serde_json::from_value(json!({"every": "5 minutes"})).unwrap();
-    assert_eq!(reasons(&backup_schedule(&spec)), vec!["InvalidDuration"]);
+    assert_eq!(
+        reasons(&backup_schedule(&spec, &World::default())),
+        vec!["InvalidDuration"]
+    );
 }
 
 #[test]

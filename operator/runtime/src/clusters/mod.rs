@@ -126,6 +126,12 @@ pub enum ClusterError {
 }
 
 impl Cluster {
+    /// The request client (short deadlines), for kinds the registry does not watch (backups read every
+    /// namespaced kind, restores apply them). Callers bound their requests with their own timeouts.
+    pub fn client(&self) -> kube::Client {
+        self.clients.requests.clone()
+    }
+
     /// Whether the last check found the API server answering.
     pub fn reachable(&self) -> Option<Reachability> {
         self.reach.lock().ok().and_then(|r| r.clone())

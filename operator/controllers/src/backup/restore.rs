@@ -1,0 +1,571 @@
+//! A Restore: the backup must be `Succeeded`; its copy is read from the target region's own store (so a
+//! restore works while the home region is down; another verified copy only when the target region has
+//! none), checked against the backup's SHA-256 and every entry against the manifest, Secrets opened with
+//! the backup's key; then every object is server-side applied into the tenant's namespace (or a scratch
+//! namespace this Restore creates and labels), and read back and compared. Applying is idempotent, so a
+//! restore interrupted by a crash simply runs again. Residency is enforced by validation: a region the
+//! tenant may not use is refused before anything is read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azora_adapters::archive::{self, SecretKey};
+use azora_api::Time;
+use azora_api::backup::{BackupSpec, BackupStatus, Phase, RestoreSpec, RestoreStatus, TimelineEntry};
+use azora_core::backup::{ObjectId, restored_matches};
+use azora_core::conditions::{Desired, types};
+use azora_core::tenancy::namespace_of;
+use azora_runtime::events::publish;
+use azora_runtime::pipeline::{
+    Kind as _, ReconcileError, add_finalizer, error_policy as generic, remove_finalizer,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams, Preconditions};
+use kube::core::ApiResource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::{Map, Value};
+use tracing::{info, instrument, warn};
+
+use super::RestoreKind;
+use super::export;
+use super::room::{Room, check};
+
+/// Label on a scratch namespace naming the Restore that created it.
+pub const SCRATCH_LABEL: &str = "azora.io/scratch-restore";
+/// Finalizer of a scratch restore: its namespace goes with it.
+pub const FINALIZER: &str = "azora.io/scratch-namespace";
+const COMPLETED: &str = "Completed";
+const REQUEST: Duration = Duration::from_secs(20);
+const DOWNLOAD: Duration = Duration::from_secs(120);
+
+/// Error policy: the generic one.
+pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, room: Arc<Room>) -> Action {
+    generic::<RestoreKind>(obj, err, room.kc_restore.clone())
+}
+
+fn status_of(obj: &DynamicObject) -> RestoreStatus {
+    obj.data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn fields(st: &RestoreStatus) -> Map<String, Value> {
+    let mut v = serde_json::to_value(st)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    v.remove("conditions");
+    v.remove("observedGeneration");
+    v
+}
+
+fn step(st: &mut RestoreStatus, step: &str, message: impl Into<String>) {
+    st.timeline.push(TimelineEntry {
+        time: Time::now(),
+        step: step.into(),
+        message: message.into(),
+    });
+}
+
+fn conditions(validation: &[Desired], ok: bool, reason: &str, msg: &str) -> Vec<Desired> {
+    let mut out: Vec<Desired> = validation
+        .iter()
+        .filter(|d| d.type_ != types::READY)
+        .cloned()
+        .collect();
+    if ok {
+        out.push(Desired::ok(types::READY, reason, msg));
+        out.push(Desired::ok(COMPLETED, reason, msg));
+    } else {
+        out.push(Desired::fail(types::READY, reason, msg));
+        out.push(Desired::fail(COMPLETED, reason, msg));
+    }
+    out
+}
+
+/// Reconciles one Restore.
+#[instrument(skip(obj, room), fields(controller = "restore", object = obj.metadata.name.as_deref().unwrap_or("")))]
+pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Action, ReconcileError> {
+    let ctx = &room.ctx;
+    let _timer = ctx.metrics.timer(RestoreKind::NAME);
+    let mut st = status_of(&obj);
+    if obj.metadata.deletion_timestamp.is_some() {
+        return remove_scratch(&room, &obj).await;
+    }
+    let checked = match check::<RestoreKind>(ctx, &obj, RestoreKind::ready_message()).await? {
+        Err(desired) => {
+            room.write(&room.restores, &obj, Map::new(), &desired).await?;
+            return Ok(Action::await_change());
+        }
+        Ok(c) => c,
+    };
+    if st.phase.is_some_and(Phase::is_final) {
+        return Ok(Action::await_change());
+    }
+    if !checked.ok {
+        room.write(&room.restores, &obj, fields(&st), &checked.validation)
+            .await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let spec = &checked.spec;
+    let Some(backup) = ctx
+        .caches
+        .backups
+        .store()
+        .state()
+        .into_iter()
+        .find(|b| b.name_any() == spec.backup)
+    else {
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let bst: BackupStatus = backup
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let bspec: BackupSpec =
+        match serde_json::from_value(backup.data.get("spec").cloned().unwrap_or(Value::Null)) {
+            Ok(s) => s,
+            Err(_) => return Ok(Action::requeue(Duration::from_secs(10))),
+        };
+    if bst.phase != Some(Phase::Succeeded) {
+        // Nothing is read or applied from a backup that is not verified everywhere.
+        let msg = format!(
+            "backup {} is {}, not Succeeded: only a verified backup is restored",
+            spec.backup,
+            bst.phase.map_or("not started".to_string(), |p| p.to_string())
+        );
+        let desired = conditions(&checked.validation, false, "BackupNotSucceeded", &msg);
+        room.write(&room.restores, &obj, fields(&st), &desired).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let Some(_claim) = room.claim(&uid) else {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    let started = Instant::now();
+    let namespace = spec
+        .target_namespace
+        .clone()
+        .unwrap_or_else(|| namespace_of(&bspec.tenant));
+    if st.phase == Some(Phase::Running) {
+        step(
+            &mut st,
+            "Resumed",
+            "interrupted run started again (applying is idempotent)",
+        );
+    } else {
+        st.timeline.clear();
+        step(
+            &mut st,
+            "Started",
+            format!(
+                "restoring {} into {} / {namespace}",
+                spec.backup, spec.target_region
+            ),
+        );
+    }
+    st.phase = Some(Phase::Running);
+    st.start_time.get_or_insert_with(Time::now);
+    st.target_namespace = Some(namespace.clone());
+    if spec.target_namespace.is_some() {
+        ctx.fence
+            .check()
+            .await
+            .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
+        add_finalizer(ctx, &RestoreKind::resource(), &obj, FINALIZER).await?;
+    }
+    let running = conditions(&checked.validation, false, "Running", "restoring");
+    room.write(&room.restores, &obj, fields(&st), &running).await?;
+
+    let outcome = restore(&room, &obj, spec, &bspec, &bst, &namespace, &mut st).await;
+    st.completion_time = Some(Time::now());
+    let (ok, reason, msg) = match outcome {
+        Ok(msg) => (true, "Verified", msg),
+        Err((reason, msg)) => (false, reason, msg),
+    };
+    st.phase = Some(if ok { Phase::Succeeded } else { Phase::Failed });
+    step(&mut st, if ok { "Succeeded" } else { "Failed" }, msg.clone());
+    room.write(
+        &room.restores,
+        &obj,
+        fields(&st),
+        &conditions(&checked.validation, ok, reason, &msg),
+    )
+    .await?;
+    ctx.metrics
+        .restores
+        .with_label_values(&[if ok { "succeeded" } else { "failed" }])
+        .inc();
+    let type_ = if ok { EventType::Normal } else { EventType::Warning };
+    publish(
+        ctx,
+        &obj,
+        type_,
+        if ok { "RestoreSucceeded" } else { "RestoreFailed" },
+        &format!("{reason}: {msg}"),
+        "Restore",
+    )
+    .await;
+    if ok && st.verified == Some(true) {
+        // The backup is known to restore: say so on it (its own field, its own manager).
+        let body = serde_json::json!({ "restoreVerifiedTime": Time::now() });
+        if let Err(e) = room.restore_marks.apply(&spec.backup, None, body).await {
+            warn!(backup = %spec.backup, error = &e as &dyn std::error::Error, "marking the backup as restored failed");
+        }
+    }
+    info!(restore = %obj.name_any(), ok, %reason, seconds = started.elapsed().as_secs_f64(), "restore finished");
+    Ok(Action::await_change())
+}
+
+type Failure = (&'static str, String);
+
+/// The restore itself; `Ok` with a summary, or the reason and message it failed with.
+async fn restore(
+    room: &Room,
+    obj: &DynamicObject,
+    spec: &RestoreSpec,
+    bspec: &BackupSpec,
+    bst: &BackupStatus,
+    namespace: &str,
+    st: &mut RestoreStatus,
+) -> Result<String, Failure> {
+    let ctx = &room.ctx;
+    let sha = bst.sha256.clone().unwrap_or_default();
+    // The target region's own copy first; others only if it has none that opens.
+    let mut candidates: Vec<_> = bst.locations.iter().filter(|l| l.verified).collect();
+    candidates.sort_by_key(|l| l.region != spec.target_region);
+    let mut opened = None;
+    for l in candidates {
+        let got = async {
+            let store = room.store(&l.region).await?;
+            let bytes = tokio::time::timeout(DOWNLOAD, store.get_bytes(&l.key))
+                .await
+                .map_err(|_| format!("reading {} did not finish within {}s", l.key, DOWNLOAD.as_secs()))?
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the copy is missing".to_string())?;
+            archive::open(&bytes, &sha).map_err(|e| e.to_string())
+        }
+        .await;
+        match got {
+            Ok(o) => {
+                step(
+                    st,
+                    "Read",
+                    format!("archive read from {} and checked against the manifest", l.region),
+                );
+                st.source_region = Some(l.region.clone());
+                opened = Some(o);
+                break;
+            }
+            Err(e) => step(st, "ReadFailed", format!("{}: {e}", l.region)),
+        }
+    }
+    let Some(opened) = opened else {
+        return Err((
+            "NoUsableCopy",
+            "no copy of the backup could be read and checked".into(),
+        ));
+    };
+    let key = if opened.manifest.secrets_included {
+        let k = bspec.encryption_key.as_ref().ok_or((
+            "EncryptionKeyMissing",
+            "the backup holds Secrets but names no key".to_string(),
+        ))?;
+        let v = ctx
+            .secrets
+            .value(&k.name, &k.key)
+            .await
+            .map_err(|e| {
+                (
+                    "EncryptionKeyUnreadable",
+                    format!("reading Secret {}: {e}", k.name),
+                )
+            })?
+            .ok_or((
+                "EncryptionKeyMissing",
+                format!("Secret {} has no key {}", k.name, k.key),
+            ))?;
+        let key = SecretKey::from_secret_value(&v).map_err(|e| ("InvalidEncryptionKey", e.to_string()))?;
+        if opened.manifest.key_id.as_deref() != Some(key.id().as_str()) {
+            return Err((
+                "WrongEncryptionKey",
+                format!(
+                    "Secret {} key {} is not the key the backup was sealed with",
+                    k.name, k.key
+                ),
+            ));
+        }
+        Some(key)
+    } else {
+        None
+    };
+    // The objects, Secrets opened.
+    let mut objects: Vec<(ObjectId, Value)> = Vec::new();
+    for (entry, bytes) in &opened.entries {
+        let Some(id) = entry.object.clone() else { continue };
+        let plain = match entry.kind.as_str() {
+            "secret" => {
+                let key = key
+                    .as_ref()
+                    .ok_or(("EncryptionKeyMissing", "no key for the Secrets".to_string()))?;
+                key.open(bytes, &entry.path)
+                    .map_err(|e| ("DecryptFailed", e.to_string()))?
+            }
+            "object" => bytes.clone(),
+            _ => continue,
+        };
+        let v: Value = serde_json::from_slice(&plain)
+            .map_err(|_| ("ArchiveCorrupt", format!("{} does not parse", entry.path)))?;
+        objects.push((id, v));
+    }
+    let cluster = ctx.handles.clusters.get(&spec.target_region).map_err(|why| {
+        (
+            "ClusterUnavailable",
+            why.unwrap_or_else(|| format!("region {} has no cluster", spec.target_region)),
+        )
+    })?;
+    let client = cluster.client();
+    prepare_namespace(&client, obj, spec, namespace).await?;
+    step(
+        st,
+        "Namespace",
+        format!("{namespace} ready in {}", spec.target_region),
+    );
+
+    // Namespaced objects the restore applies: ServiceAccounts and ConfigMaps before what uses them.
+    objects.sort_by_key(|(id, _)| match id.kind.as_str() {
+        "ServiceAccount" | "Secret" | "ConfigMap" | "PersistentVolumeClaim" => 0,
+        "Service" => 1,
+        _ => 2,
+    });
+    let mut ars: BTreeMap<(String, String), ApiResource> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut applied = 0u64;
+    for (id, body) in &objects {
+        let ar = match resolve(&client, &mut ars, id).await {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        match export::apply(&client, &ar, namespace, body).await {
+            Ok(()) => {
+                applied += 1;
+                *kinds.entry(id.kind.clone()).or_default() += 1;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    st.objects_restored = Some(applied);
+    st.kinds = kinds;
+    step(
+        st,
+        "Applied",
+        format!("{applied} of {} objects applied", objects.len()),
+    );
+    if !errors.is_empty() {
+        let shown: Vec<&String> = errors.iter().take(5).collect();
+        return Err((
+            "ApplyFailed",
+            format!(
+                "{} objects not applied: {}",
+                errors.len(),
+                shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+            ),
+        ));
+    }
+    if !spec.verify {
+        st.verified = None;
+        return Ok(format!(
+            "{applied} objects applied (not verified: spec.verify is false)"
+        ));
+    }
+    let mut mismatches = Vec::new();
+    for (id, body) in &objects {
+        let Some(ar) = ars.get(&(id.api_version.clone(), id.kind.clone())) else {
+            continue;
+        };
+        match export::get(&client, ar, namespace, &id.name).await {
+            Ok(Some(live)) => {
+                if let Err(what) = restored_matches(body, &live) {
+                    mismatches.push(format!("{} {}: {what}", id.kind, id.name));
+                }
+            }
+            Ok(None) => mismatches.push(format!("{} {} is missing", id.kind, id.name)),
+            Err(e) => mismatches.push(e),
+        }
+    }
+    st.verified = Some(mismatches.is_empty());
+    if !mismatches.is_empty() {
+        let shown: Vec<&str> = mismatches.iter().take(5).map(String::as_str).collect();
+        return Err((
+            "VerificationFailed",
+            format!("{} objects differ: {}", mismatches.len(), shown.join("; ")),
+        ));
+    }
+    step(st, "Verified", format!("{applied} objects match the backup"));
+    Ok(format!(
+        "{applied} objects restored into {namespace} in {} and verified",
+        spec.target_region
+    ))
+}
+
+async fn resolve(
+    client: &kube::Client,
+    ars: &mut BTreeMap<(String, String), ApiResource>,
+    id: &ObjectId,
+) -> Result<ApiResource, String> {
+    let k = (id.api_version.clone(), id.kind.clone());
+    if let Some(a) = ars.get(&k) {
+        return Ok(a.clone());
+    }
+    let a = export::resource(client, id).await?;
+    ars.insert(k, a.clone());
+    Ok(a)
+}
+
+/// The tenant's own namespace must exist (placement creates it); a scratch namespace is created by this
+/// Restore (POST, labelled) and an existing one is used only if this Restore created it.
+async fn prepare_namespace(
+    client: &kube::Client,
+    obj: &DynamicObject,
+    spec: &RestoreSpec,
+    namespace: &str,
+) -> Result<(), Failure> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let existing = tokio::time::timeout(REQUEST, api.get_opt(namespace))
+        .await
+        .map_err(|_| {
+            (
+                "ClusterUnavailable",
+                format!("the {} cluster did not answer", spec.target_region),
+            )
+        })?
+        .map_err(|e| {
+            (
+                "ClusterUnavailable",
+                format!("reading namespace {namespace}: {e}"),
+            )
+        })?;
+    let me = obj.name_any();
+    match (&spec.target_namespace, existing) {
+        (None, Some(_)) => Ok(()),
+        (None, None) => Err((
+            "NamespaceMissing",
+            format!(
+                "namespace {namespace} does not exist in {}: the tenant is not placed there",
+                spec.target_region
+            ),
+        )),
+        (Some(_), Some(ns)) => {
+            if ns.labels().get(SCRATCH_LABEL) == Some(&me) {
+                Ok(())
+            } else {
+                Err((
+                    "NamespaceConflict",
+                    format!(
+                        "namespace {namespace} exists and was not created by this restore; nothing was applied"
+                    ),
+                ))
+            }
+        }
+        (Some(_), None) => {
+            let ns: Namespace = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": namespace, "labels": {
+                    SCRATCH_LABEL: me, azora_core::tenancy::MANAGED_BY_LABEL: azora_core::tenancy::MANAGED_BY}}
+            }))
+            .map_err(|e| ("Internal", e.to_string()))?;
+            match tokio::time::timeout(REQUEST, api.create(&PostParams::default(), &ns)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err((
+                    "NamespaceConflict",
+                    format!("namespace {namespace} appeared meanwhile; nothing was applied"),
+                )),
+                Ok(Err(e)) => Err((
+                    "ClusterUnavailable",
+                    format!("creating namespace {namespace}: {e}"),
+                )),
+                Err(_) => Err((
+                    "ClusterUnavailable",
+                    format!("the {} cluster did not answer", spec.target_region),
+                )),
+            }
+        }
+    }
+}
+
+/// Deleting a scratch restore deletes the namespace it created (only if still labelled with its name,
+/// by uid).
+async fn remove_scratch(room: &Room, obj: &DynamicObject) -> Result<Action, ReconcileError> {
+    let ctx = &room.ctx;
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let ns_name = obj
+        .data
+        .pointer("/spec/targetNamespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let region = obj
+        .data
+        .pointer("/spec/targetRegion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if let Some(ns_name) = ns_name {
+        match ctx.handles.clusters.get(region) {
+            Ok(cluster) => {
+                let api: Api<Namespace> = Api::all(cluster.client());
+                let got = tokio::time::timeout(REQUEST, api.get_opt(&ns_name))
+                    .await
+                    .map_err(|_| ReconcileError::Remote(format!("the {region} cluster did not answer")))?
+                    .map_err(|e| ReconcileError::Remote(format!("reading namespace {ns_name}: {e}")))?;
+                if let Some(ns) = got
+                    && ns.labels().get(SCRATCH_LABEL) == Some(&obj.name_any())
+                {
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: ns.uid(),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::background()
+                    };
+                    match tokio::time::timeout(REQUEST, api.delete(&ns_name, &dp)).await {
+                        Ok(Ok(_)) => {
+                            info!(namespace = %ns_name, %region, "scratch namespace deleted with its restore")
+                        }
+                        Ok(Err(kube::Error::Api(s))) if s.code == 404 => {}
+                        Ok(Err(e)) => {
+                            return Err(ReconcileError::Remote(format!(
+                                "deleting namespace {ns_name}: {e}"
+                            )));
+                        }
+                        Err(_) => {
+                            return Err(ReconcileError::Remote(format!(
+                                "the {region} cluster did not answer"
+                            )));
+                        }
+                    }
+                }
+            }
+            // Known but not usable now (unreachable, bad kubeconfig): retried.
+            Err(Some(why)) => return Err(ReconcileError::Remote(format!("region {region}: {why}"))),
+            // A region without a cluster any more: nothing can be deleted there.
+            Err(None) => {
+                warn!(namespace = %ns_name, %region, "region has no cluster; scratch namespace left")
+            }
+        }
+    }
+    ctx.fence
+        .check()
+        .await
+        .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
+    remove_finalizer(ctx, &RestoreKind::resource(), obj, FINALIZER).await?;
+    Ok(Action::await_change())
+}

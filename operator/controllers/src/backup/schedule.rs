@@ -1,0 +1,336 @@
+//! A BackupSchedule: per selected tenant, one `Backup` per slot (slots spread the tenants over the
+//! interval; the slot's name makes the creation idempotent, and after downtime only the current slot runs:
+//! one catch-up, never a burst; never a second run for a tenant while one is going); retention prunes by
+//! deleting Backups (their finalizer deletes every copy, so a crash half way resumes); and the figures —
+//! RPO per tenant, last good backup, next run — are derived from the recorded Backups, so they are right
+//! straight after a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azora_api::backup::{BackupScheduleSpec, BackupStatus, Phase};
+use azora_api::tenant::{LastBackup, TenantSpec};
+use azora_api::{Backup, Time};
+use azora_core::backup::{
+    BackupFacts, SCHEDULE_LABEL, TENANT_LABEL, backup_name, prune, rpo, slot, slot_start,
+};
+use azora_core::conditions::{Desired, types};
+use azora_core::duration::parse_duration;
+use azora_runtime::pipeline::{Kind as _, ReconcileError, error_policy as generic, resource_of};
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::runtime::controller::Action;
+use serde_json::{Map, Value, json};
+use tracing::{info, instrument, warn};
+
+use super::room::{Room, check};
+use super::{BackupScheduleKind, SCHEDULE_TICK};
+
+/// Status `rpoSeconds` is rewritten only when it moved by this much (it changes every second).
+const RPO_STEP: u64 = 30;
+
+/// Error policy: the generic one.
+pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, room: Arc<Room>) -> Action {
+    generic::<BackupScheduleKind>(obj, err, room.kc_schedule.clone())
+}
+
+fn ms(t: &jiff::Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn facts(b: &DynamicObject) -> Option<BackupFacts> {
+    let tenant = b.data.pointer("/spec/tenant")?.as_str()?.to_string();
+    let st: BackupStatus = b
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    Some(BackupFacts {
+        name: b.name_any(),
+        tenant,
+        created_ms: b.creation_timestamp().map_or(0, |t| t.0.as_millisecond()),
+        phase: st.phase,
+        data_ms: st.data_time.map(|t| ms(&t.0)),
+        verified_copies: st.locations.iter().filter(|l| l.verified).count(),
+        deleting: b.metadata.deletion_timestamp.is_some(),
+    })
+}
+
+/// Reconciles one BackupSchedule.
+#[instrument(skip(obj, room), fields(controller = "backupschedule", object = obj.metadata.name.as_deref().unwrap_or("")))]
+pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Action, ReconcileError> {
+    let ctx = &room.ctx;
+    let _timer = ctx.metrics.timer(BackupScheduleKind::NAME);
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Backups outlive their schedule (no owner reference): deleting a schedule never deletes backups.
+        return Ok(Action::await_change());
+    }
+    let checked = match check::<BackupScheduleKind>(ctx, &obj, BackupScheduleKind::ready_message()).await? {
+        Err(desired) => {
+            room.write(&room.schedules, &obj, Map::new(), &desired).await?;
+            return Ok(Action::await_change());
+        }
+        Ok(c) => c,
+    };
+    if !checked.ok {
+        room.write(&room.schedules, &obj, Map::new(), &checked.validation)
+            .await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let spec = &checked.spec;
+    let name = obj.name_any();
+    let (Ok(every), Ok(keep_for)) = (
+        parse_duration(&spec.every),
+        parse_duration(&spec.retention.keep_for),
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let selected = selected_tenants(&room, spec);
+    let mine: Vec<Arc<DynamicObject>> = ctx
+        .caches
+        .backups
+        .store()
+        .state()
+        .into_iter()
+        .filter(|b| b.labels().get(SCHEDULE_LABEL) == Some(&name))
+        .collect();
+    let all_facts: Vec<BackupFacts> = mine.iter().filter_map(|b| facts(b)).collect();
+    let now = jiff::Timestamp::now();
+    let now_ms = ms(&now);
+
+    // Runs due: one per tenant per slot, none while the tenant's previous run is still going.
+    let mut created = 0;
+    if !spec.suspend {
+        for (tenant, _) in &selected {
+            let k = slot(now_ms, tenant, every);
+            let bname = backup_name(&name, tenant, k);
+            let going = all_facts
+                .iter()
+                .any(|f| &f.tenant == tenant && !f.deleting && !f.phase.is_some_and(Phase::is_final));
+            if going || mine.iter().any(|b| b.name_any() == bname) {
+                continue;
+            }
+            create_backup(&room, &name, spec, tenant, &bname).await?;
+            created += 1;
+        }
+    }
+    // Retention.
+    let doomed = prune(&all_facts, now_ms, keep_for, spec.retention.keep_last_good);
+    if !doomed.is_empty() {
+        ctx.fence
+            .check()
+            .await
+            .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
+        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource_of::<Backup>());
+        for d in &doomed {
+            match api.delete(d, &DeleteParams::background()).await {
+                Ok(_) => info!(schedule = %name, backup = %d, "pruned by retention (its copies go with it)"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    warn!(schedule = %name, backup = %d, error = &e as &dyn std::error::Error, "pruning failed; retried next time")
+                }
+            }
+        }
+    }
+
+    // Figures, from the recorded Backups.
+    let tenant_names: Vec<String> = selected.iter().map(|(t, _)| t.clone()).collect();
+    let rpos = rpo(&all_facts, &tenant_names, now_ms);
+    for (t, r) in &rpos {
+        match r {
+            Some(s) => ctx.metrics.backup_rpo.with_label_values(&[t]).set(*s as f64),
+            None => {
+                let _ = ctx.metrics.backup_rpo.remove_label_values(&[t]);
+            }
+        }
+    }
+    record_last_backups(&room, &ctx.caches.backups.store().state(), &tenant_names).await;
+    let newest_good = mine
+        .iter()
+        .filter_map(|b| {
+            let st: BackupStatus = b
+                .data
+                .get("status")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())?;
+            (st.phase == Some(Phase::Succeeded)).then(|| (st.completion_time, b.name_any()))
+        })
+        .max_by_key(|(t, _)| t.map(|t| ms(&t.0)));
+    let without: Vec<&str> = rpos
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(t, _)| t.as_str())
+        .collect();
+    let worst = rpos.values().flatten().max().copied();
+    let recorded_rpo = obj.data.pointer("/status/rpoSeconds").and_then(Value::as_u64);
+    let rpo_field = match (worst, recorded_rpo) {
+        (Some(w), Some(r)) if w.abs_diff(r) < RPO_STEP => Some(r),
+        (w, _) => w,
+    };
+    let next = (!spec.suspend)
+        .then(|| {
+            selected
+                .iter()
+                .map(|(t, _)| slot_start(slot(now_ms, t, every) + 1, t, every))
+                .min()
+        })
+        .flatten()
+        .and_then(|m| jiff::Timestamp::from_millisecond(m).ok());
+    let mut fields = Map::new();
+    if let Some((t, n)) = &newest_good {
+        fields.insert("lastSuccessfulBackup".into(), json!(n));
+        fields.insert("lastSuccessfulTime".into(), json!(t));
+    }
+    fields.insert("nextRunTime".into(), json!(next.map(Time::from_timestamp)));
+    fields.insert("rpoSeconds".into(), json!(rpo_field));
+    let mut desired: Vec<Desired> = checked.validation.clone();
+    let scheduling = if selected.is_empty() {
+        Desired::fail(
+            "Scheduling",
+            "NoTenantsSelected",
+            "no tenant with backups enabled matches tenantSelector; nothing is backed up",
+        )
+    } else if spec.suspend {
+        Desired::fail(
+            "Scheduling",
+            "Suspended",
+            "suspended: no new backups; retention still prunes",
+        )
+    } else {
+        Desired::ok(
+            "Scheduling",
+            "Scheduled",
+            format!("{} tenants, every {}", selected.len(), spec.every),
+        )
+    };
+    if scheduling.status != azora_api::ConditionStatus::True
+        && let Some(r) = desired.iter_mut().find(|d| d.type_ == types::READY)
+    {
+        *r = Desired::fail(
+            types::READY,
+            scheduling.reason.clone(),
+            scheduling.message.clone(),
+        );
+    }
+    desired.push(scheduling);
+    desired.push(if without.is_empty() {
+        Desired::ok(
+            "Protected",
+            "GoodBackups",
+            "every selected tenant has a verified backup",
+        )
+    } else {
+        let shown: Vec<&str> = without.iter().take(10).copied().collect();
+        Desired::fail(
+            "Protected",
+            "NoGoodBackup",
+            format!(
+                "{} tenants without a verified backup yet: {}",
+                without.len(),
+                shown.join(", ")
+            ),
+        )
+    });
+    room.write(&room.schedules, &obj, fields, &desired).await?;
+    if created > 0 {
+        info!(schedule = %name, created, "backups started");
+    }
+    Ok(Action::requeue(SCHEDULE_TICK))
+}
+
+/// Tenants the schedule selects: backups enabled, labels matching the selector.
+fn selected_tenants(room: &Room, spec: &BackupScheduleSpec) -> Vec<(String, TenantSpec)> {
+    room.ctx
+        .caches
+        .tenants
+        .store()
+        .state()
+        .into_iter()
+        .filter(|t| t.metadata.deletion_timestamp.is_none())
+        .filter(|t| {
+            spec.tenant_selector
+                .as_ref()
+                .is_none_or(|s| s.match_labels.iter().all(|(k, v)| t.labels().get(k) == Some(v)))
+        })
+        .filter_map(|t| {
+            let s: TenantSpec = serde_json::from_value(t.data.get("spec").cloned()?).ok()?;
+            s.backup.enabled.then(|| (t.name_any(), s))
+        })
+        .collect()
+}
+
+async fn create_backup(
+    room: &Room,
+    schedule: &str,
+    spec: &BackupScheduleSpec,
+    tenant: &str,
+    name: &str,
+) -> Result<(), ReconcileError> {
+    let ctx = &room.ctx;
+    ctx.fence
+        .check()
+        .await
+        .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
+    let mut body = json!({
+        "apiVersion": "azora.io/v1alpha1",
+        "kind": "Backup",
+        "metadata": {"name": name, "labels": {SCHEDULE_LABEL: schedule, TENANT_LABEL: tenant}},
+        "spec": {"tenant": tenant, "schedule": schedule, "include": spec.include,
+                 "copyToAllowedRegions": spec.copy_to_allowed_regions},
+    });
+    if let Some(k) = &spec.encryption_key {
+        body["spec"]["encryptionKey"] = json!(k);
+    }
+    let obj: DynamicObject =
+        serde_json::from_value(body).map_err(|e| ReconcileError::Remote(e.to_string()))?;
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource_of::<Backup>());
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(ReconcileError::Fetch(e)),
+    }
+}
+
+/// `Tenant.status.lastBackup`: the newest good backup of each tenant, whichever schedule (or person)
+/// made it (its own field and manager).
+async fn record_last_backups(room: &Room, all: &[Arc<DynamicObject>], tenants: &[String]) {
+    let mut newest: BTreeMap<&str, (i64, String, Time)> = BTreeMap::new();
+    for b in all {
+        let Some(f) = facts(b) else { continue };
+        if !f.good() {
+            continue;
+        }
+        let Some(t) = tenants.iter().find(|t| **t == f.tenant) else {
+            continue;
+        };
+        let Some(dt) = b
+            .data
+            .pointer("/status/dataTime")
+            .and_then(|v| serde_json::from_value::<Time>(v.clone()).ok())
+        else {
+            continue;
+        };
+        let e = newest.entry(t.as_str()).or_insert((i64::MIN, String::new(), dt));
+        if ms(&dt.0) > e.0 {
+            *e = (ms(&dt.0), f.name.clone(), dt);
+        }
+    }
+    let tenant_objs = room.ctx.caches.tenants.store().state();
+    for (t, (_, name, dt)) in newest {
+        let want = LastBackup {
+            name: name.clone(),
+            data_time: dt,
+        };
+        let have: Option<LastBackup> = tenant_objs
+            .iter()
+            .find(|o| o.name_any() == t)
+            .and_then(|o| o.data.pointer("/status/lastBackup"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        if have.as_ref() == Some(&want) {
+            continue;
+        }
+        if let Err(e) = room.tenants.apply(t, None, json!({ "lastBackup": want })).await {
+            warn!(tenant = %t, error = &e as &dyn std::error::Error, "recording the last backup failed");
+        }
+    }
+}

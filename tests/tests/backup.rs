@@ -1,0 +1,574 @@
+//! Backups and restore on real parts (a hub and real regional kube-apiservers, one moto S3 server per region,
+//! the real operator binary): a scheduled backup of a tenant with objects of several kinds is sealed, copied
+//! to every region its residency allows and nowhere else, each copy matching the manifest; a copy corrupted
+//! by hand fails re-verification and names its region, and the next run is good again; a restore reads the
+//! target region's own copy while the home region's API server and S3 server are stopped, a scratch restore
+//! likewise, and a forbidden region is refused; retention never deletes the last good backup while every
+//! later run fails, and prunes old ones from every bucket once good runs are back; bad input takes no action.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use azora_tests::fleet::Fleet;
+use azora_tests::scenario::{ar, create};
+use azora_tests::wait;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const CANARY: &str = "canary-7f3a9c-do-not-leak";
+
+fn ops(fleet: &Fleet) -> impl std::future::Future<Output = kube::Client> + '_ {
+    async move { fleet.hub().await.unwrap() }
+}
+
+async fn backups(fleet: &Fleet) -> Vec<DynamicObject> {
+    let api: Api<DynamicObject> = Api::all_with(ops(fleet).await, &ar("Backup", "backups"));
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+async fn object(fleet: &Fleet, kind: &str, plural: &str, name: &str) -> Option<Value> {
+    let api: Api<DynamicObject> = Api::all_with(ops(fleet).await, &ar(kind, plural));
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+fn phase(o: &Value) -> &str {
+    o["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn cond(o: &Value, type_: &str) -> (String, String, String) {
+    o["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .map(|c| {
+            let s = |f: &str| c[f].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for a Backup (of `schedule`, not in `except`) in `want` phase; returns it.
+async fn wait_backup(
+    fleet: &Fleet,
+    schedule: &str,
+    want: &str,
+    except: &[String],
+    timeout: Duration,
+) -> Option<Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        for b in backups(fleet).await {
+            let v = serde_json::to_value(&b).unwrap();
+            if v["metadata"]["labels"]["azora.io/backup-schedule"] == schedule
+                && phase(&v) == want
+                && !except.iter().any(|e| v["metadata"]["name"] == e.as_str())
+            {
+                return Some(v);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_phase(
+    fleet: &Fleet,
+    kind: &str,
+    plural: &str,
+    name: &str,
+    want: &str,
+    timeout: Duration,
+) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let last = object(fleet, kind, plural, name).await.unwrap_or(Value::Null);
+        if phase(&last) == want {
+            return last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind}/{name} never reached {want}: {last}\n{}",
+            tail(&fleet.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn key_secret(fleet: &Fleet, name: &str, value: &str) {
+    let secrets: Api<Secret> = Api::namespaced(ops(fleet).await, "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"key": value}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Creates a ConfigMap, a Secret holding the canary, a Deployment and a Service in the tenant's namespace.
+async fn tenant_objects(fleet: &Fleet, region: &str, ns: &str) {
+    let c = fleet.regional(region).await.unwrap();
+    let apply = |kind: &str, plural: &str, group_version: &str, body: Value| {
+        let c = c.clone();
+        let (kind, plural, gv) = (kind.to_string(), plural.to_string(), group_version.to_string());
+        async move {
+            let (group, version) = gv.split_once('/').unwrap_or(("", gv.as_str()));
+            let ar = kube::core::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk(group, version, &kind),
+                &plural,
+            );
+            let api: Api<DynamicObject> = Api::namespaced_with(c, ns, &ar);
+            let obj: DynamicObject = serde_json::from_value(body).unwrap();
+            api.create(&PostParams::default(), &obj).await.unwrap();
+        }
+    };
+    apply("ConfigMap", "configmaps", "v1", json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "labels": {"app": "web"}}, "data": {"mode": "production", "replicas": "3"}}))
+    .await;
+    apply(
+        "Secret",
+        "secrets",
+        "v1",
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db"}, "stringData": {"password": CANARY}}),
+    )
+    .await;
+    apply("Deployment", "deployments", "apps/v1", json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}))
+    .await;
+    apply(
+        "Service",
+        "services",
+        "v1",
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+}
+
+async fn keys(fleet: &Fleet, region: &str, prefix: &str) -> Vec<String> {
+    fleet
+        .store(region)
+        .unwrap()
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+#[tokio::test]
+async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_home_region_down() {
+    let mut fleet = Fleet::start(&["africa", "europe", "asia", "americas"])
+        .await
+        .unwrap();
+    fleet
+        .start_operator(&["--backup-verify-every", "3s", "--replication-interval", "2s"])
+        .unwrap();
+    let key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    };
+    key_secret(&fleet, "backup-key", &key).await;
+    fleet
+        .tenant(
+            "acme",
+            json!({"homeRegion": "africa", "failoverRegions": ["europe"],
+                   "residency": {"allowedContinents": ["Africa", "Europe"]}}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        fleet
+            .wait_condition("acme", "Ready", "True", Duration::from_secs(90))
+            .await,
+        "tenant never Ready: {}",
+        tail(&fleet.log(), 30)
+    );
+    tenant_objects(&fleet, "africa", "tenant-acme").await;
+    let hub = ops(&fleet).await;
+    create(
+        &hub,
+        "backupschedules",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "frequent"},
+               "spec": {"every": "30s", "retention": {"keepFor": "1h", "keepLastGood": 3},
+                        "encryptionKey": {"name": "backup-key", "key": "key"}}}),
+    )
+    .await
+    .unwrap();
+
+    // 1. A scheduled backup, verified in every allowed region.
+    let b1 = wait_backup(&fleet, "frequent", "Succeeded", &[], Duration::from_secs(150))
+        .await
+        .unwrap_or_else(|| panic!("no backup succeeded\n{}", tail(&fleet.log(), 40)));
+    let b1_name = b1["metadata"]["name"].as_str().unwrap().to_string();
+    let sha = b1["status"]["sha256"].as_str().unwrap().to_string();
+    let prefix = format!("backups/acme/{b1_name}/");
+    let regions: Vec<&str> = b1["status"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, vec!["africa", "europe"], "{b1}");
+    assert_eq!(b1["status"]["secretsIncluded"], true);
+    for r in ["africa", "europe"] {
+        let store = fleet.store(r).unwrap();
+        let bytes = store
+            .get_bytes(&format!("{prefix}archive.tar.zst"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no archive in {r}"));
+        assert_eq!(azora_adapters::archive::sha256_hex(&bytes), sha, "copy in {r}");
+        // The manifest beside it names the same checksum.
+        let m: Value = serde_json::from_slice(
+            &store
+                .get_bytes(&format!("{prefix}manifest.json"))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["archiveSha256"], sha.as_str());
+        // Every entry checks out against the manifest inside; the Secret is in it, sealed.
+        let opened = azora_adapters::archive::open(&bytes, &sha).unwrap();
+        let kinds: Vec<String> = opened
+            .entries
+            .iter()
+            .filter_map(|(e, _)| e.object.as_ref().map(|o| o.kind.clone()))
+            .collect();
+        for k in ["ConfigMap", "Secret", "Deployment", "Service"] {
+            assert!(
+                kinds.iter().any(|x| x == k),
+                "{k} missing from the archive: {kinds:?}"
+            );
+        }
+        for (e, body) in &opened.entries {
+            assert!(
+                !String::from_utf8_lossy(body).contains(CANARY),
+                "{} holds the canary in clear",
+                e.path
+            );
+        }
+        assert!(!String::from_utf8_lossy(&bytes).contains(CANARY));
+    }
+    for r in ["asia", "americas"] {
+        assert!(
+            keys(&fleet, r, "backups/").await.is_empty(),
+            "a copy landed in {r}, which residency forbids"
+        );
+    }
+
+    // 2. A copy corrupted by hand fails re-verification, naming its region; the next run is good again.
+    fleet
+        .store("europe")
+        .unwrap()
+        .put_bytes(&format!("{prefix}archive.tar.zst"), b"not the archive".to_vec())
+        .await
+        .unwrap();
+    let corrupt = wait_phase(
+        &fleet,
+        "Backup",
+        "backups",
+        &b1_name,
+        "PartiallyFailed",
+        Duration::from_secs(60),
+    )
+    .await;
+    let europe = corrupt["status"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["region"] == "europe")
+        .unwrap()
+        .clone();
+    assert_eq!(europe["verified"], false, "{corrupt}");
+    let (ready, _, msg) = cond(&corrupt, "Ready");
+    assert_eq!(ready, "False");
+    assert!(msg.contains("europe"), "{msg}");
+    let b2 = wait_backup(
+        &fleet,
+        "frequent",
+        "Succeeded",
+        &[b1_name.clone()],
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no later good backup\n{}", tail(&fleet.log(), 40)));
+    let b2_name = b2["metadata"]["name"].as_str().unwrap().to_string();
+    // The tenant and the schedule say so, from the recorded Backups.
+    assert!(
+        wait::until(Duration::from_secs(30), || async {
+            fleet.tenant_object("acme").await.unwrap().unwrap()["status"]["lastBackup"]["name"]
+                .as_str()
+                .is_some()
+        })
+        .await
+    );
+    let rpo = fleet
+        .metric("azora_backup_rpo_seconds{tenant=\"acme\"}")
+        .await
+        .unwrap();
+    assert!(rpo < 120.0, "rpo {rpo}");
+
+    // 3. Restore into europe with africa's API server and S3 server stopped.
+    fleet.env.server("africa").unwrap().pause();
+    fleet.s3.get("africa").unwrap().pause();
+    let restore = |name: &str, extra: Value| {
+        let mut spec = json!({"backup": b2_name, "targetRegion": "europe"});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Restore", "metadata": {"name": name}, "spec": spec})
+    };
+    create(&hub, "restores", restore("to-europe", json!({})))
+        .await
+        .unwrap();
+    create(
+        &hub,
+        "restores",
+        restore("scratch", json!({"targetNamespace": "acme-scratch"})),
+    )
+    .await
+    .unwrap();
+    create(
+        &hub,
+        "restores",
+        restore("forbidden", json!({"targetRegion": "asia"})),
+    )
+    .await
+    .unwrap();
+    let r = wait_phase(
+        &fleet,
+        "Restore",
+        "restores",
+        "to-europe",
+        "Succeeded",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(r["status"]["verified"], true, "{r}");
+    assert_eq!(
+        r["status"]["sourceRegion"], "europe",
+        "read the target region's own copy: {r}"
+    );
+    assert!(r["status"]["objectsRestored"].as_u64().unwrap() >= 4, "{r}");
+    let eu = fleet.regional("europe").await.unwrap();
+    for ns in ["tenant-acme", "acme-scratch"] {
+        if ns == "acme-scratch" {
+            wait_phase(
+                &fleet,
+                "Restore",
+                "restores",
+                "scratch",
+                "Succeeded",
+                Duration::from_secs(60),
+            )
+            .await;
+        }
+        let cm: Api<ConfigMap> = Api::namespaced(eu.clone(), ns);
+        let got = cm.get("settings").await.unwrap();
+        assert_eq!(got.data.unwrap()["mode"], "production");
+        let secrets: Api<Secret> = Api::namespaced(eu.clone(), ns);
+        let s = secrets.get("db").await.unwrap();
+        assert_eq!(
+            s.data.unwrap()["password"].0,
+            CANARY.as_bytes(),
+            "the Secret was opened and restored in {ns}"
+        );
+    }
+    let forbidden = object(&fleet, "Restore", "restores", "forbidden").await.unwrap();
+    assert!(
+        wait::until(Duration::from_secs(30), || async {
+            let f = object(&fleet, "Restore", "restores", "forbidden").await.unwrap();
+            cond(&f, "Ready").1 == "ResidencyViolation"
+        })
+        .await,
+        "{forbidden}"
+    );
+    let f = object(&fleet, "Restore", "restores", "forbidden").await.unwrap();
+    assert!(
+        f["status"]["phase"].is_null(),
+        "a forbidden restore must not start: {f}"
+    );
+    let asia: Api<Namespace> = Api::all(fleet.regional("asia").await.unwrap());
+    assert!(asia.get_opt("tenant-acme").await.unwrap().is_none());
+
+    // Deleting the scratch restore deletes its namespace.
+    let restores: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Restore", "restores"));
+    restores
+        .delete("scratch", &DeleteParams::default())
+        .await
+        .unwrap();
+    let nss: Api<Namespace> = Api::all(eu.clone());
+    assert!(
+        wait::until(Duration::from_secs(60), || async {
+            match nss.get_opt("acme-scratch").await.unwrap() {
+                None => true,
+                Some(n) => n.metadata.deletion_timestamp.is_some(),
+            }
+        })
+        .await
+    );
+    fleet.env.server("africa").unwrap().resume();
+    fleet.s3.get("africa").unwrap().resume();
+
+    // 4. The canary is in no log, Event or status.
+    assert!(!fleet.log().contains(CANARY), "the operator log holds the canary");
+    let events: Api<Event> = Api::all(hub.clone());
+    let all = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    assert!(!all.contains(CANARY), "an Event holds the canary");
+    for b in backups(&fleet).await {
+        assert!(!serde_json::to_string(&b).unwrap().contains(CANARY));
+    }
+    let all_restores =
+        serde_json::to_string(&restores.list(&ListParams::default()).await.unwrap().items).unwrap();
+    assert!(!all_restores.contains(CANARY));
+}
+
+#[tokio::test]
+async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_old_ones_from_every_bucket() {
+    let mut fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
+    fleet.start_operator(&[]).unwrap();
+    fleet
+        .tenant(
+            "acme",
+            json!({"homeRegion": "africa", "failoverRegions": ["europe"]}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        fleet
+            .wait_condition("acme", "Ready", "True", Duration::from_secs(90))
+            .await
+    );
+    let hub = ops(&fleet).await;
+
+    // Bad input first: nothing selected, a malformed key. Each says why; nothing is uploaded.
+    key_secret(&fleet, "short-key", "too-short").await;
+    create(
+        &hub,
+        "backupschedules",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nobody"},
+               "spec": {"every": "30s", "tenantSelector": {"matchLabels": {"tier": "none"}}}}),
+    )
+    .await
+    .unwrap();
+    create(
+        &hub,
+        "backups",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Backup", "metadata": {"name": "bad-key"},
+               "spec": {"tenant": "acme", "encryptionKey": {"name": "short-key", "key": "key"}}}),
+    )
+    .await
+    .unwrap();
+    let bad = wait_phase(
+        &fleet,
+        "Backup",
+        "backups",
+        "bad-key",
+        "Failed",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(cond(&bad, "Ready").1, "InvalidEncryptionKey", "{bad}");
+    assert!(!serde_json::to_string(&bad).unwrap().contains("too-short"));
+    assert!(keys(&fleet, "africa", "backups/acme/bad-key/").await.is_empty());
+    assert!(
+        wait::until(Duration::from_secs(30), || async {
+            let s = object(&fleet, "BackupSchedule", "backupschedules", "nobody")
+                .await
+                .unwrap();
+            cond(&s, "Scheduling").1 == "NoTenantsSelected" && cond(&s, "Ready").0 == "False"
+        })
+        .await
+    );
+
+    create(
+        &hub,
+        "backupschedules",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "short"},
+               "spec": {"every": "30s", "retention": {"keepFor": "45s", "keepLastGood": 1}}}),
+    )
+    .await
+    .unwrap();
+    let good = wait_backup(&fleet, "short", "Succeeded", &[], Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| panic!("no good backup\n{}", tail(&fleet.log(), 40)));
+    let good_name = good["metadata"]["name"].as_str().unwrap().to_string();
+    let created = good["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+
+    // Every later run fails: the home store hangs.
+    fleet.s3.get("africa").unwrap().pause();
+    // Well past keepFor, with failed runs pruned around it, the last good one is still there.
+    let failed_seen = wait_backup(&fleet, "short", "PartiallyFailed", &[], Duration::from_secs(150)).await;
+    assert!(
+        failed_seen.is_some(),
+        "runs should fail while the home store hangs\n{}",
+        tail(&fleet.log(), 30)
+    );
+    assert!(
+        wait::until(Duration::from_secs(120), || async {
+            jiff::Timestamp::now().duration_since(created) > jiff::SignedDuration::from_secs(100)
+        })
+        .await
+    );
+    let still = object(&fleet, "Backup", "backups", &good_name).await;
+    assert!(still.is_some(), "the last good backup was pruned");
+    assert_eq!(phase(&still.unwrap()), "Succeeded");
+
+    // Good runs again: the old good backup goes, from every bucket.
+    fleet.s3.get("africa").unwrap().resume();
+    wait_backup(
+        &fleet,
+        "short",
+        "Succeeded",
+        &[good_name.clone()],
+        Duration::from_secs(150),
+    )
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no good backup after the store came back\n{}",
+            tail(&fleet.log(), 40)
+        )
+    });
+    assert!(
+        wait::until(Duration::from_secs(120), || async {
+            object(&fleet, "Backup", "backups", &good_name).await.is_none()
+        })
+        .await,
+        "the old backup was never pruned\n{}",
+        tail(&fleet.log(), 30)
+    );
+    for r in ["africa", "europe"] {
+        assert!(
+            keys(&fleet, r, &format!("backups/acme/{good_name}/"))
+                .await
+                .is_empty(),
+            "pruned backup left objects in {r}"
+        );
+    }
+}

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 const CANARY: &str = "canary-7f3a9c-do-not-leak";
 
-fn ops(fleet: &Fleet) -> impl std::future::Future<Output = kube::Client> + '_ {
-    async move { fleet.hub().await.unwrap() }
+async fn ops(fleet: &Fleet) -> kube::Client {
+    fleet.hub().await.unwrap()
 }
 
 async fn backups(fleet: &Fleet) -> Vec<DynamicObject> {
@@ -308,7 +308,7 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         &fleet,
         "frequent",
         "Succeeded",
-        &[b1_name.clone()],
+        std::slice::from_ref(&b1_name),
         Duration::from_secs(90),
     )
     .await
@@ -545,7 +545,7 @@ async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_ol
         &fleet,
         "short",
         "Succeeded",
-        &[good_name.clone()],
+        std::slice::from_ref(&good_name),
         Duration::from_secs(150),
     )
     .await

@@ -63,6 +63,18 @@ async fn wait_backup(
     except: &[String],
     timeout: Duration,
 ) -> Option<Value> {
+    wait_backup_after(fleet, schedule, want, except, None, timeout).await
+}
+
+/// [`wait_backup`] for a Backup created after `after`.
+async fn wait_backup_after(
+    fleet: &Fleet,
+    schedule: &str,
+    want: &str,
+    except: &[String],
+    after: Option<jiff::Timestamp>,
+    timeout: Duration,
+) -> Option<Value> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         for b in backups(fleet).await {
@@ -70,6 +82,12 @@ async fn wait_backup(
             if v["metadata"]["labels"]["azora.io/backup-schedule"] == schedule
                 && phase(&v) == want
                 && !except.iter().any(|e| v["metadata"]["name"] == e.as_str())
+                && after.is_none_or(|a| {
+                    v["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+                        .is_some_and(|c| c > a)
+                })
             {
                 return Some(v);
             }
@@ -210,7 +228,8 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         "backupschedules",
         json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "frequent"},
                "spec": {"every": "30s", "retention": {"keepFor": "1h", "keepLastGood": 3},
-                        "encryptionKey": {"name": "backup-key", "key": "key"}}}),
+                        "encryptionKey": {"name": "backup-key", "key": "key"},
+                        "testRestore": {"every": "1h"}}}),
     )
     .await
     .unwrap();
@@ -221,7 +240,14 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         .unwrap_or_else(|| panic!("no backup succeeded\n{}", tail(&fleet.log(), 40)));
     let b1_name = b1["metadata"]["name"].as_str().unwrap().to_string();
     let sha = b1["status"]["sha256"].as_str().unwrap().to_string();
-    let prefix = format!("backups/acme/{b1_name}/");
+    let archive_key = b1["status"]["locations"][0]["key"].as_str().unwrap().to_string();
+    let manifest_key = archive_key
+        .replace("/archive-", "/manifest-")
+        .replace(".tar.zst", ".json");
+    assert!(
+        archive_key.starts_with(&format!("backups/acme/{b1_name}/")),
+        "{archive_key}"
+    );
     let regions: Vec<&str> = b1["status"]["locations"]
         .as_array()
         .unwrap()
@@ -233,20 +259,14 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
     for r in ["africa", "europe"] {
         let store = fleet.store(r).unwrap();
         let bytes = store
-            .get_bytes(&format!("{prefix}archive.tar.zst"))
+            .get_bytes(&archive_key)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no archive in {r}"));
         assert_eq!(azora_adapters::archive::sha256_hex(&bytes), sha, "copy in {r}");
         // The manifest beside it names the same checksum.
-        let m: Value = serde_json::from_slice(
-            &store
-                .get_bytes(&format!("{prefix}manifest.json"))
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        let m: Value =
+            serde_json::from_slice(&store.get_bytes(&manifest_key).await.unwrap().unwrap()).unwrap();
         assert_eq!(m["archiveSha256"], sha.as_str());
         // Every entry checks out against the manifest inside; the Secret is in it, sealed.
         let opened = azora_adapters::archive::open(&bytes, &sha).unwrap();
@@ -277,11 +297,66 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         );
     }
 
+    // The scheduled test restore proves the backup into a scratch namespace of the other allowed region,
+    // records it on the backup and the schedule, and cleans up after itself.
+    let mut schedule = Value::Null;
+    let mut proven = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while std::time::Instant::now() < deadline {
+        schedule = object(&fleet, "BackupSchedule", "backupschedules", "frequent")
+            .await
+            .unwrap_or(Value::Null);
+        if schedule["status"]["lastTestRestore"]["succeeded"] == true {
+            proven = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        proven,
+        "no successful test restore: {schedule}\n{}",
+        tail(&fleet.log(), 40)
+    );
+    let test = &schedule["status"]["lastTestRestore"];
+    assert_eq!(test["region"], "europe", "{test}");
+    let tested = test["backup"].as_str().unwrap().to_string();
+    let tested_backup = object(&fleet, "Backup", "backups", &tested).await.unwrap();
+    assert!(
+        tested_backup["status"]["restoreVerifiedTime"].is_string(),
+        "{tested_backup}"
+    );
+    let eu_admin = fleet.regional("europe").await.unwrap();
+    let scratch_left = wait::until(Duration::from_secs(60), || {
+        let c = eu_admin.clone();
+        async move {
+            let nss: Api<Namespace> = Api::all(c);
+            nss.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .all(|n| {
+                    !n.metadata
+                        .name
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with("azora-test-restore-")
+                        || n.metadata.deletion_timestamp.is_some()
+                })
+        }
+    })
+    .await;
+    assert!(
+        scratch_left,
+        "the test restore's scratch namespace was not deleted"
+    );
+
     // 2. A copy corrupted by hand fails re-verification, naming its region; the next run is good again.
+    let corrupted_at = jiff::Timestamp::now();
     fleet
         .store("europe")
         .unwrap()
-        .put_bytes(&format!("{prefix}archive.tar.zst"), b"not the archive".to_vec())
+        .put_bytes(&archive_key, b"not the archive".to_vec())
         .await
         .unwrap();
     let corrupt = wait_phase(
@@ -304,11 +379,12 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
     let (ready, _, msg) = cond(&corrupt, "Ready");
     assert_eq!(ready, "False");
     assert!(msg.contains("europe"), "{msg}");
-    let b2 = wait_backup(
+    let b2 = wait_backup_after(
         &fleet,
         "frequent",
         "Succeeded",
         std::slice::from_ref(&b1_name),
+        Some(corrupted_at),
         Duration::from_secs(90),
     )
     .await
@@ -409,8 +485,6 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         f["status"]["phase"].is_null(),
         "a forbidden restore must not start: {f}"
     );
-    let asia: Api<Namespace> = Api::all(fleet.regional("asia").await.unwrap());
-    assert!(asia.get_opt("tenant-acme").await.unwrap().is_none());
 
     // Deleting the scratch restore deletes its namespace.
     let restores: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Restore", "restores"));
@@ -447,7 +521,8 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
 #[tokio::test]
 async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_old_ones_from_every_bucket() {
     let mut fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
-    fleet.start_operator(&[]).unwrap();
+    // Finished backups are re-verified every 5 s: a hanging store must never turn a good one bad.
+    fleet.start_operator(&["--backup-verify-every", "5s"]).unwrap();
     fleet
         .tenant(
             "acme",
@@ -537,7 +612,34 @@ async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_ol
     );
     let still = object(&fleet, "Backup", "backups", &good_name).await;
     assert!(still.is_some(), "the last good backup was pruned");
-    assert_eq!(phase(&still.unwrap()), "Succeeded");
+    assert_eq!(
+        phase(&still.unwrap()),
+        "Succeeded",
+        "re-verification against a hanging store changed nothing"
+    );
+    // Failed runs older than keepFor were pruned around it (the newest restorable one may stay).
+    let old_failures: Vec<String> = backups(&fleet)
+        .await
+        .iter()
+        .map(|b| serde_json::to_value(b).unwrap())
+        .filter(|v| v["metadata"]["labels"]["azora.io/backup-schedule"] == "short")
+        .filter(|v| {
+            v["metadata"]["name"] != good_name.as_str() && v["metadata"]["deletionTimestamp"].is_null()
+        })
+        .filter(|v| {
+            let c: jiff::Timestamp = v["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            jiff::Timestamp::now().duration_since(c) > jiff::SignedDuration::from_secs(55)
+        })
+        .map(|v| format!("{} {}", v["metadata"]["name"], phase(&v)))
+        .collect();
+    assert!(
+        old_failures.len() <= 1,
+        "failed runs past keepFor were not pruned: {old_failures:?}"
+    );
 
     // Good runs again: the old good backup goes, from every bucket.
     fleet.s3.get("africa").unwrap().resume();
@@ -570,5 +672,185 @@ async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_ol
                 .is_empty(),
             "pruned backup left objects in {r}"
         );
+    }
+}
+
+/// Where a run is killed: a name, and when the status says the run is there.
+type KillPoint = (&'static str, fn(&Value) -> bool);
+
+/// Every object under a backup's prefix in a region's bucket.
+async fn under(fleet: &Fleet, region: &str, tenant: &str, backup: &str) -> Vec<String> {
+    keys(fleet, region, &format!("backups/{tenant}/{backup}/")).await
+}
+
+#[tokio::test]
+async fn a_backup_and_a_restore_killed_mid_run_converge_and_nothing_incomplete_counts() {
+    let mut fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
+    fleet.start_operator(&[]).unwrap();
+    fleet
+        .tenant(
+            "acme",
+            json!({"homeRegion": "africa", "failoverRegions": ["europe"]}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        fleet
+            .wait_condition("acme", "Ready", "True", Duration::from_secs(90))
+            .await
+    );
+    // Enough objects that exporting and uploading take a while.
+    let c = fleet.regional("africa").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c, "tenant-acme");
+    for i in 0..150 {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}")},
+            "data": {"blob": "x".repeat(4000), "i": i.to_string()}}))
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let hub = ops(&fleet).await;
+    // Kill points: as soon as the run says Running (before or while it exports), and once its checksum is
+    // recorded (before or while it uploads).
+    let points: [KillPoint; 2] = [
+        ("running", |v| phase(v) == "Running"),
+        ("checksum recorded", |v| {
+            v["status"]["sha256"].is_string()
+                && !v["status"]["phase"]
+                    .as_str()
+                    .is_some_and(|p| p == "Succeeded" || p == "Failed" || p == "PartiallyFailed")
+        }),
+    ];
+    let mut good = None;
+    for (i, (point, at)) in points.iter().enumerate() {
+        let name = format!("killed-{i}");
+        create(
+            &hub,
+            "backups",
+            json!({"apiVersion": "azora.io/v1alpha1", "kind": "Backup", "metadata": {"name": name},
+                   "spec": {"tenant": "acme"}}),
+        )
+        .await
+        .unwrap();
+        let mut hit = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let v = object(&fleet, "Backup", "backups", &name)
+                .await
+                .unwrap_or(Value::Null);
+            if at(&v) {
+                hit = true;
+                break;
+            }
+            if phase(&v) == "Succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The kill must land mid-run, or this proves nothing.
+        assert!(hit, "the run finished before the kill point {point}");
+        fleet.kill_operator();
+        fleet.start_operator(&[]).unwrap();
+        let mut last = Value::Null;
+        let mut finished = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            last = object(&fleet, "Backup", "backups", &name)
+                .await
+                .unwrap_or(Value::Null);
+            if matches!(phase(&last), "Succeeded" | "Failed" | "PartiallyFailed") {
+                finished = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            finished,
+            "killed at {point} (hit: {hit}): never finished: {last}\n{}",
+            tail(&fleet.log(), 30)
+        );
+        match phase(&last) {
+            "Succeeded" => {
+                // Good only when complete and verified: every copy there, with the recorded checksum, and
+                // nothing else under the prefix but its manifest.
+                let sha = last["status"]["sha256"].as_str().unwrap();
+                for l in last["status"]["locations"].as_array().unwrap() {
+                    assert_eq!(l["verified"], true, "{last}");
+                    let region = l["region"].as_str().unwrap();
+                    let key = l["key"].as_str().unwrap();
+                    let bytes = fleet
+                        .store(region)
+                        .unwrap()
+                        .get_bytes(key)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(
+                        azora_adapters::archive::sha256_hex(&bytes),
+                        sha,
+                        "killed at {point}: {region}"
+                    );
+                    let left = under(&fleet, region, "acme", &name).await;
+                    assert_eq!(left.len(), 2, "killed at {point}: {region} holds {left:?}");
+                }
+                good = Some(name.clone());
+            }
+            "Failed" => {
+                // Nothing of a failed run is kept anywhere.
+                for r in ["africa", "europe"] {
+                    assert!(
+                        under(&fleet, r, "acme", &name).await.is_empty(),
+                        "killed at {point}: {r}"
+                    );
+                }
+            }
+            other => panic!("killed at {point}: {other}: {last}"),
+        }
+    }
+    let good = good.unwrap_or_else(|| {
+        panic!(
+            "no run ended good after a kill; the log:\n{}",
+            tail(&fleet.log(), 40)
+        )
+    });
+
+    // A restore killed mid-run converges.
+    create(
+        &hub,
+        "restores",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Restore", "metadata": {"name": "killed"},
+               "spec": {"backup": good, "targetRegion": "europe"}}),
+    )
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let v = object(&fleet, "Restore", "restores", "killed")
+            .await
+            .unwrap_or(Value::Null);
+        seen = phase(&v).to_string();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "Running", "the restore must be killed mid-run");
+    fleet.kill_operator();
+    fleet.start_operator(&[]).unwrap();
+    let r = wait_phase(
+        &fleet,
+        "Restore",
+        "restores",
+        "killed",
+        "Succeeded",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(r["status"]["verified"], true, "{r}");
+    let eu = fleet.regional("europe").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(eu, "tenant-acme");
+    for i in [0, 75, 149] {
+        let cm = cms.get(&format!("cm-{i}")).await.unwrap();
+        assert_eq!(cm.data.unwrap()["i"], i.to_string());
     }
 }

@@ -21,9 +21,9 @@ pub const MAX_EXPANDED: u64 = 512 * 1024 * 1024;
 /// Archive errors. Messages name entries by path, never their contents.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    /// The key is not 32 bytes (raw, or base64 of 32 bytes).
-    #[error("the encryption key must be 32 bytes (raw or base64), got {0} bytes")]
-    KeyLength(usize),
+    /// The key is not 32 bytes (raw, or base64 of 32 bytes). Its actual length is not said.
+    #[error("the encryption key must be 32 bytes (raw or base64 of 32 bytes)")]
+    KeyLength,
     /// Writing or reading the archive failed.
     #[error("archive: {0}")]
     Format(String),
@@ -56,9 +56,9 @@ impl SecretKey {
         let text = std::str::from_utf8(v).map(str::trim).unwrap_or_default();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|_| ArchiveError::KeyLength(v.len()))?;
+            .map_err(|_| ArchiveError::KeyLength)?;
         if decoded.len() != 32 {
-            return Err(ArchiveError::KeyLength(decoded.len()));
+            return Err(ArchiveError::KeyLength);
         }
         let mut k = [0u8; 32];
         k.copy_from_slice(&decoded);
@@ -304,7 +304,7 @@ mod tests {
         assert!(SecretKey::from_secret_value(format!("{b64}\n").as_bytes()).is_ok());
         assert!(matches!(
             SecretKey::from_secret_value(b"short"),
-            Err(ArchiveError::KeyLength(_))
+            Err(ArchiveError::KeyLength)
         ));
         assert_eq!(format!("{:?}", SecretKey([1; 32])), "SecretKey(<redacted>)");
     }

@@ -60,8 +60,50 @@ pub struct BackupScheduleSpec {
     pub suspend: bool,
     /// Key that encrypts the Secrets inside each archive (AES-256-GCM): 32 bytes, raw or base64, in a
     /// Secret in the operator's namespace. Without it, Secrets are left out of backups and status says so.
+    /// To rotate it, name a new Secret here and keep the old one: each Backup names the key it was sealed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key: Option<SecretKeyRef>,
+    /// Scheduled test restores: the newest good backup of each tenant is restored into a scratch namespace
+    /// of another allowed region, verified, and the scratch namespace deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_restore: Option<TestRestore>,
+}
+
+/// Scheduled test restores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestRestore {
+    /// How often each tenant's newest good backup is proven to restore.
+    #[serde(default = "default_test_every")]
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub every: String,
+    /// Region restored into (it must be allowed for the tenant); default: the first allowed region other
+    /// than the tenant's home, else home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+fn default_test_every() -> String {
+    "24h".into()
+}
+
+/// The result of a scheduled test restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestRestoreResult {
+    /// Tenant.
+    pub tenant: String,
+    /// Backup restored.
+    pub backup: String,
+    /// Region restored into.
+    pub region: String,
+    /// When it finished.
+    pub time: Time,
+    /// Whether the restore was applied and verified.
+    pub succeeded: bool,
+    /// What happened.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 fn default_every() -> String {
@@ -145,6 +187,12 @@ pub struct BackupScheduleStatus {
     /// Worst recovery point over the selected tenants now: age of their newest good backup, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo_seconds: Option<u64>,
+    /// The newest backup of this schedule known to restore (a restore of it was applied and verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restored_backup: Option<String>,
+    /// The newest scheduled test restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test_restore: Option<TestRestoreResult>,
     /// Conditions: `Ready`, `SpecValid`, `Scheduling`.
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]

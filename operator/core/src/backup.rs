@@ -17,9 +17,7 @@ use crate::world::World;
 
 /// Format version of the manifest.
 pub const FORMAT: u32 = 1;
-/// Name of the archive object under a backup's prefix.
-pub const ARCHIVE: &str = "archive.tar.zst";
-/// Name of the manifest object beside the archive (and inside it).
+/// Name of the manifest inside an archive.
 pub const MANIFEST: &str = "manifest.json";
 /// Label on a Backup naming its schedule.
 pub const SCHEDULE_LABEL: &str = "azora.io/backup-schedule";
@@ -29,6 +27,21 @@ pub const TENANT_LABEL: &str = "azora.io/tenant";
 /// The prefix of a backup's objects in every region's store.
 pub fn prefix(tenant: &str, backup: &str) -> String {
     format!("backups/{tenant}/{backup}/")
+}
+
+/// The key of a backup's archive: named by its checksum, so a key never holds two different contents (a run
+/// that starts over writes a new archive under a new key).
+pub fn archive_key(tenant: &str, backup: &str, sha256: &str) -> String {
+    format!("{}archive-{}.tar.zst", prefix(tenant, backup), short(sha256))
+}
+
+/// The key of the manifest beside an archive.
+pub fn manifest_key(tenant: &str, backup: &str, sha256: &str) -> String {
+    format!("{}manifest-{}.json", prefix(tenant, backup), short(sha256))
+}
+
+fn short(sha256: &str) -> &str {
+    sha256.get(..16).unwrap_or(sha256)
 }
 
 /// One entry of an archive.
@@ -314,6 +327,23 @@ pub fn backup_name(schedule: &str, tenant: &str, slot: i64) -> String {
     }
     let cut: String = name.chars().take(200).collect();
     format!("{}-{:x}", cut.trim_end_matches('-'), fnv(&name))
+}
+
+/// Label on a scheduled test Restore naming its schedule.
+pub const TEST_RESTORE_LABEL: &str = "azora.io/test-restore";
+
+/// The Restore a schedule creates to prove a tenant's backup in a test-restore slot, and the scratch
+/// namespace it restores into (its own per slot, so a namespace still terminating never collides).
+pub fn test_restore_names(schedule: &str, tenant: &str, slot: i64) -> (String, String) {
+    let name = backup_name(schedule, tenant, slot);
+    let name = format!("{}-test", name.get(..247).unwrap_or(&name));
+    (
+        name,
+        format!(
+            "azora-test-restore-{:016x}",
+            fnv(&format!("{schedule}/{tenant}/{slot}"))
+        ),
+    )
 }
 
 fn fnv(s: &str) -> u64 {

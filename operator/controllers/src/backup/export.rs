@@ -19,6 +19,8 @@ pub const RESTORE_MANAGER: &str = "azora-operator/restore";
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// Deadline of one request.
 const REQUEST: Duration = Duration::from_secs(20);
+/// Objects per list page.
+const PAGE: u32 = 500;
 /// Deadline of a whole discovery.
 const DISCOVER: Duration = Duration::from_secs(60);
 
@@ -79,23 +81,45 @@ pub async fn export(
     let mut forbidden = Vec::new();
     for ar in kinds {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
-        let list = match tokio::time::timeout(REQUEST, api.list(&ListParams::default())).await {
-            Err(_) => {
-                return Err(format!(
-                    "listing {} did not answer within {}s",
-                    ar.plural,
-                    REQUEST.as_secs()
-                ));
+        // Paged, so a namespace with many objects is never one giant response.
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        let mut skip = false;
+        loop {
+            let mut lp = ListParams::default().limit(PAGE);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
             }
-            Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
-                forbidden.push(ar.plural.clone());
-                continue;
+            let page = match tokio::time::timeout(REQUEST, api.list(&lp)).await {
+                Err(_) => {
+                    return Err(format!(
+                        "listing {} did not answer within {}s",
+                        ar.plural,
+                        REQUEST.as_secs()
+                    ));
+                }
+                Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
+                    forbidden.push(ar.plural.clone());
+                    skip = true;
+                    break;
+                }
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 405 => {
+                    skip = true;
+                    break;
+                }
+                Ok(Err(e)) => return Err(format!("listing {}: {e}", ar.plural)),
+                Ok(Ok(l)) => l,
+            };
+            token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+            items.extend(page.items);
+            if token.is_none() {
+                break;
             }
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 405 => continue,
-            Ok(Err(e)) => return Err(format!("listing {}: {e}", ar.plural)),
-            Ok(Ok(l)) => l,
-        };
-        for mut o in list.items {
+        }
+        if skip {
+            continue;
+        }
+        for mut o in items {
             o.types = Some(kube::core::TypeMeta {
                 api_version: ar.api_version.clone(),
                 kind: ar.kind.clone(),
@@ -152,7 +176,15 @@ pub async fn apply(
     let pp = PatchParams::apply(RESTORE_MANAGER).force();
     match tokio::time::timeout(REQUEST, api.patch(name, &pp, &Patch::Apply(&body))).await {
         Err(_) => Err(format!("applying {} {name} did not answer in time", ar.kind)),
-        Ok(Err(e)) => Err(format!("applying {} {name}: {e}", ar.kind)),
+        // A refusal of a Secret may echo its data (admission webhooks do): only the code and reason.
+        Ok(Err(kube::Error::Api(s))) if ar.kind == "Secret" => {
+            Err(format!("applying Secret {name}: {} {}", s.code, s.reason))
+        }
+        Ok(Err(kube::Error::Api(s))) => Err(format!(
+            "applying {} {name}: {} {}: {}",
+            ar.kind, s.code, s.reason, s.message
+        )),
+        Ok(Err(_)) => Err(format!("applying {} {name}: the request failed", ar.kind)),
         Ok(Ok(_)) => Ok(()),
     }
 }

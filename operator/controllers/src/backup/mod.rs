@@ -3,13 +3,15 @@
 //! active into an archive (Secrets sealed), uploads it to the home region's store and copies it to every
 //! region the residency allows, verifying each copy by reading it back; a `Restore` reads the copy in the
 //! target region's own store, checks it, applies it and verifies every object. See `run`, `restore`,
-//! `schedule`.
+//! `schedule`, `verify`.
 
+mod build;
 mod export;
 mod restore;
 mod room;
 mod run;
 mod schedule;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,7 +15,7 @@ use azora_api::Time;
 use azora_api::backup::{BackupSpec, BackupStatus, Phase, RestoreSpec, RestoreStatus, TimelineEntry};
 use azora_core::backup::{ObjectId, restored_matches};
 use azora_core::conditions::{Desired, types};
-use azora_core::tenancy::namespace_of;
+use azora_core::tenancy::{namespace_of, owned_by};
 use azora_runtime::events::publish;
 use azora_runtime::pipeline::{
     Kind as _, ReconcileError, add_finalizer, error_policy as generic, remove_finalizer,
@@ -40,6 +40,8 @@ pub const FINALIZER: &str = "azora.io/scratch-namespace";
 const COMPLETED: &str = "Completed";
 const REQUEST: Duration = Duration::from_secs(20);
 const DOWNLOAD: Duration = Duration::from_secs(120);
+/// The longest one restore may take before it is started again.
+const RUN_DEADLINE: Duration = Duration::from_secs(900);
 
 /// Error policy: the generic one.
 pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, room: Arc<Room>) -> Action {
@@ -182,7 +184,21 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     let running = conditions(&checked.validation, false, "Running", "restoring");
     room.write(&room.restores, &obj, fields(&st), &running).await?;
 
-    let outcome = restore(&room, &obj, spec, &bspec, &bst, &namespace, &mut st).await;
+    let outcome = match tokio::time::timeout(
+        RUN_DEADLINE,
+        restore(&room, &obj, spec, &bspec, &bst, &namespace, &mut st),
+    )
+    .await
+    {
+        Ok(o) => o,
+        // Applying is idempotent: the next reconcile runs it again.
+        Err(_) => {
+            return Err(ReconcileError::Remote(format!(
+                "the restore did not finish within {}s; it runs again",
+                RUN_DEADLINE.as_secs()
+            )));
+        }
+    };
     st.completion_time = Some(Time::now());
     let (ok, reason, msg) = match outcome {
         Ok(msg) => (true, "Verified", msg),
@@ -330,7 +346,7 @@ async fn restore(
         )
     })?;
     let client = cluster.client();
-    prepare_namespace(&client, obj, spec, namespace).await?;
+    prepare_namespace(&client, obj, spec, &bspec.tenant, namespace).await?;
     step(
         st,
         "Namespace",
@@ -437,6 +453,7 @@ async fn prepare_namespace(
     client: &kube::Client,
     obj: &DynamicObject,
     spec: &RestoreSpec,
+    tenant: &str,
     namespace: &str,
 ) -> Result<(), Failure> {
     let api: Api<Namespace> = Api::all(client.clone());
@@ -456,7 +473,21 @@ async fn prepare_namespace(
         })?;
     let me = obj.name_any();
     match (&spec.target_namespace, existing) {
-        (None, Some(_)) => Ok(()),
+        // The tenant's own namespace only if placement made it for this tenant: a namespace someone else
+        // owns is never written into.
+        (None, Some(ns)) => {
+            if owned_by(ns.labels(), tenant) {
+                Ok(())
+            } else {
+                Err((
+                    "NamespaceConflict",
+                    format!(
+                        "namespace {namespace} in {} is not the tenant's (not placed by the operator); nothing was applied",
+                        spec.target_region
+                    ),
+                ))
+            }
+        }
         (None, None) => Err((
             "NamespaceMissing",
             format!(

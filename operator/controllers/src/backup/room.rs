@@ -57,8 +57,10 @@ pub struct Room {
     pub(super) kc_restore: Arc<KindCtx>,
     pub(super) kc_schedule: Arc<KindCtx>,
     stores: Mutex<BTreeMap<String, (StoreConfig, ObjectStore)>>,
-    /// Uids of the Backups and Restores this process is running now.
+    /// Uids of the Backups and Restores this process is running (or re-verifying) now.
     pub(super) running: Mutex<BTreeSet<String>>,
+    /// Re-verifications at once (their own budget: they never take the slots of new backups).
+    pub(super) verify_permits: tokio::sync::Semaphore,
 }
 
 impl Room {
@@ -85,6 +87,7 @@ impl Room {
             schedules,
             stores: Mutex::new(BTreeMap::new()),
             running: Mutex::new(BTreeSet::new()),
+            verify_permits: tokio::sync::Semaphore::new(2),
             cfg,
             ctx,
         }

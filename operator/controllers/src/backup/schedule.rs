@@ -9,14 +9,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azora_api::backup::{BackupScheduleSpec, BackupStatus, Phase};
+use azora_api::backup::{
+    BackupScheduleSpec, BackupStatus, Phase, RestoreStatus, TestRestore, TestRestoreResult,
+};
 use azora_api::tenant::{LastBackup, TenantSpec};
-use azora_api::{Backup, Time};
+use azora_api::{Backup, Restore, Time};
 use azora_core::backup::{
-    BackupFacts, SCHEDULE_LABEL, TENANT_LABEL, backup_name, prune, rpo, slot, slot_start,
+    BackupFacts, SCHEDULE_LABEL, TENANT_LABEL, TEST_RESTORE_LABEL, backup_name, prune, required_regions, rpo,
+    slot, slot_start, test_restore_names,
 };
 use azora_core::conditions::{Desired, types};
 use azora_core::duration::parse_duration;
+use azora_core::world::World;
 use azora_runtime::pipeline::{Kind as _, ReconcileError, error_policy as generic, resource_of};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
@@ -101,14 +105,27 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
 
     // Runs due: one per tenant per slot, none while the tenant's previous run is still going.
     let mut created = 0;
+    let schedule_ms = obj.creation_timestamp().map_or(0, |t| t.0.as_millisecond());
     if !spec.suspend {
         for (tenant, _) in &selected {
             let k = slot(now_ms, tenant, every);
+            let start = slot_start(k, tenant, every);
             let bname = backup_name(&name, tenant, k);
-            let going = all_facts
-                .iter()
-                .any(|f| &f.tenant == tenant && !f.deleting && !f.phase.is_some_and(Phase::is_final));
-            if going || mine.iter().any(|b| b.name_any() == bname) {
+            let of_tenant = || all_facts.iter().filter(|f| &f.tenant == tenant && !f.deleting);
+            // A run is going (a Backup not yet started counts for one interval, so one stuck on bad input
+            // never stops the tenant's backups for good).
+            let going = of_tenant().any(|f| match f.phase {
+                Some(p) => !p.is_final(),
+                None => now_ms - f.created_ms < every.as_millis() as i64,
+            });
+            // This slot ran already (also after `every` changed: slots are renumbered, runs are not).
+            let ran =
+                of_tenant().any(|f| f.created_ms >= start) || mine.iter().any(|b| b.name_any() == bname);
+            // A tenant's first run waits for its own slot to start after the schedule (or the tenant) came:
+            // a new schedule spreads its tenants over the interval instead of starting them all at once.
+            let first = !of_tenant().any(|_| true);
+            let tenant_ms = tenant_created(&room, tenant);
+            if going || ran || (first && start < schedule_ms.max(tenant_ms)) {
                 continue;
             }
             create_backup(&room, &name, spec, tenant, &bname).await?;
@@ -133,6 +150,14 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             }
         }
     }
+
+    // Scheduled test restores.
+    let tested = match &spec.test_restore {
+        Some(t) if !spec.suspend => {
+            test_restores(&room, &name, t, &selected, &mine, &checked.world, now_ms).await?
+        }
+        _ => None,
+    };
 
     // Figures, from the recorded Backups.
     let tenant_names: Vec<String> = selected.iter().map(|(t, _)| t.clone()).collect();
@@ -182,6 +207,33 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         fields.insert("lastSuccessfulTime".into(), json!(t));
     }
     fields.insert("nextRunTime".into(), json!(next.map(Time::from_timestamp)));
+    let restored = mine
+        .iter()
+        .filter_map(|b| {
+            let t = b.data.pointer("/status/restoreVerifiedTime")?;
+            let t: Time = serde_json::from_value(t.clone()).ok()?;
+            Some((ms(&t.0), b.name_any()))
+        })
+        .max();
+    if let Some((_, n)) = restored {
+        fields.insert("lastRestoredBackup".into(), json!(n));
+    }
+    let recorded_test = obj
+        .data
+        .pointer("/status/lastTestRestore")
+        .and_then(|v| serde_json::from_value::<TestRestoreResult>(v.clone()).ok());
+    match (tested, recorded_test) {
+        (Some(t), Some(r)) if ms(&r.time.0) > ms(&t.time.0) => {
+            fields.insert("lastTestRestore".into(), json!(r));
+        }
+        (Some(t), _) => {
+            fields.insert("lastTestRestore".into(), json!(t));
+        }
+        (None, Some(r)) => {
+            fields.insert("lastTestRestore".into(), json!(r));
+        }
+        (None, None) => {}
+    }
     fields.insert("rpoSeconds".into(), json!(rpo_field));
     let mut desired: Vec<Desired> = checked.validation.clone();
     let scheduling = if selected.is_empty() {
@@ -236,6 +288,18 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         info!(schedule = %name, created, "backups started");
     }
     Ok(Action::requeue(SCHEDULE_TICK))
+}
+
+fn tenant_created(room: &Room, tenant: &str) -> i64 {
+    room.ctx
+        .caches
+        .tenants
+        .store()
+        .state()
+        .iter()
+        .find(|t| t.name_any() == tenant)
+        .and_then(|t| t.creation_timestamp())
+        .map_or(0, |t| t.0.as_millisecond())
 }
 
 /// Tenants the schedule selects: backups enabled, labels matching the selector.
@@ -333,4 +397,139 @@ async fn record_last_backups(room: &Room, all: &[Arc<DynamicObject>], tenants: &
             warn!(tenant = %t, error = &e as &dyn std::error::Error, "recording the last backup failed");
         }
     }
+}
+
+/// Scheduled test restores, per tenant: when no backup of the tenant was proven to restore within
+/// `testRestore.every`, its newest good backup is restored into a scratch namespace of another allowed region
+/// (one Restore per test slot). A Restore that succeeded is deleted once recorded (its scratch namespace goes
+/// with it); one that failed stays for inspection until the next slot. Returns the newest result seen.
+async fn test_restores(
+    room: &Room,
+    schedule: &str,
+    t: &TestRestore,
+    selected: &[(String, TenantSpec)],
+    mine: &[Arc<DynamicObject>],
+    world: &World,
+    now_ms: i64,
+) -> Result<Option<TestRestoreResult>, ReconcileError> {
+    let ctx = &room.ctx;
+    let Ok(every) = parse_duration(&t.every) else {
+        return Ok(None);
+    };
+    let restores: Vec<Arc<DynamicObject>> = ctx
+        .caches
+        .restores
+        .store()
+        .state()
+        .into_iter()
+        .filter(|r| r.labels().get(TEST_RESTORE_LABEL).map(String::as_str) == Some(schedule))
+        .collect();
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource_of::<Restore>());
+    let mut newest: Option<TestRestoreResult> = None;
+    for (tenant, tspec) in selected {
+        let k = slot(now_ms, tenant, every);
+        let (rname, namespace) = test_restore_names(schedule, tenant, k);
+        let of_tenant: Vec<&Arc<DynamicObject>> = restores
+            .iter()
+            .filter(|r| r.labels().get(TENANT_LABEL) == Some(tenant))
+            .collect();
+        let mut in_flight = false;
+        for r in &of_tenant {
+            let st: RestoreStatus = r
+                .data
+                .get("status")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default();
+            let Some(phase) = st.phase.filter(|p| p.is_final()) else {
+                in_flight |= r.metadata.deletion_timestamp.is_none();
+                continue;
+            };
+            let ok = phase == Phase::Succeeded;
+            let result = TestRestoreResult {
+                tenant: tenant.clone(),
+                backup: r
+                    .data
+                    .pointer("/spec/backup")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                region: r
+                    .data
+                    .pointer("/spec/targetRegion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                time: st.completion_time.unwrap_or_else(Time::now),
+                succeeded: ok,
+                message: st.timeline.last().map(|e| e.message.clone()).unwrap_or_default(),
+            };
+            if newest.as_ref().is_none_or(|n| ms(&n.time.0) < ms(&result.time.0)) {
+                newest = Some(result);
+            }
+            // A success is recorded (on the backup, by the restore) and cleaned up; a failure stays for
+            // inspection until the next slot.
+            if (ok || r.name_any() != rname) && r.metadata.deletion_timestamp.is_none() {
+                ctx.fence
+                    .check()
+                    .await
+                    .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
+                match api.delete(&r.name_any(), &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        warn!(restore = %r.name_any(), error = &e as &dyn std::error::Error, "deleting a test restore failed")
+                    }
+                }
+            }
+        }
+        if in_flight || of_tenant.iter().any(|r| r.name_any() == rname) {
+            continue;
+        }
+        // Proven recently (any backup of the tenant restored within the interval): nothing to do.
+        let proven = mine
+            .iter()
+            .filter(|b| b.labels().get(TENANT_LABEL) == Some(tenant))
+            .any(|b| {
+                b.data
+                    .pointer("/status/restoreVerifiedTime")
+                    .and_then(|v| serde_json::from_value::<Time>(v.clone()).ok())
+                    .is_some_and(|t| now_ms - ms(&t.0) < every.as_millis() as i64)
+            });
+        if proven {
+            continue;
+        }
+        let newest_good = mine
+            .iter()
+            .filter(|b| b.labels().get(TENANT_LABEL) == Some(tenant))
+            .filter_map(|b| facts(b).filter(BackupFacts::good).map(|f| (f.data_ms, f.name)))
+            .max();
+        let Some((_, backup)) = newest_good else { continue };
+        let allowed = required_regions(tspec, world, true);
+        let region = match &t.region {
+            Some(r) if allowed.contains(r) => r.clone(),
+            _ => allowed
+                .iter()
+                .find(|r| **r != tspec.home_region)
+                .or(allowed.first())
+                .cloned()
+                .unwrap_or_else(|| tspec.home_region.clone()),
+        };
+        ctx.fence
+            .check()
+            .await
+            .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
+        let body = json!({
+            "apiVersion": "azora.io/v1alpha1", "kind": "Restore",
+            "metadata": {"name": rname, "labels": {TEST_RESTORE_LABEL: schedule, TENANT_LABEL: tenant}},
+            "spec": {"backup": backup, "targetRegion": region, "targetNamespace": namespace, "verify": true},
+        });
+        let obj: DynamicObject =
+            serde_json::from_value(body).map_err(|e| ReconcileError::Remote(e.to_string()))?;
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => info!(%schedule, %tenant, %backup, %region, "test restore started"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(ReconcileError::Fetch(e)),
+        }
+    }
+    Ok(newest)
 }

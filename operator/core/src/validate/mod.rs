@@ -330,6 +330,16 @@ pub fn backup_schedule(spec: &BackupScheduleSpec, world: &World) -> Vec<Problem>
     {
         f.invalid("InvalidRetention", "retention.keepFor must be longer than every");
     }
+    if let Some(t) = &spec.test_restore {
+        if let Some(e) = f.duration("testRestore.every", &t.every)
+            && e < Duration::from_secs(30)
+        {
+            f.invalid("InvalidSchedule", "testRestore.every must be at least 30s");
+        }
+        if let Some(r) = &t.region {
+            f.region(world, "testRestore.region", r);
+        }
+    }
     f.0
 }
 
@@ -362,6 +372,14 @@ pub fn backup(spec: &BackupSpec, world: &World) -> Vec<Problem> {
 /// Checks a Restore.
 pub fn restore(spec: &RestoreSpec, world: &World) -> Vec<Problem> {
     let mut f = Findings::default();
+    if let Some(ns) = &spec.target_namespace
+        && ns.starts_with("tenant-")
+    {
+        f.invalid(
+            "InvalidTargetNamespace",
+            format!("targetNamespace {ns}: tenant-* namespaces belong to tenants; leave it out to restore into the tenant's own"),
+        );
+    }
     f.region(world, "targetRegion", &spec.target_region);
     match world.backups.get(&spec.backup) {
         None => f.unresolved(

@@ -626,6 +626,7 @@ async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_ol
         .filter(|v| {
             v["metadata"]["name"] != good_name.as_str() && v["metadata"]["deletionTimestamp"].is_null()
         })
+        .filter(|v| matches!(phase(v), "Failed" | "PartiallyFailed"))
         .filter(|v| {
             let c: jiff::Timestamp = v["metadata"]["creationTimestamp"]
                 .as_str()
@@ -675,12 +676,62 @@ async fn retention_keeps_the_last_good_backup_through_failing_runs_and_prunes_ol
     }
 }
 
-/// Where a run is killed: a name, and when the status says the run is there.
-type KillPoint = (&'static str, fn(&Value) -> bool);
-
 /// Every object under a backup's prefix in a region's bucket.
 async fn under(fleet: &Fleet, region: &str, tenant: &str, backup: &str) -> Vec<String> {
     keys(fleet, region, &format!("backups/{tenant}/{backup}/")).await
+}
+
+/// Polls an object until `at` holds for it (20 ms apart); returns it.
+async fn wait_for(fleet: &Fleet, kind: &str, plural: &str, name: &str, at: fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = object(fleet, kind, plural, name).await.unwrap_or(Value::Null);
+        if at(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind}/{name} never got there: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts what a backup that ended `Succeeded` after a kill must be: every copy there with the recorded
+/// checksum, nothing else under its prefix but its manifest.
+async fn assert_complete(fleet: &Fleet, b: &Value, point: &str) {
+    assert_eq!(
+        phase(b),
+        "Succeeded",
+        "killed {point}: {b}\n{}",
+        tail(&fleet.log(), 30)
+    );
+    let name = b["metadata"]["name"].as_str().unwrap();
+    let sha = b["status"]["sha256"].as_str().unwrap();
+    for l in b["status"]["locations"].as_array().unwrap() {
+        assert_eq!(l["verified"], true, "{b}");
+        let region = l["region"].as_str().unwrap();
+        let bytes = fleet
+            .store(region)
+            .unwrap()
+            .get_bytes(l["key"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            azora_adapters::archive::sha256_hex(&bytes),
+            sha,
+            "killed {point}: {region}"
+        );
+        let left = under(fleet, region, "acme", name).await;
+        assert_eq!(left.len(), 2, "killed {point}: {region} holds {left:?}");
+    }
+}
+
+/// The operator SIGKILLed and started again (the new one leads once the old lease expires).
+fn restart(fleet: &mut Fleet) {
+    fleet.kill_operator();
+    fleet.start_operator(&[]).unwrap();
 }
 
 #[tokio::test]
@@ -699,157 +750,123 @@ async fn a_backup_and_a_restore_killed_mid_run_converge_and_nothing_incomplete_c
             .wait_condition("acme", "Ready", "True", Duration::from_secs(90))
             .await
     );
-    // Enough objects that exporting and uploading take a while.
     let c = fleet.regional("africa").await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(c, "tenant-acme");
-    for i in 0..150 {
+    for i in 0..40 {
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm-{i}")},
             "data": {"blob": "x".repeat(4000), "i": i.to_string()}}))
         .unwrap();
         cms.create(&PostParams::default(), &cm).await.unwrap();
     }
     let hub = ops(&fleet).await;
-    // Kill points: as soon as the run says Running (before or while it exports), and once its checksum is
-    // recorded (before or while it uploads).
-    let points: [KillPoint; 2] = [
-        ("running", |v| phase(v) == "Running"),
-        ("checksum recorded", |v| {
-            v["status"]["sha256"].is_string()
-                && !v["status"]["phase"]
-                    .as_str()
-                    .is_some_and(|p| p == "Succeeded" || p == "Failed" || p == "PartiallyFailed")
-        }),
-    ];
-    let mut good = None;
-    for (i, (point, at)) in points.iter().enumerate() {
-        let name = format!("killed-{i}");
-        create(
-            &hub,
-            "backups",
-            json!({"apiVersion": "azora.io/v1alpha1", "kind": "Backup", "metadata": {"name": name},
-                   "spec": {"tenant": "acme"}}),
-        )
+    let backup = |name: &str| {
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Backup", "metadata": {"name": name},
+               "spec": {"tenant": "acme"}})
+    };
+
+    // 1. Killed while exporting (africa's API server holds the export), before any checksum is recorded.
+    fleet.env.server("africa").unwrap().pause();
+    create(&hub, "backups", backup("killed-exporting")).await.unwrap();
+    let v = wait_for(&fleet, "Backup", "backups", "killed-exporting", |v| {
+        phase(v) == "Running"
+    })
+    .await;
+    assert!(v["status"]["sha256"].is_null(), "{v}");
+    restart(&mut fleet);
+    fleet.env.server("africa").unwrap().resume();
+    let b = wait_phase(
+        &fleet,
+        "Backup",
+        "backups",
+        "killed-exporting",
+        "Succeeded",
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_complete(&fleet, &b, "while exporting").await;
+
+    // 2. Killed while uploading (europe's store holds the copy) after the checksum was recorded: resumed
+    //    from the verified home copy, the same bytes under the same key.
+    fleet.s3.get("europe").unwrap().pause();
+    create(&hub, "backups", backup("killed-uploading")).await.unwrap();
+    let v = wait_for(&fleet, "Backup", "backups", "killed-uploading", |v| {
+        v["status"]["sha256"].is_string()
+    })
+    .await;
+    let recorded = v["status"]["sha256"].as_str().unwrap().to_string();
+    // The home copy is stored (and europe's is held): killed mid-upload.
+    let home_key = v["status"]["locations"][0]["key"].as_str().unwrap().to_string();
+    assert!(
+        wait::until(Duration::from_secs(30), || async {
+            fleet
+                .store("africa")
+                .unwrap()
+                .get_bytes(&home_key)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .await
+    );
+    let v = object(&fleet, "Backup", "backups", "killed-uploading")
         .await
         .unwrap();
-        let mut hit = false;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            let v = object(&fleet, "Backup", "backups", &name)
-                .await
-                .unwrap_or(Value::Null);
-            if at(&v) {
-                hit = true;
-                break;
-            }
-            if phase(&v) == "Succeeded" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // The kill must land mid-run, or this proves nothing.
-        assert!(hit, "the run finished before the kill point {point}");
-        fleet.kill_operator();
-        fleet.start_operator(&[]).unwrap();
-        let mut last = Value::Null;
-        let mut finished = false;
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            last = object(&fleet, "Backup", "backups", &name)
-                .await
-                .unwrap_or(Value::Null);
-            if matches!(phase(&last), "Succeeded" | "Failed" | "PartiallyFailed") {
-                finished = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        assert!(
-            finished,
-            "killed at {point} (hit: {hit}): never finished: {last}\n{}",
-            tail(&fleet.log(), 30)
-        );
-        match phase(&last) {
-            "Succeeded" => {
-                // Good only when complete and verified: every copy there, with the recorded checksum, and
-                // nothing else under the prefix but its manifest.
-                let sha = last["status"]["sha256"].as_str().unwrap();
-                for l in last["status"]["locations"].as_array().unwrap() {
-                    assert_eq!(l["verified"], true, "{last}");
-                    let region = l["region"].as_str().unwrap();
-                    let key = l["key"].as_str().unwrap();
-                    let bytes = fleet
-                        .store(region)
-                        .unwrap()
-                        .get_bytes(key)
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    assert_eq!(
-                        azora_adapters::archive::sha256_hex(&bytes),
-                        sha,
-                        "killed at {point}: {region}"
-                    );
-                    let left = under(&fleet, region, "acme", &name).await;
-                    assert_eq!(left.len(), 2, "killed at {point}: {region} holds {left:?}");
-                }
-                good = Some(name.clone());
-            }
-            "Failed" => {
-                // Nothing of a failed run is kept anywhere.
-                for r in ["africa", "europe"] {
-                    assert!(
-                        under(&fleet, r, "acme", &name).await.is_empty(),
-                        "killed at {point}: {r}"
-                    );
-                }
-            }
-            other => panic!("killed at {point}: {other}: {last}"),
-        }
-    }
-    let good = good.unwrap_or_else(|| {
-        panic!(
-            "no run ended good after a kill; the log:\n{}",
-            tail(&fleet.log(), 40)
-        )
-    });
+    assert_eq!(phase(&v), "Running", "{v}");
+    restart(&mut fleet);
+    fleet.s3.get("europe").unwrap().resume();
+    let b = wait_phase(
+        &fleet,
+        "Backup",
+        "backups",
+        "killed-uploading",
+        "Succeeded",
+        Duration::from_secs(150),
+    )
+    .await;
+    assert_eq!(
+        b["status"]["sha256"],
+        recorded.as_str(),
+        "resumed, not started over"
+    );
+    assert_complete(&fleet, &b, "while uploading").await;
 
-    // A restore killed mid-run converges.
+    // 3. A restore killed while applying (europe's API server holds it) runs again to the same result.
+    fleet.env.server("europe").unwrap().pause();
     create(
         &hub,
         "restores",
         json!({"apiVersion": "azora.io/v1alpha1", "kind": "Restore", "metadata": {"name": "killed"},
-               "spec": {"backup": good, "targetRegion": "europe"}}),
+               "spec": {"backup": "killed-uploading", "targetRegion": "europe"}}),
     )
     .await
     .unwrap();
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        let v = object(&fleet, "Restore", "restores", "killed")
-            .await
-            .unwrap_or(Value::Null);
-        seen = phase(&v).to_string();
-        if !seen.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(seen, "Running", "the restore must be killed mid-run");
-    fleet.kill_operator();
-    fleet.start_operator(&[]).unwrap();
+    wait_for(&fleet, "Restore", "restores", "killed", |v| phase(v) == "Running").await;
+    restart(&mut fleet);
+    fleet.env.server("europe").unwrap().resume();
     let r = wait_phase(
         &fleet,
         "Restore",
         "restores",
         "killed",
         "Succeeded",
-        Duration::from_secs(120),
+        Duration::from_secs(150),
     )
     .await;
     assert_eq!(r["status"]["verified"], true, "{r}");
+    let steps: Vec<&str> = r["status"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert!(
+        steps.contains(&"Resumed"),
+        "the restore was interrupted and run again: {steps:?}"
+    );
     let eu = fleet.regional("europe").await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(eu, "tenant-acme");
-    for i in [0, 75, 149] {
+    for i in [0, 20, 39] {
         let cm = cms.get(&format!("cm-{i}")).await.unwrap();
         assert_eq!(cm.data.unwrap()["i"], i.to_string());
     }

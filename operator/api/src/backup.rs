@@ -315,6 +315,10 @@ pub struct BackupStatus {
     /// Whether the tenant's Secrets are in the archive (encrypted); false without an encryption key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_included: Option<bool>,
+    /// When every required copy was last seen verified. Kept when copies fail later: retention never deletes
+    /// the newest backup that was ever good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_time: Option<Time>,
     /// When a restore of this backup (scratch restores included) was last verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_verified_time: Option<Time>,

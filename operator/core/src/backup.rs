@@ -370,6 +370,8 @@ pub struct BackupFacts {
     pub data_ms: Option<i64>,
     /// Copies verified.
     pub verified_copies: usize,
+    /// Whether it was ever verified in every required region.
+    pub ever_good: bool,
     /// Whether it is being deleted already.
     pub deleting: bool,
 }
@@ -386,8 +388,9 @@ impl BackupFacts {
 }
 
 /// The backups retention prunes: per tenant, those created more than `keep_for` ago — except the newest
-/// `keep_last_good` good ones, the newest restorable one (so the last good backup survives even when every
-/// later run failed), and runs still going.
+/// `keep_last_good` good ones, the newest restorable one, the newest one that was ever good (so the last good
+/// backup survives every later run failing, and its own copies being reported missing by a misconfigured
+/// store), and runs still going. A Backup that never started (no phase) is pruned by age like a failed one.
 pub fn prune(backups: &[BackupFacts], now_ms: i64, keep_for: Duration, keep_last_good: u32) -> Vec<String> {
     let mut by_tenant: BTreeMap<&str, Vec<&BackupFacts>> = BTreeMap::new();
     for b in backups.iter().filter(|b| !b.deleting) {
@@ -407,8 +410,11 @@ pub fn prune(backups: &[BackupFacts], now_ms: i64, keep_for: Duration, keep_last
         if let Some(r) = list.iter().find(|b| b.restorable()) {
             protected.insert(&r.name);
         }
+        if let Some(r) = list.iter().find(|b| b.ever_good) {
+            protected.insert(&r.name);
+        }
         for b in list {
-            let running = !b.phase.is_some_and(Phase::is_final);
+            let running = b.phase.is_some_and(|p| !p.is_final());
             if running || protected.contains(b.name.as_str()) {
                 continue;
             }
@@ -449,6 +455,7 @@ mod tests {
             phase,
             data_ms: Some(created_s * 1000),
             verified_copies: copies,
+            ever_good: phase == Some(Phase::Succeeded),
             deleting: false,
         }
     }
@@ -489,6 +496,21 @@ mod tests {
         assert_eq!(
             prune(&bs, 1_000_000, Duration::from_secs(60), 1),
             vec!["b2".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_backup_that_was_good_once_survives_its_copies_vanishing_and_unstarted_ones_age_out() {
+        let mut was_good = facts("b1", 0, Some(Phase::Failed), 0);
+        was_good.ever_good = true;
+        let bs = vec![
+            was_good,
+            facts("b2", 100, None, 0),
+            facts("b3", 200, Some(Phase::Failed), 0),
+        ];
+        assert_eq!(
+            prune(&bs, 1_000_000, Duration::from_secs(60), 1),
+            vec!["b3".to_string(), "b2".to_string()]
         );
     }
 

@@ -90,9 +90,25 @@ pub fn plan(validation: Vec<Desired>, o: &Observed<'_>) -> Planned {
         };
     }
     conditions.push(placed);
+    let targets: Vec<&String> = o
+        .placement
+        .placed
+        .iter()
+        .filter(|r| r.as_str() != o.source)
+        .collect();
+    let measured = targets
+        .iter()
+        .filter(|t| o.replicas.contains_key(t.as_str()))
+        .count();
+    let bad_news = targets
+        .iter()
+        .filter_map(|t| o.replicas.get(t.as_str()))
+        .any(|r| r.error.is_some() || !r.in_sync);
     match replicated_condition(&o.placement.placed, o.source, o.replicas) {
-        Some(r) if !o.replicas.is_empty() => conditions.push(r),
-        // Not measured yet by this process: the recorded condition stands.
+        // Every replica measured by this process, or one measured out of sync: that is the news.
+        Some(r) if measured == targets.len() || bad_news => conditions.push(r),
+        // Not (yet) every replica measured since this process started, and the measured ones in sync: the
+        // recorded condition stands (a restart must not flap it through "catching up").
         Some(r) => conditions.push(o.recorded_replicated.clone().unwrap_or(r)),
         None => {}
     }
@@ -333,6 +349,44 @@ mod tests {
         let recorded = Desired::fail("Replicated", "ReplicationFailed", "europe: store down");
         let p = f.plan("africa", Some(recorded.clone()));
         assert_eq!(cond(&p, "Replicated"), &recorded);
+    }
+
+    #[test]
+    fn a_restart_measuring_replicas_one_by_one_does_not_flap_replicated() {
+        let mut f = Fixture::tenant();
+        f.placement.placed.push("asia".into());
+        let recorded = Desired::ok("Replicated", "InSync", "objects under tenants/<name>/ replicated");
+        let in_sync = ReplicaState {
+            in_sync: true,
+            lag_seconds: 0,
+            error: None,
+        };
+        // europe measured in sync, asia not yet: the recorded condition stands (no "catching up" write).
+        f.replicas.insert("europe".into(), in_sync.clone());
+        assert_eq!(
+            cond(&f.plan("africa", Some(recorded.clone())), "Replicated"),
+            &recorded
+        );
+        // Both measured: the measurement speaks.
+        f.replicas.insert("asia".into(), in_sync);
+        assert_eq!(
+            cond(&f.plan("africa", Some(recorded.clone())), "Replicated").reason,
+            "InSync"
+        );
+        // One measured out of sync is news at once, even before the other is measured.
+        f.replicas.remove("asia");
+        f.replicas.insert(
+            "europe".into(),
+            ReplicaState {
+                in_sync: false,
+                lag_seconds: 0,
+                error: Some("store down".into()),
+            },
+        );
+        assert_eq!(
+            cond(&f.plan("africa", Some(recorded)), "Replicated").status,
+            ConditionStatus::False
+        );
     }
 
     #[test]

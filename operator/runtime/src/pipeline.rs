@@ -297,18 +297,27 @@ pub fn plan_status(
 }
 
 /// Whether the object's status already says everything in `planned` (timestamps aside).
-/// The planned status fields that differ from the object's.
+/// The planned status fields that differ from the object's (conditions by type, times ignored).
 fn changed_fields(obj: &DynamicObject, planned: &Value) -> Vec<String> {
     let current = obj.data.get("status");
-    planned
-        .as_object()
-        .map(|p| {
-            p.iter()
-                .filter(|(k, v)| current.and_then(|c| c.get(k.as_str())) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .collect()
-        })
-        .unwrap_or_default()
+    let have = current_conditions(obj);
+    let mut out = Vec::new();
+    for (k, v) in planned.as_object().into_iter().flatten() {
+        if k == "conditions" {
+            let want: Vec<Condition> = serde_json::from_value(v.clone()).unwrap_or_default();
+            for w in want {
+                let same = have.iter().any(|h| {
+                    conditions::same_ignoring_time(std::slice::from_ref(&w), std::slice::from_ref(h))
+                });
+                if !same {
+                    out.push(format!("conditions.{}={}/{}", w.type_, w.status, w.reason));
+                }
+            }
+        } else if current.and_then(|c| c.get(k.as_str())) != Some(v) {
+            out.push(k.clone());
+        }
+    }
+    out
 }
 
 pub fn status_unchanged(obj: &DynamicObject, planned: &Value) -> bool {

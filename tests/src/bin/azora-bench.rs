@@ -18,6 +18,8 @@ use azora_tests::scenario::Scenario;
 use clap::Parser;
 use rand::Rng;
 
+#[path = "../bench/backup.rs"]
+mod backup;
 #[path = "../bench/tenants.rs"]
 mod tenants;
 
@@ -52,6 +54,19 @@ enum Cli {
         /// Extra operator arguments (repeatable), e.g. `--operator-arg=--replication-concurrency=32`.
         #[arg(long = "operator-arg", allow_hyphen_values = true)]
         operator_args: Vec<String>,
+    },
+    /// Backups of N tenants in four regional clusters: a full round beside a raw upload of the same bytes,
+    /// every copy verified, and the RPO over scheduled rounds.
+    Backup {
+        /// Tenants.
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+        /// Backups at once (`--backup-concurrency`), and the raw upload's concurrency.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Scheduled rounds (`every: 1m`) over which the RPO is sampled.
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
     },
     /// Probe engine scale.
     Probes {
@@ -362,6 +377,11 @@ async fn main() -> anyhow::Result<()> {
         Cli::Failover { outages, replicas } => failover(outages, replicas).await,
         Cli::Dns { seconds, rounds } => dns(seconds, rounds).await,
         Cli::Probes { endpoints, seconds } => probes(endpoints, seconds).await,
+        Cli::Backup {
+            count,
+            concurrency,
+            rounds,
+        } => backup::run(count, concurrency, rounds).await,
         Cli::Tenants {
             count,
             objects,

@@ -17,6 +17,19 @@ use super::room::Room;
 
 static KINDS: std::sync::LazyLock<Kinds> = std::sync::LazyLock::new(Kinds::default);
 
+/// Why a build failed: `Transient` (a cluster or store that did not answer: the run waits and tries again)
+/// or `Permanent` (the run fails).
+pub(super) enum BuildError {
+    Transient(String),
+    Permanent(String),
+}
+
+impl From<String> for BuildError {
+    fn from(s: String) -> Self {
+        Self::Permanent(s)
+    }
+}
+
 /// A built archive.
 pub(super) struct Built {
     pub(super) bytes: Vec<u8>,
@@ -43,7 +56,7 @@ pub(super) async fn build(
     backup: &str,
     source: &str,
     key: Option<&SecretKey>,
-) -> Result<Built, String> {
+) -> Result<Built, BuildError> {
     let ctx = &room.ctx;
     let tenant_name = &spec.tenant;
     let include = &spec.include;
@@ -64,21 +77,33 @@ pub(super) async fn build(
     };
     let mut skipped_secrets = 0u64;
     if include.kubernetes_objects {
-        let cluster = ctx
-            .handles
-            .clusters
-            .get(source)
-            .map_err(|why| why.unwrap_or_else(|| format!("region {source} has no cluster")))?;
+        let cluster = ctx.handles.clusters.get(source).map_err(|why| {
+            BuildError::Transient(why.unwrap_or_else(|| format!("region {source} has no cluster")))
+        })?;
         let client = cluster.client();
         let ns = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
         match tokio::time::timeout(Duration::from_secs(20), ns.get_opt(&namespace)).await {
             Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return Err(format!("namespace {namespace} does not exist in {source}")),
-            Ok(Err(e)) => return Err(format!("reading namespace {namespace} in {source}: {e}")),
-            Err(_) => return Err(format!("the {source} cluster did not answer within 20s")),
+            Ok(Ok(None)) => {
+                return Err(BuildError::Permanent(format!(
+                    "namespace {namespace} does not exist in {source}"
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(BuildError::Transient(format!(
+                    "reading namespace {namespace} in {source}: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(BuildError::Transient(format!(
+                    "the {source} cluster did not answer within 20s"
+                )));
+            }
         }
-        let kinds = KINDS.of(source, &client).await?;
-        let (items, forbidden) = export(&client, &kinds, &namespace).await?;
+        let kinds = KINDS.of(source, &client).await.map_err(BuildError::Transient)?;
+        let (items, forbidden) = export(&client, &kinds, &namespace)
+            .await
+            .map_err(BuildError::Transient)?;
         if !forbidden.is_empty() {
             warn!(tenant = %tenant_name, region = %source, kinds = ?forbidden, "not allowed to list these kinds; left out of the backup");
         }
@@ -125,11 +150,11 @@ pub(super) async fn build(
         )?;
     }
     if include.object_storage {
-        let store = room.store(source).await?;
+        let store = room.store(source).await.map_err(BuildError::Transient)?;
         let listing = store
             .list(&format!("tenants/{tenant_name}/"))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| BuildError::Transient(e.to_string()))?;
         let rows: Vec<Value> = listing
             .iter()
             .map(|o| json!({"key": o.key, "etag": o.etag, "size": o.size}))

@@ -40,6 +40,22 @@ pub const FINALIZER: &str = "azora.io/scratch-namespace";
 const COMPLETED: &str = "Completed";
 const REQUEST: Duration = Duration::from_secs(20);
 const DOWNLOAD: Duration = Duration::from_secs(120);
+/// How long a restore waits for a cluster or store that does not answer.
+const WAIT_BOUND: Duration = Duration::from_secs(3600);
+
+/// Failures that say nothing about the backup or the target: a cluster or store not answering.
+fn transient(reason: &str, msg: &str) -> bool {
+    match reason {
+        "ClusterUnavailable" | "EncryptionKeyUnreadable" | "NoUsableCopy" => true,
+        "ApplyFailed" | "VerificationFailed" => {
+            msg.contains("did not answer") || msg.contains("the request failed")
+        }
+        _ => false,
+    }
+}
+
+/// Runs of one restore (first plus resumptions) before it gives up.
+const MAX_ATTEMPTS: usize = 3;
 /// The longest one restore may take before it is started again.
 const RUN_DEADLINE: Duration = Duration::from_secs(900);
 
@@ -134,16 +150,36 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             Ok(s) => s,
             Err(_) => return Ok(Action::requeue(Duration::from_secs(10))),
         };
-    if bst.phase != Some(Phase::Succeeded) {
-        // Nothing is read or applied from a backup that is not verified everywhere.
+    // A finished backup with a verified copy is restorable: `Succeeded`, or `PartiallyFailed` (a copy
+    // elsewhere failed or went bad — the DR case: the copy that is left must restore). Nothing is read or
+    // applied from a backup still running, failed, or without a verified copy.
+    let restorable = matches!(bst.phase, Some(Phase::Succeeded | Phase::PartiallyFailed))
+        && bst.locations.iter().any(|l| l.verified);
+    if !restorable {
         let msg = format!(
-            "backup {} is {}, not Succeeded: only a verified backup is restored",
+            "backup {} is {} with no verified copy: only a finished backup with a verified copy is restored",
             spec.backup,
             bst.phase.map_or("not started".to_string(), |p| p.to_string())
         );
-        let desired = conditions(&checked.validation, false, "BackupNotSucceeded", &msg);
+        let desired = conditions(&checked.validation, false, "BackupNotRestorable", &msg);
         room.write(&room.restores, &obj, fields(&st), &desired).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    // A restore that keeps being interrupted (or keeps running out of time) ends instead of applying old
+    // data into the namespace again and again.
+    let attempts = st
+        .timeline
+        .iter()
+        .filter(|e| e.step == "Started" || e.step == "Resumed")
+        .count();
+    if st.phase == Some(Phase::Running) && attempts >= MAX_ATTEMPTS {
+        st.phase = Some(Phase::Failed);
+        st.completion_time = Some(Time::now());
+        let msg = format!("interrupted {attempts} times; not started again");
+        step(&mut st, "Failed", msg.clone());
+        let desired = conditions(&checked.validation, false, "TooManyAttempts", &msg);
+        room.write(&room.restores, &obj, fields(&st), &desired).await?;
+        return Ok(Action::await_change());
     }
     let uid = obj.uid().unwrap_or_default();
     let Some(_claim) = room.claim(&uid) else {
@@ -155,11 +191,15 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         .clone()
         .unwrap_or_else(|| namespace_of(&bspec.tenant));
     if st.phase == Some(Phase::Running) {
-        step(
-            &mut st,
-            "Resumed",
-            "interrupted run started again (applying is idempotent)",
-        );
+        if st.timeline.last().is_some_and(|e| e.step == "Waiting") {
+            step(&mut st, "Retried", "trying again");
+        } else {
+            step(
+                &mut st,
+                "Resumed",
+                "interrupted run started again (applying is idempotent)",
+            );
+        }
     } else {
         st.timeline.clear();
         step(
@@ -199,11 +239,21 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             )));
         }
     };
-    st.completion_time = Some(Time::now());
     let (ok, reason, msg) = match outcome {
         Ok(msg) => (true, "Verified", msg),
         Err((reason, msg)) => (false, reason, msg),
     };
+    // A cluster or store that does not answer is waited for (not an attempt), up to WAIT_BOUND from the
+    // start; anything else ends the restore.
+    let started_at = st.start_time.map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
+    let waited = jiff::Timestamp::now().duration_since(started_at).unsigned_abs();
+    if !ok && transient(reason, &msg) && waited < WAIT_BOUND {
+        step(&mut st, "Waiting", format!("{reason}: {msg}"));
+        let desired = conditions(&checked.validation, false, reason, &msg);
+        room.write(&room.restores, &obj, fields(&st), &desired).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    st.completion_time = Some(Time::now());
     st.phase = Some(if ok { Phase::Succeeded } else { Phase::Failed });
     step(&mut st, if ok { "Succeeded" } else { "Failed" }, msg.clone());
     room.write(

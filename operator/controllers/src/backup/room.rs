@@ -61,6 +61,8 @@ pub struct Room {
     pub(super) running: Mutex<BTreeSet<String>>,
     /// Re-verifications at once (their own budget: they never take the slots of new backups).
     pub(super) verify_permits: tokio::sync::Semaphore,
+    /// When each schedule's status was last written.
+    written: Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 impl Room {
@@ -88,6 +90,7 @@ impl Room {
             stores: Mutex::new(BTreeMap::new()),
             running: Mutex::new(BTreeSet::new()),
             verify_permits: tokio::sync::Semaphore::new(2),
+            written: Mutex::new(BTreeMap::new()),
             cfg,
             ctx,
         }
@@ -128,6 +131,20 @@ impl Room {
         Ok(s)
     }
 
+    /// Whether the schedule `name`'s status was written less than `within` ago.
+    pub(super) fn recently_written(&self, name: &str, within: Duration) -> bool {
+        self.written
+            .lock()
+            .is_ok_and(|w| w.get(name).is_some_and(|t| t.elapsed() < within))
+    }
+
+    /// Notes a status write of the schedule `name`.
+    pub(super) fn mark_written(&self, name: &str) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(name.to_string(), std::time::Instant::now());
+        }
+    }
+
     /// Marks a run as this process's; `None` if it already is (a second worker never runs it twice).
     pub(super) fn claim(self: &Arc<Self>, uid: &str) -> Option<Claim> {
         let mut r = self.running.lock().ok()?;
@@ -140,7 +157,7 @@ impl Room {
         })
     }
 
-    /// Writes a status: `fields` plus the conditions in `desired` (merged with the object's, so transition
+    /// Writes a status (returns whether anything changed): `fields` plus the conditions in `desired` (merged with the object's, so transition
     /// times hold), through `writer`. No resourceVersion precondition: a run is one worker's, and its
     /// steps follow each other.
     pub(super) async fn write(
@@ -149,7 +166,7 @@ impl Room {
         obj: &DynamicObject,
         fields: serde_json::Map<String, Value>,
         desired: &[Desired],
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<bool, ReconcileError> {
         let current = current_conditions(obj);
         let plan = plan_status(
             &current,
@@ -160,12 +177,13 @@ impl Room {
             false,
         );
         if azora_runtime::pipeline::status_unchanged(obj, &plan.status) {
-            return Ok(());
+            return Ok(false);
         }
         writer
             .apply(&obj.name_any(), None, plan.status)
             .await
-            .map_err(ReconcileError::Status)
+            .map_err(ReconcileError::Status)?;
+        Ok(true)
     }
 }
 

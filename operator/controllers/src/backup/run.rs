@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use tracing::{info, instrument, warn};
 
 use super::BackupKind;
-use super::build::build;
+use super::build::{BuildError, build};
 use super::room::{Room, check};
 use super::verify::{ReadBack, read_back};
 
@@ -40,7 +40,9 @@ pub const FINALIZER: &str = "azora.io/backup-copies";
 /// Condition saying how the run went.
 pub(super) const COMPLETED: &str = "Completed";
 /// The longest one run may take; past it the run stops and the next reconcile resumes it.
-const RUN_DEADLINE: Duration = Duration::from_secs(900);
+pub(super) const RUN_DEADLINE: Duration = Duration::from_secs(900);
+/// A run still not finished this long after it started is ended with what is known.
+pub(super) const ABANDON: Duration = Duration::from_secs(3600);
 
 /// Error policy: the generic one.
 pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, room: Arc<Room>) -> Action {
@@ -61,6 +63,8 @@ pub(super) fn fields(st: &BackupStatus) -> Map<String, Value> {
         .unwrap_or_default();
     v.remove("conditions");
     v.remove("observedGeneration");
+    // Owned by the restore side (manager `azora-operator/restore-verified`): never written from here.
+    v.remove("restoreVerifiedTime");
     v
 }
 
@@ -103,7 +107,25 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         ));
     }
     if !checked.ok {
-        // Nothing is exported or uploaded for a backup that does not check out; the conditions say why.
+        // Nothing is exported or uploaded for a backup that does not check out; the conditions say why. A
+        // run that was going when its spec stopped checking out ends Failed (its recorded copies stay
+        // listed, so deleting the Backup deletes them).
+        let mut st = st;
+        let ready = checked
+            .validation
+            .iter()
+            .find(|d| d.type_ == types::READY)
+            .cloned();
+        if st.phase.is_some()
+            && let Some(ready) = ready
+        {
+            st.phase = Some(Phase::Failed);
+            st.completion_time = Some(Time::now());
+            let completed = Desired::fail(COMPLETED, ready.reason.clone(), ready.message.clone());
+            let desired = run_conditions(&checked.validation, ready, completed);
+            room.write(&room.backups, &obj, fields(&st), &desired).await?;
+            return Ok(Action::await_change());
+        }
         room.write(&room.backups, &obj, fields(&st), &checked.validation)
             .await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
@@ -130,8 +152,15 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         required,
         started: Instant::now(),
     };
+    let abandoned = st.phase.is_some()
+        && st
+            .start_time
+            .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs() > ABANDON);
     let work = async {
         match (st.phase, &st.sha256) {
+            // Resumed for too long (a store never answers, or the export never fits the deadline): judged
+            // with what is known, so the tenant's next backups are not held up behind it.
+            _ if abandoned => run.abandon(st).await,
             // Interrupted after the checksum was recorded: something may be uploaded; resume from the copies.
             (Some(Phase::Running | Phase::Verifying), Some(_)) => run.resume(st).await,
             // New, or interrupted before its checksum was recorded (nothing of it counts): (re)start.
@@ -172,6 +201,7 @@ impl Run<'_> {
         self.room
             .write(&self.room.backups, self.obj, fields(st), &desired)
             .await
+            .map(|_| ())
     }
 
     async fn write_running(&self, st: &BackupStatus, msg: &str) -> Result<(), ReconcileError> {
@@ -224,8 +254,10 @@ impl Run<'_> {
             Err((reason, msg)) => return self.fail(st, reason, msg).await,
         };
         let source = source_region(self.room, tenant_name, self.tenant);
+        let interrupted = st.phase.is_some();
         st.phase = Some(Phase::Running);
-        st.start_time = Some(Time::now());
+        // A run started again keeps its start: `ABANDON` counts from the first attempt.
+        st.start_time.get_or_insert_with(Time::now);
         st.source_region = Some(source.clone());
         st.sha256 = None;
         st.locations.clear();
@@ -234,7 +266,12 @@ impl Run<'_> {
 
         let built = match build(self.room, self.spec, &self.name(), &source, key.as_ref()).await {
             Ok(b) => b,
-            Err(msg) => return self.fail(st, "ExportFailed", msg).await,
+            Err(BuildError::Permanent(msg)) => return self.fail(st, "ExportFailed", msg).await,
+            // The source cluster or store did not answer: nothing was uploaded; the run starts again
+            // (ended as abandoned if it never can).
+            Err(BuildError::Transient(msg)) => {
+                return Err(ReconcileError::Remote(format!("exporting from {source}: {msg}")));
+            }
         };
         let sha = built.manifest.archive_sha256.clone().unwrap_or_default();
         st.data_time = Some(built.data_time);
@@ -243,11 +280,13 @@ impl Run<'_> {
         st.object_count = Some(built.objects);
         st.secrets_included = Some(key.is_some());
         st.locations = self.locations(&[], &sha).await;
+        // An earlier attempt may have left objects: they are this backup's (its prefix names it) and never
+        // count; remove them.
+        if interrupted {
+            self.remove_leftovers(&sha).await;
+        }
         // Intent: the checksum and every key are recorded before the first byte is uploaded.
         self.write_running(&st, "uploading and verifying copies").await?;
-        // An earlier attempt that never recorded its checksum may have left objects: they are this
-        // backup's (its prefix names it) and never count; remove them.
-        self.remove_leftovers(&sha).await;
         info!(tenant = %tenant_name, backup = %self.name(), size = built.bytes.len(), objects = built.objects, "backup archived; uploading");
         let manifest = serde_json::to_vec_pretty(&built.manifest).unwrap_or_default();
         self.upload_all(&mut st, &built.bytes, &manifest).await;
@@ -371,11 +410,10 @@ impl Run<'_> {
                     "resuming a backup: no copy could be read yet".into(),
                 ));
             }
-            // Every copy confirmed absent or wrong: the archive cannot be rebuilt with the same content, so
-            // the run fails and removes what it wrote; the next scheduled run takes a new backup.
-            self.remove_leftovers("").await;
-            let msg = "interrupted before any copy was stored and verified; the next run takes a new backup";
-            return self.fail(st, "Interrupted", msg.to_string()).await;
+            // Every copy confirmed absent or wrong: nothing of this attempt counts. It starts over (a new
+            // archive under new keys: a key never gets other content).
+            info!(backup = %self.name(), "interrupted before any copy was stored; starting over");
+            return self.fresh(st).await;
         };
         let store = self
             .room
@@ -399,8 +437,35 @@ impl Run<'_> {
         let manifest = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         self.write_running(&st, "resumed: copying to the regions still missing")
             .await?;
+        // A copy found verified may lack its manifest (killed between the two PUTs, or the archive PUT
+        // landed after the kill): the manifest is the same bytes, put again.
+        let mkey = manifest_key(&self.spec.tenant, &self.name(), &sha);
+        for l in st.locations.iter_mut().filter(|l| l.verified) {
+            let put = async {
+                let store = self.room.store(&l.region).await?;
+                store
+                    .put_bytes(&mkey, manifest.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = put.await {
+                set_verified(l, ReadBack::Unavailable(format!("manifest: {e}")));
+            }
+        }
         self.upload_all(&mut st, &bytes, &manifest).await;
         self.finish(st).await
+    }
+
+    /// Ends a run that has gone on too long: the copies verified so far decide; none means Failed.
+    async fn abandon(&self, st: BackupStatus) -> Result<Action, ReconcileError> {
+        if st.locations.iter().any(|l| l.verified) {
+            return self.finish(st).await;
+        }
+        let msg = format!(
+            "not finished {}s after it started; the next run takes a new backup",
+            ABANDON.as_secs()
+        );
+        self.fail(st, "Abandoned", msg).await
     }
 
     /// The final phase from the copies: every one verified, some, or none.
@@ -408,6 +473,9 @@ impl Run<'_> {
         st.completion_time = Some(Time::now());
         let (phase, reason, msg) = judge(&st.locations);
         st.phase = Some(phase);
+        if phase == Phase::Succeeded {
+            st.last_good_time = Some(Time::now());
+        }
         let (ready, completed) = if phase == Phase::Succeeded {
             (
                 Desired::ok(types::READY, reason, msg.clone()),

@@ -29,10 +29,15 @@ use serde_json::{Map, Value, json};
 use tracing::{info, instrument, warn};
 
 use super::room::{Room, check};
+use super::run::ABANDON;
 use super::{BackupScheduleKind, SCHEDULE_TICK};
 
 /// Status `rpoSeconds` is rewritten only when it moved by this much (it changes every second).
 const RPO_STEP: u64 = 30;
+/// The least time between two status writes of a schedule that only move `nextRunTime`/`rpoSeconds`.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+/// A test restore not finished this long after it was created is removed and tried again.
+const TEST_RESTORE_BOUND: Duration = Duration::from_secs(3600);
 
 /// Error policy: the generic one.
 pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, room: Arc<Room>) -> Action {
@@ -57,6 +62,7 @@ fn facts(b: &DynamicObject) -> Option<BackupFacts> {
         phase: st.phase,
         data_ms: st.data_time.map(|t| ms(&t.0)),
         verified_copies: st.locations.iter().filter(|l| l.verified).count(),
+        ever_good: st.last_good_time.is_some() || st.phase == Some(Phase::Succeeded),
         deleting: b.metadata.deletion_timestamp.is_some(),
     })
 }
@@ -90,7 +96,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     ) else {
         return Ok(Action::await_change());
     };
-    let selected = selected_tenants(&room, spec);
+    let selected = selected_tenants(&room, spec, &checked.world);
     let mine: Vec<Arc<DynamicObject>> = ctx
         .caches
         .backups
@@ -114,8 +120,11 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             let of_tenant = || all_facts.iter().filter(|f| &f.tenant == tenant && !f.deleting);
             // A run is going (a Backup not yet started counts for one interval, so one stuck on bad input
             // never stops the tenant's backups for good).
+            // A run counts as going for a bounded time only: one stuck for any reason never stops the
+            // tenant's backups for good (it is ended as abandoned by its own reconcile).
+            let bound = 2 * (every.as_millis() as i64 + ABANDON.as_millis() as i64);
             let going = of_tenant().any(|f| match f.phase {
-                Some(p) => !p.is_final(),
+                Some(p) => !p.is_final() && now_ms - f.created_ms < bound,
                 None => now_ms - f.created_ms < every.as_millis() as i64,
             });
             // This slot ran already (also after `every` changed: slots are renumbered, runs are not).
@@ -128,8 +137,14 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             if going || ran || (first && start < schedule_ms.max(tenant_ms)) {
                 continue;
             }
-            create_backup(&room, &name, spec, tenant, &bname).await?;
-            created += 1;
+            // One tenant whose Backup cannot be created (a webhook, a quota) never starves the others.
+            match create_backup(&room, &name, spec, tenant, &bname).await {
+                Ok(()) => created += 1,
+                Err(e @ ReconcileError::Fenced(_)) => return Err(e),
+                Err(e) => {
+                    warn!(schedule = %name, %tenant, error = %e, "creating a backup failed; retried next tick")
+                }
+            }
         }
     }
     // Retention.
@@ -283,7 +298,18 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             ),
         )
     });
-    room.write(&room.schedules, &obj, fields, &desired).await?;
+    // `nextRunTime` and `rpoSeconds` move all the time with many tenants: alone, they are written at most
+    // every STATUS_EVERY per schedule.
+    if room.recently_written(&name, STATUS_EVERY) {
+        for k in ["nextRunTime", "rpoSeconds"] {
+            if let Some(v) = obj.data.get("status").and_then(|st| st.get(k)) {
+                fields.insert(k.into(), v.clone());
+            }
+        }
+    }
+    if room.write(&room.schedules, &obj, fields, &desired).await? {
+        room.mark_written(&name);
+    }
     if created > 0 {
         info!(schedule = %name, created, "backups started");
     }
@@ -303,7 +329,7 @@ fn tenant_created(room: &Room, tenant: &str) -> i64 {
 }
 
 /// Tenants the schedule selects: backups enabled, labels matching the selector.
-fn selected_tenants(room: &Room, spec: &BackupScheduleSpec) -> Vec<(String, TenantSpec)> {
+fn selected_tenants(room: &Room, spec: &BackupScheduleSpec, world: &World) -> Vec<(String, TenantSpec)> {
     room.ctx
         .caches
         .tenants
@@ -318,7 +344,13 @@ fn selected_tenants(room: &Room, spec: &BackupScheduleSpec) -> Vec<(String, Tena
         })
         .filter_map(|t| {
             let s: TenantSpec = serde_json::from_value(t.data.get("spec").cloned()?).ok()?;
-            s.backup.enabled.then(|| (t.name_any(), s))
+            // A tenant whose home region has no object store cannot be backed up: not selected (the
+            // Backup would only wait on it).
+            let store = world
+                .regions
+                .get(&s.home_region)
+                .is_some_and(|r| r.has_object_store);
+            (s.backup.enabled && store).then(|| (t.name_any(), s))
         })
         .collect()
 }
@@ -440,8 +472,14 @@ async fn test_restores(
                 .get("status")
                 .and_then(|s| serde_json::from_value(s.clone()).ok())
                 .unwrap_or_default();
+            let age = now_ms - r.creation_timestamp().map_or(now_ms, |t| t.0.as_millisecond());
             let Some(phase) = st.phase.filter(|p| p.is_final()) else {
-                in_flight |= r.metadata.deletion_timestamp.is_none();
+                if age < TEST_RESTORE_BOUND.as_millis() as i64 {
+                    in_flight |= r.metadata.deletion_timestamp.is_none();
+                } else if r.metadata.deletion_timestamp.is_none() {
+                    // Never started or never finished (its backup went away): removed, tried again.
+                    let _ = api.delete(&r.name_any(), &DeleteParams::background()).await;
+                }
                 continue;
             };
             let ok = phase == Phase::Succeeded;
@@ -464,11 +502,19 @@ async fn test_restores(
                 message: st.timeline.last().map(|e| e.message.clone()).unwrap_or_default(),
             };
             if newest.as_ref().is_none_or(|n| ms(&n.time.0) < ms(&result.time.0)) {
-                newest = Some(result);
+                newest = Some(result.clone());
             }
-            // A success is recorded (on the backup, by the restore) and cleaned up; a failure stays for
-            // inspection until the next slot.
-            if (ok || r.name_any() != rname) && r.metadata.deletion_timestamp.is_none() {
+            // A success is cleaned up once its mark is visible on the backup (else the same slot would test
+            // again); a failure stays for inspection until the next slot.
+            let marked = mine.iter().any(|b| {
+                b.name_any() == result.backup
+                    && b.data
+                        .pointer("/status/restoreVerifiedTime")
+                        .and_then(|v| serde_json::from_value::<Time>(v.clone()).ok())
+                        .zip(st.completion_time)
+                        .is_some_and(|(m, c)| ms(&m.0) >= ms(&c.0) - 5_000)
+            });
+            if ((ok && marked) || r.name_any() != rname) && r.metadata.deletion_timestamp.is_none() {
                 ctx.fence
                     .check()
                     .await

@@ -97,13 +97,29 @@ pub(super) fn schedule_reverify(
     };
     let room = room.clone();
     let obj = obj.clone();
-    let st = st.clone();
     tokio::spawn(async move {
         let _claim = claim;
         let Ok(_permit) = room.verify_permits.acquire().await else {
             return;
         };
-        if let Err(e) = reverify(&room, &obj, st, &validation).await {
+        // The object as it is now (the wait for a permit may have been long): only a finished backup that
+        // is not being deleted is re-verified, from its current status.
+        let Some(latest) = room
+            .ctx
+            .caches
+            .backups
+            .store()
+            .state()
+            .into_iter()
+            .find(|b| b.uid() == obj.uid())
+        else {
+            return;
+        };
+        let st = status_of(&latest);
+        if !st.phase.is_some_and(Phase::is_final) || latest.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        if let Err(e) = reverify(&room, &latest, st, &validation).await {
             warn!(backup = %obj.name_any(), error = %e, "re-verifying a backup failed; retried next time");
         }
     });
@@ -180,22 +196,12 @@ async fn reverify(
         )
     };
     let desired = run_conditions(validation, ready, completed);
-    // The object as this task read it may be old: write from the latest cached one.
-    let latest = room
-        .ctx
-        .caches
-        .backups
-        .store()
-        .state()
-        .into_iter()
-        .find(|b| b.uid() == obj.uid())
-        .map(|b| (*b).clone())
-        .unwrap_or_else(|| obj.clone());
-    if status_of(&latest).phase.is_some_and(|p| !p.is_final()) || latest.metadata.deletion_timestamp.is_some()
-    {
-        return Ok(());
+    if phase == Phase::Succeeded {
+        st.last_good_time = Some(Time::now());
     }
-    room.write(&room.backups, &latest, fields(&st), &desired).await
+    room.write(&room.backups, obj, fields(&st), &desired)
+        .await
+        .map(|_| ())
 }
 
 /// Deletion: every copy (archive and manifest) in every recorded location, then the finalizer. A store

@@ -316,6 +316,19 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Res
         samples.len(),
         samples.last().copied().unwrap_or_default()
     );
+    // The operator's peak resident memory over the whole run (archives are built and read in memory).
+    let peak_mib = fleet
+        .operator
+        .as_ref()
+        .and_then(|o| o.pid())
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024);
+    eprintln!("operator peak RSS: {peak_mib} MiB");
     fleet.kill_operator();
     println!(
         "backup_tenants={count} backup_objects={} full_round_s={full_round:.1} raw_put_s={raw_put:.1} copies_verified={copies_verified} rpo_p99_s={p99:.0}",

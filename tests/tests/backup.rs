@@ -399,6 +399,14 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         })
         .await
     );
+    // The schedule says the RPO too (derived from the recorded Backups).
+    let rpo_recorded = wait::until(Duration::from_secs(30), || async {
+        object(&fleet, "BackupSchedule", "backupschedules", "frequent")
+            .await
+            .is_some_and(|s| s["status"]["rpoSeconds"].as_u64().is_some_and(|r| r < 120))
+    })
+    .await;
+    assert!(rpo_recorded, "BackupSchedule.status.rpoSeconds never set");
     let rpo = fleet
         .metric("azora_backup_rpo_seconds{tenant=\"acme\"}")
         .await

@@ -168,8 +168,16 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
             .get("spec")
             .and_then(|s| serde_json::from_value::<FailoverPolicySpec>(s.clone()).ok())
         {
+            // A valid policy is re-checked every minute (references may go); an invalid one every 2 s: it
+            // is often only early (a policy applied together with its Regions, checked before the Region
+            // cache had them), and must not wait a minute to be served.
             let fresh_check = memory.checked.as_ref().is_none_or(|c| {
-                c.generation != obj.metadata.generation || c.at.elapsed() >= Duration::from_secs(60)
+                let again = if c.valid {
+                    Duration::from_secs(60)
+                } else {
+                    Duration::from_secs(2)
+                };
+                c.generation != obj.metadata.generation || c.at.elapsed() >= again
             });
             if fresh_check {
                 memory.checked = Some(check(&ctx, &spec, obj.metadata.generation).await);

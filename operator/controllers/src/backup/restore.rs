@@ -31,7 +31,7 @@ use tracing::{info, instrument, warn};
 
 use super::RestoreKind;
 use super::export;
-use super::room::{Room, check};
+use super::room::{Room, check, status_fields};
 
 /// Label on a scratch namespace naming the Restore that created it.
 pub const SCRATCH_LABEL: &str = "azora.io/scratch-restore";
@@ -72,13 +72,7 @@ fn status_of(obj: &DynamicObject) -> RestoreStatus {
 }
 
 fn fields(st: &RestoreStatus) -> Map<String, Value> {
-    let mut v = serde_json::to_value(st)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
-    v.remove("conditions");
-    v.remove("observedGeneration");
-    v
+    status_fields(st)
 }
 
 fn step(st: &mut RestoreStatus, step: &str, message: impl Into<String>) {

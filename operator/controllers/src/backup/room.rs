@@ -187,6 +187,19 @@ impl Room {
     }
 }
 
+/// A status as the fields a writer applies: without `conditions` and `observedGeneration` (the writer
+/// merges those) and without `restoreVerifiedTime` (owned by the restore side's own field manager).
+pub(super) fn status_fields<T: serde::Serialize>(st: &T) -> serde_json::Map<String, Value> {
+    let mut v = serde_json::to_value(st)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    v.remove("conditions");
+    v.remove("observedGeneration");
+    v.remove("restoreVerifiedTime");
+    v
+}
+
 /// A run this process holds; released when dropped (also on panic or cancellation).
 pub struct Claim {
     room: Arc<Room>,

@@ -32,7 +32,7 @@ use tracing::{info, instrument, warn};
 
 use super::BackupKind;
 use super::build::{BuildError, build};
-use super::room::{Room, check};
+use super::room::{Room, check, status_fields};
 use super::verify::{ReadBack, read_back};
 
 /// Finalizer: the Backup's copies are deleted before the Backup is.
@@ -57,15 +57,7 @@ pub(super) fn status_of(obj: &DynamicObject) -> BackupStatus {
 }
 
 pub(super) fn fields(st: &BackupStatus) -> Map<String, Value> {
-    let mut v = serde_json::to_value(st)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
-    v.remove("conditions");
-    v.remove("observedGeneration");
-    // Owned by the restore side (manager `azora-operator/restore-verified`): never written from here.
-    v.remove("restoreVerifiedTime");
-    v
+    status_fields(st)
 }
 
 /// Conditions of a run: validation, with `Ready` and `Completed` from the run.

@@ -97,6 +97,17 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         return Ok(Action::await_change());
     };
     let selected = selected_tenants(&room, spec, &checked.world);
+    // Creation times of the tenants, read once per reconcile (not a cache scan per tenant).
+    let tenant_objs = ctx.caches.tenants.store().state();
+    let tenant_since: BTreeMap<String, i64> = tenant_objs
+        .iter()
+        .map(|t| {
+            (
+                t.name_any(),
+                t.creation_timestamp().map_or(0, |c| c.0.as_millisecond()),
+            )
+        })
+        .collect();
     let mine: Vec<Arc<DynamicObject>> = ctx
         .caches
         .backups
@@ -133,7 +144,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             // A tenant's first run waits for its own slot to start after the schedule (or the tenant) came:
             // a new schedule spreads its tenants over the interval instead of starting them all at once.
             let first = !of_tenant().any(|_| true);
-            let tenant_ms = tenant_created(&room, tenant);
+            let tenant_ms = tenant_since.get(tenant.as_str()).copied().unwrap_or(0);
             if going || ran || (first && start < schedule_ms.max(tenant_ms)) {
                 continue;
             }
@@ -318,18 +329,6 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         info!(schedule = %name, created, "backups started");
     }
     Ok(Action::requeue(SCHEDULE_TICK))
-}
-
-fn tenant_created(room: &Room, tenant: &str) -> i64 {
-    room.ctx
-        .caches
-        .tenants
-        .store()
-        .state()
-        .iter()
-        .find(|t| t.name_any() == tenant)
-        .and_then(|t| t.creation_timestamp())
-        .map_or(0, |t| t.0.as_millisecond())
 }
 
 /// Tenants the schedule selects: backups enabled, labels matching the selector.

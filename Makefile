@@ -5,12 +5,15 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup
+.PHONY: help prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-test-env: ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server
+prune-target: ## Bound the shared cargo target directory (stale workspace artifacts, old incremental sessions)
+	@bash tests/scripts/prune-target.sh
+
+test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
 	@bash tests/scripts/install-dns.sh

@@ -222,6 +222,12 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         tail(&fleet.log(), 30)
     );
     tenant_objects(&fleet, "africa", "tenant-acme").await;
+    // Two objects in the tenant's bucket: the backup lists them, replication copies them to europe, and a
+    // restore there checks europe's bucket against the listing.
+    let africa_store = fleet.store("africa").unwrap();
+    for k in ["tenants/acme/data/a.txt", "tenants/acme/data/b.txt"] {
+        africa_store.put_bytes(k, k.as_bytes().to_vec()).await.unwrap();
+    }
     let hub = ops(&fleet).await;
     create(
         &hub,
@@ -269,9 +275,16 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
             serde_json::from_slice(&store.get_bytes(&manifest_key).await.unwrap().unwrap()).unwrap();
         assert_eq!(m["archiveSha256"], sha.as_str());
         // Every entry checks out against the manifest inside; the Secret is in it, sealed.
-        let opened = azora_adapters::archive::open(&bytes, &sha).unwrap();
-        let kinds: Vec<String> = opened
-            .entries
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        let manifest = azora_adapters::archive::check_file(file.path(), &sha).unwrap();
+        let mut entries = Vec::new();
+        azora_adapters::archive::read_entries(file.path(), &manifest, |e, b| {
+            entries.push((e.clone(), b));
+            true
+        })
+        .unwrap();
+        let kinds: Vec<String> = entries
             .iter()
             .filter_map(|(e, _)| e.object.as_ref().map(|o| o.kind.clone()))
             .collect();
@@ -281,7 +294,7 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
                 "{k} missing from the archive: {kinds:?}"
             );
         }
-        for (e, body) in &opened.entries {
+        for (e, body) in &entries {
             assert!(
                 !String::from_utf8_lossy(body).contains(CANARY),
                 "{} holds the canary in clear",
@@ -455,6 +468,11 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
         "read the target region's own copy: {r}"
     );
     assert!(r["status"]["objectsRestored"].as_u64().unwrap() >= 4, "{r}");
+    // Object storage: europe's bucket holds both objects the backup listed, as they were.
+    let os = &r["status"]["objectStorage"];
+    assert_eq!(os["recorded"], 2, "{r}");
+    assert_eq!(os["present"], 2, "{r}");
+    assert_eq!(os["missing"], 0, "{r}");
     let eu = fleet.regional("europe").await.unwrap();
     for ns in ["tenant-acme", "acme-scratch"] {
         if ns == "acme-scratch" {

@@ -327,12 +327,12 @@ impl ObjectStore {
         Ok((md5, out.e_tag().map(unquote).unwrap_or_default()))
     }
 
-    async fn multipart(
+    async fn multipart<P: Parts>(
         &self,
         key: &str,
         first: Vec<u8>,
-        rest: &mut Chunks<'_>,
-        verify: &VerifySource<'_>,
+        rest: &mut P,
+        verify: &VerifySource<'_, P>,
     ) -> Result<(String, String, u64), StoreError> {
         let created = self
             .client
@@ -343,27 +343,29 @@ impl ObjectStore {
             .await
             .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
+        // Aborted unless completed: on an error, and also when the caller is cancelled mid-upload (a run
+        // deadline, a term ending) — an upload left open holds its parts in the store, unseen by listings.
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.clone(),
+            armed: true,
+        };
         let result = self.multipart_parts(key, &upload_id, first, rest, verify).await;
-        if result.is_err() {
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+        if result.is_ok() {
+            guard.armed = false;
         }
         result
     }
 
-    async fn multipart_parts(
+    async fn multipart_parts<P: Parts>(
         &self,
         key: &str,
         upload_id: &str,
         first: Vec<u8>,
-        rest: &mut Chunks<'_>,
-        verify: &VerifySource<'_>,
+        rest: &mut P,
+        verify: &VerifySource<'_, P>,
     ) -> Result<(String, String, u64), StoreError> {
         let mut md5s = Vec::new();
         let mut parts = Vec::new();
@@ -400,12 +402,199 @@ impl ObjectStore {
                 what: format!("multipart ETag {got}, expected {want}"),
             });
         }
-        Ok((got, rest.sha256(), rest.total))
+        Ok((got, rest.sha256(), rest.total()))
+    }
+
+    /// Uploads a local file (a backup archive) under `key`: one PUT up to [`PART_SIZE`], multipart above it
+    /// (aborted on any error, so no half-written upload stays behind). Memory holds one part. Every part
+    /// goes with its `Content-MD5` and the ETag the store reports is checked. Returns the SHA-256 (hex) and
+    /// size of what was sent.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(String, u64), StoreError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| self.err("ReadFile", key, e))?;
+        let remaining = file
+            .metadata()
+            .await
+            .map_err(|e| self.err("ReadFile", key, e))?
+            .len();
+        let mut parts = FileParts {
+            file,
+            remaining,
+            sha: Sha256::new(),
+            total: 0,
+            key,
+            store: self,
+        };
+        let first = parts.next_part().await?;
+        if first.len() == PART_SIZE {
+            let (_, sha, size) = self.multipart(key, first, &mut parts, &|_, _| Ok(())).await?;
+            Ok((sha, size))
+        } else {
+            self.put_bytes(key, first).await?;
+            Ok((parts.sha256(), parts.total))
+        }
+    }
+
+    /// Streams an object: into `sink` when given, hashing as it goes. `None` when it does not exist;
+    /// otherwise its SHA-256 (hex) and size. Memory holds one chunk of the body.
+    async fn stream_get(
+        &self,
+        key: &str,
+        mut sink: Option<&mut tokio::fs::File>,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        use tokio::io::AsyncWriteExt as _;
+        let _slot = self.slot().await;
+        let mut body = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out.body,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(self.err("GetObject", key, e)),
+        };
+        let mut sha = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.err("GetObject", key, e))?;
+            sha.update(&chunk);
+            total += chunk.len() as u64;
+            if let Some(f) = sink.as_deref_mut() {
+                f.write_all(&chunk)
+                    .await
+                    .map_err(|e| self.err("WriteFile", key, e))?;
+            }
+        }
+        if let Some(f) = sink {
+            f.flush().await.map_err(|e| self.err("WriteFile", key, e))?;
+        }
+        Ok(Some((hex(&sha.finalize()), total)))
+    }
+
+    /// How many multipart uploads under `prefix` were begun and neither completed nor aborted.
+    pub async fn open_uploads(&self, prefix: &str) -> Result<usize, StoreError> {
+        let _slot = self.slot().await;
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
+        Ok(out.uploads().len())
+    }
+
+    /// Downloads an object into `path` (created or truncated), streaming; `None` when it does not exist,
+    /// otherwise the SHA-256 (hex) and size of what was written.
+    pub async fn get_to_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let mut f = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| self.err("WriteFile", key, e))?;
+        self.stream_get(key, Some(&mut f)).await
+    }
+
+    /// The SHA-256 (hex) and size of an object, read as a stream and kept nowhere; `None` when it does not
+    /// exist.
+    pub async fn sha256_of(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.stream_get(key, None).await
     }
 }
 
+/// Aborts a multipart upload when dropped while armed (in the background: drop cannot wait).
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let abort = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id);
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(OPERATION_DEADLINE, abort.send()).await;
+        });
+    }
+}
+
+/// A source of upload parts, hashing what it yields.
+trait Parts {
+    /// The next part (at most `PART_SIZE` bytes); empty at the end.
+    async fn next_part(&mut self) -> Result<Vec<u8>, StoreError>;
+    /// SHA-256 (hex) of what was read.
+    fn sha256(&self) -> String;
+    /// Bytes read.
+    fn total(&self) -> u64;
+}
+
 /// Checks the bytes read (their hashes so far, and the part MD5s) before a replica is replaced.
-type VerifySource<'v> = dyn Fn(&Chunks<'_>, &[[u8; 16]]) -> Result<(), StoreError> + Sync + 'v;
+type VerifySource<'v, P> = dyn Fn(&P, &[[u8; 16]]) -> Result<(), StoreError> + Sync + 'v;
+
+/// Reads a local file in parts of [`PART_SIZE`].
+struct FileParts<'a> {
+    file: tokio::fs::File,
+    /// Bytes not read yet (by the size at open): a part buffer is never larger than what is left, so a
+    /// small archive never costs a part-sized allocation.
+    remaining: u64,
+    sha: Sha256,
+    total: u64,
+    key: &'a str,
+    store: &'a ObjectStore,
+}
+
+impl Parts for FileParts<'_> {
+    async fn next_part(&mut self) -> Result<Vec<u8>, StoreError> {
+        use tokio::io::AsyncReadExt as _;
+        let want = PART_SIZE.min(usize::try_from(self.remaining).unwrap_or(PART_SIZE));
+        let mut buf = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            let n = self
+                .file
+                .read(&mut buf[filled..])
+                .await
+                .map_err(|e| self.store.err("ReadFile", self.key, e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        self.sha.update(&buf);
+        self.total += filled as u64;
+        self.remaining = self.remaining.saturating_sub(filled as u64);
+        Ok(buf)
+    }
+
+    fn sha256(&self) -> String {
+        hex(&self.sha.clone().finalize())
+    }
+
+    fn total(&self) -> u64 {
+        self.total
+    }
+}
 
 /// Reads a GetObject body in parts of [`PART_SIZE`], hashing as it goes.
 struct Chunks<'a> {
@@ -418,8 +607,7 @@ struct Chunks<'a> {
     src: &'a ObjectStore,
 }
 
-impl Chunks<'_> {
-    /// The next part (at most `PART_SIZE` bytes); empty at the end.
+impl Parts for Chunks<'_> {
     async fn next_part(&mut self) -> Result<Vec<u8>, StoreError> {
         while self.carry.len() < PART_SIZE {
             match self.body.next().await {
@@ -442,6 +630,12 @@ impl Chunks<'_> {
         hex(&self.sha.clone().finalize())
     }
 
+    fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+impl Chunks<'_> {
     fn md5(&self) -> String {
         hex(&self.md5.clone().finalize())
     }
@@ -540,7 +734,8 @@ async fn copy_inner(
     let more = first.len() == PART_SIZE;
     let (target_etag, sha256, size) = if more {
         let verify = |c: &Chunks<'_>, md5s: &[[u8; 16]]| verify_source(object, c.total, &c.md5(), md5s);
-        dst.multipart(key, first, &mut chunks, &verify).await?
+        let verify: &VerifySource<'_, Chunks<'_>> = &verify;
+        dst.multipart(key, first, &mut chunks, verify).await?
     } else {
         // Everything is read: verify before the PUT replaces the replica.
         verify_source(object, chunks.total, &chunks.md5(), &[md5_of(&first)])?;

@@ -400,6 +400,10 @@ pub struct RestoreStatus {
     /// Objects restored, by kind.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kinds: BTreeMap<String, u64>,
+    /// The tenant's objects in the target region's bucket, checked against the listing the backup
+    /// recorded (object bytes are replicated across regions, not archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_storage: Option<ObjectStorageCheck>,
     /// What happened when.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
@@ -407,6 +411,23 @@ pub struct RestoreStatus {
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// A restore's check of the tenant's object storage against the backup's listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStorageCheck {
+    /// Objects the backup recorded.
+    pub recorded: u64,
+    /// Present in the target region's bucket with the recorded ETag and size.
+    pub present: u64,
+    /// Not in the target region's bucket.
+    pub missing: u64,
+    /// In the bucket with another ETag or size (written again since the backup).
+    pub changed: u64,
+    /// Up to ten of the keys missing or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
 }
 
 /// One step of a run.

@@ -103,6 +103,16 @@ pub struct Manifest {
     pub archive_sha256: Option<String>,
 }
 
+/// Where a kind goes in restore order: what other objects use (ServiceAccounts, Secrets, ConfigMaps,
+/// claims) first, Services next, everything else after.
+pub fn restore_rank(kind: &str) -> u8 {
+    match kind {
+        "ServiceAccount" | "Secret" | "ConfigMap" | "PersistentVolumeClaim" => 0,
+        "Service" => 1,
+        _ => 2,
+    }
+}
+
 /// Resources never backed up: recreated by the cluster or by their owners, or runtime state.
 const SKIPPED_RESOURCES: &[&str] = &[
     "pods",

@@ -114,6 +114,10 @@ struct RunArgs {
     /// How often the copies of a finished backup are read back and checked again.
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     backup_verify_every: Duration,
+    /// Directory for backup archives while they are built, uploaded or restored (streamed through it, never
+    /// held in memory); stale files from a killed process are removed at start.
+    #[arg(long, default_value_os_t = std::env::temp_dir(), env = "AZORA_BACKUP_SCRATCH_DIR")]
+    backup_scratch_dir: std::path::PathBuf,
     /// An observer Lease not seen to change for this long is removed (its observer is gone).
     #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
     observer_gc_after: Duration,
@@ -396,6 +400,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             backup: azora_controllers::backup::BackupConfig {
                 concurrency: args.backup_concurrency.max(1),
                 verify_every: args.backup_verify_every,
+                scratch_dir: args.backup_scratch_dir.clone(),
             },
         };
         let controllers =

@@ -5,7 +5,9 @@
 //! 2. raw put: the same bytes (each archive to each of its regions) uploaded by a plain concurrent client to
 //!    the same S3 servers, with the same concurrency as the operator's backups: the floor;
 //! 3. RPO: a BackupSchedule `every: 1m`; the operator's `azora_backup_rpo_seconds{tenant}` sampled every 5 s
-//!    over several rounds once every tenant has a good scheduled backup; p99 over all samples.
+//!    over several rounds once every tenant has a good scheduled backup; p99 over all samples;
+//! 4. memory: one tenant with 1 GiB of objects backed up and restored by a freshly started operator, its
+//!    peak resident memory printed on a second line.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,7 @@ fn phase(v: &Value) -> &str {
 }
 
 /// Runs the benchmark and prints the one-line summary.
-pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Result<()> {
+pub async fn run(count: usize, concurrency: usize, rounds: usize, large_mib: u64) -> anyhow::Result<()> {
     let regions: Vec<&str> = CONTINENTS.iter().map(|(n, _)| *n).collect();
     let mut fleet = Fleet::start(&regions).await?;
     let hub = fleet.hub().await?;
@@ -53,6 +55,18 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Res
             &serde_json::from_value(json!({"metadata": {"name": "bench-key"}, "stringData": {"key": key}}))?,
         )
         .await?;
+    let mut clients = std::collections::BTreeMap::new();
+    for r in &regions {
+        clients.insert(r.to_string(), fleet.regional(r).await?);
+    }
+    if count == 0 {
+        // Only the large tenant.
+        if large_mib > 0 {
+            large(&mut fleet, &hub, &clients, &conc, large_mib).await?;
+        }
+        fleet.kill_operator();
+        return Ok(());
+    }
     // Tenants: home round-robin, one failover region, no residency (every region holds a copy).
     let t = Instant::now();
     let names: Vec<(String, String)> = (0..count)
@@ -78,10 +92,6 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Res
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
     // Wait for every tenant's namespace, then its objects.
-    let mut clients = std::collections::BTreeMap::new();
-    for r in &regions {
-        clients.insert(r.to_string(), fleet.regional(r).await?);
-    }
     loop {
         let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Tenant", "tenants"));
         let ready = api
@@ -233,9 +243,19 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Res
             azora_adapters::archive::sha256_hex(&data) == sha,
             "archive {key} differs"
         );
+        // What a backup stores in each region: its archive and the manifest beside it.
+        let mkey = key
+            .replace("/archive-", "/manifest-")
+            .replace(".tar.zst", ".json");
+        let manifest = fleet
+            .store(&src)?
+            .get_bytes(&mkey)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("manifest {mkey} missing"))?;
         for l in b["status"]["locations"].as_array().into_iter().flatten() {
             let region = l["region"].as_str().unwrap_or_default().to_string();
-            puts.push((region, format!("raw/{key}"), data.clone()));
+            puts.push((region.clone(), format!("raw/{key}"), data.clone()));
+            puts.push((region, format!("raw/{mkey}"), manifest.clone()));
         }
     }
     let stores: std::collections::BTreeMap<String, _> = regions
@@ -316,8 +336,32 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Res
         samples.len(),
         samples.last().copied().unwrap_or_default()
     );
-    // The operator's peak resident memory over the whole run (archives are built and read in memory).
-    let peak_mib = fleet
+    let peak_mib = peak_rss_mib(&fleet);
+    eprintln!("operator peak RSS over the rounds: {peak_mib} MiB");
+    println!(
+        "backup_tenants={count} backup_objects={} full_round_s={full_round:.1} raw_put_s={raw_put:.1} copies_verified={copies_verified} rpo_p99_s={p99:.0}",
+        count * 4
+    );
+    if large_mib > 0 {
+        // The schedule stops, so the large tenant's figures are its own.
+        let schedules: Api<DynamicObject> =
+            Api::all_with(hub.clone(), &ar("BackupSchedule", "backupschedules"));
+        schedules
+            .patch(
+                "bench",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": {"suspend": true}})),
+            )
+            .await?;
+        large(&mut fleet, &hub, &clients, &conc, large_mib).await?;
+    }
+    fleet.kill_operator();
+    Ok(())
+}
+
+/// The operator's peak resident memory since it started (`VmHWM`), MiB.
+fn peak_rss_mib(fleet: &Fleet) -> u64 {
+    fleet
         .operator
         .as_ref()
         .and_then(|o| o.pid())
@@ -327,12 +371,130 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize) -> anyhow::Res
                 .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
-        .map_or(0, |kib| kib / 1024);
-    eprintln!("operator peak RSS: {peak_mib} MiB");
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// One tenant holding `mib` MiB of objects (ConfigMaps of ~1 MiB of incompressible text each) backed up to
+/// two regions and restored into a scratch namespace of the other, by a freshly started operator: its peak
+/// resident memory covers exactly this (the archive is as large as the data, so holding it would show).
+async fn large(
+    fleet: &mut Fleet,
+    hub: &kube::Client,
+    clients: &std::collections::BTreeMap<String, kube::Client>,
+    conc: &str,
+    mib: u64,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
     fleet.kill_operator();
+    fleet.start_operator(&["--backup-concurrency", conc, "--backup-verify-every", "1h"])?;
+    let t = Instant::now();
+    create(
+        hub,
+        "tenants",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "large"},
+               "spec": {"homeRegion": "africa", "failoverRegions": ["europe"],
+                        "residency": {"allowedContinents": ["Africa", "Europe"]}}}),
+    )
+    .await?;
+    let africa = clients
+        .get("africa")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no africa client"))?;
+    let ns = "tenant-large";
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(africa.clone());
+    while namespaces.get_opt(ns).await?.is_none() {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(300), "{ns} not placed in 300s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(africa, ns);
+    futures::stream::iter(0..mib)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                use base64::Engine as _;
+                let raw: Vec<u8> = (0..760 * 1024).map(|_| rand::random::<u8>()).collect();
+                let text = base64::engine::general_purpose::STANDARD.encode(raw);
+                let cm: ConfigMap = serde_json::from_value(
+                    json!({"metadata": {"name": format!("blob-{i:05}")}, "data": {"blob": text}}),
+                )?;
+                cms.create(&PostParams::default(), &cm).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    eprintln!(
+        "large tenant: {mib} ConfigMaps of 1 MiB written in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    // Past the occupancy snapshot's lifetime, so the backup's snapshot sees the ConfigMaps.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let t = Instant::now();
+    create(
+        hub,
+        "backups",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Backup", "metadata": {"name": "large-1"},
+               "spec": {"tenant": "large", "encryptionKey": {"name": "bench-key", "key": "key"}}}),
+    )
+    .await?;
+    let backup = loop {
+        let all = backups(hub).await;
+        if let Some(b) = all.into_iter().find(|b| b["metadata"]["name"] == "large-1")
+            && !matches!(phase(&b), "" | "Running" | "Pending")
+        {
+            break b;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(1800),
+            "large backup not finished in 1800s"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let backup_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        phase(&backup) == "Succeeded",
+        "large backup: {}",
+        backup["status"]
+    );
+    let objects = backup["status"]["objectCount"].as_u64().unwrap_or(0);
+    let size_mib = backup["status"]["sizeBytes"].as_u64().unwrap_or(0) / 1024 / 1024;
+    let after_backup = peak_rss_mib(fleet);
+    eprintln!(
+        "large backup: {objects} objects, archive {size_mib} MiB, {backup_s:.1}s, operator peak RSS {after_backup} MiB"
+    );
+    let t = Instant::now();
+    create(
+        hub,
+        "restores",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Restore", "metadata": {"name": "large-1"},
+               "spec": {"backup": "large-1", "targetRegion": "europe", "targetNamespace": "scratch-large"}}),
+    )
+    .await?;
+    let restores: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Restore", "restores"));
+    let restore = loop {
+        let r = restores.get("large-1").await?;
+        let v = serde_json::to_value(&r)?;
+        if matches!(phase(&v), "Succeeded" | "Failed") {
+            break v;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(1800),
+            "large restore not finished in 1800s"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let restore_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        phase(&restore) == "Succeeded",
+        "large restore: {}",
+        restore["status"]
+    );
+    let peak = peak_rss_mib(fleet);
     println!(
-        "backup_tenants={count} backup_objects={} full_round_s={full_round:.1} raw_put_s={raw_put:.1} copies_verified={copies_verified} rpo_p99_s={p99:.0}",
-        count * 4
+        "backup_large_mib={mib} large_objects={objects} large_archive_mib={size_mib} large_backup_s={backup_s:.1} large_restore_s={restore_s:.1} operator_peak_rss_mib={peak}"
     );
     Ok(())
 }

@@ -58,7 +58,7 @@ enum Cli {
     /// Backups of N tenants in four regional clusters: a full round beside a raw upload of the same bytes,
     /// every copy verified, and the RPO over scheduled rounds.
     Backup {
-        /// Tenants.
+        /// Tenants (0: only the large tenant, `--large-mib`).
         #[arg(long, default_value_t = 500)]
         count: usize,
         /// Backups at once (`--backup-concurrency`), and the raw upload's concurrency.
@@ -67,6 +67,9 @@ enum Cli {
         /// Scheduled rounds (`every: 1m`) over which the RPO is sampled.
         #[arg(long, default_value_t = 4)]
         rounds: usize,
+        /// MiB of objects in the one large tenant backed up and restored at the end (0: skip).
+        #[arg(long, default_value_t = 1024)]
+        large_mib: u64,
     },
     /// Probe engine scale.
     Probes {
@@ -381,7 +384,8 @@ async fn main() -> anyhow::Result<()> {
             count,
             concurrency,
             rounds,
-        } => backup::run(count, concurrency, rounds).await,
+            large_mib,
+        } => backup::run(count, concurrency, rounds, large_mib).await,
         Cli::Tenants {
             count,
             objects,

@@ -1,5 +1,7 @@
 //! Building a backup (IO): the tenant's namespace read from its active region's cluster, Secrets sealed,
-//! the control plane's Tenant and the object-storage listing, into one archive with its manifest.
+//! the control plane's Tenant and the object-storage listing, into one archive with its manifest. The
+//! archive is streamed into a scratch file as the export pages come in: memory holds one list page and the
+//! manifest's entry list, never the archive.
 
 use std::time::Duration;
 
@@ -12,10 +14,11 @@ use kube::ResourceExt as _;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::export::{Kinds, export};
+use super::export::{Kinds, Occupancy, export};
 use super::room::Room;
 
 static KINDS: std::sync::LazyLock<Kinds> = std::sync::LazyLock::new(Kinds::default);
+static OCCUPANCY: std::sync::LazyLock<Occupancy> = std::sync::LazyLock::new(Occupancy::default);
 
 /// Why a build failed: `Transient` (a cluster or store that did not answer: the run waits and tries again)
 /// or `Permanent` (the run fails).
@@ -30,9 +33,10 @@ impl From<String> for BuildError {
     }
 }
 
-/// A built archive.
+/// A built archive, in a scratch file removed when this is dropped.
 pub(super) struct Built {
-    pub(super) bytes: Vec<u8>,
+    pub(super) file: tempfile::NamedTempFile,
+    pub(super) size: u64,
     pub(super) manifest: Manifest,
     pub(super) data_time: Time,
     pub(super) objects: u64,
@@ -48,31 +52,36 @@ fn entry(path: &str, kind: &str, object: Option<ObjectId>) -> Entry {
     }
 }
 
-/// Exports the tenant from `source` and builds the archive (bounded: a tenant whose entries exceed
-/// [`archive::MAX_EXPANDED`] fails the run instead of producing a backup no restore could open).
+/// Rows of the object-storage listing per archive entry (each entry stays far below the entry limit).
+const LISTING_ROWS: usize = 10_000;
+
+/// Exports the tenant from `source` and builds the archive (bounded: an entry or a tenant over the
+/// archive's limits fails the run instead of producing a backup no restore could open).
 pub(super) async fn build(
     room: &Room,
     spec: &BackupSpec,
     backup: &str,
     source: &str,
     key: Option<&SecretKey>,
+    not_before: Option<jiff::Timestamp>,
 ) -> Result<Built, BuildError> {
     let ctx = &room.ctx;
     let tenant_name = &spec.tenant;
     let include = &spec.include;
     let namespace = namespace_of(tenant_name);
-    let data_time = Time::now();
-    let mut b = Builder::new().map_err(|e| e.to_string())?;
+    let mut data_time = Time::now();
+    let file = archive::scratch(&room.cfg.scratch_dir).map_err(|e| {
+        format!(
+            "creating a scratch file in {}: {e}",
+            room.cfg.scratch_dir.display()
+        )
+    })?;
+    let out = file
+        .reopen()
+        .map_err(|e| format!("opening the scratch file: {e}"))?;
+    let mut b = Builder::new(std::io::BufWriter::new(out)).map_err(|e| e.to_string())?;
     let mut objects = 0u64;
-    let mut total = 0u64;
-    let mut add = |b: &mut Builder, e: Entry, bytes: &[u8]| -> Result<(), String> {
-        total += bytes.len() as u64;
-        if total > archive::MAX_EXPANDED {
-            return Err(format!(
-                "the tenant's objects exceed {} MiB; not backed up",
-                archive::MAX_EXPANDED / 1024 / 1024
-            ));
-        }
+    let add = |b: &mut Builder<_>, e: Entry, bytes: &[u8]| -> Result<(), String> {
         b.add(e, bytes).map_err(|e| e.to_string())
     };
     let mut skipped_secrets = 0u64;
@@ -101,22 +110,32 @@ pub(super) async fn build(
             }
         }
         let kinds = KINDS.of(source, &client).await.map_err(BuildError::Transient)?;
-        let (items, forbidden) = export(&client, &kinds, &namespace)
-            .await
-            .map_err(BuildError::Transient)?;
-        if !forbidden.is_empty() {
-            warn!(tenant = %tenant_name, region = %source, kinds = ?forbidden, "not allowed to list these kinds; left out of the backup");
-        }
-        for (id, body) in items {
+        // Only the kinds the region's occupancy snapshot saw in this namespace; the data time is the
+        // snapshot's when it is older than this run. Without a usable snapshot every kind is listed.
+        let kinds: Vec<_> = match OCCUPANCY.of(source, &client, &kinds, not_before).await {
+            Some(snapshot) => {
+                if snapshot.at < data_time.0 {
+                    data_time = Time(snapshot.at);
+                }
+                kinds
+                    .into_iter()
+                    .filter(|ar| snapshot.may_hold(ar, &namespace))
+                    .collect()
+            }
+            None => kinds,
+        };
+        // An archive error (over a limit) is permanent; a cluster that stops answering is transient.
+        let mut permanent: Option<String> = None;
+        let mut each = |id: ObjectId, body: Value| -> Result<usize, String> {
             let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-            if id.kind == "Secret" && id.api_version == "v1" {
+            let added = if id.kind == "Secret" && id.api_version == "v1" {
                 let Some(key) = key else {
                     skipped_secrets += 1;
-                    continue;
+                    return Ok(bytes.len());
                 };
                 let path = format!("secrets/{}.json.sealed", id.name);
                 let sealed = key.seal(&bytes, &path).map_err(|e| e.to_string())?;
-                add(&mut b, entry(&path, "secret", Some(id)), &sealed)?;
+                add(&mut b, entry(&path, "secret", Some(id)), &sealed)
             } else {
                 let path = format!(
                     "objects/{}/{}/{}.json",
@@ -124,9 +143,22 @@ pub(super) async fn build(
                     id.kind,
                     id.name
                 );
-                add(&mut b, entry(&path, "object", Some(id)), &bytes)?;
+                add(&mut b, entry(&path, "object", Some(id)), &bytes)
+            };
+            if let Err(e) = added {
+                permanent = Some(e.clone());
+                return Err(e);
             }
             objects += 1;
+            Ok(bytes.len())
+        };
+        let exported = export(&client, &kinds, &namespace, &mut each).await;
+        if let Some(e) = permanent {
+            return Err(BuildError::Permanent(e));
+        }
+        let forbidden = exported.map_err(BuildError::Transient)?;
+        if !forbidden.is_empty() {
+            warn!(tenant = %tenant_name, region = %source, kinds = ?forbidden, "not allowed to list these kinds; left out of the backup");
         }
     }
     if include.control_plane
@@ -155,15 +187,24 @@ pub(super) async fn build(
             .list(&format!("tenants/{tenant_name}/"))
             .await
             .map_err(|e| BuildError::Transient(e.to_string()))?;
-        let rows: Vec<Value> = listing
-            .iter()
-            .map(|o| json!({"key": o.key, "etag": o.etag, "size": o.size}))
-            .collect();
-        add(
-            &mut b,
-            entry("object-storage/listing.json", "listing", None),
-            &serde_json::to_vec(&rows).unwrap_or_default(),
-        )?;
+        // In entries of `LISTING_ROWS`, so reading one back never needs the whole listing at once. An empty
+        // bucket still gets one (empty) entry: the restore then knows the backup looked.
+        let chunks: Vec<&[azora_core::replication::SourceObject]> = if listing.is_empty() {
+            vec![&[]]
+        } else {
+            listing.chunks(LISTING_ROWS).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let rows: Vec<Value> = chunk
+                .iter()
+                .map(|o| json!({"key": o.key, "etag": o.etag, "size": o.size}))
+                .collect();
+            add(
+                &mut b,
+                entry(&format!("object-storage/listing-{i:05}.json"), "listing", None),
+                &serde_json::to_vec(&rows).unwrap_or_default(),
+            )?;
+        }
     }
     if skipped_secrets > 0 {
         info!(tenant = %tenant_name, skipped_secrets, "no encryption key: Secrets left out of the backup");
@@ -180,10 +221,14 @@ pub(super) async fn build(
         entries: Vec::new(),
         archive_sha256: None,
     };
-    let (bytes, manifest) = b.finish(manifest).map_err(|e| e.to_string())?;
+    let done = b.finish(manifest).map_err(|e| e.to_string())?;
+    done.out
+        .into_inner()
+        .map_err(|e| format!("writing the scratch file: {}", e.error()))?;
     Ok(Built {
-        bytes,
-        manifest,
+        file,
+        size: done.size,
+        manifest: done.manifest,
         data_time,
         objects,
     })

@@ -3,11 +3,12 @@
 //! is cleaned of server-set fields (`azora_core::backup::clean`). Applying restored objects and reading
 //! them back for verification lives here too, so both sides resolve kinds the same way.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use azora_core::backup::{ObjectId, clean, resource_backed_up};
+use azora_core::backup::{ObjectId, clean, resource_backed_up, restore_rank};
+use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope, verbs};
@@ -19,8 +20,16 @@ pub const RESTORE_MANAGER: &str = "azora-operator/restore";
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// Deadline of one request.
 const REQUEST: Duration = Duration::from_secs(20);
-/// Objects per list page.
-const PAGE: u32 = 500;
+/// Objects per list page, first and at most: memory holds one page. The first page of a kind is small;
+/// the next ones are sized from the objects seen so far to stay near [`PAGE_BYTES`] (Kubernetes objects
+/// reach ~1.5 MiB: a namespace of large ConfigMaps is read a few at a time, one of small ones 500 at a time).
+const PAGE_FIRST: u32 = 10;
+const PAGE_MAX: u32 = 500;
+const PAGE_MIN: u32 = 2;
+/// Bytes a list page should hold.
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Objects per metadata list page.
+const METADATA_PAGE: u32 = 500;
 /// Deadline of a whole discovery.
 const DISCOVER: Duration = Duration::from_secs(60);
 
@@ -61,7 +70,11 @@ impl Kinds {
                 }
             }
         }
-        ars.sort_by(|a, b| (&a.group, &a.kind).cmp(&(&b.group, &b.kind)));
+        // Restore order: what other objects use first; a backup's entries follow it, so a restore applies
+        // them as they come.
+        ars.sort_by(|a, b| {
+            (restore_rank(&a.kind), &a.group, &a.kind).cmp(&(restore_rank(&b.kind), &b.group, &b.kind))
+        });
         if let Ok(mut m) = self.by_region.lock() {
             m.insert(region.to_string(), (Instant::now(), ars.clone()));
         }
@@ -69,24 +82,147 @@ impl Kinds {
     }
 }
 
-/// Every object of `namespace` that goes into a backup, cleaned, in a stable order. A type the operator
-/// may not list (403) is skipped and named in the second value; any other failure fails the export (a
-/// backup missing a kind silently is worse than a failed one).
+/// How long a region's occupancy snapshot is shared by the backups that start in that region.
+const OCCUPANCY_TTL: Duration = Duration::from_secs(10);
+/// The longest a snapshot may take (then it is given up and every kind listed per namespace).
+const OCCUPANCY_DEADLINE: Duration = Duration::from_secs(30);
+/// Kinds listed at once for a snapshot.
+const OCCUPANCY_CONCURRENCY: usize = 4;
+
+/// Which namespaces hold objects of each kind in a region, from one cluster-wide metadata list per kind,
+/// taken on demand and shared by every backup starting in that region within [`OCCUPANCY_TTL`]. A backup
+/// then lists in its namespace only the kinds that had objects there (a tenant namespace holds a handful of
+/// the twenty-odd kinds a cluster serves), which turns most of a round's list requests into a few
+/// cluster-wide ones.
+#[derive(Default)]
+pub struct Occupancy {
+    by_region: Mutex<BTreeMap<String, Arc<SnapshotSlot>>>,
+}
+
+/// A region's newest snapshot; held while one is taken, so backups arriving meanwhile wait and share it.
+type SnapshotSlot = tokio::sync::Mutex<Option<Arc<Snapshot>>>;
+
+/// One region's occupancy at a moment.
+pub struct Snapshot {
+    /// When it was taken (before any list was sent). A backup that relies on it takes this as its data
+    /// time: an object that existed then, and still exists when the backup lists its namespace, was seen
+    /// by the snapshot, so its kind is listed.
+    pub at: jiff::Timestamp,
+    finished: Instant,
+    /// Per kind (`group/plural`), the namespaces holding objects of it. A kind absent here could not be
+    /// listed cluster-wide; it is listed in the namespace.
+    occupied: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn kind_key(ar: &ApiResource) -> String {
+    format!("{}/{}", ar.group, ar.plural)
+}
+
+impl Snapshot {
+    /// Whether `namespace` may hold objects of `ar` (unknown: it may).
+    pub fn may_hold(&self, ar: &ApiResource, namespace: &str) -> bool {
+        self.occupied
+            .get(&kind_key(ar))
+            .is_none_or(|nss| nss.contains(namespace))
+    }
+}
+
+impl Occupancy {
+    /// The region's snapshot for a backup: the newest one if it finished less than [`OCCUPANCY_TTL`] ago,
+    /// otherwise a new one (one at a time per region: backups arriving meanwhile wait and share it). A
+    /// Backup someone asked for (`not_before`: its creation) must hold data at least as new as the request:
+    /// it uses a snapshot taken since, or none (`None`: every kind is listed in its namespace) — it never
+    /// takes or waits for one, so manual backups cannot chain snapshots. A snapshot that takes longer than
+    /// [`OCCUPANCY_DEADLINE`] is given up: every kind is then listed, as without one.
+    pub async fn of(
+        &self,
+        region: &str,
+        client: &kube::Client,
+        kinds: &[ApiResource],
+        not_before: Option<jiff::Timestamp>,
+    ) -> Option<Arc<Snapshot>> {
+        let cell = match self.by_region.lock() {
+            Ok(mut m) => m.entry(region.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        if let Some(t) = not_before {
+            let slot = cell.try_lock().ok()?;
+            return slot
+                .as_ref()
+                .filter(|s| s.finished.elapsed() < OCCUPANCY_TTL && s.at >= t)
+                .cloned();
+        }
+        let mut slot = cell.lock().await;
+        if let Some(s) = slot.as_ref()
+            && s.finished.elapsed() < OCCUPANCY_TTL
+        {
+            return Some(s.clone());
+        }
+        let at = jiff::Timestamp::now();
+        let listing = futures::stream::iter(kinds.to_vec())
+            .map(|ar| {
+                let client = client.clone();
+                async move { (kind_key(&ar), namespaces_holding(&client, &ar).await) }
+            })
+            .buffer_unordered(OCCUPANCY_CONCURRENCY)
+            .collect::<Vec<(String, Option<BTreeSet<String>>)>>();
+        let occupied = match tokio::time::timeout(OCCUPANCY_DEADLINE, listing).await {
+            Ok(listed) => listed
+                .into_iter()
+                .filter_map(|(k, r)| r.map(|nss| (k, nss)))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
+        let s = Arc::new(Snapshot {
+            at,
+            finished: Instant::now(),
+            occupied,
+        });
+        *slot = Some(s.clone());
+        Some(s)
+    }
+}
+
+/// The namespaces holding objects of `ar`, from a paged cluster-wide metadata list; `None` when it cannot
+/// be listed (then the kind is listed in each namespace instead).
+async fn namespaces_holding(client: &kube::Client, ar: &ApiResource) -> Option<BTreeSet<String>> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let mut out = BTreeSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(METADATA_PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = tokio::time::timeout(REQUEST, api.list_metadata(&lp))
+            .await
+            .ok()?
+            .ok()?;
+        out.extend(page.items.into_iter().filter_map(|o| o.metadata.namespace));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Some(out);
+        }
+    }
+}
+
+/// Every object of `namespace` that goes into a backup, cleaned, handed to `each` one page at a time (kinds
+/// in restore order, then by name), so memory holds one page. A type the operator may not list (403) is
+/// skipped and returned by name; any other failure fails the export (a backup missing a kind silently is
+/// worse than a failed one).
 pub async fn export(
     client: &kube::Client,
     kinds: &[ApiResource],
     namespace: &str,
-) -> Result<(Vec<(ObjectId, Value)>, Vec<String>), String> {
-    let mut out = Vec::new();
+    each: &mut (dyn FnMut(ObjectId, Value) -> Result<usize, String> + Send),
+) -> Result<Vec<String>, String> {
     let mut forbidden = Vec::new();
     for ar in kinds {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
-        // Paged, so a namespace with many objects is never one giant response.
-        let mut items = Vec::new();
         let mut token: Option<String> = None;
-        let mut skip = false;
+        let mut limit = PAGE_FIRST;
         loop {
-            let mut lp = ListParams::default().limit(PAGE);
+            let mut lp = ListParams::default().limit(limit);
             if let Some(t) = &token {
                 lp = lp.continue_token(t);
             }
@@ -100,46 +236,53 @@ pub async fn export(
                 }
                 Ok(Err(kube::Error::Api(s))) if s.code == 403 => {
                     forbidden.push(ar.plural.clone());
-                    skip = true;
                     break;
                 }
-                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 405 => {
-                    skip = true;
-                    break;
-                }
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 405 => break,
                 Ok(Err(e)) => return Err(format!("listing {}: {e}", ar.plural)),
                 Ok(Ok(l)) => l,
             };
             token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
-            items.extend(page.items);
+            // Compressing, sealing and writing the scratch file block: this worker says so, and the
+            // runtime moves its other tasks (DNS, leases, probes) elsewhere meanwhile.
+            let n = page.items.len();
+            let bytes = tokio::task::block_in_place(|| add_page(ar, page.items, each))?;
+            if let Some(per_object) = bytes.checked_div(n) {
+                let per_object = per_object.max(1);
+                limit = u32::try_from(PAGE_BYTES / per_object)
+                    .unwrap_or(PAGE_MAX)
+                    .clamp(PAGE_MIN, PAGE_MAX);
+            }
             if token.is_none() {
                 break;
             }
         }
-        if skip {
-            continue;
-        }
-        for mut o in items {
-            o.types = Some(kube::core::TypeMeta {
+    }
+    Ok(forbidden)
+}
+
+fn add_page(
+    ar: &ApiResource,
+    items: Vec<DynamicObject>,
+    each: &mut (dyn FnMut(ObjectId, Value) -> Result<usize, String> + Send),
+) -> Result<usize, String> {
+    let mut bytes = 0;
+    for mut o in items {
+        o.types = Some(kube::core::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        });
+        let v = serde_json::to_value(&o).map_err(|e| format!("encoding {}: {e}", ar.kind))?;
+        if let Some(c) = clean(&v) {
+            let id = ObjectId {
                 api_version: ar.api_version.clone(),
                 kind: ar.kind.clone(),
-            });
-            let v = serde_json::to_value(&o).map_err(|e| format!("encoding {}: {e}", ar.kind))?;
-            if let Some(c) = clean(&v) {
-                let name = o.metadata.name.clone().unwrap_or_default();
-                out.push((
-                    ObjectId {
-                        api_version: ar.api_version.clone(),
-                        kind: ar.kind.clone(),
-                        name,
-                    },
-                    c,
-                ));
-            }
+                name: o.metadata.name.clone().unwrap_or_default(),
+            };
+            bytes += each(id, c)?;
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((out, forbidden))
+    Ok(bytes)
 }
 
 /// The API resource of an object id in a cluster (pinned by discovery of that one kind).

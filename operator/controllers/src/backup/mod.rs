@@ -32,6 +32,10 @@ use room::Room;
 
 /// This capability's work for one leadership term.
 pub fn term(ctx: &Context, cfg: BackupConfig, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+    let swept = azora_adapters::archive::sweep_scratch(&cfg.scratch_dir);
+    if swept > 0 {
+        tracing::info!(swept, dir = %cfg.scratch_dir.display(), "removed backup scratch files left by a stopped process");
+    }
     let room = Arc::new(Room::new(ctx.clone(), cfg.clone()));
     // A Backup wakes its schedule (status: last good, RPO) and its Restores wait on it.
     let schedule_wakes = room.schedule_wakes();

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use azora_adapters::archive::{self, SecretKey};
 use azora_api::Time;
-use azora_api::backup::{BackupSpec, BackupStatus, Phase, RestoreSpec, RestoreStatus, TimelineEntry};
-use azora_core::backup::{ObjectId, restored_matches};
+use azora_api::backup::{
+    BackupSpec, BackupStatus, ObjectStorageCheck, Phase, RestoreSpec, RestoreStatus, TimelineEntry,
+};
+use azora_core::backup::{Entry, Manifest, ObjectId, restored_matches};
 use azora_core::conditions::{Desired, types};
 use azora_core::tenancy::{namespace_of, owned_by};
 use azora_runtime::events::publish;
@@ -299,16 +301,30 @@ async fn restore(
     // The target region's own copy first; others only if it has none that opens.
     let mut candidates: Vec<_> = bst.locations.iter().filter(|l| l.verified).collect();
     candidates.sort_by_key(|l| l.region != spec.target_region);
-    let mut opened = None;
+    let mut checked = None;
     for l in candidates {
         let got = async {
             let store = room.store(&l.region).await?;
-            let bytes = tokio::time::timeout(DOWNLOAD, store.get_bytes(&l.key))
+            // Streamed into a scratch file, then checked there: memory never holds the archive.
+            let file = archive::scratch(&room.cfg.scratch_dir).map_err(|e| {
+                format!(
+                    "creating a scratch file in {}: {e}",
+                    room.cfg.scratch_dir.display()
+                )
+            })?;
+            let deadline = DOWNLOAD + Duration::from_secs(bst.size_bytes.unwrap_or(0) / (4 * 1024 * 1024));
+            tokio::time::timeout(deadline, store.get_to_file(&l.key, file.path()))
                 .await
-                .map_err(|_| format!("reading {} did not finish within {}s", l.key, DOWNLOAD.as_secs()))?
+                .map_err(|_| format!("reading {} did not finish within {}s", l.key, deadline.as_secs()))?
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| "the copy is missing".to_string())?;
-            archive::open(&bytes, &sha).map_err(|e| e.to_string())
+            let path = file.path().to_path_buf();
+            let want = sha.clone();
+            let manifest = tokio::task::spawn_blocking(move || archive::check_file(&path, &want))
+                .await
+                .map_err(|e| format!("checking the archive: {e}"))?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((file, manifest))
         }
         .await;
         match got {
@@ -319,19 +335,19 @@ async fn restore(
                     format!("archive read from {} and checked against the manifest", l.region),
                 );
                 st.source_region = Some(l.region.clone());
-                opened = Some(o);
+                checked = Some(o);
                 break;
             }
             Err(e) => step(st, "ReadFailed", format!("{}: {e}", l.region)),
         }
     }
-    let Some(opened) = opened else {
+    let Some((file, manifest)) = checked else {
         return Err((
             "NoUsableCopy",
             "no copy of the backup could be read and checked".into(),
         ));
     };
-    let key = if opened.manifest.secrets_included {
+    let key = if manifest.secrets_included {
         let k = bspec.encryption_key.as_ref().ok_or((
             "EncryptionKeyMissing",
             "the backup holds Secrets but names no key".to_string(),
@@ -351,7 +367,7 @@ async fn restore(
                 format!("Secret {} has no key {}", k.name, k.key),
             ))?;
         let key = SecretKey::from_secret_value(&v).map_err(|e| ("InvalidEncryptionKey", e.to_string()))?;
-        if opened.manifest.key_id.as_deref() != Some(key.id().as_str()) {
+        if manifest.key_id.as_deref() != Some(key.id().as_str()) {
             return Err((
                 "WrongEncryptionKey",
                 format!(
@@ -364,25 +380,6 @@ async fn restore(
     } else {
         None
     };
-    // The objects, Secrets opened.
-    let mut objects: Vec<(ObjectId, Value)> = Vec::new();
-    for (entry, bytes) in &opened.entries {
-        let Some(id) = entry.object.clone() else { continue };
-        let plain = match entry.kind.as_str() {
-            "secret" => {
-                let key = key
-                    .as_ref()
-                    .ok_or(("EncryptionKeyMissing", "no key for the Secrets".to_string()))?;
-                key.open(bytes, &entry.path)
-                    .map_err(|e| ("DecryptFailed", e.to_string()))?
-            }
-            "object" => bytes.clone(),
-            _ => continue,
-        };
-        let v: Value = serde_json::from_slice(&plain)
-            .map_err(|_| ("ArchiveCorrupt", format!("{} does not parse", entry.path)))?;
-        objects.push((id, v));
-    }
     let cluster = ctx.handles.clusters.get(&spec.target_region).map_err(|why| {
         (
             "ClusterUnavailable",
@@ -397,25 +394,55 @@ async fn restore(
         format!("{namespace} ready in {}", spec.target_region),
     );
 
-    // Namespaced objects the restore applies: ServiceAccounts and ConfigMaps before what uses them.
-    objects.sort_by_key(|(id, _)| match id.kind.as_str() {
-        "ServiceAccount" | "Secret" | "ConfigMap" | "PersistentVolumeClaim" => 0,
-        "Service" => 1,
-        _ => 2,
-    });
+    // Apply: the entries come one at a time in archive order, which is restore order (what other objects
+    // use first).
     let mut ars: BTreeMap<(String, String), ApiResource> = BTreeMap::new();
     let mut errors = Vec::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut applied = 0u64;
-    for (id, body) in &objects {
-        let ar = match resolve(&client, &mut ars, id).await {
+    let mut total = 0u64;
+    let mut listing: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut listed = false;
+    let mut declared: Option<Value> = None;
+    let mut entries = stream_entries(file.path(), &manifest);
+    let mut received = 0usize;
+    while let Some(item) = entries.recv().await {
+        let (entry, bytes) = item.map_err(|e| ("ArchiveCorrupt", e))?;
+        received += 1;
+        match entry.kind.as_str() {
+            "listing" => {
+                listed = true;
+                let rows: Vec<Value> = serde_json::from_slice(&bytes)
+                    .map_err(|_| ("ArchiveCorrupt", format!("{} does not parse", entry.path)))?;
+                for r in rows {
+                    if let (Some(k), Some(e), Some(n)) = (
+                        r.get("key").and_then(Value::as_str),
+                        r.get("etag").and_then(Value::as_str),
+                        r.get("size").and_then(Value::as_u64),
+                    ) {
+                        listing.insert(k.to_string(), (e.to_string(), n));
+                    }
+                }
+                continue;
+            }
+            "tenant" => {
+                declared = serde_json::from_slice(&bytes).ok();
+                continue;
+            }
+            _ => {}
+        }
+        let Some((id, body)) = decode(&entry, bytes, key.as_ref())? else {
+            continue;
+        };
+        total += 1;
+        let ar = match resolve(&client, &mut ars, &id).await {
             Ok(a) => a,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
-        match export::apply(&client, &ar, namespace, body).await {
+        match export::apply(&client, &ar, namespace, &body).await {
             Ok(()) => {
                 applied += 1;
                 *kinds.entry(id.kind.clone()).or_default() += 1;
@@ -423,13 +450,10 @@ async fn restore(
             Err(e) => errors.push(e),
         }
     }
+    all_read(received, &manifest)?;
     st.objects_restored = Some(applied);
     st.kinds = kinds;
-    step(
-        st,
-        "Applied",
-        format!("{applied} of {} objects applied", objects.len()),
-    );
+    step(st, "Applied", format!("{applied} of {total} objects applied"));
     if !errors.is_empty() {
         let shown: Vec<&String> = errors.iter().take(5).collect();
         return Err((
@@ -441,20 +465,42 @@ async fn restore(
             ),
         ));
     }
+    if let Some(declared) = declared {
+        step(
+            st,
+            "ControlPlane",
+            declaration_vs_hub(room, &bspec.tenant, &declared),
+        );
+    }
+    if listed {
+        let (check, message) = object_storage_check(room, &spec.target_region, &bspec.tenant, &listing).await;
+        if let Some(check) = check {
+            st.object_storage = Some(check);
+        }
+        step(st, "ObjectStorage", message);
+    }
     if !spec.verify {
         st.verified = None;
         return Ok(format!(
             "{applied} objects applied (not verified: spec.verify is false)"
         ));
     }
+    // Verify: the entries again, each compared with what the server has now.
     let mut mismatches = Vec::new();
-    for (id, body) in &objects {
+    let mut entries = stream_entries(file.path(), &manifest);
+    let mut received = 0usize;
+    while let Some(item) = entries.recv().await {
+        let (entry, bytes) = item.map_err(|e| ("ArchiveCorrupt", e))?;
+        received += 1;
+        let Some((id, body)) = decode(&entry, bytes, key.as_ref())? else {
+            continue;
+        };
         let Some(ar) = ars.get(&(id.api_version.clone(), id.kind.clone())) else {
             continue;
         };
         match export::get(&client, ar, namespace, &id.name).await {
             Ok(Some(live)) => {
-                if let Err(what) = restored_matches(body, &live) {
+                if let Err(what) = restored_matches(&body, &live) {
                     mismatches.push(format!("{} {}: {what}", id.kind, id.name));
                 }
             }
@@ -462,6 +508,7 @@ async fn restore(
             Err(e) => mismatches.push(e),
         }
     }
+    all_read(received, &manifest)?;
     st.verified = Some(mismatches.is_empty());
     if !mismatches.is_empty() {
         let shown: Vec<&str> = mismatches.iter().take(5).map(String::as_str).collect();
@@ -475,6 +522,141 @@ async fn restore(
         "{applied} objects restored into {namespace} in {} and verified",
         spec.target_region
     ))
+}
+
+/// The entries of a checked archive, read on a blocking thread and handed over a few at a time (memory
+/// holds the channel's few entries, never the archive).
+fn stream_entries(
+    path: &std::path::Path,
+    manifest: &Manifest,
+) -> tokio::sync::mpsc::Receiver<Result<(Entry, Vec<u8>), String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let path = path.to_path_buf();
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        let read = archive::read_entries(&path, &manifest, |e, b| {
+            tx.blocking_send(Ok((e.clone(), b))).is_ok()
+        });
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e.to_string()));
+        }
+    });
+    rx
+}
+
+/// Every entry of the manifest came through (a reader that stopped early must not look like the end).
+fn all_read(received: usize, manifest: &Manifest) -> Result<(), Failure> {
+    if received == manifest.entries.len() {
+        return Ok(());
+    }
+    Err((
+        "ArchiveCorrupt",
+        format!(
+            "reading the archive stopped after {received} of {} entries",
+            manifest.entries.len()
+        ),
+    ))
+}
+
+/// An object entry decoded (a Secret opened with the key); `None` for entries that are not objects.
+fn decode(
+    entry: &Entry,
+    bytes: Vec<u8>,
+    key: Option<&SecretKey>,
+) -> Result<Option<(ObjectId, Value)>, Failure> {
+    let Some(id) = entry.object.clone() else {
+        return Ok(None);
+    };
+    let plain = match entry.kind.as_str() {
+        "secret" => {
+            let key = key.ok_or(("EncryptionKeyMissing", "no key for the Secrets".to_string()))?;
+            key.open(&bytes, &entry.path)
+                .map_err(|e| ("DecryptFailed", e.to_string()))?
+        }
+        "object" => bytes,
+        _ => return Ok(None),
+    };
+    let v: Value = serde_json::from_slice(&plain)
+        .map_err(|_| ("ArchiveCorrupt", format!("{} does not parse", entry.path)))?;
+    Ok(Some((id, v)))
+}
+
+/// How the Tenant declared in the backup compares with the hub's (the restore reports it; the hub's
+/// declaration belongs to whoever applies it, e.g. GitOps, and is never overwritten by a restore).
+fn declaration_vs_hub(room: &Room, tenant: &str, declared: &Value) -> String {
+    let hub = room
+        .ctx
+        .caches
+        .tenants
+        .store()
+        .state()
+        .into_iter()
+        .find(|t| t.name_any() == tenant);
+    match hub {
+        None => format!(
+            "Tenant {tenant} is not declared in the hub; its declaration at backup time is in the archive \
+             (control-plane/tenant.json)"
+        ),
+        Some(t) if t.data.get("spec") == declared.get("spec") => {
+            format!("Tenant {tenant}'s declaration is the same as at backup time")
+        }
+        Some(_) => {
+            format!("Tenant {tenant}'s spec has changed since the backup; the hub's declaration stands")
+        }
+    }
+}
+
+/// The tenant's objects in the target region's bucket against the listing the backup recorded (the bytes
+/// are replicated, not backed up): how many are there with the recorded ETag and size, missing, or changed.
+async fn object_storage_check(
+    room: &Room,
+    region: &str,
+    tenant: &str,
+    listing: &BTreeMap<String, (String, u64)>,
+) -> (Option<ObjectStorageCheck>, String) {
+    let store = match room.store(region).await {
+        Ok(s) => s,
+        Err(e) => return (None, format!("not checked: {e}")),
+    };
+    let now = match tokio::time::timeout(DOWNLOAD, store.list(&format!("tenants/{tenant}/"))).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return (None, format!("not checked: {e}")),
+        Err(_) => return (None, "not checked: listing the bucket did not answer".into()),
+    };
+    let now: BTreeMap<&str, (&str, u64)> = now
+        .iter()
+        .map(|o| (o.key.as_str(), (o.etag.as_str(), o.size)))
+        .collect();
+    let mut c = ObjectStorageCheck {
+        recorded: listing.len() as u64,
+        ..Default::default()
+    };
+    for (k, (etag, size)) in listing {
+        match now.get(k.as_str()) {
+            // A multipart ETag depends on the part size, which replication may choose differently: for
+            // those, the size decides.
+            Some((e, n)) if n == size && (e == etag || e.contains('-') || etag.contains('-')) => {
+                c.present += 1
+            }
+            Some(_) => {
+                c.changed += 1;
+                if c.examples.len() < 10 {
+                    c.examples.push(format!("{k} (changed)"));
+                }
+            }
+            None => {
+                c.missing += 1;
+                if c.examples.len() < 10 {
+                    c.examples.push(format!("{k} (missing)"));
+                }
+            }
+        }
+    }
+    let msg = format!(
+        "{} of {} objects recorded by the backup are in {region}'s bucket as they were; {} missing, {} changed since",
+        c.present, c.recorded, c.missing, c.changed
+    );
+    (Some(c), msg)
 }
 
 async fn resolve(

@@ -31,6 +31,9 @@ pub struct BackupConfig {
     /// How often the copies of a finished backup are read back and checked again
     /// (`--backup-verify-every`); a copy that no longer matches turns the backup `PartiallyFailed`.
     pub verify_every: Duration,
+    /// Where archives are written while they are built, uploaded and read for a restore
+    /// (`--backup-scratch-dir`); one file per run in flight, removed when the run ends.
+    pub scratch_dir: std::path::PathBuf,
 }
 
 impl Default for BackupConfig {
@@ -38,6 +41,7 @@ impl Default for BackupConfig {
         Self {
             concurrency: 4,
             verify_every: Duration::from_secs(3600),
+            scratch_dir: std::env::temp_dir(),
         }
     }
 }

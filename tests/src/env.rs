@@ -42,6 +42,15 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
+    /// The API server's serving certificate with the CA that signed it (what a TokenReview caller such as
+    /// OpenBao's Kubernetes auth trusts).
+    pub fn serving_cert(&self) -> PathBuf {
+        self.kubeconfig
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(format!("certs-{}/apiserver.crt", self.name))
+    }
+
     /// A client for the admin user.
     pub async fn client(&self) -> anyhow::Result<Client> {
         client_from(&self.kubeconfig, None).await

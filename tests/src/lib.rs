@@ -6,6 +6,7 @@
 pub mod env;
 pub mod fleet;
 pub mod knot;
+pub mod openbao;
 pub mod operator;
 pub mod regions;
 pub mod s3;

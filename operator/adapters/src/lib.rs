@@ -10,3 +10,4 @@ pub mod objstore;
 pub mod probe;
 pub mod regional;
 pub mod secrets;
+pub mod vault;

@@ -186,6 +186,64 @@ pub struct TenantSecret {
     /// Restart workloads annotated `azora.io/restart-on-rotation` after a rotation.
     #[serde(default)]
     pub restart_workloads: bool,
+    /// How a new value is made.
+    #[serde(default)]
+    pub generator: SecretGenerator,
+}
+
+/// How a secret's new value is made. The value is written under `key` in Vault and in the target Secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretGenerator {
+    /// `Characters` (random characters drawn from `characters`), `Bytes` (random bytes, base64-encoded) or
+    /// `External` (people set the value in the home region's Vault; the operator only replicates and syncs it).
+    #[serde(default)]
+    pub kind: GeneratorKind,
+    /// Characters, or bytes for `Bytes`.
+    #[serde(default = "default_length")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub length: u32,
+    /// The characters to draw from (`Characters`); default letters and digits.
+    #[serde(default = "default_characters")]
+    #[schemars(length(min = 1, max = 256))]
+    pub characters: String,
+    /// Key of the value in Vault's data and in the target Secret.
+    #[serde(default = "default_value_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = "^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+impl Default for SecretGenerator {
+    fn default() -> Self {
+        Self {
+            kind: GeneratorKind::Characters,
+            length: default_length(),
+            characters: default_characters(),
+            key: default_value_key(),
+        }
+    }
+}
+
+fn default_length() -> u32 {
+    32
+}
+fn default_characters() -> String {
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".into()
+}
+fn default_value_key() -> String {
+    "value".into()
+}
+
+/// Kind of secret generator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum GeneratorKind {
+    /// Random characters.
+    #[default]
+    Characters,
+    /// Random bytes, base64-encoded.
+    Bytes,
+    /// Set by people in the home region's Vault; replicated and synced, never generated.
+    External,
 }
 
 fn default_rotation() -> String {
@@ -246,19 +304,93 @@ pub struct RegionSync {
 }
 
 /// Rotation state of one tenant secret. Values are never shown, only versions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStatus {
     /// Secret name from the spec.
     pub name: String,
-    /// Current Vault KV version.
+    /// Current version in the home region's Vault (KV v2 version number).
+    #[serde(default)]
     pub version: u64,
+    /// Where the secret is in its cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SecretPhase>,
+    /// The rotation that made the current version (also in the version's Vault custom metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_id: Option<String>,
+    /// A rotation recorded before it is written to Vault (intent): after a restart the operator finds out
+    /// from Vault whether it was written, and never writes it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingRotation>,
     /// When it was last rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
     /// When it will next be rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
+    /// Until when the previous version stays in the target Secrets (`previous-<key>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<Time>,
+    /// The `azora.io/rotate-now` request last carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_now_handled: Option<String>,
+    /// Per region: the home version its Vault and its target Secret hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<SecretRegion>,
+    /// Why the secret is not done, or what happened last.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Machine-readable reason for `message`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Where a secret is in its rotation cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum SecretPhase {
+    /// A new version is being written to the home region's Vault.
+    Rotating,
+    /// The version is being written to the other regions' Vaults.
+    Replicating,
+    /// The target Secrets are being brought to the version.
+    Syncing,
+    /// The consumers' verification is running.
+    Verifying,
+    /// Every region holds the version.
+    Done,
+    /// The rotation failed verification; the previous value was written back.
+    RolledBack,
+    /// The secret cannot be rotated or synced; see `reason` and `message`.
+    Failed,
+}
+
+/// A rotation recorded before its write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRotation {
+    /// Rotation id (also written to Vault's custom metadata with the version).
+    pub id: String,
+    /// The home version the write is conditioned on (check-and-set).
+    pub from_version: u64,
+    /// When it was recorded.
+    pub time: Time,
+}
+
+/// A secret in one region.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRegion {
+    /// Region name.
+    pub region: String,
+    /// The home version this region's Vault holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_version: Option<u64>,
+    /// The home version this region's target Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_version: Option<u64>,
+    /// Why the region is behind.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The tenant's newest good backup.

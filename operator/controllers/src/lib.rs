@@ -1,5 +1,5 @@
-//! The capabilities, one room each: `health`, `failover`, `tenancy`, `backup`, `chaos`, `drill` (and the
-//! rooms later issues add: `secrets`, `database`). Each room owns its controllers and loops and hands the
+//! The capabilities, one room each: `health`, `failover`, `tenancy`, `backup`, `chaos`, `drill`, `secrets` (and the
+//! rooms later issues add: `database`). Each room owns its controllers and loops and hands the
 //! runtime its work for a leadership term (`term`). Rooms never import each other; they share only the
 //! read-only handles the runtime publishes (region verdicts, the regional cluster registry, the interlock).
 //! See `operator/ARCHITECTURE.md`.
@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod drill;
 pub mod failover;
 pub mod health;
+pub mod secrets;
 pub mod tenancy;
 
 use azora_runtime::Context;
@@ -28,6 +29,8 @@ pub struct TermConfig {
     pub tenancy: tenancy::TenancyConfig,
     /// Backups and restore.
     pub backup: backup::BackupConfig,
+    /// Secret rotation.
+    pub secrets: secrets::SecretsConfig,
 }
 
 /// Every capability's work for one leadership term.
@@ -38,6 +41,7 @@ pub fn term(ctx: &Context, cfg: TermConfig, stop: Stop) -> Vec<BoxFuture<'static
     all.extend(failover::term(ctx, cfg.failover, c, &stop));
     all.extend(tenancy::term(ctx, cfg.tenancy, &stop));
     all.extend(backup::term(ctx, cfg.backup, c, &stop));
+    all.extend(secrets::term(ctx, cfg.secrets, &stop));
     all.extend(chaos::term(ctx, c, &stop));
     all.extend(drill::term(ctx, c, &stop));
     all

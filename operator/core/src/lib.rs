@@ -11,6 +11,7 @@ pub mod health;
 pub mod lease;
 pub mod placement;
 pub mod replication;
+pub mod secrets;
 pub mod tenancy;
 pub mod tenant_status;
 pub mod validate;

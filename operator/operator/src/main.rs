@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CRD as YAML, or write one file per kind.
     Crd(CrdArgs),
     /// Run only the probe engine, as an observer in another vantage point (reports through the API).
@@ -118,6 +118,16 @@ struct RunArgs {
     /// held in memory); stale files from a killed process are removed at start.
     #[arg(long, default_value_os_t = std::env::temp_dir(), env = "AZORA_BACKUP_SCRATCH_DIR")]
     backup_scratch_dir: std::path::PathBuf,
+    /// The ServiceAccount token the operator logs in to Vault with (Kubernetes auth), read at each login.
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        env = "AZORA_VAULT_JWT_FILE"
+    )]
+    vault_jwt_file: std::path::PathBuf,
+    /// Tenants whose secrets are rotated and synced at once.
+    #[arg(long, default_value_t = 8)]
+    secret_concurrency: u16,
     /// An observer Lease not seen to change for this long is removed (its observer is gone).
     #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
     observer_gc_after: Duration,
@@ -402,6 +412,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 verify_every: args.backup_verify_every,
                 scratch_dir: args.backup_scratch_dir.clone(),
             },
+            secrets: azora_controllers::secrets::SecretsConfig {
+                jwt_file: Some(args.vault_jwt_file.clone()),
+                concurrency: args.secret_concurrency.max(1),
+            },
         };
         let controllers =
             azora_runtime::term::run_term(term_end, move |stop| azora_controllers::term(&ctx, cfg, stop));
@@ -504,7 +518,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crd(args) => crd(args),
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(args))
+            rt.block_on(run(*args))
         }
         Command::Probe(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -59,6 +59,12 @@ pub struct Metrics {
     pub backups: IntCounterVec,
     /// Finished restores by result.
     pub restores: IntCounterVec,
+    /// Secret rotations by result (rotated, conflict, failed).
+    pub secret_rotations: IntCounterVec,
+    /// Age of each tenant secret's current version.
+    pub secret_age: prometheus::GaugeVec,
+    /// When each tenant secret is next rotated (Unix seconds).
+    pub secret_next_rotation: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -204,6 +210,27 @@ impl Metrics {
         registry.register(Box::new(backup_size.clone()))?;
         registry.register(Box::new(backups.clone()))?;
         registry.register(Box::new(restores.clone()))?;
+        let secret_rotations = IntCounterVec::new(
+            Opts::new("secret_rotations_total", "Secret rotations by result"),
+            &["result"],
+        )?;
+        let secret_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "secret_age_seconds",
+                "Age of each tenant secret's current version",
+            ),
+            &["tenant", "secret"],
+        )?;
+        let secret_next_rotation = prometheus::GaugeVec::new(
+            Opts::new(
+                "secret_next_rotation_timestamp",
+                "When each tenant secret is next rotated (Unix seconds)",
+            ),
+            &["tenant", "secret"],
+        )?;
+        registry.register(Box::new(secret_rotations.clone()))?;
+        registry.register(Box::new(secret_age.clone()))?;
+        registry.register(Box::new(secret_next_rotation.clone()))?;
         for c in [
             &regional_writes,
             &tenant_syncs,
@@ -257,6 +284,9 @@ impl Metrics {
             backup_size,
             backups,
             restores,
+            secret_rotations,
+            secret_age,
+            secret_next_rotation,
         })
     }
 

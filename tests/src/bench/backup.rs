@@ -9,28 +9,56 @@
 //! 4. memory: one tenant with 1 GiB of objects backed up and restored by a freshly started operator, its
 //!    peak resident memory printed on a second line.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use azora_tests::fleet::{CONTINENTS, Fleet};
 use azora_tests::scenario::{ar, create};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use super::percentile;
 
-async fn backups(hub: &kube::Client) -> Vec<Value> {
+/// Every Backup, by name, once `done` says so, from one watch: the hub serves events as Backups change
+/// instead of the whole list again every second while the operator works (listing hundreds of Backups with
+/// their status each time costs the hub more than the writes being measured).
+async fn backups_until(
+    hub: &kube::Client,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&BTreeMap<String, Value>) -> bool,
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    use kube::runtime::{WatchStreamExt, watcher};
     let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Backup", "backups"));
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter_map(|o| serde_json::to_value(o).ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut all = BTreeMap::new();
+    let mut listed = false;
+    let t = Instant::now();
+    loop {
+        if listed && done(&all) {
+            return Ok(all);
+        }
+        let left = limit.saturating_sub(t.elapsed());
+        anyhow::ensure!(!left.is_zero(), "{what}: not within {}s", limit.as_secs());
+        let Ok(Some(ev)) = tokio::time::timeout(left, events.next()).await else {
+            continue;
+        };
+        match ev {
+            Ok(watcher::Event::Init) => all.clear(),
+            Ok(watcher::Event::InitDone) => listed = true,
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                all.insert(o.name_any(), serde_json::to_value(&o)?);
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                all.remove(&o.name_any());
+            }
+            // Retried by the watcher (with backoff); the deadline above still holds.
+            Err(_) => {}
+        }
+    }
 }
 
 fn phase(v: &Value) -> &str {
@@ -170,38 +198,16 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize, large_mib: u64
         .await
         .into_iter()
         .collect::<anyhow::Result<Vec<()>>>()?;
-    let done = loop {
-        let all = backups(&hub).await;
-        let round: Vec<&Value> = all
-            .iter()
-            .filter(|b| {
-                b["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("round-"))
-            })
-            .collect();
-        let finished = round
-            .iter()
-            .filter(|b| !matches!(phase(b), "" | "Running" | "Pending"))
-            .count();
-        if finished >= count {
-            break all;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "full round not finished in 1800s ({finished}/{count})"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let is_round = |n: &String| n.starts_with("round-");
+    let done = backups_until(&hub, Duration::from_secs(1800), "full round", |all| {
+        all.iter()
+            .filter(|(n, b)| is_round(n) && !matches!(phase(b), "" | "Running" | "Pending"))
+            .count()
+            >= count
+    })
+    .await?;
     let full_round = t.elapsed().as_secs_f64();
-    let round: Vec<&Value> = done
-        .iter()
-        .filter(|b| {
-            b["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("round-"))
-        })
-        .collect();
+    let round: Vec<&Value> = done.iter().filter(|(n, _)| is_round(n)).map(|(_, b)| b).collect();
     let succeeded = round.iter().filter(|b| phase(b) == "Succeeded").count();
     let copies_verified: usize = round
         .iter()
@@ -291,24 +297,17 @@ pub async fn run(count: usize, concurrency: usize, rounds: usize, large_mib: u64
     .await?;
     let t = Instant::now();
     // Every tenant has a good scheduled backup: the first round is complete.
-    loop {
-        let all = backups(&hub).await;
-        let good: std::collections::BTreeSet<&str> = all
-            .iter()
+    backups_until(&hub, Duration::from_secs(1800), "first scheduled round", |all| {
+        all.values()
             .filter(|b| {
                 b["metadata"]["labels"]["azora.io/backup-schedule"] == "bench" && phase(b) == "Succeeded"
             })
             .filter_map(|b| b["spec"]["tenant"].as_str())
-            .collect();
-        if good.len() >= count {
-            break;
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(1800),
-            "first scheduled round incomplete"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+            .collect::<std::collections::BTreeSet<&str>>()
+            .len()
+            >= count
+    })
+    .await?;
     eprintln!(
         "first scheduled round complete after {:.1}s",
         t.elapsed().as_secs_f64()

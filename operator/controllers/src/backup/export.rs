@@ -131,9 +131,11 @@ impl Occupancy {
     /// The region's snapshot for a backup: the newest one if it finished less than [`OCCUPANCY_TTL`] ago,
     /// otherwise a new one (one at a time per region: backups arriving meanwhile wait and share it). A
     /// Backup someone asked for (`not_before`: its creation) must hold data at least as new as the request:
-    /// it uses a snapshot taken since, or none (`None`: every kind is listed in its namespace) — it never
-    /// takes or waits for one, so manual backups cannot chain snapshots. A snapshot that takes longer than
-    /// [`OCCUPANCY_DEADLINE`] is given up: every kind is then listed, as without one.
+    /// it uses only a snapshot taken since. If the region's snapshot is older it waits for the one being
+    /// taken, if any, and takes a new one when that is older too — so a burst of manual Backups shares a
+    /// few snapshots (each one serves every Backup created before it began) and no Backup waits for more
+    /// than two. A snapshot that takes longer than [`OCCUPANCY_DEADLINE`] is given up: every kind is then
+    /// listed, as without one.
     pub async fn of(
         &self,
         region: &str,
@@ -145,16 +147,10 @@ impl Occupancy {
             Ok(mut m) => m.entry(region.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         };
-        if let Some(t) = not_before {
-            let slot = cell.try_lock().ok()?;
-            return slot
-                .as_ref()
-                .filter(|s| s.finished.elapsed() < OCCUPANCY_TTL && s.at >= t)
-                .cloned();
-        }
         let mut slot = cell.lock().await;
         if let Some(s) = slot.as_ref()
             && s.finished.elapsed() < OCCUPANCY_TTL
+            && not_before.is_none_or(|t| s.at >= t)
         {
             return Some(s.clone());
         }

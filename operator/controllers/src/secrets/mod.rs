@@ -1,0 +1,284 @@
+//! Secret rotation: every tenant secret (`Tenant.spec.secrets`) gets a first version, is rotated on its
+//! cycle (or on `azora.io/rotate-now`) with check-and-set in the home region's Vault, replicated to the Vault
+//! of every other region the tenant is placed in (never elsewhere) and synced into the target Secret of the
+//! tenant's namespace in each of those regions' clusters, with the previous value kept for the grace period.
+//!
+//! Intent first: a rotation is recorded in `Tenant.status.secrets[].pending` before its write, and every
+//! Vault write is claimed in the key's custom metadata before it is made, so after a crash the key itself
+//! says whether the write happened (see `azora_core::secrets`). Values live only in Vault and the target
+//! Secrets: never in status, Events, logs, metrics or error text.
+//!
+//! See `rotate` (one tenant's secrets) and `sync` (target Secrets in regional clusters).
+
+mod rotate;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use azora_adapters::kube_status::StatusWriter;
+use azora_adapters::vault::{Auth, Vault, VaultConfig, VaultError};
+use azora_api::Tenant;
+use azora_api::region::RegionSpec;
+use azora_api::tenant::TenantSpec;
+use azora_core::validate::{Pending, Problem};
+use azora_core::world::World;
+use azora_runtime::Context;
+use azora_runtime::pipeline::{Kind, ReconcileError, resource_of};
+use azora_runtime::term::{Stop, custom_controller};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use kube::api::DynamicObject;
+use kube::core::ApiResource;
+use kube::runtime::controller::Action;
+
+/// Annotation on a Tenant asking for every one of its secrets to be rotated now, once per distinct value
+/// (e.g. a timestamp the kubectl plugin writes).
+pub const ROTATE_NOW: &str = "azora.io/rotate-now";
+
+/// Settings of the secrets room.
+#[derive(Clone, Debug)]
+pub struct SecretsConfig {
+    /// The operator's ServiceAccount token for Vault's Kubernetes auth (`--vault-jwt-file`), read at each
+    /// login.
+    pub jwt_file: Option<PathBuf>,
+    /// Tenants reconciled at once.
+    pub concurrency: u16,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            jwt_file: Some(PathBuf::from(
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            )),
+            concurrency: 8,
+        }
+    }
+}
+
+/// How long a region whose Vault refused the login (or a request) is left alone before trying again.
+const DENIED_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a region's Vault client (and the token Secret behind it) is reused before its settings are read
+/// again.
+const CLIENT_TTL: Duration = Duration::from_secs(60);
+
+/// This capability's work for one leadership term.
+pub fn term(ctx: &Context, cfg: SecretsConfig, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+    let room = Arc::new(Room::new(ctx.clone(), cfg.clone()));
+    // A rotate-now request changes only an annotation: wake the tenant for it.
+    let wakes = ctx.caches.tenants.subscribe().filter_map(|o| async move {
+        o.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ROTATE_NOW))
+            .then(|| o.metadata.name.clone())
+            .flatten()
+    });
+    vec![custom_controller::<TenantSecretsKind, _, _, _, _>(
+        &ctx.caches.tenants,
+        room,
+        rotate::reconcile,
+        error_policy,
+        wakes,
+        cfg.concurrency,
+        stop.clone(),
+    )]
+}
+
+fn error_policy(_obj: Arc<DynamicObject>, err: &ReconcileError, _room: Arc<Room>) -> Action {
+    match err {
+        ReconcileError::Fenced(_) => Action::requeue(Duration::from_secs(30)),
+        _ => Action::requeue(Duration::from_secs(10)),
+    }
+}
+
+/// The Tenant, seen by the secrets room (its own reconcile; the Tenant's generic pipeline is tenancy's).
+pub struct TenantSecretsKind;
+impl Kind for TenantSecretsKind {
+    const NAME: &'static str = "secrets";
+    type Spec = TenantSpec;
+    fn resource() -> ApiResource {
+        resource_of::<Tenant>()
+    }
+    fn check(_spec: &TenantSpec, _world: &World) -> Vec<Problem> {
+        Vec::new()
+    }
+    fn ready_message() -> &'static str {
+        "secrets rotated and synced"
+    }
+    fn pending() -> Option<Pending> {
+        None
+    }
+}
+
+/// Why a region's Vault cannot be used.
+#[derive(Clone, Debug)]
+pub(crate) struct VaultProblem {
+    pub reason: &'static str,
+    pub message: String,
+    /// Bad or incomplete settings (nothing is written anywhere for the secret) rather than a Vault that is
+    /// refusing or down now.
+    pub settings: bool,
+}
+
+/// Shared by the reconciles of one term.
+pub struct Room {
+    pub(crate) ctx: Context,
+    cfg: SecretsConfig,
+    /// Writes `Tenant.status.secrets` (manager `azora-operator/secrets`).
+    pub(crate) tenants: StatusWriter,
+    vaults: Mutex<BTreeMap<String, (Instant, Arc<Vault>)>>,
+    denied: Mutex<BTreeMap<String, (Instant, VaultError)>>,
+}
+
+impl Room {
+    fn new(ctx: Context, cfg: SecretsConfig) -> Self {
+        let tenants = StatusWriter::new(
+            ctx.client.clone(),
+            resource_of::<Tenant>(),
+            "secrets",
+            ctx.fence.clone(),
+        );
+        Self {
+            ctx,
+            cfg,
+            tenants,
+            vaults: Mutex::default(),
+            denied: Mutex::default(),
+        }
+    }
+
+    /// A region's Vault client, from its Region spec; an error for missing or incomplete settings, and
+    /// for a region whose Vault refused us less than [`DENIED_BACKOFF`] ago (no login in a hot loop).
+    pub(crate) async fn vault(
+        &self,
+        region: &str,
+        spec: Option<&RegionSpec>,
+    ) -> Result<Arc<Vault>, VaultProblem> {
+        let settings = |reason: &'static str, message: String| VaultProblem {
+            reason,
+            message,
+            settings: true,
+        };
+        if let Some((at, e)) = self.denied.lock().ok().and_then(|d| d.get(region).cloned())
+            && at.elapsed() < DENIED_BACKOFF
+        {
+            return Err(VaultProblem {
+                reason: e.reason(),
+                message: format!(
+                    "region {region}'s Vault: {e} (tried again {}s after)",
+                    DENIED_BACKOFF.as_secs()
+                ),
+                settings: false,
+            });
+        }
+        if let Some((at, v)) = self.vaults.lock().ok().and_then(|m| m.get(region).cloned())
+            && at.elapsed() < CLIENT_TTL
+        {
+            return Ok(v);
+        }
+        let Some(spec) = spec else {
+            return Err(settings(
+                "RegionNotFound",
+                format!("region {region} does not exist"),
+            ));
+        };
+        let Some(v) = &spec.vault else {
+            return Err(settings(
+                "VaultNotConfigured",
+                format!("region {region} has no vault"),
+            ));
+        };
+        if v.kv_mount.trim_matches('/').is_empty() {
+            return Err(settings(
+                "VaultAuthIncomplete",
+                format!("region {region}: vault.kvMount is empty"),
+            ));
+        }
+        let auth = match (&v.kubernetes_auth, &v.token_secret) {
+            (Some(k), None) => match &self.cfg.jwt_file {
+                Some(f) if f.exists() => Auth::Kubernetes {
+                    role: k.role.clone(),
+                    mount: k.mount_path.trim_matches('/').to_string(),
+                    jwt_file: f.clone(),
+                },
+                Some(f) => {
+                    return Err(settings(
+                        "VaultAuthIncomplete",
+                        format!(
+                            "region {region}: vault.kubernetesAuth needs the operator's ServiceAccount token, and {} does not exist (--vault-jwt-file)",
+                            f.display()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(settings(
+                        "VaultAuthIncomplete",
+                        format!("region {region}: vault.kubernetesAuth needs --vault-jwt-file"),
+                    ));
+                }
+            },
+            (None, Some(t)) => match self.ctx.secrets.value(&t.name, &t.key).await {
+                Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                    Ok(s) if !s.trim().is_empty() => Auth::Token(s.trim().to_string()),
+                    _ => {
+                        return Err(settings(
+                            "VaultAuthIncomplete",
+                            format!(
+                                "region {region}: Secret {} key {} is empty or not text",
+                                t.name, t.key
+                            ),
+                        ));
+                    }
+                },
+                Ok(None) => {
+                    return Err(settings(
+                        "VaultAuthIncomplete",
+                        format!("region {region}: Secret {} has no key {}", t.name, t.key),
+                    ));
+                }
+                Err(e) => {
+                    return Err(VaultProblem {
+                        reason: "VaultAuthUnreadable",
+                        message: format!("region {region}: reading Secret {}: {e}", t.name),
+                        settings: false,
+                    });
+                }
+            },
+            _ => {
+                return Err(settings(
+                    "VaultAuthIncomplete",
+                    format!("region {region}: vault needs exactly one of kubernetesAuth and tokenSecret"),
+                ));
+            }
+        };
+        let cfg = VaultConfig {
+            address: v.address.trim_end_matches('/').to_string(),
+            kv_mount: v.kv_mount.trim_matches('/').to_string(),
+            auth,
+        };
+        let mut m = self
+            .vaults
+            .lock()
+            .map_err(|_| settings("Internal", "vault clients lock poisoned".into()))?;
+        let client = match m.get(region) {
+            // Same settings: keep the client (and its logged-in token); only the check time moves.
+            Some((_, old)) if old.is_for(&cfg) => old.clone(),
+            _ => Arc::new(Vault::new(cfg)),
+        };
+        m.insert(region.to_string(), (Instant::now(), client.clone()));
+        Ok(client)
+    }
+
+    /// Notes a denial from `region`'s Vault: it is left alone for [`DENIED_BACKOFF`].
+    pub(crate) fn note(&self, region: &str, e: &VaultError) {
+        if matches!(e, VaultError::Denied(_))
+            && let Ok(mut d) = self.denied.lock()
+        {
+            d.insert(region.to_string(), (Instant::now(), e.clone()));
+        }
+    }
+}

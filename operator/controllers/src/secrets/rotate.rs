@@ -1,0 +1,735 @@
+//! One tenant's secrets, one after the other: settings checked, a recorded rotation finished from what
+//! Vault says, a due one recorded and written (check-and-set), the version replicated to every other
+//! placed region's Vault and synced into every placed region's target Secret.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azora_adapters::vault::{SecretData, Vault, VaultError};
+use azora_api::Time;
+use azora_api::region::RegionSpec;
+use azora_api::tenant::{
+    GeneratorKind, PendingRotation, SecretGenerator, SecretPhase, SecretRegion, SecretStatus, TenantSecret,
+    TenantSpec,
+};
+use azora_core::duration::parse_duration;
+use azora_core::placement::place;
+use azora_core::secrets::{self as core, Written, claim, holds_home_version, written};
+use azora_runtime::Needs;
+use azora_runtime::events::publish;
+use azora_runtime::pipeline::ReconcileError;
+use futures::StreamExt as _;
+use kube::ResourceExt as _;
+use kube::api::DynamicObject;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use rand::Rng as _;
+use tracing::{info, warn};
+
+use super::{ROTATE_NOW, Room, VaultProblem, sync};
+
+/// How soon a secret that is not done is looked at again.
+const BEHIND: Duration = Duration::from_secs(5);
+/// How soon a done secret is looked at again at the latest (a hand change in Vault, a region that returns).
+const SETTLED: Duration = Duration::from_secs(60);
+/// Secrets of one tenant written, replicated and synced at once.
+const SECRETS_AT_ONCE: usize = 8;
+
+type Vaults = BTreeMap<String, Result<Arc<Vault>, VaultProblem>>;
+
+/// One secret after its first look.
+enum Prepared {
+    /// Nothing more this time; look again after that long.
+    Stop(Duration),
+    /// Go on: write (a recorded rotation; `true` when recorded just now), replicate, sync.
+    Go(Box<Go>),
+}
+
+struct Go {
+    home: Arc<Vault>,
+    vaults: Vaults,
+    every: Duration,
+    grace: Duration,
+    write: Option<(PendingRotation, bool)>,
+}
+
+pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Action, ReconcileError> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let Ok(spec) = serde_json::from_value::<TenantSpec>(obj.data["spec"].clone()) else {
+        // Tenancy reports a spec it cannot read.
+        return Ok(Action::await_change());
+    };
+    let before: Vec<SecretStatus> = obj
+        .data
+        .pointer("/status/secrets")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    if spec.secrets.is_empty() {
+        if !before.is_empty() {
+            room.write(&obj, &[]).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let world = room
+        .ctx
+        .world(
+            Needs {
+                tenants: false,
+                backups: false,
+            },
+            &[],
+        )
+        .await
+        .map_err(ReconcileError::Fetch)?;
+    let regions: BTreeMap<String, RegionSpec> = room.ctx.caches.regions.specs();
+    let placed = place(&spec, &world).placed;
+    let rotate_now = obj.annotations().get(ROTATE_NOW).cloned();
+    let mut all: Vec<SecretStatus> = spec
+        .secrets
+        .iter()
+        .map(|s| {
+            before
+                .iter()
+                .find(|b| b.name == s.name)
+                .cloned()
+                .unwrap_or_else(|| SecretStatus {
+                    name: s.name.clone(),
+                    ..SecretStatus::default()
+                })
+        })
+        .collect();
+    let tenant = obj.name_any();
+    let turns: Vec<Turn> = spec
+        .secrets
+        .iter()
+        .map(|secret| Turn {
+            room: &room,
+            obj: &obj,
+            tenant: tenant.clone(),
+            spec: &spec,
+            secret,
+            placed: &placed,
+            regions: &regions,
+            rotate_now: rotate_now.as_deref(),
+        })
+        .collect();
+    let mut prepared = Vec::with_capacity(turns.len());
+    for (turn, st) in turns.iter().zip(all.iter_mut()) {
+        prepared.push(turn.prepare(st).await);
+    }
+    // Intent first: every rotation recorded in one status write before any of them is written to Vault.
+    if prepared
+        .iter()
+        .any(|p| matches!(p, Prepared::Go(g) if g.write.as_ref().is_some_and(|w| w.1)))
+    {
+        room.write(&obj, &all).await?;
+    }
+    let mut again = SETTLED;
+    let mut work = Vec::with_capacity(turns.len());
+    for (i, ((turn, prep), mut st)) in turns.iter().zip(prepared).zip(all.clone()).enumerate() {
+        work.push(async move {
+            let d = match prep {
+                Prepared::Stop(d) => d,
+                Prepared::Go(go) => turn.finish(&mut st, *go).await,
+            };
+            (i, st, d)
+        });
+    }
+    let finished: Vec<(usize, SecretStatus, Duration)> = futures::stream::iter(work)
+        .buffer_unordered(SECRETS_AT_ONCE)
+        .collect()
+        .await;
+    for (i, st, d) in finished {
+        all[i] = st;
+        again = again.min(d);
+    }
+    if all != before {
+        room.write(&obj, &all).await?;
+    }
+    Ok(Action::requeue(again))
+}
+
+impl Room {
+    /// Writes the whole `secrets` list of the tenant's status (fenced).
+    pub(super) async fn write(
+        &self,
+        obj: &DynamicObject,
+        all: &[SecretStatus],
+    ) -> Result<(), ReconcileError> {
+        self.tenants
+            .apply(&obj.name_any(), None, serde_json::json!({ "secrets": all }))
+            .await
+            .map_err(ReconcileError::Status)
+    }
+}
+
+struct Turn<'a> {
+    room: &'a Arc<Room>,
+    obj: &'a DynamicObject,
+    tenant: String,
+    spec: &'a TenantSpec,
+    secret: &'a TenantSecret,
+    placed: &'a [String],
+    regions: &'a BTreeMap<String, RegionSpec>,
+    rotate_now: Option<&'a str>,
+}
+
+fn fail(st: &mut SecretStatus, reason: &str, message: String) {
+    st.phase = Some(SecretPhase::Failed);
+    st.reason = reason.to_string();
+    st.message = message;
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+/// A new value from the generator: only ever held in memory and sent to Vault.
+pub(crate) fn generate(g: &SecretGenerator) -> SecretData {
+    let mut rng = rand::rng();
+    let len = g.length as usize;
+    let value = match g.kind {
+        GeneratorKind::Bytes => {
+            use base64::Engine as _;
+            let mut b = vec![0u8; len];
+            rng.fill(&mut b[..]);
+            base64::engine::general_purpose::STANDARD.encode(b)
+        }
+        _ => {
+            let chars: Vec<char> = g.characters.chars().collect();
+            (0..len)
+                .map(|_| chars[rng.random_range(0..chars.len())])
+                .collect()
+        }
+    };
+    SecretData(BTreeMap::from([(g.key.clone(), value)]))
+}
+
+fn rotation_id() -> String {
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
+impl Turn<'_> {
+    fn home(&self) -> &str {
+        &self.spec.home_region
+    }
+
+    fn path(&self) -> &str {
+        &self.secret.vault_path
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+        publish(&self.room.ctx, self.obj, type_, reason, note, "Rotate").await;
+    }
+
+    /// Settings checked, the home key read, a recorded rotation judged, a hand change taken, a due rotation
+    /// recorded in `st` (its intent is written to status by the caller, for every secret of the tenant at
+    /// once, before any of them is written to Vault).
+    async fn prepare(&self, st: &mut SecretStatus) -> Prepared {
+        let s = self.secret;
+        // Bad input: a condition, nothing written anywhere.
+        if let Some((reason, msg)) = core::check(s) {
+            fail(st, reason, msg);
+            return Prepared::Stop(SETTLED);
+        }
+        if !self.placed.iter().any(|r| r == self.home()) {
+            fail(
+                st,
+                "HomeRegionNotPlaced",
+                format!("home region {} is not placed", self.home()),
+            );
+            return Prepared::Stop(SETTLED);
+        }
+        let every = parse_duration(&s.rotate_every).unwrap_or(Duration::from_secs(30 * 86400));
+        let grace = parse_duration(&s.grace_period).unwrap_or(Duration::from_secs(86400));
+        // Every placed region's Vault settings must be complete before anything is written anywhere; a Vault
+        // that refuses or is down now only holds its own region back.
+        let mut vaults: Vaults = BTreeMap::new();
+        for r in self.placed {
+            let v = self.room.vault(r, self.regions.get(r)).await;
+            if let Err(p) = &v
+                && p.settings
+            {
+                fail(st, p.reason, p.message.clone());
+                return Prepared::Stop(SETTLED);
+            }
+            vaults.insert(r.clone(), v);
+        }
+        let home = match vaults.get(self.home()) {
+            Some(Ok(v)) => v.clone(),
+            Some(Err(p)) => {
+                st.reason = p.reason.to_string();
+                st.message = format!("home region {}: {}", self.home(), p.message);
+                return Prepared::Stop(BEHIND);
+            }
+            None => return Prepared::Stop(BEHIND),
+        };
+        let meta = match home.meta(self.path()).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.room.note(self.home(), &e);
+                st.reason = e.reason().to_string();
+                st.message = format!("home region {}: {e}", self.home());
+                return Prepared::Stop(BEHIND);
+            }
+        };
+        let (current, custom) = meta.map(|m| (m.current_version, m.custom)).unwrap_or_default();
+        let mut go = Go {
+            home,
+            vaults,
+            every,
+            grace,
+            write: None,
+        };
+        if let Some(p) = st.pending.clone() {
+            // A rotation recorded earlier: the key says whether its write happened.
+            match written(current, &custom, &p.id, p.from_version) {
+                Written::NotYet => go.write = Some((p, false)),
+                Written::Done(v) => self.commit(st, &p, v, grace).await,
+                Written::Conflict(v) => self.conflict(st, &p.id, v).await,
+            }
+        } else if current == 0 {
+            if s.generator.kind == GeneratorKind::External {
+                fail(
+                    st,
+                    "ExternalValueMissing",
+                    format!(
+                        "secret {}: the value is set by people: write it at {} in region {}'s Vault",
+                        s.name,
+                        self.path(),
+                        self.home()
+                    ),
+                );
+                return Prepared::Stop(BEHIND);
+            }
+            match self.record(st, 0).await {
+                Some(p) => go.write = Some((p, true)),
+                None => return Prepared::Stop(SETTLED),
+            }
+        } else if current != st.version {
+            let ours = holds_home_version(current, &custom) == Some(current);
+            if st.version > 0 && !ours && s.generator.kind != GeneratorKind::External {
+                // Written by someone else since the operator's last version: kept, never overwritten.
+                self.changed_outside(st, current).await;
+            } else {
+                // An external value changed, or the status was lost: take Vault's newest version.
+                st.version = current;
+                st.rotation_id = custom.get(core::META_ROTATION).cloned().filter(|_| ours);
+                st.last_rotation_time.get_or_insert_with(now);
+                st.phase = Some(SecretPhase::Replicating);
+                if s.generator.kind == GeneratorKind::External {
+                    st.last_rotation_time = Some(now());
+                    self.event(
+                        EventType::Normal,
+                        "SecretChanged",
+                        &format!(
+                            "secret {}: version {current} set in region {}'s Vault; replicating",
+                            s.name,
+                            self.home()
+                        ),
+                    )
+                    .await;
+                }
+            }
+        } else if s.generator.kind != GeneratorKind::External && self.due(st, every) {
+            match self.record(st, current).await {
+                Some(p) => go.write = Some((p, true)),
+                None => return Prepared::Stop(SETTLED),
+            }
+        }
+        Prepared::Go(Box::new(go))
+    }
+
+    /// The recorded write made, then the version replicated and synced; returns how soon to look again.
+    async fn finish(&self, st: &mut SecretStatus, go: Go) -> Duration {
+        let s = self.secret;
+        if let Some((p, _)) = &go.write
+            && let Some(d) = self.write_home(&go.home, p, st, go.grace).await
+        {
+            return d;
+        }
+        if st.version == 0 {
+            return BEHIND;
+        }
+        self.spread(st, &go.home, &go.vaults).await;
+
+        let t = jiff::Timestamp::now();
+        st.next_rotation_time = (s.generator.kind != GeneratorKind::External).then(|| {
+            Time(core::next_rotation(
+                st.last_rotation_time.as_ref().map_or(t, |l| l.0),
+                go.every,
+                &self.tenant,
+                &s.name,
+            ))
+        });
+        let labels = [self.tenant.as_str(), s.name.as_str()];
+        if let Some(l) = &st.last_rotation_time {
+            let age = t.duration_since(l.0).as_secs_f64().max(0.0);
+            self.room
+                .ctx
+                .metrics
+                .secret_age
+                .with_label_values(&labels)
+                .set(age);
+        }
+        if let Some(n) = &st.next_rotation_time {
+            self.room
+                .ctx
+                .metrics
+                .secret_next_rotation
+                .with_label_values(&labels)
+                .set(n.0.as_second() as f64);
+        }
+        if st.phase != Some(SecretPhase::Done) {
+            return BEHIND;
+        }
+        let mut d = SETTLED;
+        for at in [st.next_rotation_time.as_ref(), st.previous_until.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let left = at.0.duration_since(t).as_secs_f64().max(1.0);
+            d = d.min(Duration::from_secs_f64(left));
+        }
+        d
+    }
+
+    fn due(&self, st: &SecretStatus, every: Duration) -> bool {
+        if let Some(token) = self.rotate_now
+            && st.rotate_now_handled.as_deref() != Some(token)
+        {
+            return true;
+        }
+        let Some(last) = &st.last_rotation_time else {
+            return false;
+        };
+        jiff::Timestamp::now() >= core::next_rotation(last.0, every, &self.tenant, &self.secret.name)
+    }
+
+    /// Records a rotation from `from` in `st` (the caller writes it to status before the Vault write).
+    /// `None`: a target Secret that is not ours stops it before anything is written.
+    async fn record(&self, st: &mut SecretStatus, from: u64) -> Option<PendingRotation> {
+        if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, self.placed).await {
+            fail(st, "TargetSecretConflict", msg);
+            return None;
+        }
+        let p = PendingRotation {
+            id: rotation_id(),
+            from_version: from,
+            time: now(),
+        };
+        st.pending = Some(p.clone());
+        st.phase = Some(SecretPhase::Rotating);
+        if let Some(token) = self.rotate_now {
+            st.rotate_now_handled = Some(token.to_string());
+        }
+        st.message = format!("writing version {} in region {}", from + 1, self.home());
+        st.reason.clear();
+        Some(p)
+    }
+
+    /// The recorded rotation's write: the claim, then the data with check-and-set. `Some`: it did not
+    /// happen now (Vault refused or is down); the rotation stays recorded and is tried again then.
+    async fn write_home(
+        &self,
+        home: &Vault,
+        p: &PendingRotation,
+        st: &mut SecretStatus,
+        grace: Duration,
+    ) -> Option<Duration> {
+        let path = self.path();
+        let to = p.from_version + 1;
+        let data = generate(&self.secret.generator);
+        let r = async {
+            home.set_custom(path, &claim(&p.id, to, to)).await?;
+            home.write(path, &data, p.from_version).await
+        }
+        .await;
+        drop(data);
+        match r {
+            Ok(v) => {
+                self.commit(st, p, v, grace).await;
+                None
+            }
+            Err(VaultError::CasConflict(_)) => {
+                let current = home
+                    .meta(path)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(p.from_version + 1, |m| m.current_version);
+                self.conflict(st, &p.id, current).await;
+                None
+            }
+            Err(e) => {
+                self.room.note(self.home(), &e);
+                self.room
+                    .ctx
+                    .metrics
+                    .secret_rotations
+                    .with_label_values(&["failed"])
+                    .inc();
+                st.reason = e.reason().to_string();
+                st.message = format!(
+                    "rotation {} to version {to} not written in region {} yet: {e}",
+                    p.id,
+                    self.home()
+                );
+                Some(BEHIND)
+            }
+        }
+    }
+
+    async fn commit(&self, st: &mut SecretStatus, p: &PendingRotation, v: u64, grace: Duration) {
+        let t = jiff::Timestamp::now();
+        st.version = v;
+        st.rotation_id = Some(p.id.clone());
+        st.pending = None;
+        st.last_rotation_time = Some(Time(t));
+        st.previous_until = (p.from_version > 0).then(|| {
+            Time(
+                t.checked_add(jiff::SignedDuration::try_from(grace).unwrap_or_default())
+                    .unwrap_or(t),
+            )
+        });
+        st.phase = Some(SecretPhase::Replicating);
+        st.reason.clear();
+        st.message.clear();
+        // Every region is behind the new version until it is written there.
+        for r in &mut st.regions {
+            r.message.clear();
+        }
+        self.room
+            .ctx
+            .metrics
+            .secret_rotations
+            .with_label_values(&["rotated"])
+            .inc();
+        info!(tenant = %self.tenant, secret = %self.secret.name, version = v, rotation = %p.id, "secret rotated");
+        self.event(
+            EventType::Normal,
+            "SecretRotated",
+            &format!(
+                "secret {}: version {v} written in region {} (rotation {}); replicating",
+                self.secret.name,
+                self.home(),
+                p.id
+            ),
+        )
+        .await;
+    }
+
+    async fn conflict(&self, st: &mut SecretStatus, id: &str, current: u64) {
+        st.pending = None;
+        self.room
+            .ctx
+            .metrics
+            .secret_rotations
+            .with_label_values(&["conflict"])
+            .inc();
+        let msg = format!(
+            "rotation {id} of secret {}: version {current} at {} in region {} was written by someone else in between; it was not overwritten and is replicated as the current version",
+            self.secret.name,
+            self.path(),
+            self.home()
+        );
+        warn!(tenant = %self.tenant, secret = %self.secret.name, version = current, rotation = %id, "rotation conflict: the secret was written by someone else");
+        self.adopt(st, current, "CasConflict", msg.clone());
+        self.event(EventType::Warning, "RotationConflict", &msg).await;
+    }
+
+    async fn changed_outside(&self, st: &mut SecretStatus, current: u64) {
+        let msg = format!(
+            "secret {}: version {current} at {} in region {} was written outside the operator (it had version {}); it was not overwritten and is replicated as the current version",
+            self.secret.name,
+            self.path(),
+            self.home(),
+            st.version
+        );
+        warn!(tenant = %self.tenant, secret = %self.secret.name, version = current, "secret written outside the operator");
+        self.adopt(st, current, "CasConflict", msg.clone());
+        self.event(EventType::Warning, "SecretChangedOutside", &msg).await;
+    }
+
+    fn adopt(&self, st: &mut SecretStatus, current: u64, reason: &str, msg: String) {
+        st.version = current;
+        st.rotation_id = None;
+        // The next rotation counts from now: the value just set by hand is not replaced at once.
+        st.last_rotation_time = Some(now());
+        st.previous_until = None;
+        st.phase = Some(SecretPhase::Replicating);
+        st.reason = reason.to_string();
+        st.message = msg;
+    }
+
+    /// Writes the home version to every other placed region's Vault and every placed region's target
+    /// Secret; sets the phase from what holds it.
+    async fn spread(
+        &self,
+        st: &mut SecretStatus,
+        home: &Vault,
+        vaults: &BTreeMap<String, Result<Arc<Vault>, VaultProblem>>,
+    ) {
+        let path = self.path();
+        let version = st.version;
+        let data = match home.read(path, version).await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                fail(
+                    st,
+                    "VersionMissing",
+                    format!(
+                        "version {version} at {path} in region {} is deleted or destroyed",
+                        self.home()
+                    ),
+                );
+                return;
+            }
+            Err(e) => {
+                self.room.note(self.home(), &e);
+                st.reason = e.reason().to_string();
+                st.message = format!("reading version {version} in region {}: {e}", self.home());
+                return;
+            }
+        };
+        let t = jiff::Timestamp::now();
+        let keep_previous = st.previous_until.as_ref().is_some_and(|u| t < u.0);
+        let drop_previous = st.previous_until.as_ref().is_some_and(|u| t >= u.0);
+        let previous = if keep_previous && version > 1 {
+            home.read(path, version - 1).await.ok().flatten()
+        } else {
+            None
+        };
+        let id = st
+            .rotation_id
+            .clone()
+            .unwrap_or_else(|| format!("adopted-{version}"));
+        st.regions.retain(|r| self.placed.contains(&r.region));
+        for region in self.placed {
+            let idx = match st.regions.iter().position(|r| &r.region == region) {
+                Some(i) => i,
+                None => {
+                    st.regions.push(SecretRegion {
+                        region: region.clone(),
+                        vault_version: None,
+                        synced_version: None,
+                        message: String::new(),
+                    });
+                    st.regions.len() - 1
+                }
+            };
+            let entry = &mut st.regions[idx];
+            let mut problems = Vec::new();
+            if region == self.home() {
+                entry.vault_version = Some(version);
+            } else if entry.vault_version != Some(version) {
+                match vaults.get(region) {
+                    Some(Ok(v)) => match replicate(v, path, &data, version, &id).await {
+                        Ok(()) => entry.vault_version = Some(version),
+                        Err(e) => {
+                            self.room.note(region, &e);
+                            problems.push(format!("vault: {e}"));
+                        }
+                    },
+                    Some(Err(p)) => problems.push(format!("vault: {}", p.message)),
+                    None => problems.push("vault: not configured".into()),
+                }
+            }
+            if entry.synced_version != Some(version) || drop_previous {
+                match sync::apply(
+                    self.room,
+                    &self.tenant,
+                    self.secret,
+                    region,
+                    &data,
+                    previous.as_ref(),
+                    version,
+                    &id,
+                )
+                .await
+                {
+                    Ok(()) => entry.synced_version = Some(version),
+                    Err(e) => {
+                        if drop_previous {
+                            // Still carries the previous value: synced again next time.
+                            entry.synced_version = None;
+                        }
+                        problems.push(format!("secret: {e}"));
+                    }
+                }
+            }
+            entry.message = problems.join("; ");
+        }
+        drop(data);
+        drop(previous);
+        let behind_vault: Vec<&SecretRegion> = st
+            .regions
+            .iter()
+            .filter(|r| r.vault_version != Some(version))
+            .collect();
+        let behind_sync: Vec<&SecretRegion> = st
+            .regions
+            .iter()
+            .filter(|r| r.synced_version != Some(version))
+            .collect();
+        let describe = |rs: &[&SecretRegion]| {
+            rs.iter()
+                .map(|r| {
+                    if r.message.is_empty() {
+                        r.region.clone()
+                    } else {
+                        format!("{} ({})", r.region, r.message)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let behind = if behind_vault.is_empty() {
+            (!behind_sync.is_empty()).then(|| (SecretPhase::Syncing, "target Secret", describe(&behind_sync)))
+        } else {
+            Some((SecretPhase::Replicating, "Vault", describe(&behind_vault)))
+        };
+        if let Some((phase, what, regions)) = behind {
+            st.phase = Some(phase);
+            if st.reason != "CasConflict" {
+                st.reason = "RegionsBehind".into();
+                st.message = format!("version {version} not yet in the {what} of {regions}");
+            }
+        } else {
+            if drop_previous {
+                st.previous_until = None;
+            }
+            // A conflict stays reported until the next rotation of the operator's own.
+            if st.reason != "CasConflict" {
+                st.reason.clear();
+                st.message.clear();
+            }
+            st.phase = Some(SecretPhase::Done);
+        }
+    }
+}
+
+/// Writes `data` (home `version`) to a replica's key, claimed first; nothing when the key already holds it
+/// (a write that landed before a crash is never made twice).
+async fn replicate(
+    v: &Vault,
+    path: &str,
+    data: &SecretData,
+    version: u64,
+    id: &str,
+) -> Result<(), VaultError> {
+    let (current, custom) = v
+        .meta(path)
+        .await?
+        .map(|m| (m.current_version, m.custom))
+        .unwrap_or_default();
+    if holds_home_version(current, &custom) == Some(version) {
+        return Ok(());
+    }
+    v.set_custom(path, &claim(id, version, current + 1)).await?;
+    v.write(path, data, current).await.map(|_| ())
+}

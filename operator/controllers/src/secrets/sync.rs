@@ -1,0 +1,178 @@
+//! Target Secrets in the regional clusters: `targetSecret` in the tenant's namespace, applied under the
+//! field manager `azora-operator/secrets`, labelled as ours, with the version and rotation id in
+//! annotations and the values only in `data` (the previous value as `previous-<key>` during the grace
+//! period). A Secret of that name that is not ours is never touched.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use azora_adapters::vault::SecretData;
+use azora_api::tenant::TenantSecret;
+use azora_core::tenancy::{MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL, namespace_of};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+
+use super::Room;
+
+/// Label naming the tenant secret a target Secret carries.
+pub const SECRET_LABEL: &str = "azora.io/secret";
+/// Annotation: the home Vault version the Secret carries.
+pub const VERSION_ANNOTATION: &str = "azora.io/secret-version";
+/// Annotation: the rotation that made it.
+pub const ROTATION_ANNOTATION: &str = "azora.io/rotation-id";
+const MANAGER: &str = "azora-operator/secrets";
+const REQUEST: Duration = Duration::from_secs(10);
+
+fn ours(s: &Secret, tenant: &str) -> bool {
+    let labels = s.metadata.labels.as_ref();
+    labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY)
+        && labels.and_then(|l| l.get(TENANT_LABEL)).map(String::as_str) == Some(tenant)
+}
+
+/// A kube error in words, without anything of the request body.
+fn said(e: &kube::Error, values: &[&str]) -> String {
+    let text = match e {
+        kube::Error::Api(s) => format!("HTTP {} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    };
+    if values.iter().any(|v| !v.is_empty() && text.contains(v)) {
+        // Never let a value through, whatever the server echoed.
+        return match e {
+            kube::Error::Api(s) => format!("HTTP {} {}", s.code, s.reason),
+            _ => "request failed".into(),
+        };
+    }
+    text
+}
+
+/// The first placed region whose target Secret exists and is not ours (message), checked in every region
+/// whose cluster answers. A region that does not answer is checked again when it is synced.
+pub(super) async fn collision(
+    room: &Room,
+    tenant: &str,
+    s: &TenantSecret,
+    placed: &[String],
+) -> Option<String> {
+    let ns = namespace_of(tenant);
+    for region in placed {
+        let Ok(cluster) = room.ctx.handles.clusters.get(region) else {
+            continue;
+        };
+        let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+        if let Ok(Ok(Some(live))) = tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await
+            && !ours(&live, tenant)
+        {
+            return Some(format!(
+                "Secret {ns}/{} in region {region} exists and is not managed by azora-operator; rename targetSecret or remove that Secret",
+                s.target_secret
+            ));
+        }
+    }
+    None
+}
+
+/// Applies the target Secret in `region` with `data` (and `previous` as `previous-` keys).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn apply(
+    room: &Room,
+    tenant: &str,
+    s: &TenantSecret,
+    region: &str,
+    data: &SecretData,
+    previous: Option<&SecretData>,
+    version: u64,
+    rotation: &str,
+) -> Result<(), String> {
+    let cluster = room
+        .ctx
+        .handles
+        .clusters
+        .get(region)
+        .map_err(|why| why.unwrap_or_else(|| format!("no cluster for region {region}")))?;
+    let ns = namespace_of(tenant);
+    let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+    let values: Vec<&str> = data
+        .0
+        .values()
+        .chain(previous.iter().flat_map(|p| p.0.values()))
+        .map(String::as_str)
+        .collect();
+    match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
+        Err(_) => {
+            return Err(format!(
+                "the {region} cluster did not answer within {}s",
+                REQUEST.as_secs()
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(format!(
+                "reading Secret {ns}/{}: {}",
+                s.target_secret,
+                said(&e, &values)
+            ));
+        }
+        Ok(Ok(Some(live))) if !ours(&live, tenant) => {
+            return Err(format!(
+                "TargetSecretConflict: Secret {ns}/{} exists and is not managed by azora-operator",
+                s.target_secret
+            ));
+        }
+        Ok(Ok(_)) => {}
+    }
+    let mut d: BTreeMap<String, ByteString> = data
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    if let Some(p) = previous {
+        for (k, v) in &p.0 {
+            d.insert(format!("previous-{k}"), ByteString(v.as_bytes().to_vec()));
+        }
+    }
+    let body = Secret {
+        metadata: ObjectMeta {
+            name: Some(s.target_secret.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (TENANT_LABEL.to_string(), tenant.to_string()),
+                (SECRET_LABEL.to_string(), s.name.clone()),
+            ])),
+            annotations: Some(BTreeMap::from([
+                (VERSION_ANNOTATION.to_string(), version.to_string()),
+                (ROTATION_ANNOTATION.to_string(), rotation.to_string()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(d),
+        ..Secret::default()
+    };
+    room.ctx
+        .fence
+        .check()
+        .await
+        .map_err(|e| format!("not writing: {e}"))?;
+    match tokio::time::timeout(
+        REQUEST,
+        api.patch(
+            &s.target_secret,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        ),
+    )
+    .await
+    {
+        Err(_) => Err(format!(
+            "the {region} cluster did not answer within {}s",
+            REQUEST.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!(
+            "applying Secret {ns}/{}: {}",
+            s.target_secret,
+            said(&e, &values)
+        )),
+        Ok(Ok(_)) => Ok(()),
+    }
+}

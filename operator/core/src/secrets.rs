@@ -1,0 +1,239 @@
+//! Secret rotation decisions: what makes a secret unusable, when it is due, and what a Vault key's
+//! metadata says about a rotation recorded before its write. Pure; the secrets room does the IO.
+//!
+//! A write to a Vault key is claimed first: the key's custom metadata names the rotation, the home version
+//! it carries and the key version the write will produce; then the data is written with check-and-set on
+//! the version before. After a crash the claim and the key's newest version tell whether that write
+//! happened (never a second write of the same rotation) or someone else wrote (a conflict, reported).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use azora_api::tenant::{GeneratorKind, TenantSecret};
+
+use crate::duration::parse_duration;
+
+/// Custom metadata: the rotation whose write the key holds (or is about to).
+pub const META_ROTATION: &str = "azora.io/rotation-id";
+/// Custom metadata: the home region's version the claimed write carries.
+pub const META_HOME_VERSION: &str = "azora.io/home-version";
+/// Custom metadata: the key version the claimed write produces.
+pub const META_WRITES: &str = "azora.io/writes-version";
+
+/// Why a secret cannot be rotated or synced: (reason, message). Nothing is written for such a secret.
+pub fn check(s: &TenantSecret) -> Option<(&'static str, String)> {
+    let g = &s.generator;
+    if g.kind != GeneratorKind::External && g.length == 0 {
+        return Some((
+            "InvalidGenerator",
+            format!("secret {}: generator length must be at least 1", s.name),
+        ));
+    }
+    if g.kind == GeneratorKind::Characters && g.characters.is_empty() {
+        return Some((
+            "InvalidGenerator",
+            format!("secret {}: generator characters must not be empty", s.name),
+        ));
+    }
+    if g.key.is_empty() || g.key.starts_with("previous-") {
+        return Some((
+            "InvalidGenerator",
+            format!(
+                "secret {}: generator key must be set and must not start with previous-",
+                s.name
+            ),
+        ));
+    }
+    if let Err(why) = check_path(&s.vault_path) {
+        return Some(("InvalidVaultPath", format!("secret {}: vaultPath {why}", s.name)));
+    }
+    for (field, v) in [("rotateEvery", &s.rotate_every), ("gracePeriod", &s.grace_period)] {
+        match parse_duration(v) {
+            Err(e) => return Some(("InvalidDuration", format!("secret {}: {field}: {e}", s.name))),
+            Ok(d) if field == "rotateEvery" && d < Duration::from_secs(60) => {
+                return Some((
+                    "InvalidDuration",
+                    format!("secret {}: rotateEvery must be at least 1m", s.name),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// A path inside the KV mount: relative, no empty, `.` or `..` segment, and not the engine's own
+/// `data/`/`metadata/` prefixes (those would address another key than the one named).
+pub fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("is empty".into());
+    }
+    if path.starts_with('/') || path.ends_with('/') {
+        return Err(format!(
+            "{path} must be relative to the KV mount, without a leading or trailing /"
+        ));
+    }
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(format!("{path} leaves the KV mount (empty, . or .. segment)"));
+    }
+    let first = path.split('/').next().unwrap_or_default();
+    if matches!(
+        first,
+        "data" | "metadata" | "delete" | "undelete" | "destroy" | "config" | "subkeys"
+    ) {
+        return Err(format!("{path} starts with the KV engine's own {first}/"));
+    }
+    Ok(())
+}
+
+/// A stable per-secret number (FNV-1a), so the jitter is the same in every process and after restarts.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// When a secret last rotated at `last` is next due: `every` minus a per-secret jitter of up to a tenth
+/// of it, so secrets created together do not all rotate in the same second.
+pub fn next_rotation(last: jiff::Timestamp, every: Duration, tenant: &str, secret: &str) -> jiff::Timestamp {
+    let span = every.as_millis() / 10;
+    let jitter = if span == 0 {
+        0
+    } else {
+        u128::from(stable_hash(&[tenant, secret])) % span
+    };
+    let ms = every.as_millis().saturating_sub(jitter);
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    last.checked_add(jiff::SignedDuration::from_millis(ms))
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// The custom metadata of a claim.
+pub fn claim(rotation: &str, home_version: u64, writes: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (META_ROTATION.to_string(), rotation.to_string()),
+        (META_HOME_VERSION.to_string(), home_version.to_string()),
+        (META_WRITES.to_string(), writes.to_string()),
+    ])
+}
+
+/// What a key's state says about the claimed write of `rotation` conditioned on `from` (check-and-set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The key's newest version is the claimed write's: it happened.
+    Done(u64),
+    /// The key is still at `from`: the write did not happen; it can be made now.
+    NotYet,
+    /// Someone else wrote the key since `from`: the newest version is not this rotation's.
+    Conflict(u64),
+}
+
+/// Judges the claimed write of `rotation` from the key's newest version and custom metadata.
+pub fn written(current: u64, custom: &BTreeMap<String, String>, rotation: &str, from: u64) -> Written {
+    if current == from {
+        return Written::NotYet;
+    }
+    let ours = custom.get(META_ROTATION).is_some_and(|r| r == rotation)
+        && custom
+            .get(META_WRITES)
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v == current && v == from + 1);
+    if ours {
+        Written::Done(current)
+    } else {
+        Written::Conflict(current)
+    }
+}
+
+/// The home version a key holds according to its custom metadata (a replica's, or the home key's own).
+pub fn holds_home_version(current: u64, custom: &BTreeMap<String, String>) -> Option<u64> {
+    let writes = custom.get(META_WRITES)?.parse::<u64>().ok()?;
+    if writes != current {
+        // The claimed write never landed (or someone wrote after it): the key holds no known version.
+        return None;
+    }
+    custom.get(META_HOME_VERSION)?.parse::<u64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(path: &str) -> TenantSecret {
+        serde_json::from_value(serde_json::json!({"name": "db", "vaultPath": path, "targetSecret": "db"}))
+            .expect("secret")
+    }
+
+    #[test]
+    fn paths_outside_the_mount_are_refused() {
+        assert!(check_path("tenants/acme/db").is_ok());
+        for bad in [
+            "",
+            "/tenants/x",
+            "tenants/../sys",
+            "a//b",
+            "data/x",
+            "metadata/x",
+            "x/",
+            "./x",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(check(&secret("../x")).map(|c| c.0), Some("InvalidVaultPath"));
+        assert_eq!(check(&secret("tenants/acme/db")), None);
+    }
+
+    #[test]
+    fn generators_that_cannot_make_a_value_are_refused() {
+        let mut s = secret("t/a");
+        s.generator.length = 0;
+        assert_eq!(check(&s).map(|c| c.0), Some("InvalidGenerator"));
+        let mut s = secret("t/a");
+        s.generator.characters.clear();
+        assert_eq!(check(&s).map(|c| c.0), Some("InvalidGenerator"));
+        s.generator.kind = GeneratorKind::Bytes;
+        assert_eq!(check(&s), None);
+        let mut s = secret("t/a");
+        s.rotate_every = "10s".into();
+        assert_eq!(check(&s).map(|c| c.0), Some("InvalidDuration"));
+    }
+
+    #[test]
+    fn jitter_spreads_and_is_stable() {
+        let t = jiff::Timestamp::from_second(1_800_000_000).expect("ts");
+        let every = Duration::from_secs(30 * 86400);
+        let a = next_rotation(t, every, "acme", "db");
+        assert_eq!(a, next_rotation(t, every, "acme", "db"));
+        let lo = t + jiff::SignedDuration::from_secs(27 * 86400);
+        let hi = t + jiff::SignedDuration::from_secs(30 * 86400);
+        let all: std::collections::BTreeSet<i64> = (0..1000)
+            .map(|i| next_rotation(t, every, &format!("t{i}"), "db").as_second())
+            .collect();
+        assert!(all.len() > 990, "only {} distinct seconds", all.len());
+        for i in 0..1000 {
+            let n = next_rotation(t, every, &format!("t{i}"), "db");
+            assert!(n > lo && n <= hi);
+        }
+    }
+
+    #[test]
+    fn a_claimed_write_is_judged_from_the_key() {
+        let c = claim("r1", 5, 5);
+        assert_eq!(written(4, &c, "r1", 4), Written::NotYet);
+        assert_eq!(written(5, &c, "r1", 4), Written::Done(5));
+        // Someone wrote after the claim, or another rotation's claim: a conflict.
+        assert_eq!(written(6, &c, "r1", 4), Written::Conflict(6));
+        assert_eq!(written(5, &claim("r2", 5, 5), "r1", 4), Written::Conflict(5));
+        assert_eq!(written(5, &BTreeMap::new(), "r1", 4), Written::Conflict(5));
+        assert_eq!(holds_home_version(3, &claim("r1", 7, 3)), Some(7));
+        assert_eq!(holds_home_version(2, &claim("r1", 7, 3)), None);
+    }
+}

@@ -1,0 +1,506 @@
+//! Secret rotation on real parts: a hub and two regional kube-apiservers, one real OpenBao server per region
+//! (raft storage, audit device from the config, Kubernetes auth checking the operator's ServiceAccount token
+//! with a TokenReview against the hub), and the real operator binary.
+//!
+//! A tenant secret in africa + europe gets its first version written with check-and-set in africa's OpenBao,
+//! replicated to europe's, and synced into the target Secret of both regional clusters; a forced rotation
+//! moves every region to version 2 with the previous value kept for the grace period only; a version written
+//! by hand is detected, reported and not overwritten; a sealed OpenBao holds back only its own region, which
+//! catches up after unsealing; the value never appears in the operator's log, Events, status or metrics,
+//! and OpenBao's audit log records the operator's requests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use azora_tests::fleet::Fleet;
+use azora_tests::openbao::OpenBao;
+use azora_tests::scenario::ar;
+use azora_tests::wait;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const PATH: &str = "tenants/acme/db";
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn secret_status(fleet: &Fleet) -> Value {
+    fleet
+        .tenant_object("acme")
+        .await
+        .unwrap()
+        .map(|t| t["status"]["secrets"][0].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn region<'a>(st: &'a Value, r: &str) -> &'a Value {
+    st["regions"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|x| x["region"] == r))
+        .unwrap_or(&Value::Null)
+}
+
+async fn wait_status(fleet: &Fleet, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let st = secret_status(fleet).await;
+        if f(&st) {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: secret status {st:#}\noperator log tail:\n{}",
+            tail(&fleet.log())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+async fn target(fleet: &Fleet, r: &str) -> Option<Secret> {
+    let api: Api<Secret> = Api::namespaced(fleet.regional(r).await.unwrap(), "tenant-acme");
+    api.get_opt("db-credentials").await.unwrap()
+}
+
+fn value_of(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8(b.0.clone()).unwrap())
+}
+
+async fn rotate_now(fleet: &Fleet, token: &str) {
+    let api: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    api.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"azora.io/rotate-now": token}}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// The operator's ServiceAccount in the hub, allowed to have tokens reviewed (OpenBao reviews with the
+/// caller's own token), and a token for it in a file the operator logs in with.
+async fn service_account_token(fleet: &Fleet) -> std::path::PathBuf {
+    let hub = fleet.hub().await.unwrap();
+    let ns: Api<Namespace> = Api::all(hub.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "azora-system"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(hub.clone(), "azora-system");
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "azora-operator"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let crbs: Api<ClusterRoleBinding> = Api::all(hub.clone());
+    crbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "azora-operator-tokenreview"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "azora-operator", "namespace": "azora-system"}]
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let tr = sas
+        .create_token_request(
+            "azora-operator",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                },
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = tr.status.unwrap().token;
+    let file = fleet.env.dir.path().join("sa-token");
+    std::fs::write(&file, token).unwrap();
+    file
+}
+
+/// Two regions with their OpenBao servers (Kubernetes auth against the hub), Regions pointing at them, the
+/// tenant `acme` with one secret, and the operator's token file.
+async fn setup(grace: &str) -> (Fleet, HashMap<&'static str, OpenBao>, String) {
+    let fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
+    let policy = std::fs::read_to_string(azora_tests::repo_root().join("regions/vault-policy.hcl")).unwrap();
+    let mut baos = HashMap::new();
+    for r in ["africa", "europe"] {
+        let bao = OpenBao::start(fleet.env.dir.path(), r).await.unwrap();
+        bao.kubernetes_auth(
+            fleet.env.hub(),
+            "azora-operator",
+            "azora-system",
+            "azora-operator",
+            &policy,
+            "1h",
+        )
+        .await
+        .unwrap();
+        baos.insert(r, bao);
+    }
+    let jwt = service_account_token(&fleet).await;
+    let hub = fleet.hub().await.unwrap();
+    let regions: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Region", "regions"));
+    for r in ["africa", "europe"] {
+        regions
+            .patch(
+                r,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"vault": {
+                    "address": baos[r].address, "kvMount": "secret",
+                    "kubernetesAuth": {"role": "azora-operator"}}}})),
+            )
+            .await
+            .unwrap();
+    }
+    fleet
+        .tenant(
+            "acme",
+            json!({"homeRegion": "africa", "failoverRegions": ["europe"],
+                   "secrets": [{"name": "db", "vaultPath": PATH, "targetSecret": "db-credentials",
+                                "rotateEvery": "30d", "gracePeriod": grace,
+                                "generator": {"length": 40, "key": "password"}}]}),
+        )
+        .await
+        .unwrap();
+    (fleet, baos, jwt.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
+    let (mut fleet, baos, jwt_arg) = setup("20s").await;
+    let hub = fleet.hub().await.unwrap();
+    fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+
+    // 1. First version: written in africa with check-and-set, replicated to europe, synced in both clusters.
+    let st = wait_status(&fleet, "first version everywhere", |st| {
+        st["phase"] == "Done" && st["version"] == 1
+    })
+    .await;
+    assert_eq!(region(&st, "africa")["syncedVersion"], 1);
+    assert_eq!(region(&st, "europe")["vaultVersion"], 1);
+    assert_eq!(region(&st, "europe")["syncedVersion"], 1);
+    let (v, custom) = baos["africa"].meta(PATH).await.unwrap();
+    assert_eq!(v, 1, "exactly one version in africa");
+    assert_eq!(
+        custom.get("azora.io/rotation-id"),
+        st["rotationId"].as_str().map(String::from).as_ref()
+    );
+    let first = baos["africa"].read(PATH, 1).await.unwrap()["password"].clone();
+    assert_eq!(first.len(), 40);
+    assert_eq!(baos["europe"].read(PATH, 1).await.unwrap()["password"], first);
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r).await.expect("target Secret");
+        assert_eq!(value_of(&s, "password").as_deref(), Some(first.as_str()), "{r}");
+        let ann = s.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(ann.get("azora.io/secret-version").map(String::as_str), Some("1"));
+        assert!(value_of(&s, "previous-password").is_none());
+    }
+
+    // 2. A forced rotation: every region moves to version 2; the previous value stays for the grace period.
+    rotate_now(&fleet, "r1").await;
+    let st = wait_status(&fleet, "version 2 everywhere", |st| {
+        st["phase"] == "Done" && st["version"] == 2
+    })
+    .await;
+    assert_eq!(st["rotateNowHandled"], "r1");
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        2,
+        "one new version, not two"
+    );
+    let second = baos["africa"].read(PATH, 2).await.unwrap()["password"].clone();
+    assert_ne!(second, first);
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r).await.unwrap();
+        assert_eq!(value_of(&s, "password").as_deref(), Some(second.as_str()), "{r}");
+        assert_eq!(
+            value_of(&s, "previous-password").as_deref(),
+            Some(first.as_str()),
+            "{r}"
+        );
+    }
+    let gone = wait::until(TIMEOUT, || async {
+        let mut all = true;
+        for r in ["africa", "europe"] {
+            let s = target(&fleet, r).await.unwrap();
+            all &= value_of(&s, "previous-password").is_none()
+                && value_of(&s, "password").as_deref() == Some(second.as_str());
+        }
+        all
+    })
+    .await;
+    assert!(gone, "the previous value outlived the grace period");
+
+    // 3. A version written by hand: detected, reported, not overwritten, replicated as the current one.
+    let manual = "written-by-hand-not-by-the-operator";
+    let v3 = baos["africa"]
+        .put(
+            PATH,
+            &HashMap::from([("password".to_string(), manual.to_string())]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v3, 3);
+    let st = wait_status(&fleet, "hand write reported", |st| {
+        st["version"] == 3 && st["reason"] == "CasConflict" && st["phase"] == "Done"
+    })
+    .await;
+    assert!(
+        st["message"].as_str().unwrap().contains("not overwritten"),
+        "{st:#}"
+    );
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        3,
+        "the hand-written version was overwritten"
+    );
+    assert_eq!(baos["europe"].read(PATH, 3).await.unwrap()["password"], manual);
+    let events: Api<Event> = Api::all(hub.clone());
+    let warned = wait::until(TIMEOUT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some("SecretChangedOutside"))
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(warned, "no SecretChangedOutside event");
+
+    // 4. A sealed OpenBao in europe: africa rotates, status names europe, europe catches up after unsealing.
+    baos["europe"].seal().await.unwrap();
+    rotate_now(&fleet, "r2").await;
+    let st = wait_status(&fleet, "europe held back by its sealed vault", |st| {
+        st["version"] == 4
+            && st["phase"] == "Replicating"
+            && region(st, "europe")["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("sealed"))
+            && region(st, "africa")["syncedVersion"] == 4
+    })
+    .await;
+    assert!(st["message"].as_str().unwrap().contains("europe"), "{st:#}");
+    let fourth = baos["africa"].read(PATH, 4).await.unwrap()["password"].clone();
+    assert_eq!(
+        value_of(&target(&fleet, "africa").await.unwrap(), "password").as_deref(),
+        Some(fourth.as_str())
+    );
+    baos["europe"].unseal().await.unwrap();
+    wait_status(&fleet, "europe caught up", |st| {
+        st["phase"] == "Done"
+            && region(st, "europe")["vaultVersion"] == 4
+            && region(st, "europe")["syncedVersion"] == 4
+    })
+    .await;
+    assert_eq!(baos["europe"].read(PATH, 4).await.unwrap()["password"], fourth);
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 4, "no rotation twice");
+
+    // 5. No value anywhere but Vault and the target Secrets.
+    let metrics = fleet.metrics_text().await.unwrap();
+    assert!(
+        metrics.contains("azora_secret_rotations_total{result=\"rotated\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("azora_secret_next_rotation_timestamp{secret=\"db\",tenant=\"acme\"}"));
+    let tenant = serde_json::to_string(&fleet.tenant_object("acme").await.unwrap()).unwrap();
+    let evs = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let log = fleet.log();
+    for (i, v) in [&first, &second, &fourth].into_iter().enumerate() {
+        for (what, text) in [
+            ("log", &log),
+            ("events", &evs),
+            ("status", &tenant),
+            ("metrics", &metrics),
+        ] {
+            assert!(
+                !text.contains(v.as_str()),
+                "value {i} found in the operator's {what}"
+            );
+        }
+    }
+
+    // 6. OpenBao's audit log records the operator's requests (Kubernetes login, KV writes), values hashed.
+    let audit = baos["africa"].audit_log();
+    assert!(
+        audit.contains("\"path\":\"auth/kubernetes/login\""),
+        "no login in the audit log"
+    );
+    assert!(
+        audit.contains("\"path\":\"secret/data/tenants/acme/db\""),
+        "no KV write in the audit log"
+    );
+    assert!(
+        audit.contains("kubernetes-azora-system-azora-operator"),
+        "requests not by the operator's identity"
+    );
+    for v in [&first, &second, &fourth] {
+        assert!(!audit.contains(v.as_str()), "a value in clear in the audit log");
+    }
+}
+
+/// Waits until `f` holds for africa's OpenBao metadata of the secret.
+async fn wait_vault(bao: &OpenBao, what: &str, f: impl Fn(u64, &HashMap<String, String>) -> bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let (v, custom) = bao.meta(PATH).await.unwrap_or_default();
+        if f(v, &custom) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: version {v}, {custom:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator SIGKILLed at three points of a rotation — recorded but not written (africa's OpenBao refusing
+/// the write by policy), written in africa but not replicated (europe's OpenBao hanging), written in both
+/// Vaults but not synced (europe's API server hanging) — and restarted once the fault is gone: every time
+/// exactly one new version exists in each OpenBao (their version numbers) and every region converges to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_killed_at_any_point_happens_exactly_once() {
+    let (mut fleet, baos, jwt_arg) = setup("1h").await;
+    let restart = |fleet: &mut Fleet| {
+        fleet.kill_operator();
+        fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    };
+    restart(&mut fleet);
+    wait_status(&fleet, "first version everywhere", |st| {
+        st["phase"] == "Done" && st["version"] == 1
+    })
+    .await;
+    let synced = |st: &Value, v: u64| {
+        st["phase"] == "Done"
+            && st["version"] == v
+            && ["africa", "europe"]
+                .iter()
+                .all(|r| region(st, r)["vaultVersion"] == v && region(st, r)["syncedVersion"] == v)
+    };
+
+    // 1. Recorded, not written: africa's policy lets the operator read but not write the key's metadata.
+    let policy = std::fs::read_to_string(azora_tests::repo_root().join("regions/vault-policy.hcl")).unwrap();
+    let read_only = "path \"secret/data/tenants/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/tenants/*\" { capabilities = [\"read\"] }\n";
+    vaultrs::sys::policy::set(&baos["africa"].root().unwrap(), "azora-operator", read_only)
+        .await
+        .unwrap();
+    rotate_now(&fleet, "k1").await;
+    let st = wait_status(&fleet, "rotation recorded, write refused", |st| {
+        st["pending"]["fromVersion"] == 1 && st["reason"] == "VaultPermissionDenied"
+    })
+    .await;
+    let id = st["pending"]["id"].as_str().unwrap().to_string();
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 1);
+    fleet.kill_operator();
+    vaultrs::sys::policy::set(&baos["africa"].root().unwrap(), "azora-operator", &policy)
+        .await
+        .unwrap();
+    restart(&mut fleet);
+    let st = wait_status(&fleet, "recorded rotation finished after restart", |st| {
+        synced(st, 2)
+    })
+    .await;
+    assert_eq!(
+        st["rotationId"],
+        id.as_str(),
+        "the recorded rotation, not a new one"
+    );
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        2,
+        "exactly one new version in africa"
+    );
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        2,
+        "exactly one new version in europe"
+    );
+
+    // 2. Written in africa, not replicated: europe's OpenBao hangs; killed once africa holds version 3.
+    baos["europe"].pause();
+    rotate_now(&fleet, "k2").await;
+    wait_vault(&baos["africa"], "africa written", |v, _| v == 3).await;
+    fleet.kill_operator();
+    let st = secret_status(&fleet).await;
+    assert!(st["pending"].is_object(), "the kill came after the rotation was recorded done: {st:#}");
+    baos["europe"].resume();
+    restart(&mut fleet);
+    wait_status(&fleet, "converged after a kill between the two Vaults", |st| {
+        synced(st, 3)
+    })
+    .await;
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        3,
+        "africa rotated twice"
+    );
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        3,
+        "europe written twice"
+    );
+
+    // 3. Written in both Vaults, not synced: europe's API server hangs; killed once europe's Vault holds it.
+    fleet.env.server("europe").unwrap().pause();
+    rotate_now(&fleet, "k3").await;
+    wait_vault(&baos["europe"], "europe written", |v, c| {
+        v == 4 && c.get("azora.io/home-version").map(String::as_str) == Some("4")
+    })
+    .await;
+    fleet.kill_operator();
+    let st = secret_status(&fleet).await;
+    assert!(st["pending"].is_object(), "the kill came after the rotation was recorded done: {st:#}");
+    fleet.env.server("europe").unwrap().resume();
+    restart(&mut fleet);
+    wait_status(&fleet, "converged after a kill between Vault and sync", |st| {
+        synced(st, 4)
+    })
+    .await;
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        4,
+        "africa rotated twice"
+    );
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        4,
+        "europe written twice"
+    );
+    let value = baos["africa"].read(PATH, 4).await.unwrap()["password"].clone();
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r).await.unwrap();
+        assert_eq!(value_of(&s, "password").as_deref(), Some(value.as_str()), "{r}");
+        assert_eq!(
+            s.metadata
+                .annotations
+                .unwrap_or_default()
+                .get("azora.io/secret-version")
+                .map(String::as_str),
+            Some("4")
+        );
+    }
+}

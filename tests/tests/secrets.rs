@@ -18,6 +18,7 @@ use azora_tests::fleet::Fleet;
 use azora_tests::openbao::OpenBao;
 use azora_tests::scenario::ar;
 use azora_tests::wait;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -138,9 +139,19 @@ async fn service_account_token(fleet: &Fleet) -> std::path::PathBuf {
     file
 }
 
+fn secret_spec(grace: &str, extra: Value) -> Value {
+    let mut s = json!({"name": "db", "vaultPath": PATH, "targetSecret": "db-credentials",
+                       "rotateEvery": "30d", "gracePeriod": grace,
+                       "generator": {"length": 40, "key": "password"}});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        s[k] = v;
+    }
+    s
+}
+
 /// Two regions with their OpenBao servers (Kubernetes auth against the hub), Regions pointing at them, the
 /// tenant `acme` with one secret, and the operator's token file.
-async fn setup(grace: &str) -> (Fleet, HashMap<&'static str, OpenBao>, String) {
+async fn setup(grace: &str, extra: Value) -> (Fleet, HashMap<&'static str, OpenBao>, String) {
     let fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
     let policy = std::fs::read_to_string(azora_tests::repo_root().join("regions/vault-policy.hcl")).unwrap();
     let mut baos = HashMap::new();
@@ -177,9 +188,7 @@ async fn setup(grace: &str) -> (Fleet, HashMap<&'static str, OpenBao>, String) {
         .tenant(
             "acme",
             json!({"homeRegion": "africa", "failoverRegions": ["europe"],
-                   "secrets": [{"name": "db", "vaultPath": PATH, "targetSecret": "db-credentials",
-                                "rotateEvery": "30d", "gracePeriod": grace,
-                                "generator": {"length": 40, "key": "password"}}]}),
+                   "secrets": [secret_spec(grace, extra)]}),
         )
         .await
         .unwrap();
@@ -188,7 +197,7 @@ async fn setup(grace: &str) -> (Fleet, HashMap<&'static str, OpenBao>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
-    let (mut fleet, baos, jwt_arg) = setup("20s").await;
+    let (mut fleet, baos, jwt_arg) = setup("20s", json!({"restartWorkloads": true})).await;
     let hub = fleet.hub().await.unwrap();
     fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
 
@@ -217,6 +226,47 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         assert!(value_of(&s, "previous-password").is_none());
     }
 
+    // A workload consuming the secret: seen first (recorded, not restarted), restarted once per new version.
+    let deployments: Api<Deployment> =
+        Api::namespaced(fleet.regional("europe").await.unwrap(), "tenant-acme");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "api", "annotations": {"azora.io/restart-on-rotation": "db-credentials"}},
+                "spec": {"selector": {"matchLabels": {"app": "api"}},
+                         "template": {"metadata": {"labels": {"app": "api"}},
+                                      "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let recorded = wait::until(TIMEOUT, || async {
+        deployments.get("api").await.ok().is_some_and(|d| {
+            d.metadata
+                .annotations
+                .unwrap_or_default()
+                .get("azora.io/consumed-db")
+                .map(String::as_str)
+                == Some("1")
+        })
+    })
+    .await;
+    assert!(recorded, "the workload's consumed version was not recorded");
+    // (Deployments count metadata changes in their generation too, so the pod template is what says.)
+    let template = |d: Deployment| {
+        d.spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default()
+    };
+    let d = deployments.get("api").await.unwrap();
+    assert!(
+        !template(d).contains_key("azora.io/rotated-db"),
+        "restarted on first sight"
+    );
+
     // 2. A forced rotation: every region moves to version 2; the previous value stays for the grace period.
     rotate_now(&fleet, "r1").await;
     let st = wait_status(&fleet, "version 2 everywhere", |st| {
@@ -240,6 +290,15 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
             "{r}"
         );
     }
+    let restarted = wait::until(TIMEOUT, || async {
+        deployments
+            .get("api")
+            .await
+            .ok()
+            .is_some_and(|d| template(d).get("azora.io/rotated-db").map(String::as_str) == Some("2"))
+    })
+    .await;
+    assert!(restarted, "the workload was not restarted for version 2");
     let gone = wait::until(TIMEOUT, || async {
         let mut all = true;
         for r in ["africa", "europe"] {
@@ -384,7 +443,7 @@ async fn wait_vault(bao: &OpenBao, what: &str, f: impl Fn(u64, &HashMap<String, 
 /// exactly one new version exists in each OpenBao (their version numbers) and every region converges to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_killed_at_any_point_happens_exactly_once() {
-    let (mut fleet, baos, jwt_arg) = setup("1h").await;
+    let (mut fleet, baos, jwt_arg) = setup("1h", json!({})).await;
     let restart = |fleet: &mut Fleet| {
         fleet.kill_operator();
         fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
@@ -446,7 +505,10 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
     wait_vault(&baos["africa"], "africa written", |v, _| v == 3).await;
     fleet.kill_operator();
     let st = secret_status(&fleet).await;
-    assert!(st["pending"].is_object(), "the kill came after the rotation was recorded done: {st:#}");
+    assert!(
+        st["pending"].is_object(),
+        "the kill came after the rotation was recorded done: {st:#}"
+    );
     baos["europe"].resume();
     restart(&mut fleet);
     wait_status(&fleet, "converged after a kill between the two Vaults", |st| {
@@ -473,7 +535,10 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
     .await;
     fleet.kill_operator();
     let st = secret_status(&fleet).await;
-    assert!(st["pending"].is_object(), "the kill came after the rotation was recorded done: {st:#}");
+    assert!(
+        st["pending"].is_object(),
+        "the kill came after the rotation was recorded done: {st:#}"
+    );
     fleet.env.server("europe").unwrap().resume();
     restart(&mut fleet);
     wait_status(&fleet, "converged after a kill between Vault and sync", |st| {
@@ -503,4 +568,131 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
             Some("4")
         );
     }
+}
+
+/// An HTTP endpoint answering every request with the status in `code` (the "service" a rotation is checked
+/// against); returns its URL.
+async fn checked_service(code: std::sync::Arc<std::sync::atomic::AtomicU16>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let code = code.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(
+                        format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/healthz")
+}
+
+/// The operator reaches `region`'s cluster as the least-privilege identity of
+/// `regions/regional-cluster/rbac.yaml` (applied there): Secrets only through the RoleBinding it places in
+/// each tenant namespace.
+async fn least_privilege(fleet: &Fleet, region: &str) {
+    let api = fleet.env.server(region).unwrap();
+    let out = std::process::Command::new(azora_tests::tool("kubectl").unwrap())
+        .args([
+            "--kubeconfig",
+            api.kubeconfig.to_str().unwrap(),
+            "apply",
+            "--server-side",
+            "-f",
+        ])
+        .arg(azora_tests::repo_root().join("regions/regional-cluster/rbac.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let groups = [
+        "system:serviceaccounts",
+        "system:serviceaccounts:azora-system",
+        "system:authenticated",
+    ];
+    let kc = api
+        .kubeconfig_as(
+            "system:serviceaccount:azora-system:azora-operator",
+            &groups,
+            fleet.env.dir.path(),
+        )
+        .unwrap();
+    fleet
+        .put_kubeconfig_secret(region, Some(&std::fs::read_to_string(kc).unwrap()))
+        .await
+        .unwrap();
+}
+
+/// A rotation whose check keeps failing is rolled back in every region: the previous value is written back
+/// as a new version (check-and-set) and synced everywhere; status, Events and metrics say so. The regional
+/// clusters are reached as the least-privilege identity (Secrets only through the per-tenant RoleBinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
+    let code = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let url = checked_service(code.clone()).await;
+    let (mut fleet, baos, jwt_arg) = setup("1h", json!({"verify": {"url": url, "attempts": 2}})).await;
+    for r in ["africa", "europe"] {
+        least_privilege(&fleet, r).await;
+    }
+    fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    let st = wait_status(&fleet, "version 1 verified", |st| {
+        st["phase"] == "Done" && st["verifiedVersion"] == 1
+    })
+    .await;
+    assert_eq!(st["version"], 1);
+    let first = baos["africa"].read(PATH, 1).await.unwrap()["password"].clone();
+
+    // The service breaks with the new value: two failed checks, then the rollback.
+    code.store(503, std::sync::atomic::Ordering::SeqCst);
+    rotate_now(&fleet, "bad").await;
+    let st = wait_status(&fleet, "rolled back everywhere", |st| {
+        st["phase"] == "RolledBack"
+            && st["version"] == 3
+            && ["africa", "europe"]
+                .iter()
+                .all(|r| region(st, r)["vaultVersion"] == 3 && region(st, r)["syncedVersion"] == 3)
+    })
+    .await;
+    assert_eq!(st["reason"], "RotationRolledBack");
+    let msg = st["message"].as_str().unwrap();
+    assert!(msg.contains("restores version 1") && msg.contains("503"), "{msg}");
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 3);
+    let second = baos["africa"].read(PATH, 2).await.unwrap()["password"].clone();
+    assert_ne!(second, first);
+    assert_eq!(
+        baos["africa"].read(PATH, 3).await.unwrap()["password"],
+        first,
+        "not the previous value"
+    );
+    assert_eq!(baos["europe"].read(PATH, 3).await.unwrap()["password"], first);
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r).await.unwrap();
+        assert_eq!(value_of(&s, "password").as_deref(), Some(first.as_str()), "{r}");
+    }
+    let events: Api<Event> = Api::all(fleet.hub().await.unwrap());
+    let items = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RotationRolledBack")),
+        "no RotationRolledBack event"
+    );
+    let metrics = fleet.metrics_text().await.unwrap();
+    assert!(
+        metrics.contains("azora_secret_rotations_total{result=\"rolled_back\"} 1"),
+        "{metrics}"
+    );
+    // Rolled back once: it stays there, not rolled back again or re-rotated.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 3);
+    assert_eq!(secret_status(&fleet).await["phase"], "RolledBack");
 }

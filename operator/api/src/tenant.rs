@@ -189,6 +189,29 @@ pub struct TenantSecret {
     /// How a new value is made.
     #[serde(default)]
     pub generator: SecretGenerator,
+    /// A check that decides whether a rotation holds: run once every region has the new version (and its
+    /// workloads restarted); if it keeps failing, the previous value is written back as a new version and
+    /// synced everywhere (`RolledBack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<SecretVerify>,
+}
+
+/// An HTTP check of a rotation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVerify {
+    /// URL fetched with GET (e.g. a health endpoint of the service using the secret).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = "^https?://"))]
+    pub url: String,
+    /// Consecutive failed checks (non-2xx, or no answer within 5 s; a few seconds apart) after which the
+    /// rotation is rolled back.
+    #[serde(default = "default_verify_attempts")]
+    #[schemars(range(min = 1, max = 20))]
+    pub attempts: u32,
+}
+
+fn default_verify_attempts() -> u32 {
+    3
 }
 
 /// How a secret's new value is made. The value is written under `key` in Vault and in the target Secret.
@@ -331,6 +354,12 @@ pub struct SecretStatus {
     /// Until when the previous version stays in the target Secrets (`previous-<key>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_until: Option<Time>,
+    /// The newest version the `verify` check passed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_version: Option<u64>,
+    /// Consecutive failed checks of the current version.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub verify_failures: u32,
     /// The `azora.io/rotate-now` request last carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_now_handled: Option<String>,
@@ -374,6 +403,13 @@ pub struct PendingRotation {
     pub from_version: u64,
     /// When it was recorded.
     pub time: Time,
+    /// A rollback: the version whose data is written back (instead of a new value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restores: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A secret in one region.

@@ -233,8 +233,30 @@ pub fn desired_objects(tenant: &str, spec: &TenantSpec, region: &str) -> Vec<Des
             }),
         ));
     }
+    if !spec.secrets.is_empty() {
+        // The operator's own access to the tenant's Secrets and workloads (secret sync, restarts after a
+        // rotation), granted in this namespace only: the ClusterRole it may bind, never a cluster-wide grant
+        // (`regions/regional-cluster/rbac.yaml`).
+        out.push(object(
+            ManagedKind::RoleBinding,
+            Some(&ns),
+            SECRETS_BINDING,
+            tenant,
+            region,
+            json!({
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SECRETS_ROLE },
+                "subjects": [ { "kind": "ServiceAccount", "name": "azora-operator", "namespace": "azora-system" } ]
+            }),
+        ));
+    }
     out
 }
+
+/// The RoleBinding giving the operator's regional identity (ServiceAccount `azora-system/azora-operator`)
+/// the secrets role in a tenant namespace.
+pub const SECRETS_BINDING: &str = "azora-operator-secrets";
+/// The ClusterRole it binds (Secrets read and written, Deployments and StatefulSets listed and patched).
+pub const SECRETS_ROLE: &str = "azora-operator-tenant-secrets";
 
 /// Every object the operator may ever place for `tenant` (desired objects are always a subset), so the
 /// live state of a tenant is a handful of key lookups.
@@ -256,6 +278,7 @@ pub fn possible_keys(tenant: &str) -> Vec<ObjectKey> {
         key(ManagedKind::NetworkPolicy, "default-deny"),
         key(ManagedKind::NetworkPolicy, "allow-within-tenant"),
         key(ManagedKind::RoleBinding, "tenant-admins"),
+        key(ManagedKind::RoleBinding, SECRETS_BINDING),
     ]
 }
 

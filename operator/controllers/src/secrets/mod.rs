@@ -10,6 +10,7 @@
 //!
 //! See `rotate` (one tenant's secrets) and `sync` (target Secrets in regional clusters).
 
+mod restart;
 mod rotate;
 mod sync;
 
@@ -132,6 +133,8 @@ pub struct Room {
     pub(crate) tenants: StatusWriter,
     vaults: Mutex<BTreeMap<String, (Instant, Arc<Vault>)>>,
     denied: Mutex<BTreeMap<String, (Instant, VaultError)>>,
+    /// Runs the `verify` checks.
+    pub(crate) prober: azora_adapters::probe::Prober,
 }
 
 impl Room {
@@ -148,6 +151,7 @@ impl Room {
             tenants,
             vaults: Mutex::default(),
             denied: Mutex::default(),
+            prober: azora_adapters::probe::Prober::new(None),
         }
     }
 

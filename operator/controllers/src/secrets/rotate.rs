@@ -27,12 +27,16 @@ use kube::runtime::events::EventType;
 use rand::Rng as _;
 use tracing::{info, warn};
 
-use super::{ROTATE_NOW, Room, VaultProblem, sync};
+use super::{ROTATE_NOW, Room, VaultProblem, restart, sync};
 
 /// How soon a secret that is not done is looked at again.
 const BEHIND: Duration = Duration::from_secs(5);
 /// How soon a done secret is looked at again at the latest (a hand change in Vault, a region that returns).
 const SETTLED: Duration = Duration::from_secs(60);
+/// Reason of a secret whose last rotation was rolled back (kept until the next rotation).
+const ROLLED_BACK: &str = "RotationRolledBack";
+/// Reason of a secret whose last rotation met a version written by someone else (kept likewise).
+const CONFLICT: &str = "CasConflict";
 /// Secrets of one tenant written, replicated and synced at once.
 const SECRETS_AT_ONCE: usize = 8;
 
@@ -146,6 +150,36 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         all[i] = st;
         again = again.min(d);
     }
+    // Workloads that asked for it restart once per version their Secrets really changed to, every secret
+    // of the tenant batched into one change per workload.
+    for region in &placed {
+        let versions: BTreeMap<&str, (&str, u64)> = spec
+            .secrets
+            .iter()
+            .zip(all.iter())
+            .filter(|(s, st)| {
+                s.restart_workloads
+                    && st.version > 0
+                    && st
+                        .regions
+                        .iter()
+                        .any(|r| &r.region == region && r.synced_version == Some(st.version))
+            })
+            .flat_map(|(s, st)| {
+                [
+                    (s.name.as_str(), (s.name.as_str(), st.version)),
+                    (s.target_secret.as_str(), (s.name.as_str(), st.version)),
+                ]
+            })
+            .collect();
+        if versions.is_empty() {
+            continue;
+        }
+        if let Err(e) = restart::roll(&room, &tenant, region, &versions).await {
+            warn!(tenant = %tenant, %region, error = %e, "restarting workloads after a rotation");
+            again = again.min(BEHIND);
+        }
+    }
     if all != before {
         room.write(&obj, &all).await?;
     }
@@ -181,6 +215,11 @@ fn fail(st: &mut SecretStatus, reason: &str, message: String) {
     st.phase = Some(SecretPhase::Failed);
     st.reason = reason.to_string();
     st.message = message;
+}
+
+/// A reason that stays after the secret is done again (what happened to its last rotation).
+fn sticky(reason: &str) -> bool {
+    reason == CONFLICT || reason == ROLLED_BACK
 }
 
 fn now() -> Time {
@@ -306,7 +345,7 @@ impl Turn<'_> {
                 );
                 return Prepared::Stop(BEHIND);
             }
-            match self.record(st, 0).await {
+            match self.record(st, 0, None).await {
                 Some(p) => go.write = Some((p, true)),
                 None => return Prepared::Stop(SETTLED),
             }
@@ -335,8 +374,13 @@ impl Turn<'_> {
                     .await;
                 }
             }
+        } else if let Some(restore) = self.rollback_due(st) {
+            match self.record(st, current, Some(restore)).await {
+                Some(p) => go.write = Some((p, true)),
+                None => return Prepared::Stop(SETTLED),
+            }
         } else if s.generator.kind != GeneratorKind::External && self.due(st, every) {
-            match self.record(st, current).await {
+            match self.record(st, current, None).await {
                 Some(p) => go.write = Some((p, true)),
                 None => return Prepared::Stop(SETTLED),
             }
@@ -347,6 +391,8 @@ impl Turn<'_> {
     /// The recorded write made, then the version replicated and synced; returns how soon to look again.
     async fn finish(&self, st: &mut SecretStatus, go: Go) -> Duration {
         let s = self.secret;
+        // Checks start on the pass after the one that synced (and restarted) everywhere.
+        let was_verifying = st.phase == Some(SecretPhase::Verifying);
         if let Some((p, _)) = &go.write
             && let Some(d) = self.write_home(&go.home, p, st, go.grace).await
         {
@@ -356,6 +402,17 @@ impl Turn<'_> {
             return BEHIND;
         }
         self.spread(st, &go.home, &go.vaults).await;
+        if st.phase == Some(SecretPhase::Done) && self.needs_check(st) {
+            if !was_verifying {
+                st.phase = Some(SecretPhase::Verifying);
+                st.message = format!("version {} everywhere; checking {}", st.version, self.check_url());
+                return BEHIND;
+            }
+            self.check(st).await;
+            if st.phase == Some(SecretPhase::Verifying) {
+                return BEHIND;
+            }
+        }
 
         let t = jiff::Timestamp::now();
         st.next_rotation_time = (s.generator.kind != GeneratorKind::External).then(|| {
@@ -384,7 +441,7 @@ impl Turn<'_> {
                 .with_label_values(&labels)
                 .set(n.0.as_second() as f64);
         }
-        if st.phase != Some(SecretPhase::Done) {
+        if !matches!(st.phase, Some(SecretPhase::Done | SecretPhase::RolledBack)) {
             return BEHIND;
         }
         let mut d = SETTLED;
@@ -410,9 +467,78 @@ impl Turn<'_> {
         jiff::Timestamp::now() >= core::next_rotation(last.0, every, &self.tenant, &self.secret.name)
     }
 
+    fn check_url(&self) -> &str {
+        self.secret.verify.as_ref().map_or("", |v| v.url.as_str())
+    }
+
+    /// Whether the current version is the operator's own rotation and still has to pass `verify`.
+    fn needs_check(&self, st: &SecretStatus) -> bool {
+        self.secret.verify.is_some()
+            && st.verified_version != Some(st.version)
+            && st.rotation_id.is_some()
+            && st.reason != ROLLED_BACK
+    }
+
+    /// One `verify` check of the current version.
+    async fn check(&self, st: &mut SecretStatus) {
+        let Some(v) = &self.secret.verify else {
+            return;
+        };
+        let endpoint: Option<azora_api::region::ProbeEndpoint> = serde_json::from_value(serde_json::json!({
+            "name": "verify",
+            "type": if v.url.starts_with("https://") { "HTTPS" } else { "HTTP" },
+            "url": v.url,
+            "expectedStatus": 200,
+        }))
+        .ok();
+        let result = match endpoint {
+            Some(e) => self.room.prober.probe(&e, Duration::from_secs(5)).await,
+            None => return,
+        };
+        if result.ok {
+            st.verified_version = Some(st.version);
+            st.verify_failures = 0;
+            st.phase = Some(SecretPhase::Done);
+            st.message.clear();
+            return;
+        }
+        st.verify_failures += 1;
+        st.phase = Some(SecretPhase::Verifying);
+        st.reason = "VerificationFailing".into();
+        st.message = format!(
+            "check {}/{} of version {} failed: GET {}: {}",
+            st.verify_failures, v.attempts, st.version, v.url, result.reason
+        );
+        if st.verify_failures >= v.attempts && st.version <= 1 {
+            fail(
+                st,
+                "VerificationFailed",
+                format!(
+                    "version 1 failed {} checks of {} ({}); there is no earlier version to roll back to",
+                    v.attempts, v.url, result.reason
+                ),
+            );
+        }
+    }
+
+    /// The version to write back when the current one failed its checks `attempts` times in a row.
+    fn rollback_due(&self, st: &SecretStatus) -> Option<u64> {
+        let v = self.secret.verify.as_ref()?;
+        (st.phase == Some(SecretPhase::Verifying)
+            && st.verify_failures >= v.attempts
+            && st.verified_version != Some(st.version)
+            && st.version > 1)
+            .then(|| st.version - 1)
+    }
+
     /// Records a rotation from `from` in `st` (the caller writes it to status before the Vault write).
     /// `None`: a target Secret that is not ours stops it before anything is written.
-    async fn record(&self, st: &mut SecretStatus, from: u64) -> Option<PendingRotation> {
+    async fn record(
+        &self,
+        st: &mut SecretStatus,
+        from: u64,
+        restores: Option<u64>,
+    ) -> Option<PendingRotation> {
         if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, self.placed).await {
             fail(st, "TargetSecretConflict", msg);
             return None;
@@ -421,14 +547,28 @@ impl Turn<'_> {
             id: rotation_id(),
             from_version: from,
             time: now(),
+            restores,
         };
         st.pending = Some(p.clone());
         st.phase = Some(SecretPhase::Rotating);
-        if let Some(token) = self.rotate_now {
+        if let Some(token) = self.rotate_now
+            && restores.is_none()
+        {
             st.rotate_now_handled = Some(token.to_string());
         }
-        st.message = format!("writing version {} in region {}", from + 1, self.home());
-        st.reason.clear();
+        if let Some(r) = restores {
+            // The verification failure stays the message: it is why this rollback happens.
+            st.reason = "VerificationFailed".into();
+            st.message = format!(
+                "rolling back: writing version {r}'s value as version {} in region {}; {}",
+                from + 1,
+                self.home(),
+                st.message
+            );
+        } else {
+            st.message = format!("writing version {} in region {}", from + 1, self.home());
+            st.reason.clear();
+        }
         Some(p)
     }
 
@@ -443,7 +583,32 @@ impl Turn<'_> {
     ) -> Option<Duration> {
         let path = self.path();
         let to = p.from_version + 1;
-        let data = generate(&self.secret.generator);
+        let data = match p.restores {
+            None => generate(&self.secret.generator),
+            Some(rv) => match home.read(path, rv).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    st.pending = None;
+                    fail(
+                        st,
+                        "VersionMissing",
+                        format!(
+                            "cannot roll back: version {rv} at {path} in region {} is deleted or destroyed",
+                            self.home()
+                        ),
+                    );
+                    return Some(SETTLED);
+                }
+                Err(e) => {
+                    self.room.note(self.home(), &e);
+                    st.message = format!(
+                        "rolling back: reading version {rv} in region {}: {e}",
+                        self.home()
+                    );
+                    return Some(BEHIND);
+                }
+            },
+        };
         let r = async {
             home.set_custom(path, &claim(&p.id, to, to)).await?;
             home.write(path, &data, p.from_version).await
@@ -497,12 +662,38 @@ impl Turn<'_> {
             )
         });
         st.phase = Some(SecretPhase::Replicating);
-        st.reason.clear();
-        st.message.clear();
+        st.verify_failures = 0;
         // Every region is behind the new version until it is written there.
         for r in &mut st.regions {
             r.message.clear();
         }
+        if let Some(rv) = p.restores {
+            st.previous_until = None;
+            // The value written back is the one that held before: not checked again.
+            st.verified_version = Some(v);
+            let why = std::mem::take(&mut st.message);
+            let why = why.split("; ").skip(1).collect::<Vec<_>>().join("; ");
+            st.reason = ROLLED_BACK.into();
+            st.message = format!(
+                "version {v} restores version {rv}'s value after the new value failed verification: {why}"
+            );
+            self.room
+                .ctx
+                .metrics
+                .secret_rotations
+                .with_label_values(&["rolled_back"])
+                .inc();
+            warn!(tenant = %self.tenant, secret = %self.secret.name, version = v, restores = rv, "rotation rolled back");
+            self.event(
+                EventType::Warning,
+                "RotationRolledBack",
+                &format!("secret {}: {}", self.secret.name, st.message),
+            )
+            .await;
+            return;
+        }
+        st.reason.clear();
+        st.message.clear();
         self.room
             .ctx
             .metrics
@@ -538,7 +729,7 @@ impl Turn<'_> {
             self.home()
         );
         warn!(tenant = %self.tenant, secret = %self.secret.name, version = current, rotation = %id, "rotation conflict: the secret was written by someone else");
-        self.adopt(st, current, "CasConflict", msg.clone());
+        self.adopt(st, current, CONFLICT, msg.clone());
         self.event(EventType::Warning, "RotationConflict", &msg).await;
     }
 
@@ -551,7 +742,7 @@ impl Turn<'_> {
             st.version
         );
         warn!(tenant = %self.tenant, secret = %self.secret.name, version = current, "secret written outside the operator");
-        self.adopt(st, current, "CasConflict", msg.clone());
+        self.adopt(st, current, CONFLICT, msg.clone());
         self.event(EventType::Warning, "SecretChangedOutside", &msg).await;
     }
 
@@ -695,7 +886,7 @@ impl Turn<'_> {
         };
         if let Some((phase, what, regions)) = behind {
             st.phase = Some(phase);
-            if st.reason != "CasConflict" {
+            if !sticky(&st.reason) {
                 st.reason = "RegionsBehind".into();
                 st.message = format!("version {version} not yet in the {what} of {regions}");
             }
@@ -704,11 +895,15 @@ impl Turn<'_> {
                 st.previous_until = None;
             }
             // A conflict stays reported until the next rotation of the operator's own.
-            if st.reason != "CasConflict" {
+            if !sticky(&st.reason) {
                 st.reason.clear();
                 st.message.clear();
             }
-            st.phase = Some(SecretPhase::Done);
+            st.phase = Some(if st.reason == ROLLED_BACK {
+                SecretPhase::RolledBack
+            } else {
+                SecretPhase::Done
+            });
         }
     }
 }

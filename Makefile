@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup
+.PHONY: help prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-tenants: bench-build ## 1,000 tenants in 4 regional clusters + S3: cold st
 
 bench-backup: bench-build ## 500 tenants in 4 regional clusters + S3: a full backup round vs a raw upload of the same bytes, copies verified, RPO p99 over 1-minute rounds
 	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) backup --count 500
+
+bench-rotation: bench-build ## 5000 secrets over 4 OpenBao servers + regional clusters rotated at once vs a raw vaultrs put of the same versions; double rotations from OpenBao's version numbers
+	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) rotation --secrets 5000
 
 clean: ## Remove build output and demo state (keeps the cached kube build)
 	rm -rf $(CARGO_TARGET_DIR) .demo

@@ -461,9 +461,10 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
                 .all(|r| region(st, r)["vaultVersion"] == v && region(st, r)["syncedVersion"] == v)
     };
 
-    // 1. Recorded, not written: africa's policy lets the operator read but not write the key's metadata.
+    // 1. Recorded and claimed, not written: africa's policy lets the operator write the key's metadata (the
+    //    claim) but not its data.
     let policy = std::fs::read_to_string(azora_tests::repo_root().join("regions/vault-policy.hcl")).unwrap();
-    let read_only = "path \"secret/data/tenants/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/tenants/*\" { capabilities = [\"read\"] }\n";
+    let read_only = "path \"secret/data/tenants/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/tenants/*\" { capabilities = [\"create\", \"update\", \"read\"] }\n";
     vaultrs::sys::policy::set(&baos["africa"].root().unwrap(), "azora-operator", read_only)
         .await
         .unwrap();
@@ -473,7 +474,13 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
     })
     .await;
     let id = st["pending"]["id"].as_str().unwrap().to_string();
-    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 1);
+    let (v, custom) = baos["africa"].meta(PATH).await.unwrap();
+    assert_eq!(v, 1);
+    assert_eq!(
+        custom.get("azora.io/rotation-id"),
+        Some(&id),
+        "the write was not claimed before it was tried"
+    );
     fleet.kill_operator();
     vaultrs::sys::policy::set(&baos["africa"].root().unwrap(), "azora-operator", &policy)
         .await
@@ -556,6 +563,14 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
         "europe written twice"
     );
     let value = baos["africa"].read(PATH, 4).await.unwrap()["password"].clone();
+    // The rotation id rides in the version's data in Vault, never into the target Secrets.
+    assert!(
+        baos["africa"]
+            .read(PATH, 4)
+            .await
+            .unwrap()
+            .contains_key("azora.io/rotation-id")
+    );
     for r in ["africa", "europe"] {
         let s = target(&fleet, r).await.unwrap();
         assert_eq!(value_of(&s, "password").as_deref(), Some(value.as_str()), "{r}");
@@ -568,6 +583,52 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
             Some("4")
         );
     }
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r).await.unwrap();
+        assert!(
+            !s.data.unwrap_or_default().contains_key("azora.io/rotation-id"),
+            "{r}"
+        );
+    }
+
+    // 4. Claimed, not written, and then someone writes the key by hand: the claim alone would say the
+    //    operator's write landed; the version's own data says it did not. Reported, kept, not overwritten.
+    vaultrs::sys::policy::set(&baos["africa"].root().unwrap(), "azora-operator", read_only)
+        .await
+        .unwrap();
+    rotate_now(&fleet, "k4").await;
+    wait_status(&fleet, "rotation claimed, write refused", |st| {
+        st["pending"]["fromVersion"] == 4 && st["reason"] == "VaultPermissionDenied"
+    })
+    .await;
+    let v5 = baos["africa"]
+        .put(
+            PATH,
+            &HashMap::from([("password".to_string(), "set-by-hand".to_string())]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v5, 5);
+    vaultrs::sys::policy::set(&baos["africa"].root().unwrap(), "azora-operator", &policy)
+        .await
+        .unwrap();
+    let st = wait_status(&fleet, "hand write after the claim reported", |st| {
+        st["version"] == 5 && st["reason"] == "CasConflict" && st["pending"].is_null() && synced(st, 5)
+    })
+    .await;
+    assert!(
+        st["rotationId"].is_null(),
+        "the hand write was taken for the operator's rotation: {st:#}"
+    );
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        5,
+        "the hand-written version was overwritten"
+    );
+    assert_eq!(
+        value_of(&target(&fleet, "europe").await.unwrap(), "password").as_deref(),
+        Some("set-by-hand")
+    );
 }
 
 /// An HTTP endpoint answering every request with the status in `code` (the "service" a rotation is checked

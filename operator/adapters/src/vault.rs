@@ -93,9 +93,12 @@ impl VaultConfig {
 /// What went wrong, by what the caller does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
-    /// Login refused, or a request not permitted by the token's policies (HTTP 403, or 400/401 on login).
+    /// A request not permitted by the token's policies (HTTP 403).
     #[error("permission denied: {0}")]
     Denied(String),
+    /// The login was refused (bad role, a ServiceAccount token the TokenReview rejects, a bad static token).
+    #[error("login refused: {0}")]
+    LoginDenied(String),
     /// The Vault is sealed (HTTP 503 saying so).
     #[error("vault is sealed")]
     Sealed,
@@ -115,6 +118,7 @@ impl VaultError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Denied(_) => "VaultPermissionDenied",
+            Self::LoginDenied(_) => "VaultLoginDenied",
             Self::Sealed => "VaultSealed",
             Self::Unreachable(_) => "VaultUnreachable",
             Self::CasConflict(_) => "CasConflict",
@@ -247,7 +251,7 @@ impl Vault {
                 jwt_file,
             } => {
                 let jwt = tokio::fs::read_to_string(jwt_file).await.map_err(|e| {
-                    VaultError::Denied(format!(
+                    VaultError::LoginDenied(format!(
                         "reading the ServiceAccount token {}: {}",
                         jwt_file.display(),
                         e.kind()
@@ -261,8 +265,8 @@ impl Vault {
                 )
                 .await
                 .map_err(|e| match e {
-                    // A login Vault turns down (bad role, a token the TokenReview rejects) is a denial.
-                    VaultError::Refused(m) => VaultError::Denied(m),
+                    // A login Vault turns down (bad role, a token the TokenReview rejects).
+                    VaultError::Refused(m) | VaultError::Denied(m) => VaultError::LoginDenied(m),
                     other => other,
                 })?;
                 let renew_at = (auth.lease_duration > 0)

@@ -169,7 +169,7 @@ pub struct TenantSecret {
     /// Name of this secret, unique within the tenant.
     #[schemars(schema_with = "crate::common::name_schema")]
     pub name: String,
-    /// Path in the region's Vault KV v2 engine, e.g. `tenants/acme/db`.
+    /// Path in the region's Vault KV v2 engine, under `tenants/<tenant>/`, e.g. `tenants/acme/db`.
     #[schemars(length(min = 1, max = 512), regex(pattern = "^[A-Za-z0-9_./-]+$"))]
     pub vault_path: String,
     /// Name of the Kubernetes Secret written in the tenant's namespace in each region.

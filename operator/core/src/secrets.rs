@@ -13,12 +13,61 @@ use azora_api::tenant::{GeneratorKind, TenantSecret};
 
 use crate::duration::parse_duration;
 
+/// Reserved key in a version's data naming the rotation that wrote it: the version itself says whose it is
+/// (custom metadata is the key's, not the version's). Never synced into target Secrets.
+pub const DATA_ROTATION: &str = "azora.io/rotation-id";
+
+/// Whether a data key is the operator's own (kept in Vault, left out of target Secrets).
+pub fn reserved(key: &str) -> bool {
+    key.starts_with("azora.io/")
+}
+
 /// Custom metadata: the rotation whose write the key holds (or is about to).
 pub const META_ROTATION: &str = "azora.io/rotation-id";
 /// Custom metadata: the home region's version the claimed write carries.
 pub const META_HOME_VERSION: &str = "azora.io/home-version";
 /// Custom metadata: the key version the claimed write produces.
 pub const META_WRITES: &str = "azora.io/writes-version";
+
+/// Where a tenant's secrets live in every region's KV mount: `tenants/<tenant>/…` (what the shipped policy
+/// grants), so one tenant can never name another's secret.
+pub fn tenant_prefix(tenant: &str) -> String {
+    format!("tenants/{tenant}/")
+}
+
+/// Why each of a tenant's secrets cannot be rotated or synced (reason, message), in spec order: its own
+/// settings ([`check`]), a path outside `tenants/<tenant>/`, or a path or target Secret another secret of the
+/// tenant also uses (their writes would replace each other's keys). Nothing is written for such a secret.
+pub fn check_all(tenant: &str, secrets: &[TenantSecret]) -> Vec<Option<(&'static str, String)>> {
+    let prefix = tenant_prefix(tenant);
+    secrets
+        .iter()
+        .map(|s| {
+            if let Some(p) = check(s) {
+                return Some(p);
+            }
+            if !s.vault_path.starts_with(&prefix) {
+                return Some((
+                    "InvalidVaultPath",
+                    format!(
+                        "secret {}: vaultPath {} must be under {prefix}",
+                        s.name, s.vault_path
+                    ),
+                ));
+            }
+            let twin = secrets.iter().find(|o| {
+                o.name != s.name && (o.vault_path == s.vault_path || o.target_secret == s.target_secret)
+            })?;
+            Some((
+                "DuplicateSecret",
+                format!(
+                    "secrets {} and {} share a vaultPath or a targetSecret; each needs its own",
+                    s.name, twin.name
+                ),
+            ))
+        })
+        .collect()
+}
 
 /// Why a secret cannot be rotated or synced: (reason, message). Nothing is written for such a secret.
 pub fn check(s: &TenantSecret) -> Option<(&'static str, String)> {
@@ -128,7 +177,8 @@ pub fn claim(rotation: &str, home_version: u64, writes: u64) -> BTreeMap<String,
 /// What a key's state says about the claimed write of `rotation` conditioned on `from` (check-and-set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {
-    /// The key's newest version is the claimed write's: it happened.
+    /// The key's newest version is the claimed write's: it happened (the caller confirms from the version's
+    /// data, [`DATA_ROTATION`], that it is not someone else's write made after the claim).
     Done(u64),
     /// The key is still at `from`: the write did not happen; it can be made now.
     NotYet,
@@ -189,6 +239,32 @@ mod tests {
         }
         assert_eq!(check(&secret("../x")).map(|c| c.0), Some("InvalidVaultPath"));
         assert_eq!(check(&secret("tenants/acme/db")), None);
+    }
+
+    #[test]
+    fn a_tenant_names_only_its_own_paths_and_each_once() {
+        let mut a = secret("tenants/acme/db");
+        let b = {
+            let mut b = secret("tenants/acme/db");
+            b.name = "api".into();
+            b.target_secret = "api".into();
+            b
+        };
+        let r = check_all("acme", &[a.clone(), b]);
+        assert_eq!(r[0].as_ref().map(|c| c.0), Some("DuplicateSecret"));
+        assert_eq!(r[1].as_ref().map(|c| c.0), Some("DuplicateSecret"));
+        assert_eq!(
+            check_all("evil", std::slice::from_ref(&a))[0]
+                .as_ref()
+                .map(|c| c.0),
+            Some("InvalidVaultPath")
+        );
+        assert_eq!(check_all("acme", std::slice::from_ref(&a))[0], None);
+        a.vault_path = "tenants/acmeco/db".into();
+        assert_eq!(
+            check_all("acme", &[a])[0].as_ref().map(|c| c.0),
+            Some("InvalidVaultPath")
+        );
     }
 
     #[test]

@@ -169,6 +169,13 @@ fn init_tracing(format: LogFormat) {
             "info,kube=warn,kube_client::client::tls=error,hickory_server=warn,hickory_proto=warn",
         )
     });
+    // The Vault client's own logging is off whatever RUST_LOG says: its request spans and debug output may
+    // carry secret paths and bodies, and every error it sees is reported by the secrets room in words
+    // that never hold a value.
+    let filter = ["rustify=off", "vaultrs=off"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive);
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -4,6 +4,8 @@
 //! - `dns`: dnsperf against the embedded server and against Knot serving the same zone, same query file.
 //! - `probes`: the probe engine with many endpoints at 5 s: CPU used and scheduling lag p99.
 //! - `tenants`: N tenants in four regional clusters: cold start, writes of a no-op resync, replication lag.
+//! - `backup`: a full backup round beside a raw upload of the same bytes; RPO; a large tenant's memory.
+//! - `rotation`: N secrets over four OpenBao servers and regional clusters rotated at once, beside raw puts.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +22,8 @@ use rand::Rng;
 
 #[path = "../bench/backup.rs"]
 mod backup;
+#[path = "../bench/rotation.rs"]
+mod rotation;
 #[path = "../bench/tenants.rs"]
 mod tenants;
 
@@ -70,6 +74,19 @@ enum Cli {
         /// MiB of objects in the one large tenant backed up and restored at the end (0: skip).
         #[arg(long, default_value_t = 1024)]
         large_mib: u64,
+    },
+    /// Secret rotation: N secrets over four regions (OpenBao + regional cluster each) rotated at once,
+    /// beside a raw vaultrs put of the same number of versions.
+    Rotation {
+        /// Secrets in all.
+        #[arg(long, default_value_t = 5000)]
+        secrets: usize,
+        /// Secrets per tenant.
+        #[arg(long, default_value_t = 10)]
+        per_tenant: usize,
+        /// Tenants worked on at once (`--secret-concurrency`), and the raw client's concurrency.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
     },
     /// Probe engine scale.
     Probes {
@@ -386,6 +403,11 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             large_mib,
         } => backup::run(count, concurrency, rounds, large_mib).await,
+        Cli::Rotation {
+            secrets,
+            per_tenant,
+            concurrency,
+        } => rotation::run(secrets, per_tenant.max(1), concurrency).await,
         Cli::Tenants {
             count,
             objects,

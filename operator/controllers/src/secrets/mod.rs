@@ -60,8 +60,17 @@ impl Default for SecretsConfig {
     }
 }
 
-/// How long a region whose Vault refused the login (or a request) is left alone before trying again.
-const DENIED_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a region whose Vault refused the operator's login is left alone before trying again (never a
+/// login in a hot loop); a Vault that is sealed or does not answer is left alone for a shorter while, so
+/// the tenants homed there fail fast instead of filling every worker with 10 s timeouts.
+fn backoff(e: &VaultError) -> Option<Duration> {
+    match e {
+        VaultError::LoginDenied(_) => Some(Duration::from_secs(30)),
+        VaultError::Unreachable(_) => Some(Duration::from_secs(10)),
+        VaultError::Sealed => Some(Duration::from_secs(5)),
+        _ => None,
+    }
+}
 /// How long a region's Vault client (and the token Secret behind it) is reused before its settings are read
 /// again.
 const CLIENT_TTL: Duration = Duration::from_secs(60);
@@ -69,14 +78,16 @@ const CLIENT_TTL: Duration = Duration::from_secs(60);
 /// This capability's work for one leadership term.
 pub fn term(ctx: &Context, cfg: SecretsConfig, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
     let room = Arc::new(Room::new(ctx.clone(), cfg.clone()));
-    // A rotate-now request changes only an annotation: wake the tenant for it.
-    let wakes = ctx.caches.tenants.subscribe().filter_map(|o| async move {
-        o.metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(ROTATE_NOW))
-            .then(|| o.metadata.name.clone())
-            .flatten()
+    // A rotate-now request changes only an annotation: wake the tenant once per new value (not on every
+    // later change of a Tenant that still carries it).
+    let seen = room.clone();
+    let wakes = ctx.caches.tenants.subscribe().filter_map(move |o| {
+        let seen = seen.clone();
+        async move {
+            let name = o.metadata.name.clone()?;
+            let token = o.metadata.annotations.as_ref()?.get(ROTATE_NOW)?;
+            seen.first_sight(&name, token).then_some(name)
+        }
     });
     vec![custom_controller::<TenantSecretsKind, _, _, _, _>(
         &ctx.caches.tenants,
@@ -135,6 +146,9 @@ pub struct Room {
     denied: Mutex<BTreeMap<String, (Instant, VaultError)>>,
     /// Runs the `verify` checks.
     pub(crate) prober: azora_adapters::probe::Prober,
+    woken: Mutex<BTreeMap<String, String>>,
+    audited: Mutex<std::collections::HashMap<String, Instant>>,
+    checked: Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl Room {
@@ -152,6 +166,9 @@ impl Room {
             vaults: Mutex::default(),
             denied: Mutex::default(),
             prober: azora_adapters::probe::Prober::new(None),
+            woken: Mutex::default(),
+            audited: Mutex::default(),
+            checked: Mutex::default(),
         }
     }
 
@@ -168,13 +185,14 @@ impl Room {
             settings: true,
         };
         if let Some((at, e)) = self.denied.lock().ok().and_then(|d| d.get(region).cloned())
-            && at.elapsed() < DENIED_BACKOFF
+            && let Some(wait) = backoff(&e)
+            && at.elapsed() < wait
         {
             return Err(VaultProblem {
                 reason: e.reason(),
                 message: format!(
                     "region {region}'s Vault: {e} (tried again {}s after)",
-                    DENIED_BACKOFF.as_secs()
+                    wait.as_secs()
                 ),
                 settings: false,
             });
@@ -277,12 +295,47 @@ impl Room {
         Ok(client)
     }
 
-    /// Notes a denial from `region`'s Vault: it is left alone for [`DENIED_BACKOFF`].
+    /// Notes a refused login, or a sealed or silent Vault, in `region`: it is left alone for a while
+    /// ([`backoff`]). A request refused by policy for one path holds back only that secret.
     pub(crate) fn note(&self, region: &str, e: &VaultError) {
-        if matches!(e, VaultError::Denied(_))
+        if backoff(e).is_some()
             && let Ok(mut d) = self.denied.lock()
         {
             d.insert(region.to_string(), (Instant::now(), e.clone()));
         }
+    }
+
+    /// Whether a `rotate-now` value on `tenant` is new to this process (each value wakes the tenant once).
+    fn first_sight(&self, tenant: &str, token: &str) -> bool {
+        self.woken.lock().is_ok_and(|mut w| {
+            if w.get(tenant).is_some_and(|t| t == token) {
+                return false;
+            }
+            w.insert(tenant.to_string(), token.to_string());
+            true
+        })
+    }
+
+    /// Whether `key` is due for an audit (every replica and target Secret read back and repaired): not
+    /// audited within `every`; records now when it is.
+    pub(crate) fn audit_due(&self, key: &str, every: Duration) -> bool {
+        self.audited.lock().is_ok_and(|mut a| {
+            if a.get(key).is_some_and(|t| t.elapsed() < every) {
+                return false;
+            }
+            a.insert(key.to_string(), Instant::now());
+            true
+        })
+    }
+
+    /// Whether a `verify` check of `key` may run now (checks are spaced); records now when it may.
+    pub(crate) fn check_due(&self, key: &str, spacing: Duration) -> bool {
+        self.checked.lock().is_ok_and(|mut c| {
+            if c.get(key).is_some_and(|t| t.elapsed() < spacing) {
+                return false;
+            }
+            c.insert(key.to_string(), Instant::now());
+            true
+        })
     }
 }

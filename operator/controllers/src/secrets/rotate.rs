@@ -37,6 +37,16 @@ const SETTLED: Duration = Duration::from_secs(60);
 const ROLLED_BACK: &str = "RotationRolledBack";
 /// Reason of a secret whose last rotation met a version written by someone else (kept likewise).
 const CONFLICT: &str = "CasConflict";
+/// How often a done secret's replicas and target Secrets are read back and repaired (a deleted Secret, a
+/// restored or hand-edited replica), though the status says they hold the version.
+const AUDIT_EVERY: Duration = Duration::from_secs(30 * 60);
+/// Time between two `verify` checks of a version (the first comes this long after every region has it
+/// and its workloads were restarted).
+const CHECK_SPACING: Duration = Duration::from_secs(10);
+/// Reason of a version whose checks are failing (kept between checks).
+const VERIFY_FAILING: &str = "VerificationFailing";
+/// Reason of a version 1 that failed its checks: nothing to roll back to.
+const VERIFY_FAILED: &str = "VerificationFailed";
 /// Secrets of one tenant written, replicated and synced at once.
 const SECRETS_AT_ONCE: usize = 8;
 
@@ -106,10 +116,12 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         })
         .collect();
     let tenant = obj.name_any();
+    let problems = core::check_all(&tenant, &spec.secrets);
     let turns: Vec<Turn> = spec
         .secrets
         .iter()
-        .map(|secret| Turn {
+        .zip(problems)
+        .map(|(secret, problem)| Turn {
             room: &room,
             obj: &obj,
             tenant: tenant.clone(),
@@ -118,6 +130,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
             placed: &placed,
             regions: &regions,
             rotate_now: rotate_now.as_deref(),
+            problem,
         })
         .collect();
     let mut prepared = Vec::with_capacity(turns.len());
@@ -209,6 +222,8 @@ struct Turn<'a> {
     placed: &'a [String],
     regions: &'a BTreeMap<String, RegionSpec>,
     rotate_now: Option<&'a str>,
+    /// Bad input found across the tenant's secrets (`core::check_all`).
+    problem: Option<(&'static str, String)>,
 }
 
 fn fail(st: &mut SecretStatus, reason: &str, message: String) {
@@ -219,7 +234,7 @@ fn fail(st: &mut SecretStatus, reason: &str, message: String) {
 
 /// A reason that stays after the secret is done again (what happened to its last rotation).
 fn sticky(reason: &str) -> bool {
-    reason == CONFLICT || reason == ROLLED_BACK
+    [CONFLICT, ROLLED_BACK, VERIFY_FAILED, VERIFY_FAILING].contains(&reason)
 }
 
 fn now() -> Time {
@@ -271,7 +286,7 @@ impl Turn<'_> {
     async fn prepare(&self, st: &mut SecretStatus) -> Prepared {
         let s = self.secret;
         // Bad input: a condition, nothing written anywhere.
-        if let Some((reason, msg)) = core::check(s) {
+        if let Some((reason, msg)) = self.problem.clone() {
             fail(st, reason, msg);
             return Prepared::Stop(SETTLED);
         }
@@ -326,10 +341,20 @@ impl Turn<'_> {
         };
         if let Some(p) = st.pending.clone() {
             // A rotation recorded earlier: the key says whether its write happened.
-            match written(current, &custom, &p.id, p.from_version) {
-                Written::NotYet => go.write = Some((p, false)),
-                Written::Done(v) => self.commit(st, &p, v, grace).await,
-                Written::Conflict(v) => self.conflict(st, &p.id, v).await,
+            if s.generator.kind == GeneratorKind::External && p.restores.is_none() {
+                // Switched to External meanwhile: nothing is generated for it any more.
+                st.pending = None;
+            } else {
+                match self.judge(&go.home, current, &custom, &p).await {
+                    Ok(Written::NotYet) => go.write = Some((p, false)),
+                    Ok(Written::Done(v)) => self.commit(st, &p, v, grace).await,
+                    Ok(Written::Conflict(v)) => self.conflict(st, &p.id, v).await,
+                    Err(e) => {
+                        st.reason = e.reason().to_string();
+                        st.message = format!("home region {}: {e}", self.home());
+                        return Prepared::Stop(BEHIND);
+                    }
+                }
             }
         } else if current == 0 {
             if s.generator.kind == GeneratorKind::External {
@@ -393,19 +418,28 @@ impl Turn<'_> {
         let s = self.secret;
         // Checks start on the pass after the one that synced (and restarted) everywhere.
         let was_verifying = st.phase == Some(SecretPhase::Verifying);
-        if let Some((p, _)) = &go.write
-            && let Some(d) = self.write_home(&go.home, p, st, go.grace).await
-        {
-            return d;
+        let mut written = None;
+        if let Some((p, _)) = &go.write {
+            match self.write_home(&go.home, p, st, go.grace).await {
+                Ok(data) => written = data,
+                Err(d) => return d,
+            }
         }
         if st.version == 0 {
             return BEHIND;
         }
-        self.spread(st, &go.home, &go.vaults).await;
+        self.spread(st, &go.home, &go.vaults, written).await;
         if st.phase == Some(SecretPhase::Done) && self.needs_check(st) {
+            let key = format!("{}/{}", self.tenant, s.name);
             if !was_verifying {
+                // The first check comes a spacing after this (restarted workloads get their moment).
+                self.room.check_due(&key, Duration::ZERO);
                 st.phase = Some(SecretPhase::Verifying);
                 st.message = format!("version {} everywhere; checking {}", st.version, self.check_url());
+                return BEHIND;
+            }
+            if !self.room.check_due(&key, CHECK_SPACING) {
+                st.phase = Some(SecretPhase::Verifying);
                 return BEHIND;
             }
             self.check(st).await;
@@ -467,13 +501,42 @@ impl Turn<'_> {
         jiff::Timestamp::now() >= core::next_rotation(last.0, every, &self.tenant, &self.secret.name)
     }
 
+    /// What the home key says about the recorded rotation `p`: the claim in its custom metadata, confirmed
+    /// by the rotation id inside the version's own data (a write by someone else after the claim is theirs).
+    async fn judge(
+        &self,
+        home: &Vault,
+        current: u64,
+        custom: &BTreeMap<String, String>,
+        p: &PendingRotation,
+    ) -> Result<Written, VaultError> {
+        match written(current, custom, &p.id, p.from_version) {
+            Written::Done(v) => {
+                let data = home.read(self.path(), v).await?;
+                let ours = data
+                    .as_ref()
+                    .and_then(|d| d.0.get(core::DATA_ROTATION))
+                    .is_some_and(|id| *id == p.id);
+                Ok(if ours {
+                    Written::Done(v)
+                } else {
+                    Written::Conflict(v)
+                })
+            }
+            w => Ok(w),
+        }
+    }
+
     fn check_url(&self) -> &str {
         self.secret.verify.as_ref().map_or("", |v| v.url.as_str())
     }
 
     /// Whether the current version is the operator's own rotation and still has to pass `verify`.
     fn needs_check(&self, st: &SecretStatus) -> bool {
-        self.secret.verify.is_some()
+        self.secret
+            .verify
+            .as_ref()
+            .is_some_and(|v| st.verify_failures < v.attempts)
             && st.verified_version != Some(st.version)
             && st.rotation_id.is_some()
             && st.reason != ROLLED_BACK
@@ -499,12 +562,15 @@ impl Turn<'_> {
             st.verified_version = Some(st.version);
             st.verify_failures = 0;
             st.phase = Some(SecretPhase::Done);
+            if st.reason == VERIFY_FAILING {
+                st.reason.clear();
+            }
             st.message.clear();
             return;
         }
         st.verify_failures += 1;
         st.phase = Some(SecretPhase::Verifying);
-        st.reason = "VerificationFailing".into();
+        st.reason = VERIFY_FAILING.into();
         st.message = format!(
             "check {}/{} of version {} failed: GET {}: {}",
             st.verify_failures, v.attempts, st.version, v.url, result.reason
@@ -512,7 +578,7 @@ impl Turn<'_> {
         if st.verify_failures >= v.attempts && st.version <= 1 {
             fail(
                 st,
-                "VerificationFailed",
+                VERIFY_FAILED,
                 format!(
                     "version 1 failed {} checks of {} ({}); there is no earlier version to roll back to",
                     v.attempts, v.url, result.reason
@@ -539,7 +605,18 @@ impl Turn<'_> {
         from: u64,
         restores: Option<u64>,
     ) -> Option<PendingRotation> {
-        if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, self.placed).await {
+        // Regions whose target Secret the operator has synced before hold its own; the others are checked.
+        let unchecked: Vec<String> = self
+            .placed
+            .iter()
+            .filter(|r| {
+                !st.regions
+                    .iter()
+                    .any(|e| &e.region == *r && e.synced_version.is_some())
+            })
+            .cloned()
+            .collect();
+        if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, &unchecked).await {
             fail(st, "TargetSecretConflict", msg);
             return None;
         }
@@ -558,7 +635,7 @@ impl Turn<'_> {
         }
         if let Some(r) = restores {
             // The verification failure stays the message: it is why this rollback happens.
-            st.reason = "VerificationFailed".into();
+            st.reason = VERIFY_FAILED.into();
             st.message = format!(
                 "rolling back: writing version {r}'s value as version {} in region {}; {}",
                 from + 1,
@@ -572,15 +649,17 @@ impl Turn<'_> {
         Some(p)
     }
 
-    /// The recorded rotation's write: the claim, then the data with check-and-set. `Some`: it did not
-    /// happen now (Vault refused or is down); the rotation stays recorded and is tried again then.
+    /// The recorded rotation's write: the claim, then the data with check-and-set; returns the data written
+    /// (the new current version), or nothing when someone else's version turned out current. `Err`: it did
+    /// not happen now (Vault refused or is down); the rotation stays recorded and is tried again after that
+    /// long.
     async fn write_home(
         &self,
         home: &Vault,
         p: &PendingRotation,
         st: &mut SecretStatus,
         grace: Duration,
-    ) -> Option<Duration> {
+    ) -> Result<Option<SecretData>, Duration> {
         let path = self.path();
         let to = p.from_version + 1;
         let data = match p.restores {
@@ -597,7 +676,7 @@ impl Turn<'_> {
                             self.home()
                         ),
                     );
-                    return Some(SETTLED);
+                    return Err(SETTLED);
                 }
                 Err(e) => {
                     self.room.note(self.home(), &e);
@@ -605,30 +684,43 @@ impl Turn<'_> {
                         "rolling back: reading version {rv} in region {}: {e}",
                         self.home()
                     );
-                    return Some(BEHIND);
+                    return Err(BEHIND);
                 }
             },
         };
+        let mut data = data;
+        data.0.insert(core::DATA_ROTATION.to_string(), p.id.clone());
+        if self.room.ctx.fence.check().await.is_err() {
+            // No longer the leader: the rotation stays recorded for whoever leads.
+            return Err(SETTLED);
+        }
         let r = async {
             home.set_custom(path, &claim(&p.id, to, to)).await?;
             home.write(path, &data, p.from_version).await
         }
         .await;
-        drop(data);
         match r {
             Ok(v) => {
                 self.commit(st, p, v, grace).await;
-                None
+                Ok(Some(data))
             }
             Err(VaultError::CasConflict(_)) => {
-                let current = home
-                    .meta(path)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or(p.from_version + 1, |m| m.current_version);
-                self.conflict(st, &p.id, current).await;
-                None
+                // Someone else's version — or this rotation's own earlier attempt that landed late.
+                let (current, custom) = match home.meta(path).await {
+                    Ok(Some(m)) => (m.current_version, m.custom),
+                    _ => return Err(BEHIND),
+                };
+                match self.judge(home, current, &custom, p).await {
+                    Ok(Written::Done(v)) => {
+                        self.commit(st, p, v, grace).await;
+                        Ok(None)
+                    }
+                    Ok(_) => {
+                        self.conflict(st, &p.id, current).await;
+                        Ok(None)
+                    }
+                    Err(_) => Err(BEHIND),
+                }
             }
             Err(e) => {
                 self.room.note(self.home(), &e);
@@ -644,7 +736,7 @@ impl Turn<'_> {
                     p.id,
                     self.home()
                 );
-                Some(BEHIND)
+                Err(BEHIND)
             }
         }
     }
@@ -764,10 +856,35 @@ impl Turn<'_> {
         st: &mut SecretStatus,
         home: &Vault,
         vaults: &BTreeMap<String, Result<Arc<Vault>, VaultProblem>>,
+        written: Option<SecretData>,
     ) {
         let path = self.path();
         let version = st.version;
-        let data = match home.read(path, version).await {
+        let t = jiff::Timestamp::now();
+        let drop_previous = st.previous_until.as_ref().is_some_and(|u| t >= u.0);
+        let in_step = |r: &String| {
+            st.regions.iter().any(|e| {
+                &e.region == r && e.vault_version == Some(version) && e.synced_version == Some(version)
+            })
+        };
+        let audit = self
+            .room
+            .audit_due(&format!("{}/{}", self.tenant, self.secret.name), AUDIT_EVERY);
+        if !audit
+            && !drop_previous
+            && self.placed.iter().all(in_step)
+            && st.regions.len() == self.placed.len()
+        {
+            // Every region is recorded holding the version: nothing to read or write.
+            self.settle(st, version, false);
+            return;
+        }
+        let known = written.filter(|_| st.pending.is_none());
+        let read = match known {
+            Some(d) => Ok(Some(d)),
+            None => home.read(path, version).await,
+        };
+        let data = match read {
             Ok(Some(d)) => d,
             Ok(None) => {
                 fail(
@@ -787,11 +904,18 @@ impl Turn<'_> {
                 return;
             }
         };
-        let t = jiff::Timestamp::now();
         let keep_previous = st.previous_until.as_ref().is_some_and(|u| t < u.0);
-        let drop_previous = st.previous_until.as_ref().is_some_and(|u| t >= u.0);
         let previous = if keep_previous && version > 1 {
-            home.read(path, version - 1).await.ok().flatten()
+            match home.read(path, version - 1).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Without it the consumers of the previous value would lose it before the grace ends.
+                    self.room.note(self.home(), &e);
+                    st.reason = e.reason().to_string();
+                    st.message = format!("reading version {} in region {}: {e}", version - 1, self.home());
+                    return;
+                }
+            }
         } else {
             None
         };
@@ -817,9 +941,9 @@ impl Turn<'_> {
             let mut problems = Vec::new();
             if region == self.home() {
                 entry.vault_version = Some(version);
-            } else if entry.vault_version != Some(version) {
+            } else if entry.vault_version != Some(version) || audit {
                 match vaults.get(region) {
-                    Some(Ok(v)) => match replicate(v, path, &data, version, &id).await {
+                    Some(Ok(v)) => match replicate(self.room, v, path, &data, version, &id).await {
                         Ok(()) => entry.vault_version = Some(version),
                         Err(e) => {
                             self.room.note(region, &e);
@@ -830,7 +954,7 @@ impl Turn<'_> {
                     None => problems.push("vault: not configured".into()),
                 }
             }
-            if entry.synced_version != Some(version) || drop_previous {
+            if entry.synced_version != Some(version) || drop_previous || audit {
                 match sync::apply(
                     self.room,
                     &self.tenant,
@@ -857,6 +981,11 @@ impl Turn<'_> {
         }
         drop(data);
         drop(previous);
+        self.settle(st, version, drop_previous);
+    }
+
+    /// The phase, reason and message from what every region holds.
+    fn settle(&self, st: &mut SecretStatus, version: u64, drop_previous: bool) {
         let behind_vault: Vec<&SecretRegion> = st
             .regions
             .iter()
@@ -899,18 +1028,20 @@ impl Turn<'_> {
                 st.reason.clear();
                 st.message.clear();
             }
-            st.phase = Some(if st.reason == ROLLED_BACK {
-                SecretPhase::RolledBack
-            } else {
-                SecretPhase::Done
+            st.phase = Some(match st.reason.as_str() {
+                ROLLED_BACK => SecretPhase::RolledBack,
+                VERIFY_FAILED => SecretPhase::Failed,
+                _ => SecretPhase::Done,
             });
         }
     }
 }
 
 /// Writes `data` (home `version`) to a replica's key, claimed first; nothing when the key already holds it
-/// (a write that landed before a crash is never made twice).
+/// — its claim says so and its newest version's data is the same (a write that landed before a crash is
+/// never made twice; a hand write after the claim is not taken for it).
 async fn replicate(
+    room: &Room,
     v: &Vault,
     path: &str,
     data: &SecretData,
@@ -922,8 +1053,13 @@ async fn replicate(
         .await?
         .map(|m| (m.current_version, m.custom))
         .unwrap_or_default();
-    if holds_home_version(current, &custom) == Some(version) {
+    if holds_home_version(current, &custom) == Some(version)
+        && v.read(path, current).await?.as_ref() == Some(data)
+    {
         return Ok(());
+    }
+    if room.ctx.fence.check().await.is_err() {
+        return Err(VaultError::Refused("not the leader: not writing".into()));
     }
     v.set_custom(path, &claim(id, version, current + 1)).await?;
     v.write(path, data, current).await.map(|_| ())

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use azora_adapters::vault::SecretData;
 use azora_api::tenant::TenantSecret;
+use azora_core::secrets::reserved;
 use azora_core::tenancy::{MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL, namespace_of};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -92,12 +93,19 @@ pub(super) async fn apply(
         .map_err(|why| why.unwrap_or_else(|| format!("no cluster for region {region}")))?;
     let ns = namespace_of(tenant);
     let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
-    let values: Vec<&str> = data
+    let values: Vec<String> = data
         .0
         .values()
         .chain(previous.iter().flat_map(|p| p.0.values()))
-        .map(String::as_str)
+        .flat_map(|v| {
+            use base64::Engine as _;
+            [
+                v.clone(),
+                base64::engine::general_purpose::STANDARD.encode(v.as_bytes()),
+            ]
+        })
         .collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
     match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
         Err(_) => {
             return Err(format!(
@@ -120,13 +128,15 @@ pub(super) async fn apply(
         }
         Ok(Ok(_)) => {}
     }
+    // The operator's own keys (the rotation id) stay in Vault.
     let mut d: BTreeMap<String, ByteString> = data
         .0
         .iter()
+        .filter(|(k, _)| !reserved(k))
         .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
         .collect();
     if let Some(p) = previous {
-        for (k, v) in &p.0 {
+        for (k, v) in p.0.iter().filter(|(k, _)| !reserved(k)) {
             d.insert(format!("previous-{k}"), ByteString(v.as_bytes().to_vec()));
         }
     }

@@ -106,7 +106,7 @@ pub(super) async fn apply(
         })
         .collect();
     let values: Vec<&str> = values.iter().map(String::as_str).collect();
-    match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
+    let live = match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
         Err(_) => {
             return Err(format!(
                 "the {region} cluster did not answer within {}s",
@@ -126,8 +126,8 @@ pub(super) async fn apply(
                 s.target_secret
             ));
         }
-        Ok(Ok(_)) => {}
-    }
+        Ok(Ok(live)) => live,
+    };
     // The operator's own keys (the rotation id) stay in Vault.
     let mut d: BTreeMap<String, ByteString> = data
         .0
@@ -138,6 +138,17 @@ pub(super) async fn apply(
     if let Some(p) = previous {
         for (k, v) in p.0.iter().filter(|(k, _)| !reserved(k)) {
             d.insert(format!("previous-{k}"), ByteString(v.as_bytes().to_vec()));
+        }
+    }
+    // Already as wanted (an audit, a restart): nothing is written.
+    if let Some(live) = &live {
+        let meta = |m: &Option<BTreeMap<String, String>>, k: &str| m.as_ref().and_then(|m| m.get(k)).cloned();
+        if live.data.as_ref() == Some(&d)
+            && meta(&live.metadata.labels, SECRET_LABEL).as_deref() == Some(s.name.as_str())
+            && meta(&live.metadata.annotations, VERSION_ANNOTATION) == Some(version.to_string())
+            && meta(&live.metadata.annotations, ROTATION_ANNOTATION).as_deref() == Some(rotation)
+        {
+            return Ok(());
         }
     }
     let body = Secret {

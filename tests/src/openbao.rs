@@ -115,10 +115,24 @@ audit "file" "file" {{
             unseal_key: String::new(),
         };
         bao.spawn().await?;
+        // Listening is not serving yet: the first requests can be reset while the server finishes starting.
         let anon = client(&bao.address, "")?;
-        let init = vaultrs::sys::start_initialization(&anon, 1, 1, None)
-            .await
-            .context("initialising OpenBao")?;
+        let began = std::time::Instant::now();
+        let init = loop {
+            match vaultrs::sys::start_initialization(&anon, 1, 1, None).await {
+                Ok(i) => break i,
+                Err(vaultrs::error::ClientError::RestClientError { .. })
+                    if began.elapsed() < Duration::from_secs(30) =>
+                {
+                    bao.ensure_running()?;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("initialising OpenBao; server log:\n{}", bao.log_tail())));
+                }
+            }
+        };
         bao.root_token = init.root_token;
         bao.unseal_key = init.keys.first().cloned().context("no unseal key")?;
         bao.unseal().await?;
@@ -150,6 +164,22 @@ audit "file" "file" {{
         .await;
         anyhow::ensure!(up, "OpenBao did not listen on {port} in 30s");
         Ok(())
+    }
+
+    /// An error with the server's log when its process has exited.
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = &mut self.child
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            anyhow::bail!("OpenBao exited ({status}); server log:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// A client with the root token.

@@ -2,7 +2,8 @@
 //! with signals, real observer processes killed, the operator binary): a correlated failure of every region
 //! holds the answers instead of cascading; three regions lost together fail over once, straight to the one
 //! that answers; a dead observer's last report never counts after a leader change, and its Lease is
-//! collected; a policy whose DNS server hangs never delays another policy's failover.
+//! collected; a policy whose DNS server hangs never delays another policy's failover; a new leader never
+//! fails back to a region only the recorded status calls healthy.
 
 #![allow(clippy::unwrap_used)]
 
@@ -344,5 +345,75 @@ async fn a_policy_whose_dns_server_hangs_never_delays_another_policys_failover()
         s.log_tail(0, 60)
     );
     drop(hung);
+    Ok(())
+}
+
+/// The last leader can die after deciding a failover but before its Region status says the region is down
+/// (the verdict is acted on in memory before the status write lands). Its successor starts from the
+/// recorded status: a recorded `Healthy` is a record, not evidence, and must never draw traffic back to a
+/// dead region before this term's observers have judged it.
+#[tokio::test]
+async fn a_takeover_never_fails_back_to_a_region_only_the_recorded_status_calls_healthy() -> anyhow::Result<()>
+{
+    let mut s = Scenario::start(2).await?;
+    // A short hold-down: a failback would follow at once if the new leader believed the record.
+    s.policy("1s", json!({})).await?;
+    s.add_operator(&[])?;
+    steady(&s).await;
+    s.regions[0].kill();
+    assert!(
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40))
+            .await
+            .is_some(),
+        "no failover to europe:\n{}",
+        s.log_tail(0, 40)
+    );
+    let verified = wait::until(Duration::from_secs(20), || async {
+        s.policy_status()
+            .await
+            .map(|st| st["lastFailover"]["to"] == "europe" && !st["lastFailover"]["verifiedTime"].is_null())
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(verified, "{}", s.policy_status().await?);
+    let epoch = s.policy_status().await?["epoch"].as_u64();
+    s.operators[0].kill();
+    // What a leader killed before its status write leaves behind: africa recorded Healthy, never recovered.
+    let regions: Api<DynamicObject> = Api::all_with(s.env.hub().client().await?, &ar("Region", "regions"));
+    let now = jiff::Timestamp::now().to_string();
+    regions
+        .patch_status(
+            "africa",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"verdict": "Healthy", "lastTransitionTime": now,
+                                                       "recoveredTime": null}})),
+        )
+        .await?;
+    s.add_operator(&[])?;
+    // The new leader judges africa from its own observer's probes: Down again.
+    let judged = wait::until(Duration::from_secs(60), || async {
+        s.region_status("africa")
+            .await
+            .map(|st| st["verdict"] == "Down")
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        judged,
+        "{}\n{}",
+        s.region_status("africa").await?,
+        s.log_tail(1, 40)
+    );
+    // Give a wrong failback every chance to show.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = s.policy_status().await?;
+    assert_eq!(
+        st["epoch"].as_u64(),
+        epoch,
+        "no failback to a dead region after the takeover: {st}\n{}",
+        s.log_tail(1, 60)
+    );
+    assert_eq!(st["activeRegion"], "europe", "{st}");
+    assert_eq!(s.answer(1).await, vec![ip("127.0.0.12")]);
     Ok(())
 }

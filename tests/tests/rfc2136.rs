@@ -210,7 +210,9 @@ async fn the_operator_killed_mid_failover_converges_to_the_right_answer_after_re
     assert_eq!(
         st["epoch"].as_u64(),
         Some(epoch),
-        "resumed under the same epoch, no second failover: {st}"
+        "resumed under the same epoch, no second failover: {st}\nkilled replica:\n{}\nnew replica:\n{}",
+        s.log_tail(0, 60),
+        s.log_tail(1, 80)
     );
     assert_eq!(st["lastFailover"]["to"], "europe");
     assert_eq!(

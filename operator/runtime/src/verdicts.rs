@@ -28,6 +28,9 @@ pub struct RegionHealth {
     pub last_ok: Option<Time>,
     /// Start of the latest failed round among fresh observers.
     pub last_failed: Option<Time>,
+    /// Taken from the Region's recorded status at a takeover and not yet judged from fresh reports in
+    /// this term: a record of what the last leader saw, not evidence that the region answers now.
+    pub seeded: bool,
 }
 
 /// Shared verdicts.

@@ -410,7 +410,16 @@ async fn step(
             let h = health.get(n);
             Some(Candidate {
                 name: n.clone(),
-                verdict: h.as_ref().map_or(Verdict::Unknown, |h| h.verdict),
+                // A verdict seeded from the recorded status at a takeover never draws traffic to a
+                // region (the last leader may have died before recording it down): until this term's
+                // observers judge it, a serving verdict counts as not yet judged.
+                verdict: h.as_ref().map_or(Verdict::Unknown, |h| {
+                    if h.seeded && matches!(h.verdict, Verdict::Healthy | Verdict::Degraded) {
+                        Verdict::Unknown
+                    } else {
+                        h.verdict
+                    }
+                }),
                 cordoned: r.cordoned,
                 allowed: allowed.as_ref().is_none_or(|a| a.contains(n)),
                 location: (r.location.latitude, r.location.longitude),

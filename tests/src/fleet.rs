@@ -109,6 +109,32 @@ impl Fleet {
         }))
     }
 
+    /// Makes the operator reach `region`'s cluster as its least-privilege identity: applies
+    /// `regions/regional-cluster/rbac.yaml` there and hands the operator a kubeconfig impersonating the
+    /// `azora-operator` ServiceAccount it binds.
+    pub async fn least_privilege(&self, region: &str) -> anyhow::Result<()> {
+        let api = self.env.server(region).context("no such region")?;
+        let out = std::process::Command::new(crate::tool("kubectl")?)
+            .arg("--kubeconfig")
+            .arg(&api.kubeconfig)
+            .args(["apply", "--server-side", "-f"])
+            .arg(crate::repo_root().join("regions/regional-cluster/rbac.yaml"))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let groups = [
+            "system:serviceaccounts",
+            "system:serviceaccounts:azora-system",
+            "system:authenticated",
+        ];
+        let kc = api.kubeconfig_as(
+            "system:serviceaccount:azora-system:azora-operator",
+            &groups,
+            self.env.dir.path(),
+        )?;
+        self.put_kubeconfig_secret(region, Some(&std::fs::read_to_string(kc)?))
+            .await
+    }
+
     /// Creates or replaces the kubeconfig Secret of `region` (with `content`, or the real kubeconfig).
     pub async fn put_kubeconfig_secret(&self, region: &str, content: Option<&str>) -> anyhow::Result<()> {
         let server = self.env.server(region).context("no such regional cluster")?;

@@ -20,3 +20,23 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Reads `get` every 200 ms until `ok` accepts what it returned or `timeout` passes: `Ok` with the value
+/// accepted, or `Err` with the last one read (for the failure message).
+pub async fn value<T, F, Fut>(timeout: Duration, mut get: F, ok: impl Fn(&T) -> bool) -> Result<T, T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = get().await;
+        if ok(&v) {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -85,6 +85,24 @@ async fn an_outage_of_the_active_region_moves_dns_to_the_next_healthy_one_and_fa
         st["epoch"], 3,
         "initial answer, failover, failback: no churn at startup: {st}"
     );
+    // Each decision is its own Event with its own direction (a repeat of one reason within minutes is
+    // never shown with the first one's note).
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(s.env.hub().client().await?, "default");
+    let notes: Vec<String> = events
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("FailoverDecided"))
+        .filter_map(|e| e.note)
+        .collect();
+    for want in ["africa -> europe (RegionDown)", "europe -> africa (Failback)"] {
+        assert!(
+            notes.iter().any(|n| n.starts_with(want)),
+            "no FailoverDecided Event saying {want}: {notes:?}"
+        );
+    }
     Ok(())
 }
 

@@ -45,24 +45,35 @@ fn region<'a>(st: &'a Value, r: &str) -> &'a Value {
 }
 
 async fn wait_status(fleet: &Fleet, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let st = secret_status(fleet).await;
-        if f(&st) {
-            return st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: secret status {st:#}\noperator log tail:\n{}",
-            tail(&fleet.log())
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let r = azora_tests::wait::value(TIMEOUT, || secret_status(fleet), f).await;
+    let ok = r.is_ok();
+    let (Ok(st) | Err(st)) = r;
+    assert!(
+        ok,
+        "{what}: secret status {st:#}\noperator log tail:\n{}",
+        tail(&fleet.log())
+    );
+    st
 }
 
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The `VaultReachable` condition of a Region: (status, reason).
+async fn vault_reachable(fleet: &Fleet, r: &str) -> (String, String) {
+    let regions: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Region", "regions"));
+    let region = regions.get(r).await.unwrap();
+    let c = region
+        .data
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "VaultReachable"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (text("status"), text("reason"))
 }
 
 async fn target(fleet: &Fleet, r: &str) -> Option<Secret> {
@@ -267,6 +278,29 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         "restarted on first sight"
     );
 
+    // People touch the copies between rotations: europe's target Secret gets an annotation and a key of
+    // theirs, europe's replica a version written by hand. The next rotation finds both changed (the
+    // operator's record of its own last writes no longer matches), replaces the replica (a mirror of the
+    // home Vault) and keeps what people added to the Secret beside its own keys.
+    let europe_secrets: Api<Secret> = Api::namespaced(fleet.regional("europe").await.unwrap(), "tenant-acme");
+    europe_secrets
+        .patch(
+            "db-credentials",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"team": "payments"}},
+                                            "data": {"extra": "dGhlaXJz"}})),
+        )
+        .await
+        .unwrap();
+    let by_hand = baos["europe"]
+        .put(
+            PATH,
+            &HashMap::from([("password".to_string(), "replica-by-hand".to_string())]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_hand, 2);
+
     // 2. A forced rotation: every region moves to version 2; the previous value stays for the grace period.
     rotate_now(&fleet, "r1").await;
     let st = wait_status(&fleet, "version 2 everywhere", |st| {
@@ -281,6 +315,23 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     );
     let second = baos["africa"].read(PATH, 2).await.unwrap()["password"].clone();
     assert_ne!(second, first);
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        3,
+        "europe's replica: version 1, the hand write, the rotation"
+    );
+    assert_eq!(baos["europe"].read(PATH, 3).await.unwrap()["password"], second);
+    let touched = target(&fleet, "europe").await.unwrap();
+    assert_eq!(value_of(&touched, "extra").as_deref(), Some("theirs"));
+    assert_eq!(
+        touched
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("payments")
+    );
     for r in ["africa", "europe"] {
         let s = target(&fleet, r).await.unwrap();
         assert_eq!(value_of(&s, "password").as_deref(), Some(second.as_str()), "{r}");
@@ -334,7 +385,8 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         3,
         "the hand-written version was overwritten"
     );
-    assert_eq!(baos["europe"].read(PATH, 3).await.unwrap()["password"], manual);
+    // (europe's own numbering: version 1, the hand write there, the rotation, then this one.)
+    assert_eq!(baos["europe"].read(PATH, 4).await.unwrap()["password"], manual);
     let events: Api<Event> = Api::all(hub.clone());
     let warned = wait::until(TIMEOUT, || async {
         events
@@ -363,6 +415,12 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     })
     .await;
     assert!(st["message"].as_str().unwrap().contains("europe"), "{st:#}");
+    // The Region says so too, for whoever looks at regions first.
+    assert_eq!(
+        vault_reachable(&fleet, "europe").await,
+        ("False".to_string(), "VaultSealed".to_string())
+    );
+    assert_eq!(vault_reachable(&fleet, "africa").await.0, "True");
     let fourth = baos["africa"].read(PATH, 4).await.unwrap()["password"].clone();
     assert_eq!(
         value_of(&target(&fleet, "africa").await.unwrap(), "password").as_deref(),
@@ -375,7 +433,11 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
             && region(st, "europe")["syncedVersion"] == 4
     })
     .await;
-    assert_eq!(baos["europe"].read(PATH, 4).await.unwrap()["password"], fourth);
+    assert_eq!(baos["europe"].read(PATH, 5).await.unwrap()["password"], fourth);
+    assert_eq!(
+        vault_reachable(&fleet, "europe").await,
+        ("True".to_string(), "Answering".to_string())
+    );
     assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 4, "no rotation twice");
 
     // 5. No value anywhere but Vault and the target Secrets.
@@ -423,18 +485,11 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
 
 /// Waits until `f` holds for africa's OpenBao metadata of the secret.
 async fn wait_vault(bao: &OpenBao, what: &str, f: impl Fn(u64, &HashMap<String, String>) -> bool) {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let (v, custom) = bao.meta(PATH).await.unwrap_or_default();
-        if f(v, &custom) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: version {v}, {custom:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let read = || async { bao.meta(PATH).await.unwrap_or_default() };
+    let r = azora_tests::wait::value(TIMEOUT, read, |(v, c)| f(*v, c)).await;
+    let ok = r.is_ok();
+    let (Ok((v, custom)) | Err((v, custom))) = r;
+    assert!(ok, "{what}: version {v}, {custom:?}");
 }
 
 /// The operator SIGKILLed at three points of a rotation — recorded but not written (africa's OpenBao refusing
@@ -536,10 +591,7 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
     // 3. Written in both Vaults, not synced: europe's API server hangs; killed once europe's Vault holds it.
     fleet.env.server("europe").unwrap().pause();
     rotate_now(&fleet, "k3").await;
-    wait_vault(&baos["europe"], "europe written", |v, c| {
-        v == 4 && c.get("azora.io/home-version").map(String::as_str) == Some("4")
-    })
-    .await;
+    wait_vault(&baos["europe"], "europe written", |v, _| v == 4).await;
     fleet.kill_operator();
     let st = secret_status(&fleet).await;
     assert!(
@@ -661,38 +713,6 @@ async fn checked_service(code: std::sync::Arc<std::sync::atomic::AtomicU16>) -> 
 /// The operator reaches `region`'s cluster as the least-privilege identity of
 /// `regions/regional-cluster/rbac.yaml` (applied there): Secrets only through the RoleBinding it places in
 /// each tenant namespace.
-async fn least_privilege(fleet: &Fleet, region: &str) {
-    let api = fleet.env.server(region).unwrap();
-    let out = std::process::Command::new(azora_tests::tool("kubectl").unwrap())
-        .args([
-            "--kubeconfig",
-            api.kubeconfig.to_str().unwrap(),
-            "apply",
-            "--server-side",
-            "-f",
-        ])
-        .arg(azora_tests::repo_root().join("regions/regional-cluster/rbac.yaml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let groups = [
-        "system:serviceaccounts",
-        "system:serviceaccounts:azora-system",
-        "system:authenticated",
-    ];
-    let kc = api
-        .kubeconfig_as(
-            "system:serviceaccount:azora-system:azora-operator",
-            &groups,
-            fleet.env.dir.path(),
-        )
-        .unwrap();
-    fleet
-        .put_kubeconfig_secret(region, Some(&std::fs::read_to_string(kc).unwrap()))
-        .await
-        .unwrap();
-}
-
 /// A rotation whose check keeps failing is rolled back in every region: the previous value is written back
 /// as a new version (check-and-set) and synced everywhere; status, Events and metrics say so. The regional
 /// clusters are reached as the least-privilege identity (Secrets only through the per-tenant RoleBinding).
@@ -702,7 +722,7 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
     let url = checked_service(code.clone()).await;
     let (mut fleet, baos, jwt_arg) = setup("1h", json!({"verify": {"url": url, "attempts": 2}})).await;
     for r in ["africa", "europe"] {
-        least_privilege(&fleet, r).await;
+        fleet.least_privilege(r).await.unwrap();
     }
     fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
     let st = wait_status(&fleet, "version 1 verified", |st| {

@@ -111,33 +111,7 @@ async fn placement_residency_drift_replication_outage_and_cleanup() {
     assert_eq!(fleet.condition("acme", "Ready").await.as_deref(), Some("False"));
     // fixed: a least-privilege identity (regions/regional-cluster/rbac.yaml) in a new kubeconfig; the
     // operator rebuilds the client from the changed Secret
-    let africa_api = fleet.env.server("africa").unwrap();
-    let kubectl = azora_tests::tool("kubectl").unwrap();
-    let out = std::process::Command::new(kubectl)
-        .args([
-            "--kubeconfig",
-            africa_api.kubeconfig.to_str().unwrap(),
-            "apply",
-            "--server-side",
-            "-f",
-        ])
-        .arg(azora_tests::repo_root().join("regions/regional-cluster/rbac.yaml"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let sa = "system:serviceaccount:azora-system:azora-operator";
-    let groups = [
-        "system:serviceaccounts",
-        "system:serviceaccounts:azora-system",
-        "system:authenticated",
-    ];
-    let kc = africa_api
-        .kubeconfig_as(sa, &groups, fleet.env.dir.path())
-        .unwrap();
-    fleet
-        .put_kubeconfig_secret("africa", Some(&std::fs::read_to_string(kc).unwrap()))
-        .await
-        .unwrap();
+    fleet.least_privilege("africa").await.unwrap();
     let t0 = Instant::now();
     assert!(
         fleet

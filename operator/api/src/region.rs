@@ -376,7 +376,9 @@ pub struct RegionStatus {
     /// Reachability of the regional cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
-    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Probed`.
+    /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Probed`, and `VaultReachable` (regions with a
+    /// `vault`: whether the operator can log in and is answered; reason `Answering`, `VaultLoginDenied`,
+    /// `VaultSealed`, `VaultUnreachable` or the incomplete setting).
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,

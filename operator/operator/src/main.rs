@@ -19,11 +19,11 @@ use azora_controllers::{TermConfig, failover, health};
 use azora_core::geo::GeoIpTable;
 use azora_runtime::cache::{Cache, Caches};
 use azora_runtime::clusters::Clusters;
+use azora_runtime::events::Recorder;
 use azora_runtime::pipeline::Kind as _;
 use azora_runtime::supervise::Supervisor;
 use azora_runtime::{Context, Handles, Metrics};
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -357,13 +357,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let signal = tokio::spawn(shutdown_signal());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "azora-operator".into(),
-            instance: Some(identity.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), "azora-operator", &identity);
     let mut signal = signal;
     loop {
         // Stand by until this replica leads, or until shutdown.

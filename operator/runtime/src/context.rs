@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::events::Recorder;
 use azora_adapters::leader::Fence;
 use azora_adapters::objstore::StoreConfig;
 use azora_adapters::secrets::SecretKeys;
@@ -13,7 +14,6 @@ use azora_api::region::{RegionSpec, Verdict};
 use azora_api::tenant::TenantSpec;
 use azora_core::world::{RegionFacts, World};
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 use crate::cache::Caches;
 use crate::clusters::Clusters;

@@ -16,7 +16,6 @@ use azora_tests::fleet::{CONTINENTS, Fleet};
 use azora_tests::scenario::{ar, create};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -29,36 +28,9 @@ async fn backups_until(
     hub: &kube::Client,
     limit: Duration,
     what: &str,
-    mut done: impl FnMut(&BTreeMap<String, Value>) -> bool,
+    done: impl FnMut(&BTreeMap<String, Value>) -> bool,
 ) -> anyhow::Result<BTreeMap<String, Value>> {
-    use kube::runtime::{WatchStreamExt, watcher};
-    let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Backup", "backups"));
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut all = BTreeMap::new();
-    let mut listed = false;
-    let t = Instant::now();
-    loop {
-        if listed && done(&all) {
-            return Ok(all);
-        }
-        let left = limit.saturating_sub(t.elapsed());
-        anyhow::ensure!(!left.is_zero(), "{what}: not within {}s", limit.as_secs());
-        let Ok(Some(ev)) = tokio::time::timeout(left, events.next()).await else {
-            continue;
-        };
-        match ev {
-            Ok(watcher::Event::Init) => all.clear(),
-            Ok(watcher::Event::InitDone) => listed = true,
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                all.insert(o.name_any(), serde_json::to_value(&o)?);
-            }
-            Ok(watcher::Event::Delete(o)) => {
-                all.remove(&o.name_any());
-            }
-            // Retried by the watcher (with backoff); the deadline above still holds.
-            Err(_) => {}
-        }
-    }
+    super::watch_until(hub, &ar("Backup", "backups"), limit, what, |_, _, _| {}, done).await
 }
 
 fn phase(v: &Value) -> &str {

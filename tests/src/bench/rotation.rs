@@ -19,7 +19,6 @@ use azora_tests::openbao::{KV_MOUNT, OpenBao};
 use azora_tests::scenario::ar;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -45,38 +44,12 @@ async fn watch_tenants(
     hub: &kube::Client,
     limit: Duration,
     what: &str,
-    mut seen: impl FnMut(&str, &Value, Instant),
-    mut done: impl FnMut(&BTreeMap<String, Value>) -> bool,
+    seen: impl FnMut(&str, &Value, Instant),
+    done: impl FnMut(&BTreeMap<String, Value>) -> bool,
 ) -> anyhow::Result<()> {
-    use kube::runtime::{WatchStreamExt, watcher};
-    let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Tenant", "tenants"));
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut all = BTreeMap::new();
-    let mut listed = false;
-    let t = Instant::now();
-    loop {
-        if listed && done(&all) {
-            return Ok(());
-        }
-        let left = limit.saturating_sub(t.elapsed());
-        anyhow::ensure!(!left.is_zero(), "{what}: not within {}s", limit.as_secs());
-        let Ok(Some(ev)) = tokio::time::timeout(left, events.next()).await else {
-            continue;
-        };
-        match ev {
-            Ok(watcher::Event::Init) => all.clear(),
-            Ok(watcher::Event::InitDone) => listed = true,
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let v = serde_json::to_value(&o)?;
-                seen(&o.name_any(), &v, Instant::now());
-                all.insert(o.name_any(), v);
-            }
-            Ok(watcher::Event::Delete(o)) => {
-                all.remove(&o.name_any());
-            }
-            Err(_) => {}
-        }
-    }
+    super::watch_until(hub, &ar("Tenant", "tenants"), limit, what, seen, done)
+        .await
+        .map(|_| ())
 }
 
 /// Runs the benchmark and prints the one-line summary.

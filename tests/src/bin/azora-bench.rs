@@ -99,6 +99,51 @@ enum Cli {
     },
 }
 
+/// Watches the objects of `ar` until `done` accepts them all (after the initial listing), calling `seen`
+/// with every update as it arrives; returns them by name. One watch, never repeated listings: the hub's CPU
+/// is part of what the benchmarks measure.
+async fn watch_until(
+    hub: &kube::Client,
+    ar: &kube::api::ApiResource,
+    limit: std::time::Duration,
+    what: &str,
+    mut seen: impl FnMut(&str, &serde_json::Value, std::time::Instant),
+    mut done: impl FnMut(&std::collections::BTreeMap<String, serde_json::Value>) -> bool,
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    use futures::StreamExt as _;
+    use kube::ResourceExt as _;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(hub.clone(), ar);
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut all = std::collections::BTreeMap::new();
+    let mut listed = false;
+    let t = std::time::Instant::now();
+    loop {
+        if listed && done(&all) {
+            return Ok(all);
+        }
+        let left = limit.saturating_sub(t.elapsed());
+        anyhow::ensure!(!left.is_zero(), "{what}: not within {}s", limit.as_secs());
+        let Ok(Some(ev)) = tokio::time::timeout(left, events.next()).await else {
+            continue;
+        };
+        match ev {
+            Ok(watcher::Event::Init) => all.clear(),
+            Ok(watcher::Event::InitDone) => listed = true,
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let v = serde_json::to_value(&o)?;
+                seen(&o.name_any(), &v, std::time::Instant::now());
+                all.insert(o.name_any(), v);
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                all.remove(&o.name_any());
+            }
+            // Retried by the watcher (with backoff); the deadline above still holds.
+            Err(_) => {}
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

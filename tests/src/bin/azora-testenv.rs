@@ -2,7 +2,9 @@
 //! tests do, writes `DIR/kubeconfig`, and keeps them running until SIGINT/SIGTERM. With `--regions`, also a
 //! real regional kube-apiserver and a moto S3 server (bucket `azora-<region>`) per region, the kubeconfig and
 //! S3 credential Secrets on the hub (namespace `default`), and `DIR/regions.json` (per region: S3 endpoint,
-//! bucket, regional kubeconfig path) for patching the Regions. Used by `make demo`.
+//! bucket, regional kubeconfig path) for patching the Regions. With `--vault-regions`, a real OpenBao
+//! server for each of those regions too (address in `regions.json`, token in the hub Secret `vault-<region>`).
+//! Used by `make demo`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,12 +29,21 @@ enum Cli {
         /// Regions to give a regional kube-apiserver and an S3 server (comma-separated).
         #[arg(long, value_delimiter = ',')]
         regions: Vec<String>,
+        /// Regions (of `--regions`) to give a real OpenBao server too (comma-separated): KV v2 at
+        /// `secret/`, a token for the operator in the hub Secret `vault-<region>` (key `token`), its address
+        /// in `DIR/regions.json`.
+        #[arg(long, value_delimiter = ',')]
+        vault_regions: Vec<String>,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli::Up { dir, regions } = Cli::parse();
+    let Cli::Up {
+        dir,
+        regions,
+        vault_regions,
+    } = Cli::parse();
     std::fs::create_dir_all(&dir)?;
     let mut env = azora_tests::TestEnv::start_etcd()?;
     let url = env.add_apiserver("hub", false).await?.url.clone();
@@ -49,6 +60,14 @@ async fn main() -> anyhow::Result<()> {
             json!({"endpoint": s3.endpoint, "bucket": bucket, "kubeconfig": kubeconfig}),
         );
         stores.push(s3);
+    }
+    let mut vaults = Vec::new();
+    for r in vault_regions.iter().filter(|r| regions.contains(r)) {
+        let bao = azora_tests::openbao::OpenBao::start(env.dir.path(), r).await?;
+        if let Some(f) = facts.get_mut(r) {
+            f["vault"] = json!(bao.address);
+        }
+        vaults.push((r.clone(), bao));
     }
     if !regions.is_empty() {
         let hub = env.hub().client().await?;
@@ -69,6 +88,15 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             }
         }
+        for (r, bao) in &vaults {
+            // A development setup: the root token stands in for the operator's own (production Regions use
+            // Kubernetes auth, regions/vault-policy.hcl).
+            let body =
+                json!({"metadata": {"name": format!("vault-{r}")}, "stringData": {"token": bao.root_token}});
+            secrets
+                .create(&PostParams::default(), &serde_json::from_value(body)?)
+                .await?;
+        }
         std::fs::write(dir.join("regions.json"), serde_json::to_vec_pretty(&facts)?)?;
     }
     std::fs::copy(&env.hub().kubeconfig, dir.join("kubeconfig"))?;
@@ -80,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     eprintln!("stopping the control plane");
+    drop(vaults);
     drop(stores);
     drop(env);
     Ok(())

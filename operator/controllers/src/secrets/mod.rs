@@ -75,6 +75,10 @@ fn backoff(e: &VaultError) -> Option<Duration> {
 /// again.
 const CLIENT_TTL: Duration = Duration::from_secs(60);
 
+/// The Region condition this room owns: whether the operator can use the region's Vault (logged in and
+/// answering, or why not: `VaultLoginDenied`, `VaultSealed`, `VaultUnreachable`, incomplete settings).
+pub const VAULT_REACHABLE: &str = "VaultReachable";
+
 /// This capability's work for one leadership term.
 pub fn term(ctx: &Context, cfg: SecretsConfig, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
     let room = Arc::new(Room::new(ctx.clone(), cfg.clone()));
@@ -142,6 +146,10 @@ pub struct Room {
     cfg: SecretsConfig,
     /// Writes `Tenant.status.secrets` (manager `azora-operator/secrets`).
     pub(crate) tenants: StatusWriter,
+    /// Writes the Region condition `VaultReachable` (manager `azora-operator/vault`).
+    regions: StatusWriter,
+    /// The `VaultReachable` (status, reason) last written or found per region.
+    reachable: Mutex<BTreeMap<String, (bool, String)>>,
     vaults: Mutex<BTreeMap<String, (Instant, Arc<Vault>)>>,
     denied: Mutex<BTreeMap<String, (Instant, VaultError)>>,
     /// Runs the `verify` checks.
@@ -149,9 +157,31 @@ pub struct Room {
     woken: Mutex<BTreeMap<String, String>>,
     audited: Mutex<std::collections::HashMap<String, Instant>>,
     checked: Mutex<std::collections::HashMap<String, Instant>>,
+    /// What each replica key (`region/path`) held when this term last wrote or read it: its own version
+    /// number (the check-and-set for the next write) and a keyed hash of the data (never the data). Saves
+    /// a metadata read per replica write; forgotten on any error, so a write whose answer was lost is
+    /// re-read, never repeated.
+    replicas: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Each target Secret (`region/namespace/name`) as this term last wrote it: its resourceVersion and
+    /// the data keys written. The next write is a merge patch conditioned on that resourceVersion (no
+    /// read first); a Secret changed by anyone since is read and judged again.
+    targets: Mutex<std::collections::HashMap<String, (String, Vec<String>)>>,
+    fingerprint: std::collections::hash_map::RandomState,
 }
 
 impl Room {
+    /// The regional cluster of `region`, or why there is none.
+    pub(crate) fn cluster(
+        &self,
+        region: &str,
+    ) -> Result<std::sync::Arc<azora_runtime::clusters::Cluster>, String> {
+        self.ctx
+            .handles
+            .clusters
+            .get(region)
+            .map_err(|why| why.unwrap_or_else(|| format!("no cluster for region {region}")))
+    }
+
     fn new(ctx: Context, cfg: SecretsConfig) -> Self {
         let tenants = StatusWriter::new(
             ctx.client.clone(),
@@ -159,7 +189,15 @@ impl Room {
             "secrets",
             ctx.fence.clone(),
         );
+        let regions = StatusWriter::new(
+            ctx.client.clone(),
+            resource_of::<azora_api::Region>(),
+            "vault",
+            ctx.fence.clone(),
+        );
         Self {
+            regions,
+            reachable: Mutex::default(),
             ctx,
             cfg,
             tenants,
@@ -169,6 +207,46 @@ impl Room {
             woken: Mutex::default(),
             audited: Mutex::default(),
             checked: Mutex::default(),
+            replicas: Mutex::default(),
+            targets: Mutex::default(),
+            fingerprint: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// A keyed hash of `data` (the key is this process's own, random: nothing about a value can be learnt
+    /// from it, and it never leaves memory).
+    pub(crate) fn fingerprint(&self, data: &azora_adapters::vault::SecretData) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.fingerprint.hash_one(&data.0)
+    }
+
+    /// What this term knows a replica key holds: (its version, the fingerprint of its data).
+    pub(crate) fn replica(&self, key: &str) -> Option<(u64, u64)> {
+        self.replicas.lock().ok()?.get(key).copied()
+    }
+
+    /// What this term last wrote to a target Secret: (resourceVersion, data keys).
+    pub(crate) fn target(&self, key: &str) -> Option<(String, Vec<String>)> {
+        self.targets.lock().ok()?.get(key).cloned()
+    }
+
+    /// Records what this term wrote to a target Secret, or forgets it (`None`).
+    pub(crate) fn set_target(&self, key: &str, written: Option<(String, Vec<String>)>) {
+        if let Ok(mut m) = self.targets.lock() {
+            match written {
+                Some(w) => m.insert(key.to_string(), w),
+                None => m.remove(key),
+            };
+        }
+    }
+
+    /// Records what a replica key holds, or forgets it (`None`).
+    pub(crate) fn set_replica(&self, key: &str, held: Option<(u64, u64)>) {
+        if let Ok(mut m) = self.replicas.lock() {
+            match held {
+                Some(h) => m.insert(key.to_string(), h),
+                None => m.remove(key),
+            };
         }
     }
 
@@ -179,6 +257,17 @@ impl Room {
         region: &str,
         spec: Option<&RegionSpec>,
     ) -> Result<Arc<Vault>, VaultProblem> {
+        let v = self.client(region, spec).await;
+        if let Err(p) = &v
+            && p.settings
+            && spec.is_some_and(|s| s.vault.is_some())
+        {
+            self.report_vault(region, false, p.reason, &p.message).await;
+        }
+        v
+    }
+
+    async fn client(&self, region: &str, spec: Option<&RegionSpec>) -> Result<Arc<Vault>, VaultProblem> {
         let settings = |reason: &'static str, message: String| VaultProblem {
             reason,
             message,
@@ -296,12 +385,75 @@ impl Room {
     }
 
     /// Notes a refused login, or a sealed or silent Vault, in `region`: it is left alone for a while
-    /// ([`backoff`]). A request refused by policy for one path holds back only that secret.
-    pub(crate) fn note(&self, region: &str, e: &VaultError) {
-        if backoff(e).is_some()
-            && let Ok(mut d) = self.denied.lock()
+    /// ([`backoff`]) and its Region says so (`VaultReachable=False`). A request refused by policy for one
+    /// path holds back only that secret.
+    pub(crate) async fn note(&self, region: &str, e: &VaultError) {
+        if backoff(e).is_some() {
+            if let Ok(mut d) = self.denied.lock() {
+                d.insert(region.to_string(), (Instant::now(), e.clone()));
+            }
+            self.report_vault(region, false, e.reason(), &format!("{e}"))
+                .await;
+        }
+    }
+
+    /// Notes that `region`'s Vault answered a request of the operator's: `VaultReachable=True`.
+    pub(crate) async fn answered(&self, region: &str) {
+        self.report_vault(region, true, "Answering", "logged in; requests answered")
+            .await;
+    }
+
+    /// Sets the Region's `VaultReachable` condition when its status or reason changes (compared with what
+    /// the Region already says too, so steady work and restarts make no writes). The message carries only
+    /// what the error kinds say, never a request or a value.
+    pub(crate) async fn report_vault(&self, region: &str, ok: bool, reason: &str, message: &str) {
+        let key = (ok, reason.to_string());
+        if self
+            .reachable
+            .lock()
+            .ok()
+            .and_then(|m| m.get(region).cloned())
+            .as_ref()
+            == Some(&key)
         {
-            d.insert(region.to_string(), (Instant::now(), e.clone()));
+            return;
+        }
+        let status = if ok { "True" } else { "False" };
+        let obj = self
+            .ctx
+            .caches
+            .regions
+            .state()
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some(region));
+        let Some(obj) = obj else { return };
+        let already = obj
+            .data
+            .pointer("/status/conditions")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == VAULT_REACHABLE))
+            .is_some_and(|c| c["status"] == status && c["reason"] == reason);
+        if !already {
+            let condition = serde_json::json!({
+                "type": VAULT_REACHABLE,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": azora_api::Time(jiff::Timestamp::now()),
+                "observedGeneration": obj.metadata.generation,
+            });
+            if let Err(e) = self
+                .regions
+                .apply(region, None, serde_json::json!({ "conditions": [condition] }))
+                .await
+            {
+                tracing::warn!(%region, error = &e as &dyn std::error::Error, "could not write VaultReachable");
+                return;
+            }
+            tracing::info!(%region, status, reason, "VaultReachable changed");
+        }
+        if let Ok(mut m) = self.reachable.lock() {
+            m.insert(region.to_string(), key);
         }
     }
 

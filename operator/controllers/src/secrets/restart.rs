@@ -38,12 +38,7 @@ pub(super) async fn roll(
     region: &str,
     versions: &BTreeMap<&str, (&str, u64)>,
 ) -> Result<usize, String> {
-    let cluster = room
-        .ctx
-        .handles
-        .clusters
-        .get(region)
-        .map_err(|why| why.unwrap_or_else(|| format!("no cluster for region {region}")))?;
+    let cluster = room.cluster(region)?;
     let ns = namespace_of(tenant);
     let mut restarted = 0;
     for ar in kinds() {

@@ -117,6 +117,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .collect();
     let tenant = obj.name_any();
     let problems = core::check_all(&tenant, &spec.secrets);
+    let rotated = std::sync::Mutex::new(Vec::new());
     let turns: Vec<Turn> = spec
         .secrets
         .iter()
@@ -131,6 +132,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
             regions: &regions,
             rotate_now: rotate_now.as_deref(),
             problem,
+            rotated: &rotated,
         })
         .collect();
     let mut prepared = Vec::with_capacity(turns.len());
@@ -162,6 +164,22 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
     for (i, st, d) in finished {
         all[i] = st;
         again = again.min(d);
+    }
+    let rotated = rotated
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    if !rotated.is_empty() {
+        let note = rotated_note(&spec.home_region, &rotated);
+        publish(
+            &room.ctx,
+            &obj,
+            EventType::Normal,
+            "SecretRotated",
+            &note,
+            "Rotate",
+        )
+        .await;
     }
     // Workloads that asked for it restart once per version their Secrets really changed to, every secret
     // of the tenant batched into one change per workload.
@@ -224,6 +242,33 @@ struct Turn<'a> {
     rotate_now: Option<&'a str>,
     /// Bad input found across the tenant's secrets (`core::check_all`).
     problem: Option<(&'static str, String)>,
+    /// The rotations written in the home Vault in this pass, for the tenant's one `SecretRotated` Event.
+    rotated: &'a std::sync::Mutex<Vec<String>>,
+}
+
+/// Room an Event's note has (the Events API refuses notes over 1 KiB).
+const NOTE_ROOM: usize = 900;
+
+/// The note of a tenant's `SecretRotated` Event: every rotation of the pass, as many as fit, then how
+/// many more (status names them all). Ten thousand secrets rotating together make one Event per tenant,
+/// not ten thousand.
+fn rotated_note(home: &str, rotated: &[String]) -> String {
+    let mut note = if rotated.len() == 1 {
+        format!("secret {} written in region {home}; replicating", rotated[0])
+    } else {
+        format!("{} secrets rotated in region {home}; replicating:", rotated.len())
+    };
+    if rotated.len() > 1 {
+        for (i, r) in rotated.iter().enumerate() {
+            if note.len() + r.len() + 2 > NOTE_ROOM {
+                note.push_str(&format!(" and {} more (status.secrets)", rotated.len() - i));
+                break;
+            }
+            note.push_str(if i == 0 { " " } else { ", " });
+            note.push_str(r);
+        }
+    }
+    note
 }
 
 fn fail(st: &mut SecretStatus, reason: &str, message: String) {
@@ -323,9 +368,12 @@ impl Turn<'_> {
             None => return Prepared::Stop(BEHIND),
         };
         let meta = match home.meta(self.path()).await {
-            Ok(m) => m,
+            Ok(m) => {
+                self.room.answered(self.home()).await;
+                m
+            }
             Err(e) => {
-                self.room.note(self.home(), &e);
+                self.room.note(self.home(), &e).await;
                 st.reason = e.reason().to_string();
                 st.message = format!("home region {}: {e}", self.home());
                 return Prepared::Stop(BEHIND);
@@ -679,7 +727,7 @@ impl Turn<'_> {
                     return Err(SETTLED);
                 }
                 Err(e) => {
-                    self.room.note(self.home(), &e);
+                    self.room.note(self.home(), &e).await;
                     st.message = format!(
                         "rolling back: reading version {rv} in region {}: {e}",
                         self.home()
@@ -723,7 +771,7 @@ impl Turn<'_> {
                 }
             }
             Err(e) => {
-                self.room.note(self.home(), &e);
+                self.room.note(self.home(), &e).await;
                 self.room
                     .ctx
                     .metrics
@@ -793,17 +841,10 @@ impl Turn<'_> {
             .with_label_values(&["rotated"])
             .inc();
         info!(tenant = %self.tenant, secret = %self.secret.name, version = v, rotation = %p.id, "secret rotated");
-        self.event(
-            EventType::Normal,
-            "SecretRotated",
-            &format!(
-                "secret {}: version {v} written in region {} (rotation {}); replicating",
-                self.secret.name,
-                self.home(),
-                p.id
-            ),
-        )
-        .await;
+        // One Event per tenant and pass, naming every secret rotated in it (see `rotated_note`).
+        if let Ok(mut r) = self.rotated.lock() {
+            r.push(format!("{} to version {v} (rotation {})", self.secret.name, p.id));
+        }
     }
 
     async fn conflict(&self, st: &mut SecretStatus, id: &str, current: u64) {
@@ -898,7 +939,7 @@ impl Turn<'_> {
                 return;
             }
             Err(e) => {
-                self.room.note(self.home(), &e);
+                self.room.note(self.home(), &e).await;
                 st.reason = e.reason().to_string();
                 st.message = format!("reading version {version} in region {}: {e}", self.home());
                 return;
@@ -910,7 +951,7 @@ impl Turn<'_> {
                 Ok(p) => p,
                 Err(e) => {
                     // Without it the consumers of the previous value would lose it before the grace ends.
-                    self.room.note(self.home(), &e);
+                    self.room.note(self.home(), &e).await;
                     st.reason = e.reason().to_string();
                     st.message = format!("reading version {} in region {}: {e}", version - 1, self.home());
                     return;
@@ -943,10 +984,13 @@ impl Turn<'_> {
                 entry.vault_version = Some(version);
             } else if entry.vault_version != Some(version) || audit {
                 match vaults.get(region) {
-                    Some(Ok(v)) => match replicate(self.room, v, path, &data, version, &id).await {
-                        Ok(()) => entry.vault_version = Some(version),
+                    Some(Ok(v)) => match replicate(self.room, v, region, path, &data, audit).await {
+                        Ok(()) => {
+                            self.room.answered(region).await;
+                            entry.vault_version = Some(version);
+                        }
                         Err(e) => {
-                            self.room.note(region, &e);
+                            self.room.note(region, &e).await;
                             problems.push(format!("vault: {e}"));
                         }
                     },
@@ -964,6 +1008,7 @@ impl Turn<'_> {
                     previous.as_ref(),
                     version,
                     &id,
+                    audit,
                 )
                 .await
                 {
@@ -1037,30 +1082,91 @@ impl Turn<'_> {
     }
 }
 
-/// Writes `data` (home `version`) to a replica's key, claimed first; nothing when the key already holds it
-/// — its claim says so and its newest version's data is the same (a write that landed before a crash is
-/// never made twice; a hand write after the claim is not taken for it).
+/// Writes `data` (the home version, with its rotation id inside) to a replica's key with check-and-set;
+/// nothing when the key already holds that data. What the key holds comes from this term's own record of
+/// its last write, or (the first time, after any error, and on an `audit`) from reading the key: a write
+/// that landed before a crash or a lost answer is found and never made twice. A replica mirrors the home
+/// Vault: a version written there by hand is replaced (check-and-set on what was read).
 async fn replicate(
     room: &Room,
     v: &Vault,
+    region: &str,
     path: &str,
     data: &SecretData,
-    version: u64,
-    id: &str,
+    audit: bool,
 ) -> Result<(), VaultError> {
-    let (current, custom) = v
-        .meta(path)
-        .await?
-        .map(|m| (m.current_version, m.custom))
-        .unwrap_or_default();
-    if holds_home_version(current, &custom) == Some(version)
-        && v.read(path, current).await?.as_ref() == Some(data)
-    {
-        return Ok(());
+    let key = format!("{region}/{path}");
+    let print = room.fingerprint(data);
+    let mut known = room.replica(&key).filter(|_| !audit);
+    let mut cas = 0;
+    for _ in 0..2 {
+        cas = match known {
+            Some((_, held)) if held == print => return Ok(()),
+            Some((version, _)) => version,
+            None => {
+                let current = v.meta(path).await?.map_or(0, |m| m.current_version);
+                if current > 0 && v.read(path, current).await?.as_ref() == Some(data) {
+                    room.set_replica(&key, Some((current, print)));
+                    return Ok(());
+                }
+                current
+            }
+        };
+        if room.ctx.fence.check().await.is_err() {
+            return Err(VaultError::Refused("not the leader: not writing".into()));
+        }
+        match v.write(path, data, cas).await {
+            Ok(version) => {
+                room.set_replica(&key, Some((version, print)));
+                return Ok(());
+            }
+            // Written meanwhile (by hand, or this term's record is behind): read the key and judge again.
+            Err(VaultError::CasConflict(_)) if known.is_some() => {
+                room.set_replica(&key, None);
+                known = None;
+            }
+            Err(e) => {
+                room.set_replica(&key, None);
+                return Err(e);
+            }
+        }
     }
-    if room.ctx.fence.check().await.is_err() {
-        return Err(VaultError::Refused("not the leader: not writing".into()));
+    Err(VaultError::CasConflict(cas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rotation_is_named_in_full() {
+        let note = rotated_note("africa", &["db to version 2 (rotation ab)".into()]);
+        assert_eq!(
+            note,
+            "secret db to version 2 (rotation ab) written in region africa; replicating"
+        );
     }
-    v.set_custom(path, &claim(id, version, current + 1)).await?;
-    v.write(path, data, current).await.map(|_| ())
+
+    #[test]
+    fn many_rotations_fit_one_event_note_and_say_how_many_are_left_out() {
+        let rotated: Vec<String> = (0..500)
+            .map(|i| format!("s{i} to version 2 (rotation {i:016x})"))
+            .collect();
+        let note = rotated_note("europe", &rotated);
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.starts_with("500 secrets rotated in region europe; replicating: s0 to version 2"));
+        let named = note.matches(" to version 2").count();
+        assert!(
+            note.ends_with(&format!("and {} more (status.secrets)", 500 - named)),
+            "{note}"
+        );
+        let two = rotated_note("europe", &rotated[..2]);
+        assert!(
+            two.ends_with(&format!(
+                "s0 to version 2 (rotation {:016x}), s1 to version 2 (rotation {:016x})",
+                0, 1
+            )),
+            "{two}"
+        );
+    }
 }

@@ -76,6 +76,28 @@ async fn health_status(port: u16) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Runs a request of the harness again while the server answers with a reset connection or a 5xx (a
+/// server just started, unsealed or electing its raft leader), for at most 30 s; then its error, saying
+/// `what` was being done.
+async fn retrying<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, vaultrs::error::ClientError>>,
+{
+    use vaultrs::error::ClientError;
+    let began = std::time::Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(ClientError::RestClientError { .. }) if began.elapsed() < Duration::from_secs(30) => {}
+            Err(ClientError::APIError { code, .. })
+                if code >= 500 && began.elapsed() < Duration::from_secs(30) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_string())),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 impl OpenBao {
     /// Starts a server named `name` with its files under `dir`, initialises (one key share), unseals it
     /// and mounts KV v2 at `secret/`.
@@ -135,11 +157,15 @@ audit "file" "file" {{
         };
         bao.root_token = init.root_token;
         bao.unseal_key = init.keys.first().cloned().context("no unseal key")?;
-        bao.unseal().await?;
+        bao.unseal().await.context("unsealing a new OpenBao")?;
         let root = bao.root()?;
-        let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
-        opts.options(HashMap::from([("version".to_string(), "2".to_string())]));
-        vaultrs::sys::mount::enable(&root, KV_MOUNT, "kv", Some(&mut opts)).await?;
+        retrying("mounting KV v2", || async {
+            let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
+            opts.options(HashMap::from([("version".to_string(), "2".to_string())]));
+            vaultrs::sys::mount::enable(&root, KV_MOUNT, "kv", Some(&mut opts)).await
+        })
+        .await
+        .with_context(|| format!("server log:\n{}", bao.log_tail()))?;
         Ok(bao)
     }
 
@@ -190,7 +216,10 @@ audit "file" "file" {{
     /// Unseals and waits until the server is the active node (raft elected) and answers KV requests.
     pub async fn unseal(&self) -> anyhow::Result<()> {
         let anon = client(&self.address, "")?;
-        vaultrs::sys::unseal(&anon, Some(self.unseal_key.clone()), None, None).await?;
+        retrying("unsealing", || {
+            vaultrs::sys::unseal(&anon, Some(self.unseal_key.clone()), None, None)
+        })
+        .await?;
         let port = self.port;
         let up = crate::wait::until(Duration::from_secs(60), || async move {
             health_status(port).await == Some(200)

@@ -227,6 +227,11 @@ impl Vault {
         self.cfg.same(cfg)
     }
 
+    /// The server's address.
+    pub fn address(&self) -> &str {
+        &self.cfg.address
+    }
+
     /// The KV mount.
     pub fn mount(&self) -> &str {
         &self.cfg.kv_mount

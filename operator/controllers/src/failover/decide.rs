@@ -414,12 +414,9 @@ async fn step(
                 // region (the last leader may have died before recording it down): until this term's
                 // observers judge it, a serving verdict counts as not yet judged.
                 verdict: h.as_ref().map_or(Verdict::Unknown, |h| {
-                    if h.seeded && matches!(h.verdict, Verdict::Healthy | Verdict::Degraded) {
-                        Verdict::Unknown
-                    } else {
-                        h.verdict
-                    }
+                    if unjudged(h) { Verdict::Unknown } else { h.verdict }
                 }),
+                unjudged: h.as_ref().is_some_and(unjudged),
                 cordoned: r.cordoned,
                 allowed: allowed.as_ref().is_none_or(|a| a.contains(n)),
                 location: (r.location.latitude, r.location.longitude),
@@ -596,6 +593,11 @@ async fn step(
             .publish(zone_data(spec, &status.answers, regions, status.epoch));
     }
     Ok(answers_map(&owned.status.answers))
+}
+
+/// A serving verdict seeded from the recorded status at a takeover and not yet judged in this term.
+fn unjudged(h: &azora_runtime::verdicts::RegionHealth) -> bool {
+    h.seeded && matches!(h.verdict, Verdict::Healthy | Verdict::Degraded)
 }
 
 /// Whether a verdict counts as serving (re-exported for callers).

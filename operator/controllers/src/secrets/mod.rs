@@ -162,10 +162,10 @@ pub struct Room {
     /// a metadata read per replica write; forgotten on any error, so a write whose answer was lost is
     /// re-read, never repeated.
     replicas: Mutex<std::collections::HashMap<String, (u64, u64)>>,
-    /// Each target Secret (`region/namespace/name`) as this term last wrote it: its resourceVersion and
-    /// the data keys written. The next write is a merge patch conditioned on that resourceVersion (no
-    /// read first); a Secret changed by anyone since is read and judged again.
-    targets: Mutex<std::collections::HashMap<String, (String, Vec<String>)>>,
+    /// Each target Secret (`region/namespace/name`) as this term last wrote it: its resourceVersion. The
+    /// next write is an apply conditioned on it (no read first); a Secret changed by anyone since is read
+    /// and judged again.
+    targets: Mutex<std::collections::HashMap<String, String>>,
     fingerprint: std::collections::hash_map::RandomState,
 }
 
@@ -225,13 +225,13 @@ impl Room {
         self.replicas.lock().ok()?.get(key).copied()
     }
 
-    /// What this term last wrote to a target Secret: (resourceVersion, data keys).
-    pub(crate) fn target(&self, key: &str) -> Option<(String, Vec<String>)> {
+    /// The resourceVersion of this term's last write to a target Secret.
+    pub(crate) fn target(&self, key: &str) -> Option<String> {
         self.targets.lock().ok()?.get(key).cloned()
     }
 
     /// Records what this term wrote to a target Secret, or forgets it (`None`).
-    pub(crate) fn set_target(&self, key: &str, written: Option<(String, Vec<String>)>) {
+    pub(crate) fn set_target(&self, key: &str, written: Option<String>) {
         if let Ok(mut m) = self.targets.lock() {
             match written {
                 Some(w) => m.insert(key.to_string(), w),
@@ -392,8 +392,14 @@ impl Room {
             if let Ok(mut d) = self.denied.lock() {
                 d.insert(region.to_string(), (Instant::now(), e.clone()));
             }
-            self.report_vault(region, false, e.reason(), &format!("{e}"))
-                .await;
+            let message = match e {
+                VaultError::LoginDenied(_) => {
+                    "the operator's login was refused (check the auth role and policy)"
+                }
+                VaultError::Sealed => "the Vault is sealed",
+                _ => "the Vault did not answer in time",
+            };
+            self.report_vault(region, false, e.reason(), message).await;
         }
     }
 

@@ -1095,7 +1095,8 @@ async fn replicate(
     data: &SecretData,
     audit: bool,
 ) -> Result<(), VaultError> {
-    let key = format!("{region}/{path}");
+    // Keyed by the Vault's address and mount too: a Region pointed at another Vault starts from a read.
+    let key = format!("{region}/{}/{}/{path}", v.address(), v.mount());
     let print = room.fingerprint(data);
     let mut known = room.replica(&key).filter(|_| !audit);
     let mut cas = 0;

@@ -114,7 +114,6 @@ pub(super) async fn apply(
             d.insert(format!("previous-{k}"), ByteString(v.as_bytes().to_vec()));
         }
     }
-    let keys: Vec<String> = d.keys().cloned().collect();
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         (TENANT_LABEL.to_string(), tenant.to_string()),
@@ -124,34 +123,37 @@ pub(super) async fn apply(
         (VERSION_ANNOTATION.to_string(), version.to_string()),
         (ROTATION_ANNOTATION.to_string(), rotation.to_string()),
     ]);
-    let cached = format!("{region}/{ns}/{}", s.target_secret);
-    // Written by this term and, if its resourceVersion still matches, changed by nobody since: one merge
-    // patch conditioned on it, no read. An audit always reads.
-    if let Some((rv, before)) = room.target(&cached).filter(|_| !audit) {
-        let mut patch_data = serde_json::to_value(&d)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default();
-        for gone in before.iter().filter(|k| !d.contains_key(*k)) {
-            patch_data.insert(gone.clone(), serde_json::Value::Null);
-        }
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": rv, "labels": labels, "annotations": annotations},
-            "data": patch_data,
-        });
+    let cached = format!("{region}/{:x}/{ns}/{}", cluster.identity(), s.target_secret);
+    let body = |resource_version: Option<String>| Secret {
+        metadata: ObjectMeta {
+            name: Some(s.target_secret.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
+            resource_version,
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(d.clone()),
+        ..Secret::default()
+    };
+    // Written by this term and, if its resourceVersion still matches, changed by nobody since: the same
+    // server-side apply with that resourceVersion as its precondition, no read first (one field owner,
+    // so keys no longer wanted — the previous value after the grace period — go). An audit always reads.
+    if let Some(rv) = room.target(&cached).filter(|_| !audit) {
         room.set_target(&cached, None);
         room.ctx
             .fence
             .check()
             .await
             .map_err(|e| format!("not writing: {e}"))?;
-        let params = PatchParams {
-            field_manager: Some(MANAGER.into()),
-            ..PatchParams::default()
-        };
         match tokio::time::timeout(
             REQUEST,
-            api.patch(&s.target_secret, &params, &Patch::Merge(&patch)),
+            api.patch(
+                &s.target_secret,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body(Some(rv))),
+            ),
         )
         .await
         {
@@ -163,7 +165,7 @@ pub(super) async fn apply(
             }
             Ok(Ok(live)) => {
                 if let Some(rv) = live.metadata.resource_version {
-                    room.set_target(&cached, Some((rv, keys)));
+                    room.set_target(&cached, Some(rv));
                 }
                 return Ok(());
             }
@@ -171,7 +173,7 @@ pub(super) async fn apply(
             Ok(Err(kube::Error::Api(e))) if e.code == 409 || e.code == 404 => {}
             Ok(Err(e)) => {
                 return Err(format!(
-                    "patching Secret {ns}/{}: {}",
+                    "applying Secret {ns}/{}: {}",
                     s.target_secret,
                     said(&e, &values)
                 ));
@@ -209,23 +211,11 @@ pub(super) async fn apply(
             && meta(&live.metadata.annotations, ROTATION_ANNOTATION).as_deref() == Some(rotation)
         {
             if let Some(rv) = live.metadata.resource_version.clone() {
-                room.set_target(&cached, Some((rv, keys)));
+                room.set_target(&cached, Some(rv));
             }
             return Ok(());
         }
     }
-    let body = Secret {
-        metadata: ObjectMeta {
-            name: Some(s.target_secret.clone()),
-            namespace: Some(ns.clone()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(d),
-        ..Secret::default()
-    };
     room.ctx
         .fence
         .check()
@@ -236,7 +226,7 @@ pub(super) async fn apply(
         api.patch(
             &s.target_secret,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body),
+            &Patch::Apply(&body(None)),
         ),
     )
     .await
@@ -252,7 +242,7 @@ pub(super) async fn apply(
         )),
         Ok(Ok(live)) => {
             if let Some(rv) = live.metadata.resource_version {
-                room.set_target(&cached, Some((rv, keys)));
+                room.set_target(&cached, Some(rv));
             }
             Ok(())
         }

@@ -44,6 +44,10 @@ pub struct Candidate {
     pub last_ok: Option<Time>,
     /// Start of the latest failed probe round.
     pub last_failed: Option<Time>,
+    /// Its serving verdict is only the recorded one, from before a takeover, not yet judged in this term:
+    /// it takes no traffic yet (its `verdict` is `Unknown`), and a failover waits for its judgement
+    /// (`Held::Confirming`) instead of calling every region failing.
+    pub unjudged: bool,
 }
 
 /// Failback settings.
@@ -254,11 +258,19 @@ fn vet(input: &Input<'_>, vetting: Vetting) -> Result<Vec<Candidate>, Held> {
     // Every region that would keep or take traffic must have answered since (with Geo and Weighted,
     // regions already serving too: a correlated failure must not shrink the answers one by one).
     let others = || input.candidates.iter().filter(|c| !is_failed(c) && eligible(c));
-    let unconfirmed: Vec<String> = others()
+    let mut unconfirmed: Vec<String> = others()
         .filter(|c| since(c, detected) == Since::Unconfirmed)
         .map(|c| c.name.clone())
         .collect();
-    if !unconfirmed.is_empty() && waited < vetting.confirm_wait {
+    // Regions still to be judged after a takeover are waited for, however long the failure is known.
+    let unjudged: Vec<String> = input
+        .candidates
+        .iter()
+        .filter(|c| c.unjudged && c.allowed && !c.cordoned && !is_failed(c))
+        .map(|c| c.name.clone())
+        .collect();
+    if !unconfirmed.is_empty() && waited < vetting.confirm_wait || !unjudged.is_empty() {
+        unconfirmed.extend(unjudged);
         return Err(Held::Confirming(unconfirmed));
     }
     let vetted: Vec<Candidate> = input

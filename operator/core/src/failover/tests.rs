@@ -24,6 +24,7 @@ fn region(name: &str, verdict: Verdict) -> Candidate {
         failing_since: None,
         last_ok: None,
         last_failed: None,
+        unjudged: false,
     }
 }
 
@@ -459,4 +460,33 @@ fn a_detection_ahead_of_the_leaders_clock_has_waited_nothing() {
     c[0].failing_since = Some(Time(t(NOW).0 + jiff::SignedDuration::from_secs(30)));
     let p = vetted_plan(&c, "africa", 5);
     assert!(matches!(p.held, Some(Held::Confirming(_))), "{:?}", p.held);
+}
+
+#[test]
+fn after_a_takeover_a_failover_waits_for_the_new_terms_judgement_instead_of_calling_every_region_failing() {
+    // africa (serving) recorded Down; the others' Healthy is only the record (unjudged, so Unknown), long
+    // past the confirmation wait: held as Confirming (no FailoverHeld alarm), no traffic to a recorded
+    // verdict.
+    let mut c = after_outage([
+        (Verdict::Unknown, Some(1), None),
+        (Verdict::Unknown, Some(1), None),
+        (Verdict::Unknown, Some(1), None),
+    ]);
+    for x in &mut c[1..] {
+        x.unjudged = true;
+    }
+    let p = vetted_plan(&c, "africa", 0);
+    assert!(p.change.is_none(), "{p:?}");
+    assert!(
+        matches!(&p.held, Some(Held::Confirming(r)) if r.len() == 3),
+        "{:?}",
+        p.held
+    );
+    // Judged in this term (and confirmed after the failure): the failover goes ahead.
+    for x in &mut c[1..] {
+        x.unjudged = false;
+        x.verdict = Verdict::Healthy;
+    }
+    let p = vetted_plan(&c, "africa", 0);
+    assert_eq!(p.change.expect("a failover").to.as_deref(), Some("europe"));
 }

@@ -126,6 +126,12 @@ pub enum ClusterError {
 }
 
 impl Cluster {
+    /// A fingerprint of the kubeconfig this cluster's clients were built from: it changes when the Region
+    /// is pointed at another cluster (callers key what they remember about its objects by it).
+    pub fn identity(&self) -> u64 {
+        self.fingerprint
+    }
+
     /// The request client (short deadlines), for kinds the registry does not watch (backups read every
     /// namespaced kind, restores apply them). Callers bound their requests with their own timeouts.
     pub fn client(&self) -> kube::Client {

@@ -294,11 +294,8 @@ fn judge(
     let last_ok = fresh_reports().filter_map(|(_, r, _)| r.last_ok).max();
     let last_failed = fresh_reports().filter_map(|(_, r, _)| r.last_failed).max();
     // A verdict seeded from the recorded status stays marked (the planner sends it no traffic) until the
-    // warm-up ends: one early report is no quorum. When it ends on a serving verdict for a region DNS does
-    // not serve, the failback hold-down starts now (the record may predate an outage it never saw).
+    // warm-up ends: one early report is no quorum.
     let seeded = warming_up && prev.as_ref().is_some_and(|p| p.seeded);
-    let serving_now = health.serving().contains(name);
-    let judged_now = !seeded && prev.as_ref().is_some_and(|p| p.seeded);
     let current = match &prev {
         Some(p) if p.verdict == combined.verdict => RegionHealth {
             failing_since,
@@ -306,21 +303,11 @@ fn judge(
             last_ok,
             last_failed,
             seeded,
-            recovered: if judged_now && serves(p.verdict) && !serving_now && p.recovered.is_none() {
-                Some(now)
-            } else {
-                p.recovered
-            },
             ..p.clone()
         },
         _ => {
             let recovered = match &prev {
                 Some(p) if p.verdict == Verdict::Down && serves(combined.verdict) => Some(now),
-                Some(p)
-                    if judged_now && serves(combined.verdict) && !serving_now && p.recovered.is_none() =>
-                {
-                    Some(now)
-                }
                 Some(p) => p.recovered,
                 None => None,
             };
@@ -392,7 +379,7 @@ fn judge(
         .map(|o| o.consecutive_failures)
         .min()
         .unwrap_or(0);
-    let serving = serving_now;
+    let serving = health.serving().contains(name);
     let key = format!(
         "{}|{}|{:?}|{}|{}",
         current.verdict,

@@ -96,6 +96,11 @@ pub fn check(s: &TenantSecret) -> Option<(&'static str, String)> {
     if let Err(why) = check_path(&s.vault_path) {
         return Some(("InvalidVaultPath", format!("secret {}: vaultPath {why}", s.name)));
     }
+    if let Some(v) = &s.verify
+        && let Err(why) = check_verify_url(&v.url)
+    {
+        return Some(("InvalidVerifyUrl", format!("secret {}: verify.url {why}", s.name)));
+    }
     for (field, v) in [("rotateEvery", &s.rotate_every), ("gracePeriod", &s.grace_period)] {
         match parse_duration(v) {
             Err(e) => return Some(("InvalidDuration", format!("secret {}: {field}: {e}", s.name))),
@@ -109,6 +114,42 @@ pub fn check(s: &TenantSecret) -> Option<(&'static str, String)> {
         }
     }
     None
+}
+
+/// A `verify` URL the operator may call: `http` or `https` with a host; no credentials in it (the URL is
+/// shown in status and Events); never a link-local address (a cloud's instance metadata service, e.g.
+/// 169.254.169.254, hands out credentials to whoever asks from the node) nor a metadata host name.
+pub fn check_verify_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| "must start with http:// or https://".to_string())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("must not carry credentials (user:password@): it is shown in status".into());
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    let link_local = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => {
+            let h = host.trim_end_matches('.').to_ascii_lowercase();
+            h == "metadata" || h == "metadata.google.internal"
+        }
+    };
+    if link_local {
+        return Err(format!(
+            "points at {host}, a link-local or instance-metadata address, which the operator never calls"
+        ));
+    }
+    Ok(())
 }
 
 /// A path inside the KV mount: relative, no empty, `.` or `..` segment, and not the engine's own
@@ -220,6 +261,32 @@ mod tests {
     fn secret(path: &str) -> TenantSecret {
         serde_json::from_value(serde_json::json!({"name": "db", "vaultPath": path, "targetSecret": "db"}))
             .expect("secret")
+    }
+
+    #[test]
+    fn verify_urls_must_be_http_without_credentials_and_never_link_local() {
+        for good in [
+            "http://127.0.0.1:8080/healthz",
+            "https://api.acme.example/ready?deep=1",
+            "http://[::1]:9000/",
+            "http://checker.tenant-acme.svc",
+        ] {
+            assert_eq!(check_verify_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "ftp://x/",
+            "api.acme.example/ready",
+            "http://user:pw@api.acme.example/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://:80/",
+        ] {
+            assert!(check_verify_url(bad).is_err(), "{bad} accepted");
+        }
+        let mut s = secret("tenants/acme/db");
+        s.verify = serde_json::from_value(serde_json::json!({"url": "http://169.254.169.254/"})).ok();
+        assert_eq!(check(&s).map(|c| c.0), Some("InvalidVerifyUrl"));
     }
 
     #[test]

@@ -140,44 +140,39 @@ pub(super) async fn apply(
     // Written by this term and, if its resourceVersion still matches, changed by nobody since: the same
     // server-side apply with that resourceVersion as its precondition, no read first (one field owner,
     // so keys no longer wanted — the previous value after the grace period — go). An audit always reads.
-    if let Some(rv) = room.target(&cached).filter(|_| !audit) {
-        room.set_target(&cached, None);
+    // One fenced apply (conditioned on `rv` when given); records the resourceVersion it produced. The
+    // outer error is the cluster not answering or this replica no longer leading; the inner one the API's.
+    let apply = async |rv: Option<String>| -> Result<Result<(), kube::Error>, String> {
         room.ctx
             .fence
             .check()
             .await
             .map_err(|e| format!("not writing: {e}"))?;
-        match tokio::time::timeout(
-            REQUEST,
-            api.patch(
-                &s.target_secret,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&body(Some(rv))),
-            ),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(format!(
-                    "the {region} cluster did not answer within {}s",
-                    REQUEST.as_secs()
-                ));
-            }
+        let params = PatchParams::apply(MANAGER).force();
+        let patch = Patch::Apply(body(rv));
+        let sent = api.patch(&s.target_secret, &params, &patch);
+        match tokio::time::timeout(REQUEST, sent).await {
+            Err(_) => Err(format!(
+                "the {region} cluster did not answer within {}s",
+                REQUEST.as_secs()
+            )),
+            Ok(Err(e)) => Ok(Err(e)),
             Ok(Ok(live)) => {
                 if let Some(rv) = live.metadata.resource_version {
                     room.set_target(&cached, Some(rv));
                 }
-                return Ok(());
+                Ok(Ok(()))
             }
+        }
+    };
+    let failed = |e: &kube::Error| format!("applying Secret {ns}/{}: {}", s.target_secret, said(e, &values));
+    if let Some(rv) = room.target(&cached).filter(|_| !audit) {
+        room.set_target(&cached, None);
+        match apply(Some(rv)).await? {
+            Ok(()) => return Ok(()),
             // Changed or deleted since this term wrote it: read and judged below.
-            Ok(Err(kube::Error::Api(e))) if e.code == 409 || e.code == 404 => {}
-            Ok(Err(e)) => {
-                return Err(format!(
-                    "applying Secret {ns}/{}: {}",
-                    s.target_secret,
-                    said(&e, &values)
-                ));
-            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+            Err(e) => return Err(failed(&e)),
         }
     }
     let live = match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
@@ -216,35 +211,5 @@ pub(super) async fn apply(
             return Ok(());
         }
     }
-    room.ctx
-        .fence
-        .check()
-        .await
-        .map_err(|e| format!("not writing: {e}"))?;
-    match tokio::time::timeout(
-        REQUEST,
-        api.patch(
-            &s.target_secret,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&body(None)),
-        ),
-    )
-    .await
-    {
-        Err(_) => Err(format!(
-            "the {region} cluster did not answer within {}s",
-            REQUEST.as_secs()
-        )),
-        Ok(Err(e)) => Err(format!(
-            "applying Secret {ns}/{}: {}",
-            s.target_secret,
-            said(&e, &values)
-        )),
-        Ok(Ok(live)) => {
-            if let Some(rv) = live.metadata.resource_version {
-                room.set_target(&cached, Some(rv));
-            }
-            Ok(())
-        }
-    }
+    apply(None).await?.map_err(|e| failed(&e))
 }

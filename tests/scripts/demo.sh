@@ -21,10 +21,13 @@ bash tests/scripts/install-s3.sh >/dev/null
 bash tests/scripts/install-openbao.sh >/dev/null
 command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null 2>&1 || true; }
 export PATH="$TOOLS:$PATH"
-step "Building the operator"
+step "Building the operator and the kubectl azora plugin"
 cargo build --workspace --bins -q
 
-rm -rf "$DEMO"; mkdir -p "$DEMO"
+rm -rf "$DEMO"; mkdir -p "$DEMO/bin"
+# kubectl finds plugins on PATH: `kubectl azora` runs kubectl-azora (`make install` puts it in /usr/local/bin).
+ln -sf "$TARGET/debug/kubectl-azora" "$DEMO/bin/kubectl-azora"
+export PATH="$DEMO/bin:$PATH"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -160,8 +163,8 @@ wait_secret 1 || echo "    (version 1 not everywhere within 60s — see $DEMO/op
 secret_state
 sec_json() { kubectl --kubeconfig "$REG_EUROPE" -n tenant-acme get secret db-credentials -o json 2>/dev/null; }
 echo "    europe's tenant-acme/db-credentials: keys=$(sec_json | jq -r '.data | keys | join(",")') version=$(sec_json | jq -r '.metadata.annotations["azora.io/secret-version"]')  (values only in data, never in status)"
-echo "    rotate now: kubectl annotate tenant acme azora.io/rotate-now=demo-1"
-kubectl annotate tenant acme azora.io/rotate-now=demo-1 --overwrite >/dev/null
+echo "    rotate now: kubectl azora rotate acme --wait   (sets the azora.io/rotate-now annotation, follows status)"
+kubectl azora rotate acme --wait --timeout 90s 2>&1 | sed 's/^/    /' || true
 wait_secret 2 || echo "    (version 2 not everywhere within 60s — see $DEMO/operator-*.log)"
 secret_state
 echo "    europe's db-credentials now: keys=$(sec_json | jq -r '.data | keys | join(",")') version=$(sec_json | jq -r '.metadata.annotations["azora.io/secret-version"]')  (previous-password until the 1m grace period ends)"
@@ -206,6 +209,19 @@ watch_until 127.0.0.11 90 || echo "    (no failback within 90s — see $DEMO/ope
 say "DNS answers africa again"
 timeline
 
+step "MANUAL FAILOVER: an on-call engineer moves traffic to Singapore and back with kubectl azora"
+echo "    kubectl azora failover platform --to asia --reason 'demo: Lagos maintenance' --wait"
+kubectl azora failover platform --to asia --reason 'demo: Lagos maintenance' --wait --timeout 60s 2>&1 | sed 's/^/    /' || true
+echo "    dig @${DNS_A} api.azora.example -> $(answer $DNS_A)   (asia)"
+echo "    kubectl azora failover platform --clear --wait"
+kubectl azora failover platform --clear --wait --timeout 60s 2>&1 | sed 's/^/    /' || true
+echo "    dig @${DNS_A} api.azora.example -> $(answer $DNS_A)   (africa)"
+
 step "kubectl get azora"
 kubectl get regions,failoverpolicies,tenants,backupschedules
+
+step "kubectl azora status"
+kubectl azora status
+step "kubectl azora timeline platform"
+kubectl azora timeline platform
 printf '\nDemo done: logs in %s.\n' "$DEMO"

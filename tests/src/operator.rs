@@ -10,19 +10,59 @@ pub fn operator_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("AZORA_OPERATOR_BIN") {
         return Ok(PathBuf::from(p));
     }
+    workspace_bin("azora-operator")
+}
+
+/// Path of a workspace binary built next to the test binaries (`make build` builds them all).
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     // Next to this executable (a binary in target/<profile>/), or one level up (a test in target/<profile>/deps/).
     let exe = std::env::current_exe()?;
     let here = exe.parent().context("executable location")?;
     for dir in [Some(here), here.parent()].into_iter().flatten() {
-        let p = dir.join("azora-operator");
+        let p = dir.join(name);
         if p.exists() {
             return Ok(p);
         }
     }
     anyhow::bail!(
-        "azora-operator missing next to {}: build the workspace first (cargo build --workspace)",
+        "{name} missing next to {}: build the workspace first (cargo build --workspace)",
         exe.display()
     )
+}
+
+/// What one run of `kubectl-azora` did.
+#[derive(Debug)]
+pub struct PluginRun {
+    /// Exit code (-1: killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `kubectl-azora --kubeconfig <kubeconfig> <args>` with a clean environment, as a user would; killed
+/// after `deadline`.
+pub async fn plugin(
+    kubeconfig: &Path,
+    args: &[&str],
+    deadline: std::time::Duration,
+) -> anyhow::Result<PluginRun> {
+    let mut cmd = tokio::process::Command::new(workspace_bin("kubectl-azora")?);
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(deadline, cmd.output())
+        .await
+        .with_context(|| format!("kubectl-azora {} did not end within {deadline:?}", args.join(" ")))??;
+    Ok(PluginRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 /// A running operator process; killed on drop.

@@ -77,10 +77,37 @@ pub struct FailoverPolicySpec {
     /// Where the answers are published.
     #[serde(default)]
     pub provider: DnsProvider,
+    /// A manual failover (`kubectl azora failover <policy> --to <region>`): while set, every client geography
+    /// is answered with this region alone, as long as it is eligible (healthy or degraded, not cordoned,
+    /// allowed for the tenant). When it is not, the policy's own rules apply and the `ManualFailover`
+    /// condition says why. Removing it hands traffic back to the policy's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<ManualFailover>,
     /// How many past failovers status keeps.
     #[serde(default = "default_history")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: u32,
+}
+
+/// A manual failover request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualFailover {
+    /// The region every answer goes to.
+    #[schemars(schema_with = "crate::common::name_schema")]
+    pub region: String,
+    /// Who asked (recorded in the failover timeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub requested_by: Option<String>,
+    /// When it was asked. A region that recovers from Down after this time waits for the failback hold-down
+    /// (or an approval) like any other recovered region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_time: Option<Time>,
+    /// Why (free text, e.g. a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
 }
 
 fn default_ttl() -> u32 {
@@ -126,17 +153,21 @@ fn default_weight() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failback {
-    /// `Automatic`: return after `holdDown` of continuous health. `Manual`: only when `approvedRegion` names
-    /// the recovered region (set by a runbook or `kubectl azora failback`).
+    /// `Automatic`: return after `holdDown` of continuous health (or earlier, when approved). `Manual`: only
+    /// when `approvedRegion` names the recovered region (`kubectl azora approve-failback <policy> <region>`).
     #[serde(default)]
     pub mode: FailbackMode,
     /// Continuous health required before an automatic failback.
     #[serde(default = "default_hold_down")]
     #[schemars(schema_with = "crate::common::duration_schema")]
     pub hold_down: String,
-    /// Manual approval: the region traffic may return to.
+    /// Approval: the region traffic may return to (without waiting for the hold-down in `Automatic` mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_region: Option<String>,
+    /// When the approval was given. An approval given before the region's latest recovery from Down does not
+    /// count (it approved an earlier recovery); without a time it always counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_time: Option<Time>,
 }
 
 impl Default for Failback {
@@ -145,6 +176,7 @@ impl Default for Failback {
             mode: FailbackMode::Automatic,
             hold_down: default_hold_down(),
             approved_region: None,
+            approved_time: None,
         }
     }
 }
@@ -238,8 +270,11 @@ pub struct FailoverRecord {
     /// Region traffic moved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// Why: `RegionDown`, `Failback`, `Cordoned`, `Approved`...
+    /// Why: `Initial`, `RegionDown`, `Cordoned`, `NotAllowed`, `Failback`, `Manual`, `Rebalanced`.
     pub reason: String,
+    /// Who asked, for a manual failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
     /// When the region was first seen failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected_time: Option<Time>,

@@ -16,7 +16,9 @@ use azora_api::region::{RegionSpec, Verdict};
 use azora_api::{Condition, Time};
 use azora_core::conditions::{self, Desired};
 use azora_core::duration::parse_duration;
-use azora_core::failover::{Candidate, FailbackRule, Held, Input, Reason, Vetting, plan, serving};
+use azora_core::failover::{
+    Candidate, FailbackRule, Held, Input, Manual, ManualOutcome, Reason, Vetting, plan, serving,
+};
 use azora_core::placement::place;
 use azora_core::validate::{self, ProblemKind};
 use base64::Engine;
@@ -133,6 +135,10 @@ struct PolicyMemory {
     held: Option<Held>,
     /// The `FailoverHeld` status this task last wrote (the cache may not show it yet).
     held_written: Option<bool>,
+    /// What the last plan made of the manual failover, if one is requested.
+    manual: Option<ManualOutcome>,
+    /// The `ManualFailover` condition this task last wrote (status, reason, message, generation).
+    manual_written: Option<(bool, String, String, Option<i64>)>,
 }
 
 /// One policy: re-plans on every verdict change, policy change, and every second (hold-down timers,
@@ -141,7 +147,8 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
     let ar = FailoverPolicyKind::resource();
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
     let writer = StatusWriter::new(ctx.client.clone(), ar.clone(), "failover", ctx.fence.clone());
-    let hold_writer = StatusWriter::new(ctx.client.clone(), ar, "failover-hold", ctx.fence.clone());
+    let hold_writer = StatusWriter::new(ctx.client.clone(), ar.clone(), "failover-hold", ctx.fence.clone());
+    let manual_writer = StatusWriter::new(ctx.client.clone(), ar, "failover-manual", ctx.fence.clone());
     let mut verdicts = ctx.handles.verdicts.subscribe();
     let mut policies = ctx.caches.policies.changed();
     let mut memory = PolicyMemory::default();
@@ -211,6 +218,17 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
                             &name,
                             held.as_ref(),
                             &mut memory.held_written,
+                        )
+                        .await;
+                        let outcome = memory.manual.clone();
+                        report_manual(
+                            &ctx,
+                            &manual_writer,
+                            &obj,
+                            &name,
+                            spec.manual.as_ref(),
+                            outcome.as_ref(),
+                            &mut memory.manual_written,
                         )
                         .await;
                     }
@@ -299,6 +317,97 @@ async fn report_hold(
             azora_runtime::events::publish(ctx, obj, kind, reason, &desired.message, "Failover").await;
         }
         Err(e) => warn!(policy = %name, error = &e as &dyn std::error::Error, "writing FailoverHeld failed"),
+    }
+}
+
+/// Condition type of a manual failover's outcome.
+const MANUAL: &str = "ManualFailover";
+
+/// The `ManualFailover` condition (manager `azora-operator/failover-manual`): True while every answer is the
+/// requested region, False with `TargetNotEligible` and the reason while it cannot be (the policy's own rules
+/// answer), False `NotRequested` once a request that was reported is withdrawn. Written on changes only.
+async fn report_manual(
+    ctx: &Context,
+    writer: &StatusWriter,
+    obj: &DynamicObject,
+    name: &str,
+    request: Option<&azora_api::failover::ManualFailover>,
+    outcome: Option<&ManualOutcome>,
+    written: &mut Option<(bool, String, String, Option<i64>)>,
+) {
+    let current = obj
+        .data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value::<Vec<Condition>>(c.clone()).ok())
+        .unwrap_or_default();
+    let existing = current.iter().find(|c| c.type_ == MANUAL);
+    let desired = match (request, outcome) {
+        (Some(m), Some(ManualOutcome::Honored)) => Desired {
+            type_: MANUAL,
+            status: azora_api::ConditionStatus::True,
+            reason: "Honored".into(),
+            message: format!(
+                "every answer is {}{}",
+                m.region,
+                m.requested_by
+                    .as_deref()
+                    .map(|b| format!(" (requested by {b})"))
+                    .unwrap_or_default()
+            ),
+        },
+        (Some(_), Some(ManualOutcome::NotEligible(why))) => {
+            Desired::fail(MANUAL, "TargetNotEligible", why.clone())
+        }
+        // Not planned yet in this term.
+        (Some(_), None) => return,
+        (None, _) if existing.is_none() => return,
+        (None, _) => Desired::fail(
+            MANUAL,
+            "NotRequested",
+            "no manual failover is requested: the policy's rules answer",
+        ),
+    };
+    let is_true = desired.status == azora_api::ConditionStatus::True;
+    let key = (
+        is_true,
+        desired.reason.clone(),
+        desired.message.clone(),
+        obj.metadata.generation,
+    );
+    let stored = existing.map(|c| {
+        (
+            c.status == azora_api::ConditionStatus::True,
+            c.reason.clone(),
+            c.message.clone(),
+            c.observed_generation,
+        )
+    });
+    if written.as_ref() == Some(&key) || stored.as_ref() == Some(&key) {
+        return;
+    }
+    let merged = conditions::merge(
+        &current,
+        std::slice::from_ref(&desired),
+        obj.metadata.generation,
+        Time::now(),
+    );
+    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == MANUAL).collect();
+    match writer.apply(name, None, json!({ "conditions": cond })).await {
+        Ok(()) => {
+            let kind = if is_true || desired.reason == "NotRequested" {
+                EventType::Normal
+            } else {
+                warn!(policy = %name, message = %desired.message, "manual failover cannot be honoured");
+                EventType::Warning
+            };
+            let reason = format!("Manual{}", desired.reason);
+            azora_runtime::events::publish(ctx, obj, kind, &reason, &desired.message, "Failover").await;
+            *written = Some(key);
+        }
+        Err(e) => {
+            warn!(policy = %name, error = &e as &dyn std::error::Error, "writing ManualFailover failed")
+        }
     }
 }
 
@@ -447,7 +556,12 @@ async fn step(
         mode: spec.failback.mode,
         hold_down: parse_duration(&spec.failback.hold_down).unwrap_or(Duration::from_secs(60)),
         approved: spec.failback.approved_region.clone(),
+        approved_time: spec.failback.approved_time,
     };
+    let manual = spec.manual.as_ref().map(|m| Manual {
+        region: m.region.clone(),
+        requested: m.requested_time,
+    });
     // A policy's first answers wait (at most INITIAL_GRACE into the term) until every candidate has a
     // verdict, so DNS does not start on whichever region happened to be probed first.
     if status.answers.is_empty()
@@ -466,8 +580,10 @@ async fn step(
         current: &current,
         now,
         vetting: Some(Vetting { confirm_wait }),
+        manual: manual.as_ref(),
     });
     memory.held = p.held.clone();
+    memory.manual = p.manual.clone();
     for (region, on) in candidates
         .iter()
         .map(|c| (c.name.clone(), p.active.as_deref() == Some(c.name.as_str())))
@@ -496,6 +612,10 @@ async fn step(
             from: change.from.clone(),
             to: change.to.clone(),
             reason: change.reason.to_string(),
+            requested_by: match change.reason {
+                Reason::Manual => spec.manual.as_ref().and_then(|m| m.requested_by.clone()),
+                _ => None,
+            },
             detected_time: detected,
             decided_time: Some(now),
             dns_updated_time: None,

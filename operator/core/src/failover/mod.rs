@@ -6,7 +6,8 @@
 //! only after the failback hold-down (Automatic) or on approval (Manual); a region already answering keeps
 //! its traffic while it stays eligible. When nothing is eligible the current answers stay (never answer
 //! with nothing because probes are blind); with no current answers, the first non-cordoned allowed region
-//! serves. No IO.
+//! serves. A manual failover answers every geography with its region alone while that region is eligible
+//! (and, if it recovered after the request, past its hold-down or approved). No IO.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -57,8 +58,19 @@ pub struct FailbackRule {
     pub mode: FailbackMode,
     /// Hold-down of continuous health.
     pub hold_down: Duration,
-    /// Approved region (Manual).
+    /// Approved region: skips the hold-down (Automatic), the only way back (Manual).
     pub approved: Option<String>,
+    /// When the approval was given (an approval older than the region's latest recovery does not count).
+    pub approved_time: Option<Time>,
+}
+
+/// A manual failover as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manual {
+    /// The region every answer goes to.
+    pub region: String,
+    /// When it was asked.
+    pub requested: Option<Time>,
 }
 
 /// Everything the planner needs.
@@ -76,6 +88,8 @@ pub struct Input<'a> {
     pub now: Time,
     /// Confirm failover targets by probes made after the failure (`None`: take verdicts as they are).
     pub vetting: Option<Vetting>,
+    /// A manual failover in force.
+    pub manual: Option<&'a Manual>,
 }
 
 /// How failover targets are confirmed before traffic moves to them.
@@ -114,8 +128,19 @@ pub enum Reason {
     NotAllowed,
     /// A preferred region recovered and its hold-down passed (or it was approved).
     Failback,
+    /// A manual failover (`spec.manual`) moved the answers.
+    Manual,
     /// Another change (policy edit, weights).
     Rebalanced,
+}
+
+/// What became of a manual failover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManualOutcome {
+    /// Every answer is its region.
+    Honored,
+    /// Its region cannot take the traffic; the policy's own rules answer. The text says why.
+    NotEligible(String),
 }
 
 /// The planner's output.
@@ -131,6 +156,8 @@ pub struct Plan {
     pub pending_failback: Option<String>,
     /// Set when the answers are held on purpose (targets not confirmed yet, or everything failing).
     pub held: Option<Held>,
+    /// Set when a manual failover is requested.
+    pub manual: Option<ManualOutcome>,
 }
 
 /// A change of answers.
@@ -154,14 +181,54 @@ fn keeps(c: &Candidate) -> bool {
     eligible(c) || (c.allowed && !c.cordoned && c.verdict == Verdict::Unknown)
 }
 
+/// An approval of this region that is not older than its latest recovery.
+fn approved(c: &Candidate, rule: &FailbackRule) -> bool {
+    rule.approved.as_deref() == Some(c.name.as_str())
+        && match (rule.approved_time, c.recovered) {
+            (Some(at), Some(recovered)) => at >= recovered,
+            _ => true,
+        }
+}
+
 fn hold_passed(c: &Candidate, rule: &FailbackRule, now: Time) -> bool {
     let Some(recovered) = c.recovered else { return true };
+    if approved(c, rule) {
+        return true;
+    }
     match rule.mode {
         FailbackMode::Automatic => {
             let since = now.0.duration_since(recovered.0).unsigned_abs();
             since >= rule.hold_down
         }
-        FailbackMode::Manual => rule.approved.as_deref() == Some(c.name.as_str()),
+        FailbackMode::Manual => false,
+    }
+}
+
+/// Whether a manual failover's region may take every answer, or why not.
+fn manual_outcome(input: &Input<'_>, m: &Manual) -> ManualOutcome {
+    let serving = input.current.values().flatten().any(|s| s == &m.region);
+    let Some(c) = input.candidates.iter().find(|c| c.name == m.region) else {
+        return ManualOutcome::NotEligible(format!("{} is not a candidate region of this policy", m.region));
+    };
+    let why = if !c.allowed {
+        Some("is not allowed for the policy's tenant".to_string())
+    } else if c.cordoned {
+        Some("is cordoned".to_string())
+    } else if c.unjudged {
+        Some("is not judged by this term's observers yet".to_string())
+    } else if !eligible(c) {
+        Some(format!("is {}", c.verdict))
+    } else if !serving
+        && c.recovered.is_some_and(|r| m.requested.is_none_or(|q| r > q))
+        && !hold_passed(c, input.failback, input.now)
+    {
+        Some("recovered after the request and waits for the failback hold-down or an approval".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(w) => ManualOutcome::NotEligible(format!("{} {w}; the policy's own rules answer", m.region)),
+        None => ManualOutcome::Honored,
     }
 }
 
@@ -314,6 +381,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
                     change: None,
                     pending_failback: None,
                     held: Some(held),
+                    manual: input.manual.map(|m| manual_outcome(input, m)),
                 };
             }
         },
@@ -328,11 +396,25 @@ fn plan_vetted(input: &Input<'_>) -> Plan {
     let empty = Vec::new();
     let cur = |geo: &str| input.current.get(geo).unwrap_or(&empty);
     let names = |v: Vec<&Candidate>| v.into_iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let manual = input.manual.map(|m| (m, manual_outcome(input, m)));
+    let pinned = manual
+        .as_ref()
+        .filter(|(_, o)| *o == ManualOutcome::Honored)
+        .map(|(m, _)| m.region.clone());
     answers.insert(
         DEFAULT_GEO.to_string(),
-        names(pick(&preference, cur(DEFAULT_GEO), input, &mut pending)),
+        match &pinned {
+            Some(r) => vec![r.clone()],
+            None => names(pick(&preference, cur(DEFAULT_GEO), input, &mut pending)),
+        },
     );
-    if input.strategy == Strategy::Geo {
+    if let Some(r) = &pinned {
+        if input.strategy == Strategy::Geo {
+            for continent in Continent::iter() {
+                answers.insert(continent.to_string(), vec![r.clone()]);
+            }
+        }
+    } else if input.strategy == Strategy::Geo {
         for continent in Continent::iter() {
             let point = continent_point(continent);
             let mut ranked = preference.clone();
@@ -356,6 +438,7 @@ fn plan_vetted(input: &Input<'_>) -> Plan {
             Some(c) if c.cordoned => Reason::Cordoned,
             Some(c) if !c.allowed => Reason::NotAllowed,
             Some(c) if !keeps(c) => Reason::RegionDown,
+            Some(_) if pinned.is_some() => Reason::Manual,
             Some(_) if from != active => Reason::Failback,
             Some(_) => Reason::Rebalanced,
         };
@@ -371,6 +454,7 @@ fn plan_vetted(input: &Input<'_>) -> Plan {
         change,
         pending_failback: pending,
         held: None,
+        manual: manual.map(|(_, o)| o),
     }
 }
 

@@ -41,6 +41,7 @@ fn auto(hold_s: u64) -> FailbackRule {
         mode: FailbackMode::Automatic,
         hold_down: Duration::from_secs(hold_s),
         approved: None,
+        approved_time: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn run(
         current: cur,
         now: t(NOW),
         vetting: None,
+        manual: None,
     })
 }
 
@@ -128,6 +130,7 @@ fn manual_failback_needs_approval_of_that_region() {
         mode: FailbackMode::Manual,
         hold_down: Duration::ZERO,
         approved: None,
+        approved_time: None,
     };
     assert_eq!(
         run(Strategy::Failover, &cands, &rule, &current("europe"))
@@ -272,6 +275,7 @@ fn status(epoch: u64, verified: bool) -> FailoverPolicyStatus {
             from: Some("africa".into()),
             to: Some("europe".into()),
             reason: "RegionDown".into(),
+            requested_by: None,
             detected_time: Some(t(NOW)),
             decided_time: Some(t(NOW)),
             dns_updated_time: None,
@@ -318,6 +322,7 @@ fn vetted_plan(cands: &[Candidate], current: &str, wait_s: u64) -> Plan {
         mode: FailbackMode::Automatic,
         hold_down: Duration::from_secs(60),
         approved: None,
+        approved_time: None,
     };
     let cur = BTreeMap::from([(DEFAULT_GEO.to_string(), vec![current.to_string()])]);
     plan(&Input {
@@ -329,6 +334,7 @@ fn vetted_plan(cands: &[Candidate], current: &str, wait_s: u64) -> Plan {
         vetting: Some(Vetting {
             confirm_wait: Duration::from_secs(wait_s),
         }),
+        manual: None,
     })
 }
 
@@ -427,6 +433,7 @@ fn a_weighted_policy_holds_when_every_region_fails_together() {
         mode: FailbackMode::Automatic,
         hold_down: Duration::from_secs(60),
         approved: None,
+        approved_time: None,
     };
     let all = vec![
         "africa".to_string(),
@@ -444,6 +451,7 @@ fn a_weighted_policy_holds_when_every_region_fails_together() {
         vetting: Some(Vetting {
             confirm_wait: Duration::from_secs(5),
         }),
+        manual: None,
     });
     assert!(matches!(p.held, Some(Held::AllFailing { .. })), "{:?}", p.held);
     assert_eq!(p.answers[DEFAULT_GEO], all);
@@ -489,4 +497,143 @@ fn after_a_takeover_a_failover_waits_for_the_new_terms_judgement_instead_of_call
     }
     let p = vetted_plan(&c, "africa", 0);
     assert_eq!(p.change.expect("a failover").to.as_deref(), Some("europe"));
+}
+
+fn pinned(
+    strategy: Strategy,
+    cands: &[Candidate],
+    rule: &FailbackRule,
+    cur: &BTreeMap<String, Vec<String>>,
+    m: &Manual,
+) -> Plan {
+    plan(&Input {
+        strategy,
+        candidates: cands,
+        failback: rule,
+        current: cur,
+        now: t(NOW),
+        vetting: Some(Vetting {
+            confirm_wait: Duration::from_secs(5),
+        }),
+        manual: Some(m),
+    })
+}
+
+fn manual(region: &str, at: &str) -> Manual {
+    Manual {
+        region: region.into(),
+        requested: Some(t(at)),
+    }
+}
+
+#[test]
+fn a_manual_failover_answers_every_geo_with_its_region_and_says_so() {
+    let cands = four([Healthy; 4]);
+    let m = manual("asia", "2026-11-22T02:59:00Z");
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert_eq!(p.active.as_deref(), Some("asia"));
+    assert_eq!(p.manual, Some(ManualOutcome::Honored));
+    let c = p.change.unwrap();
+    assert_eq!((c.from.as_deref(), c.reason), (Some("africa"), Reason::Manual));
+    // Geo: every continent gets the pinned region, not its nearest.
+    let mut geo_cur = current("africa");
+    geo_cur.insert("europe".into(), vec!["europe".into()]);
+    let p = pinned(Strategy::Geo, &cands, &auto(60), &geo_cur, &m);
+    assert!(
+        p.answers.values().all(|v| v == &vec!["asia".to_string()]),
+        "{:?}",
+        p.answers
+    );
+    // Once in force, nothing changes.
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("asia"), &m);
+    assert!(p.change.is_none());
+    // Cleared: traffic returns to the policy's first region, as a failback.
+    let p = run(Strategy::Failover, &cands, &auto(60), &current("asia"));
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert_eq!(p.change.unwrap().reason, Reason::Failback);
+}
+
+#[test]
+fn a_manual_failover_to_a_region_that_cannot_serve_changes_nothing_and_says_why() {
+    let mut cands = four([Healthy, Healthy, Down, Healthy]);
+    let m = manual("asia", "2026-11-22T02:59:00Z");
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert!(p.change.is_none());
+    assert!(
+        matches!(&p.manual, Some(ManualOutcome::NotEligible(w)) if w.contains("asia is Down")),
+        "{:?}",
+        p.manual
+    );
+    cands[2].verdict = Healthy;
+    cands[2].cordoned = true;
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert!(matches!(&p.manual, Some(ManualOutcome::NotEligible(w)) if w.contains("cordoned")));
+    let p = pinned(
+        Strategy::Failover,
+        &cands,
+        &auto(60),
+        &current("africa"),
+        &manual("mars", NOW),
+    );
+    assert!(matches!(&p.manual, Some(ManualOutcome::NotEligible(w)) if w.contains("not a candidate")));
+    assert_eq!(p.active.as_deref(), Some("africa"));
+}
+
+#[test]
+fn the_pinned_region_failing_hands_traffic_to_the_policy_and_its_recovery_waits_for_the_hold_down() {
+    // asia pinned and serving goes down: the policy's rules pick the next region.
+    let mut cands = four([Healthy, Healthy, Down, Healthy]);
+    cands[2].failing_since = Some(t("2026-11-22T02:59:50Z"));
+    cands[0].last_ok = Some(t("2026-11-22T02:59:55Z"));
+    cands[1].last_ok = Some(t("2026-11-22T02:59:55Z"));
+    cands[3].last_ok = Some(t("2026-11-22T02:59:55Z"));
+    let m = manual("asia", "2026-11-22T02:00:00Z");
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("asia"), &m);
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert_eq!(p.change.unwrap().reason, Reason::RegionDown);
+    // It recovered 30 s ago, after the request: the hold-down applies to the pin too.
+    let mut cands = four([Healthy; 4]);
+    cands[2].recovered = Some(t("2026-11-22T02:59:30Z"));
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert!(matches!(&p.manual, Some(ManualOutcome::NotEligible(w)) if w.contains("hold-down")));
+    // A request made after the recovery is itself the approval.
+    let p = pinned(
+        Strategy::Failover,
+        &cands,
+        &auto(60),
+        &current("africa"),
+        &manual("asia", NOW),
+    );
+    assert_eq!(p.active.as_deref(), Some("asia"));
+}
+
+#[test]
+fn an_approval_skips_the_hold_down_but_only_for_the_recovery_it_approved() {
+    let mut cands = four([Healthy; 4]);
+    cands[0].recovered = Some(t("2026-11-22T02:59:30Z"));
+    let mut rule = auto(600);
+    rule.approved = Some("africa".into());
+    rule.approved_time = Some(t("2026-11-22T02:59:40Z"));
+    let p = run(Strategy::Failover, &cands, &rule, &current("europe"));
+    assert_eq!(
+        p.active.as_deref(),
+        Some("africa"),
+        "approved after the recovery: no hold-down"
+    );
+    // An approval from before the latest recovery approved an earlier one.
+    rule.approved_time = Some(t("2026-11-22T02:00:00Z"));
+    let p = run(Strategy::Failover, &cands, &rule, &current("europe"));
+    assert_eq!(p.active.as_deref(), Some("europe"));
+    rule.mode = FailbackMode::Manual;
+    let p = run(Strategy::Failover, &cands, &rule, &current("europe"));
+    assert_eq!(
+        p.active.as_deref(),
+        Some("europe"),
+        "a stale approval does not open a manual failback"
+    );
+    rule.approved_time = Some(t(NOW));
+    let p = run(Strategy::Failover, &cands, &rule, &current("europe"));
+    assert_eq!(p.active.as_deref(), Some("africa"));
 }

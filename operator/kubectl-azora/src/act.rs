@@ -1,0 +1,339 @@
+//! The actions: each is one declarative change of a custom resource (a JSON merge patch of its spec or
+//! annotations) that the operator carries out; `--wait` then reads the operator's status until it reports
+//! the action done or impossible. Bad input is refused before anything is written.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use azora_api::failover::FailoverPolicy;
+use azora_api::region::{Region, Verdict};
+use azora_api::tenant::{SecretPhase, Tenant};
+use azora_api::{ConditionStatus, Time};
+use serde_json::json;
+
+use crate::client::{self, Hub};
+use crate::{EXIT_REFUSED, Wait};
+
+/// Annotation asking the operator to rotate every secret of a tenant, once per distinct value.
+const ROTATE_NOW: &str = "azora.io/rotate-now";
+/// How often `--wait` reads the status.
+const POLL: Duration = Duration::from_millis(500);
+
+/// What a status read says of an action.
+enum Progress {
+    /// Done, with a line saying so.
+    Done(String),
+    /// The operator reports it cannot be done, and why.
+    Refused(String),
+    /// Not yet, and what is still awaited.
+    Pending(String),
+}
+
+/// Reads `probe` until it says done or refused, or the timeout passes.
+async fn wait_until<F, Fut>(wait: Wait, what: &str, mut probe: F) -> anyhow::Result<ExitCode>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Progress>>,
+{
+    let start = Instant::now();
+    loop {
+        // A failed read (API server briefly away) is retried until the deadline, and named if it is the last.
+        let last = match probe().await {
+            Ok(Progress::Done(line)) => {
+                println!("{line} ({:.1}s)", start.elapsed().as_secs_f64());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(Progress::Refused(why)) => {
+                eprintln!("error: {what}: the operator reports it cannot be done: {why}");
+                return Ok(ExitCode::from(EXIT_REFUSED));
+            }
+            Ok(Progress::Pending(why)) => why,
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() >= wait.timeout {
+            eprintln!(
+                "error: {what}: not done after {}s: {last}",
+                wait.timeout.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `cordon` / `uncordon`.
+pub async fn cordon(hub: &Hub, region: &str, on: bool, wait: Wait) -> anyhow::Result<ExitCode> {
+    let _: Region = client::get(hub, region).await?;
+    let r: Region = client::merge(hub, region, json!({ "spec": { "cordoned": on } })).await?;
+    let generation = r.metadata.generation;
+    let word = if on { "cordoned" } else { "uncordoned" };
+    println!("region.azora.io/{region} {word}");
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = format!("{} {region}", if on { "cordon" } else { "uncordon" });
+    wait_until(wait, &what, || async {
+        let r: Region = client::get(hub, region).await?;
+        if r.spec.cordoned != on {
+            return Ok(Progress::Refused(format!(
+                "spec.cordoned was changed back to {} by someone else",
+                r.spec.cordoned
+            )));
+        }
+        let s = r.status.unwrap_or_default();
+        if s.observed_generation < generation {
+            return Ok(Progress::Pending("the operator has not seen the change yet".into()));
+        }
+        let verdict = s.verdict.unwrap_or(Verdict::Unknown);
+        let serving = s.serving.unwrap_or(false);
+        if on {
+            if verdict != Verdict::Cordoned {
+                return Ok(Progress::Pending(format!("verdict is still {verdict:?}")));
+            }
+            if serving {
+                let policies = serving_policies(hub, region).await.unwrap_or_default();
+                return Ok(Progress::Pending(format!(
+                    "DNS still answers with {region} (policies: {}); no other eligible region may be able to take its traffic",
+                    policies.join(", ")
+                )));
+            }
+            Ok(Progress::Done(format!("{region} is cordoned and receives no traffic")))
+        } else if verdict == Verdict::Cordoned {
+            Ok(Progress::Pending("verdict is still Cordoned".into()))
+        } else {
+            Ok(Progress::Done(format!(
+                "{region} is back in rotation (verdict {verdict:?}; it takes traffic when its policies choose it)"
+            )))
+        }
+    })
+    .await
+}
+
+/// Policies whose answers include `region`.
+async fn serving_policies(hub: &Hub, region: &str) -> anyhow::Result<Vec<String>> {
+    let all: Vec<FailoverPolicy> = client::list(hub).await?;
+    Ok(all
+        .into_iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.active_regions.iter().any(|r| r == region))
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect())
+}
+
+/// `failover <policy> --to <region>` and `failover <policy> --clear`.
+pub async fn failover(
+    hub: &Hub,
+    policy: &str,
+    to: Option<&str>,
+    reason: Option<String>,
+    wait: Wait,
+) -> anyhow::Result<ExitCode> {
+    let before: FailoverPolicy = client::get(hub, policy).await?;
+    let patch = match to {
+        Some(region) => {
+            let r: Region = client::get(hub, region)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?;
+            if !before.spec.regions.is_empty() && !before.spec.regions.iter().any(|c| c.name == region) {
+                anyhow::bail!(
+                    "{region} is not one of policy {policy}'s regions ({}): nothing was changed",
+                    before
+                        .spec
+                        .regions
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if r.spec.cordoned {
+                anyhow::bail!("{region} is cordoned: uncordon it first; nothing was changed");
+            }
+            let by = client::who(hub).await;
+            json!({ "spec": { "manual": {
+                "region": region,
+                "requestedBy": by,
+                "requestedTime": Time::now(),
+                "reason": reason,
+            } } })
+        }
+        None => json!({ "spec": { "manual": null } }),
+    };
+    let p: FailoverPolicy = client::merge(hub, policy, patch).await?;
+    let generation = p.metadata.generation;
+    match to {
+        Some(region) => println!("failoverpolicy.azora.io/{policy} manual failover to {region} requested"),
+        None => println!("failoverpolicy.azora.io/{policy} manual failover cleared"),
+    }
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if to.is_none() && before.spec.manual.is_none() {
+        println!("no manual failover was in force");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = match to {
+        Some(r) => format!("failover {policy} --to {r}"),
+        None => format!("failover {policy} --clear"),
+    };
+    wait_until(wait, &what, || async {
+        let p: FailoverPolicy = client::get(hub, policy).await?;
+        let s = p.status.unwrap_or_default();
+        let cond = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ManualFailover" && c.observed_generation >= generation);
+        let verified = s.last_failover.as_ref().is_none_or(|f| f.verified_time.is_some());
+        let Some(cond) = cond else {
+            return Ok(Progress::Pending(
+                "the operator has not judged the request yet".into(),
+            ));
+        };
+        match to {
+            Some(region) => {
+                if cond.status != ConditionStatus::True {
+                    return Ok(if cond.reason == "TargetNotEligible" {
+                        Progress::Refused(cond.message.clone())
+                    } else {
+                        Progress::Pending(cond.message.clone())
+                    });
+                }
+                let only = !s.active_regions.is_empty() && s.active_regions.iter().all(|r| r == region);
+                if !only || !verified {
+                    return Ok(Progress::Pending(format!(
+                        "DNS answers {} (epoch {}), not verified yet",
+                        s.active_regions.join(","),
+                        s.epoch
+                    )));
+                }
+                Ok(Progress::Done(format!(
+                    "every answer of {policy} is {region}, verified at epoch {}",
+                    s.epoch
+                )))
+            }
+            None => {
+                if cond.reason != "NotRequested" || !verified {
+                    return Ok(Progress::Pending(format!(
+                        "the manual failover is still in force or DNS is not verified yet ({})",
+                        cond.message
+                    )));
+                }
+                Ok(Progress::Done(format!(
+                    "{policy} follows its rules again: DNS answers {}, epoch {}",
+                    s.active_regions.join(","),
+                    s.epoch
+                )))
+            }
+        }
+    })
+    .await
+}
+
+/// `approve-failback <policy> <region>`.
+pub async fn approve_failback(hub: &Hub, policy: &str, region: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+    let _: FailoverPolicy = client::get(hub, policy).await?;
+    let r: Region = client::get(hub, region)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?;
+    if r.spec.cordoned {
+        anyhow::bail!("{region} is cordoned: uncordon it first; nothing was changed");
+    }
+    let _: FailoverPolicy = client::merge(
+        hub,
+        policy,
+        json!({ "spec": { "failback": { "approvedRegion": region, "approvedTime": Time::now() } } }),
+    )
+    .await?;
+    println!("failoverpolicy.azora.io/{policy} failback to {region} approved");
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_until(wait, &format!("approve-failback {policy} {region}"), || async {
+        let p: FailoverPolicy = client::get(hub, policy).await?;
+        let s = p.status.unwrap_or_default();
+        if let Some(m) = &p.spec.manual {
+            return Ok(Progress::Refused(format!(
+                "a manual failover to {} is in force; clear it first (kubectl azora failover {policy} --clear)",
+                m.region
+            )));
+        }
+        let verified = s.last_failover.as_ref().is_none_or(|f| f.verified_time.is_some());
+        if s.active_region.as_deref() == Some(region) && verified {
+            return Ok(Progress::Done(format!(
+                "traffic of {policy} is back in {region}, verified at epoch {}",
+                s.epoch
+            )));
+        }
+        let r: Region = client::get(hub, region).await?;
+        let verdict = r.status.and_then(|s| s.verdict).unwrap_or(Verdict::Unknown);
+        if verdict == Verdict::Cordoned {
+            return Ok(Progress::Refused(format!("{region} was cordoned")));
+        }
+        Ok(Progress::Pending(format!(
+            "{region} is {verdict:?}; DNS answers {} (epoch {})",
+            s.active_regions.join(","),
+            s.epoch
+        )))
+    })
+    .await
+}
+
+/// `rotate <tenant>`.
+pub async fn rotate(hub: &Hub, tenant: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+    let t: Tenant = client::get(hub, tenant).await?;
+    if t.spec.secrets.is_empty() {
+        anyhow::bail!("tenant {tenant} declares no secrets: nothing was changed");
+    }
+    let token = Time::now().to_string();
+    let _: Tenant = client::merge(
+        hub,
+        tenant,
+        json!({ "metadata": { "annotations": { ROTATE_NOW: token } } }),
+    )
+    .await?;
+    println!(
+        "tenant.azora.io/{tenant} rotation of {} secrets requested",
+        t.spec.secrets.len()
+    );
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names: Vec<String> = t.spec.secrets.iter().map(|s| s.name.clone()).collect();
+    wait_until(wait, &format!("rotate {tenant}"), || async {
+        let t: Tenant = client::get(hub, tenant).await?;
+        let s = t.status.unwrap_or_default();
+        let mut waiting = Vec::new();
+        for name in &names {
+            let Some(x) = s.secrets.iter().find(|x| &x.name == name) else {
+                waiting.push(format!("{name}: not started"));
+                continue;
+            };
+            if x.rotate_now_handled.as_deref() != Some(token.as_str()) {
+                waiting.push(format!("{name}: not started"));
+                continue;
+            }
+            match x.phase {
+                Some(SecretPhase::Done) => {}
+                Some(SecretPhase::Failed | SecretPhase::RolledBack) => {
+                    return Ok(Progress::Refused(format!("{name}: {}", x.message)));
+                }
+                phase => waiting.push(format!(
+                    "{name}: {}",
+                    phase.map_or("-".into(), |p| format!("{p:?}"))
+                )),
+            }
+        }
+        if waiting.is_empty() {
+            Ok(Progress::Done(format!(
+                "every secret of {tenant} is rotated and held by every region"
+            )))
+        } else {
+            Ok(Progress::Pending(waiting.join("; ")))
+        }
+    })
+    .await
+}

@@ -1,0 +1,365 @@
+//! `kubectl azora` end to end: the real plugin binary against a real API server, the real operator and
+//! simulated region processes; outages made with signals; DNS read from the operator's embedded server.
+//! Also the plugin as a person sees it, in a real terminal (tmux), and every runbook command it names.
+
+use std::path::Path;
+use std::time::Duration;
+
+use azora_tests::operator::{PluginRun, plugin};
+use azora_tests::scenario::Scenario;
+use serde_json::Value;
+
+const RUN: Duration = Duration::from_secs(150);
+
+async fn azora(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<PluginRun> {
+    plugin(kubeconfig, args, RUN).await
+}
+
+fn json(run: &PluginRun) -> anyhow::Result<Value> {
+    assert_eq!(run.code, 0, "{run:?}");
+    Ok(serde_json::from_str(&run.stdout)?)
+}
+
+#[tokio::test]
+async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    // A long hold-down: traffic returns to a recovered region only when approved.
+    s.policy("10m", serde_json::json!({})).await?;
+    s.add_operator(&[])?;
+    let kc = s.env.hub().kubeconfig.clone();
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "DNS never answered africa:\n{}",
+        s.log_tail(0, 30)
+    );
+    assert!(
+        s.wait_all_healthy(Duration::from_secs(30)).await,
+        "regions never all Healthy"
+    );
+
+    // status -o json: a stable document that parses.
+    let st = json(&azora(&kc, &["status", "-o", "json"]).await?)?;
+    assert_eq!(st["kind"], "Status");
+    let names: Vec<&str> = st["regions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["africa", "europe", "asia"], "{st}");
+    assert_eq!(st["regions"][0]["verdict"], "Healthy");
+    assert_eq!(st["regions"][0]["serving"], true);
+    assert_eq!(st["regions"][1]["serving"], false);
+    assert_eq!(st["policies"][0]["name"], "platform");
+    assert_eq!(st["policies"][0]["activeRegion"], "africa");
+    // YAML carries the same document.
+    let yaml = azora(&kc, &["status", "-o", "yaml"]).await?;
+    assert_eq!(yaml.code, 0, "{yaml:?}");
+    assert!(
+        yaml.stdout.contains("kind: Status") && yaml.stdout.contains("activeRegion: africa"),
+        "{yaml:?}"
+    );
+
+    // Bad input: refused with a clear error, nothing written.
+    let bad = azora(&kc, &["failover", "platform", "--to", "mars", "--wait"]).await?;
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stderr.contains("mars does not exist") && bad.stderr.contains("nothing was changed"),
+        "{bad:?}"
+    );
+    let bad = azora(&kc, &["timeline", "nosuchpolicy"]).await?;
+    assert!(bad.code == 1 && bad.stderr.contains("does not exist"), "{bad:?}");
+    let st = json(&azora(&kc, &["status", "-o", "json"]).await?)?;
+    assert!(st["policies"][0]["manual"].is_null(), "{st}");
+
+    // A manual failover, with --wait: exit 0 only once DNS answers asia, recorded with who asked.
+    let run = azora(
+        &kc,
+        &[
+            "failover",
+            "platform",
+            "--to",
+            "asia",
+            "--reason",
+            "INC-1",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{run:?}\n{}", s.log_tail(0, 30));
+    assert_eq!(
+        s.answer(0).await,
+        vec!["127.0.0.13".parse::<std::net::Ipv4Addr>()?],
+        "--wait returned before DNS moved"
+    );
+    let tl = json(&azora(&kc, &["timeline", "platform", "-o", "json"]).await?)?;
+    let newest = &tl["failovers"][0];
+    assert_eq!(newest["reason"], "Manual", "{tl}");
+    assert_eq!(
+        (newest["from"].as_str(), newest["to"].as_str()),
+        (Some("africa"), Some("asia"))
+    );
+    assert_eq!(newest["requestedBy"], "admin", "who asked is recorded: {tl}");
+    assert!(newest["verifiedTime"].is_string(), "{tl}");
+    let st = json(&azora(&kc, &["status", "-o", "json"]).await?)?;
+    assert_eq!(st["policies"][0]["manual"]["honored"], true, "{st}");
+    assert_eq!(st["policies"][0]["manual"]["reason"], "INC-1");
+
+    // The pinned region fails: the policy's own rules take over (no traffic to a dead region), and asking
+    // again for asia is refused by the operator with its reason (exit 2).
+    s.regions[2].stop();
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "DNS stayed on a stopped, pinned asia:\n{}",
+        s.log_tail(0, 40)
+    );
+    let run = azora(
+        &kc,
+        &[
+            "failover",
+            "platform",
+            "--to",
+            "asia",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await?;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("asia is Down"),
+        "the reason is named: {run:?}"
+    );
+    s.regions[2].resume();
+
+    // Cleared: traffic follows the policy again (africa, the first region).
+    let run = azora(
+        &kc,
+        &["failover", "platform", "--clear", "--wait", "--timeout", "60s"],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        s.answer(0).await,
+        vec!["127.0.0.11".parse::<std::net::Ipv4Addr>()?]
+    );
+    let st = json(&azora(&kc, &["status", "-o", "json"]).await?)?;
+    assert!(st["policies"][0]["manual"].is_null(), "{st}");
+
+    // Cordon: exit 0 only once nothing is sent to africa.
+    let run = azora(&kc, &["cordon", "africa", "--wait", "--timeout", "60s"]).await?;
+    assert_eq!(run.code, 0, "{run:?}\n{}", s.log_tail(0, 30));
+    assert_eq!(
+        s.answer(0).await,
+        vec!["127.0.0.12".parse::<std::net::Ipv4Addr>()?],
+        "cordoned africa still answered"
+    );
+    assert_eq!(s.region_status("africa").await?["verdict"], "Cordoned");
+    // A manual failover to a cordoned region is refused before anything is written.
+    let run = azora(&kc, &["failover", "platform", "--to", "africa"]).await?;
+    assert!(run.code == 1 && run.stderr.contains("cordoned"), "{run:?}");
+    let run = azora(&kc, &["uncordon", "africa", "--wait", "--timeout", "60s"]).await?;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "an uncordoned africa (never down) did not take its traffic back"
+    );
+
+    // approve-failback: africa goes down and recovers; the 10-minute hold-down keeps traffic in europe until
+    // the approval, and --wait returns once DNS answers africa again.
+    s.regions[0].stop();
+    assert!(
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "no failover to europe"
+    );
+    s.regions[0].resume();
+    assert!(
+        azora_tests::wait::until(Duration::from_secs(60), || async {
+            s.region_status("africa")
+                .await
+                .is_ok_and(|st| st["verdict"] == "Healthy")
+        })
+        .await,
+        "africa never recovered"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.answer(0).await,
+        vec!["127.0.0.12".parse::<std::net::Ipv4Addr>()?],
+        "failback before the hold-down"
+    );
+    let run = azora(
+        &kc,
+        &[
+            "approve-failback",
+            "platform",
+            "africa",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{run:?}\n{}", s.log_tail(0, 30));
+    assert_eq!(
+        s.answer(0).await,
+        vec!["127.0.0.11".parse::<std::net::Ipv4Addr>()?]
+    );
+
+    // The timeline as a table shows the whole story, newest first.
+    let table = azora(&kc, &["timeline", "platform"]).await?;
+    assert_eq!(table.code, 0, "{table:?}");
+    let reasons: Vec<&str> = table
+        .stdout
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(
+        reasons.first().copied(),
+        Some("Failback"),
+        "newest first:\n{}",
+        table.stdout
+    );
+    for r in ["Manual", "RegionDown", "Cordoned"] {
+        assert!(
+            reasons.contains(&r),
+            "{r} missing from the timeline:\n{}",
+            table.stdout
+        );
+    }
+    assert!(
+        !table.stdout.contains('\x1b'),
+        "piped output carries colour codes"
+    );
+
+    // What a person sees: the status screen in a real terminal, in colour.
+    let screen = in_terminal(&kc, "status").await?;
+    assert!(
+        screen.contains("REGIONS") && screen.contains("FAILOVER POLICIES") && screen.contains("TENANTS"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("\x1b[32mHealthy"),
+        "no colour on a terminal:\n{screen}"
+    );
+    let plain = strip_colour(&screen);
+    let line = plain
+        .lines()
+        .find(|l| l.starts_with("platform"))
+        .unwrap_or_default();
+    assert!(line.contains("africa") && line.contains("Failback"), "{plain}");
+    Ok(())
+}
+
+/// The screen without its SGR escape sequences.
+fn strip_colour(s: &str) -> String {
+    let mut out = String::new();
+    let mut escape = false;
+    for c in s.chars() {
+        match (escape, c) {
+            (false, '\x1b') => escape = true,
+            (true, 'm') => escape = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Runs `kubectl azora <args>` in a detached tmux session and returns the screen with its colours.
+async fn in_terminal(kubeconfig: &Path, args: &str) -> anyhow::Result<String> {
+    let bin = azora_tests::operator::workspace_bin("kubectl-azora")?;
+    let socket = kubeconfig.with_extension("tmux");
+    let tmux = |a: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(a)
+            .output()
+    };
+    // The test runner may ask its children for no colour (NO_COLOR); a person's terminal does not.
+    let command = format!(
+        "env -u NO_COLOR {} --kubeconfig {} {args}; sleep 30",
+        bin.display(),
+        kubeconfig.display()
+    );
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-s",
+        "azora",
+        &command,
+    ])?;
+    assert!(
+        out.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut screen = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let out = tmux(&["capture-pane", "-p", "-e", "-t", "azora"])?;
+        screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if screen.contains("CHAOS AND DRILLS") {
+            break;
+        }
+    }
+    let _ = tmux(&["kill-server"]);
+    Ok(screen)
+}
+
+/// Every `kubectl azora ...` command a runbook names parses (its `--help` exits 0 with the same arguments), and
+/// every `kubectl` verb it names exists.
+#[tokio::test]
+async fn every_runbook_command_exists() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = azora_tests::operator::workspace_bin("kubectl-azora")?;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("runbooks"))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.lines().map(str::trim) {
+            let Some(rest) = line.strip_prefix("kubectl azora ") else {
+                continue;
+            };
+            let rest = rest.split(" |").next().unwrap_or(rest);
+            let args: Vec<String> = rest
+                .split_whitespace()
+                .map(|a| a.trim_matches(|c| c == '\'' || c == '"').to_string())
+                .collect();
+            let out = std::process::Command::new(&bin)
+                .args(&args)
+                .arg("--help")
+                .output()?;
+            assert!(
+                out.status.success(),
+                "{}: `{line}` does not parse: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "the runbooks name only {checked} kubectl azora commands"
+    );
+    Ok(())
+}

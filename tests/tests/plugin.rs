@@ -15,6 +15,19 @@ async fn azora(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<PluginRun> {
     plugin(kubeconfig, args, RUN).await
 }
 
+fn ip(s: &str) -> anyhow::Result<std::net::Ipv4Addr> {
+    Ok(s.parse()?)
+}
+
+/// The FailoverPolicy's resourceVersion (changes with any write).
+async fn policy_rv(s: &Scenario) -> anyhow::Result<Option<String>> {
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        s.env.hub().client().await?,
+        &azora_tests::scenario::ar("FailoverPolicy", "failoverpolicies"),
+    );
+    Ok(api.get("platform").await?.metadata.resource_version)
+}
+
 fn json(run: &PluginRun) -> anyhow::Result<Value> {
     assert_eq!(run.code, 0, "{run:?}");
     Ok(serde_json::from_str(&run.stdout)?)
@@ -60,38 +73,40 @@ async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow
         "{yaml:?}"
     );
 
-    // Bad input: refused with a clear error, nothing written.
+    // Bad input: refused with a clear error, nothing written (the policy's resourceVersion does not move).
+    let rv_before = policy_rv(&s).await?;
     let bad = azora(&kc, &["failover", "platform", "--to", "mars", "--wait"]).await?;
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(
         bad.stderr.contains("mars does not exist") && bad.stderr.contains("nothing was changed"),
         "{bad:?}"
     );
+    let bad = azora(&kc, &["approve-failback", "platform", "mars"]).await?;
+    assert!(
+        bad.code == 1 && bad.stderr.contains("nothing was changed"),
+        "{bad:?}"
+    );
     let bad = azora(&kc, &["timeline", "nosuchpolicy"]).await?;
     assert!(bad.code == 1 && bad.stderr.contains("does not exist"), "{bad:?}");
-    let st = json(&azora(&kc, &["status", "-o", "json"]).await?)?;
-    assert!(st["policies"][0]["manual"].is_null(), "{st}");
+    assert_eq!(policy_rv(&s).await?, rv_before, "bad input changed the policy");
 
     // A manual failover, with --wait: exit 0 only once DNS answers asia, recorded with who asked.
-    let run = azora(
-        &kc,
-        &[
-            "failover",
-            "platform",
-            "--to",
-            "asia",
-            "--reason",
-            "INC-1",
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-    )
-    .await?;
+    let to_asia = [
+        "failover",
+        "platform",
+        "--to",
+        "asia",
+        "--reason",
+        "INC-1",
+        "--wait",
+        "--timeout",
+        "60s",
+    ];
+    let run = azora(&kc, &to_asia).await?;
     assert_eq!(run.code, 0, "{run:?}\n{}", s.log_tail(0, 30));
     assert_eq!(
         s.answer(0).await,
-        vec!["127.0.0.13".parse::<std::net::Ipv4Addr>()?],
+        vec![ip("127.0.0.13")?],
         "--wait returned before DNS moved"
     );
     let tl = json(&azora(&kc, &["timeline", "platform", "-o", "json"]).await?)?;
@@ -107,37 +122,7 @@ async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow
     assert_eq!(st["policies"][0]["manual"]["honored"], true, "{st}");
     assert_eq!(st["policies"][0]["manual"]["reason"], "INC-1");
 
-    // The pinned region fails: the policy's own rules take over (no traffic to a dead region), and asking
-    // again for asia is refused by the operator with its reason (exit 2).
-    s.regions[2].stop();
-    assert!(
-        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
-            .await
-            .is_some(),
-        "DNS stayed on a stopped, pinned asia:\n{}",
-        s.log_tail(0, 40)
-    );
-    let run = azora(
-        &kc,
-        &[
-            "failover",
-            "platform",
-            "--to",
-            "asia",
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-    )
-    .await?;
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr.contains("asia is Down"),
-        "the reason is named: {run:?}"
-    );
-    s.regions[2].resume();
-
-    // Cleared: traffic follows the policy again (africa, the first region).
+    // Cleared while it is in force: --wait returns once traffic is back with the policy's first region.
     let run = azora(
         &kc,
         &["failover", "platform", "--clear", "--wait", "--timeout", "60s"],
@@ -146,10 +131,40 @@ async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         s.answer(0).await,
-        vec!["127.0.0.11".parse::<std::net::Ipv4Addr>()?]
+        vec![ip("127.0.0.11")?],
+        "--clear --wait returned before DNS moved back"
     );
+    let tl = json(&azora(&kc, &["timeline", "platform", "-o", "json"]).await?)?;
+    assert_eq!(tl["failovers"][0]["reason"], "ManualCleared", "{tl}");
     let st = json(&azora(&kc, &["status", "-o", "json"]).await?)?;
     assert!(st["policies"][0]["manual"].is_null(), "{st}");
+
+    // Pinned again, the region fails: the policy's own rules take over (no traffic to a dead region), and
+    // asking again for asia is refused by the operator with its reason (exit 2); the request stays armed.
+    let run = azora(&kc, &to_asia).await?;
+    assert_eq!(run.code, 0, "{run:?}");
+    s.regions[2].stop();
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "DNS stayed on a stopped, pinned asia:\n{}",
+        s.log_tail(0, 40)
+    );
+    let run = azora(&kc, &to_asia).await?;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("asia is Down") && run.stderr.contains("--clear"),
+        "the reason is named, and how to withdraw: {run:?}"
+    );
+    s.regions[2].resume();
+    let run = azora(
+        &kc,
+        &["failover", "platform", "--clear", "--wait", "--timeout", "60s"],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(s.answer(0).await, vec![ip("127.0.0.11")?]);
 
     // Cordon: exit 0 only once nothing is sent to africa.
     let run = azora(&kc, &["cordon", "africa", "--wait", "--timeout", "60s"]).await?;
@@ -180,6 +195,20 @@ async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow
             .await
             .is_some(),
         "no failover to europe"
+    );
+    assert!(
+        azora_tests::wait::until(Duration::from_secs(30), || async {
+            s.region_status("africa")
+                .await
+                .is_ok_and(|st| st["verdict"] == "Down")
+        })
+        .await,
+        "africa never recorded Down"
+    );
+    let early = azora(&kc, &["approve-failback", "platform", "africa", "--wait"]).await?;
+    assert!(
+        early.code == 1 && early.stderr.contains("is Down") && early.stderr.contains("nothing was changed"),
+        "approving a region still down must be refused: {early:?}"
     );
     s.regions[0].resume();
     assert!(
@@ -310,7 +339,7 @@ async fn in_terminal(kubeconfig: &Path, args: &str) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut screen = String::new();
-    for _ in 0..40 {
+    for _ in 0..240 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let out = tmux(&["capture-pane", "-p", "-e", "-t", "azora"])?;
         screen = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -319,11 +348,15 @@ async fn in_terminal(kubeconfig: &Path, args: &str) -> anyhow::Result<String> {
         }
     }
     let _ = tmux(&["kill-server"]);
+    anyhow::ensure!(
+        screen.contains("CHAOS AND DRILLS"),
+        "the status screen never finished drawing within 60 s:\n{screen}"
+    );
     Ok(screen)
 }
 
-/// Every `kubectl azora ...` command a runbook names parses (its `--help` exits 0 with the same arguments), and
-/// every `kubectl` verb it names exists.
+/// Every `kubectl azora ...` command a runbook names on a line of its own parses: its `--help` exits 0 with the
+/// same arguments (a misspelt command or flag fails).
 #[tokio::test]
 async fn every_runbook_command_exists() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod dns;
+pub mod geoip;
 pub mod kube_status;
 pub mod leader;
 pub mod objstore;

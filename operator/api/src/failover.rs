@@ -100,8 +100,9 @@ pub struct ManualFailover {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub requested_by: Option<String>,
-    /// When it was asked. A region that recovers from Down after this time waits for the failback hold-down
-    /// (or an approval) like any other recovered region.
+    /// When it was asked. A region that recovers from Down after the request waits for the failback hold-down
+    /// (or an approval) like any other recovered region; the operator takes the time from the API server's
+    /// record of the write (`metadata.managedFields`) and uses this one only where there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_time: Option<Time>,
     /// Why (free text, e.g. a ticket).
@@ -161,11 +162,13 @@ pub struct Failback {
     #[serde(default = "default_hold_down")]
     #[schemars(schema_with = "crate::common::duration_schema")]
     pub hold_down: String,
-    /// Approval: the region traffic may return to (without waiting for the hold-down in `Automatic` mode).
+    /// Approval: the region traffic may return to (in `Automatic` mode: without waiting for the hold-down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_region: Option<String>,
     /// When the approval was given. An approval given before the region's latest recovery from Down does not
-    /// count (it approved an earlier recovery); without a time it always counts.
+    /// count (it approved an earlier recovery). The operator takes the time from the API server's record of the
+    /// write (`metadata.managedFields`) and uses this one only where there is none; an approval with no time at
+    /// all counts in `Manual` mode only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_time: Option<Time>,
 }
@@ -270,7 +273,8 @@ pub struct FailoverRecord {
     /// Region traffic moved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// Why: `Initial`, `RegionDown`, `Cordoned`, `NotAllowed`, `Failback`, `Manual`, `Rebalanced`.
+    /// Why: `Initial`, `RegionDown`, `Cordoned`, `NotAllowed`, `Failback`, `Manual`, `ManualCleared`,
+    /// `Rebalanced`.
     pub reason: String,
     /// Who asked, for a manual failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]

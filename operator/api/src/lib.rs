@@ -103,8 +103,8 @@ pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
 }
 
 /// Renders one CRD as the YAML file stored in `crds/`, header included.
-pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    Ok(format!("{GENERATED_HEADER}{}", serde_yaml::to_string(crd)?))
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    Ok(format!("{GENERATED_HEADER}{}", serde_saphyr::to_string(crd)?))
 }
 
 #[cfg(test)]

@@ -38,8 +38,16 @@ where
 {
     let start = Instant::now();
     loop {
-        // A failed read (API server briefly away) is retried until the deadline, and named if it is the last.
-        let last = match probe().await {
+        // A failed read (API server briefly away) is retried until the deadline, and named if it is the last;
+        // no read outlives the deadline.
+        let remaining = wait
+            .timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(1));
+        let read = tokio::time::timeout(remaining, probe())
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the API server did not answer in time")));
+        let last = match read {
             Ok(Progress::Done(line)) => {
                 println!("{line} ({:.1}s)", start.elapsed().as_secs_f64());
                 return Ok(ExitCode::SUCCESS);
@@ -188,6 +196,18 @@ pub async fn failover(
             .iter()
             .find(|c| c.type_ == "ManualFailover" && c.observed_generation >= generation);
         let verified = s.last_failover.as_ref().is_none_or(|f| f.verified_time.is_some());
+        // A clear of a request the operator never judged: done once it has seen the change.
+        if to.is_none()
+            && s.observed_generation >= generation
+            && verified
+            && !s.conditions.iter().any(|c| c.type_ == "ManualFailover")
+        {
+            return Ok(Progress::Done(format!(
+                "{policy} follows its rules: DNS answers {}, epoch {}",
+                s.active_regions.join(","),
+                s.epoch
+            )));
+        }
         let Some(cond) = cond else {
             return Ok(Progress::Pending(
                 "the operator has not judged the request yet".into(),
@@ -195,9 +215,19 @@ pub async fn failover(
         };
         match to {
             Some(region) => {
+                if p.spec.manual.as_ref().is_none_or(|m| m.region != region) {
+                    return Ok(Progress::Refused(format!(
+                        "the request was replaced or withdrawn by someone else (manual: {})",
+                        p.spec.manual.as_ref().map_or("none", |m| m.region.as_str())
+                    )));
+                }
                 if cond.status != ConditionStatus::True {
                     return Ok(if cond.reason == "TargetNotEligible" {
-                        Progress::Refused(cond.message.clone())
+                        Progress::Refused(format!(
+                            "{}. The request stays in force and is honoured once {region} can serve; \
+                             `kubectl azora failover {policy} --clear` withdraws it",
+                            cond.message
+                        ))
                     } else {
                         Progress::Pending(cond.message.clone())
                     });
@@ -235,12 +265,22 @@ pub async fn failover(
 
 /// `approve-failback <policy> <region>`.
 pub async fn approve_failback(hub: &Hub, policy: &str, region: &str, wait: Wait) -> anyhow::Result<ExitCode> {
-    let _: FailoverPolicy = client::get(hub, policy).await?;
+    let before: FailoverPolicy = client::get(hub, policy).await?;
     let r: Region = client::get(hub, region)
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?;
+    if !before.spec.regions.is_empty() && !before.spec.regions.iter().any(|c| c.name == region) {
+        anyhow::bail!("{region} is not one of policy {policy}'s regions: nothing was changed");
+    }
     if r.spec.cordoned {
         anyhow::bail!("{region} is cordoned: uncordon it first; nothing was changed");
+    }
+    // An approval counts for a recovery it was given after: approving a region still down approves nothing.
+    if r.status.as_ref().and_then(|s| s.verdict) == Some(Verdict::Down) {
+        anyhow::bail!(
+            "{region} is Down: an approval counts only for a recovery it is given after; approve once it is \
+             Healthy again; nothing was changed"
+        );
     }
     let _: FailoverPolicy = client::merge(
         hub,
@@ -255,9 +295,9 @@ pub async fn approve_failback(hub: &Hub, policy: &str, region: &str, wait: Wait)
     wait_until(wait, &format!("approve-failback {policy} {region}"), || async {
         let p: FailoverPolicy = client::get(hub, policy).await?;
         let s = p.status.unwrap_or_default();
-        if let Some(m) = &p.spec.manual {
-            return Ok(Progress::Refused(format!(
-                "a manual failover to {} is in force; clear it first (kubectl azora failover {policy} --clear)",
+        if let Some(m) = p.spec.manual.as_ref().filter(|m| m.region != region) {
+            return Ok(Progress::Pending(format!(
+                "a manual failover to {} is in force: traffic follows it until `kubectl azora failover {policy} --clear`",
                 m.region
             )));
         }

@@ -47,8 +47,9 @@ struct Cli {
 /// How to reach the API server, as kubectl does.
 #[derive(Args, Clone, Debug, Default)]
 pub struct Connection {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
-    #[arg(long, global = true, env = "KUBECONFIG", hide_env_values = true)]
+    /// Path to the kubeconfig file (default: the files $KUBECONFIG lists, merged as kubectl does, then
+    /// ~/.kube/config, then in-cluster).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<std::path::PathBuf>,
     /// The kubeconfig context to use.
     #[arg(long, global = true)]
@@ -193,7 +194,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Two workers: a blocking credential plugin or kubeconfig read never stops the deadlines from firing.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");

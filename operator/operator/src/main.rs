@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use azora_adapters::dns::embedded::{self, Zones};
+use azora_adapters::geoip::GeoIp;
 use azora_adapters::leader::{self, Fence, LeaseConfig};
 use azora_adapters::probe::Prober;
 use azora_adapters::secrets::SecretKeys;
@@ -16,7 +17,6 @@ use azora_controllers::health::engine::{self, EngineConfig};
 use azora_controllers::tenancy::TenancyConfig;
 use azora_controllers::tenancy::replication::ReplicationConfig;
 use azora_controllers::{TermConfig, failover, health};
-use azora_core::geo::GeoIpTable;
 use azora_runtime::cache::{Cache, Caches};
 use azora_runtime::clusters::Clusters;
 use azora_runtime::events::Recorder;
@@ -140,7 +140,9 @@ struct RunArgs {
     /// Other replicas' DNS servers, also checked when verifying a failover (repeatable).
     #[arg(long = "dns-verify-peer")]
     dns_verify_peers: Vec<std::net::SocketAddr>,
-    /// GeoIP table (`CIDR CONTINENT` per line) for geographic answers.
+    /// GeoIP data for geographic answers: a MaxMind/DB-IP `.mmdb` database (GeoLite2/GeoIP2 Country or City;
+    /// the continent of the country record) or a `CIDR CONTINENT` table, told by content. Reloaded within 5 s
+    /// when the file changes (a version that does not load keeps the data in use).
     #[arg(long, env = "AZORA_GEOIP_FILE")]
     geoip_file: Option<std::path::PathBuf>,
     /// Source address probes connect from.
@@ -305,13 +307,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     // Every replica probes, and every replica serves DNS.
+    // A GeoIP file that does not load stops the start (a typo must not silently drop geography); later
+    // changes of the file are reloaded, and a bad version keeps the data in use.
     let geoip = match &args.geoip_file {
-        Some(p) => GeoIpTable::parse(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?,
-        None => GeoIpTable::default(),
+        Some(p) => GeoIp::load(p)?,
+        None => GeoIp::Empty,
     };
+    if let Some(p) = &args.geoip_file {
+        info!(path = %p.display(), source = %geoip.describe(), "GeoIP data loaded");
+    }
     let zones = Zones::new(geoip);
+    let _geoip_watch = args.geoip_file.clone().map(|path| {
+        let z = zones.clone();
+        let mut stop = stop_rx.clone();
+        supervisor.spawn(
+            "geoip-reload",
+            azora_adapters::geoip::watch(
+                path,
+                Duration::from_secs(5),
+                move |g| z.set_geoip(g),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ),
+        )
+    });
     let mut verify_servers = args.dns_verify_peers.clone();
     let _dns = if args.dns_addr == "off" {
         None

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     /// 1 for the region a policy answers by default.
     pub active_region: IntGaugeVec,
+    /// Seconds since the decision of a policy's last failover while its DNS change is not verified; 0 once
+    /// verified. Set by the leader every second.
+    pub failover_unverified: IntGaugeVec,
     /// Requests to regional clusters by region and verb (apply, delete), counted when sent.
     pub regional_writes: IntCounterVec,
     /// Tenant syncs per region by result (noop, applied, error, unavailable).
@@ -131,6 +134,13 @@ impl Metrics {
         let active_region = IntGaugeVec::new(
             Opts::new("active_region", "1 for the region a policy answers by default"),
             &["policy", "region"],
+        )?;
+        let failover_unverified = IntGaugeVec::new(
+            Opts::new(
+                "failover_unverified_seconds",
+                "Seconds since a policy's last failover was decided while its DNS change is not verified (0: verified)",
+            ),
+            &["policy"],
         )?;
         let probe_schedule_lag = prometheus::Histogram::with_opts(
             HistogramOpts::new(
@@ -250,6 +260,7 @@ impl Metrics {
         registry.register(Box::new(failover_phase.clone()))?;
         registry.register(Box::new(region_up.clone()))?;
         registry.register(Box::new(active_region.clone()))?;
+        registry.register(Box::new(failover_unverified.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -272,6 +283,7 @@ impl Metrics {
             failover_phase,
             failovers,
             active_region,
+            failover_unverified,
             regional_writes,
             tenant_syncs,
             cluster_up,

@@ -293,7 +293,7 @@ async fn dns(seconds: u32, rounds: usize) -> anyhow::Result<()> {
         epoch: 1,
         answers,
     };
-    let zones = Zones::new(Default::default());
+    let zones = Zones::new(azora_adapters::geoip::GeoIp::Empty);
     zones.publish(data.clone())?;
     let addr: SocketAddr = format!("127.0.0.1:{}", azora_tests::free_port()?).parse()?;
     let _server = embedded::serve(addr, zones).await?;

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use azora_core::geo::GeoIpTable;
+use crate::geoip::GeoIp;
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
@@ -26,15 +26,15 @@ use super::{DnsError, Target, ZoneData};
 #[derive(Clone, Default)]
 pub struct Zones {
     inner: Arc<RwLock<BTreeMap<String, Arc<Compiled>>>>,
-    geoip: Arc<RwLock<GeoIpTable>>,
+    geoip: Arc<RwLock<GeoIp>>,
 }
 
 impl Zones {
-    /// Empty zones with a GeoIP table.
-    pub fn new(geoip: GeoIpTable) -> Self {
+    /// Empty zones with a GeoIP source (a `GeoIpTable` or an `.mmdb` database).
+    pub fn new(geoip: impl Into<GeoIp>) -> Self {
         Self {
             inner: Arc::default(),
-            geoip: Arc::new(RwLock::new(geoip)),
+            geoip: Arc::new(RwLock::new(geoip.into())),
         }
     }
 
@@ -77,10 +77,10 @@ impl Zones {
             .map(|c| c.data.clone())
     }
 
-    /// Replaces the GeoIP table.
-    pub fn set_geoip(&self, table: GeoIpTable) {
+    /// Replaces the GeoIP source (a reload).
+    pub fn set_geoip(&self, source: impl Into<GeoIp>) {
         if let Ok(mut g) = self.geoip.write() {
-            *g = table;
+            *g = source.into();
         }
     }
 
@@ -100,11 +100,8 @@ impl Zones {
     }
 
     fn geo_of(&self, ip: IpAddr) -> Option<String> {
-        let table = self.geoip.read().ok()?;
-        if table.is_empty() {
-            return None;
-        }
-        table.lookup(ip).map(|c| c.to_string())
+        let source = self.geoip.read().ok()?.clone();
+        source.lookup(ip).map(|c| c.to_string())
     }
 }
 

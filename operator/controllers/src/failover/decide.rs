@@ -108,6 +108,7 @@ pub async fn run(ctx: Context, cfg: FailoverConfig, stop: impl std::future::Futu
             if !keep {
                 t.abort();
                 ctx.handles.verdicts.set_serving(name, Default::default());
+                let _ = ctx.metrics.failover_unverified.remove_label_values(&[name]);
             }
             keep
         });
@@ -359,6 +360,7 @@ async fn report_manual(
         (Some(_), Some(ManualOutcome::NotEligible(why))) => {
             Desired::fail(MANUAL, "TargetNotEligible", why.clone())
         }
+        (Some(_), Some(ManualOutcome::Waiting(why))) => Desired::fail(MANUAL, "TargetWaiting", why.clone()),
         // Not planned yet in this term.
         (Some(_), None) => return,
         (None, _) if existing.is_none() => return,
@@ -386,6 +388,13 @@ async fn report_manual(
     if written.as_ref() == Some(&key) || stored.as_ref() == Some(&key) {
         return;
     }
+    // A new generation with the same outcome only moves observedGeneration: no Event for that.
+    let transition = stored
+        .as_ref()
+        .is_none_or(|(t, r, _, _)| *t != is_true || *r != desired.reason)
+        && written
+            .as_ref()
+            .is_none_or(|(t, r, _, _)| *t != is_true || *r != desired.reason);
     let merged = conditions::merge(
         &current,
         std::slice::from_ref(&desired),
@@ -395,14 +404,16 @@ async fn report_manual(
     let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == MANUAL).collect();
     match writer.apply(name, None, json!({ "conditions": cond })).await {
         Ok(()) => {
-            let kind = if is_true || desired.reason == "NotRequested" {
-                EventType::Normal
-            } else {
-                warn!(policy = %name, message = %desired.message, "manual failover cannot be honoured");
-                EventType::Warning
-            };
-            let reason = format!("Manual{}", desired.reason);
-            azora_runtime::events::publish(ctx, obj, kind, &reason, &desired.message, "Failover").await;
+            if transition {
+                let kind = if desired.reason == "TargetNotEligible" {
+                    warn!(policy = %name, message = %desired.message, "manual failover cannot be honoured");
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                let reason = format!("Manual{}", desired.reason);
+                azora_runtime::events::publish(ctx, obj, kind, &reason, &desired.message, "Failover").await;
+            }
             *written = Some(key);
         }
         Err(e) => {
@@ -556,11 +567,14 @@ async fn step(
         mode: spec.failback.mode,
         hold_down: parse_duration(&spec.failback.hold_down).unwrap_or(Duration::from_secs(60)),
         approved: spec.failback.approved_region.clone(),
-        approved_time: spec.failback.approved_time,
+        // The API server's record of when the approval was written, when it has one: a client's clock (or a
+        // hand-written time) never decides which recovery an approval was given after.
+        approved_time: written_at(obj, &["spec", "failback", "approvedRegion"])
+            .or(spec.failback.approved_time),
     };
     let manual = spec.manual.as_ref().map(|m| Manual {
         region: m.region.clone(),
-        requested: m.requested_time,
+        requested: written_at(obj, &["spec", "manual"]).or(m.requested_time),
     });
     // A policy's first answers wait (at most INITIAL_GRACE into the term) until every candidate has a
     // verdict, so DNS does not start on whichever region happened to be probed first.
@@ -593,6 +607,16 @@ async fn step(
             .with_label_values(&[name, &region])
             .set(i64::from(on));
     }
+    let unverified = status
+        .last_failover
+        .as_ref()
+        .filter(|r| r.verified_time.is_none())
+        .and_then(|r| r.decided_time)
+        .map_or(0, |d| now.0.duration_since(d.0).as_secs().max(0));
+    ctx.metrics
+        .failover_unverified
+        .with_label_values(&[name])
+        .set(unverified);
     let mut owned = Owned {
         status: status.clone(),
         published: published_condition(&status),
@@ -611,11 +635,24 @@ async fn step(
             epoch,
             from: change.from.clone(),
             to: change.to.clone(),
-            reason: change.reason.to_string(),
-            requested_by: match change.reason {
-                Reason::Manual => spec.manual.as_ref().and_then(|m| m.requested_by.clone()),
-                _ => None,
+            // Traffic returning to the policy's rules because a manual failover was withdrawn.
+            reason: if change.reason == Reason::Failback
+                && spec.manual.is_none()
+                && status
+                    .last_failover
+                    .as_ref()
+                    .is_some_and(|r| r.requested_by.is_some())
+            {
+                "ManualCleared".to_string()
+            } else {
+                change.reason.to_string()
             },
+            // Whenever the new answers are the manual failover's, whatever moved them.
+            requested_by: spec
+                .manual
+                .as_ref()
+                .filter(|_| p.manual == Some(ManualOutcome::Honored))
+                .and_then(|m| m.requested_by.clone().or_else(|| Some("unknown".into()))),
             detected_time: detected,
             decided_time: Some(now),
             dns_updated_time: None,
@@ -713,6 +750,26 @@ async fn step(
             .publish(zone_data(spec, &status.answers, regions, status.epoch));
     }
     Ok(answers_map(&owned.status.answers))
+}
+
+/// When the API server last recorded a write of the field at `path` (from `metadata.managedFields`: the
+/// newest entry of any manager that owns it or something under it).
+fn written_at(obj: &DynamicObject, path: &[&str]) -> Option<Time> {
+    obj.metadata
+        .managed_fields
+        .as_ref()?
+        .iter()
+        .filter(|m| {
+            let mut node = m.fields_v1.as_ref().map(|f| &f.0);
+            for key in path {
+                node = node.and_then(|n| n.get(format!("f:{key}")));
+            }
+            node.is_some()
+        })
+        .filter_map(|m| m.time.as_ref())
+        .filter_map(|t| jiff::Timestamp::from_second(t.0.as_second()).ok())
+        .map(Time::from_timestamp)
+        .max()
 }
 
 /// A serving verdict seeded from the recorded status at a takeover and not yet judged in this term.

@@ -67,7 +67,19 @@ pub(super) async fn publish_and_verify(
     let verified = Time::now();
     match outcome {
         Ok(servers) => {
-            if let Some(r) = owned.status.last_failover.as_mut().filter(|r| r.epoch == epoch) {
+            // The timeline is measured once: a resync (RFC 2136 re-asserts its answers every 30 s) or a
+            // resumed write of an already verified epoch keeps its times, phases and Event.
+            let first = owned
+                .status
+                .last_failover
+                .as_ref()
+                .is_some_and(|r| r.epoch == epoch && r.verified_time.is_none());
+            if let Some(r) = owned
+                .status
+                .last_failover
+                .as_mut()
+                .filter(|r| first && r.epoch == epoch)
+            {
                 r.dns_updated_time.get_or_insert(dns_updated);
                 r.verified_time = Some(verified);
                 let start = r.detected_time.or(r.decided_time).unwrap_or(verified);
@@ -88,7 +100,7 @@ pub(super) async fn publish_and_verify(
                 ),
             );
             write(writer, api, obj, name, epoch, owned).await?;
-            if let Some(r) = &owned.status.last_failover {
+            if let Some(r) = owned.status.last_failover.as_ref().filter(|_| first) {
                 let note = format!(
                     "epoch {epoch}: {} answered; total {} ms",
                     r.to.as_deref().unwrap_or("none"),

@@ -139,8 +139,13 @@ pub enum Reason {
 pub enum ManualOutcome {
     /// Every answer is its region.
     Honored,
-    /// Its region cannot take the traffic; the policy's own rules answer. The text says why.
+    /// Its region cannot take the traffic now (not a candidate, not allowed, cordoned, down); the policy's
+    /// own rules answer. The request stays in force: it is honoured once the region can serve. The text says
+    /// why.
     NotEligible(String),
+    /// Its region is waiting for something that passes by itself (its first judgement after a takeover, the
+    /// hold-down after a recovery, the confirmation of failover targets); the answers stay as they are.
+    Waiting(String),
 }
 
 /// The planner's output.
@@ -181,12 +186,15 @@ fn keeps(c: &Candidate) -> bool {
     eligible(c) || (c.allowed && !c.cordoned && c.verdict == Verdict::Unknown)
 }
 
-/// An approval of this region that is not older than its latest recovery.
+/// An approval of this region that is not older than its latest recovery. Without a time it counts only in
+/// `Manual` mode (as before approvals had times); in `Automatic` mode an approval skips the hold-down only for
+/// the recovery it was given after.
 fn approved(c: &Candidate, rule: &FailbackRule) -> bool {
     rule.approved.as_deref() == Some(c.name.as_str())
         && match (rule.approved_time, c.recovered) {
             (Some(at), Some(recovered)) => at >= recovered,
-            _ => true,
+            (Some(_), None) => true,
+            (None, _) => rule.mode == FailbackMode::Manual,
         }
 }
 
@@ -204,31 +212,46 @@ fn hold_passed(c: &Candidate, rule: &FailbackRule, now: Time) -> bool {
     }
 }
 
-/// Whether a manual failover's region may take every answer, or why not.
+/// Whether a region answers in every geography now.
+fn answers_everywhere(current: &BTreeMap<String, Vec<String>>, region: &str) -> bool {
+    !current.is_empty() && current.values().all(|v| v.len() == 1 && v[0] == region)
+}
+
+/// Whether a manual failover's region may take every answer, or why not. A region that already takes every
+/// answer keeps them while nothing says it failed (not yet judged after a takeover, observers blind), like
+/// any serving region: a manual failover never flaps on a takeover.
 fn manual_outcome(input: &Input<'_>, m: &Manual) -> ManualOutcome {
     let serving = input.current.values().flatten().any(|s| s == &m.region);
     let Some(c) = input.candidates.iter().find(|c| c.name == m.region) else {
-        return ManualOutcome::NotEligible(format!("{} is not a candidate region of this policy", m.region));
+        return ManualOutcome::NotEligible(format!(
+            "{} is not a candidate region of this policy; the policy's own rules answer",
+            m.region
+        ));
     };
-    let why = if !c.allowed {
-        Some("is not allowed for the policy's tenant".to_string())
+    let not_eligible = |w: &str| {
+        ManualOutcome::NotEligible(format!(
+            "{} {w}; the policy's own rules answer until it can serve",
+            m.region
+        ))
+    };
+    let waiting = |w: &str| ManualOutcome::Waiting(format!("{} {w}", m.region));
+    if !c.allowed {
+        not_eligible("is not allowed for the policy's tenant")
     } else if c.cordoned {
-        Some("is cordoned".to_string())
-    } else if c.unjudged {
-        Some("is not judged by this term's observers yet".to_string())
+        not_eligible("is cordoned")
+    } else if answers_everywhere(input.current, &m.region) && keeps(c) {
+        ManualOutcome::Honored
+    } else if c.unjudged || c.verdict == Verdict::Unknown {
+        waiting("is not judged by this term's observers yet")
     } else if !eligible(c) {
-        Some(format!("is {}", c.verdict))
+        not_eligible(&format!("is {}", c.verdict))
     } else if !serving
-        && c.recovered.is_some_and(|r| m.requested.is_none_or(|q| r > q))
+        && c.recovered.is_some_and(|r| m.requested.is_some_and(|q| r > q))
         && !hold_passed(c, input.failback, input.now)
     {
-        Some("recovered after the request and waits for the failback hold-down or an approval".to_string())
+        waiting("recovered after the request and waits for the failback hold-down or an approval")
     } else {
-        None
-    };
-    match why {
-        Some(w) => ManualOutcome::NotEligible(format!("{} {w}; the policy's own rules answer", m.region)),
-        None => ManualOutcome::Honored,
+        ManualOutcome::Honored
     }
 }
 
@@ -381,7 +404,16 @@ pub fn plan(input: &Input<'_>) -> Plan {
                     change: None,
                     pending_failback: None,
                     held: Some(held),
-                    manual: input.manual.map(|m| manual_outcome(input, m)),
+                    // Held answers are not the manual failover's, unless they already were.
+                    manual: input.manual.map(|m| match manual_outcome(input, m) {
+                        ManualOutcome::Honored if !answers_everywhere(input.current, &m.region) => {
+                            ManualOutcome::Waiting(format!(
+                                "{} waits: the answers are held while failover targets are confirmed",
+                                m.region
+                            ))
+                        }
+                        o => o,
+                    }),
                 };
             }
         },

@@ -597,7 +597,11 @@ fn the_pinned_region_failing_hands_traffic_to_the_policy_and_its_recovery_waits_
     cands[2].recovered = Some(t("2026-11-22T02:59:30Z"));
     let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
     assert_eq!(p.active.as_deref(), Some("africa"));
-    assert!(matches!(&p.manual, Some(ManualOutcome::NotEligible(w)) if w.contains("hold-down")));
+    assert!(
+        matches!(&p.manual, Some(ManualOutcome::Waiting(w)) if w.contains("hold-down")),
+        "{:?}",
+        p.manual
+    );
     // A request made after the recovery is itself the approval.
     let p = pinned(
         Strategy::Failover,
@@ -636,4 +640,109 @@ fn an_approval_skips_the_hold_down_but_only_for_the_recovery_it_approved() {
     rule.approved_time = Some(t(NOW));
     let p = run(Strategy::Failover, &cands, &rule, &current("europe"));
     assert_eq!(p.active.as_deref(), Some("africa"));
+}
+
+#[test]
+fn a_takeover_never_moves_traffic_off_a_pinned_region_that_is_not_judged_yet() {
+    // New term: every verdict is unjudged (Unknown); asia is pinned and answers everywhere.
+    let mut cands = four([Unknown; 4]);
+    for c in &mut cands {
+        c.unjudged = true;
+    }
+    let m = manual("asia", "2026-11-22T02:00:00Z");
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("asia"), &m);
+    assert!(p.change.is_none(), "{:?}", p.change);
+    assert_eq!(p.manual, Some(ManualOutcome::Honored));
+    // africa (preferred) is judged first: still no change, the pin holds.
+    cands[0].unjudged = false;
+    cands[0].verdict = Healthy;
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("asia"), &m);
+    assert!(p.change.is_none(), "{:?}", p.change);
+    assert_eq!(p.active.as_deref(), Some("asia"));
+    // A pinned region not yet judged and not serving: waiting, nothing moves.
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert!(p.change.is_none());
+    assert!(
+        matches!(&p.manual, Some(ManualOutcome::Waiting(w)) if w.contains("not judged")),
+        "{:?}",
+        p.manual
+    );
+}
+
+#[test]
+fn held_answers_are_never_reported_as_the_manual_failover() {
+    // africa (serving) fails; europe is pinned and healthy by verdict but not probed since the failure.
+    let mut cands = four([Down, Healthy, Healthy, Healthy]);
+    cands[0].failing_since = Some(t("2026-11-22T02:59:59Z"));
+    let m = manual("europe", "2026-11-22T02:00:00Z");
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert!(matches!(p.held, Some(Held::Confirming(_))), "{:?}", p.held);
+    assert!(
+        matches!(&p.manual, Some(ManualOutcome::Waiting(_))),
+        "{:?}",
+        p.manual
+    );
+    // Confirmed: europe takes every answer, as the pin says.
+    cands[1].last_ok = Some(t(NOW));
+    cands[2].last_ok = Some(t(NOW));
+    cands[3].last_ok = Some(t(NOW));
+    let p = pinned(Strategy::Failover, &cands, &auto(60), &current("africa"), &m);
+    assert_eq!(p.active.as_deref(), Some("europe"));
+    assert_eq!(p.manual, Some(ManualOutcome::Honored));
+}
+
+#[test]
+fn a_manual_failover_never_leaves_residency_and_weighted_answers_only_the_pin() {
+    let mut cands = four([Healthy; 4]);
+    cands[2].allowed = false;
+    let p = pinned(
+        Strategy::Failover,
+        &cands,
+        &auto(60),
+        &current("africa"),
+        &manual("asia", NOW),
+    );
+    assert_eq!(p.active.as_deref(), Some("africa"));
+    assert!(matches!(&p.manual, Some(ManualOutcome::NotEligible(w)) if w.contains("not allowed")));
+    let cands = four([Healthy; 4]);
+    let mut cur = current("africa");
+    cur.insert(
+        DEFAULT_GEO.into(),
+        vec!["africa".into(), "europe".into(), "asia".into()],
+    );
+    let p = pinned(
+        Strategy::Weighted,
+        &cands,
+        &auto(60),
+        &cur,
+        &manual("europe", NOW),
+    );
+    assert_eq!(p.answers.get(DEFAULT_GEO), Some(&vec!["europe".to_string()]));
+}
+
+#[test]
+fn a_request_without_a_time_is_its_own_approval_and_an_untimed_approval_skips_no_automatic_hold_down() {
+    let mut cands = four([Healthy; 4]);
+    cands[2].recovered = Some(t("2026-11-22T02:59:30Z"));
+    let untimed = Manual {
+        region: "asia".into(),
+        requested: None,
+    };
+    let mut manual_mode = auto(60);
+    manual_mode.mode = FailbackMode::Manual;
+    let p = pinned(
+        Strategy::Failover,
+        &cands,
+        &manual_mode,
+        &current("africa"),
+        &untimed,
+    );
+    assert_eq!(p.active.as_deref(), Some("asia"));
+    // Automatic mode: an approval without a time does not skip the hold-down of a later recovery.
+    let mut cands = four([Healthy; 4]);
+    cands[0].recovered = Some(t("2026-11-22T02:59:30Z"));
+    let mut rule = auto(600);
+    rule.approved = Some("africa".into());
+    let p = run(Strategy::Failover, &cands, &rule, &current("europe"));
+    assert_eq!(p.active.as_deref(), Some("europe"));
 }

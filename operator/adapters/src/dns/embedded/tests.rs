@@ -1,4 +1,5 @@
 use super::*;
+use azora_core::geo::GeoIpTable;
 use std::str::FromStr;
 
 fn target(region: &str, ip: &str) -> Target {

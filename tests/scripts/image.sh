@@ -92,7 +92,15 @@ cat >"$RFS/etc/group" <<'GROUP'
 root:x:0:
 nonroot:x:65532:
 GROUP
-# glibc >= 2.34 has files and dns built in: no libnss_* needed for name resolution.
+# glibc >= 2.34 has files and dns built in: no libnss_* needed for name resolution. An older build host would
+# give an image that cannot resolve names, so it is refused.
+GLIBC=$(ldd --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+$' || true)
+if [ -n "$GLIBC" ] && [ -s "$WORK/libs" ]; then
+  major=${GLIBC%%.*}; minor=${GLIBC##*.}
+  if [ "$major" -lt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -lt 34 ]; }; then
+    log "glibc $GLIBC on this host: name resolution needs libnss_* below 2.34; build on Debian 12 or newer"; exit 1
+  fi
+fi
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$RFS/etc/nsswitch.conf"
 cp -L /etc/ssl/certs/ca-certificates.crt "$RFS/etc/ssl/certs/ca-certificates.crt"
 chmod 0644 "$RFS/etc/passwd" "$RFS/etc/group" "$RFS/etc/nsswitch.conf" "$RFS/etc/ssl/certs/ca-certificates.crt"
@@ -106,6 +114,8 @@ log "building $TAG (store $STORE, vfs, chroot isolation)"
 buildah "${STORAGE_OPTS[@]}" build --isolation chroot --quiet \
   --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" \
   -f "$WORK/Containerfile" -t "$TAG" "$WORK" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
+# The image a previous build gave this tag is now dangling: vfs keeps a full copy per image, so drop it.
+buildah "${STORAGE_OPTS[@]}" rmi --prune >/dev/null 2>&1 || true
 ID=$(buildah "${STORAGE_OPTS[@]}" inspect --type image --format '{{.FromImageID}}' "$TAG")
 SIZE=$(buildah "${STORAGE_OPTS[@]}" images --noheading --format '{{.Size}}' "$TAG" | head -1)
 log "tagged $TAG"

@@ -73,6 +73,7 @@ impl Drop for Cleanup<'_> {
         let _ = self.buildah.cmd().args(["umount", &self.container]).output();
         let _ = self.buildah.cmd().args(["rm", &self.container]).output();
         let _ = self.buildah.cmd().args(["rmi", "--force", &self.tag]).output();
+        let _ = self.buildah.cmd().args(["rmi", "--prune"]).output();
     }
 }
 
@@ -86,6 +87,23 @@ fn image_builds_from_scratch_and_runs_the_operator_as_nonroot() -> anyhow::Resul
     let pid = std::process::id();
     let tag = format!("localhost/azora-operator-test:{pid}");
     let container = format!("azora-image-test-{pid}");
+    // What a killed earlier run left (its Drop never ran): containers, then the images only they used.
+    for stale in run(buildah
+        .cmd()
+        .args(["containers", "--noheading", "--format", "{{.ContainerName}}"]))?
+    .lines()
+    .filter(|c| c.starts_with("azora-image-test-"))
+    {
+        let _ = buildah.cmd().args(["rm", stale]).output();
+    }
+    for stale in run(buildah
+        .cmd()
+        .args(["images", "--noheading", "--format", "{{.Name}}:{{.Tag}}"]))?
+    .lines()
+    .filter(|i| i.starts_with("localhost/azora-operator-test:"))
+    {
+        let _ = buildah.cmd().args(["rmi", "--force", stale]).output();
+    }
     let _cleanup = Cleanup {
         buildah: &buildah,
         container: container.clone(),
@@ -96,6 +114,7 @@ fn image_builds_from_scratch_and_runs_the_operator_as_nonroot() -> anyhow::Resul
         .arg(script())
         .arg("--binary")
         .arg(&binary)
+        .arg("--strip")
         .args(["--tag", &tag]))
     .context("building the image with tests/scripts/image.sh (buildah, vfs, chroot isolation)")?;
     assert!(

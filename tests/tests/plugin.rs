@@ -19,13 +19,14 @@ fn ip(s: &str) -> anyhow::Result<std::net::Ipv4Addr> {
     Ok(s.parse()?)
 }
 
-/// The FailoverPolicy's resourceVersion (changes with any write).
-async fn policy_rv(s: &Scenario) -> anyhow::Result<Option<String>> {
+/// The FailoverPolicy's generation and spec (what a user's write changes; status writes do not).
+async fn policy_spec(s: &Scenario) -> anyhow::Result<(Option<i64>, Value)> {
     let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
         s.env.hub().client().await?,
         &azora_tests::scenario::ar("FailoverPolicy", "failoverpolicies"),
     );
-    Ok(api.get("platform").await?.metadata.resource_version)
+    let p = api.get("platform").await?;
+    Ok((p.metadata.generation, p.data["spec"].clone()))
 }
 
 fn json(run: &PluginRun) -> anyhow::Result<Value> {
@@ -73,8 +74,8 @@ async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow
         "{yaml:?}"
     );
 
-    // Bad input: refused with a clear error, nothing written (the policy's resourceVersion does not move).
-    let rv_before = policy_rv(&s).await?;
+    // Bad input: refused with a clear error, nothing written (the policy's generation and spec do not move).
+    let spec_before = policy_spec(&s).await?;
     let bad = azora(&kc, &["failover", "platform", "--to", "mars", "--wait"]).await?;
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(
@@ -88,7 +89,11 @@ async fn status_timeline_and_every_action_do_what_they_say_with_wait() -> anyhow
     );
     let bad = azora(&kc, &["timeline", "nosuchpolicy"]).await?;
     assert!(bad.code == 1 && bad.stderr.contains("does not exist"), "{bad:?}");
-    assert_eq!(policy_rv(&s).await?, rv_before, "bad input changed the policy");
+    assert_eq!(
+        policy_spec(&s).await?,
+        spec_before,
+        "bad input changed the policy"
+    );
 
     // A manual failover, with --wait: exit 0 only once DNS answers asia, recorded with who asked.
     let to_asia = [
@@ -394,5 +399,165 @@ async fn every_runbook_command_exists() -> anyhow::Result<()> {
         checked >= 3,
         "the runbooks name only {checked} kubectl azora commands"
     );
+    Ok(())
+}
+
+/// `kubectl azora backup` and `restore` against regional clusters and S3 stores: a backup now with the
+/// schedule's key (Secrets sealed in), every copy verified; a restore into a scratch namespace in europe from
+/// europe's own copy; a restore into a region outside the tenant's residency refused by the operator (exit 2);
+/// bad input refused before anything is created.
+#[tokio::test]
+async fn backup_and_restore_with_wait() -> anyhow::Result<()> {
+    use azora_tests::fleet::Fleet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use kube::api::{Api, DynamicObject, ListParams, PostParams};
+
+    let mut fleet = Fleet::start(&["africa", "europe", "asia"]).await?;
+    fleet.start_operator(&[])?;
+    let kc = fleet.env.hub().kubeconfig.clone();
+    let hub = fleet.hub().await?;
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "backup-key"},
+                "stringData": {"key": "0123456789abcdef0123456789abcdef"}}))?,
+        )
+        .await?;
+    fleet
+        .tenant(
+            "acme",
+            serde_json::json!({"homeRegion": "africa", "failoverRegions": ["europe"],
+                               "residency": {"allowedContinents": ["Africa", "Europe"]}}),
+        )
+        .await?;
+    assert!(
+        fleet
+            .wait_condition("acme", "Ready", "True", Duration::from_secs(90))
+            .await,
+        "tenant never Ready"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(fleet.regional("africa").await?, "tenant-acme");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "checkout"}, "data": {"currency": "NGN"}}),
+        )?,
+    )
+    .await?;
+    azora_tests::scenario::create(
+        &hub,
+        "backupschedules",
+        serde_json::json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "daily"},
+               "spec": {"every": "24h", "encryptionKey": {"name": "backup-key", "key": "key"}}}),
+    )
+    .await?;
+    let backups: Api<DynamicObject> =
+        Api::all_with(hub.clone(), &azora_tests::scenario::ar("Backup", "backups"));
+    let restores: Api<DynamicObject> =
+        Api::all_with(hub.clone(), &azora_tests::scenario::ar("Restore", "restores"));
+
+    // Bad input: nothing created.
+    let bad = azora(&kc, &["backup", "nobody", "--wait"]).await?;
+    assert!(bad.code == 1 && bad.stderr.contains("does not exist"), "{bad:?}");
+    let bad = azora(&kc, &["restore", "nosuchbackup", "--to", "europe", "--wait"]).await?;
+    assert!(
+        bad.code == 1 && bad.stderr.contains("nothing was changed"),
+        "{bad:?}"
+    );
+    assert!(restores.list(&ListParams::default()).await?.items.is_empty());
+
+    // A backup now: exit 0 only once every copy is verified; the schedule's key seals the Secrets in.
+    let run = azora(&kc, &["backup", "acme", "--wait", "--timeout", "120s"]).await?;
+    assert_eq!(
+        run.code,
+        0,
+        "{run:?}\n{}",
+        fleet.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    let name = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("backup.azora.io/")?.strip_suffix(" created"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(name.starts_with("acme-manual-"), "{run:?}");
+    let b = backups.get(&name).await?;
+    let st = &b.data["status"];
+    assert_eq!(st["phase"], "Succeeded", "{st}");
+    assert_eq!(
+        st["secretsIncluded"], true,
+        "the schedule's key was not used: {st}"
+    );
+    let mut regions: Vec<&str> = st["locations"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|x| x["verified"] == true)
+                .filter_map(|x| x["region"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    regions.sort_unstable();
+    assert_eq!(regions, ["africa", "europe"], "{st}");
+    assert!(
+        b.metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("azora.io/requested-by")
+    );
+
+    // Restored into a scratch namespace in europe, verified: exit 0 only once it is done.
+    let run = azora(
+        &kc,
+        &[
+            "restore",
+            &name,
+            "--to",
+            "europe",
+            "--namespace",
+            "acme-check",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        run.code,
+        0,
+        "{run:?}\n{:?}\n{}",
+        restores
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|r| (
+                r.data["status"]["phase"].clone(),
+                r.data["status"]["timeline"].clone()
+            ))
+            .collect::<Vec<_>>(),
+        fleet
+            .log()
+            .lines()
+            .filter(|l| l.contains("estore"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let restored: Api<ConfigMap> = Api::namespaced(fleet.regional("europe").await?, "acme-check");
+    let cm = restored.get("checkout").await?;
+    assert_eq!(
+        cm.data.unwrap_or_default().get("currency").map(String::as_str),
+        Some("NGN")
+    );
+
+    // Into asia, outside the tenant's residency: the operator refuses, and --wait says why (exit 2).
+    let run = azora(
+        &kc,
+        &["restore", &name, "--to", "asia", "--wait", "--timeout", "60s"],
+    )
+    .await?;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("ResidencyViolation"), "{run:?}");
     Ok(())
 }

@@ -125,9 +125,10 @@ impl GeoIp {
     pub fn lookup(&self, ip: IpAddr) -> Option<Continent> {
         match self {
             Self::Empty => None,
-            Self::Table(t) => t.lookup(ip),
+            Self::Table(t) => t.lookup(ip.to_canonical()),
             Self::Mmdb(r) => {
-                let found = r.lookup(ip).ok()?;
+                // An IPv4 client seen on an IPv6 socket (`::ffff:a.b.c.d`) is looked up as IPv4.
+                let found = r.lookup(ip.to_canonical()).ok()?;
                 let code: Option<String> = found
                     .decode_path(&[PathElement::Key("continent"), PathElement::Key("code")])
                     .ok()?;
@@ -163,7 +164,7 @@ impl GeoIp {
 /// What identifies a file's content without reading it: size, modification time and inode (a ConfigMap
 /// volume swaps a symlink; `metadata` follows it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Signature {
+pub struct Signature {
     len: u64,
     modified: Option<SystemTime>,
     inode: u64,
@@ -182,17 +183,27 @@ fn signature(path: &Path) -> Option<Signature> {
     })
 }
 
-/// Watches a GeoIP file: every `every`, when its size, time or inode changed, reads it again and hands the
-/// new source to `apply`. A file that is missing or does not parse keeps the source in use (one warning per
-/// change seen). Runs until `stop` resolves.
+/// Loads a GeoIP file for `watch`: the signature is taken before the read, so a change made while it is read
+/// is seen by the watch.
+pub fn load_watched(path: &Path) -> Result<(GeoIp, Option<Signature>), GeoIpLoadError> {
+    let seen = signature(path);
+    Ok((GeoIp::load(path)?, seen))
+}
+
+/// Watches a GeoIP file: every `every`, when its size, time or inode changed and then stayed the same for one
+/// more interval (a file being written in place is not read half way), reads it again and hands the new
+/// source to `apply`. A file that is missing or does not parse keeps the source in use (one warning per change
+/// seen). `seen` is the signature of what was loaded. Runs until `stop` resolves.
 pub async fn watch(
     path: PathBuf,
+    seen: Option<Signature>,
     every: Duration,
     apply: impl Fn(GeoIp) + Send,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let mut seen = signature(&path);
+    let mut seen = seen;
+    let mut settling: Option<Option<Signature>> = None;
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -200,8 +211,15 @@ pub async fn watch(
         }
         let now = signature(&path);
         if now == seen {
+            settling = None;
             continue;
         }
+        if settling.as_ref() != Some(&now) {
+            // Changed since the last look: read it once it has stayed the same for an interval.
+            settling = Some(now);
+            continue;
+        }
+        settling = None;
         seen = now;
         if seen.is_none() {
             warn!(path = %path.display(), "GeoIP file is gone: keeping the data in use");

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use azora_api::backup::{Backup, BackupSchedule, BackupSpec, Phase, Restore, RestoreSpec};
 use azora_api::failover::FailoverPolicy;
 use azora_api::region::{Region, Verdict};
 use azora_api::tenant::{SecretPhase, Tenant};
@@ -376,4 +377,207 @@ pub async fn rotate(hub: &Hub, tenant: &str, wait: Wait) -> anyhow::Result<ExitC
         }
     })
     .await
+}
+
+/// A name for an object the plugin creates: `<base>-<UTC time>`, at most 63 characters (it is also used as
+/// a label value and in object-store keys).
+fn stamped(base: &str) -> String {
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+    let keep = 63 - stamp.len() - 1;
+    let base: String = base.chars().take(keep).collect();
+    format!("{}-{stamp}", base.trim_end_matches('-'))
+}
+
+/// The last condition `Ready` of an object's status for this generation, when it is False.
+fn refused(conds: &[azora_api::Condition], generation: Option<i64>) -> Option<String> {
+    conds
+        .iter()
+        .find(|c| {
+            c.type_ == "Ready" && c.status == ConditionStatus::False && c.observed_generation >= generation
+        })
+        .filter(|c| c.reason != "Running" && c.reason != "Pending")
+        .map(|c| format!("{}: {}", c.reason, c.message))
+}
+
+/// `backup <tenant>`: a Backup now, with the include and encryption key of the tenant's schedule.
+pub async fn backup(hub: &Hub, tenant: &str, schedule: Option<&str>, wait: Wait) -> anyhow::Result<ExitCode> {
+    let _: Tenant = client::get(hub, tenant).await?;
+    let chosen: Option<BackupSchedule> = match schedule {
+        Some(name) => Some(
+            client::get(hub, name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?,
+        ),
+        None => {
+            let all: Vec<BackupSchedule> = client::list(hub).await?;
+            match all.len() {
+                0 => None,
+                1 => all.into_iter().next(),
+                _ => anyhow::bail!(
+                    "several BackupSchedules exist ({}): name the one whose settings (included kinds, encryption \
+                     key) this backup takes with --schedule; nothing was changed",
+                    all.iter()
+                        .filter_map(|b| b.metadata.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    };
+    let spec = BackupSpec {
+        tenant: tenant.to_string(),
+        schedule: None,
+        include: chosen
+            .as_ref()
+            .map(|b| b.spec.include.clone())
+            .unwrap_or_default(),
+        copy_to_allowed_regions: true,
+        encryption_key: chosen.as_ref().and_then(|b| b.spec.encryption_key.clone()),
+    };
+    if spec.encryption_key.is_none() {
+        eprintln!("note: no encryption key: the tenant's Secrets are left out of this backup");
+    }
+    let mut b = Backup::new(&stamped(&format!("{tenant}-manual")), spec);
+    b.metadata.labels = Some(
+        [(
+            "azora.io/requested-by".to_string(),
+            label_value(&client::who(hub).await),
+        )]
+        .into(),
+    );
+    let b = client::create(hub, &b).await?;
+    let name = b.metadata.name.clone().unwrap_or_default();
+    println!("backup.azora.io/{name} created");
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_until(wait, &format!("backup {tenant}"), || async {
+        let b: Backup = client::get(hub, &name).await?;
+        let s = b.status.unwrap_or_default();
+        match s.phase {
+            Some(Phase::Succeeded) => Ok(Progress::Done(format!(
+                "{name} succeeded: {} objects, {} bytes, copies verified in {}",
+                s.object_count.unwrap_or_default(),
+                s.size_bytes.unwrap_or_default(),
+                s.locations
+                    .iter()
+                    .filter(|l| l.verified)
+                    .map(|l| l.region.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Some(p @ (Phase::PartiallyFailed | Phase::Failed)) => Ok(Progress::Refused(format!(
+                "{name} {p}: {}",
+                s.locations
+                    .iter()
+                    .filter(|l| !l.verified)
+                    .map(|l| format!("{}: {}", l.region, l.message))
+                    .chain(refused(&s.conditions, b.metadata.generation))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
+            phase => match refused(&s.conditions, b.metadata.generation).filter(|_| phase.is_none()) {
+                Some(why) => Ok(Progress::Refused(why)),
+                None => Ok(Progress::Pending(format!(
+                    "{name} is {}",
+                    phase.map_or("not started".to_string(), |p| p.to_string())
+                ))),
+            },
+        }
+    })
+    .await
+}
+
+/// `restore <backup> --to <region> [--namespace <ns>]`.
+pub async fn restore(
+    hub: &Hub,
+    backup: &str,
+    region: &str,
+    namespace: Option<&str>,
+    wait: Wait,
+) -> anyhow::Result<ExitCode> {
+    let b: Backup = client::get(hub, backup)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?;
+    let _: Region = client::get(hub, region)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?;
+    let phase = b.status.as_ref().and_then(|s| s.phase);
+    if !matches!(phase, Some(Phase::Succeeded | Phase::PartiallyFailed)) {
+        anyhow::bail!(
+            "backup {backup} is {}: only a finished backup with a verified copy can be restored; nothing was changed",
+            phase.map_or("not started".to_string(), |p| p.to_string())
+        );
+    }
+    let base = match namespace {
+        Some(ns) => format!("{backup}-to-{region}-{ns}"),
+        None => format!("{backup}-to-{region}"),
+    };
+    let mut r = Restore::new(
+        &stamped(&base),
+        RestoreSpec {
+            backup: backup.to_string(),
+            target_region: region.to_string(),
+            target_namespace: namespace.map(str::to_string),
+            verify: true,
+        },
+    );
+    r.metadata.labels = Some(
+        [(
+            "azora.io/requested-by".to_string(),
+            label_value(&client::who(hub).await),
+        )]
+        .into(),
+    );
+    let r = client::create(hub, &r).await?;
+    let name = r.metadata.name.clone().unwrap_or_default();
+    println!("restore.azora.io/{name} created");
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_until(wait, &format!("restore {backup}"), || async {
+        let r: Restore = client::get(hub, &name).await?;
+        let s = r.status.unwrap_or_default();
+        match s.phase {
+            Some(Phase::Succeeded) => Ok(Progress::Done(format!(
+                "{name} succeeded: {} objects restored into {} in {} from the {} copy, verified={}",
+                s.objects_restored.unwrap_or_default(),
+                s.target_namespace.as_deref().unwrap_or("the tenant's namespace"),
+                region,
+                s.source_region.as_deref().unwrap_or("-"),
+                s.verified.unwrap_or(false)
+            ))),
+            Some(p @ (Phase::PartiallyFailed | Phase::Failed)) => Ok(Progress::Refused(format!(
+                "{name} {p}: {}",
+                refused(&s.conditions, r.metadata.generation)
+                    .or_else(|| s.timeline.last().map(|t| format!("{}: {}", t.step, t.message)))
+                    .unwrap_or_default()
+            ))),
+            phase => match refused(&s.conditions, r.metadata.generation).filter(|_| phase.is_none()) {
+                Some(why) => Ok(Progress::Refused(why)),
+                None => Ok(Progress::Pending(format!(
+                    "{name} is {}",
+                    phase.map_or("not started".to_string(), |p| p.to_string())
+                ))),
+            },
+        }
+    })
+    .await
+}
+
+/// A label value from free text: at most 63 of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
+fn label_value(s: &str) -> String {
+    let v: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    let v = v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    if v.is_empty() { "unknown".into() } else { v }
 }

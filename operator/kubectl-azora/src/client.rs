@@ -120,6 +120,23 @@ where
         .with_context(|| format!("changing {kind} {name}"))
 }
 
+/// Creates an object (the operator carries it out, like any declared Backup or Restore).
+pub async fn create<K>(hub: &Hub, obj: &K) -> anyhow::Result<K>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(hub.client.clone());
+    let kind = K::kind(&());
+    let pp = kube::api::PostParams {
+        field_manager: Some("kubectl-azora".into()),
+        ..Default::default()
+    };
+    tokio::time::timeout(CALL, api.create(&pp, obj))
+        .await
+        .with_context(|| format!("creating a {kind}: the API server did not answer in time"))?
+        .with_context(|| format!("creating a {kind}"))
+}
+
 /// Who is asking: the authenticated user as the API server sees it (SelfSubjectReview, Kubernetes 1.28+),
 /// else the kubeconfig context's user, else the local login.
 pub async fn who(hub: &Hub) -> String {

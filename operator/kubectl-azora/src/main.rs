@@ -34,6 +34,8 @@ pub const EXIT_REFUSED: u8 = 2;
   kubectl azora failover global-api --clear --wait
   kubectl azora approve-failback global-api africa --wait
   kubectl azora rotate acme --wait              rotate every secret of tenant acme now
+  kubectl azora backup acme --wait              back tenant acme up now
+  kubectl azora restore <backup> --to europe --namespace acme-check --wait
 
 Exit codes: 0 done, 1 error or timeout, 2 the operator reports the action cannot be carried out."
 )]
@@ -181,6 +183,35 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Back a tenant up now: a Backup with the settings (included kinds, encryption key) of its schedule.
+    #[command(after_help = "Examples:
+  kubectl azora backup acme --wait
+  kubectl azora backup acme --schedule platform --wait --timeout 10m")]
+    Backup {
+        /// The Tenant.
+        tenant: String,
+        /// The BackupSchedule whose settings the backup takes (needed when there are several).
+        #[arg(long)]
+        schedule: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restore a Backup into a region: the tenant's own namespace, or a scratch namespace (--namespace).
+    #[command(after_help = "Examples:
+  kubectl azora restore acme-manual-20261130-220000 --to europe --namespace acme-check --wait
+  kubectl get backups    # the backups there are")]
+    Restore {
+        /// The Backup.
+        backup: String,
+        /// The region restored into (its own copy of the backup is read).
+        #[arg(long)]
+        to: String,
+        /// A scratch namespace to restore into instead of the tenant's own.
+        #[arg(long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Rotate every secret of a tenant now (annotation azora.io/rotate-now).
     #[command(after_help = "Examples:
   kubectl azora rotate acme --wait --timeout 5m")]
@@ -242,6 +273,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             act::approve_failback(&client, &policy, &region, wait).await
         }
         Command::Rotate { tenant, wait } => act::rotate(&client, &tenant, wait).await,
+        Command::Backup {
+            tenant,
+            schedule,
+            wait,
+        } => act::backup(&client, &tenant, schedule.as_deref(), wait).await,
+        Command::Restore {
+            backup,
+            to,
+            namespace,
+            wait,
+        } => act::restore(&client, &backup, &to, namespace.as_deref(), wait).await,
     }
 }
 

@@ -141,7 +141,7 @@ struct RunArgs {
     #[arg(long = "dns-verify-peer")]
     dns_verify_peers: Vec<std::net::SocketAddr>,
     /// GeoIP data for geographic answers: a MaxMind/DB-IP `.mmdb` database (GeoLite2/GeoIP2 Country or City;
-    /// the continent of the country record) or a `CIDR CONTINENT` table, told by content. Reloaded within 5 s
+    /// the continent of the country record) or a `CIDR CONTINENT` table, told by content. Reloaded within 10 s
     /// when the file changes (a version that does not load keeps the data in use).
     #[arg(long, env = "AZORA_GEOIP_FILE")]
     geoip_file: Option<std::path::PathBuf>,
@@ -309,9 +309,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every replica probes, and every replica serves DNS.
     // A GeoIP file that does not load stops the start (a typo must not silently drop geography); later
     // changes of the file are reloaded, and a bad version keeps the data in use.
-    let geoip = match &args.geoip_file {
-        Some(p) => GeoIp::load(p)?,
-        None => GeoIp::Empty,
+    let (geoip, geoip_seen) = match &args.geoip_file {
+        Some(p) => {
+            let (g, seen) = azora_adapters::geoip::load_watched(p)?;
+            (g, seen)
+        }
+        None => (GeoIp::Empty, None),
     };
     if let Some(p) = &args.geoip_file {
         info!(path = %p.display(), source = %geoip.describe(), "GeoIP data loaded");
@@ -324,6 +327,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "geoip-reload",
             azora_adapters::geoip::watch(
                 path,
+                geoip_seen.clone(),
                 Duration::from_secs(5),
                 move |g| z.set_geoip(g),
                 async move {
@@ -448,6 +452,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             () = supervisor.failed() => { stopping = true; }
         }
         if stopping {
+            // Tasks ending from here on are the shutdown, not failures (a SIGTERM exits 0).
+            supervisor.stopping();
             stop_tx.send_replace(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
         }

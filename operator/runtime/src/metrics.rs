@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Metrics shared by every controller.
 #[derive(Clone)]
@@ -37,6 +39,12 @@ pub struct Metrics {
     /// Seconds since the decision of a policy's last failover while its DNS change is not verified; 0 once
     /// verified. Set by the leader every second.
     pub failover_unverified: IntGaugeVec,
+    /// Detection to decision of a policy's last failover, in seconds (leader).
+    pub failover_last_decision: GaugeVec,
+    /// When a policy's last failover was decided, as a Unix time (leader).
+    pub failover_last_decided: GaugeVec,
+    /// A policy's `spec.decisionDeadline`, in seconds (leader).
+    pub failover_deadline: GaugeVec,
     /// Requests to regional clusters by region and verb (apply, delete), counted when sent.
     pub regional_writes: IntCounterVec,
     /// Tenant syncs per region by result (noop, applied, error, unavailable).
@@ -139,6 +147,27 @@ impl Metrics {
             Opts::new(
                 "failover_unverified_seconds",
                 "Seconds since a policy's last failover was decided while its DNS change is not verified (0: verified)",
+            ),
+            &["policy"],
+        )?;
+        let failover_last_decision = GaugeVec::new(
+            Opts::new(
+                "failover_last_decision_seconds",
+                "Detection to decision of a policy's last failover, in seconds",
+            ),
+            &["policy"],
+        )?;
+        let failover_last_decided = GaugeVec::new(
+            Opts::new(
+                "failover_last_decided_timestamp_seconds",
+                "When a policy's last failover was decided (Unix time)",
+            ),
+            &["policy"],
+        )?;
+        let failover_deadline = GaugeVec::new(
+            Opts::new(
+                "failover_decision_deadline_seconds",
+                "A policy's decision deadline (spec.decisionDeadline), in seconds",
             ),
             &["policy"],
         )?;
@@ -261,6 +290,9 @@ impl Metrics {
         registry.register(Box::new(region_up.clone()))?;
         registry.register(Box::new(active_region.clone()))?;
         registry.register(Box::new(failover_unverified.clone()))?;
+        registry.register(Box::new(failover_last_decision.clone()))?;
+        registry.register(Box::new(failover_last_decided.clone()))?;
+        registry.register(Box::new(failover_deadline.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -284,6 +316,9 @@ impl Metrics {
             failovers,
             active_region,
             failover_unverified,
+            failover_last_decision,
+            failover_last_decided,
+            failover_deadline,
             regional_writes,
             tenant_syncs,
             cluster_up,
@@ -339,5 +374,75 @@ impl Drop for ReconcileTimer {
         self.hist
             .with_label_values(&[self.controller])
             .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Drops the series of a labelled gauge whose labels `keep` refuses (the object they describe is gone):
+/// an alert on a stale series would fire for something that no longer exists.
+pub fn retain_series(vec: &GaugeVec, keep: impl Fn(&std::collections::BTreeMap<String, String>) -> bool) {
+    use prometheus::core::Collector as _;
+    let stale: Vec<std::collections::BTreeMap<String, String>> = vec
+        .collect()
+        .iter()
+        .flat_map(|mf| mf.get_metric().iter())
+        .map(|m| {
+            m.get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect()
+        })
+        .filter(|labels| !keep(labels))
+        .collect();
+    for labels in stale {
+        let refs: std::collections::HashMap<&str, &str> =
+            labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _ = vec.remove(&refs);
+    }
+}
+
+/// Runs `sweep` every `period` until `stop` resolves (for `retain_series` passes of a capability's gauges).
+pub async fn sweep_every(
+    period: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+    sweep: impl Fn(),
+) {
+    let work = async {
+        loop {
+            tokio::time::sleep(period).await;
+            sweep();
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = stop => {}
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn series_of_objects_that_are_gone_are_dropped() {
+        let g = GaugeVec::new(Opts::new("t", "t"), &["tenant", "secret"]).unwrap();
+        g.with_label_values(&["acme", "db"]).set(1.0);
+        g.with_label_values(&["gone", "db"]).set(1.0);
+        retain_series(&g, |l| l.get("tenant").is_some_and(|t| t == "acme"));
+        let names: Vec<String> = prometheus::core::Collector::collect(&g)[0]
+            .get_metric()
+            .iter()
+            .map(|m| {
+                m.get_label()
+                    .iter()
+                    .map(|l| l.value().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec!["db/acme".to_string()],
+            "labels come sorted by name: secret, tenant"
+        );
     }
 }

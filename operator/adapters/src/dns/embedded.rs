@@ -100,7 +100,11 @@ impl Zones {
     }
 
     fn geo_of(&self, ip: IpAddr) -> Option<String> {
-        let source = self.geoip.read().ok()?.clone();
+        // A poisoned lock (a panic while swapping) still holds a whole source: keep answering by it.
+        let source = self
+            .geoip
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         source.lookup(ip).map(|c| c.to_string())
     }
 }

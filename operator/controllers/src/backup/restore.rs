@@ -697,7 +697,7 @@ async fn prepare_namespace(
                 format!("reading namespace {namespace}: {e}"),
             )
         })?;
-    let me = obj.name_any();
+    let me = scratch_label(&obj.name_any());
     match (&spec.target_namespace, existing) {
         // The tenant's own namespace only if placement made it for this tenant: a namespace someone else
         // owns is never written into.
@@ -758,6 +758,17 @@ async fn prepare_namespace(
     }
 }
 
+/// The scratch label's value for a restore: its name, or for a name longer than a label value may be (63
+/// characters; a Restore's name may have 253) a prefix of it and a hash of the whole.
+fn scratch_label(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let hash = archive::sha256_hex(name.as_bytes());
+    let prefix: String = name.chars().take(46).collect();
+    format!("{}-{}", prefix.trim_end_matches(['-', '.']), &hash[..16])
+}
+
 /// Deleting a scratch restore deletes the namespace it created (only if still labelled with its name,
 /// by uid).
 async fn remove_scratch(room: &Room, obj: &DynamicObject) -> Result<Action, ReconcileError> {
@@ -784,7 +795,7 @@ async fn remove_scratch(room: &Room, obj: &DynamicObject) -> Result<Action, Reco
                     .map_err(|_| ReconcileError::Remote(format!("the {region} cluster did not answer")))?
                     .map_err(|e| ReconcileError::Remote(format!("reading namespace {ns_name}: {e}")))?;
                 if let Some(ns) = got
-                    && ns.labels().get(SCRATCH_LABEL) == Some(&obj.name_any())
+                    && ns.labels().get(SCRATCH_LABEL) == Some(&scratch_label(&obj.name_any()))
                 {
                     let dp = DeleteParams {
                         preconditions: Some(Preconditions {

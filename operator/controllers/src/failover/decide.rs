@@ -86,6 +86,12 @@ pub async fn run(ctx: Context, cfg: FailoverConfig, stop: impl std::future::Futu
     let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let term_start = Instant::now();
     tokio::pin!(stop);
+    // A term starts with no account of unverified failovers: a replica that led before must not export its
+    // last term's numbers while it leads again.
+    ctx.metrics.failover_unverified.reset();
+    ctx.metrics.failover_last_decision.reset();
+    ctx.metrics.failover_last_decided.reset();
+    ctx.metrics.failover_deadline.reset();
     tokio::select! {
         () = policies.ready() => {}
         () = &mut stop => return,
@@ -109,6 +115,9 @@ pub async fn run(ctx: Context, cfg: FailoverConfig, stop: impl std::future::Futu
                 t.abort();
                 ctx.handles.verdicts.set_serving(name, Default::default());
                 let _ = ctx.metrics.failover_unverified.remove_label_values(&[name]);
+                let _ = ctx.metrics.failover_last_decision.remove_label_values(&[name]);
+                let _ = ctx.metrics.failover_last_decided.remove_label_values(&[name]);
+                let _ = ctx.metrics.failover_deadline.remove_label_values(&[name]);
             }
             keep
         });
@@ -120,6 +129,10 @@ pub async fn run(ctx: Context, cfg: FailoverConfig, stop: impl std::future::Futu
     for t in tasks.values() {
         t.abort();
     }
+    ctx.metrics.failover_unverified.reset();
+    ctx.metrics.failover_last_decision.reset();
+    ctx.metrics.failover_last_decided.reset();
+    ctx.metrics.failover_deadline.reset();
 }
 
 /// What one policy's task remembers between steps.
@@ -140,6 +153,9 @@ struct PolicyMemory {
     manual: Option<ManualOutcome>,
     /// The `ManualFailover` condition this task last wrote (status, reason, message, generation).
     manual_written: Option<(bool, String, String, Option<i64>)>,
+    /// Whether a manual failover was requested at the last plan (a change right after it is withdrawn is
+    /// `ManualCleared`).
+    pinned_before: bool,
 }
 
 /// One policy: re-plans on every verdict change, policy change, and every second (hold-down timers,
@@ -171,11 +187,48 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
                 ..PolicyMemory::default()
             };
         }
+        // Whatever else happens to the policy (a spec that stopped validating, a step failing), how long its
+        // last failover has waited for verification is exported every second.
+        let recorded: FailoverPolicyStatus = obj
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
+        let last = freshest(recorded, memory.known.as_ref()).last_failover;
+        let unverified = last
+            .as_ref()
+            .filter(|r| r.verified_time.is_none())
+            .and_then(|r| r.decided_time)
+            .map_or(0, |d| Time::now().0.duration_since(d.0).as_secs().max(0));
+        ctx.metrics
+            .failover_unverified
+            .with_label_values(&[&name])
+            .set(unverified);
+        if let Some((detected, decided)) = last
+            .as_ref()
+            .and_then(|r| Some((r.detected_time?, r.decided_time?)))
+        {
+            let took = decided.0.duration_since(detected.0).as_secs_f64().max(0.0);
+            ctx.metrics
+                .failover_last_decision
+                .with_label_values(&[&name])
+                .set(took);
+            ctx.metrics
+                .failover_last_decided
+                .with_label_values(&[&name])
+                .set(decided.0.as_millisecond() as f64 / 1000.0);
+        }
         if let Some(spec) = obj
             .data
             .get("spec")
             .and_then(|s| serde_json::from_value::<FailoverPolicySpec>(s.clone()).ok())
         {
+            if let Ok(d) = parse_duration(&spec.decision_deadline) {
+                ctx.metrics
+                    .failover_deadline
+                    .with_label_values(&[&name])
+                    .set(d.as_secs_f64());
+            }
             // A valid policy is re-checked every minute (references may go); an invalid one every 2 s: it
             // is often only early (a policy applied together with its Regions, checked before the Region
             // cache had them), and must not wait a minute to be served.
@@ -208,6 +261,7 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
                 );
                 match step.await {
                     Ok(answers) => {
+                        memory.pinned_before = spec.manual.is_some();
                         ctx.handles
                             .verdicts
                             .set_serving(&name, serving(&answers).into_iter().collect());
@@ -389,12 +443,11 @@ async fn report_manual(
         return;
     }
     // A new generation with the same outcome only moves observedGeneration: no Event for that.
-    let transition = stored
-        .as_ref()
-        .is_none_or(|(t, r, _, _)| *t != is_true || *r != desired.reason)
-        && written
-            .as_ref()
-            .is_none_or(|(t, r, _, _)| *t != is_true || *r != desired.reason);
+    // Only a new generation with the same outcome (status, reason, message) is no transition.
+    let same = |k: &(bool, String, String, Option<i64>)| {
+        k.0 == is_true && k.1 == desired.reason && k.2 == desired.message
+    };
+    let transition = !stored.as_ref().is_some_and(same) && !written.as_ref().is_some_and(same);
     let merged = conditions::merge(
         &current,
         std::slice::from_ref(&desired),
@@ -567,14 +620,17 @@ async fn step(
         mode: spec.failback.mode,
         hold_down: parse_duration(&spec.failback.hold_down).unwrap_or(Duration::from_secs(60)),
         approved: spec.failback.approved_region.clone(),
-        // The API server's record of when the approval was written, when it has one: a client's clock (or a
-        // hand-written time) never decides which recovery an approval was given after.
-        approved_time: written_at(obj, &["spec", "failback", "approvedRegion"])
-            .or(spec.failback.approved_time),
+        // The earlier of the time the writer gave and the API server's record of the write: the server's
+        // record is a whole manager entry's (any later write by the same manager moves it), so it can only
+        // make an approval older, never revive one given before a later recovery.
+        approved_time: earliest(
+            written_at(obj, &["spec", "failback", "approvedRegion"]),
+            spec.failback.approved_time,
+        ),
     };
     let manual = spec.manual.as_ref().map(|m| Manual {
         region: m.region.clone(),
-        requested: written_at(obj, &["spec", "manual"]).or(m.requested_time),
+        requested: earliest(written_at(obj, &["spec", "manual"]), m.requested_time),
     });
     // A policy's first answers wait (at most INITIAL_GRACE into the term) until every candidate has a
     // verdict, so DNS does not start on whichever region happened to be probed first.
@@ -597,6 +653,9 @@ async fn step(
         manual: manual.as_ref(),
     });
     memory.held = p.held.clone();
+    // Updated by the caller once this step succeeded: a decision whose write is refused and planned again
+    // keeps its reason.
+    let pinned_before = memory.pinned_before;
     memory.manual = p.manual.clone();
     for (region, on) in candidates
         .iter()
@@ -607,16 +666,6 @@ async fn step(
             .with_label_values(&[name, &region])
             .set(i64::from(on));
     }
-    let unverified = status
-        .last_failover
-        .as_ref()
-        .filter(|r| r.verified_time.is_none())
-        .and_then(|r| r.decided_time)
-        .map_or(0, |d| now.0.duration_since(d.0).as_secs().max(0));
-    ctx.metrics
-        .failover_unverified
-        .with_label_values(&[name])
-        .set(unverified);
     let mut owned = Owned {
         status: status.clone(),
         published: published_condition(&status),
@@ -625,6 +674,15 @@ async fn step(
     if let Some(change) = p.change {
         // 1. Decide and record the intent under the next epoch, before touching DNS.
         let epoch = status.epoch + 1;
+        // Traffic returning to the policy's rules right after a manual failover was withdrawn.
+        let reason = if matches!(change.reason, Reason::Failback | Reason::Rebalanced)
+            && pinned_before
+            && spec.manual.is_none()
+        {
+            "ManualCleared".to_string()
+        } else {
+            change.reason.to_string()
+        };
         let from_health = change.from.as_deref().and_then(|f| health.get(f));
         let detected = match change.reason {
             Reason::RegionDown => from_health.and_then(|h| h.failing_since.or(Some(h.since))),
@@ -635,18 +693,7 @@ async fn step(
             epoch,
             from: change.from.clone(),
             to: change.to.clone(),
-            // Traffic returning to the policy's rules because a manual failover was withdrawn.
-            reason: if change.reason == Reason::Failback
-                && spec.manual.is_none()
-                && status
-                    .last_failover
-                    .as_ref()
-                    .is_some_and(|r| r.requested_by.is_some())
-            {
-                "ManualCleared".to_string()
-            } else {
-                change.reason.to_string()
-            },
+            reason: reason.clone(),
             // Whenever the new answers are the manual failover's, whatever moved them.
             requested_by: spec
                 .manual
@@ -672,10 +719,7 @@ async fn step(
         // Compare-and-swap: only if the stored epoch is still the one this decision was planned from.
         write(writer, api, obj, name, status.epoch, &owned).await?;
         memory.known = Some(owned.status.clone());
-        ctx.metrics
-            .failovers
-            .with_label_values(&[name, &change.reason.to_string()])
-            .inc();
+        ctx.metrics.failovers.with_label_values(&[name, &reason]).inc();
         let kind = if change.reason == Reason::RegionDown {
             EventType::Warning
         } else {
@@ -685,7 +729,7 @@ async fn step(
             "{} -> {} ({}), epoch {epoch}",
             change.from.as_deref().unwrap_or("none"),
             change.to.as_deref().unwrap_or("none"),
-            change.reason
+            reason
         );
         info!(policy = %name, %note, "failover decided");
         // Chaos experiments must not start during a real failover, and running ones abort.
@@ -750,6 +794,14 @@ async fn step(
             .publish(zone_data(spec, &status.answers, regions, status.epoch));
     }
     Ok(answers_map(&owned.status.answers))
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<Time>, b: Option<Time>) -> Option<Time> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// When the API server last recorded a write of the field at `path` (from `metadata.managedFields`: the

@@ -29,6 +29,7 @@ use azora_core::world::World;
 use azora_runtime::Context;
 use azora_runtime::pipeline::{Kind, ReconcileError, resource_of};
 use azora_runtime::term::{Stop, custom_controller};
+use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use kube::api::DynamicObject;
@@ -93,15 +94,39 @@ pub fn term(ctx: &Context, cfg: SecretsConfig, stop: &Stop) -> Vec<BoxFuture<'st
             seen.first_sight(&name, token).then_some(name)
         }
     });
-    vec![custom_controller::<TenantSecretsKind, _, _, _, _>(
-        &ctx.caches.tenants,
-        room,
-        rotate::reconcile,
-        error_policy,
-        wakes,
-        cfg.concurrency,
-        stop.clone(),
-    )]
+    vec![
+        custom_controller::<TenantSecretsKind, _, _, _, _>(
+            &ctx.caches.tenants,
+            room,
+            rotate::reconcile,
+            error_policy,
+            wakes,
+            cfg.concurrency,
+            stop.clone(),
+        ),
+        sweep_metrics(ctx.clone(), stop.clone()).boxed(),
+    ]
+}
+
+/// Every minute, drops the secret series of tenants and secrets that are gone (an overdue-rotation alert on
+/// a deleted secret would fire forever).
+async fn sweep_metrics(ctx: Context, stop: Stop) {
+    azora_runtime::metrics::sweep_every(Duration::from_secs(60), stop, || {
+        let live: std::collections::BTreeSet<(String, String)> = ctx
+            .caches
+            .tenants
+            .specs::<TenantSpec>()
+            .into_iter()
+            .flat_map(|(t, s)| s.secrets.into_iter().map(move |x| (t.clone(), x.name)))
+            .collect();
+        for vec in [&ctx.metrics.secret_age, &ctx.metrics.secret_next_rotation] {
+            azora_runtime::metrics::retain_series(vec, |l| match (l.get("tenant"), l.get("secret")) {
+                (Some(t), Some(s)) => live.contains(&(t.clone(), s.clone())),
+                _ => true,
+            });
+        }
+    })
+    .await;
 }
 
 fn error_policy(_obj: Arc<DynamicObject>, err: &ReconcileError, _room: Arc<Room>) -> Action {

@@ -64,5 +64,31 @@ pub fn term(ctx: &Context, cfg: TenancyConfig, stop: &Stop) -> Vec<BoxFuture<'st
         ),
         azora_runtime::clusters::run(ctx.clone(), stop.clone()).boxed(),
         replication::run(ctx.clone(), cfg.replication, state, stop.clone()).boxed(),
+        sweep_metrics(ctx.clone(), stop.clone()).boxed(),
     ]
+}
+
+/// Every minute, drops the replication-lag series of tenants that are gone and of regions a tenant is no
+/// longer placed in (a lag alert on them would fire forever).
+async fn sweep_metrics(ctx: Context, stop: Stop) {
+    azora_runtime::metrics::sweep_every(std::time::Duration::from_secs(60), stop, || {
+        let placed: std::collections::BTreeMap<String, Vec<String>> = ctx
+            .caches
+            .tenants
+            .state()
+            .iter()
+            .filter_map(|o| {
+                let status: azora_api::tenant::TenantStatus =
+                    serde_json::from_value(o.data.get("status")?.clone()).ok()?;
+                Some((o.metadata.name.clone()?, status.placed_regions))
+            })
+            .collect();
+        azora_runtime::metrics::retain_series(&ctx.metrics.tenant_replication_lag, |l| {
+            match (l.get("tenant"), l.get("region")) {
+                (Some(t), Some(r)) => placed.get(t).is_some_and(|p| p.is_empty() || p.contains(r)),
+                _ => true,
+            }
+        });
+    })
+    .await;
 }

@@ -192,7 +192,8 @@ fn keeps(c: &Candidate) -> bool {
 fn approved(c: &Candidate, rule: &FailbackRule) -> bool {
     rule.approved.as_deref() == Some(c.name.as_str())
         && match (rule.approved_time, c.recovered) {
-            (Some(at), Some(recovered)) => at >= recovered,
+            // Whole seconds: the API server records writes to the second, recoveries to the millisecond.
+            (Some(at), Some(recovered)) => at.0.as_second() >= recovered.0.as_second(),
             (Some(_), None) => true,
             (None, _) => rule.mode == FailbackMode::Manual,
         }
@@ -246,7 +247,8 @@ fn manual_outcome(input: &Input<'_>, m: &Manual) -> ManualOutcome {
     } else if !eligible(c) {
         not_eligible(&format!("is {}", c.verdict))
     } else if !serving
-        && c.recovered.is_some_and(|r| m.requested.is_some_and(|q| r > q))
+        && c.recovered
+            .is_some_and(|r| m.requested.is_some_and(|q| r.0.as_second() > q.0.as_second()))
         && !hold_passed(c, input.failback, input.now)
     {
         waiting("recovered after the request and waits for the failback hold-down or an approval")

@@ -84,6 +84,23 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 routing = Some(now);
             }
             refresh(&ctx, &clusters).await;
+            // A region deleted (or no longer naming a cluster) leaves no reachability series behind: an alert on
+            // it would fire for a region that does not exist.
+            let with_cluster: BTreeSet<String> = ctx
+                .caches
+                .regions
+                .specs::<RegionSpec>()
+                .into_iter()
+                .filter(|(_, s)| s.cluster.is_some())
+                .map(|(n, _)| n)
+                .collect();
+            reported.retain(|region, _| {
+                let keep = with_cluster.contains(region);
+                if !keep {
+                    let _ = ctx.metrics.cluster_up.remove_label_values(&[region.as_str()]);
+                }
+                keep
+            });
             // New clusters are checked at once, the others every CHECK_EVERY.
             let all: Vec<Arc<Cluster>> = clusters
                 .all()

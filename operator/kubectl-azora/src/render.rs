@@ -168,7 +168,11 @@ fn dash(o: Option<impl ToString>) -> String {
 }
 
 fn duration_ms(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 1000 => format!("{ms}ms"),
+        Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+    }
 }
 
 fn rpo(secs: u64) -> String {

@@ -236,6 +236,9 @@ fn runbook_commands_are_kubectl_reads_or_kubectl_azora_commands() -> anyhow::Res
         "kubectl azora uncordon ",
         "kubectl azora failover ",
         "kubectl azora approve-failback ",
+        "kubectl azora rotate ",
+        "kubectl azora backup ",
+        "kubectl azora restore ",
     ];
     let files: BTreeSet<String> = alerts()?
         .iter()

@@ -440,6 +440,34 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     );
     assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 4, "no rotation twice");
 
+    // 4b. One secret rotated with `kubectl azora rotate <tenant>/<secret> --wait`: exit 0 only once every region
+    // holds the new version (exactly one more in OpenBao); a secret the tenant does not have is refused.
+    let kc = fleet.env.hub().kubeconfig.clone();
+    let run = azora_tests::operator::plugin(
+        &kc,
+        &["rotate", "acme/db", "--wait", "--timeout", "120s"],
+        Duration::from_secs(150),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let st = fleet.tenant_object("acme").await.unwrap().unwrap()["status"]["secrets"][0].clone();
+    assert_eq!(st["version"], 5, "{st:#}");
+    assert_eq!(region(&st, "europe")["vaultVersion"], 5, "{st:#}");
+    assert_eq!(region(&st, "europe")["syncedVersion"], 5, "{st:#}");
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        5,
+        "exactly one new version"
+    );
+    let bad = azora_tests::operator::plugin(&kc, &["rotate", "acme/nosuch"], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        bad.code == 1 && bad.stderr.contains("has no secret nosuch"),
+        "{bad:?}"
+    );
+
     // 5. No value anywhere but Vault and the target Secrets.
     let metrics = fleet.metrics_text().await.unwrap();
     assert!(

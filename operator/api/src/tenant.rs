@@ -360,7 +360,8 @@ pub struct SecretStatus {
     /// Consecutive failed checks of the current version.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub verify_failures: u32,
-    /// The `azora.io/rotate-now` request last carried out.
+    /// The rotate-now request last carried out: the Tenant's `azora.io/rotate-now` value, its
+    /// `azora.io/rotate-now.<secret>` value, or both joined by `|`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_now_handled: Option<String>,
     /// Per region: the home version its Vault and its target Secret hold.
@@ -474,4 +475,23 @@ pub struct TenantStatus {
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// Annotation on a Tenant asking for every one of its secrets to be rotated now, once per distinct value
+/// (e.g. a timestamp `kubectl azora rotate` writes). `azora.io/rotate-now.<secret>` asks the same of one secret.
+pub const ROTATE_NOW: &str = "azora.io/rotate-now";
+
+/// The rotate-now request in force for one secret (what `SecretStatus.rotateNowHandled` names once it is
+/// carried out): the tenant-wide value, the secret's own, or both joined (`<tenant-wide>|<secret's>`); a new
+/// value of either is a new request, carried out once.
+pub fn rotate_now_token(
+    annotations: &std::collections::BTreeMap<String, String>,
+    secret: &str,
+) -> Option<String> {
+    let all = annotations.get(ROTATE_NOW);
+    let own = annotations.get(&format!("{ROTATE_NOW}.{secret}"));
+    match (all, own) {
+        (Some(a), Some(o)) => Some(format!("{a}|{o}")),
+        (a, o) => a.or(o).cloned(),
+    }
 }

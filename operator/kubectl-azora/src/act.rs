@@ -9,15 +9,13 @@ use std::time::{Duration, Instant};
 use azora_api::backup::{Backup, BackupSchedule, BackupSpec, Phase, Restore, RestoreSpec};
 use azora_api::failover::FailoverPolicy;
 use azora_api::region::{Region, Verdict};
-use azora_api::tenant::{SecretPhase, Tenant};
+use azora_api::tenant::{ROTATE_NOW, SecretPhase, Tenant, rotate_now_token};
 use azora_api::{ConditionStatus, Time};
 use serde_json::json;
 
 use crate::client::{self, Hub};
 use crate::{EXIT_REFUSED, Wait};
 
-/// Annotation asking the operator to rotate every secret of a tenant, once per distinct value.
-const ROTATE_NOW: &str = "azora.io/rotate-now";
 /// How often `--wait` reads the status.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -323,28 +321,64 @@ pub async fn approve_failback(hub: &Hub, policy: &str, region: &str, wait: Wait)
     .await
 }
 
-/// `rotate <tenant>`.
-pub async fn rotate(hub: &Hub, tenant: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+/// `rotate <tenant>` (every secret) or `rotate <tenant>/<secret>` (one).
+pub async fn rotate(hub: &Hub, target: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+    let (tenant, only) = match target.split_once('/') {
+        Some((t, s)) => (t, Some(s)),
+        None => (target, None),
+    };
     let t: Tenant = client::get(hub, tenant).await?;
     if t.spec.secrets.is_empty() {
         anyhow::bail!("tenant {tenant} declares no secrets: nothing was changed");
     }
+    if let Some(s) = only
+        && !t.spec.secrets.iter().any(|x| x.name == s)
+    {
+        anyhow::bail!(
+            "tenant {tenant} has no secret {s} (it has {}): nothing was changed",
+            t.spec
+                .secrets
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let token = Time::now().to_string();
-    let _: Tenant = client::merge(
+    let key = match only {
+        Some(s) => format!("{ROTATE_NOW}.{s}"),
+        None => ROTATE_NOW.to_string(),
+    };
+    if key.len() - "azora.io/".len() > 63 {
+        anyhow::bail!(
+            "the secret's name is too long for its own rotate-now annotation; rotate the whole tenant"
+        );
+    }
+    let after: Tenant = client::merge(
         hub,
         tenant,
-        json!({ "metadata": { "annotations": { ROTATE_NOW: token } } }),
+        json!({ "metadata": { "annotations": { key: token } } }),
     )
     .await?;
+    let names: Vec<String> = t
+        .spec
+        .secrets
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|n| only.is_none_or(|o| o == n))
+        .collect();
     println!(
-        "tenant.azora.io/{tenant} rotation of {} secrets requested",
-        t.spec.secrets.len()
+        "tenant.azora.io/{tenant} rotation of {} requested",
+        names.join(", ")
     );
     if !wait.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let names: Vec<String> = t.spec.secrets.iter().map(|s| s.name.clone()).collect();
-    wait_until(wait, &format!("rotate {tenant}"), || async {
+    // The request each secret's status will name once carried out (the operator joins the tenant-wide and
+    // the secret's own request).
+    let annotations = after.metadata.annotations.unwrap_or_default();
+    let expected = |secret: &str| rotate_now_token(&annotations, secret);
+    wait_until(wait, &format!("rotate {target}"), || async {
         let t: Tenant = client::get(hub, tenant).await?;
         let s = t.status.unwrap_or_default();
         let mut waiting = Vec::new();
@@ -353,7 +387,7 @@ pub async fn rotate(hub: &Hub, tenant: &str, wait: Wait) -> anyhow::Result<ExitC
                 waiting.push(format!("{name}: not started"));
                 continue;
             };
-            if x.rotate_now_handled.as_deref() != Some(token.as_str()) {
+            if x.rotate_now_handled != expected(name) {
                 waiting.push(format!("{name}: not started"));
                 continue;
             }
@@ -370,7 +404,8 @@ pub async fn rotate(hub: &Hub, tenant: &str, wait: Wait) -> anyhow::Result<ExitC
         }
         if waiting.is_empty() {
             Ok(Progress::Done(format!(
-                "every secret of {tenant} is rotated and held by every region"
+                "{} of {tenant} rotated and held by every region",
+                names.join(", ")
             )))
         } else {
             Ok(Progress::Pending(waiting.join("; ")))

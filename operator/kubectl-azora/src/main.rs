@@ -212,11 +212,13 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Rotate every secret of a tenant now (annotation azora.io/rotate-now).
+    /// Rotate every secret of a tenant now (annotation azora.io/rotate-now), or one (<tenant>/<secret>:
+    /// annotation azora.io/rotate-now.<secret>).
     #[command(after_help = "Examples:
-  kubectl azora rotate acme --wait --timeout 5m")]
+  kubectl azora rotate acme --wait --timeout 5m
+  kubectl azora rotate acme/db --wait")]
     Rotate {
-        /// The Tenant.
+        /// The Tenant, or <tenant>/<secret>.
         tenant: String,
         #[command(flatten)]
         wait: Wait,

@@ -36,9 +36,17 @@ use kube::api::DynamicObject;
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 
-/// Annotation on a Tenant asking for every one of its secrets to be rotated now, once per distinct value
-/// (e.g. a timestamp the kubectl plugin writes).
-pub const ROTATE_NOW: &str = "azora.io/rotate-now";
+pub use azora_api::tenant::{ROTATE_NOW, rotate_now_token};
+
+/// Every rotate-now request on a tenant, as one string (a change of any wakes the tenant once).
+fn rotate_now_requests(annotations: &BTreeMap<String, String>) -> Option<String> {
+    let all: Vec<String> = annotations
+        .iter()
+        .filter(|(k, _)| k.as_str() == ROTATE_NOW || k.starts_with(&format!("{ROTATE_NOW}.")))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    (!all.is_empty()).then(|| all.join(","))
+}
 
 /// Settings of the secrets room.
 #[derive(Clone, Debug)]
@@ -90,8 +98,8 @@ pub fn term(ctx: &Context, cfg: SecretsConfig, stop: &Stop) -> Vec<BoxFuture<'st
         let seen = seen.clone();
         async move {
             let name = o.metadata.name.clone()?;
-            let token = o.metadata.annotations.as_ref()?.get(ROTATE_NOW)?;
-            seen.first_sight(&name, token).then_some(name)
+            let token = rotate_now_requests(o.metadata.annotations.as_ref()?)?;
+            seen.first_sight(&name, &token).then_some(name)
         }
     });
     vec![
@@ -520,5 +528,39 @@ impl Room {
             c.insert(key.to_string(), Instant::now());
             true
         })
+    }
+}
+
+#[cfg(test)]
+mod rotate_now_tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_secret_follows_the_tenant_wide_request_its_own_or_both() {
+        assert_eq!(rotate_now_token(&ann(&[]), "db"), None);
+        assert_eq!(
+            rotate_now_token(&ann(&[("azora.io/rotate-now", "t1")]), "db").as_deref(),
+            Some("t1")
+        );
+        let both = ann(&[("azora.io/rotate-now", "t1"), ("azora.io/rotate-now.db", "s1")]);
+        assert_eq!(rotate_now_token(&both, "db").as_deref(), Some("t1|s1"));
+        // Another secret of the tenant is not asked by db's own request.
+        assert_eq!(rotate_now_token(&both, "api").as_deref(), Some("t1"));
+        assert_eq!(
+            rotate_now_token(&ann(&[("azora.io/rotate-now.db", "s1")]), "db").as_deref(),
+            Some("s1")
+        );
+        assert_eq!(
+            rotate_now_requests(&both).as_deref(),
+            Some("azora.io/rotate-now=t1,azora.io/rotate-now.db=s1")
+        );
+        assert_eq!(rotate_now_requests(&ann(&[("other", "x")])), None);
     }
 }

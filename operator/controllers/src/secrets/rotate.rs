@@ -27,7 +27,7 @@ use kube::runtime::events::EventType;
 use rand::Rng as _;
 use tracing::{info, warn};
 
-use super::{ROTATE_NOW, Room, VaultProblem, restart, sync};
+use super::{Room, VaultProblem, restart, sync};
 
 /// How soon a secret that is not done is looked at again.
 const BEHIND: Duration = Duration::from_secs(5);
@@ -100,7 +100,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .map_err(ReconcileError::Fetch)?;
     let regions: BTreeMap<String, RegionSpec> = room.ctx.caches.regions.specs();
     let placed = place(&spec, &world).placed;
-    let rotate_now = obj.annotations().get(ROTATE_NOW).cloned();
+    let annotations = obj.annotations().clone();
     let mut all: Vec<SecretStatus> = spec
         .secrets
         .iter()
@@ -130,7 +130,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
             secret,
             placed: &placed,
             regions: &regions,
-            rotate_now: rotate_now.as_deref(),
+            rotate_now: super::rotate_now_token(&annotations, &secret.name),
             problem,
             rotated: &rotated,
         })
@@ -239,7 +239,7 @@ struct Turn<'a> {
     secret: &'a TenantSecret,
     placed: &'a [String],
     regions: &'a BTreeMap<String, RegionSpec>,
-    rotate_now: Option<&'a str>,
+    rotate_now: Option<String>,
     /// Bad input found across the tenant's secrets (`core::check_all`).
     problem: Option<(&'static str, String)>,
     /// The rotations written in the home Vault in this pass, for the tenant's one `SecretRotated` Event.
@@ -538,7 +538,7 @@ impl Turn<'_> {
     }
 
     fn due(&self, st: &SecretStatus, every: Duration) -> bool {
-        if let Some(token) = self.rotate_now
+        if let Some(token) = self.rotate_now.as_deref()
             && st.rotate_now_handled.as_deref() != Some(token)
         {
             return true;
@@ -676,7 +676,7 @@ impl Turn<'_> {
         };
         st.pending = Some(p.clone());
         st.phase = Some(SecretPhase::Rotating);
-        if let Some(token) = self.rotate_now
+        if let Some(token) = self.rotate_now.as_deref()
             && restores.is_none()
         {
             st.rotate_now_handled = Some(token.to_string());

@@ -321,12 +321,7 @@ async fn report_hold(
     held: Option<&Held>,
     written: &mut Option<bool>,
 ) {
-    let current = obj
-        .data
-        .get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value::<Vec<Condition>>(c.clone()).ok())
-        .unwrap_or_default();
+    let current = recorded_conditions(obj);
     let now_true = written.unwrap_or_else(|| {
         current
             .iter()
@@ -353,14 +348,7 @@ async fn report_hold(
         ),
         None => return,
     };
-    let merged = conditions::merge(
-        &current,
-        std::slice::from_ref(&desired),
-        obj.metadata.generation,
-        Time::now(),
-    );
-    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == HELD).collect();
-    match writer.apply(name, None, json!({ "conditions": cond })).await {
+    match apply_condition(writer, obj, name, &current, &desired).await {
         Ok(()) => {
             *written = Some(desired.status == azora_api::ConditionStatus::True);
             let (kind, reason) = if desired.status == azora_api::ConditionStatus::True {
@@ -390,12 +378,7 @@ async fn report_manual(
     outcome: Option<&ManualOutcome>,
     written: &mut Option<(bool, String, String, Option<i64>)>,
 ) {
-    let current = obj
-        .data
-        .get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value::<Vec<Condition>>(c.clone()).ok())
-        .unwrap_or_default();
+    let current = recorded_conditions(obj);
     let existing = current.iter().find(|c| c.type_ == MANUAL);
     let desired = match (request, outcome) {
         (Some(m), Some(ManualOutcome::Honored)) => Desired {
@@ -448,14 +431,7 @@ async fn report_manual(
         k.0 == is_true && k.1 == desired.reason && k.2 == desired.message
     };
     let transition = !stored.as_ref().is_some_and(same) && !written.as_ref().is_some_and(same);
-    let merged = conditions::merge(
-        &current,
-        std::slice::from_ref(&desired),
-        obj.metadata.generation,
-        Time::now(),
-    );
-    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == MANUAL).collect();
-    match writer.apply(name, None, json!({ "conditions": cond })).await {
+    match apply_condition(writer, obj, name, &current, &desired).await {
         Ok(()) => {
             if transition {
                 let kind = if desired.reason == "TargetNotEligible" {
@@ -473,6 +449,34 @@ async fn report_manual(
             warn!(policy = %name, error = &e as &dyn std::error::Error, "writing ManualFailover failed")
         }
     }
+}
+
+/// The conditions recorded in a policy's status (the cache's view).
+fn recorded_conditions(obj: &DynamicObject) -> Vec<Condition> {
+    obj.data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value::<Vec<Condition>>(c.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Writes one condition this task owns (its own field manager), merged with what is recorded so its
+/// `lastTransitionTime` moves only on a status change.
+async fn apply_condition(
+    writer: &StatusWriter,
+    obj: &DynamicObject,
+    name: &str,
+    current: &[Condition],
+    desired: &Desired,
+) -> Result<(), azora_adapters::kube_status::StatusError> {
+    let merged = conditions::merge(
+        current,
+        std::slice::from_ref(desired),
+        obj.metadata.generation,
+        Time::now(),
+    );
+    let cond: Vec<&Condition> = merged.iter().filter(|c| c.type_ == desired.type_).collect();
+    writer.apply(name, None, json!({ "conditions": cond })).await
 }
 
 /// Ends an interlock activity when dropped (also on an early return or error).

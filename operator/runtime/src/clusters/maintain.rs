@@ -139,14 +139,7 @@ pub async fn run(ctx: Context, stop: impl std::future::Future<Output = ()>) {
                 results.push((c.region.clone(), r));
             }
             // Regions configured with a cluster that could not be connected (Secret missing, bad kubeconfig).
-            let configured: BTreeSet<String> = ctx
-                .caches
-                .regions
-                .specs::<RegionSpec>()
-                .into_iter()
-                .filter(|(_, s)| s.cluster.is_some())
-                .map(|(n, _)| n)
-                .collect();
+            let configured = &with_cluster;
             let problems: BTreeMap<String, (&'static str, String)> =
                 clusters.problems.read().map(|p| p.clone()).unwrap_or_default();
             for (region, (reason, message)) in problems {

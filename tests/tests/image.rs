@@ -73,7 +73,6 @@ impl Drop for Cleanup<'_> {
         let _ = self.buildah.cmd().args(["umount", &self.container]).output();
         let _ = self.buildah.cmd().args(["rm", &self.container]).output();
         let _ = self.buildah.cmd().args(["rmi", "--force", &self.tag]).output();
-        let _ = self.buildah.cmd().args(["rmi", "--prune"]).output();
     }
 }
 
@@ -87,12 +86,18 @@ fn image_builds_from_scratch_and_runs_the_operator_as_nonroot() -> anyhow::Resul
     let pid = std::process::id();
     let tag = format!("localhost/azora-operator-test:{pid}");
     let container = format!("azora-image-test-{pid}");
-    // What a killed earlier run left (its Drop never ran): containers, then the images only they used.
+    // What a killed earlier run left (its Drop never ran): containers, then images, of test processes that
+    // are gone (a run still going, from another checkout, keeps its own).
+    let dead = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
+    };
     for stale in run(buildah
         .cmd()
         .args(["containers", "--noheading", "--format", "{{.ContainerName}}"]))?
     .lines()
-    .filter(|c| c.starts_with("azora-image-test-"))
+    .filter(|c| dead(c, "azora-image-test-"))
     {
         let _ = buildah.cmd().args(["rm", stale]).output();
     }
@@ -100,7 +105,7 @@ fn image_builds_from_scratch_and_runs_the_operator_as_nonroot() -> anyhow::Resul
         .cmd()
         .args(["images", "--noheading", "--format", "{{.Name}}:{{.Tag}}"]))?
     .lines()
-    .filter(|i| i.starts_with("localhost/azora-operator-test:"))
+    .filter(|i| dead(i, "localhost/azora-operator-test:"))
     {
         let _ = buildah.cmd().args(["rmi", "--force", stale]).output();
     }

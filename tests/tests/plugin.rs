@@ -19,14 +19,20 @@ fn ip(s: &str) -> anyhow::Result<std::net::Ipv4Addr> {
     Ok(s.parse()?)
 }
 
-/// The FailoverPolicy's generation and spec (what a user's write changes; status writes do not).
-async fn policy_spec(s: &Scenario) -> anyhow::Result<(Option<i64>, Value)> {
+/// The FailoverPolicy's generation, spec, labels and annotations (what a user's write changes; status writes
+/// do not).
+async fn policy_spec(s: &Scenario) -> anyhow::Result<(Option<i64>, Value, Value, Value)> {
     let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
         s.env.hub().client().await?,
         &azora_tests::scenario::ar("FailoverPolicy", "failoverpolicies"),
     );
     let p = api.get("platform").await?;
-    Ok((p.metadata.generation, p.data["spec"].clone()))
+    Ok((
+        p.metadata.generation,
+        p.data["spec"].clone(),
+        serde_json::to_value(&p.metadata.labels)?,
+        serde_json::to_value(&p.metadata.annotations)?,
+    ))
 }
 
 fn json(run: &PluginRun) -> anyhow::Result<Value> {

@@ -467,6 +467,22 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         bad.code == 1 && bad.stderr.contains("has no secret nosuch"),
         "{bad:?}"
     );
+    // Taking the secret's request away again is no new request: nothing rotates.
+    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"azora.io/rotate-now.db": null}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        5,
+        "removing a rotate-now annotation rotated the secret again"
+    );
 
     // 5. No value anywhere but Vault and the target Secrets.
     let metrics = fleet.metrics_text().await.unwrap();

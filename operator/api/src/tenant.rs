@@ -495,3 +495,18 @@ pub fn rotate_now_token(
         (a, o) => a.or(o).cloned(),
     }
 }
+
+/// Whether a secret's rotate-now request asks for something not carried out yet: a part of `token` (split on
+/// `|`) that `handled` does not hold. Removing an annotation (fewer parts) is no new request.
+pub fn rotate_now_pending(token: &str, handled: Option<&str>) -> bool {
+    let done: Vec<&str> = handled.map(|h| h.split('|').collect()).unwrap_or_default();
+    token.split('|').any(|part| !done.contains(&part))
+}
+
+/// A `LabelSelector` matching a set of labels (absent: everything).
+pub fn selects(
+    selector: Option<&crate::common::LabelSelector>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}

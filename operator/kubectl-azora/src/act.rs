@@ -436,7 +436,8 @@ fn refused(conds: &[azora_api::Condition], generation: Option<i64>) -> Option<St
 
 /// `backup <tenant>`: a Backup now, with the include and encryption key of the tenant's schedule.
 pub async fn backup(hub: &Hub, tenant: &str, schedule: Option<&str>, wait: Wait) -> anyhow::Result<ExitCode> {
-    let _: Tenant = client::get(hub, tenant).await?;
+    let t: Tenant = client::get(hub, tenant).await?;
+    let labels = t.metadata.labels.clone().unwrap_or_default();
     let chosen: Option<BackupSchedule> = match schedule {
         Some(name) => Some(
             client::get(hub, name)
@@ -444,12 +445,17 @@ pub async fn backup(hub: &Hub, tenant: &str, schedule: Option<&str>, wait: Wait)
                 .map_err(|e| anyhow::anyhow!("{e:#}: nothing was changed"))?,
         ),
         None => {
-            let all: Vec<BackupSchedule> = client::list(hub).await?;
+            // Only schedules that select this tenant: another's key and kinds are not this tenant's.
+            let all: Vec<BackupSchedule> = client::list::<BackupSchedule>(hub)
+                .await?
+                .into_iter()
+                .filter(|b| azora_api::tenant::selects(b.spec.tenant_selector.as_ref(), &labels))
+                .collect();
             match all.len() {
                 0 => None,
                 1 => all.into_iter().next(),
                 _ => anyhow::bail!(
-                    "several BackupSchedules exist ({}): name the one whose settings (included kinds, encryption \
+                    "several BackupSchedules select tenant {tenant} ({}): name the one whose settings (included kinds, encryption \
                      key) this backup takes with --schedule; nothing was changed",
                     all.iter()
                         .filter_map(|b| b.metadata.name.clone())
@@ -466,7 +472,7 @@ pub async fn backup(hub: &Hub, tenant: &str, schedule: Option<&str>, wait: Wait)
             .as_ref()
             .map(|b| b.spec.include.clone())
             .unwrap_or_default(),
-        copy_to_allowed_regions: true,
+        copy_to_allowed_regions: chosen.as_ref().is_none_or(|b| b.spec.copy_to_allowed_regions),
         encryption_key: chosen.as_ref().and_then(|b| b.spec.encryption_key.clone()),
     };
     if spec.encryption_key.is_none() {

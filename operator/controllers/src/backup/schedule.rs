@@ -340,11 +340,7 @@ fn selected_tenants(room: &Room, spec: &BackupScheduleSpec, world: &World) -> Ve
         .state()
         .into_iter()
         .filter(|t| t.metadata.deletion_timestamp.is_none())
-        .filter(|t| {
-            spec.tenant_selector
-                .as_ref()
-                .is_none_or(|s| s.match_labels.iter().all(|(k, v)| t.labels().get(k) == Some(v)))
-        })
+        .filter(|t| azora_api::tenant::selects(spec.tenant_selector.as_ref(), t.labels()))
         .filter_map(|t| {
             let s: TenantSpec = serde_json::from_value(t.data.get("spec").cloned()?).ok()?;
             // A tenant whose home region has no object store cannot be backed up: not selected (the

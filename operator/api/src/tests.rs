@@ -43,7 +43,7 @@ fn good_region_spec() -> Value {
 #[test]
 fn every_kind_has_ready_printer_column_short_name_and_azora_category() {
     let crds = crds();
-    assert_eq!(crds.len(), 8);
+    assert_eq!(crds.len(), 9);
     for crd in &crds {
         let names = &crd.spec.names;
         assert_eq!(crd.spec.group, "azora.io");
@@ -310,6 +310,53 @@ fn drill_recovering_into_the_lost_region_is_rejected_by_cel() {
     let errs = cel_errors("DrDrill", obj);
     assert!(
         errs.iter().any(|e| e.contains("must differ from loseRegion")),
+        "{errs:?}"
+    );
+}
+
+fn database(spec: Value) -> Value {
+    json!({"apiVersion": "azora.io/v1alpha1", "kind": "Database", "metadata": {"name": "db"}, "spec": spec})
+}
+
+fn member(region: &str, port: u16) -> Value {
+    json!({"region": region, "endpoint": format!("127.0.0.1:{port}"), "credentials": {"name": "pg"}})
+}
+
+#[test]
+fn a_valid_database_passes_cel() {
+    let spec = json!({"engine": "PostgreSQL", "followPolicy": "platform",
+                      "members": [member("africa", 5432), member("europe", 5433)],
+                      "replication": {"mode": "Synchronous", "syncStandbys": 1, "maxLagForPromotion": "30s"}});
+    assert_eq!(cel_errors("Database", database(spec)), Vec::<String>::new());
+}
+
+#[test]
+fn a_database_with_two_members_in_one_region_is_rejected_by_cel() {
+    let spec = json!({"engine": "PostgreSQL", "members": [member("africa", 5432), member("africa", 5433)],
+                      "replication": {"mode": "Asynchronous", "syncStandbys": 1, "maxLagForPromotion": "30s"}});
+    let errs = cel_errors("Database", database(spec));
+    assert!(
+        errs.iter().any(|e| e.contains("one member per region")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_synchronous_rule_needing_more_standbys_than_exist_is_rejected_by_cel() {
+    let spec = json!({"engine": "PostgreSQL", "members": [member("africa", 5432), member("europe", 5433)],
+                      "replication": {"mode": "Synchronous", "syncStandbys": 2, "maxLagForPromotion": "30s"}});
+    let errs = cel_errors("Database", database(spec));
+    assert!(errs.iter().any(|e| e.contains("syncStandbys")), "{errs:?}");
+}
+
+#[test]
+fn synchronous_redis_is_rejected_by_cel() {
+    let spec = json!({"engine": "Redis", "members": [member("africa", 6379), member("europe", 6380)],
+                      "replication": {"mode": "Synchronous", "syncStandbys": 1, "maxLagForPromotion": "30s"}});
+    let errs = cel_errors("Database", database(spec));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("Redis replication is asynchronous")),
         "{errs:?}"
     );
 }

@@ -1,11 +1,11 @@
-//! The capabilities, one room each: `health`, `failover`, `tenancy`, `backup`, `chaos`, `drill`, `secrets` (and the
-//! rooms later issues add: `database`). Each room owns its controllers and loops and hands the
+//! The capabilities, one room each: `health`, `failover`, `tenancy`, `backup`, `chaos`, `drill`, `secrets` and `database`. Each room owns its controllers and loops and hands the
 //! runtime its work for a leadership term (`term`). Rooms never import each other; they share only the
 //! read-only handles the runtime publishes (region verdicts, the regional cluster registry, the interlock).
 //! See `operator/ARCHITECTURE.md`.
 
 pub mod backup;
 pub mod chaos;
+pub mod database;
 pub mod drill;
 pub mod failover;
 pub mod health;
@@ -31,6 +31,8 @@ pub struct TermConfig {
     pub backup: backup::BackupConfig,
     /// Secret rotation.
     pub secrets: secrets::SecretsConfig,
+    /// Database replication.
+    pub database: database::DatabaseConfig,
 }
 
 /// Every capability's work for one leadership term.
@@ -42,6 +44,7 @@ pub fn term(ctx: &Context, cfg: TermConfig, stop: Stop) -> Vec<BoxFuture<'static
     all.extend(tenancy::term(ctx, cfg.tenancy, &stop));
     all.extend(backup::term(ctx, cfg.backup, c, &stop));
     all.extend(secrets::term(ctx, cfg.secrets, &stop));
+    all.extend(database::term(ctx, cfg.database, &stop));
     all.extend(chaos::term(ctx, c, &stop));
     all.extend(drill::term(ctx, c, &stop));
     all

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod conditions;
+pub mod database;
 pub mod duration;
 pub mod failover;
 pub mod geo;

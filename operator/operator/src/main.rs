@@ -111,6 +111,13 @@ struct RunArgs {
     /// Backups run at once; one slow or failing tenant holds up only its own slot.
     #[arg(long, default_value_t = 4)]
     backup_concurrency: u16,
+    /// How long a failover's DNS step waits for the Databases following the policy to promote in the new
+    /// region before DNS moves anyway.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    database_wait: Duration,
+    /// How often every Database member is observed.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    database_interval: Duration,
     /// How often the copies of a finished backup are read back and checked again.
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     backup_verify_every: Duration,
@@ -257,8 +264,8 @@ fn hub_clients(config: kube::Config) -> anyhow::Result<(kube::Client, kube::Clie
 }
 
 /// The API resources of the shared caches, in `Caches::start` order.
-fn cache_resources() -> [kube::core::ApiResource; 8] {
-    use azora_controllers::{backup, chaos, drill, tenancy};
+fn cache_resources() -> [kube::core::ApiResource; 9] {
+    use azora_controllers::{backup, chaos, database, drill, tenancy};
     [
         health::RegionKind::resource(),
         tenancy::TenantKind::resource(),
@@ -268,6 +275,7 @@ fn cache_resources() -> [kube::core::ApiResource; 8] {
         backup::RestoreKind::resource(),
         chaos::ChaosExperimentKind::resource(),
         drill::DrDrillKind::resource(),
+        database::resource(),
     ]
 }
 
@@ -378,6 +386,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let failover_cfg = FailoverConfig {
         zones: zones.clone(),
         verify_servers,
+        database_wait: args.database_wait,
     };
 
     let signal = tokio::spawn(shutdown_signal());
@@ -440,6 +449,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             secrets: azora_controllers::secrets::SecretsConfig {
                 jwt_file: Some(args.vault_jwt_file.clone()),
                 concurrency: args.secret_concurrency.max(1),
+            },
+            database: azora_controllers::database::DatabaseConfig {
+                interval: args.database_interval,
+                ..Default::default()
             },
         };
         let controllers =

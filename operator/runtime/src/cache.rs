@@ -202,6 +202,8 @@ pub struct Caches {
     pub experiments: KindCache,
     /// DrDrills.
     pub drills: KindCache,
+    /// Databases.
+    pub databases: KindCache,
     /// Observer Leases (label-selected) in the operator's namespace.
     pub observers: Cache<Lease>,
 }
@@ -209,12 +211,12 @@ pub struct Caches {
 impl Caches {
     /// Starts one watch per kind on the hub (`client` should be the watch client: long reads), supervised.
     /// `resources` are, in order: regions, tenants, policies, schedules, backups, restores, experiments,
-    /// drills.
+    /// drills, databases.
     pub fn start(
         supervisor: &Supervisor,
         client: &Client,
         namespace: &str,
-        resources: [ApiResource; 8],
+        resources: [ApiResource; 9],
         observer_selector: &str,
     ) -> Self {
         let [
@@ -226,6 +228,7 @@ impl Caches {
             restores,
             experiments,
             drills,
+            databases,
         ] = resources;
         let kind = |name: &'static str, ar: ApiResource| {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
@@ -240,6 +243,7 @@ impl Caches {
             restores: kind("cache/restores", restores),
             experiments: kind("cache/chaosexperiments", experiments),
             drills: kind("cache/drdrills", drills),
+            databases: kind("cache/databases", databases),
             observers: Cache::start(
                 supervisor,
                 "cache/observers",

@@ -76,6 +76,14 @@ pub struct Metrics {
     pub secret_age: prometheus::GaugeVec,
     /// When each tenant secret is next rotated (Unix seconds).
     pub secret_next_rotation: prometheus::GaugeVec,
+    /// Replay lag of each database standby, in seconds (leader).
+    pub db_lag_seconds: prometheus::GaugeVec,
+    /// WAL bytes each database standby is behind its primary (leader).
+    pub db_lag_bytes: prometheus::GaugeVec,
+    /// 1 for the region of each database's primary (leader).
+    pub db_primary: IntGaugeVec,
+    /// Database failovers by database and result (promoted, refused, failed).
+    pub db_failovers: IntCounterVec,
 }
 
 impl Metrics {
@@ -270,6 +278,32 @@ impl Metrics {
         registry.register(Box::new(secret_rotations.clone()))?;
         registry.register(Box::new(secret_age.clone()))?;
         registry.register(Box::new(secret_next_rotation.clone()))?;
+        let db_lag_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "db_replication_lag_seconds",
+                "Replay lag of each database standby, in seconds",
+            ),
+            &["database", "region"],
+        )?;
+        let db_lag_bytes = prometheus::GaugeVec::new(
+            Opts::new(
+                "db_replication_lag_bytes",
+                "WAL bytes each database standby is behind its primary",
+            ),
+            &["database", "region"],
+        )?;
+        let db_primary = IntGaugeVec::new(
+            Opts::new("db_primary", "1 for the region of each database's primary"),
+            &["database", "region"],
+        )?;
+        let db_failovers = IntCounterVec::new(
+            Opts::new("db_failovers_total", "Database failovers by database and result"),
+            &["database", "result"],
+        )?;
+        registry.register(Box::new(db_lag_seconds.clone()))?;
+        registry.register(Box::new(db_lag_bytes.clone()))?;
+        registry.register(Box::new(db_primary.clone()))?;
+        registry.register(Box::new(db_failovers.clone()))?;
         for c in [
             &regional_writes,
             &tenant_syncs,
@@ -334,6 +368,10 @@ impl Metrics {
             secret_rotations,
             secret_age,
             secret_next_rotation,
+            db_lag_seconds,
+            db_lag_bytes,
+            db_primary,
+            db_failovers,
         })
     }
 

@@ -45,6 +45,9 @@ pub struct FailoverConfig {
     pub zones: Zones,
     /// Embedded servers to verify against (this replica's, plus configured peers).
     pub verify_servers: Vec<SocketAddr>,
+    /// How long the DNS step of a failover waits for the Databases following the policy to promote their
+    /// member in the new active region (`Database.status.policyEpoch`) before it moves DNS anyway.
+    pub database_wait: Duration,
 }
 
 /// Errors of one policy's failover step.
@@ -741,6 +744,10 @@ async fn step(
         ctx.handles.interlock.begin(activity.clone(), note.clone());
         let _end = InterlockGuard(&ctx.handles.interlock, activity);
         azora_runtime::events::publish(ctx, obj, kind, "FailoverDecided", &note, "Failover").await;
+        // Databases first: DNS sends writes to the new region once its database takes them.
+        if let Some(to) = change.to.as_deref() {
+            wait_for_databases(ctx, cfg, obj, name, epoch, to).await;
+        }
         publish_and_verify(
             ctx,
             cfg,
@@ -801,6 +808,87 @@ async fn step(
 }
 
 /// The earlier of two optional times.
+/// Waits (at most `cfg.database_wait`) until every Database that follows `policy` and has a member in `to`
+/// reports its primary placed for `epoch` (`status.policyEpoch`); a Database that reports it cannot follow
+/// this epoch (`status.blockedPolicyEpoch`) ends the wait for itself (DNS then moves without it, and an
+/// Event says so).
+async fn wait_for_databases(
+    ctx: &Context,
+    cfg: &FailoverConfig,
+    obj: &DynamicObject,
+    policy: &str,
+    epoch: u64,
+    to: &str,
+) {
+    let start = Instant::now();
+    let mut changed = ctx.caches.databases.changed();
+    loop {
+        let mut waiting = Vec::new();
+        let mut refused = Vec::new();
+        for db in ctx.caches.databases.state() {
+            let Some(spec) = db
+                .data
+                .get("spec")
+                .and_then(|s| serde_json::from_value::<azora_api::database::DatabaseSpec>(s.clone()).ok())
+            else {
+                continue;
+            };
+            if spec.follow_policy.as_deref() != Some(policy) || !spec.members.iter().any(|m| m.region == to) {
+                continue;
+            }
+            let st: azora_api::database::DatabaseStatus = db
+                .data
+                .get("status")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default();
+            // A database the operator has not taken charge of (invalid, unmanaged) is not waited for.
+            if st.primary_region.is_none() || st.policy_epoch.unwrap_or(0) >= epoch {
+                continue;
+            }
+            let name = db.metadata.name.clone().unwrap_or_default();
+            if st.blocked_policy_epoch.unwrap_or(0) >= epoch {
+                refused.push(name);
+            } else {
+                waiting.push(name);
+            }
+        }
+        if waiting.is_empty() && refused.is_empty() {
+            if start.elapsed() > Duration::from_millis(50) {
+                info!(
+                    policy,
+                    epoch,
+                    waited_ms = start.elapsed().as_millis() as u64,
+                    "databases promoted before DNS"
+                );
+            }
+            return;
+        }
+        if waiting.is_empty() || start.elapsed() >= cfg.database_wait {
+            let mut names = waiting;
+            names.extend(refused);
+            let note = format!(
+                "epoch {epoch}: DNS moves to {to} while database(s) {} have not promoted there",
+                names.join(", ")
+            );
+            warn!(policy, %note, "not waiting longer for databases");
+            azora_runtime::events::publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "DatabaseNotPromoted",
+                &note,
+                "Failover",
+            )
+            .await;
+            return;
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
 fn earliest(a: Option<Time>, b: Option<Time>) -> Option<Time> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use azora_api::backup::{BackupScheduleSpec, BackupSpec, RestoreSpec};
 use azora_api::chaos::{ChaosExperimentSpec, DrDrillSpec, FaultType};
+use azora_api::database::{DatabaseSpec, Engine, ReplicationMode};
 use azora_api::failover::{DnsProviderType, FailbackMode, FailoverPolicySpec, Strategy};
 use azora_api::region::{ProbeType, RegionSpec};
 use azora_api::tenant::TenantSpec;
@@ -95,6 +96,88 @@ fn host_port_ok(address: &str) -> bool {
 fn unique<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut seen = BTreeSet::new();
     items.into_iter().find(|i| !seen.insert(*i))
+}
+
+/// Checks a Database: members (one per region, existing regions, inside the tenant's residency, reachable
+/// addresses, credentials Secrets with `username` and `password`), the replication rule and the followed
+/// policy (`policies`: the FailoverPolicies that exist).
+pub fn database(spec: &DatabaseSpec, world: &World, policies: &BTreeSet<String>) -> Vec<Problem> {
+    let mut f = Findings::default();
+    if let Some(dup) = unique(spec.members.iter().map(|m| m.region.as_str())) {
+        f.invalid("InvalidMembers", format!("members: region {dup} has two members"));
+    }
+    if spec.members.is_empty() {
+        f.invalid("InvalidMembers", "members: at least one member is needed");
+    }
+    if spec.engine == Engine::Redis && spec.replication.mode == ReplicationMode::Synchronous {
+        f.invalid(
+            "InvalidReplication",
+            "replication.mode: Redis replicates asynchronously; set Asynchronous",
+        );
+    }
+    if spec.replication.mode == ReplicationMode::Synchronous
+        && spec.replication.sync_standbys as usize >= spec.members.len()
+    {
+        f.invalid(
+            "InvalidReplication",
+            format!(
+                "replication.syncStandbys ({}) must be smaller than the number of members ({})",
+                spec.replication.sync_standbys,
+                spec.members.len()
+            ),
+        );
+    }
+    f.duration(
+        "replication.maxLagForPromotion",
+        &spec.replication.max_lag_for_promotion,
+    );
+    let tenant = match &spec.tenant {
+        Some(t) => match world.tenants.get(t) {
+            Some(ts) => Some(ts),
+            None => {
+                f.unresolved("TenantNotFound", format!("tenant: tenant {t} does not exist"));
+                None
+            }
+        },
+        None => None,
+    };
+    for (i, m) in spec.members.iter().enumerate() {
+        let field = format!("members[{i}]");
+        if !host_port_ok(&m.endpoint) {
+            f.invalid(
+                "InvalidMembers",
+                format!("{field}.endpoint: {} is not host:port", m.endpoint),
+            );
+        }
+        if !world.regions.contains_key(&m.region) {
+            f.unresolved(
+                "RegionNotFound",
+                format!("{field}.region: region {} does not exist", m.region),
+            );
+        } else if let Some(ts) = tenant
+            && let Err(why) = residency_allows(ts, world, &m.region)
+        {
+            f.invalid(
+                "ResidencyViolation",
+                format!(
+                    "{field}: region {} is outside the tenant's residency: {why}",
+                    m.region
+                ),
+            );
+        }
+        for key in ["username", "password"] {
+            f.secret_key(world, &format!("{field}.credentials"), &m.credentials.name, key);
+        }
+    }
+    if let Some(p) = &spec.follow_policy
+        && !policies.contains(p)
+    {
+        f.unresolved(
+            "PolicyNotFound",
+            format!("followPolicy: FailoverPolicy {p} does not exist"),
+        );
+    }
+    f.0
 }
 
 /// Checks a Region.

@@ -1,0 +1,358 @@
+//! PostgreSQL members (IO): observation (role, WAL positions, `pg_stat_replication`, the wal receiver, the
+//! epoch table), fencing, promotion, the synchronous standby rule and a standby's upstream, each with a
+//! deadline. Errors carry a fixed category and the server's own message, never a credential: the one
+//! statement that carries a password (a standby's `primary_conninfo`) reports a fixed text only.
+
+use std::time::Duration;
+
+use azora_core::database::{FENCE_MARKER, conninfo_quote, parse_lsn};
+use tokio_postgres::{Client, NoTls};
+
+/// Deadline of a connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of one statement.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and how to reach one member.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgTarget {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Role.
+    pub user: String,
+    /// Password (never logged; no `Debug`).
+    pub password: String,
+    /// Database to connect to.
+    pub dbname: String,
+}
+
+impl PgTarget {
+    /// From `host:port`.
+    pub fn new(endpoint: &str, user: &str, password: &str, dbname: &str) -> Option<Self> {
+        let (host, port) = endpoint.rsplit_once(':')?;
+        Some(Self {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: port.parse().ok()?,
+            user: user.into(),
+            password: password.into(),
+            dbname: dbname.into(),
+        })
+    }
+
+    /// A standby's `primary_conninfo` pointing at this member, naming the standby `application_name`.
+    pub fn conninfo_for(&self, application_name: &str) -> String {
+        format!(
+            "host={} port={} user={} password={} application_name={} connect_timeout=3",
+            conninfo_quote(&self.host),
+            self.port,
+            conninfo_quote(&self.user),
+            conninfo_quote(&self.password),
+            conninfo_quote(application_name),
+        )
+    }
+}
+
+/// Errors talking to a member.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+pub enum PgError {
+    /// No connection within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Connecting or a statement failed.
+    #[error("{0}")]
+    Db(String),
+    /// A setting that carries a credential could not be changed (the server's text is withheld).
+    #[error("could not change {0} (the server's message is withheld: the value carries a credential)")]
+    Withheld(&'static str),
+}
+
+impl PgError {
+    /// Fixed category for metrics and reasons.
+    pub fn category(&self) -> &'static str {
+        self.into()
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> PgError {
+    // The server's message (`as_db_error`) or the client's own; neither carries the password.
+    match e.as_db_error() {
+        Some(d) => PgError::Db(d.message().to_string()),
+        None => PgError::Db(e.to_string()),
+    }
+}
+
+async fn within<T>(
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, f).await {
+        Ok(r) => r.map_err(db),
+        Err(_) => Err(PgError::Timeout(STATEMENT_TIMEOUT)),
+    }
+}
+
+/// An open session with one member; the connection task ends when this is dropped.
+pub struct PgSession {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+    target: PgTarget,
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A standby as the primary reports it (`pg_stat_replication`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Replica {
+    /// Its `application_name` (our member's region).
+    pub name: String,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// `sync`, `quorum`, `potential`, `async`.
+    pub sync_state: String,
+    /// Bytes between the primary's WAL and what it replayed.
+    pub lag_bytes: Option<u64>,
+    /// Its replay lag, in seconds.
+    pub replay_lag_seconds: Option<f64>,
+}
+
+/// One observation of a member.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PgObservation {
+    /// In recovery: a standby.
+    pub in_recovery: bool,
+    /// Primary: the current WAL position. Standby: the last position received (or replayed).
+    pub received: Option<u64>,
+    /// Standby: the last position replayed. Primary: as `received`.
+    pub replayed: Option<u64>,
+    /// `synchronous_standby_names`.
+    pub sync_names: String,
+    /// `default_transaction_read_only`.
+    pub read_only: bool,
+    /// Carries our fence (the fenced rule and read-only).
+    pub fenced: bool,
+    /// The epoch written into this member's data (`azora.epoch`), if any.
+    pub epoch: Option<u64>,
+    /// Standby: the host, port and application name its `primary_conninfo` names.
+    pub upstream: (Option<String>, Option<String>, Option<String>),
+    /// Standby: whether its wal receiver is streaming now.
+    pub streaming: bool,
+    /// Standby: seconds since the last replayed transaction's commit on the primary (0 when caught up).
+    pub replay_delay_seconds: Option<f64>,
+    /// Primary: its standbys.
+    pub replicas: Vec<Replica>,
+}
+
+/// Opens a session (deadline `CONNECT_TIMEOUT`).
+pub async fn connect(t: &PgTarget) -> Result<PgSession, PgError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&t.host)
+        .port(t.port)
+        .user(&t.user)
+        .password(&t.password)
+        .dbname(&t.dbname)
+        .application_name("azora-operator")
+        .connect_timeout(CONNECT_TIMEOUT);
+    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(NoTls)).await {
+        Ok(r) => r.map_err(db)?,
+        Err(_) => return Err(PgError::Timeout(CONNECT_TIMEOUT)),
+    };
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(PgSession {
+        client,
+        task,
+        target: t.clone(),
+    })
+}
+
+fn opt_lsn(v: Option<String>) -> Option<u64> {
+    v.as_deref().and_then(parse_lsn)
+}
+
+impl PgSession {
+    /// Whether this session was opened to `t` (same address and credentials).
+    pub fn target_is(&self, t: &PgTarget) -> bool {
+        &self.target == t
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Observes the member.
+    pub async fn observe(&self) -> Result<PgObservation, PgError> {
+        let c = &self.client;
+        let row = within(c.query_one(
+            "select pg_is_in_recovery(), \
+                    case when pg_is_in_recovery() then coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text \
+                         else pg_current_wal_lsn()::text end, \
+                    case when pg_is_in_recovery() then pg_last_wal_replay_lsn()::text \
+                         else pg_current_wal_lsn()::text end, \
+                    current_setting('synchronous_standby_names'), \
+                    current_setting('default_transaction_read_only'), \
+                    current_setting('primary_conninfo'), \
+                    case when pg_is_in_recovery() then \
+                         case when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0::float8 \
+                              else extract(epoch from now() - pg_last_xact_replay_timestamp())::float8 end \
+                    end, \
+                    (select count(*) from pg_stat_wal_receiver where status = 'streaming'), \
+                    to_regclass('azora.epoch') is not null",
+            &[],
+        ))
+        .await?;
+        let in_recovery: bool = row.get(0);
+        let sync_names: String = row.get(3);
+        let read_only = row.get::<_, String>(4) == "on";
+        let conninfo: String = row.get(5);
+        let has_epoch: bool = row.get(8);
+        let mut o = PgObservation {
+            in_recovery,
+            received: opt_lsn(row.get(1)),
+            replayed: opt_lsn(row.get(2)),
+            fenced: sync_names.contains(FENCE_MARKER) && read_only,
+            sync_names,
+            read_only,
+            epoch: None,
+            upstream: if in_recovery {
+                azora_core::database::conninfo_target(&conninfo)
+            } else {
+                (None, None, None)
+            },
+            streaming: row.get::<_, i64>(7) > 0,
+            replay_delay_seconds: row.get(6),
+            replicas: Vec::new(),
+        };
+        if has_epoch {
+            let e = within(c.query_opt("select epoch from azora.epoch where id = 1", &[])).await?;
+            o.epoch = e.map(|r| r.get::<_, i64>(0).max(0) as u64);
+        }
+        if !in_recovery {
+            let rows = within(c.query(
+                "select coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''), \
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8, \
+                        extract(epoch from replay_lag)::float8 \
+                 from pg_stat_replication",
+                &[],
+            ))
+            .await?;
+            o.replicas = rows
+                .iter()
+                .map(|r| Replica {
+                    name: r.get(0),
+                    state: r.get(1),
+                    sync_state: r.get(2),
+                    lag_bytes: r.get::<_, Option<f64>>(3).map(|v| v.max(0.0) as u64),
+                    replay_lag_seconds: r.get(4),
+                })
+                .collect();
+        }
+        Ok(o)
+    }
+
+    async fn set(&self, name: &str, value: &str) -> Result<(), PgError> {
+        // Setting names are ours (fixed); values are quoted as SQL literals.
+        let sql = format!("alter system set {name} = '{}'", value.replace('\'', "''"));
+        within(self.client.batch_execute(&sql)).await?;
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<(), PgError> {
+        within(self.client.batch_execute("select pg_reload_conf()")).await
+    }
+
+    /// Fences the member: no commit is acknowledged (`synchronous_standby_names` names no standby), new
+    /// transactions are read-only, client sessions are ended (replication connections stay, so standbys
+    /// receive everything it has). Returns its WAL position after the fence.
+    pub async fn fence(&self) -> Result<Option<u64>, PgError> {
+        self.set("synchronous_standby_names", FENCE_MARKER).await?;
+        self.set("default_transaction_read_only", "on").await?;
+        self.reload().await?;
+        within(self.client.batch_execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where pid <> pg_backend_pid() and backend_type = 'client backend'",
+        ))
+        .await?;
+        // Give the terminated sessions' last WAL a moment to be written.
+        let row = within(self.client.query_one(
+            "select case when pg_is_in_recovery() then null else pg_current_wal_lsn()::text end",
+            &[],
+        ))
+        .await?;
+        Ok(opt_lsn(row.get(0)))
+    }
+
+    /// Sets the synchronous rule of a primary (or of a standby about to be promoted) and lifts our
+    /// read-only fence, in one reload.
+    pub async fn set_primary_rule(&self, sync_names: &str) -> Result<(), PgError> {
+        self.set("synchronous_standby_names", sync_names).await?;
+        self.set("default_transaction_read_only", "off").await?;
+        self.reload().await
+    }
+
+    /// Sets only the synchronous rule (reload, no restart).
+    pub async fn set_sync_rule(&self, sync_names: &str) -> Result<(), PgError> {
+        self.set("synchronous_standby_names", sync_names).await?;
+        self.reload().await
+    }
+
+    /// Promotes a standby and waits (up to 30 s) for it to take writes.
+    pub async fn promote(&self) -> Result<bool, PgError> {
+        let row = match tokio::time::timeout(
+            Duration::from_secs(35),
+            self.client.query_one("select pg_promote(true, 30)", &[]),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(db)?,
+            Err(_) => return Err(PgError::Timeout(Duration::from_secs(35))),
+        };
+        Ok(row.get(0))
+    }
+
+    /// Writes `epoch` (and the region it belongs to) into the primary's data. The commit is local: it
+    /// must not wait for standbys being repointed.
+    pub async fn write_epoch(&self, epoch: u64, region: &str) -> Result<(), PgError> {
+        let e = i64::try_from(epoch).unwrap_or(i64::MAX);
+        let r = within(self.client.batch_execute(
+            "begin read write; set local synchronous_commit = local; \
+             create schema if not exists azora; \
+             create table if not exists azora.epoch (id int primary key check (id = 1), epoch bigint not null, \
+                 region text not null, written timestamptz not null default now())",
+        ))
+        .await;
+        if let Err(e) = r {
+            let _ = within(self.client.batch_execute("rollback")).await;
+            return Err(e);
+        }
+        let r = within(self.client.execute(
+            "insert into azora.epoch (id, epoch, region) values (1, $1, $2) \
+             on conflict (id) do update set epoch = excluded.epoch, region = excluded.region, written = now() \
+             where azora.epoch.epoch <= excluded.epoch",
+            &[&e, &region],
+        ))
+        .await;
+        match r {
+            Ok(_) => within(self.client.batch_execute("commit")).await,
+            Err(e) => {
+                let _ = within(self.client.batch_execute("rollback")).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Points a standby at `primary` (reload, no restart).
+    pub async fn follow(&self, primary: &PgTarget, application_name: &str) -> Result<(), PgError> {
+        let value = primary.conninfo_for(application_name);
+        self.set("primary_conninfo", &value)
+            .await
+            .map_err(|_| PgError::Withheld("primary_conninfo"))?;
+        self.reload().await
+    }
+}

@@ -1,0 +1,381 @@
+//! Database replication (PostgreSQL): one task per `Database` observes every member every few seconds, keeps
+//! the topology (the primary's synchronous rule, every standby streaming from the primary), fences a second
+//! primary, and fails the primary over in order — intent recorded under the next epoch, old primary fenced,
+//! the standby that has every acknowledged commit promoted, the epoch written into it, the others repointed —
+//! when the followed FailoverPolicy's active region moves away from it or its region is Down. The
+//! FailoverPolicy's DNS step waits for `status.policyEpoch` (see the failover room). Reads the policies'
+//! recorded status and the region verdicts; writes `Database` status under manager `azora-operator/database`.
+
+mod observe;
+mod promote;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use azora_adapters::kube_status::StatusWriter;
+use azora_adapters::postgres::{PgObservation, PgSession, PgTarget};
+use azora_api::common::Time;
+use azora_api::database::{Database, DatabaseSpec, DatabaseStatus, Engine};
+use azora_api::failover::FailoverPolicyStatus;
+use azora_core::conditions::{Desired, merge, same_ignoring_time};
+use azora_core::validate::{self, Problem};
+use azora_runtime::Context;
+use azora_runtime::context::Needs;
+use azora_runtime::pipeline::resource_of;
+use azora_runtime::term::Stop;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kube::api::{Api, DynamicObject};
+use tracing::{info, warn};
+
+/// Settings of the database room.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// How often every member is observed.
+    pub interval: Duration,
+    /// How long a planned failover waits for the chosen standby to receive the fenced primary's last
+    /// commit before it is abandoned (and the old primary unfenced).
+    pub catch_up: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            catch_up: Duration::from_secs(30),
+        }
+    }
+}
+
+/// This capability's work for one leadership term.
+pub fn term(ctx: &Context, cfg: DatabaseConfig, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+    vec![run(ctx.clone(), cfg, stop.clone()).boxed()]
+}
+
+/// The Database kind's API resource.
+pub fn resource() -> kube::core::ApiResource {
+    resource_of::<Database>()
+}
+
+async fn run(ctx: Context, cfg: DatabaseConfig, stop: impl std::future::Future<Output = ()>) {
+    let dbs = ctx.caches.databases.clone();
+    let mut changed = dbs.changed();
+    let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    tokio::pin!(stop);
+    tokio::select! {
+        () = dbs.ready() => {}
+        () = &mut stop => return,
+    }
+    loop {
+        let names: Vec<String> = dbs
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        for name in &names {
+            if tasks.get(name).is_none_or(|t| t.is_finished()) {
+                let task = db_loop(ctx.clone(), cfg.clone(), name.clone());
+                tasks.insert(name.clone(), ctx.supervisor.spawn_term("database/db", task));
+            }
+        }
+        tasks.retain(|name, t| {
+            let keep = names.contains(name);
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        let live: BTreeSet<String> = names.iter().cloned().collect();
+        let keep = |l: &BTreeMap<String, String>| l.get("database").is_some_and(|d| live.contains(d));
+        azora_runtime::metrics::retain_series(&ctx.metrics.db_lag_seconds, keep);
+        azora_runtime::metrics::retain_series(&ctx.metrics.db_lag_bytes, keep);
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { break },
+            () = &mut stop => break,
+        }
+    }
+    for t in tasks.values() {
+        t.abort();
+    }
+}
+
+/// What one database's task remembers between steps.
+#[derive(Default)]
+struct Memory {
+    uid: Option<String>,
+    /// The newest status this task wrote (the cache may lag).
+    known: Option<DatabaseStatus>,
+    /// Open sessions per region.
+    sessions: HashMap<String, PgSession>,
+    /// When status was last written.
+    written: Option<Instant>,
+}
+
+/// Everything one step knows.
+struct Step<'a> {
+    ctx: &'a Context,
+    cfg: &'a DatabaseConfig,
+    writer: &'a StatusWriter,
+    api: &'a Api<DynamicObject>,
+    name: &'a str,
+    obj: &'a DynamicObject,
+    spec: &'a DatabaseSpec,
+    targets: BTreeMap<String, PgTarget>,
+}
+
+async fn db_loop(ctx: Context, cfg: DatabaseConfig, name: String) {
+    let ar = resource();
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+    let writer = StatusWriter::new(ctx.client.clone(), ar, "database", ctx.fence.clone());
+    let mut changes = ctx.caches.databases.changed();
+    let mut policies = ctx.caches.policies.changed();
+    let mut memory = Memory::default();
+    loop {
+        let Some(obj) = ctx
+            .caches
+            .databases
+            .state()
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))
+        else {
+            return;
+        };
+        if memory.uid != obj.metadata.uid {
+            memory = Memory {
+                uid: obj.metadata.uid.clone(),
+                ..Memory::default()
+            };
+        }
+        if let Err(e) = step(&ctx, &cfg, &writer, &api, &obj, &name, &mut memory).await {
+            warn!(database = %name, error = %e, "database step failed");
+            // Read the stored status again before the next decision.
+            memory.known = None;
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            r = policies.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(cfg.interval) => {}
+        }
+    }
+}
+
+fn recorded(obj: &DynamicObject) -> DatabaseStatus {
+    obj.data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The newer of the cached status and the one this task wrote: by epoch, then by the failover record.
+fn freshest(cached: DatabaseStatus, known: Option<&DatabaseStatus>) -> DatabaseStatus {
+    match known {
+        Some(k) if k.epoch > cached.epoch => k.clone(),
+        Some(k) if k.epoch == cached.epoch && k.last_failover != cached.last_failover => k.clone(),
+        Some(k) if k.epoch == cached.epoch => {
+            // Same failover state: the members and conditions this task saw last are newer.
+            let mut s = cached;
+            s.members.clone_from(&k.members);
+            s.conditions.clone_from(&k.conditions);
+            s.primary_region.clone_from(&k.primary_region);
+            s.policy_epoch = s.policy_epoch.max(k.policy_epoch);
+            s.blocked_policy_epoch = s.blocked_policy_epoch.max(k.blocked_policy_epoch);
+            s
+        }
+        _ => cached,
+    }
+}
+
+/// Errors of a step (all retried on the next one).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A status write failed.
+    #[error("status write: {0}")]
+    Status(#[from] azora_adapters::kube_status::StatusError),
+    /// Reading the hub failed.
+    #[error("hub: {0}")]
+    Hub(#[from] kube::Error),
+    /// The stored status moved under us (another writer, or our own view was stale).
+    #[error("{0}")]
+    Moved(String),
+}
+
+async fn step(
+    ctx: &Context,
+    cfg: &DatabaseConfig,
+    writer: &StatusWriter,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    name: &str,
+    memory: &mut Memory,
+) -> Result<(), StepError> {
+    let generation = obj.metadata.generation;
+    let mut status = freshest(recorded(obj), memory.known.as_ref());
+    let spec: DatabaseSpec = match obj
+        .data
+        .get("spec")
+        .map(|s| serde_json::from_value::<DatabaseSpec>(s.clone()))
+    {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            let problems = [Problem {
+                kind: validate::ProblemKind::Invalid,
+                reason: "InvalidSpec",
+                message: format!("spec: {e}"),
+            }];
+            return write_problems(ctx, writer, name, generation, &mut status, &problems, memory).await;
+        }
+        None => return Ok(()),
+    };
+    let policies: BTreeSet<String> = ctx
+        .caches
+        .policies
+        .state()
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    let secret_names: Vec<String> = spec
+        .members
+        .iter()
+        .map(|m| m.credentials.name.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let world = ctx
+        .world(
+            Needs {
+                tenants: true,
+                ..Needs::default()
+            },
+            &secret_names,
+        )
+        .await?;
+    let problems = validate::database(&spec, &world, &policies);
+    if !problems.is_empty() {
+        // Nothing is touched while the spec is wrong.
+        return write_problems(ctx, writer, name, generation, &mut status, &problems, memory).await;
+    }
+    if spec.engine == Engine::Redis {
+        let desired = [
+            Desired::ok("SpecValid", "Valid", "spec passed validation"),
+            Desired::fail(
+                "Ready",
+                "NotYetSupported",
+                "Redis members are validated but not managed in this version",
+            ),
+        ];
+        return write_conditions(ctx, writer, name, generation, &mut status, &desired, memory).await;
+    }
+    let mut targets = BTreeMap::new();
+    for m in &spec.members {
+        let user = ctx.secrets.value(&m.credentials.name, "username").await?;
+        let pass = ctx.secrets.value(&m.credentials.name, "password").await?;
+        let (Some(user), Some(pass)) = (user, pass) else {
+            continue;
+        };
+        let user = String::from_utf8_lossy(&user).trim().to_string();
+        let pass = String::from_utf8_lossy(&pass).to_string();
+        if let Some(t) = PgTarget::new(&m.endpoint, &user, &pass, &spec.database_name) {
+            targets.insert(m.region.clone(), t);
+        }
+    }
+    let s = Step {
+        ctx,
+        cfg,
+        writer,
+        api,
+        name,
+        obj,
+        spec: &spec,
+        targets,
+    };
+    let seen = observe::all(&s, memory).await;
+    promote::decide(&s, &seen, &mut status, memory).await
+}
+
+/// What every member showed in one round (`Err`: unreachable, with a message that names no credential).
+type Seen = BTreeMap<String, Result<PgObservation, String>>;
+
+async fn write_problems(
+    ctx: &Context,
+    writer: &StatusWriter,
+    name: &str,
+    generation: Option<i64>,
+    status: &mut DatabaseStatus,
+    problems: &[Problem],
+    memory: &mut Memory,
+) -> Result<(), StepError> {
+    let desired = validate::conditions(problems, "", None);
+    write_conditions(ctx, writer, name, generation, status, &desired, memory).await
+}
+
+async fn write_conditions(
+    ctx: &Context,
+    writer: &StatusWriter,
+    name: &str,
+    generation: Option<i64>,
+    status: &mut DatabaseStatus,
+    desired: &[Desired],
+    memory: &mut Memory,
+) -> Result<(), StepError> {
+    let merged = merge(&status.conditions, desired, generation, Time::now());
+    if same_ignoring_time(&merged, &status.conditions) && status.observed_generation == generation {
+        return Ok(());
+    }
+    status.conditions = merged;
+    status.observed_generation = generation;
+    write_status(ctx, writer, name, None, status, memory).await
+}
+
+/// Writes the whole status (fenced; with `resource_version` as a precondition when given).
+async fn write_status(
+    ctx: &Context,
+    writer: &StatusWriter,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &DatabaseStatus,
+    memory: &mut Memory,
+) -> Result<(), StepError> {
+    let value = serde_json::to_value(status).unwrap_or_default();
+    writer.apply(name, resource_version, value).await?;
+    ctx.metrics.status_write("database", "written");
+    memory.known = Some(status.clone());
+    memory.written = Some(Instant::now());
+    Ok(())
+}
+
+/// Reads the stored status (not the cache) for a compare-and-swap: its resourceVersion and status.
+async fn stored(api: &Api<DynamicObject>, name: &str) -> Result<(String, DatabaseStatus), StepError> {
+    let fresh = tokio::time::timeout(Duration::from_secs(10), api.get(name))
+        .await
+        .map_err(|_| StepError::Moved("reading the Database timed out".into()))??;
+    let rv = fresh.metadata.resource_version.clone().unwrap_or_default();
+    Ok((rv, recorded(&fresh)))
+}
+
+/// The followed policy's recorded active region and epoch.
+fn policy_route(ctx: &Context, spec: &DatabaseSpec) -> Option<(Option<String>, u64)> {
+    let name = spec.follow_policy.as_ref()?;
+    let obj = ctx
+        .caches
+        .policies
+        .state()
+        .into_iter()
+        .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))?;
+    let st: FailoverPolicyStatus = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    Some((st.active_region, st.epoch))
+}
+
+/// Publishes an Event about the Database.
+async fn event(s: &Step<'_>, warning: bool, reason: &str, note: &str) {
+    let kind = if warning {
+        kube::runtime::events::EventType::Warning
+    } else {
+        kube::runtime::events::EventType::Normal
+    };
+    info!(database = %s.name, reason, note, "database event");
+    azora_runtime::events::publish(s.ctx, s.obj, kind, reason, note, "Replication").await;
+}

@@ -1,0 +1,71 @@
+//! One observation round: every member, concurrently, through sessions kept between rounds (a failed one is
+//! dropped and opened again next round).
+
+use std::collections::HashMap;
+
+use azora_adapters::postgres::{self, PgSession};
+use futures::future::join_all;
+
+use super::{Memory, Seen, Step};
+
+/// Observes every member with credentials. A member without them is unreachable with that reason.
+pub(super) async fn all(s: &Step<'_>, memory: &mut Memory) -> Seen {
+    let mut sessions: HashMap<String, PgSession> = std::mem::take(&mut memory.sessions);
+    // A session to an address that changed is not reused.
+    sessions.retain(|region, _| s.targets.contains_key(region));
+    let rounds = s.spec.members.iter().map(|m| {
+        let session = sessions.remove(&m.region);
+        let target = s.targets.get(&m.region).cloned();
+        let region = m.region.clone();
+        async move {
+            let Some(target) = target else {
+                return (region, Err("credentials missing".to_string()), None);
+            };
+            let session = match session {
+                Some(sess) if !sess.is_closed() && sess.target_is(&target) => sess,
+                _ => match postgres::connect(&target).await {
+                    Ok(sess) => sess,
+                    Err(e) => return (region, Err(format!("connecting: {e}")), None),
+                },
+            };
+            match session.observe().await {
+                Ok(o) => (region, Ok(o), Some(session)),
+                Err(e) => (region, Err(format!("observing: {e}")), None),
+            }
+        }
+    });
+    let mut seen = Seen::new();
+    for (region, result, session) in join_all(rounds).await {
+        if let Some(sess) = session {
+            memory.sessions.insert(region.clone(), sess);
+        }
+        seen.insert(region, result);
+    }
+    seen
+}
+
+/// The session of `region`, opened if there is none.
+pub(super) async fn session<'m>(
+    s: &Step<'_>,
+    memory: &'m mut Memory,
+    region: &str,
+) -> Result<&'m PgSession, String> {
+    let target = s
+        .targets
+        .get(region)
+        .ok_or_else(|| format!("{region}: credentials missing"))?;
+    let reuse = memory
+        .sessions
+        .get(region)
+        .is_some_and(|sess| !sess.is_closed() && sess.target_is(target));
+    if !reuse {
+        let sess = postgres::connect(target)
+            .await
+            .map_err(|e| format!("{region}: connecting: {e}"))?;
+        memory.sessions.insert(region.to_string(), sess);
+    }
+    memory
+        .sessions
+        .get(region)
+        .ok_or_else(|| format!("{region}: no session"))
+}

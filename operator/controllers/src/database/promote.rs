@@ -1,0 +1,804 @@
+//! The decisions of one step: adopt the primary, fail it over in order (intent → fence → choose → promote
+//! → epoch → repoint), or keep the topology and report it.
+
+use std::time::{Duration, Instant};
+
+use azora_api::common::Time;
+use azora_api::database::{DatabaseFailover, DatabaseStatus, MemberRole, MemberStatus, ReplicationMode};
+use azora_api::region::Verdict;
+use azora_core::conditions::{Desired, merge};
+use azora_core::database::{
+    Candidate, FENCE_MARKER, Promotion, choose_promotion, format_lsn, human_bytes, same_sync_rule,
+    sync_standby_names, wanted_move,
+};
+use azora_core::duration::parse_duration;
+use tracing::{info, warn};
+
+use super::observe::session;
+use super::{Memory, Seen, Step, StepError, event, policy_route, stored, write_status};
+
+/// How often status is written when only positions and lag changed.
+const REFRESH: Duration = Duration::from_secs(10);
+
+fn down(s: &Step<'_>, region: &str) -> bool {
+    s.ctx
+        .handles
+        .verdicts
+        .get(region)
+        .is_some_and(|h| h.verdict == Verdict::Down)
+}
+
+/// One step's decisions.
+pub(super) async fn decide(
+    s: &Step<'_>,
+    seen: &Seen,
+    status: &mut DatabaseStatus,
+    memory: &mut Memory,
+) -> Result<(), StepError> {
+    let Some(primary) = status.primary_region.clone() else {
+        let writers: Vec<&String> = seen
+            .iter()
+            .filter(|(_, o)| o.as_ref().is_ok_and(|o| !o.in_recovery && !o.fenced))
+            .map(|(r, _)| r)
+            .collect();
+        return match writers.as_slice() {
+            [one] => adopt(s, seen, one, status, memory).await,
+            [] => {
+                let why = Desired::fail(
+                    "Ready",
+                    "NoPrimary",
+                    "no reachable member takes writes; the operator adopts the one that does",
+                );
+                report(s, seen, status, memory, None, vec![why]).await
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|r| r.as_str()).collect();
+                let why = Desired::fail(
+                    "Ready",
+                    "SplitBrain",
+                    format!(
+                        "members in {} all take writes; the operator does not choose between them — fence all but one by hand",
+                        names.join(", ")
+                    ),
+                );
+                report(s, seen, status, memory, None, vec![why]).await
+            }
+        };
+    };
+    let route = policy_route(s.ctx, s.spec);
+    let (active, policy_epoch) = match &route {
+        Some((a, e)) => (a.clone(), Some(*e)),
+        None => (None, None),
+    };
+    if let Some(f) = status.last_failover.clone().filter(|f| f.outcome.is_none()) {
+        info!(database = %s.name, epoch = f.epoch, "resuming an interrupted failover");
+        return failover(s, seen, status, memory, f.to.clone(), f.reason.clone(), Some(f)).await;
+    }
+    if let Some(mv) = wanted_move(s.spec, &primary, active.as_deref(), down(s, &primary)) {
+        // Only a failover that can finish without losing a commit starts: the old primary is not fenced
+        // for a move that cannot happen.
+        let old_reachable = seen.get(&primary).is_some_and(Result::is_ok);
+        let cands = candidates(s, seen, status, &primary);
+        let dry = choose_promotion(&Promotion {
+            mode: s.spec.replication.mode,
+            sync_standbys: s.spec.replication.sync_standbys,
+            standby_count: s.spec.members.len().saturating_sub(1),
+            candidates: &cands,
+            preferred: mv.preferred.as_deref(),
+            old_final: old_reachable.then_some(0),
+            max_lag_seconds: max_lag(s),
+        });
+        return match dry {
+            Ok(_) => {
+                failover(
+                    s,
+                    seen,
+                    status,
+                    memory,
+                    mv.preferred.clone(),
+                    mv.reason.into(),
+                    None,
+                )
+                .await
+            }
+            Err(why) => {
+                let c = Desired::fail(
+                    "Promotion",
+                    "PromotionRefused",
+                    format!("the primary should leave {primary} ({}) but: {why}", mv.reason),
+                );
+                if condition_changed(status, &c) {
+                    event(s, true, "PromotionRefused", &c.message).await;
+                    s.ctx
+                        .metrics
+                        .db_failovers
+                        .with_label_values(&[s.name, "refused"])
+                        .inc();
+                }
+                if mv.reason == "PolicyMoved" {
+                    status.blocked_policy_epoch = policy_epoch;
+                }
+                let mut extra = vec![c];
+                if !old_reachable {
+                    extra.push(Desired::fail(
+                        "Ready",
+                        "PrimaryUnreachable",
+                        format!("the primary in {primary} does not answer and no standby may be promoted"),
+                    ));
+                }
+                report(s, seen, status, memory, None, extra).await
+            }
+        };
+    }
+    // Placed where the policy wants it (or the policy routes to a region without a member).
+    let placed = match (&active, policy_epoch) {
+        (Some(a), Some(e)) if *a == primary || !s.spec.members.iter().any(|m| &m.region == a) => Some(e),
+        (None, Some(e)) => Some(e),
+        _ => None,
+    };
+    maintain(s, seen, status, memory, &primary).await?;
+    let mut extra = Vec::new();
+    if status.conditions.iter().any(|c| c.type_ == "Promotion") {
+        extra.push(Desired::ok("Promotion", "Possible", "no failover is needed"));
+    }
+    report(s, seen, status, memory, placed, extra).await
+}
+
+fn condition_changed(status: &DatabaseStatus, d: &Desired) -> bool {
+    !status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == d.type_ && c.status == d.status && c.reason == d.reason && c.message == d.message)
+}
+
+fn max_lag(s: &Step<'_>) -> f64 {
+    parse_duration(&s.spec.replication.max_lag_for_promotion)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(30.0)
+}
+
+/// Reachable standbys outside `old`, in regions that are not Down (members are inside the residency).
+fn candidates(s: &Step<'_>, seen: &Seen, status: &DatabaseStatus, old: &str) -> Vec<Candidate> {
+    seen.iter()
+        .filter(|(r, _)| r.as_str() != old && !down(s, r))
+        .filter_map(|(r, o)| {
+            let o = o.as_ref().ok()?;
+            (o.in_recovery && !o.fenced).then(|| Candidate {
+                region: r.clone(),
+                received: o.received.unwrap_or(0),
+                lag_seconds: status
+                    .members
+                    .iter()
+                    .find(|m| &m.region == r)
+                    .and_then(|m| m.lag_seconds),
+            })
+        })
+        .collect()
+}
+
+/// First sight: the one member that takes writes becomes the recorded primary, under epoch ≥ 1 (and at
+/// least the one written into it), which is then written into it.
+async fn adopt(
+    s: &Step<'_>,
+    seen: &Seen,
+    region: &str,
+    status: &mut DatabaseStatus,
+    memory: &mut Memory,
+) -> Result<(), StepError> {
+    let (rv, stored_status) = stored(s.api, s.name).await?;
+    if stored_status.primary_region.is_some() {
+        return Err(StepError::Moved("the primary was recorded meanwhile".into()));
+    }
+    let had = seen
+        .get(region)
+        .and_then(|o| o.as_ref().ok())
+        .and_then(|o| o.epoch)
+        .unwrap_or(0);
+    let epoch = stored_status.epoch.max(had).max(1);
+    status.primary_region = Some(region.to_string());
+    status.epoch = epoch;
+    write_status(s.ctx, s.writer, s.name, Some(&rv), status, memory).await?;
+    fence_check(s).await?;
+    let sess = session(s, memory, region).await.map_err(StepError::Moved)?;
+    sess.write_epoch(epoch, region)
+        .await
+        .map_err(|e| StepError::Moved(format!("{region}: writing the epoch: {e}")))?;
+    event(
+        s,
+        false,
+        "PrimaryAdopted",
+        &format!("primary in {region}, epoch {epoch}"),
+    )
+    .await;
+    Ok(())
+}
+
+async fn fence_check(s: &Step<'_>) -> Result<(), StepError> {
+    s.ctx
+        .fence
+        .check()
+        .await
+        .map(|_| ())
+        .map_err(|e| StepError::Moved(format!("not leading: {e}")))
+}
+
+/// The ordered failover. `resumed`: the record of one already started (its epoch is kept).
+#[allow(clippy::too_many_lines)]
+async fn failover(
+    s: &Step<'_>,
+    seen: &Seen,
+    status: &mut DatabaseStatus,
+    memory: &mut Memory,
+    preferred: Option<String>,
+    reason: String,
+    resumed: Option<DatabaseFailover>,
+) -> Result<(), StepError> {
+    let mode = s.spec.replication.mode;
+    // 1. Intent under the next epoch, compare-and-swap on the stored status.
+    let mut rec = match resumed {
+        Some(f) => f,
+        None => {
+            let (rv, stored_status) = stored(s.api, s.name).await?;
+            if stored_status.epoch != status.epoch || stored_status.primary_region != status.primary_region {
+                return Err(StepError::Moved(format!(
+                    "stored epoch {} differs from the planned {}",
+                    stored_status.epoch, status.epoch
+                )));
+            }
+            let from = status.primary_region.clone();
+            let detected = from
+                .as_deref()
+                .and_then(|f| s.ctx.handles.verdicts.get(f))
+                .filter(|h| h.verdict == Verdict::Down)
+                .and_then(|h| h.detected_at.or(Some(h.since)))
+                .unwrap_or_else(Time::now);
+            let rec = DatabaseFailover {
+                epoch: status.epoch + 1,
+                from,
+                to: preferred.clone(),
+                reason: reason.clone(),
+                policy_epoch: policy_route(s.ctx, s.spec).map(|(_, e)| e),
+                detected_time: Some(detected),
+                ..DatabaseFailover::default()
+            };
+            if let Some(prev) = status.last_failover.take() {
+                status.history.insert(0, prev);
+                status.history.truncate(s.spec.history_limit as usize);
+            }
+            status.epoch = rec.epoch;
+            status.last_failover = Some(rec.clone());
+            write_status(s.ctx, s.writer, s.name, Some(&rv), status, memory).await?;
+            let note = format!(
+                "epoch {}: primary leaves {} ({reason}){}",
+                rec.epoch,
+                rec.from.as_deref().unwrap_or("none"),
+                preferred
+                    .as_deref()
+                    .map(|p| format!(" for {p}"))
+                    .unwrap_or_default()
+            );
+            event(s, true, "DatabaseFailover", &note).await;
+            rec
+        }
+    };
+    let epoch = rec.epoch;
+    let old = rec.from.clone().unwrap_or_default();
+
+    // 2. Fence the old primary (or record why it cannot accept a commit on its own).
+    let mut old_final = None;
+    let old_reachable = seen.get(&old).is_some_and(Result::is_ok);
+    if old_reachable {
+        fence_check(s).await?;
+        let fenced = match session(s, memory, &old).await {
+            Ok(sess) => sess.fence().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match fenced {
+            Ok(lsn) => {
+                old_final = lsn.or(Some(0));
+                if rec.fenced_time.is_none() {
+                    rec.fenced_time = Some(Time::now());
+                }
+                rec.fence = Some(
+                    "read-only, client sessions ended, no commit acknowledged (its synchronous rule names no standby)"
+                        .into(),
+                );
+            }
+            Err(e) => {
+                // Answered a moment ago, not now: treat it as gone (the synchronous rule still holds it).
+                warn!(database = %s.name, region = %old, error = %e, "fencing the old primary failed");
+            }
+        }
+    }
+    if old_final.is_none() && rec.fenced_time.is_none() {
+        rec.fenced_time = Some(Time::now());
+        rec.fence = Some(match mode {
+            ReplicationMode::Synchronous => {
+                "unreachable: it cannot acknowledge a commit without a standby's confirmation (synchronous rule)".into()
+            }
+            ReplicationMode::Asynchronous => {
+                "unreachable and not fenced: commits it takes now reach no standby (asynchronous replication)".into()
+            }
+        });
+    }
+    status.last_failover = Some(rec.clone());
+    write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+
+    // 3. Choose the standby that has every acknowledged commit (a planned move waits for it to catch up).
+    let deadline = Instant::now() + s.cfg.catch_up;
+    let mut view = seen.clone();
+    let chosen = loop {
+        let cands = candidates(s, &view, status, &old);
+        let pick = choose_promotion(&Promotion {
+            mode,
+            sync_standbys: s.spec.replication.sync_standbys,
+            standby_count: s.spec.members.len().saturating_sub(1),
+            candidates: &cands,
+            preferred: preferred.as_deref(),
+            old_final,
+            max_lag_seconds: max_lag(s),
+        });
+        match pick {
+            Ok(c) => break Ok(c),
+            Err(why) if old_final.is_some() && why.starts_with("waiting") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                view = super::observe::all(s, memory).await;
+            }
+            Err(why) => break Err(why),
+        }
+    };
+    let chosen = match chosen {
+        Ok(c) => c,
+        Err(why) => {
+            if old_final.is_some() {
+                // A planned move that cannot finish: the old primary takes writes again.
+                fence_check(s).await?;
+                let rule = sync_standby_names(s.spec, &old);
+                let back = match session(s, memory, &old).await {
+                    Ok(sess) => match sess.set_primary_rule(&rule).await {
+                        Ok(()) => sess.write_epoch(epoch, &old).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = back {
+                    // Stays in progress: the next step unfences or promotes.
+                    rec.message = Some(format!("abandoning: {why}; unfencing {old} failed: {e}"));
+                    status.last_failover = Some(rec);
+                    return write_status(s.ctx, s.writer, s.name, None, status, memory).await;
+                }
+                rec.outcome = Some("Abandoned".into());
+                rec.message = Some(format!("abandoned, {old} takes writes again: {why}"));
+                status.last_failover = Some(rec.clone());
+                write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+                s.ctx
+                    .metrics
+                    .db_failovers
+                    .with_label_values(&[s.name, "abandoned"])
+                    .inc();
+                event(
+                    s,
+                    true,
+                    "FailoverAbandoned",
+                    rec.message.as_deref().unwrap_or_default(),
+                )
+                .await;
+                return Ok(());
+            }
+            rec.message = Some(format!("waiting: {why}"));
+            status.last_failover = Some(rec.clone());
+            // The policy's DNS step does not wait for a promotion that cannot happen yet.
+            status.blocked_policy_epoch = status.blocked_policy_epoch.max(rec.policy_epoch);
+            let c = Desired::fail("Promotion", "PromotionWaiting", format!("epoch {epoch}: {why}"));
+            if condition_changed(status, &c) {
+                event(s, true, "PromotionWaiting", &c.message).await;
+            }
+            status.conditions = merge(&status.conditions, &[c], s.obj.metadata.generation, Time::now());
+            return write_status(s.ctx, s.writer, s.name, None, status, memory).await;
+        }
+    };
+
+    // 4. Record the choice, then promote (the epoch is checked against the stored status first).
+    let best = view
+        .iter()
+        .filter(|(r, _)| **r != old)
+        .filter_map(|(_, o)| o.as_ref().ok()?.received)
+        .max();
+    let at = view
+        .get(&chosen)
+        .and_then(|o| o.as_ref().ok())
+        .and_then(|o| o.received);
+    rec.to = Some(chosen.clone());
+    rec.message = Some(format!(
+        "{chosen} promoted at {}; most advanced other member at {}{}",
+        at.map_or("unknown".into(), format_lsn),
+        best.map_or("unknown".into(), format_lsn),
+        old_final
+            .filter(|f| *f > 0)
+            .map(|f| format!("; fenced primary at {}", format_lsn(f)))
+            .unwrap_or_default()
+    ));
+    status.last_failover = Some(rec.clone());
+    write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+    let (_, stored_status) = stored(s.api, s.name).await?;
+    if stored_status.epoch != epoch
+        || stored_status.last_failover.as_ref().and_then(|f| f.to.as_deref()) != Some(chosen.as_str())
+    {
+        return Err(StepError::Moved(format!(
+            "stored epoch {} is not this failover's {epoch}",
+            stored_status.epoch
+        )));
+    }
+    fence_check(s).await?;
+    let rule = sync_standby_names(s.spec, &chosen);
+    let promoted = match session(s, memory, &chosen).await {
+        Ok(sess) => {
+            let still_standby = view
+                .get(&chosen)
+                .and_then(|o| o.as_ref().ok())
+                .is_none_or(|o| o.in_recovery);
+            match sess.set_primary_rule(&rule).await {
+                Err(e) => Err(format!("setting the synchronous rule: {e}")),
+                Ok(()) if still_standby => match sess.promote().await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("promotion did not finish within 30 s".into()),
+                    Err(e) => Err(format!("promoting: {e}")),
+                },
+                Ok(()) => Ok(()),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = promoted {
+        s.ctx
+            .metrics
+            .db_failovers
+            .with_label_values(&[s.name, "failed"])
+            .inc();
+        rec.message = Some(format!("promoting {chosen}: {e}"));
+        status.last_failover = Some(rec);
+        write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+        return Err(StepError::Moved(format!("promoting {chosen}: {e}")));
+    }
+    let epoch_written = match session(s, memory, &chosen).await {
+        Ok(sess) => sess.write_epoch(epoch, &chosen).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = epoch_written {
+        // The primary is promoted; the epoch is written again by the next steps.
+        warn!(database = %s.name, region = %chosen, error = %e, "writing the epoch failed");
+    }
+    let now = Time::now();
+    rec.promoted_time = Some(now);
+    rec.outcome = Some("Promoted".into());
+    rec.total_ms = rec
+        .detected_time
+        .map(|d| now.0.duration_since(d.0).as_millis().max(0) as u64);
+    status.primary_region = Some(chosen.clone());
+    status.last_failover = Some(rec.clone());
+    let c = Desired::ok(
+        "Promotion",
+        "Promoted",
+        format!("epoch {epoch}: {chosen} promoted"),
+    );
+    status.conditions = merge(&status.conditions, &[c], s.obj.metadata.generation, now);
+    write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+    s.ctx
+        .metrics
+        .db_failovers
+        .with_label_values(&[s.name, "promoted"])
+        .inc();
+    event(
+        s,
+        false,
+        "DatabasePromoted",
+        &format!(
+            "epoch {epoch}: {} -> {chosen} ({}); old primary {}",
+            if old.is_empty() { "none" } else { old.as_str() },
+            rec.reason,
+            rec.fence.as_deref().unwrap_or("not fenced")
+        ),
+    )
+    .await;
+
+    // 5. Repoint the other standbys (the steady state finishes what fails here).
+    let fresh = super::observe::all(s, memory).await;
+    maintain(s, &fresh, status, memory, &chosen).await?;
+    // The policy's failover this one follows is served (a more advanced standby elsewhere may have been
+    // chosen over the policy's region: no commit is lost; a planned move follows on the next step).
+    report(s, &fresh, status, memory, rec.policy_epoch, Vec::new()).await
+}
+
+/// Keeps the topology: the primary's synchronous rule and epoch, a second primary fenced, every standby
+/// streaming from the primary. Never promotes.
+async fn maintain(
+    s: &Step<'_>,
+    seen: &Seen,
+    status: &mut DatabaseStatus,
+    memory: &mut Memory,
+    primary: &str,
+) -> Result<(), StepError> {
+    let Some(p) = seen.get(primary).and_then(|o| o.as_ref().ok()) else {
+        return Ok(());
+    };
+    if p.in_recovery {
+        return Ok(());
+    }
+    let rule = sync_standby_names(s.spec, primary);
+    let ours_fence = p.read_only && p.sync_names.contains(FENCE_MARKER);
+    if ours_fence || !same_sync_rule(&p.sync_names, &rule) || p.epoch.unwrap_or(0) < status.epoch {
+        fence_check(s).await?;
+        let r = match session(s, memory, primary).await {
+            Ok(sess) => {
+                let set = if ours_fence {
+                    sess.set_primary_rule(&rule).await
+                } else if !same_sync_rule(&p.sync_names, &rule) {
+                    sess.set_sync_rule(&rule).await
+                } else {
+                    Ok(())
+                };
+                match set {
+                    Ok(()) if p.epoch.unwrap_or(0) < status.epoch => sess
+                        .write_epoch(status.epoch, primary)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            warn!(database = %s.name, region = %primary, error = %e, "keeping the primary's rule failed");
+        }
+    }
+    let Some(primary_target) = s.targets.get(primary).cloned() else {
+        return Ok(());
+    };
+    for m in &s.spec.members {
+        if m.region == primary {
+            continue;
+        }
+        let Some(o) = seen.get(&m.region).and_then(|o| o.as_ref().ok()) else {
+            continue;
+        };
+        if !o.in_recovery {
+            if !o.fenced {
+                // A second primary (a former one that came back): it takes no commit from now on.
+                fence_check(s).await?;
+                let r = match session(s, memory, &m.region).await {
+                    Ok(sess) => sess.fence().await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) => {
+                        event(
+                            s,
+                            true,
+                            "SecondPrimaryFenced",
+                            &format!(
+                                "{} takes writes outside epoch {} (primary {primary}): fenced until rebuilt as a standby",
+                                m.region, status.epoch
+                            ),
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        warn!(database = %s.name, region = %m.region, error = %e, "fencing a second primary failed")
+                    }
+                }
+            }
+            continue;
+        }
+        let (host, port, app) = &o.upstream;
+        let right = host.as_deref() == Some(primary_target.host.as_str())
+            && port.as_deref() == Some(primary_target.port.to_string().as_str())
+            && app.as_deref().is_none_or(|a| a == m.region);
+        if !right {
+            fence_check(s).await?;
+            let r = match session(s, memory, &m.region).await {
+                Ok(sess) => sess
+                    .follow(&primary_target, &m.region)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => info!(database = %s.name, standby = %m.region, %primary, "standby repointed"),
+                Err(e) => warn!(database = %s.name, standby = %m.region, error = %e, "repointing failed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Member status, conditions, metrics and Events from one observation; written when something other than
+/// positions changed, or every `REFRESH`.
+async fn report(
+    s: &Step<'_>,
+    seen: &Seen,
+    status: &mut DatabaseStatus,
+    memory: &mut Memory,
+    placed_for: Option<u64>,
+    extra: Vec<Desired>,
+) -> Result<(), StepError> {
+    let primary = status.primary_region.clone();
+    let p = primary
+        .as_deref()
+        .and_then(|r| seen.get(r))
+        .and_then(|o| o.as_ref().ok())
+        .filter(|o| !o.in_recovery);
+    let mut members = Vec::new();
+    let mut not_streaming = Vec::new();
+    let mut lagging = Vec::new();
+    let mut max_bytes = 0u64;
+    let limit = max_lag(s);
+    for m in &s.spec.members {
+        let mut ms = MemberStatus {
+            region: m.region.clone(),
+            ..MemberStatus::default()
+        };
+        match seen.get(&m.region) {
+            Some(Ok(o)) => {
+                ms.reachable = true;
+                ms.epoch = o.epoch;
+                ms.position = o.received.map(format_lsn);
+                if Some(m.region.as_str()) == primary.as_deref() && !o.in_recovery {
+                    ms.role = MemberRole::Primary;
+                } else if !o.in_recovery {
+                    ms.role = MemberRole::Fenced;
+                    ms.message = Some(format!(
+                        "a former primary: fenced (read-only, no commit acknowledged) until rebuilt as a standby of {}",
+                        primary.as_deref().unwrap_or("the primary")
+                    ));
+                } else {
+                    ms.role = MemberRole::Standby;
+                    ms.upstream = primary.clone().filter(|pr| {
+                        s.targets.get(pr).is_some_and(|t| {
+                            o.upstream.0.as_deref() == Some(t.host.as_str())
+                                && o.upstream.1.as_deref() == Some(t.port.to_string().as_str())
+                        })
+                    });
+                    let rep = p.and_then(|p| p.replicas.iter().find(|r| r.name == m.region));
+                    match rep {
+                        Some(r) => {
+                            ms.sync_state = Some(r.sync_state.clone());
+                            ms.lag_bytes = r.lag_bytes;
+                            ms.lag_seconds = Some(r.replay_lag_seconds.unwrap_or(0.0));
+                            if r.state != "streaming" {
+                                not_streaming.push(format!("{} ({})", m.region, r.state));
+                            }
+                        }
+                        None => {
+                            ms.sync_state = Some("disconnected".into());
+                            ms.lag_seconds = o.replay_delay_seconds;
+                            not_streaming.push(format!("{} (not connected to the primary)", m.region));
+                        }
+                    }
+                    if ms.lag_seconds.is_some_and(|l| l > limit) {
+                        lagging.push(format!("{} ({:.0}s)", m.region, ms.lag_seconds.unwrap_or(0.0)));
+                    }
+                    max_bytes = max_bytes.max(ms.lag_bytes.unwrap_or(0));
+                    let labels = [s.name, m.region.as_str()];
+                    if let Some(l) = ms.lag_seconds {
+                        s.ctx.metrics.db_lag_seconds.with_label_values(&labels).set(l);
+                    }
+                    if let Some(b) = ms.lag_bytes {
+                        s.ctx
+                            .metrics
+                            .db_lag_bytes
+                            .with_label_values(&labels)
+                            .set(b as f64);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                ms.message = Some(e.clone());
+                if Some(m.region.as_str()) != primary.as_deref() {
+                    not_streaming.push(format!("{} (unreachable)", m.region));
+                }
+            }
+            None => {}
+        }
+        s.ctx
+            .metrics
+            .db_primary
+            .with_label_values(&[s.name, m.region.as_str()])
+            .set(i64::from(ms.role == MemberRole::Primary));
+        members.push(ms);
+    }
+    if let Some(f) = status.last_failover.as_mut()
+        && f.outcome.as_deref() == Some("Promoted")
+        && f.repointed_time.is_none()
+        && p.is_some()
+        && members
+            .iter()
+            .filter(|m| m.role == MemberRole::Standby)
+            .all(|m| m.upstream.is_some() && m.sync_state.as_deref() != Some("disconnected"))
+    {
+        f.repointed_time = Some(Time::now());
+    }
+    let mut desired = vec![
+        Desired::ok("SpecValid", "Valid", "spec passed validation"),
+        Desired::ok("ReferencesResolved", "Resolved", "every reference exists"),
+    ];
+    let standbys = s.spec.members.len().saturating_sub(1);
+    desired.push(if !not_streaming.is_empty() {
+        Desired::fail(
+            "Replicating",
+            "StandbyDisconnected",
+            format!("not streaming from the primary: {}", not_streaming.join(", ")),
+        )
+    } else if !lagging.is_empty() {
+        Desired::fail(
+            "Replicating",
+            "StandbyLagging",
+            format!("behind by more than {limit:.0}s: {}", lagging.join(", ")),
+        )
+    } else {
+        Desired::ok(
+            "Replicating",
+            "Streaming",
+            format!(
+                "{standbys} standby(s) streaming from {}",
+                primary.as_deref().unwrap_or("the primary")
+            ),
+        )
+    });
+    if !extra.iter().any(|d| d.type_ == "Ready") {
+        desired.push(match (&primary, p) {
+            (Some(pr), Some(_)) => Desired::ok(
+                "Ready",
+                "PrimaryWritable",
+                format!("the primary in {pr} takes writes (epoch {})", status.epoch),
+            ),
+            (Some(pr), None) => Desired::fail(
+                "Ready",
+                "PrimaryUnreachable",
+                format!("the primary in {pr} does not answer as a primary"),
+            ),
+            (None, _) => Desired::fail("Ready", "NoPrimary", "no primary recorded yet"),
+        });
+    }
+    desired.extend(extra);
+    // Events on transitions of Replicating.
+    if let Some(rep) = desired.iter().find(|d| d.type_ == "Replicating")
+        && condition_changed(status, rep)
+        && status.conditions.iter().any(|c| c.type_ == "Replicating")
+    {
+        let warn = rep.status != azora_api::common::ConditionStatus::True;
+        event(s, warn, &rep.reason, &rep.message).await;
+    }
+    let mut next = status.clone();
+    next.members = members;
+    next.conditions = merge(
+        &status.conditions,
+        &desired,
+        s.obj.metadata.generation,
+        Time::now(),
+    );
+    next.observed_generation = s.obj.metadata.generation;
+    next.max_lag = Some(human_bytes(max_bytes));
+    if let Some(e) = placed_for {
+        next.policy_epoch = Some(next.policy_epoch.unwrap_or(0).max(e));
+    }
+    let strip = |st: &DatabaseStatus| {
+        let mut st = st.clone();
+        for m in &mut st.members {
+            m.position = None;
+            m.lag_bytes = None;
+            m.lag_seconds = None;
+        }
+        st.max_lag = None;
+        st.conditions = Vec::new();
+        st
+    };
+    let due = memory.written.is_none_or(|w| w.elapsed() >= REFRESH);
+    let changed = strip(&next) != strip(status)
+        || !azora_core::conditions::same_ignoring_time(&next.conditions, &status.conditions);
+    *status = next;
+    if changed || due {
+        write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+    }
+    Ok(())
+}

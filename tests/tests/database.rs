@@ -1,0 +1,473 @@
+//! Database replication end to end: real PostgreSQL 15 members (a primary and streaming standbys on loopback),
+//! the operator binary following a real FailoverPolicy over simulated regions, outages made with signals.
+//! Shows: the topology kept (synchronous rule, epoch in the primary), a region outage failing the primary
+//! over before DNS moves with every acknowledged commit on the new primary, a returning old primary fenced,
+//! a planned move (manual failover) that fences, waits and loses nothing, and bad input touching nothing.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use azora_tests::postgres::PgFleet;
+use azora_tests::scenario::{Scenario, ar, create};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+async fn secret(s: &Scenario, pg: &PgFleet) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(s.env.hub().client().await?, "default");
+    let body: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-credentials"},
+        "stringData": {"username": "postgres", "password": pg.password}
+    }))?;
+    secrets.create(&PostParams::default(), &body).await?;
+    Ok(())
+}
+
+fn database(name: &str, pg: &PgFleet, regions: &[&str], extra: Value) -> Value {
+    let members: Vec<Value> = regions
+        .iter()
+        .map(|r| json!({"region": r, "endpoint": pg.endpoint(r), "credentials": {"name": "pg-credentials"}}))
+        .collect();
+    let mut spec = json!({"engine": "PostgreSQL", "followPolicy": "platform", "members": members,
+                          "replication": {"mode": "Synchronous", "syncStandbys": 1}});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "azora.io/v1alpha1", "kind": "Database", "metadata": {"name": name}, "spec": spec})
+}
+
+async fn db_status(s: &Scenario, name: &str) -> anyhow::Result<Value> {
+    let api: Api<DynamicObject> = Api::all_with(s.env.hub().client().await?, &ar("Database", "databases"));
+    Ok(api
+        .get(name)
+        .await?
+        .data
+        .get("status")
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+fn condition(st: &Value, type_: &str) -> (String, String) {
+    st["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_status(
+    s: &Scenario,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < timeout {
+        last = db_status(s, name).await.unwrap_or(Value::Null);
+        if ok(&last) {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!(
+        "{what} not reached in {timeout:?}: {last:#}\n{}",
+        s.log_tail(0, 40)
+    )
+}
+
+fn member<'a>(st: &'a Value, region: &str) -> &'a Value {
+    st["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["region"] == region))
+        .unwrap_or(&Value::Null)
+}
+
+async fn event_reasons(s: &Scenario) -> anyhow::Result<Vec<String>> {
+    let events: Api<Event> = Api::namespaced(s.env.hub().client().await?, "default");
+    Ok(events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+/// Inserts rows one by one (each its own synchronous commit) until stopped or the connection fails; the
+/// ids whose commit was acknowledged are recorded.
+fn writer(client: tokio_postgres::Client, acked: Arc<Mutex<Vec<i64>>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for id in 1_i64.. {
+            let r = tokio::time::timeout(
+                Duration::from_secs(3),
+                client.execute("insert into orders (id) values ($1)", &[&id]),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => {
+                    if let Ok(mut a) = acked.lock() {
+                        a.push(id);
+                    }
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
+async fn ids_on(pg: &PgFleet, region: &str) -> anyhow::Result<BTreeSet<i64>> {
+    let c = pg.client(region).await?;
+    Ok(c.query("select id from orders", &[])
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .collect())
+}
+
+async fn show(pg: &PgFleet, region: &str, setting: &str) -> anyhow::Result<String> {
+    let c = pg.client(region).await?;
+    Ok(c.query_one(&format!("show {setting}"), &[]).await?.get(0))
+}
+
+#[tokio::test]
+async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_before_dns_moves()
+-> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("1h", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa", "europe", "asia"])?;
+    secret(&s, &pg).await?;
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        database("orders", &pg, &["africa", "europe", "asia"], json!({})),
+    )
+    .await?;
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "DNS never answered africa:\n{}",
+        s.log_tail(0, 30)
+    );
+
+    // The topology: africa adopted as primary under epoch 1, both standbys streaming, the synchronous rule
+    // set by the operator, the epoch written into the primary.
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "primary adopted and streaming",
+        |st| {
+            st["primaryRegion"] == "africa"
+                && condition(st, "Replicating").0 == "True"
+                && condition(st, "Ready").0 == "True"
+        },
+    )
+    .await?;
+    let epoch = st["epoch"].as_u64().unwrap_or(0);
+    assert!(epoch >= 1, "{st:#}");
+    for r in ["europe", "asia"] {
+        assert_eq!(member(&st, r)["role"], "Standby", "{st:#}");
+        assert_eq!(member(&st, r)["upstream"], "africa", "{st:#}");
+    }
+    assert_eq!(member(&st, "africa")["role"], "Primary");
+    let rule = show(&pg, "africa", "synchronous_standby_names").await?;
+    assert!(
+        rule.contains("ANY 1") && rule.contains("asia") && rule.contains("europe"),
+        "{rule}"
+    );
+    let primary = pg.client("africa").await?;
+    let written: i64 = primary
+        .query_one("select epoch from azora.epoch where id = 1", &[])
+        .await?
+        .get(0);
+    assert_eq!(written as u64, epoch);
+    primary
+        .batch_execute("create table orders (id bigint primary key)")
+        .await?;
+
+    // Writes run while africa goes down for real: its region endpoint SIGSTOPped, its PostgreSQL SIGKILLed.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let w = writer(primary, acked.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.regions[0].stop();
+    pg.kill("africa");
+    let _ = w.await;
+    let acked: Vec<i64> = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(
+        acked.len() > 10,
+        "the writer made too few commits: {}",
+        acked.len()
+    );
+
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(90),
+        "a standby promoted",
+        |st| st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] != "africa",
+    )
+    .await?;
+    let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
+    let other = if new == "europe" { "asia" } else { "europe" };
+    let last = &st["lastFailover"];
+    assert_eq!(last["from"], "africa", "{st:#}");
+    assert_eq!(last["to"], new.as_str());
+    for t in ["detectedTime", "fencedTime", "promotedTime"] {
+        assert!(last[t].is_string(), "timeline lacks {t}: {last}");
+    }
+    assert!(
+        last["fence"].as_str().unwrap_or_default().contains("unreachable"),
+        "{last}"
+    );
+    let new_epoch = st["epoch"].as_u64().unwrap_or(0);
+    assert_eq!(new_epoch, epoch + 1, "{st:#}");
+
+    // Every acknowledged commit is on the new primary, which takes writes and carries the new epoch.
+    let have = ids_on(&pg, &new).await?;
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits lost: {lost:?} (of {})",
+        acked.len()
+    );
+    let c = pg.client(&new).await?;
+    let in_recovery: bool = c.query_one("select pg_is_in_recovery()", &[]).await?.get(0);
+    assert!(!in_recovery, "{new} is still a standby");
+    let e: i64 = c
+        .query_one("select epoch from azora.epoch where id = 1", &[])
+        .await?
+        .get(0);
+    assert_eq!(e as u64, new_epoch);
+
+    // DNS moved only after the promotion: the policy's DNS step waited for the database.
+    let policy = s.policy_status().await?;
+    println!(
+        "{} acknowledged commits, none lost; database failover {last}; policy failover {}",
+        acked.len(),
+        policy["lastFailover"]
+    );
+    if policy["activeRegion"] == new.as_str() {
+        let ts = |v: &Value| v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let dns = ts(&policy["lastFailover"]["dnsUpdatedTime"]);
+        let promoted = ts(&last["promotedTime"]);
+        assert!(
+            dns.is_some() && promoted.is_some() && dns >= promoted,
+            "DNS updated before the promotion: policy {policy:#} database {last:#}"
+        );
+    }
+
+    // The other standby is repointed and streams from the new primary; replication is whole again.
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "the other standby repointed",
+        |st| member(st, other)["upstream"] == new.as_str() && st["lastFailover"]["repointedTime"].is_string(),
+    )
+    .await?;
+    assert_eq!(member(&st, other)["role"], "Standby", "{st:#}");
+    c.batch_execute("insert into orders (id) values (-1)").await?;
+
+    // The old primary comes back as a primary (crash recovery): it is fenced, never a second writer.
+    s.regions[0].resume();
+    pg.start_again("africa")?;
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "the returning primary fenced",
+        |st| member(st, "africa")["role"] == "Fenced",
+    )
+    .await?;
+    assert_eq!(st["primaryRegion"], new.as_str());
+    let old = pg.client("africa").await?;
+    let ro: String = old
+        .query_one("show default_transaction_read_only", &[])
+        .await?
+        .get(0);
+    assert_eq!(ro, "on");
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        old.execute("insert into orders (id) values (-2)", &[]),
+    )
+    .await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "the fenced old primary acknowledged a commit"
+    );
+    let reasons = event_reasons(&s).await?;
+    for r in [
+        "PrimaryAdopted",
+        "DatabaseFailover",
+        "DatabasePromoted",
+        "SecondPrimaryFenced",
+    ] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} Event: {reasons:?}");
+    }
+    // Lag is exported per standby.
+    let metrics = azora_tests::metrics_text(s.metrics[0]).await?;
+    assert!(
+        metrics.contains(&format!(
+            "azora_db_replication_lag_seconds{{database=\"orders\",region=\"{other}\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&pg.password), "a credential reached /metrics");
+    assert!(
+        !s.log_tail(0, 100_000).contains(&pg.password),
+        "a credential reached the log"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_manual_failover_fences_the_primary_waits_for_the_standby_and_loses_nothing() -> anyhow::Result<()>
+{
+    let mut s = Scenario::start(2).await?;
+    s.policy("1h", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa", "europe"])?;
+    secret(&s, &pg).await?;
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        database("ledger", &pg, &["africa", "europe"], json!({})),
+    )
+    .await?;
+    wait_status(&s, "ledger", Duration::from_secs(60), "streaming", |st| {
+        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
+    })
+    .await?;
+    let primary = pg.client("africa").await?;
+    primary
+        .batch_execute("create table orders (id bigint primary key)")
+        .await?;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let w = writer(primary, acked.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A planned move: the policy is pinned to europe by hand.
+    let policies: Api<DynamicObject> = Api::all_with(
+        s.env.hub().client().await?,
+        &ar("FailoverPolicy", "failoverpolicies"),
+    );
+    policies
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"manual": {"region": "europe", "requestedBy": "test"}}})),
+        )
+        .await?;
+    let st = wait_status(&s, "ledger", Duration::from_secs(60), "switched over", |st| {
+        st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] == "europe"
+    })
+    .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+    let acked: Vec<i64> = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(!acked.is_empty());
+    let last = &st["lastFailover"];
+    assert_eq!(last["reason"], "PolicyMoved", "{last}");
+    assert!(
+        last["fence"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("read-only"),
+        "the reachable old primary was not fenced: {last}"
+    );
+    let have = ids_on(&pg, "europe").await?;
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    // The old primary is fenced and stays so (reachable, read-only, no commit acknowledged).
+    let st = wait_status(
+        &s,
+        "ledger",
+        Duration::from_secs(30),
+        "old primary reported fenced",
+        |st| member(st, "africa")["role"] == "Fenced",
+    )
+    .await?;
+    assert_eq!(st["primaryRegion"], "europe");
+    assert_eq!(show(&pg, "africa", "default_transaction_read_only").await?, "on");
+    assert!(
+        show(&pg, "africa", "synchronous_standby_names")
+            .await?
+            .contains("azora_fenced")
+    );
+    // DNS followed the database.
+    assert!(
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "DNS did not move to europe"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_reason_and_touches_no_database() -> anyhow::Result<()> {
+    let mut s = Scenario::start(2).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa"])?;
+    secret(&s, &pg).await?;
+    let client = s.env.hub().client().await?;
+    // A tenant that may live in Europe only, and a database of it with a member in Africa.
+    create(
+        &client,
+        "tenants",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Tenant", "metadata": {"name": "eu-only"},
+               "spec": {"homeRegion": "europe", "residency": {"allowedContinents": ["Europe"]}}}),
+    )
+    .await?;
+    let mut body = database("resident", &pg, &["africa"], json!({"tenant": "eu-only"}));
+    body["spec"]["replication"] = json!({"mode": "Asynchronous"});
+    body["spec"].as_object_mut().map(|o| o.remove("followPolicy"));
+    create(&client, "databases", body).await?;
+    let st = wait_status(
+        &s,
+        "resident",
+        Duration::from_secs(60),
+        "residency refused",
+        |st| condition(st, "Ready").1 == "ResidencyViolation",
+    )
+    .await?;
+    assert!(st["primaryRegion"].is_null(), "{st:#}");
+    // A policy that does not exist, and a missing credentials Secret.
+    let mut body = database("dangling", &pg, &["africa"], json!({"followPolicy": "nowhere"}));
+    body["spec"]["replication"] = json!({"mode": "Asynchronous"});
+    body["spec"]["members"][0]["credentials"]["name"] = json!("missing");
+    create(&client, "databases", body).await?;
+    let st = wait_status(&s, "dangling", Duration::from_secs(60), "unresolved", |st| {
+        condition(st, "ReferencesResolved").0 == "False"
+    })
+    .await?;
+    let msg = st.to_string();
+    assert!(msg.contains("nowhere") && msg.contains("missing"), "{st:#}");
+    // Nothing was done to the member: no epoch table, the synchronous rule untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = pg.client("africa").await?;
+    let has: bool = c
+        .query_one("select to_regclass('azora.epoch') is not null", &[])
+        .await?
+        .get(0);
+    assert!(!has, "the operator wrote into a database whose spec is wrong");
+    assert_eq!(show(&pg, "africa", "synchronous_standby_names").await?, "");
+    // The schema rejects what it can.
+    let mut body = database("bad-engine", &pg, &["africa"], json!({}));
+    body["spec"]["engine"] = json!("MySQL");
+    let err = create(&client, "databases", body).await;
+    assert!(err.is_err(), "an unknown engine was accepted");
+    Ok(())
+}

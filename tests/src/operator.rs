@@ -106,10 +106,22 @@ impl Operator {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_command(kubeconfig, log, "run", args, extra)
+    }
+
+    /// Starts `azora-operator <command> <args>` (e.g. `agent`) with only `KUBECONFIG` plus `extra` in the
+    /// environment.
+    pub fn start_command(
+        kubeconfig: &Path,
+        log: PathBuf,
+        command: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(operator_bin()?);
-        cmd.arg("run")
+        cmd.arg(command)
             .args(args)
             .env_clear()
             .env("KUBECONFIG", kubeconfig);

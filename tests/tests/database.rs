@@ -107,8 +107,17 @@ async fn event_reasons(s: &Scenario) -> anyhow::Result<Vec<String>> {
 /// Inserts rows one by one (each its own synchronous commit) until stopped or the connection fails; the
 /// ids whose commit was acknowledged are recorded.
 fn writer(client: tokio_postgres::Client, acked: Arc<Mutex<Vec<i64>>>) -> tokio::task::JoinHandle<()> {
+    writer_from(client, acked, 1)
+}
+
+/// [`writer`] with ids from `first` on.
+fn writer_from(
+    client: tokio_postgres::Client,
+    acked: Arc<Mutex<Vec<i64>>>,
+    first: i64,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        for id in 1_i64.. {
+        for id in first.. {
             let r = tokio::time::timeout(
                 Duration::from_secs(3),
                 client.execute("insert into orders (id) values ($1)", &[&id]),
@@ -141,19 +150,33 @@ async fn show(pg: &PgFleet, region: &str, setting: &str) -> anyhow::Result<Strin
 }
 
 #[tokio::test]
-async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_before_dns_moves()
+async fn a_sigkilled_primary_fails_over_before_dns_with_every_acknowledged_commit_and_comes_back_fenced()
 -> anyhow::Result<()> {
-    let mut s = Scenario::start(3).await?;
+    outage("-KILL").await
+}
+
+#[tokio::test]
+async fn a_sigstopped_primary_fails_over_before_dns_with_every_acknowledged_commit_and_resumes_fenced()
+-> anyhow::Result<()> {
+    outage("-STOP").await
+}
+
+/// Four members: africa primary, `ANY 1` over europe and asia, americas asynchronous. africa's region and
+/// its PostgreSQL go down for real (`sig`) under a write load.
+async fn outage(sig: &str) -> anyhow::Result<()> {
+    let mut s = Scenario::start(4).await?;
     s.policy("1h", json!({})).await?;
     s.add_operator(&["--database-interval", "1s"])?;
-    let pg = PgFleet::start(&["africa", "europe", "asia"])?;
+    let pg = PgFleet::start(&["africa", "europe", "asia", "americas"])?;
     secret(&s, &pg).await?;
-    create(
-        &s.env.hub().client().await?,
-        "databases",
-        database("orders", &pg, &["africa", "europe", "asia"], json!({})),
-    )
-    .await?;
+    let mut body = database(
+        "orders",
+        &pg,
+        &["africa", "europe", "asia", "americas"],
+        json!({}),
+    );
+    body["spec"]["members"][3]["synchronous"] = json!(false);
+    create(&s.env.hub().client().await?, "databases", body).await?;
     assert!(
         s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
             .await
@@ -162,8 +185,8 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
         s.log_tail(0, 30)
     );
 
-    // The topology: africa adopted as primary under epoch 1, both standbys streaming, the synchronous rule
-    // set by the operator, the epoch written into the primary.
+    // The topology: africa adopted as primary under epoch 1, every standby streaming, the synchronous rule
+    // (europe and asia only) set by the operator, the epoch written into the primary.
     let st = wait_status(
         &s,
         "orders",
@@ -173,19 +196,30 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
             st["primaryRegion"] == "africa"
                 && condition(st, "Replicating").0 == "True"
                 && condition(st, "Ready").0 == "True"
+                && member(st, "americas")["syncState"] == "async"
+                && member(st, "europe")["syncState"] == "quorum"
         },
     )
     .await?;
     let epoch = st["epoch"].as_u64().unwrap_or(0);
     assert!(epoch >= 1, "{st:#}");
+    for r in ["europe", "asia", "americas"] {
+        let m = member(&st, r);
+        assert_eq!(m["role"], "Standby", "{st:#}");
+        assert_eq!(m["upstream"], "africa", "{st:#}");
+        assert!(m["position"].as_str().is_some_and(|p| p.contains('/')), "{m}");
+        assert!(m["lagBytes"].is_u64() && m["lagSeconds"].is_number(), "{m}");
+    }
     for r in ["europe", "asia"] {
-        assert_eq!(member(&st, r)["role"], "Standby", "{st:#}");
-        assert_eq!(member(&st, r)["upstream"], "africa", "{st:#}");
+        assert_eq!(member(&st, r)["syncState"], "quorum", "{st:#}");
     }
     assert_eq!(member(&st, "africa")["role"], "Primary");
     let rule = show(&pg, "africa", "synchronous_standby_names").await?;
     assert!(
-        rule.contains("ANY 1") && rule.contains("asia") && rule.contains("europe"),
+        rule.contains("ANY 1")
+            && rule.contains("asia")
+            && rule.contains("europe")
+            && !rule.contains("americas"),
         "{rule}"
     );
     let primary = pg.client("africa").await?;
@@ -198,12 +232,16 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
         .batch_execute("create table orders (id bigint primary key)")
         .await?;
 
-    // Writes run while africa goes down for real: its region endpoint SIGSTOPped, its PostgreSQL SIGKILLed.
+    // Writes run while africa goes down for real: its region endpoint SIGSTOPped, its PostgreSQL signalled.
     let acked = Arc::new(Mutex::new(Vec::new()));
     let w = writer(primary, acked.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.regions[0].stop();
-    pg.kill("africa");
+    if sig == "-KILL" {
+        pg.kill("africa");
+    } else {
+        pg.signal("africa", sig);
+    }
     let _ = w.await;
     let acked: Vec<i64> = acked.lock().map(|a| a.clone()).unwrap_or_default();
     assert!(
@@ -221,13 +259,13 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
     )
     .await?;
     let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
-    let other = if new == "europe" { "asia" } else { "europe" };
+    assert!(
+        new == "europe" || new == "asia",
+        "a synchronous standby is promoted: {st:#}"
+    );
     let last = &st["lastFailover"];
     assert_eq!(last["from"], "africa", "{st:#}");
     assert_eq!(last["to"], new.as_str());
-    for t in ["detectedTime", "fencedTime", "promotedTime"] {
-        assert!(last[t].is_string(), "timeline lacks {t}: {last}");
-    }
     assert!(
         last["fence"].as_str().unwrap_or_default().contains("unreachable"),
         "{last}"
@@ -252,38 +290,89 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
         .get(0);
     assert_eq!(e as u64, new_epoch);
 
-    // DNS moved only after the promotion: the policy's DNS step waited for the database.
-    let policy = s.policy_status().await?;
-    println!(
-        "{} acknowledged commits, none lost; database failover {last}; policy failover {}",
-        acked.len(),
-        policy["lastFailover"]
-    );
-    if policy["activeRegion"] == new.as_str() {
-        let ts = |v: &Value| v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        let dns = ts(&policy["lastFailover"]["dnsUpdatedTime"]);
-        let promoted = ts(&last["promotedTime"]);
-        assert!(
-            dns.is_some() && promoted.is_some() && dns >= promoted,
-            "DNS updated before the promotion: policy {policy:#} database {last:#}"
-        );
-    }
-
-    // The other standby is repointed and streams from the new primary; replication is whole again.
+    // One timeline: fence → promote → repoint → DNS → verified, in that order (DNS waited for the database).
     let st = wait_status(
         &s,
         "orders",
         Duration::from_secs(60),
-        "the other standby repointed",
-        |st| member(st, other)["upstream"] == new.as_str() && st["lastFailover"]["repointedTime"].is_string(),
+        "the whole timeline",
+        |st| {
+            let f = &st["lastFailover"];
+            [
+                "fencedTime",
+                "promotedTime",
+                "repointedTime",
+                "dnsUpdatedTime",
+                "verifiedTime",
+            ]
+            .iter()
+            .all(|t| f[*t].is_string())
+        },
     )
     .await?;
-    assert_eq!(member(&st, other)["role"], "Standby", "{st:#}");
+    let last = &st["lastFailover"];
+    let ts = |k: &str| last[k].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let order = [
+        "detectedTime",
+        "fencedTime",
+        "promotedTime",
+        "repointedTime",
+        "dnsUpdatedTime",
+        "verifiedTime",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            ts(pair[0]) <= ts(pair[1]),
+            "{} after {}: {last:#}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let policy = s.policy_status().await?;
+    if std::env::var_os("AZORA_DB_DEBUG").is_some() {
+        for l in s
+            .log_tail(0, 100_000)
+            .lines()
+            .filter(|l| l.contains("database") || l.contains("failover"))
+        {
+            println!("LOG {l}");
+        }
+        println!("PGLOG {}", pg.log(&new));
+    }
+    println!(
+        "{sig}: {} acknowledged commits, none lost; database failover {last}; policy failover {}",
+        acked.len(),
+        policy["lastFailover"]
+    );
+
+    // Every other standby streams from the new primary; the new primary takes writes.
+    let others: Vec<&str> = ["europe", "asia", "americas"]
+        .into_iter()
+        .filter(|r| *r != new)
+        .collect();
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "the others repointed",
+        |st| {
+            others.iter().all(|r| member(st, r)["upstream"] == new.as_str())
+                && condition(st, "Replicating").1 == "StandbyDisconnected"
+        },
+    )
+    .await?;
+    for r in &others {
+        assert_eq!(member(&st, r)["role"], "Standby", "{st:#}");
+    }
     c.batch_execute("insert into orders (id) values (-1)").await?;
 
-    // The old primary comes back as a primary (crash recovery): it is fenced, never a second writer.
+    // The old primary comes back as a primary: it is fenced, never a second writer.
     s.regions[0].resume();
-    pg.start_again("africa")?;
+    if sig == "-KILL" {
+        pg.start_again("africa")?;
+    } else {
+        pg.signal("africa", "-CONT");
+    }
     let st = wait_status(
         &s,
         "orders",
@@ -317,11 +406,12 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
     ] {
         assert!(reasons.iter().any(|x| x == r), "no {r} Event: {reasons:?}");
     }
-    // Lag is exported per standby.
+    // Lag is exported per standby; no credential anywhere.
     let metrics = azora_tests::metrics_text(s.metrics[0]).await?;
     assert!(
         metrics.contains(&format!(
-            "azora_db_replication_lag_seconds{{database=\"orders\",region=\"{other}\"}}"
+            "azora_db_replication_lag_seconds{{database=\"orders\",region=\"{}\"}}",
+            others[0]
         )),
         "{metrics}"
     );
@@ -330,14 +420,16 @@ async fn a_region_outage_promotes_a_standby_with_every_acknowledged_commit_befor
         !s.log_tail(0, 100_000).contains(&pg.password),
         "a credential reached the log"
     );
+    let all_status = db_status(&s, "orders").await?.to_string();
+    assert!(!all_status.contains(&pg.password), "a credential reached status");
     Ok(())
 }
 
 #[tokio::test]
-async fn a_manual_failover_fences_the_primary_waits_for_the_standby_and_loses_nothing() -> anyhow::Result<()>
-{
+async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_the_old_primary()
+-> anyhow::Result<()> {
     let mut s = Scenario::start(2).await?;
-    s.policy("1h", json!({})).await?;
+    s.policy("5s", json!({})).await?;
     s.add_operator(&["--database-interval", "1s"])?;
     let pg = PgFleet::start(&["africa", "europe"])?;
     secret(&s, &pg).await?;
@@ -347,6 +439,40 @@ async fn a_manual_failover_fences_the_primary_waits_for_the_standby_and_loses_no
         database("ledger", &pg, &["africa", "europe"], json!({})),
     )
     .await?;
+    // A region agent next to each member (the same binary), running the PostgreSQL programs as `postgres`.
+    let mut agents = Vec::new();
+    for m in &pg.members {
+        let log = s.env.dir.path().join(format!("agent-{}.log", m.region));
+        let data = m.data.to_string_lossy().to_string();
+        let pg_log = pg
+            .dir
+            .join(format!("{}.log", m.region))
+            .to_string_lossy()
+            .to_string();
+        agents.push(azora_tests::Operator::start_command(
+            &s.env.hub().kubeconfig,
+            log,
+            "agent",
+            &[
+                "--region",
+                &m.region,
+                "--database",
+                "ledger",
+                "--pg-data",
+                &data,
+                "--pg-os-user",
+                "postgres",
+                "--pg-log",
+                &pg_log,
+                "--interval",
+                "1s",
+            ],
+            &[
+                ("RUST_LOG", "info"),
+                ("PATH", &std::env::var("PATH").unwrap_or_default()),
+            ],
+        )?);
+    }
     wait_status(&s, "ledger", Duration::from_secs(60), "streaming", |st| {
         st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
     })
@@ -389,30 +515,88 @@ async fn a_manual_failover_fences_the_primary_waits_for_the_standby_and_loses_no
     );
     let have = ids_on(&pg, "europe").await?;
     let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
-    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
-    // The old primary is fenced and stays so (reachable, read-only, no commit acknowledged).
-    let st = wait_status(
-        &s,
-        "ledger",
-        Duration::from_secs(30),
-        "old primary reported fenced",
-        |st| member(st, "africa")["role"] == "Fenced",
-    )
-    .await?;
-    assert_eq!(st["primaryRegion"], "europe");
-    assert_eq!(show(&pg, "africa", "default_transaction_read_only").await?, "on");
-    assert!(
-        show(&pg, "africa", "synchronous_standby_names")
-            .await?
-            .contains("azora_fenced")
-    );
-    // DNS followed the database.
+    assert!(lost.is_empty(), "acknowledged commits lost in the move: {lost:?}");
     assert!(
         s.wait_answer(0, "127.0.0.12", Duration::from_secs(30))
             .await
             .is_some(),
         "DNS did not move to europe"
     );
+
+    // The agent rebuilds the fenced old primary as a standby of europe; it rejoins.
+    let st = wait_status(
+        &s,
+        "ledger",
+        Duration::from_secs(120),
+        "africa rebuilt and streaming",
+        |st| {
+            member(st, "africa")["role"] == "Standby"
+                && member(st, "africa")["upstream"] == "europe"
+                && condition(st, "Replicating").0 == "True"
+        },
+    )
+    .await
+    .map_err(|e| {
+        let logs: Vec<String> = agents.iter().map(azora_tests::Operator::log_text).collect();
+        anyhow::anyhow!(
+            "{e}\nagents:\n{}\nafrica's server log:\n{}",
+            logs.join("\n"),
+            pg.log("africa")
+        )
+    })?;
+    assert_eq!(st["primaryRegion"], "europe");
+    let in_recovery: bool = pg
+        .client("africa")
+        .await?
+        .query_one("select pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
+    assert!(in_recovery, "africa is not a standby");
+    assert!(event_reasons(&s).await?.iter().any(|r| r == "MemberRebuilt"));
+    // What europe took while africa was out is on africa too once it streams.
+    let rejoined = ids_on(&pg, "africa").await?;
+    assert!(acked.iter().all(|id| rejoined.contains(id)));
+
+    // Writes on europe, then the manual failover is withdrawn: traffic and the primary go back to africa
+    // as a planned switchover (fence europe, wait for africa, promote) — nothing acknowledged is lost.
+    let acked2 = Arc::new(Mutex::new(Vec::new()));
+    let europe = pg.client("europe").await?;
+    let w = writer_from(europe, acked2.clone(), 1_000_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    policies
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"manual": null}})),
+        )
+        .await?;
+    let st = wait_status(&s, "ledger", Duration::from_secs(90), "switched back", |st| {
+        st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] == "africa"
+    })
+    .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+    let acked2: Vec<i64> = acked2.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(!acked2.is_empty(), "nothing was written on europe");
+    let have = ids_on(&pg, "africa").await?;
+    let lost: Vec<&i64> = acked2.iter().filter(|id| !have.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits lost in the move back: {lost:?}"
+    );
+    assert_eq!(st["lastFailover"]["from"], "europe");
+    assert!(st["epoch"].as_u64().unwrap_or(0) >= 3, "{st:#}");
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(30))
+            .await
+            .is_some(),
+        "DNS did not return to africa"
+    );
+    // And europe is rebuilt in turn: both members replicate again.
+    wait_status(&s, "ledger", Duration::from_secs(120), "europe rebuilt", |st| {
+        member(st, "europe")["role"] == "Standby" && condition(st, "Replicating").0 == "True"
+    })
+    .await?;
+    drop(agents);
     Ok(())
 }
 

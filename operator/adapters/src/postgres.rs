@@ -9,9 +9,9 @@ use azora_core::database::{FENCE_MARKER, conninfo_quote, parse_lsn};
 use tokio_postgres::{Client, NoTls};
 
 /// Deadline of a connection attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one statement.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where and how to reach one member.
 #[derive(Clone, PartialEq, Eq)]
@@ -302,8 +302,26 @@ impl PgSession {
         self.reload().await
     }
 
-    /// Promotes a standby and waits (up to 30 s) for it to take writes.
+    /// Promotes a standby and waits (up to 30 s) for it to take writes. A standby whose primary is gone
+    /// sleeps `wal_retrieve_retry_interval` (5 s by default) between attempts and notices the promotion only
+    /// after that sleep: the interval is shortened (a reload wakes it) for the promotion and reset after.
     pub async fn promote(&self) -> Result<bool, PgError> {
+        self.set("wal_retrieve_retry_interval", "100ms").await?;
+        self.reload().await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let promoted = self.promote_now().await;
+        let reset = within(
+            self.client
+                .batch_execute("alter system reset wal_retrieve_retry_interval"),
+        )
+        .await;
+        if promoted.is_ok() && reset.is_ok() {
+            let _ = self.reload().await;
+        }
+        promoted
+    }
+
+    async fn promote_now(&self) -> Result<bool, PgError> {
         let row = match tokio::time::timeout(
             Duration::from_secs(35),
             self.client.query_one("select pg_promote(true, 30)", &[]),
@@ -344,6 +362,15 @@ impl PgSession {
                 let _ = within(self.client.batch_execute("rollback")).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Runs a checkpoint (after a promotion it records the new timeline in the control file, which
+    /// `pg_rewind` reads from its source). Deadline 2 min.
+    pub async fn checkpoint(&self) -> Result<(), PgError> {
+        match tokio::time::timeout(Duration::from_secs(120), self.client.batch_execute("checkpoint")).await {
+            Ok(r) => r.map_err(db),
+            Err(_) => Err(PgError::Timeout(Duration::from_secs(120))),
         }
     }
 

@@ -37,8 +37,8 @@ use crate::common::{Condition, SecretRef, Time};
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.members.all(m, self.members.exists_one(n, n.region == m.region))",
      "message": "one member per region"},
-    {"rule": "!has(self.replication) || !has(self.replication.mode) || self.replication.mode != 'Synchronous' || !has(self.replication.syncStandbys) || self.replication.syncStandbys < size(self.members)",
-     "message": "syncStandbys must be smaller than the number of members"},
+    {"rule": "!has(self.replication) || !has(self.replication.mode) || self.replication.mode != 'Synchronous' || !has(self.replication.syncStandbys) || self.replication.syncStandbys < size(self.members.filter(m, !has(m.synchronous) || m.synchronous))",
+     "message": "syncStandbys must be smaller than the number of synchronous members"},
     {"rule": "self.engine != 'Redis' || (has(self.replication) && has(self.replication.mode) && self.replication.mode == 'Asynchronous')",
      "message": "Redis replication is asynchronous"}
 ]))]
@@ -71,6 +71,9 @@ pub struct DatabaseSpec {
     pub history_limit: u32,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_database_name() -> String {
     "postgres".into()
 }
@@ -106,6 +109,11 @@ pub struct DatabaseMember {
         regex(pattern = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
     )]
     pub endpoint: String,
+    /// Counts in the synchronous rule (`ANY n` over the synchronous members). `false`: an asynchronous
+    /// standby (e.g. a far region): never needed for a commit, promoted only when it has everything the
+    /// synchronous standbys have.
+    #[serde(default = "default_true")]
+    pub synchronous: bool,
     /// Secret (in the operator's namespace) with `username` and `password`: a role allowed to replicate,
     /// promote and change settings (PostgreSQL: superuser or replication + pg_signal_backend; Redis: the
     /// `requirepass`/ACL user).
@@ -233,6 +241,12 @@ pub struct DatabaseFailover {
     /// When every reachable standby streamed from the new primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repointed_time: Option<Time>,
+    /// When the followed policy's DNS answered the new region (from the policy's timeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_updated_time: Option<Time>,
+    /// When the policy verified its DNS change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_time: Option<Time>,
     /// Detected to promoted, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_ms: Option<u64>,

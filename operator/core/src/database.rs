@@ -40,8 +40,8 @@ pub fn human_bytes(b: u64) -> String {
     format!("{v:.1} {unit}")
 }
 
-/// `synchronous_standby_names` for a primary in `primary`: `ANY n ("a", "b")` over every other member
-/// (a fenced former primary included: it rejoins as a standby); empty for asynchronous replication.
+/// `synchronous_standby_names` for a primary in `primary`: `ANY n ("a", "b")` over every other synchronous
+/// member (a fenced former primary included: it rejoins as a standby); empty for asynchronous replication.
 pub fn sync_standby_names(spec: &DatabaseSpec, primary: &str) -> String {
     if spec.replication.mode == ReplicationMode::Asynchronous {
         return String::new();
@@ -49,6 +49,7 @@ pub fn sync_standby_names(spec: &DatabaseSpec, primary: &str) -> String {
     let others: BTreeSet<&str> = spec
         .members
         .iter()
+        .filter(|m| m.synchronous)
         .map(|m| m.region.as_str())
         .filter(|r| *r != primary)
         .collect();
@@ -120,6 +121,8 @@ pub struct Candidate {
     pub received: u64,
     /// Replay lag seen last, in seconds (asynchronous rule).
     pub lag_seconds: Option<f64>,
+    /// Counts in the synchronous rule.
+    pub synchronous: bool,
 }
 
 /// The inputs of a promotion choice.
@@ -129,7 +132,7 @@ pub struct Promotion<'a> {
     pub mode: ReplicationMode,
     /// `ANY n`.
     pub sync_standbys: u32,
-    /// Standbys the database has besides the old primary (reachable or not).
+    /// Synchronous standbys the database has besides the old primary (reachable or not).
     pub standby_count: usize,
     /// Reachable standbys in eligible regions (allowed, not Down).
     pub candidates: &'a [Candidate],
@@ -157,12 +160,11 @@ pub fn choose_promotion(p: &Promotion<'_>) -> Result<String, String> {
             if p.mode == ReplicationMode::Synchronous {
                 let n = (p.sync_standbys as usize).max(1);
                 let needed = p.standby_count.saturating_sub(n) + 1;
-                if p.candidates.len() < needed {
+                let reachable = p.candidates.iter().filter(|c| c.synchronous).count();
+                if reachable < needed {
                     return Err(format!(
-                        "only {} of {} standbys reachable: a synchronous commit may be on the others ({} needed)",
-                        p.candidates.len(),
-                        p.standby_count,
-                        needed
+                        "only {} of {} synchronous standbys reachable: a synchronous commit may be on the others ({} needed)",
+                        reachable, p.standby_count, needed
                     ));
                 }
             }
@@ -297,6 +299,7 @@ mod tests {
                 .iter()
                 .map(|r| DatabaseMember {
                     region: (*r).into(),
+                    synchronous: *r != "americas",
                     endpoint: "127.0.0.1:5432".into(),
                     credentials: SecretRef { name: "pg".into() },
                 })
@@ -316,6 +319,7 @@ mod tests {
             region: region.into(),
             received,
             lag_seconds: Some(0.5),
+            synchronous: true,
         }
     }
 
@@ -340,6 +344,15 @@ mod tests {
             "ANY 1 (\"asia\", \"europe\")"
         ));
         assert!(!same_sync_rule("ANY 2 (asia, europe)", "ANY 1 (asia, europe)"));
+        let four = spec(
+            &["africa", "europe", "asia", "americas"],
+            ReplicationMode::Synchronous,
+            1,
+        );
+        assert_eq!(
+            sync_standby_names(&four, "africa"),
+            "ANY 1 (\"asia\", \"europe\")"
+        );
         let a = spec(&["africa", "europe"], ReplicationMode::Asynchronous, 1);
         assert_eq!(sync_standby_names(&a, "africa"), "");
     }
@@ -408,6 +421,15 @@ mod tests {
             ..p
         };
         assert!(choose_promotion(&p).unwrap_err().contains("only 1 of 2"));
+        // An asynchronous standby does not make up the quorum, and is promoted only when it is ahead.
+        let mut far = c("americas", 100);
+        far.synchronous = false;
+        let with_far = [c("europe", 90), far];
+        let p2 = Promotion {
+            candidates: &with_far,
+            ..p.clone()
+        };
+        assert!(choose_promotion(&p2).unwrap_err().contains("only 1 of 2"));
         // ANY 2 of 2: every commit is on both, one reachable standby is enough.
         let p = Promotion {
             sync_standbys: 2,

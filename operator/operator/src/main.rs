@@ -46,6 +46,43 @@ enum Command {
     Crd(CrdArgs),
     /// Run only the probe engine, as an observer in another vantage point (reports through the API).
     Probe(ProbeArgs),
+    /// Run the region agent next to a database member: fences a stale local primary (newer epoch, or the
+    /// hub lost) and rebuilds a fenced former primary as a standby (pg_rewind or a fresh base backup).
+    Agent(AgentArgs),
+}
+
+#[derive(Parser)]
+struct AgentArgs {
+    /// The region the agent runs in.
+    #[arg(long)]
+    region: String,
+    /// The Database whose member runs next to the agent.
+    #[arg(long)]
+    database: String,
+    /// The member's data directory.
+    #[arg(long)]
+    pg_data: std::path::PathBuf,
+    /// Directory of pg_ctl, pg_rewind and pg_basebackup.
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pg_bin: std::path::PathBuf,
+    /// Run those programs as this OS user (when the agent runs as root; PostgreSQL refuses root).
+    #[arg(long)]
+    pg_os_user: Option<String>,
+    /// Server log for `pg_ctl start` after a rebuild. Default: `<pg-data>.server.log`.
+    #[arg(long)]
+    pg_log: Option<std::path::PathBuf>,
+    /// Namespace of the credentials Secrets (the operator's).
+    #[arg(long, env = "AZORA_NAMESPACE")]
+    namespace: Option<String>,
+    /// A local primary that has not reached the hub for this long fences itself.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    hub_loss_fence: Duration,
+    /// How often the agent looks.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    interval: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: LogFormat,
 }
 
 #[derive(Parser)]
@@ -564,5 +601,37 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(probe(args))
         }
+        Command::Agent(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(agent(args))
+        }
+    }
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let (config, namespace) = cluster_config(args.namespace).await?;
+    let (client, _) = hub_clients(config)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("agent-{}-{}-{}", args.region, host.trim(), std::process::id());
+    let pg_log = args.pg_log.unwrap_or_else(|| {
+        let mut p = args.pg_data.clone().into_os_string();
+        p.push(".server.log");
+        p.into()
+    });
+    let cfg = azora_controllers::database::agent::AgentConfig {
+        region: args.region,
+        database: args.database,
+        data_dir: args.pg_data,
+        bin_dir: args.pg_bin,
+        os_user: args.pg_os_user,
+        log_file: pg_log,
+        namespace,
+        hub_loss_fence: args.hub_loss_fence,
+        interval: args.interval,
+    };
+    tokio::select! {
+        () = azora_controllers::database::agent::run(client, cfg, identity) => Ok(()),
+        () = shutdown_signal() => Ok(()),
     }
 }

@@ -6,6 +6,7 @@
 //! FailoverPolicy's DNS step waits for `status.policyEpoch` (see the failover room). Reads the policies'
 //! recorded status and the region verdicts; writes `Database` status under manager `azora-operator/database`.
 
+pub mod agent;
 mod observe;
 mod promote;
 
@@ -354,6 +355,11 @@ async fn stored(api: &Api<DynamicObject>, name: &str) -> Result<(String, Databas
 
 /// The followed policy's recorded active region and epoch.
 fn policy_route(ctx: &Context, spec: &DatabaseSpec) -> Option<(Option<String>, u64)> {
+    policy_status(ctx, spec).map(|st| (st.active_region, st.epoch))
+}
+
+/// The followed policy's recorded status.
+fn policy_status(ctx: &Context, spec: &DatabaseSpec) -> Option<FailoverPolicyStatus> {
     let name = spec.follow_policy.as_ref()?;
     let obj = ctx
         .caches
@@ -361,12 +367,12 @@ fn policy_route(ctx: &Context, spec: &DatabaseSpec) -> Option<(Option<String>, u
         .state()
         .into_iter()
         .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))?;
-    let st: FailoverPolicyStatus = obj
-        .data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default();
-    Some((st.active_region, st.epoch))
+    Some(
+        obj.data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default(),
+    )
 }
 
 /// Publishes an Event about the Database.

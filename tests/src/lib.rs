@@ -9,6 +9,7 @@ pub mod knot;
 pub mod openbao;
 pub mod operator;
 pub mod postgres;
+pub mod redis;
 pub mod regions;
 pub mod s3;
 pub mod scenario;
@@ -53,6 +54,15 @@ pub fn signal(child: &std::process::Child, sig: &str) {
     let _ = std::process::Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status();
+}
+
+/// Sends `sig` to a process by id (e.g. an operator replica); nothing when there is none.
+pub fn signal_pid(pid: Option<u32>, sig: &str) {
+    if let Some(pid) = pid {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status();
+    }
 }
 
 /// A free port on 127.0.0.1 (TCP and UDP both free), reserved for this test process.

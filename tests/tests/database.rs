@@ -655,3 +655,283 @@ async fn bad_input_gets_a_reason_and_touches_no_database() -> anyhow::Result<()>
     assert!(err.is_err(), "an unknown engine was accepted");
     Ok(())
 }
+
+#[tokio::test]
+async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes() -> anyhow::Result<()> {
+    use azora_tests::redis::RedisFleet;
+    let mut s = Scenario::start(3).await?;
+    s.policy("1h", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let mut rd = RedisFleet::start(&["africa", "europe", "asia"])?;
+    let secrets: Api<Secret> = Api::namespaced(s.env.hub().client().await?, "default");
+    let body: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis-credentials"},
+        "stringData": {"username": "default", "password": rd.password}
+    }))?;
+    secrets.create(&PostParams::default(), &body).await?;
+    let members: Vec<Value> = ["africa", "europe", "asia"]
+        .iter()
+        .map(|r| json!({"region": r, "endpoint": rd.endpoint(r), "credentials": {"name": "redis-credentials"}}))
+        .collect();
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "Database", "metadata": {"name": "sessions"},
+               "spec": {"engine": "Redis", "followPolicy": "platform", "members": members,
+                        "replication": {"mode": "Asynchronous", "maxLagForPromotion": "30s"}}}),
+    )
+    .await?;
+    let st = wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(60),
+        "redis replicating",
+        |st| st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True",
+    )
+    .await?;
+    for r in ["europe", "asia"] {
+        assert_eq!(member(&st, r)["role"], "Standby", "{st:#}");
+        assert_eq!(member(&st, r)["upstream"], "africa", "{st:#}");
+        assert_eq!(member(&st, r)["syncState"], "async", "{st:#}");
+    }
+    assert!(
+        rd.text("africa", &["GET", "azora:epoch"])
+            .await?
+            .starts_with("1:africa")
+    );
+
+    // Writes while africa goes down for real.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut c = rd.client("africa").await?;
+    let a2 = acked.clone();
+    let w = tokio::spawn(async move {
+        for i in 0_u64.. {
+            let key = format!("k:{i}");
+            match c.command(&["SET", &key, "v"]).await {
+                Ok(azora_adapters::redis::Reply::Simple(ok)) if ok == "OK" => {
+                    if let Ok(mut a) = a2.lock() {
+                        a.push(key);
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.regions[0].stop();
+    rd.kill("africa");
+    let _ = w.await;
+    let acked: Vec<String> = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(acked.len() > 100, "too few writes: {}", acked.len());
+
+    let st = wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(90),
+        "a replica promoted",
+        |st| st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] != "africa",
+    )
+    .await?;
+    let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
+    let other = if new == "europe" { "asia" } else { "europe" };
+    let last = &st["lastFailover"];
+    // The lost-write window is measured and reported, not hidden.
+    let keys = rd.text(&new, &["DBSIZE"]).await?;
+    let mut have = std::collections::HashSet::new();
+    let mut nc = rd.client(&new).await?;
+    for chunk in acked.chunks(500) {
+        let mut args = vec!["MGET"];
+        args.extend(chunk.iter().map(String::as_str));
+        if let azora_adapters::redis::Reply::Array(Some(items)) = nc.command(&args).await? {
+            for (k, v) in chunk.iter().zip(items) {
+                if v != azora_adapters::redis::Reply::Bulk(None) {
+                    have.insert(k.clone());
+                }
+            }
+        }
+    }
+    let lost = acked.iter().filter(|k| !have.contains(*k)).count();
+    let reported = last["possibleLossBytes"].as_u64();
+    println!(
+        "redis: {} acknowledged writes, {lost} lost in the failover (dbsize {keys}); reported window: {:?} bytes, {} s",
+        acked.len(),
+        reported,
+        last["possibleLossSeconds"]
+    );
+    assert!(reported.is_some(), "no loss window reported: {last}");
+    if lost > 0 {
+        assert!(
+            reported.unwrap_or(0) > 0,
+            "{lost} writes lost but a window of 0 reported: {last}"
+        );
+    }
+    assert!(
+        rd.text(&new, &["GET", "azora:epoch"])
+            .await?
+            .starts_with(&format!("2:{new}"))
+    );
+    assert_eq!(rd.text(&new, &["SET", "after", "1"]).await?, "OK");
+    // The other replica follows the new primary.
+    let port = rd
+        .endpoint(&new)
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let st = wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(60),
+        "the other replica repointed",
+        |st| member(st, other)["upstream"] == new.as_str(),
+    )
+    .await?;
+    assert_eq!(member(&st, other)["role"], "Standby");
+    let info = rd.text(other, &["INFO", "replication"]).await?;
+    assert!(info.contains(&format!("master_port:{port}")), "{info}");
+
+    // The old primary comes back (empty, as a primary): fenced, then made a replica of the new one.
+    s.regions[0].resume();
+    rd.start_again("africa")?;
+    wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(60),
+        "africa rejoined as a replica",
+        |st| member(st, "africa")["role"] == "Standby" && member(st, "africa")["upstream"] == new.as_str(),
+    )
+    .await?;
+    let start = Instant::now();
+    while rd.text("africa", &["GET", "after"]).await? != "1" && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        rd.text("africa", &["GET", "after"]).await?,
+        "1",
+        "africa did not resync from {new}"
+    );
+    assert!(
+        !s.log_tail(0, 100_000).contains(&rd.password),
+        "a credential reached the log"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("1h", json!({})).await?;
+    // Replica A pauses for 25 s between choosing a standby and recording the choice (a test failpoint that
+    // widens the race); replica B has no pause.
+    let log_a = s.env.dir.path().join("replica-a.log");
+    let mut a = azora_tests::Operator::start(
+        &s.env.hub().kubeconfig,
+        log_a,
+        &["--identity", "replica-a", "--database-interval", "1s"],
+        &[
+            ("AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS", "25000"),
+            ("RUST_LOG", "info,kube=warn,hickory_server=warn"),
+        ],
+    )?;
+    let pg = PgFleet::start(&["africa", "europe", "asia"])?;
+    secret(&s, &pg).await?;
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        database("orders", &pg, &["africa", "europe", "asia"], json!({})),
+    )
+    .await?;
+    wait_status(&s, "orders", Duration::from_secs(60), "streaming", |st| {
+        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
+    })
+    .await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+
+    // africa goes down; A records the intent (epoch 2) and pauses before the promotion.
+    s.regions[0].stop();
+    pg.kill("africa");
+    let start = Instant::now();
+    while !a
+        .log_text()
+        .contains("test failpoint: pausing before the promotion")
+    {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "A never reached the failpoint:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A is deposed: frozen, its lease runs out, B takes over and finishes epoch 2.
+    azora_tests::signal_pid(a.pid(), "-STOP");
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(90),
+        "B promoted under epoch 2",
+        |st| st["lastFailover"]["outcome"] == "Promoted" && st["epoch"] == 2,
+    )
+    .await?;
+    let promoted = st["primaryRegion"].as_str().unwrap_or_default().to_string();
+    // B moves on: a manual failover to the third region (epoch 3), a planned switchover.
+    let third = if promoted == "europe" { "asia" } else { "europe" };
+    let policies: Api<DynamicObject> = Api::all_with(
+        s.env.hub().client().await?,
+        &ar("FailoverPolicy", "failoverpolicies"),
+    );
+    policies
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"manual": {"region": third, "requestedBy": "test"}}})),
+        )
+        .await?;
+    wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "B switched over under epoch 3",
+        |st| st["lastFailover"]["outcome"] == "Promoted" && st["epoch"] == 3 && st["primaryRegion"] == third,
+    )
+    .await?;
+    // A wakes and goes on with its epoch 2 failover. Its own lease ran out while it was frozen, so its term
+    // may end first (the fence); when its database task runs first, the epoch check refuses: the stored
+    // status is at epoch 3. Either way nothing is promoted, and the log says which guard held.
+    azora_tests::signal_pid(a.pid(), "-CONT");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let log = a.log_text();
+    let by_epoch = log.contains("is not this failover's 2");
+    let by_fence = [
+        "not leading",
+        "lost leadership",
+        "stepping down",
+        "controllers stopped",
+    ]
+    .iter()
+    .any(|m| log.contains(m));
+    println!("A's late promotion refused: by the epoch check: {by_epoch}, by the fence/term end: {by_fence}");
+    assert!(by_epoch || by_fence, "no guard stopped A:\n{log}");
+    let st = db_status(&s, "orders").await?;
+    assert_eq!(st["epoch"], 3, "{st:#}");
+    assert_eq!(st["primaryRegion"], third);
+    // The member A would have promoted is still fenced: one writer only.
+    let c = pg.client(&promoted).await?;
+    let (in_recovery, ro): (bool, String) = {
+        let r = c
+            .query_one(
+                "select pg_is_in_recovery(), current_setting('default_transaction_read_only')",
+                &[],
+            )
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    assert!(
+        in_recovery || ro == "on",
+        "{promoted} takes writes beside {third}"
+    );
+    let t = pg.client(third).await?;
+    let third_standby: bool = t.query_one("select pg_is_in_recovery()", &[]).await?.get(0);
+    assert!(!third_standby, "{third} is not the primary");
+    a.kill();
+    Ok(())
+}

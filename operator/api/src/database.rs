@@ -247,6 +247,13 @@ pub struct DatabaseFailover {
     /// When the policy verified its DNS change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_time: Option<Time>,
+    /// Asynchronous replication: how far (bytes of WAL or of the Redis replication stream) the old primary
+    /// was last seen ahead of the promoted member. Writes it acknowledged in that window are lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possible_loss_bytes: Option<u64>,
+    /// Asynchronous replication: how long the promoted member had not heard from the old primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possible_loss_seconds: Option<f64>,
     /// Detected to promoted, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_ms: Option<u64>,

@@ -81,7 +81,7 @@ pub struct Metrics {
     /// WAL bytes each database standby is behind its primary (leader).
     pub db_lag_bytes: prometheus::GaugeVec,
     /// 1 for the region of each database's primary (leader).
-    pub db_primary: IntGaugeVec,
+    pub db_primary: prometheus::GaugeVec,
     /// Database failovers by database and result (promoted, refused, failed).
     pub db_failovers: IntCounterVec,
 }
@@ -292,7 +292,7 @@ impl Metrics {
             ),
             &["database", "region"],
         )?;
-        let db_primary = IntGaugeVec::new(
+        let db_primary = prometheus::GaugeVec::new(
             Opts::new("db_primary", "1 for the region of each database's primary"),
             &["database", "region"],
         )?;

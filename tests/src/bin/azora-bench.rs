@@ -6,6 +6,8 @@
 //! - `tenants`: N tenants in four regional clusters: cold start, writes of a no-op resync, replication lag.
 //! - `backup`: a full backup round beside a raw upload of the same bytes; RPO; a large tenant's memory.
 //! - `rotation`: N secrets over four OpenBao servers and regional clusters rotated at once, beside raw puts.
+//! - `db-failover`: N outages of a PostgreSQL primary's region under writes: outage → new primary writable
+//!   and in DNS; acknowledged commits lost.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +24,8 @@ use rand::Rng;
 
 #[path = "../bench/backup.rs"]
 mod backup;
+#[path = "../bench/db_failover.rs"]
+mod db_failover;
 #[path = "../bench/rotation.rs"]
 mod rotation;
 #[path = "../bench/tenants.rs"]
@@ -29,6 +33,12 @@ mod tenants;
 
 #[derive(Parser)]
 enum Cli {
+    /// Database failover time and lost commits over induced outages of the primary's region.
+    DbFailover {
+        /// Outages to induce.
+        #[arg(long, default_value_t = 20)]
+        outages: usize,
+    },
     /// Failover time over induced outages.
     Failover {
         /// Outages to induce.
@@ -440,6 +450,7 @@ async fn probes(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Failover { outages, replicas } => failover(outages, replicas).await,
+        Cli::DbFailover { outages } => db_failover::run(outages).await,
         Cli::Dns { seconds, rounds } => dns(seconds, rounds).await,
         Cli::Probes { endpoints, seconds } => probes(endpoints, seconds).await,
         Cli::Backup {

@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use azora_adapters::kube_status::StatusWriter;
-use azora_adapters::postgres::{PgObservation, PgSession, PgTarget};
+use azora_adapters::member::Session;
+use azora_adapters::postgres::{PgObservation, PgTarget};
 use azora_api::common::Time;
-use azora_api::database::{Database, DatabaseSpec, DatabaseStatus, Engine};
+use azora_api::database::{Database, DatabaseSpec, DatabaseStatus};
 use azora_api::failover::FailoverPolicyStatus;
 use azora_core::conditions::{Desired, merge, same_ignoring_time};
 use azora_core::validate::{self, Problem};
@@ -90,6 +91,7 @@ async fn run(ctx: Context, cfg: DatabaseConfig, stop: impl std::future::Future<O
         let keep = |l: &BTreeMap<String, String>| l.get("database").is_some_and(|d| live.contains(d));
         azora_runtime::metrics::retain_series(&ctx.metrics.db_lag_seconds, keep);
         azora_runtime::metrics::retain_series(&ctx.metrics.db_lag_bytes, keep);
+        azora_runtime::metrics::retain_series(&ctx.metrics.db_primary, keep);
         tokio::select! {
             r = changed.changed() => if r.is_err() { break },
             () = &mut stop => break,
@@ -107,9 +109,14 @@ struct Memory {
     /// The newest status this task wrote (the cache may lag).
     known: Option<DatabaseStatus>,
     /// Open sessions per region.
-    sessions: HashMap<String, PgSession>,
+    sessions: HashMap<String, Session>,
     /// When status was last written.
     written: Option<Instant>,
+    /// The primary's region and position when last seen (the loss window of an asynchronous failover).
+    last_primary: Option<(String, u64)>,
+    /// Each standby's replay lag as the primary last reported it (the asynchronous promotion rule, once the
+    /// primary is gone).
+    last_lag: HashMap<String, f64>,
 }
 
 /// Everything one step knows.
@@ -227,13 +234,7 @@ async fn step(
         }
         None => return Ok(()),
     };
-    let policies: BTreeSet<String> = ctx
-        .caches
-        .policies
-        .state()
-        .iter()
-        .filter_map(|o| o.metadata.name.clone())
-        .collect();
+    let policies: BTreeMap<String, azora_api::failover::FailoverPolicySpec> = ctx.caches.policies.specs();
     let secret_names: Vec<String> = spec
         .members
         .iter()
@@ -254,17 +255,6 @@ async fn step(
     if !problems.is_empty() {
         // Nothing is touched while the spec is wrong.
         return write_problems(ctx, writer, name, generation, &mut status, &problems, memory).await;
-    }
-    if spec.engine == Engine::Redis {
-        let desired = [
-            Desired::ok("SpecValid", "Valid", "spec passed validation"),
-            Desired::fail(
-                "Ready",
-                "NotYetSupported",
-                "Redis members are validated but not managed in this version",
-            ),
-        ];
-        return write_conditions(ctx, writer, name, generation, &mut status, &desired, memory).await;
     }
     let mut targets = BTreeMap::new();
     for m in &spec.members {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use azora_adapters::postgres::{self, PgSession};
+use azora_adapters::member::{self, Session};
 use futures::future::join_all;
 
 use super::{Memory, Seen, Step};
@@ -16,13 +16,14 @@ pub(super) async fn all(s: &Step<'_>, memory: &mut Memory) -> Seen {
 /// Observes every member but `skip` (reported with the message given: a member found unreachable moments
 /// ago in this step is not waited for again).
 pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, &str)>) -> Seen {
-    let mut sessions: HashMap<String, PgSession> = std::mem::take(&mut memory.sessions);
+    let mut sessions: HashMap<String, Session> = std::mem::take(&mut memory.sessions);
     // A session to an address that changed is not reused.
     sessions.retain(|region, _| s.targets.contains_key(region));
     let rounds = s.spec.members.iter().map(|m| {
         let session = sessions.remove(&m.region);
         let target = s.targets.get(&m.region).cloned();
         let region = m.region.clone();
+        let engine = s.spec.engine;
         let skipped = skip
             .filter(|(r, _)| *r == m.region)
             .map(|(_, why)| why.to_string());
@@ -33,9 +34,9 @@ pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, 
             let Some(target) = target else {
                 return (region, Err("credentials missing".to_string()), None);
             };
-            let session = match session {
+            let mut session = match session {
                 Some(sess) if !sess.is_closed() && sess.target_is(&target) => sess,
-                _ => match postgres::connect(&target).await {
+                _ => match member::connect(engine, &target).await {
                     Ok(sess) => sess,
                     Err(e) => return (region, Err(format!("connecting: {e}")), None),
                 },
@@ -61,7 +62,7 @@ pub(super) async fn session<'m>(
     s: &Step<'_>,
     memory: &'m mut Memory,
     region: &str,
-) -> Result<&'m PgSession, String> {
+) -> Result<&'m mut Session, String> {
     let target = s
         .targets
         .get(region)
@@ -71,13 +72,13 @@ pub(super) async fn session<'m>(
         .get(region)
         .is_some_and(|sess| !sess.is_closed() && sess.target_is(target));
     if !reuse {
-        let sess = postgres::connect(target)
+        let sess = member::connect(s.spec.engine, target)
             .await
             .map_err(|e| format!("{region}: connecting: {e}"))?;
         memory.sessions.insert(region.to_string(), sess);
     }
     memory
         .sessions
-        .get(region)
+        .get_mut(region)
         .ok_or_else(|| format!("{region}: no session"))
 }

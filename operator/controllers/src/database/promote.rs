@@ -78,7 +78,7 @@ pub(super) async fn decide(
         // Only a failover that can finish without losing a commit starts: the old primary is not fenced
         // for a move that cannot happen.
         let old_reachable = seen.get(&primary).is_some_and(Result::is_ok);
-        let cands = candidates(s, seen, status, &primary);
+        let cands = candidates(s, seen, status, memory, &primary);
         let dry = choose_promotion(&Promotion {
             mode: s.spec.replication.mode,
             sync_standbys: s.spec.replication.sync_standbys,
@@ -166,8 +166,15 @@ fn max_lag(s: &Step<'_>) -> f64 {
         .unwrap_or(30.0)
 }
 
-/// Reachable standbys outside `old`, in regions that are not Down (members are inside the residency).
-fn candidates(s: &Step<'_>, seen: &Seen, status: &DatabaseStatus, old: &str) -> Vec<Candidate> {
+/// Reachable standbys outside `old`, in regions that are not Down (members are inside the residency); their
+/// lag is the one the primary last reported (this term), else the one recorded in status.
+fn candidates(
+    s: &Step<'_>,
+    seen: &Seen,
+    status: &DatabaseStatus,
+    memory: &Memory,
+    old: &str,
+) -> Vec<Candidate> {
     seen.iter()
         .filter(|(r, _)| r.as_str() != old && !down(s, r))
         .filter_map(|(r, o)| {
@@ -176,11 +183,13 @@ fn candidates(s: &Step<'_>, seen: &Seen, status: &DatabaseStatus, old: &str) -> 
                 region: r.clone(),
                 synchronous: s.spec.members.iter().any(|m| &m.region == r && m.synchronous),
                 received: o.received.unwrap_or(0),
-                lag_seconds: status
-                    .members
-                    .iter()
-                    .find(|m| &m.region == r)
-                    .and_then(|m| m.lag_seconds),
+                lag_seconds: memory.last_lag.get(r.as_str()).copied().or_else(|| {
+                    status
+                        .members
+                        .iter()
+                        .find(|m| &m.region == r)
+                        .and_then(|m| m.lag_seconds)
+                }),
             })
         })
         .collect()
@@ -332,13 +341,13 @@ async fn failover(
         });
     }
     status.last_failover = Some(rec.clone());
-    write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+    cas_write(s, status, memory, epoch).await?;
 
     // 3. Choose the standby that has every acknowledged commit (a planned move waits for it to catch up).
     let deadline = Instant::now() + s.cfg.catch_up;
     let mut view = seen.clone();
     let chosen = loop {
-        let cands = candidates(s, &view, status, &old);
+        let cands = candidates(s, &view, status, memory, &old);
         let pick = choose_promotion(&Promotion {
             mode,
             sync_standbys: s.spec.replication.sync_standbys,
@@ -375,12 +384,12 @@ async fn failover(
                     // Stays in progress: the next step unfences or promotes.
                     rec.message = Some(format!("abandoning: {why}; unfencing {old} failed: {e}"));
                     status.last_failover = Some(rec);
-                    return write_status(s.ctx, s.writer, s.name, None, status, memory).await;
+                    return cas_write(s, status, memory, epoch).await;
                 }
                 rec.outcome = Some("Abandoned".into());
                 rec.message = Some(format!("abandoned, {old} takes writes again: {why}"));
                 status.last_failover = Some(rec.clone());
-                write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+                cas_write(s, status, memory, epoch).await?;
                 s.ctx
                     .metrics
                     .db_failovers
@@ -404,7 +413,7 @@ async fn failover(
                 event(s, true, "PromotionWaiting", &c.message).await;
             }
             status.conditions = merge(&status.conditions, &[c], s.obj.metadata.generation, Time::now());
-            return write_status(s.ctx, s.writer, s.name, None, status, memory).await;
+            return cas_write(s, status, memory, epoch).await;
         }
     };
 
@@ -418,6 +427,24 @@ async fn failover(
         .get(&chosen)
         .and_then(|o| o.as_ref().ok())
         .and_then(|o| o.received);
+    if mode == ReplicationMode::Asynchronous {
+        let old_pos = old_final.filter(|f| *f > 0).or_else(|| {
+            memory
+                .last_primary
+                .as_ref()
+                .filter(|(r, _)| *r == old)
+                .map(|(_, p)| *p)
+        });
+        rec.possible_loss_bytes = match (old_pos, at) {
+            (Some(o), Some(a)) => Some(o.saturating_sub(a)),
+            _ => None,
+        };
+        rec.possible_loss_seconds = view
+            .get(&chosen)
+            .and_then(|o| o.as_ref().ok())
+            .and_then(|o| o.replay_delay_seconds)
+            .or_else(|| memory.last_lag.get(&chosen).copied());
+    }
     rec.to = Some(chosen.clone());
     rec.message = Some(format!(
         "{chosen} promoted at {}; most advanced other member at {}{}",
@@ -429,32 +456,50 @@ async fn failover(
             .unwrap_or_default()
     ));
     status.last_failover = Some(rec.clone());
-    write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
-    let (_, stored_status) = stored(s.api, s.name).await?;
-    if stored_status.epoch != epoch
-        || stored_status.last_failover.as_ref().and_then(|f| f.to.as_deref()) != Some(chosen.as_str())
-    {
-        return Err(StepError::Moved(format!(
-            "stored epoch {} is not this failover's {epoch}",
-            stored_status.epoch
-        )));
+    if let Some(pause) = test_pause_before_promotion() {
+        // A test widens the window in which this leader can be deposed (tests/tests/database.rs).
+        warn!(database = %s.name, epoch, pause_ms = pause.as_millis() as u64, "test failpoint: pausing before the promotion");
+        tokio::time::sleep(pause).await;
     }
+    // The choice is recorded only if the stored status is still this failover's (compare-and-swap): a
+    // leader deposed meanwhile, whose successor moved on, stops here and promotes nothing.
+    cas_write(s, status, memory, epoch).await?;
     fence_check(s).await?;
     let rule = sync_standby_names(s.spec, &chosen);
     let promoted = match session(s, memory, &chosen).await {
         Ok(sess) => {
-            let still_standby = view
-                .get(&chosen)
-                .and_then(|o| o.as_ref().ok())
-                .is_none_or(|o| o.in_recovery);
-            match sess.set_primary_rule(&rule).await {
-                Err(e) => Err(format!("setting the synchronous rule: {e}")),
-                Ok(()) if still_standby => match sess.promote().await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("promotion did not finish within 30 s".into()),
-                    Err(e) => Err(format!("promoting: {e}")),
+            // The member itself is asked again, just before it is touched: the epoch in its data is the last
+            // word (a newer primary's epoch reaches its standbys), and a fenced former primary is never
+            // made a writer again by a failover.
+            let now = sess
+                .observe()
+                .await
+                .map_err(|e| format!("observing {chosen}: {e}"));
+            let refusal = match &now {
+                Err(e) => Some(e.clone()),
+                Ok(o) if o.epoch.unwrap_or(0) > epoch => Some(format!(
+                    "{chosen} carries epoch {} — newer than this failover's {epoch}: refusing to promote it",
+                    o.epoch.unwrap_or(0)
+                )),
+                Ok(o) if !o.in_recovery && (o.fenced || o.epoch != Some(epoch)) => Some(format!(
+                    "{chosen} is a primary of epoch {:?}, not this failover's {epoch}{}: refusing to make it a writer",
+                    o.epoch,
+                    if o.fenced { " (fenced)" } else { "" }
+                )),
+                Ok(_) => None,
+            };
+            let still_standby = now.as_ref().is_ok_and(|o| o.in_recovery);
+            match refusal {
+                Some(why) => Err(why),
+                None => match sess.set_primary_rule(&rule).await {
+                    Err(e) => Err(format!("setting the synchronous rule: {e}")),
+                    Ok(()) if still_standby => match sess.promote().await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err("promotion did not finish within 30 s".into()),
+                        Err(e) => Err(format!("promoting: {e}")),
+                    },
+                    Ok(()) => Ok(()),
                 },
-                Ok(()) => Ok(()),
             }
         }
         Err(e) => Err(e),
@@ -467,7 +512,7 @@ async fn failover(
             .inc();
         rec.message = Some(format!("promoting {chosen}: {e}"));
         status.last_failover = Some(rec);
-        write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+        cas_write(s, status, memory, epoch).await?;
         return Err(StepError::Moved(format!("promoting {chosen}: {e}")));
     }
     let epoch_written = match session(s, memory, &chosen).await {
@@ -492,7 +537,7 @@ async fn failover(
         format!("epoch {epoch}: {chosen} promoted"),
     );
     status.conditions = merge(&status.conditions, &[c], s.obj.metadata.generation, now);
-    write_status(s.ctx, s.writer, s.name, None, status, memory).await?;
+    cas_write(s, status, memory, epoch).await?;
     s.ctx
         .metrics
         .db_failovers
@@ -503,10 +548,17 @@ async fn failover(
         false,
         "DatabasePromoted",
         &format!(
-            "epoch {epoch}: {} -> {chosen} ({}); old primary {}",
+            "epoch {epoch}: {} -> {chosen} ({}); old primary {}{}",
             if old.is_empty() { "none" } else { old.as_str() },
             rec.reason,
-            rec.fence.as_deref().unwrap_or("not fenced")
+            rec.fence.as_deref().unwrap_or("not fenced"),
+            rec.possible_loss_bytes
+                .map(|b| format!(
+                    "; asynchronous: up to {b} bytes the old primary had may be lost ({} without contact)",
+                    rec.possible_loss_seconds
+                        .map_or("unknown time".to_string(), |t| format!("{t:.1}s"))
+                ))
+                .unwrap_or_default()
         ),
     )
     .await;
@@ -528,6 +580,12 @@ async fn failover(
     report(s, &fresh, status, memory, rec.policy_epoch, Vec::new()).await
 }
 
+/// Whether the primary's replica entry `r` is member `m` (PostgreSQL names it by region through
+/// `application_name`; Redis by the address it announces).
+fn is_member(r: &azora_adapters::postgres::Replica, m: &azora_api::database::DatabaseMember) -> bool {
+    r.name == m.region || r.name == m.endpoint
+}
+
 /// Whether every reachable standby (the old primary aside) streams from `primary`, as `primary` reports.
 fn all_streaming(s: &Step<'_>, seen: &Seen, primary: &str, old: &str) -> bool {
     let Some(p) = seen.get(primary).and_then(|o| o.as_ref().ok()) else {
@@ -546,6 +604,37 @@ fn all_streaming(s: &Step<'_>, seen: &Seen, primary: &str, old: &str) -> bool {
                 .iter()
                 .any(|r| r.name == m.region && r.state == "streaming")
         })
+}
+
+/// Writes `status` only if the stored status is still at failover `epoch` and that failover is unfinished
+/// (read, compare, write with the read's resourceVersion as precondition).
+async fn cas_write(
+    s: &Step<'_>,
+    status: &DatabaseStatus,
+    memory: &mut Memory,
+    epoch: u64,
+) -> Result<(), StepError> {
+    let (rv, stored_status) = stored(s.api, s.name).await?;
+    let current = stored_status.last_failover.as_ref();
+    if stored_status.epoch != epoch
+        || current.map(|f| f.epoch) != Some(epoch)
+        || current.is_some_and(|f| f.outcome.is_some())
+    {
+        return Err(StepError::Moved(format!(
+            "stored epoch {} is not this failover's {epoch} (or it is finished): refusing to go on",
+            stored_status.epoch
+        )));
+    }
+    write_status(s.ctx, s.writer, s.name, Some(&rv), status, memory).await
+}
+
+/// `AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS`: a pause before a promotion is recorded, for the test of a deposed
+/// leader's late promotion. Unset in production.
+fn test_pause_before_promotion() -> Option<Duration> {
+    std::env::var("AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
 }
 
 /// Keeps the topology: the primary's synchronous rule and epoch, a second primary fenced, every standby
@@ -609,6 +698,19 @@ async fn maintain(
                     Ok(sess) => sess.fence().await.map(|_| ()).map_err(|e| e.to_string()),
                     Err(e) => Err(e),
                 };
+                let r = match (r, s.spec.engine) {
+                    // A Redis member is rebuilt by following the primary (a full resync): its writes since
+                    // the failover are the loss window already reported.
+                    (Ok(()), azora_api::database::Engine::Redis) => match session(s, memory, &m.region).await
+                    {
+                        Ok(sess) => sess
+                            .follow(&primary_target, &m.region)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    },
+                    (r, _) => r,
+                };
                 match r {
                     Ok(()) => {
                         event(
@@ -667,6 +769,11 @@ async fn report(
         .and_then(|r| seen.get(r))
         .and_then(|o| o.as_ref().ok())
         .filter(|o| !o.in_recovery);
+    if let (Some(pr), Some(o)) = (primary.as_ref(), p)
+        && let Some(pos) = o.received
+    {
+        memory.last_primary = Some((pr.clone(), pos));
+    }
     let mut members = Vec::new();
     let mut not_streaming = Vec::new();
     let mut lagging = Vec::new();
@@ -698,19 +805,29 @@ async fn report(
                                 && o.upstream.1.as_deref() == Some(t.port.to_string().as_str())
                         })
                     });
-                    let rep = p.and_then(|p| p.replicas.iter().find(|r| r.name == m.region));
+                    let rep = p.and_then(|p| p.replicas.iter().find(|r| is_member(r, m)));
                     match rep {
                         Some(r) => {
                             ms.sync_state = Some(r.sync_state.clone());
                             ms.lag_bytes = r.lag_bytes;
                             ms.lag_seconds = Some(r.replay_lag_seconds.unwrap_or(0.0));
+                            memory
+                                .last_lag
+                                .insert(m.region.clone(), r.replay_lag_seconds.unwrap_or(0.0));
                             if r.state != "streaming" {
                                 not_streaming.push(format!("{} ({})", m.region, r.state));
                             }
                         }
                         None => {
                             ms.sync_state = Some("disconnected".into());
-                            ms.lag_seconds = o.replay_delay_seconds;
+                            // The lag last known stays (the asynchronous promotion rule reads it).
+                            ms.lag_seconds = o.replay_delay_seconds.or_else(|| {
+                                status
+                                    .members
+                                    .iter()
+                                    .find(|x| x.region == m.region)
+                                    .and_then(|x| x.lag_seconds)
+                            });
                             not_streaming.push(format!("{} (not connected to the primary)", m.region));
                         }
                     }
@@ -743,7 +860,20 @@ async fn report(
             .metrics
             .db_primary
             .with_label_values(&[s.name, m.region.as_str()])
-            .set(i64::from(ms.role == MemberRole::Primary));
+            .set(if ms.role == MemberRole::Primary { 1.0 } else { 0.0 });
+        if ms.role != MemberRole::Standby {
+            // Lag is a standby's: a promoted, fenced or unseen member exports none.
+            let _ = s
+                .ctx
+                .metrics
+                .db_lag_seconds
+                .remove_label_values(&[s.name, m.region.as_str()]);
+            let _ = s
+                .ctx
+                .metrics
+                .db_lag_bytes
+                .remove_label_values(&[s.name, m.region.as_str()]);
+        }
         members.push(ms);
     }
     if let Some(f) = status.last_failover.as_mut()

@@ -101,7 +101,11 @@ fn unique<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
 /// Checks a Database: members (one per region, existing regions, inside the tenant's residency, reachable
 /// addresses, credentials Secrets with `username` and `password`), the replication rule and the followed
 /// policy (`policies`: the FailoverPolicies that exist).
-pub fn database(spec: &DatabaseSpec, world: &World, policies: &BTreeSet<String>) -> Vec<Problem> {
+pub fn database(
+    spec: &DatabaseSpec,
+    world: &World,
+    policies: &std::collections::BTreeMap<String, FailoverPolicySpec>,
+) -> Vec<Problem> {
     let mut f = Findings::default();
     if let Some(dup) = unique(spec.members.iter().map(|m| m.region.as_str())) {
         f.invalid("InvalidMembers", format!("members: region {dup} has two members"));
@@ -165,17 +169,39 @@ pub fn database(spec: &DatabaseSpec, world: &World, policies: &BTreeSet<String>)
                 ),
             );
         }
-        for key in ["username", "password"] {
-            f.secret_key(world, &format!("{field}.credentials"), &m.credentials.name, key);
+        f.secret_key(
+            world,
+            &format!("{field}.credentials"),
+            &m.credentials.name,
+            "username",
+        );
+        if world.secrets.contains_key(&m.credentials.name) {
+            f.secret_key(
+                world,
+                &format!("{field}.credentials"),
+                &m.credentials.name,
+                "password",
+            );
         }
     }
-    if let Some(p) = &spec.follow_policy
-        && !policies.contains(p)
-    {
-        f.unresolved(
-            "PolicyNotFound",
-            format!("followPolicy: FailoverPolicy {p} does not exist"),
-        );
+    if let Some(p) = &spec.follow_policy {
+        match policies.get(p) {
+            None => f.unresolved(
+                "PolicyNotFound",
+                format!("followPolicy: FailoverPolicy {p} does not exist"),
+            ),
+            // A policy that lists its regions must list a member's: the primary could never follow it.
+            Some(ps) if !ps.regions.is_empty() => {
+                let listed: BTreeSet<&str> = ps.regions.iter().map(|r| r.name.as_str()).collect();
+                if !spec.members.iter().any(|m| listed.contains(m.region.as_str())) {
+                    f.invalid(
+                        "PolicyMismatch",
+                        format!("followPolicy: FailoverPolicy {p} lists none of the members' regions"),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
     }
     f.0
 }

@@ -214,3 +214,75 @@ fn pending_capability_keeps_one_shot_runs_unready() {
             .any(|d| d.type_ == "Completed" && d.status == azora_api::ConditionStatus::Unknown)
     );
 }
+
+fn database_spec(patch: serde_json::Value) -> DatabaseSpec {
+    let mut base = json!({"engine": "PostgreSQL", "members": [
+        {"region": "africa", "endpoint": "127.0.0.1:5432", "credentials": {"name": "pg"}},
+        {"region": "europe", "endpoint": "127.0.0.1:5433", "credentials": {"name": "pg"}}]});
+    json_patch(&mut base, patch);
+    serde_json::from_value(base).unwrap()
+}
+
+fn database_world() -> World {
+    let mut w = world();
+    w.secrets.insert(
+        "pg".into(),
+        ["username".to_string(), "password".to_string()].into(),
+    );
+    w
+}
+
+#[test]
+fn a_plain_database_is_valid() {
+    assert!(database(&database_spec(json!({})), &database_world(), &Default::default()).is_empty());
+}
+
+#[test]
+fn database_members_must_be_one_per_region_inside_the_residency() {
+    let spec = database_spec(json!({"members": [
+        {"region": "europe", "endpoint": "127.0.0.1:5432", "credentials": {"name": "pg"}},
+        {"region": "europe", "endpoint": "127.0.0.1:5433", "credentials": {"name": "pg"}}]}));
+    assert!(reasons(&database(&spec, &database_world(), &Default::default())).contains(&"InvalidMembers"));
+    let mut w = database_world();
+    w.tenants.insert(
+        "acme".into(),
+        tenant("europe", &[]).continents(&[Continent::Europe]).spec,
+    );
+    let spec = database_spec(json!({"tenant": "acme"}));
+    let p = database(&spec, &w, &Default::default());
+    assert_eq!(reasons(&p), vec!["ResidencyViolation"], "{p:?}");
+    assert!(p[0].message.contains("africa"));
+}
+
+#[test]
+fn database_references_and_rules_are_checked() {
+    // A missing Secret (named once), an unknown policy, a synchronous rule that cannot be met, sync Redis.
+    let spec = database_spec(
+        json!({"followPolicy": "nowhere", "replication": {"syncStandbys": 2},
+        "members": [
+            {"region": "africa", "endpoint": "127.0.0.1:5432", "credentials": {"name": "gone"}},
+            {"region": "europe", "endpoint": "127.0.0.1:5433", "credentials": {"name": "pg"}}]}),
+    );
+    let p = database(&spec, &database_world(), &Default::default());
+    let r = reasons(&p);
+    assert!(
+        r.contains(&"PolicyNotFound") && r.contains(&"InvalidReplication"),
+        "{p:?}"
+    );
+    assert_eq!(r.iter().filter(|x| **x == "SecretNotFound").count(), 1, "{p:?}");
+    let redis = database_spec(json!({"engine": "Redis"}));
+    assert!(
+        reasons(&database(&redis, &database_world(), &Default::default())).contains(&"InvalidReplication")
+    );
+    // A policy that lists none of the members' regions.
+    let policy: FailoverPolicySpec = serde_json::from_value(json!({
+        "zone": "azora.example.", "hostnames": ["api"], "regions": [{"name": "asia"}, {"name": "americas"}]
+    }))
+    .unwrap();
+    let spec = database_spec(json!({"followPolicy": "far"}));
+    let policies = [("far".to_string(), policy)].into_iter().collect();
+    assert_eq!(
+        reasons(&database(&spec, &database_world(), &policies)),
+        vec!["PolicyMismatch"]
+    );
+}

@@ -1,0 +1,98 @@
+//! One database member, whatever its engine (IO): the operations the database room performs, forwarded to
+//! PostgreSQL or Redis. Redis has no synchronous rule (its "primary rule" is only the fence lifted) and no
+//! checkpoint.
+
+use azora_api::database::Engine;
+
+use crate::postgres::{self, PgError, PgObservation, PgSession, PgTarget};
+use crate::redis::{self, RedisSession};
+
+/// An open session with one member.
+pub enum Session {
+    /// PostgreSQL.
+    Pg(PgSession),
+    /// Redis.
+    Redis(RedisSession),
+}
+
+/// Opens a session to a member of `engine`.
+pub async fn connect(engine: Engine, t: &PgTarget) -> Result<Session, PgError> {
+    Ok(match engine {
+        Engine::PostgreSQL => Session::Pg(postgres::connect(t).await?),
+        Engine::Redis => Session::Redis(redis::connect(t).await?),
+    })
+}
+
+impl Session {
+    /// Whether it was opened to `t`.
+    pub fn target_is(&self, t: &PgTarget) -> bool {
+        match self {
+            Session::Pg(s) => s.target_is(t),
+            Session::Redis(s) => s.target_is(t),
+        }
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Session::Pg(s) => s.is_closed(),
+            Session::Redis(s) => s.is_closed(),
+        }
+    }
+
+    /// Observes the member.
+    pub async fn observe(&mut self) -> Result<PgObservation, PgError> {
+        match self {
+            Session::Pg(s) => s.observe().await,
+            Session::Redis(s) => s.observe().await,
+        }
+    }
+
+    /// Fences it; returns its position after the fence.
+    pub async fn fence(&mut self) -> Result<Option<u64>, PgError> {
+        match self {
+            Session::Pg(s) => s.fence().await,
+            Session::Redis(s) => s.fence().await,
+        }
+    }
+
+    /// Makes it take writes under `sync_names` (PostgreSQL) with the fence lifted.
+    pub async fn set_primary_rule(&mut self, sync_names: &str) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.set_primary_rule(sync_names).await,
+            Session::Redis(s) => s.unfence().await,
+        }
+    }
+
+    /// Sets the synchronous rule only (PostgreSQL; nothing for Redis).
+    pub async fn set_sync_rule(&mut self, sync_names: &str) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.set_sync_rule(sync_names).await,
+            Session::Redis(_) => Ok(()),
+        }
+    }
+
+    /// Promotes a standby.
+    pub async fn promote(&mut self) -> Result<bool, PgError> {
+        match self {
+            Session::Pg(s) => s.promote().await,
+            Session::Redis(s) => s.promote().await,
+        }
+    }
+
+    /// Writes the epoch into its data.
+    pub async fn write_epoch(&mut self, epoch: u64, region: &str) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.write_epoch(epoch, region).await,
+            Session::Redis(s) => s.write_epoch(epoch, region).await,
+        }
+    }
+
+    /// Follows `primary`, as `name` (PostgreSQL's `application_name`).
+    pub async fn follow(&mut self, primary: &PgTarget, name: &str) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.follow(primary, name).await,
+            Session::Redis(s) => s.follow(primary).await,
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Redis members (IO): a small RESP client (AUTH, commands, replies) with deadlines, and what the database
+//! room needs of a member — `INFO replication`, fencing (`min-replicas-to-write` no replica can satisfy, client
+//! connections ended), promotion (`REPLICAOF NO ONE`), following a primary (`masterauth` + `REPLICAOF`) and
+//! the epoch key. Errors carry the server's text or a fixed one, never a credential.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+
+use crate::postgres::{PgError as Error, PgObservation as Observation, PgTarget as Target, Replica};
+
+/// Deadline of a connection attempt (and AUTH).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline of one command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// `min-replicas-to-write` value that fences a primary: no deployment has that many replicas.
+pub const FENCE_MIN_REPLICAS: i64 = 1000;
+/// The key holding the epoch (`<epoch>:<region>`).
+pub const EPOCH_KEY: &str = "azora:epoch";
+
+/// A RESP reply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// `+OK`.
+    Simple(String),
+    /// `-ERR …`.
+    Error(String),
+    /// `:1`.
+    Int(i64),
+    /// `$…` (None: nil).
+    Bulk(Option<Vec<u8>>),
+    /// `*…` (None: nil).
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The reply as text (simple strings, bulk strings, integers).
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Simple(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Reply::Int(i) => Some(i.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// An open connection to one member.
+pub struct RedisSession {
+    stream: BufStream<TcpStream>,
+    target: Target,
+    broken: bool,
+}
+
+/// Opens a connection and authenticates (deadline `CONNECT_TIMEOUT`).
+pub async fn connect(t: &Target) -> Result<RedisSession, Error> {
+    let addr = format!("{}:{}", t.host, t.port);
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Error::Db(format!("connecting to {addr}: {e}"))),
+        Err(_) => return Err(Error::Timeout(CONNECT_TIMEOUT)),
+    };
+    let mut s = RedisSession {
+        stream: BufStream::new(stream),
+        target: t.clone(),
+        broken: false,
+    };
+    if !t.password.is_empty() {
+        let user = t.user.as_str();
+        let reply = if user.is_empty() || user == "default" {
+            s.raw(&["AUTH", &t.password], CONNECT_TIMEOUT).await
+        } else {
+            s.raw(&["AUTH", user, &t.password], CONNECT_TIMEOUT).await
+        };
+        match reply {
+            Ok(Reply::Error(_)) => return Err(Error::Db("authentication refused".into())),
+            Ok(_) => {}
+            Err(_) => return Err(Error::Db("authentication failed".into())),
+        }
+    }
+    Ok(s)
+}
+
+fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.trim().split_once(':')?;
+        (k == key).then_some(v)
+    })
+}
+
+impl RedisSession {
+    /// Whether this session was opened to `t`.
+    pub fn target_is(&self, t: &Target) -> bool {
+        &self.target == t
+    }
+
+    /// Whether the connection failed.
+    pub fn is_closed(&self) -> bool {
+        self.broken
+    }
+
+    async fn raw(&mut self, args: &[&str], deadline: Duration) -> Result<Reply, Error> {
+        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        let io = async {
+            self.stream.write_all(&buf).await?;
+            self.stream.flush().await?;
+            read_reply(&mut self.stream).await
+        };
+        match tokio::time::timeout(deadline, io).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(Error::Db(format!("connection: {e}")))
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(Error::Timeout(deadline))
+            }
+        }
+    }
+
+    /// Sends one command and returns the reply as is (a server error is `Reply::Error`).
+    pub async fn command(&mut self, args: &[&str]) -> Result<Reply, Error> {
+        self.raw(args, COMMAND_TIMEOUT).await
+    }
+
+    /// One command; a server error is an `Err` with the server's text (`what` names the command in it, so
+    /// no argument — a password — is ever echoed).
+    async fn cmd(&mut self, what: &str, args: &[&str]) -> Result<Reply, Error> {
+        match self.raw(args, COMMAND_TIMEOUT).await? {
+            Reply::Error(e) => Err(Error::Db(format!("{what}: {e}"))),
+            r => Ok(r),
+        }
+    }
+
+    /// Observes the member (same shape as a PostgreSQL observation: offsets as positions, replicas named
+    /// `ip:port`).
+    pub async fn observe(&mut self) -> Result<Observation, Error> {
+        let info = self
+            .cmd("INFO", &["INFO", "replication"])
+            .await?
+            .text()
+            .unwrap_or_default();
+        let fence = match self
+            .cmd("CONFIG GET", &["CONFIG", "GET", "min-replicas-to-write"])
+            .await?
+        {
+            Reply::Array(Some(items)) => items
+                .get(1)
+                .and_then(Reply::text)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let epoch = self
+            .cmd("GET", &["GET", EPOCH_KEY])
+            .await?
+            .text()
+            .and_then(|v| v.split(':').next().and_then(|e| e.parse::<u64>().ok()));
+        let replica = info_field(&info, "role") == Some("slave");
+        let num = |k: &str| info_field(&info, k).and_then(|v| v.parse::<u64>().ok());
+        let mut o = Observation {
+            in_recovery: replica,
+            fenced: fence >= FENCE_MIN_REPLICAS,
+            read_only: fence >= FENCE_MIN_REPLICAS,
+            epoch,
+            ..Observation::default()
+        };
+        if replica {
+            o.received = num("slave_repl_offset");
+            o.replayed = o.received;
+            o.upstream = (
+                info_field(&info, "master_host").map(str::to_string),
+                info_field(&info, "master_port").map(str::to_string),
+                None,
+            );
+            o.streaming = info_field(&info, "master_link_status") == Some("up");
+            o.replay_delay_seconds = info_field(&info, "master_last_io_seconds_ago")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| *v >= 0.0);
+        } else {
+            let own = num("master_repl_offset");
+            o.received = own;
+            o.replayed = own;
+            for l in info.lines() {
+                let Some((k, v)) = l.trim().split_once(':') else {
+                    continue;
+                };
+                if !k.starts_with("slave") || k.len() <= 5 || !k[5..].chars().all(|c| c.is_ascii_digit()) {
+                    continue;
+                }
+                let f = |name: &str| {
+                    v.split(',').find_map(|kv| {
+                        let (a, b) = kv.split_once('=')?;
+                        (a == name).then(|| b.to_string())
+                    })
+                };
+                let offset = f("offset").and_then(|x| x.parse::<u64>().ok());
+                o.replicas.push(Replica {
+                    name: format!(
+                        "{}:{}",
+                        f("ip").unwrap_or_default(),
+                        f("port").unwrap_or_default()
+                    ),
+                    state: match f("state").as_deref() {
+                        Some("online") => "streaming".into(),
+                        Some(s) => s.to_string(),
+                        None => String::new(),
+                    },
+                    sync_state: "async".into(),
+                    lag_bytes: match (own, offset) {
+                        (Some(a), Some(b)) => Some(a.saturating_sub(b)),
+                        _ => None,
+                    },
+                    replay_lag_seconds: f("lag").and_then(|x| x.parse::<f64>().ok()),
+                });
+            }
+        }
+        Ok(o)
+    }
+
+    /// Fences a primary: every write is refused (`min-replicas-to-write` no deployment can satisfy), client
+    /// connections are ended. Returns its replication offset after the fence.
+    pub async fn fence(&mut self) -> Result<Option<u64>, Error> {
+        let n = FENCE_MIN_REPLICAS.to_string();
+        self.cmd("CONFIG SET", &["CONFIG", "SET", "min-replicas-to-write", &n])
+            .await?;
+        self.cmd(
+            "CLIENT KILL",
+            &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+        )
+        .await?;
+        Ok(self.observe().await?.received)
+    }
+
+    /// Lifts the fence (a primary takes writes).
+    pub async fn unfence(&mut self) -> Result<(), Error> {
+        self.cmd("CONFIG SET", &["CONFIG", "SET", "min-replicas-to-write", "0"])
+            .await?;
+        Ok(())
+    }
+
+    /// Promotes a replica.
+    pub async fn promote(&mut self) -> Result<bool, Error> {
+        self.cmd("REPLICAOF", &["REPLICAOF", "NO", "ONE"]).await?;
+        Ok(true)
+    }
+
+    /// Writes the epoch key (replicated to the replicas).
+    pub async fn write_epoch(&mut self, epoch: u64, region: &str) -> Result<(), Error> {
+        let v = format!("{epoch}:{region}");
+        self.cmd("SET", &["SET", EPOCH_KEY, &v]).await?;
+        Ok(())
+    }
+
+    /// Follows `primary` (its credentials set as `masterauth`/`masteruser` first).
+    pub async fn follow(&mut self, primary: &Target) -> Result<(), Error> {
+        if !primary.password.is_empty() {
+            self.cmd("CONFIG SET", &["CONFIG", "SET", "masterauth", &primary.password])
+                .await
+                .map_err(|_| Error::Withheld("masterauth"))?;
+            if !primary.user.is_empty() && primary.user != "default" {
+                self.cmd("CONFIG SET", &["CONFIG", "SET", "masteruser", &primary.user])
+                    .await?;
+            }
+        }
+        let port = primary.port.to_string();
+        self.cmd("REPLICAOF", &["REPLICAOF", &primary.host, &port])
+            .await?;
+        Ok(())
+    }
+}
+
+async fn read_line(s: &mut BufStream<TcpStream>) -> std::io::Result<String> {
+    let mut line = String::new();
+    let n = s.read_line(&mut line).await?;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn bad(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+async fn read_reply(s: &mut BufStream<TcpStream>) -> std::io::Result<Reply> {
+    // Iterative for arrays (INFO and CONFIG GET replies are flat): a stack of (items, remaining).
+    let mut stack: Vec<(Vec<Reply>, usize)> = Vec::new();
+    loop {
+        let line = read_line(s).await?;
+        let (kind, rest) = line.split_at(line.len().min(1));
+        let value = match kind {
+            "+" => Reply::Simple(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Int(rest.parse().map_err(|_| bad("integer"))?),
+            "$" => {
+                let n: i64 = rest.parse().map_err(|_| bad("bulk length"))?;
+                if n < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let n = usize::try_from(n).map_err(|_| bad("bulk length"))?;
+                    if n > 64 * 1024 * 1024 {
+                        return Err(bad("bulk reply too large"));
+                    }
+                    let mut buf = vec![0u8; n + 2];
+                    s.read_exact(&mut buf).await?;
+                    buf.truncate(n);
+                    Reply::Bulk(Some(buf))
+                }
+            }
+            "*" => {
+                let n: i64 = rest.parse().map_err(|_| bad("array length"))?;
+                if n < 0 {
+                    Reply::Array(None)
+                } else if n == 0 {
+                    Reply::Array(Some(Vec::new()))
+                } else {
+                    let n = usize::try_from(n).map_err(|_| bad("array length"))?;
+                    stack.push((Vec::with_capacity(n.min(1024)), n));
+                    continue;
+                }
+            }
+            _ => return Err(bad("unknown reply type")),
+        };
+        let mut value = value;
+        loop {
+            match stack.last_mut() {
+                None => return Ok(value),
+                Some((items, remaining)) => {
+                    items.push(value);
+                    *remaining -= 1;
+                    if *remaining > 0 {
+                        break;
+                    }
+                    let (items, _) = stack.pop().unwrap_or_default();
+                    value = Reply::Array(Some(items));
+                }
+            }
+        }
+    }
+}

@@ -2,7 +2,8 @@
 # make demo: a local control plane (real etcd + kube-apiserver), four simulated regions on 127.0.0.11-14,
 # two operator replicas (each probes every region and serves DNS), the regions and policies applied; then
 # africa goes down for real (SIGSTOP), the failover is shown as it happens, africa comes back, and traffic
-# fails back after the hold-down. Everything stops on exit.
+# fails back after the hold-down; a PostgreSQL database follows the failover (fenced, promoted before DNS moves,
+# rebuilt and switched back). Everything stops on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -19,6 +20,7 @@ TOOLS=$(bash tests/scripts/install-tools.sh)
 bash tests/scripts/install-dns.sh
 bash tests/scripts/install-s3.sh >/dev/null
 bash tests/scripts/install-openbao.sh >/dev/null
+bash tests/scripts/install-postgres.sh >/dev/null
 command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null 2>&1 || true; }
 export PATH="$TOOLS:$PATH"
 step "Building the operator and the kubectl azora plugin"
@@ -29,7 +31,12 @@ rm -rf "$DEMO"; mkdir -p "$DEMO/bin"
 ln -sf "$TARGET/debug/kubectl-azora" "$DEMO/bin/kubectl-azora"
 export PATH="$DEMO/bin:$PATH"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+PGBIN=/usr/lib/postgresql/15/bin
+PGDIR=/tmp/azora-demo-pg
+pg_pids() { local pm; pm=$(head -1 "$PGDIR/$1/postmaster.pid" 2>/dev/null) || return 0; echo "$pm $(pgrep -P "$pm" | tr '\n' ' ')"; }
+pg_stop_all() { for r in africa europe; do [ -d "$PGDIR/$r" ] || continue; for p in $(pg_pids $r); do kill -CONT "$p" 2>/dev/null || true; done
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/$r" -m immediate -w -t 10 stop >/dev/null 2>&1 || true; done; }
+cleanup() { for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; pg_stop_all; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 step "Starting the local control plane (etcd + kube-apiserver 1.20, token auth, RBAC), per region a cluster and an S3 store, and OpenBao in africa and europe"
@@ -40,7 +47,7 @@ for _ in $(seq 1 120); do [ -f "$DEMO/kubeconfig" ] && break; sleep 1; done
 [ -f "$DEMO/kubeconfig" ] || { cat "$DEMO/testenv.log"; exit 1; }
 export KUBECONFIG=$DEMO/kubeconfig
 
-step "Installing the eight azora.io CRDs (server-side apply; CEL rules left out for this 1.20 server)"
+step "Installing the nine azora.io CRDs (server-side apply; CEL rules left out for this 1.20 server)"
 "$TARGET/debug/azora-operator" crd --strip-cel | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 kubectl get crd -o name | sed 's/^/    /'
@@ -173,9 +180,62 @@ kubectl get regions africa europe -o json | jq -r '.items[] | "    region \(.met
 kubectl get events --field-selector reason=SecretRotated -o custom-columns=REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message 2>/dev/null \
   | tail -2 | sed 's/^/    /' || true
 
-step "OUTAGE: africa stops answering (SIGSTOP: connections hang)"
+step "DATABASE: PostgreSQL 15 'orders' — primary in Lagos, synchronous standby in Frankfurt, a region agent next to each; its primary follows policy platform"
+pg_stop_all; rm -rf "$PGDIR"; mkdir -p "$PGDIR"
+PGPW=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+echo "$PGPW" > "$PGDIR/pw"; chown -R postgres:postgres "$PGDIR"
+pg_conf() { cat >> "$PGDIR/$1/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $2
+unix_socket_directories = '$PGDIR'
+wal_level = replica
+hot_standby = on
+wal_log_hints = on
+cluster_name = '$1'
+CONF
+  chown -R postgres:postgres "$PGDIR/$1"; }
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/africa" -U postgres --pwfile="$PGDIR/pw" -A scram-sha-256 --no-sync >/dev/null
+pg_conf africa 25432
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/africa" -l "$PGDIR/africa.log" -w start >/dev/null
+runuser -u postgres -- "$PGBIN/pg_basebackup" -d "host=127.0.0.1 port=25432 user=postgres password=$PGPW" \
+  -D "$PGDIR/europe" -R -X stream -c fast --no-sync
+pg_conf europe 25433
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/europe" -l "$PGDIR/europe.log" -w start >/dev/null
+kubectl create secret generic pg-credentials --from-literal=username=postgres --from-literal=password="$PGPW" >/dev/null
+kubectl apply --server-side -f - >/dev/null <<DB
+apiVersion: azora.io/v1alpha1
+kind: Database
+metadata: {name: orders}
+spec:
+  engine: PostgreSQL
+  followPolicy: platform
+  replication: {mode: Synchronous, syncStandbys: 1}
+  members:
+    - {region: africa, endpoint: "127.0.0.1:25432", credentials: {name: pg-credentials}}
+    - {region: europe, endpoint: "127.0.0.1:25433", credentials: {name: pg-credentials}}
+DB
+for r in africa europe; do
+  "$TARGET/debug/azora-operator" agent --region $r --database orders --pg-data "$PGDIR/$r" --pg-os-user postgres \
+    --pg-log "$PGDIR/$r.log" --log-format text 2>"$DEMO/agent-$r.log" &
+  pids+=($!)
+done
+for _ in $(seq 1 60); do
+  [ "$(kubectl get db orders -o jsonpath='{.status.conditions[?(@.type=="Replicating")].status}')" = True ] && break
+  sleep 1
+done
+kubectl get db orders
+kubectl get db orders -o json | jq -r '.status.members[] | "    \(.region): \(.role) at \(.position // "?")\(if .syncState then " sync=" + .syncState + " lag=" + ((.lagBytes // 0)|tostring) + "B" else "" end)"'
+echo "    africa's synchronous_standby_names (set by the operator): $(PGPASSWORD=$PGPW "$PGBIN/psql" -h 127.0.0.1 -p 25432 -U postgres -Atc 'show synchronous_standby_names')"
+db_timeline() {
+  kubectl get db orders -o json | jq -r '.status | "    database orders: primary \(.primaryRegion), epoch \(.epoch)",
+    (.lastFailover // empty | "      \(.from) -> \(.to) (\(.reason)): detected \(.detectedTime)", "      fenced      \(.fencedTime)  (\(.fence))",
+     "      promoted    \(.promotedTime)", "      repointed   \(.repointedTime // "-")", "      DNS updated \(.dnsUpdatedTime // "-")")'
+}
+
+step "OUTAGE: africa stops answering (SIGSTOP: connections hang) — its region endpoint and its PostgreSQL"
 T0=$(date +%s.%N)
 kill -STOP "${SIM[africa]}"
+for p in $(pg_pids africa); do kill -STOP "$p" 2>/dev/null || true; done
 say "africa SIGSTOPped"
 watch_until 127.0.0.12 40 || echo "    (no failover within 40s — see $DEMO/operator-*.log)"
 say "DNS now answers europe on both replicas"
@@ -183,6 +243,9 @@ timeline
 echo "    Events:"
 kubectl get events --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message 2>/dev/null \
   | grep -E "RegionDown|FailoverDecided|FailoverVerified" | tail -3 | sed 's/^/    /' || true
+for _ in $(seq 1 20); do [ "$(kubectl get db orders -o jsonpath='{.status.lastFailover.dnsUpdatedTime}')" != "" ] && break; sleep 0.5; done
+echo "    The database moved first — fence, promote, then DNS:"
+db_timeline
 
 if [ -n "$BACKUP" ]; then
   step "RESTORE: acme's backup into a scratch namespace in Frankfurt, from Frankfurt's own copy, verified"
@@ -201,13 +264,19 @@ RESTORE
   echo "    europe acme-restored/checkout: currency=$(kubectl --kubeconfig "$REG_EUROPE" -n acme-restored get configmap checkout -o jsonpath='{.data.currency}')"
 fi
 
-step "RECOVERY: africa comes back (SIGCONT); traffic returns after 3 good rounds and the 20 s hold-down"
+step "RECOVERY: africa comes back (SIGCONT); its old primary is fenced and rebuilt as a standby by its agent; traffic and the primary return after 3 good rounds and the 20 s hold-down"
 T0=$(date +%s.%N)
 kill -CONT "${SIM[africa]}"
+for p in $(pg_pids africa); do kill -CONT "$p" 2>/dev/null || true; done
 say "africa resumed"
 watch_until 127.0.0.11 90 || echo "    (no failback within 90s — see $DEMO/operator-*.log)"
 say "DNS answers africa again"
 timeline
+for _ in $(seq 1 30); do [ "$(kubectl get db orders -o jsonpath='{.status.primaryRegion}')" = africa ] && break; sleep 1; done
+kubectl get events --field-selector involvedObject.name=orders --sort-by=.lastTimestamp \
+  -o custom-columns=REASON:.reason,MESSAGE:.message 2>/dev/null | grep -E "SecondPrimaryFenced|MemberRebuilt|DatabasePromoted" | tail -4 | sed 's/^/    /' || true
+echo "    The planned switchover back (fence Frankfurt, wait for Lagos to catch up, promote):"
+db_timeline
 
 step "MANUAL FAILOVER: an on-call engineer moves traffic to Singapore and back with kubectl azora"
 echo "    kubectl azora failover platform --to asia --reason 'demo: Lagos maintenance' --wait"
@@ -218,7 +287,7 @@ kubectl azora failover platform --clear --wait --timeout 60s 2>&1 | sed 's/^/   
 echo "    dig @${DNS_A} api.azora.example -> $(answer $DNS_A)   (africa)"
 
 step "kubectl get azora"
-kubectl get regions,failoverpolicies,tenants,backupschedules
+kubectl get regions,failoverpolicies,tenants,backupschedules,databases
 
 step "kubectl azora status"
 kubectl azora status

@@ -17,9 +17,18 @@ pub enum Session {
 
 /// Opens a session to a member of `engine`.
 pub async fn connect(engine: Engine, t: &PgTarget) -> Result<Session, PgError> {
+    connect_within(engine, t, std::time::Duration::from_secs(2)).await
+}
+
+/// Opens a session within `deadline`.
+pub async fn connect_within(
+    engine: Engine,
+    t: &PgTarget,
+    deadline: std::time::Duration,
+) -> Result<Session, PgError> {
     Ok(match engine {
-        Engine::PostgreSQL => Session::Pg(postgres::connect(t).await?),
-        Engine::Redis => Session::Redis(redis::connect(t).await?),
+        Engine::PostgreSQL => Session::Pg(postgres::connect_within(t, deadline).await?),
+        Engine::Redis => Session::Redis(redis::connect_within(t, deadline).await?),
     })
 }
 
@@ -85,6 +94,14 @@ impl Session {
         match self {
             Session::Pg(s) => s.write_epoch(epoch, region).await,
             Session::Redis(s) => s.write_epoch(epoch, region).await,
+        }
+    }
+
+    /// Stops a standby streaming (PostgreSQL; nothing for Redis).
+    pub async fn detach(&mut self) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.detach().await,
+            Session::Redis(_) => Ok(()),
         }
     }
 

@@ -149,6 +149,12 @@ pub struct PgObservation {
 
 /// Opens a session (deadline `CONNECT_TIMEOUT`).
 pub async fn connect(t: &PgTarget) -> Result<PgSession, PgError> {
+    connect_within(t, CONNECT_TIMEOUT).await
+}
+
+/// Opens a session within `deadline` (short for a member that did not answer last time: a hung server is
+/// not waited for again at every round).
+pub async fn connect_within(t: &PgTarget, deadline: Duration) -> Result<PgSession, PgError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&t.host)
         .port(t.port)
@@ -156,10 +162,10 @@ pub async fn connect(t: &PgTarget) -> Result<PgSession, PgError> {
         .password(&t.password)
         .dbname(&t.dbname)
         .application_name("azora-operator")
-        .connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(NoTls)).await {
+        .connect_timeout(deadline);
+    let (client, connection) = match tokio::time::timeout(deadline, cfg.connect(NoTls)).await {
         Ok(r) => r.map_err(db)?,
-        Err(_) => return Err(PgError::Timeout(CONNECT_TIMEOUT)),
+        Err(_) => return Err(PgError::Timeout(deadline)),
     };
     let task = tokio::spawn(async move {
         let _ = connection.await;
@@ -274,6 +280,9 @@ impl PgSession {
         self.set("synchronous_standby_names", FENCE_MARKER).await?;
         self.set("default_transaction_read_only", "on").await?;
         self.reload().await?;
+        // The reload is asynchronous: give every backend and walsender a moment to take the new rule
+        // before the sessions end and the position is read.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         within(self.client.batch_execute(
             "select pg_terminate_backend(pid) from pg_stat_activity \
              where pid <> pg_backend_pid() and backend_type = 'client backend'",
@@ -372,6 +381,13 @@ impl PgSession {
             Ok(r) => r.map_err(db),
             Err(_) => Err(PgError::Timeout(Duration::from_secs(120))),
         }
+    }
+
+    /// Stops a standby streaming (its `primary_conninfo` emptied, reload): it no longer confirms an old
+    /// primary's commits. It is pointed at the new primary after the promotion.
+    pub async fn detach(&self) -> Result<(), PgError> {
+        self.set("primary_conninfo", "").await?;
+        self.reload().await
     }
 
     /// Points a standby at `primary` (reload, no restart).

@@ -55,11 +55,16 @@ pub struct RedisSession {
 
 /// Opens a connection and authenticates (deadline `CONNECT_TIMEOUT`).
 pub async fn connect(t: &Target) -> Result<RedisSession, Error> {
+    connect_within(t, CONNECT_TIMEOUT).await
+}
+
+/// Opens a connection and authenticates within `deadline`.
+pub async fn connect_within(t: &Target, deadline: Duration) -> Result<RedisSession, Error> {
     let addr = format!("{}:{}", t.host, t.port);
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+    let stream = match tokio::time::timeout(deadline, TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Error::Db(format!("connecting to {addr}: {e}"))),
-        Err(_) => return Err(Error::Timeout(CONNECT_TIMEOUT)),
+        Err(_) => return Err(Error::Timeout(deadline)),
     };
     let mut s = RedisSession {
         stream: BufStream::new(stream),
@@ -69,9 +74,9 @@ pub async fn connect(t: &Target) -> Result<RedisSession, Error> {
     if !t.password.is_empty() {
         let user = t.user.as_str();
         let reply = if user.is_empty() || user == "default" {
-            s.raw(&["AUTH", &t.password], CONNECT_TIMEOUT).await
+            s.raw(&["AUTH", &t.password], deadline).await
         } else {
-            s.raw(&["AUTH", user, &t.password], CONNECT_TIMEOUT).await
+            s.raw(&["AUTH", user, &t.password], deadline).await
         };
         match reply {
             Ok(Reply::Error(_)) => return Err(Error::Db("authentication refused".into())),

@@ -150,7 +150,7 @@ struct RunArgs {
     backup_concurrency: u16,
     /// How long a failover's DNS step waits for the Databases following the policy to promote in the new
     /// region before DNS moves anyway.
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
     database_wait: Duration,
     /// How often every Database member is observed.
     #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]

@@ -65,6 +65,11 @@ pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
                     warn!(region = %cfg.region, error = %e, "database agent step failed");
                 }
             }
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 || e.code == 403 => {
+                // The hub answers: the Database is gone (or not ours to read). Not a lost hub.
+                last_hub = Instant::now();
+                warn!(database = %cfg.database, code = e.code, "the Database cannot be read; nothing to do");
+            }
             _ => {
                 let lost = last_hub.elapsed();
                 if lost >= cfg.hub_loss_fence
@@ -342,7 +347,11 @@ async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, S
         .map(str::to_string)
         .collect();
     let conninfo = source.conninfo_for(&cfg.region);
-    lines.push(format!("primary_conninfo = '{}'", conninfo.replace('\'', "''")));
+    // The configuration file's own quoting: backslashes and quotes escaped again.
+    lines.push(format!(
+        "primary_conninfo = '{}'",
+        conninfo.replace('\\', "\\\\").replace('\'', "''")
+    ));
     write_owned(
         cfg,
         &cfg.data_dir.join("postgresql.auto.conf"),

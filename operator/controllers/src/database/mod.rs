@@ -114,9 +114,13 @@ struct Memory {
     written: Option<Instant>,
     /// The primary's region and position when last seen (the loss window of an asynchronous failover).
     last_primary: Option<(String, u64)>,
+    /// Members that did not answer the last observation.
+    unreachable: BTreeSet<String>,
     /// Each standby's replay lag as the primary last reported it (the asynchronous promotion rule, once the
     /// primary is gone).
-    last_lag: HashMap<String, f64>,
+    last_lag: HashMap<String, (f64, Instant)>,
+    /// When a planned move was last abandoned.
+    abandoned: Option<Instant>,
 }
 
 /// Everything one step knows.

@@ -24,6 +24,13 @@ pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, 
         let target = s.targets.get(&m.region).cloned();
         let region = m.region.clone();
         let engine = s.spec.engine;
+        // A member that did not answer last round gets a short deadline: a hung server is not waited for
+        // again at every round (a failover would wait behind it).
+        let deadline = if memory.unreachable.contains(&m.region) {
+            std::time::Duration::from_millis(500)
+        } else {
+            std::time::Duration::from_secs(2)
+        };
         let skipped = skip
             .filter(|(r, _)| *r == m.region)
             .map(|(_, why)| why.to_string());
@@ -36,7 +43,7 @@ pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, 
             };
             let mut session = match session {
                 Some(sess) if !sess.is_closed() && sess.target_is(&target) => sess,
-                _ => match member::connect(engine, &target).await {
+                _ => match member::connect_within(engine, &target, deadline).await {
                     Ok(sess) => sess,
                     Err(e) => return (region, Err(format!("connecting: {e}")), None),
                 },
@@ -51,6 +58,11 @@ pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, 
     for (region, result, session) in join_all(rounds).await {
         if let Some(sess) = session {
             memory.sessions.insert(region.clone(), sess);
+        }
+        if result.is_ok() {
+            memory.unreachable.remove(&region);
+        } else {
+            memory.unreachable.insert(region.clone());
         }
         seen.insert(region, result);
     }

@@ -19,6 +19,8 @@ use super::{Memory, Seen, Step, StepError, event, policy_route, stored, write_st
 
 /// How often status is written when only positions and lag changed.
 const REFRESH: Duration = Duration::from_secs(10);
+/// How long a planned move that was abandoned is not tried again (each try fences the primary).
+const ABANDON_BACKOFF: Duration = Duration::from_secs(60);
 
 fn down(s: &Step<'_>, region: &str) -> bool {
     s.ctx
@@ -74,7 +76,10 @@ pub(super) async fn decide(
         info!(database = %s.name, epoch = f.epoch, "resuming an interrupted failover");
         return failover(s, seen, status, memory, f.to.clone(), f.reason.clone(), Some(f)).await;
     }
-    if let Some(mv) = wanted_move(s.spec, &primary, active.as_deref(), down(s, &primary)) {
+    let backing_off = memory.abandoned.is_some_and(|t| t.elapsed() < ABANDON_BACKOFF);
+    if let Some(mv) = wanted_move(s.spec, &primary, active.as_deref(), down(s, &primary)).filter(|mv| {
+        !(backing_off && seen.get(&primary).is_some_and(Result::is_ok) && mv.preferred.is_some())
+    }) {
         // Only a failover that can finish without losing a commit starts: the old primary is not fenced
         // for a move that cannot happen.
         let old_reachable = seen.get(&primary).is_some_and(Result::is_ok);
@@ -183,13 +188,18 @@ fn candidates(
                 region: r.clone(),
                 synchronous: s.spec.members.iter().any(|m| &m.region == r && m.synchronous),
                 received: o.received.unwrap_or(0),
-                lag_seconds: memory.last_lag.get(r.as_str()).copied().or_else(|| {
-                    status
-                        .members
-                        .iter()
-                        .find(|m| &m.region == r)
-                        .and_then(|m| m.lag_seconds)
-                }),
+                // The lag the primary last reported, plus the time since (an upper bound once it is gone).
+                lag_seconds: memory
+                    .last_lag
+                    .get(r.as_str())
+                    .map(|(l, at)| l + at.elapsed().as_secs_f64())
+                    .or_else(|| {
+                        status
+                            .members
+                            .iter()
+                            .find(|m| &m.region == r)
+                            .and_then(|m| m.lag_seconds)
+                    }),
             })
         })
         .collect()
@@ -344,9 +354,49 @@ async fn failover(
     cas_write(s, status, memory, epoch).await?;
 
     // 3. Choose the standby that has every acknowledged commit (a planned move waits for it to catch up).
-    let deadline = Instant::now() + s.cfg.catch_up;
     let mut view = seen.clone();
+    // A member that already takes writes (other than the old primary) is this failover's own promotion, made
+    // before an interruption (a crash, a promotion that outlived its wait, a lost status write): it is
+    // finished, never a second one made.
+    let already = view
+        .iter()
+        .find(|(r, o)| {
+            **r != old
+                && o.as_ref().is_ok_and(|o| !o.in_recovery && !o.fenced)
+                && rec.to.as_deref() == Some(r.as_str())
+        })
+        .map(|(r, _)| r.clone());
+    if old_final.is_none() && already.is_none() && s.spec.engine == azora_api::database::Engine::PostgreSQL {
+        // The old primary does not answer us but may still stream to some standbys, which would go on
+        // confirming its commits after the choice: every reachable standby stops streaming first (it is
+        // repointed to the new primary after the promotion), then positions are read again.
+        fence_check(s).await?;
+        for m in &s.spec.members {
+            if m.region == old {
+                continue;
+            }
+            if view
+                .get(&m.region)
+                .is_some_and(|o| o.as_ref().is_ok_and(|o| o.in_recovery))
+            {
+                let r = match session(s, memory, &m.region).await {
+                    Ok(sess) => sess.detach().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    warn!(database = %s.name, standby = %m.region, error = %e, "detaching a standby failed");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let gone = format!("{old}: unreachable at the failover");
+        view = super::observe::some(s, memory, Some((old.as_str(), gone.as_str()))).await;
+    }
+    let deadline = Instant::now() + s.cfg.catch_up;
     let chosen = loop {
+        if let Some(a) = &already {
+            break Ok(a.clone());
+        }
         let cands = candidates(s, &view, status, memory, &old);
         let pick = choose_promotion(&Promotion {
             mode,
@@ -359,7 +409,8 @@ async fn failover(
         });
         match pick {
             Ok(c) => break Ok(c),
-            Err(why) if old_final.is_some() && why.starts_with("waiting") && Instant::now() < deadline => {
+            // The fenced old primary still streams to the standbys: they catch up, so wait (bounded).
+            Err(_) if old_final.is_some() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 view = super::observe::some(s, memory, None).await;
             }
@@ -388,6 +439,9 @@ async fn failover(
                 }
                 rec.outcome = Some("Abandoned".into());
                 rec.message = Some(format!("abandoned, {old} takes writes again: {why}"));
+                // Not tried again for a while (each try fences the primary), and DNS does not wait for it.
+                memory.abandoned = Some(Instant::now());
+                status.blocked_policy_epoch = status.blocked_policy_epoch.max(rec.policy_epoch);
                 status.last_failover = Some(rec.clone());
                 cas_write(s, status, memory, epoch).await?;
                 s.ctx
@@ -443,7 +497,12 @@ async fn failover(
             .get(&chosen)
             .and_then(|o| o.as_ref().ok())
             .and_then(|o| o.replay_delay_seconds)
-            .or_else(|| memory.last_lag.get(&chosen).copied());
+            .or_else(|| {
+                memory
+                    .last_lag
+                    .get(&chosen)
+                    .map(|(l, at)| l + at.elapsed().as_secs_f64())
+            });
     }
     rec.to = Some(chosen.clone());
     rec.message = Some(format!(
@@ -481,11 +540,17 @@ async fn failover(
                     "{chosen} carries epoch {} — newer than this failover's {epoch}: refusing to promote it",
                     o.epoch.unwrap_or(0)
                 )),
-                Ok(o) if !o.in_recovery && (o.fenced || o.epoch != Some(epoch)) => Some(format!(
-                    "{chosen} is a primary of epoch {:?}, not this failover's {epoch}{}: refusing to make it a writer",
-                    o.epoch,
-                    if o.fenced { " (fenced)" } else { "" }
-                )),
+                Ok(o)
+                    if !o.in_recovery
+                        && (o.fenced
+                            || (o.epoch != Some(epoch) && already.as_deref() != Some(chosen.as_str()))) =>
+                {
+                    Some(format!(
+                        "{chosen} is a primary of epoch {:?}, not this failover's {epoch}{}: refusing to make it a writer",
+                        o.epoch,
+                        if o.fenced { " (fenced)" } else { "" }
+                    ))
+                }
                 Ok(_) => None,
             };
             let still_standby = now.as_ref().is_ok_and(|o| o.in_recovery);
@@ -810,24 +875,31 @@ async fn report(
                         Some(r) => {
                             ms.sync_state = Some(r.sync_state.clone());
                             ms.lag_bytes = r.lag_bytes;
-                            ms.lag_seconds = Some(r.replay_lag_seconds.unwrap_or(0.0));
-                            memory
-                                .last_lag
-                                .insert(m.region.clone(), r.replay_lag_seconds.unwrap_or(0.0));
+                            // No replay lag reported (catching up, or idle) counts as 0 only when nothing
+                            // is outstanding.
+                            ms.lag_seconds = r
+                                .replay_lag_seconds
+                                .or_else(|| (r.lag_bytes == Some(0)).then_some(0.0));
+                            match ms.lag_seconds {
+                                Some(l) if r.state == "streaming" => {
+                                    memory.last_lag.insert(m.region.clone(), (l, Instant::now()));
+                                }
+                                _ => {
+                                    memory.last_lag.remove(&m.region);
+                                }
+                            }
                             if r.state != "streaming" {
                                 not_streaming.push(format!("{} ({})", m.region, r.state));
                             }
                         }
                         None => {
                             ms.sync_state = Some("disconnected".into());
-                            // The lag last known stays (the asynchronous promotion rule reads it).
-                            ms.lag_seconds = o.replay_delay_seconds.or_else(|| {
-                                status
-                                    .members
-                                    .iter()
-                                    .find(|x| x.region == m.region)
-                                    .and_then(|x| x.lag_seconds)
-                            });
+                            // The lag last known stays (the asynchronous promotion rule reads it, aged).
+                            ms.lag_seconds = status
+                                .members
+                                .iter()
+                                .find(|x| x.region == m.region)
+                                .and_then(|x| x.lag_seconds);
                             not_streaming.push(format!("{} (not connected to the primary)", m.region));
                         }
                     }

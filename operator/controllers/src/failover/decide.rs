@@ -778,6 +778,10 @@ async fn step(
     if (incomplete || resync_due) && !status.answers.is_empty() {
         if incomplete {
             info!(policy = %name, epoch = status.epoch, "resuming an interrupted failover");
+            // The databases' wait is part of the interrupted step too.
+            if let Some(to) = status.last_failover.as_ref().and_then(|r| r.to.clone()) {
+                wait_for_databases(ctx, cfg, obj, name, status.epoch, &to).await;
+            }
         }
         let prev = status.epoch.checked_sub(1).filter(|e| *e > 0);
         // On a resync the server already holds this epoch: re-assert it with the epoch as prerequisite.

@@ -195,11 +195,11 @@ cluster_name = '$1'
 CONF
   chown -R postgres:postgres "$PGDIR/$1"; }
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/africa" -U postgres --pwfile="$PGDIR/pw" -A scram-sha-256 --no-sync >/dev/null
-pg_conf africa 25432
+pg_conf africa 15432
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/africa" -l "$PGDIR/africa.log" -w start >/dev/null
-runuser -u postgres -- "$PGBIN/pg_basebackup" -d "host=127.0.0.1 port=25432 user=postgres password=$PGPW" \
+runuser -u postgres -- "$PGBIN/pg_basebackup" -d "host=127.0.0.1 port=15432 user=postgres password=$PGPW" \
   -D "$PGDIR/europe" -R -X stream -c fast --no-sync
-pg_conf europe 25433
+pg_conf europe 15433
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/europe" -l "$PGDIR/europe.log" -w start >/dev/null
 kubectl create secret generic pg-credentials --from-literal=username=postgres --from-literal=password="$PGPW" >/dev/null
 kubectl apply --server-side -f - >/dev/null <<DB
@@ -211,8 +211,8 @@ spec:
   followPolicy: platform
   replication: {mode: Synchronous, syncStandbys: 1}
   members:
-    - {region: africa, endpoint: "127.0.0.1:25432", credentials: {name: pg-credentials}}
-    - {region: europe, endpoint: "127.0.0.1:25433", credentials: {name: pg-credentials}}
+    - {region: africa, endpoint: "127.0.0.1:15432", credentials: {name: pg-credentials}}
+    - {region: europe, endpoint: "127.0.0.1:15433", credentials: {name: pg-credentials}}
 DB
 for r in africa europe; do
   "$TARGET/debug/azora-operator" agent --region $r --database orders --pg-data "$PGDIR/$r" --pg-os-user postgres \
@@ -225,7 +225,7 @@ for _ in $(seq 1 60); do
 done
 kubectl get db orders
 kubectl get db orders -o json | jq -r '.status.members[] | "    \(.region): \(.role) at \(.position // "?")\(if .syncState then " sync=" + .syncState + " lag=" + ((.lagBytes // 0)|tostring) + "B" else "" end)"'
-echo "    africa's synchronous_standby_names (set by the operator): $(PGPASSWORD=$PGPW "$PGBIN/psql" -h 127.0.0.1 -p 25432 -U postgres -Atc 'show synchronous_standby_names')"
+echo "    africa's synchronous_standby_names (set by the operator): $(PGPASSWORD=$PGPW "$PGBIN/psql" -h 127.0.0.1 -p 15432 -U postgres -Atc 'show synchronous_standby_names')"
 db_timeline() {
   kubectl get db orders -o json | jq -r '.status | "    database orders: primary \(.primaryRegion), epoch \(.epoch)",
     (.lastFailover // empty | "      \(.from) -> \(.to) (\(.reason)): detected \(.detectedTime)", "      fenced      \(.fencedTime)  (\(.fence))",

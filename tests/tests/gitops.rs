@@ -55,8 +55,8 @@ fn crd_kinds() -> anyhow::Result<BTreeMap<String, Value>> {
         out.insert(kind, schema);
     }
     anyhow::ensure!(
-        out.len() == 8,
-        "expected the eight azora.io kinds in crds/: {:?}",
+        out.len() == 9,
+        "expected the nine azora.io kinds in crds/: {:?}",
         out.keys()
     );
     Ok(out)

@@ -13,7 +13,7 @@ use azora_tests::operator::operator_bin;
 use azora_tests::repo_root;
 use serde::Deserialize as _;
 
-const KINDS: [&str; 8] = [
+const KINDS: [&str; 9] = [
     "Region",
     "Tenant",
     "FailoverPolicy",
@@ -22,6 +22,7 @@ const KINDS: [&str; 8] = [
     "Restore",
     "ChaosExperiment",
     "DrDrill",
+    "Database",
 ];
 
 fn script() -> PathBuf {

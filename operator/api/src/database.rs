@@ -115,8 +115,9 @@ pub struct DatabaseMember {
     #[serde(default = "default_true")]
     pub synchronous: bool,
     /// Secret (in the operator's namespace) with `username` and `password`: a role allowed to replicate,
-    /// promote and change settings (PostgreSQL: superuser or replication + pg_signal_backend; Redis: the
-    /// `requirepass`/ACL user).
+    /// promote and change settings (PostgreSQL: a superuser — `ALTER SYSTEM`, `pg_promote()`, reading
+    /// `primary_conninfo`, ending sessions; the standbys stream with the same role, so its password is kept
+    /// in their `postgresql.auto.conf` as `pg_basebackup -R` does; Redis: the `requirepass`/ACL user).
     pub credentials: SecretRef,
 }
 

@@ -856,11 +856,18 @@ async fn report(
                 ms.position = o.received.map(format_lsn);
                 if Some(m.region.as_str()) == primary.as_deref() && !o.in_recovery {
                     ms.role = MemberRole::Primary;
-                } else if !o.in_recovery {
+                } else if !o.in_recovery && o.fenced {
                     ms.role = MemberRole::Fenced;
                     ms.message = Some(format!(
                         "a former primary: fenced (read-only, no commit acknowledged) until rebuilt as a standby of {}",
                         primary.as_deref().unwrap_or("the primary")
+                    ));
+                } else if !o.in_recovery {
+                    // Not fenced (yet): never reported as fenced before it is.
+                    ms.role = MemberRole::Unknown;
+                    ms.message = Some(format!(
+                        "takes writes outside the recorded primary {}: being fenced",
+                        primary.as_deref().unwrap_or("")
                     ));
                 } else {
                     ms.role = MemberRole::Standby;

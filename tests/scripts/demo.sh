@@ -114,6 +114,11 @@ watch_until() { # watch_until <expected answer> <timeout s>: print every change 
   return 1
 }
 timeline() {
+  # DNS answers a moment before the verified step is recorded: wait (at most 10 s) for the record.
+  for _ in $(seq 1 50); do
+    [ -n "$(kubectl get failoverpolicy platform -o jsonpath='{.status.lastFailover.verifiedTime}')" ] && break
+    sleep 0.2
+  done
   kubectl get failoverpolicy platform -o json | jq -r '.status.lastFailover |
     "    epoch \(.epoch): \(.from) -> \(.to) (\(.reason))",
     "      detected    \(.detectedTime)", "      decided     \(.decidedTime)",

@@ -864,10 +864,7 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
     s.regions[0].stop();
     pg.kill("africa");
     let start = Instant::now();
-    while !a
-        .log_text()
-        .contains("test failpoint: pausing before the promotion")
-    {
+    while !a.log_text().contains("test failpoint: pausing") {
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(60),
             "A never reached the failpoint:\n{}",
@@ -946,5 +943,131 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
     let third_standby: bool = t.query_one("select pg_is_in_recovery()", &[]).await?.get(0);
     assert!(!third_standby, "{third} is not the primary");
     a.kill();
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_failover_finishes_it_after_restart_with_one_promotion() -> anyhow::Result<()>
+{
+    // Two kills: after the intent and the fence (before the choice is recorded), then — in the next
+    // operator — after the promotion, before it is recorded. A third operator finishes the failover.
+    let s = Scenario::start(3).await?;
+    s.policy("1h", json!({})).await?;
+    let kubeconfig = s.env.hub().kubeconfig.clone();
+    let start_with = |name: &str, env: &[(&str, &str)]| -> anyhow::Result<azora_tests::Operator> {
+        let mut all: Vec<(&str, &str)> = vec![("RUST_LOG", "info,kube=warn,hickory_server=warn")];
+        all.extend_from_slice(env);
+        azora_tests::Operator::start(
+            &kubeconfig,
+            s.env.dir.path().join(format!("{name}.log")),
+            &["--identity", name, "--database-interval", "1s"],
+            &all,
+        )
+    };
+    let mut first = start_with("first", &[("AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS", "60000")])?;
+    let pg = PgFleet::start(&["africa", "europe", "asia"])?;
+    secret(&s, &pg).await?;
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        database("orders", &pg, &["africa", "europe", "asia"], json!({})),
+    )
+    .await?;
+    wait_status(&s, "orders", Duration::from_secs(60), "streaming", |st| {
+        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
+    })
+    .await?;
+    let primary = pg.client("africa").await?;
+    primary
+        .batch_execute("create table orders (id bigint primary key)")
+        .await?;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let w = writer(primary, acked.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.regions[0].stop();
+    pg.kill("africa");
+    let _ = w.await;
+    let acked: Vec<i64> = acked.lock().map(|a| a.clone()).unwrap_or_default();
+
+    let wait_log = |op: &azora_tests::Operator, what: &str| {
+        let text = op.log_text();
+        text.contains(what)
+    };
+    let t = Instant::now();
+    while !wait_log(&first, "test failpoint: pausing") {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "no failover started:\n{}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill();
+    let st = db_status(&s, "orders").await?;
+    assert_eq!(st["epoch"], 2, "the intent is recorded: {st:#}");
+    assert!(st["lastFailover"]["outcome"].is_null(), "{st:#}");
+
+    // The second operator resumes epoch 2, promotes, and is killed before recording it.
+    let mut second = start_with("second", &[("AZORA_TEST_PAUSE_AFTER_PROMOTION_MS", "60000")])?;
+    let t = Instant::now();
+    while !wait_log(&second, "test failpoint: pausing") {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(90),
+            "the second operator never promoted:\n{}",
+            second.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.kill();
+    let promoted: Vec<String> = {
+        let mut out = Vec::new();
+        for r in ["europe", "asia"] {
+            let c = pg.client(r).await?;
+            let standby: bool = c.query_one("select pg_is_in_recovery()", &[]).await?.get(0);
+            if !standby {
+                out.push(r.to_string());
+            }
+        }
+        out
+    };
+    assert_eq!(
+        promoted.len(),
+        1,
+        "one member promoted before the kill: {promoted:?}"
+    );
+    let st = db_status(&s, "orders").await?;
+    assert!(
+        st["lastFailover"]["outcome"].is_null(),
+        "the promotion was not recorded yet: {st:#}"
+    );
+
+    // The third operator finishes: the member already promoted, no other, same epoch.
+    let _third = start_with("third", &[])?;
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(90),
+        "the failover finished",
+        |st| st["lastFailover"]["outcome"] == "Promoted",
+    )
+    .await?;
+    assert_eq!(st["epoch"], 2, "nothing done twice: {st:#}");
+    assert_eq!(st["primaryRegion"], promoted[0].as_str(), "{st:#}");
+    let other = if promoted[0] == "europe" { "asia" } else { "europe" };
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "the other standby follows",
+        |st| member(st, other)["upstream"] == promoted[0].as_str(),
+    )
+    .await?;
+    assert_eq!(member(&st, other)["role"], "Standby", "{st:#}");
+    let c = pg.client(other).await?;
+    let standby: bool = c.query_one("select pg_is_in_recovery()", &[]).await?.get(0);
+    assert!(standby, "{other} was promoted too");
+    let have = ids_on(&pg, &promoted[0]).await?;
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
     Ok(())
 }

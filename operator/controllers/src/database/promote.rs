@@ -515,11 +515,7 @@ async fn failover(
             .unwrap_or_default()
     ));
     status.last_failover = Some(rec.clone());
-    if let Some(pause) = test_pause_before_promotion() {
-        // A test widens the window in which this leader can be deposed (tests/tests/database.rs).
-        warn!(database = %s.name, epoch, pause_ms = pause.as_millis() as u64, "test failpoint: pausing before the promotion");
-        tokio::time::sleep(pause).await;
-    }
+    test_pause(s, "BEFORE_PROMOTION", epoch).await;
     // The choice is recorded only if the stored status is still this failover's (compare-and-swap): a
     // leader deposed meanwhile, whose successor moved on, stops here and promotes nothing.
     cas_write(s, status, memory, epoch).await?;
@@ -580,6 +576,7 @@ async fn failover(
         cas_write(s, status, memory, epoch).await?;
         return Err(StepError::Moved(format!("promoting {chosen}: {e}")));
     }
+    test_pause(s, "AFTER_PROMOTION", epoch).await;
     let epoch_written = match session(s, memory, &chosen).await {
         Ok(sess) => sess.write_epoch(epoch, &chosen).await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
@@ -693,13 +690,25 @@ async fn cas_write(
     write_status(s.ctx, s.writer, s.name, Some(&rv), status, memory).await
 }
 
-/// `AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS`: a pause before a promotion is recorded, for the test of a deposed
-/// leader's late promotion. Unset in production.
-fn test_pause_before_promotion() -> Option<Duration> {
-    std::env::var("AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS")
+/// Test failpoints, unset in production: `AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS` (before the choice is
+/// recorded: a deposed leader's late promotion) and `AZORA_TEST_PAUSE_AFTER_PROMOTION_MS` (after the
+/// promotion, before it is recorded: an operator killed there). They only widen a window; nothing is faked.
+async fn test_pause(s: &Step<'_>, point: &str, epoch: u64) {
+    let Some(pause) = std::env::var(format!("AZORA_TEST_PAUSE_{point}_MS"))
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_millis)
+    else {
+        return;
+    };
+    warn!(
+        database = %s.name,
+        epoch,
+        point,
+        pause_ms = pause.as_millis() as u64,
+        "test failpoint: pausing"
+    );
+    tokio::time::sleep(pause).await;
 }
 
 /// Keeps the topology: the primary's synchronous rule and epoch, a second primary fenced, every standby

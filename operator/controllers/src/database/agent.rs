@@ -316,8 +316,15 @@ async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, S
         Ok(()) => "pg_rewind",
         Err(e) => {
             warn!(region = %cfg.region, error = %e, "pg_rewind failed: taking a fresh base backup");
-            let aside = PathBuf::from(format!("{data}.before-rebuild"));
-            let _ = tokio::fs::remove_dir_all(&aside).await;
+            // Kept, never deleted: an earlier rebuild's copy (or anything else there) is not ours to remove.
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let aside = PathBuf::from(format!("{data}.before-rebuild-{stamp}"));
+            if tokio::fs::try_exists(&aside).await.unwrap_or(true) {
+                return Err(format!("{} exists: not overwriting it", aside.display()));
+            }
             tokio::fs::rename(&cfg.data_dir, &aside)
                 .await
                 .map_err(|e| format!("moving {data} aside: {e}"))?;

@@ -3,6 +3,7 @@
 //! run the operator binary and tools. Each `TestEnv` owns its processes and kills them when dropped.
 //! Missing binaries are an error, never a skip: a test that needs an API server must run against one.
 
+pub mod chaos;
 pub mod env;
 pub mod fleet;
 pub mod knot;

@@ -70,6 +70,11 @@ impl SimRegion {
         }
     }
 
+    /// The serving process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Hangs the process (connections accepted by the kernel, never answered).
     pub fn stop(&self) {
         self.signal("-STOP");

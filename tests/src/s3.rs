@@ -69,6 +69,11 @@ impl S3Server {
         })
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Hangs the server (SIGSTOP): connections accepted, never answered.
     pub fn pause(&self) {
         crate::signal(&self.child, "-STOP");

@@ -58,6 +58,34 @@ pub struct ChaosExperimentSpec {
     #[serde(default = "default_history")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: u32,
+    /// Times when no run may start (and a running one is reverted): each window opens at its cron times and
+    /// lasts its duration, e.g. business hours `0 8 * * 1-5` for `10h`, or a change freeze.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub blocked_windows: Vec<BlockedWindow>,
+    /// Allow a fault longer than one hour.
+    #[serde(default)]
+    pub allow_long_fault: bool,
+    /// Allow this experiment to start while another experiment's fault is active on another region (by
+    /// default chaos takes out at most one region at a time).
+    #[serde(default)]
+    pub allow_concurrent: bool,
+}
+
+/// A window in which no run starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedWindow {
+    /// When the window opens (cron, five fields, UTC).
+    #[schemars(schema_with = "crate::common::cron_schema")]
+    pub start: String,
+    /// How long it stays open.
+    #[schemars(schema_with = "crate::common::duration_schema")]
+    pub duration: String,
+    /// Why (shown in the skipped run).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 256))]
+    pub reason: String,
 }
 
 fn default_duration() -> String {
@@ -74,7 +102,21 @@ fn default_true() -> bool {
 }
 
 /// Kind of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::Display,
+    strum::EnumString,
+)]
 pub enum FaultType {
     /// The region's endpoints stop answering.
     RegionOutage,
@@ -103,7 +145,9 @@ pub enum FaultType {
     {"rule": "!has(self.peerRegion) || !has(self.region) || self.peerRegion != self.region",
      "message": "peerRegion must differ from region"},
     {"rule": "self.type != 'NetworkLatency' || has(self.latency)",
-     "message": "a NetworkLatency fault needs latency"}
+     "message": "a NetworkLatency fault needs latency"},
+    {"rule": "!has(self.mode) || self.type == 'RegionOutage'",
+     "message": "mode applies to RegionOutage only"}
 ]))]
 pub struct Fault {
     /// Kind of fault.
@@ -121,6 +165,19 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::common::optional_duration_schema")]
     pub latency: Option<String>,
+    /// How a RegionOutage is made: `Hang` (default: the region's serving really stops answering, through the
+    /// region agent) or `Drain` (the control plane treats the region as down; nothing is harmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutageMode>,
+}
+
+/// How a region outage is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum OutageMode {
+    /// The region agent stops the region's serving for real (its processes hang).
+    Hang,
+    /// The control plane takes the region out: the failover path treats it as down.
+    Drain,
 }
 
 /// Steady-state checks.
@@ -199,6 +256,8 @@ pub struct Expectation {
 /// Outcome of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
 pub enum Outcome {
+    /// Not started: a steady-state check, an interlock or a blocked window said no (see the message).
+    Skipped,
     Running,
     Succeeded,
     Failed,
@@ -237,6 +296,16 @@ pub struct ChaosRun {
     /// Measured recovery time in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<u64>,
+    /// The region the fault was made in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// When the fault expires by itself (the agent reverts then even without the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_time: Option<Time>,
+    /// Whether the operator saw the fault gone after the revert (the endpoint answers again): `false` means
+    /// the fault may still be in place, and is alerted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_confirmed: Option<bool>,
     /// What happened, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
@@ -270,6 +339,12 @@ pub struct ChaosExperimentStatus {
     /// When the next run is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<Time>,
+    /// The last `azora.io/run-now` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_now_handled: Option<String>,
+    /// Runs skipped (not counted in the success rate).
+    #[serde(default)]
+    pub skipped_runs: u64,
     /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Scheduled`.
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]

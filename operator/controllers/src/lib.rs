@@ -33,6 +33,8 @@ pub struct TermConfig {
     pub secrets: secrets::SecretsConfig,
     /// Database replication.
     pub database: database::DatabaseConfig,
+    /// Chaos experiments.
+    pub chaos: chaos::ChaosConfig,
 }
 
 /// Every capability's work for one leadership term.
@@ -45,7 +47,7 @@ pub fn term(ctx: &Context, cfg: TermConfig, stop: Stop) -> Vec<BoxFuture<'static
     all.extend(backup::term(ctx, cfg.backup, c, &stop));
     all.extend(secrets::term(ctx, cfg.secrets, &stop));
     all.extend(database::term(ctx, cfg.database, &stop));
-    all.extend(chaos::term(ctx, c, &stop));
+    all.extend(chaos::term(ctx, cfg.chaos, c, &stop));
     all.extend(drill::term(ctx, c, &stop));
     all
 }

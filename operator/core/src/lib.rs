@@ -3,6 +3,7 @@
 //! cluster. Reconcilers fetch, call into this crate, apply and write status.
 
 pub mod backup;
+pub mod chaos;
 pub mod conditions;
 pub mod database;
 pub mod duration;

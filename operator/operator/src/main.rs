@@ -46,8 +46,9 @@ enum Command {
     Crd(CrdArgs),
     /// Run only the probe engine, as an observer in another vantage point (reports through the API).
     Probe(ProbeArgs),
-    /// Run the region agent next to a database member: fences a stale local primary (newer epoch, or the
-    /// hub lost) and rebuilds a fenced former primary as a standby (pg_rewind or a fresh base backup).
+    /// Run the region agent: makes and reverts chaos faults in its region (each with an expiry it keeps by
+    /// itself), and next to a database member fences a stale local primary (newer epoch, or the hub lost)
+    /// and rebuilds a fenced former primary as a standby (pg_rewind or a fresh base backup).
     Agent(AgentArgs),
 }
 
@@ -56,12 +57,19 @@ struct AgentArgs {
     /// The region the agent runs in.
     #[arg(long)]
     region: String,
-    /// The Database whose member runs next to the agent.
-    #[arg(long)]
-    database: String,
+    /// The Database whose member runs next to the agent (its database duty; needs --pg-data).
+    #[arg(long, requires = "pg_data")]
+    database: Option<String>,
     /// The member's data directory.
-    #[arg(long)]
-    pg_data: std::path::PathBuf,
+    #[arg(long, requires = "database")]
+    pg_data: Option<std::path::PathBuf>,
+    /// A process a fault type stops, as TYPE=PIDFILE (repeatable), e.g. RegionOutage=/run/ingress.pid,
+    /// VaultOutage=/run/vault.pid, ObjectStoreOutage=/run/s3.pid. A fault without a target is refused.
+    #[arg(long = "fault-target", value_parser = parse_fault_target)]
+    fault_targets: Vec<(azora_api::chaos::FaultType, std::path::PathBuf)>,
+    /// Where the agent remembers the faults it made (reverted at expiry and on start-up).
+    #[arg(long, default_value = "/var/lib/azora-agent")]
+    state_dir: std::path::PathBuf,
     /// Directory of pg_ctl, pg_rewind and pg_basebackup.
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pg_bin: std::path::PathBuf,
@@ -491,6 +499,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 interval: args.database_interval,
                 ..Default::default()
             },
+            chaos: azora_controllers::chaos::ChaosConfig::default(),
         };
         let controllers =
             azora_runtime::term::run_term(term_end, move |stop| azora_controllers::term(&ctx, cfg, stop));
@@ -608,30 +617,73 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn parse_fault_target(s: &str) -> Result<(azora_api::chaos::FaultType, std::path::PathBuf), String> {
+    let (t, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected TYPE=PIDFILE"))?;
+    let fault = t.parse::<azora_api::chaos::FaultType>().map_err(|_| {
+        format!("{t:?} is not a fault type (RegionOutage, VaultOutage, ObjectStoreOutage, ...)")
+    })?;
+    if file.is_empty() {
+        return Err(format!("{s:?}: the pid file is empty"));
+    }
+    Ok((fault, file.into()))
+}
+
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let (config, namespace) = cluster_config(args.namespace).await?;
     let (client, _) = hub_clients(config)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let identity = format!("agent-{}-{}-{}", args.region, host.trim(), std::process::id());
-    let pg_log = args.pg_log.unwrap_or_else(|| {
-        let mut p = args.pg_data.clone().into_os_string();
-        p.push(".server.log");
-        p.into()
-    });
-    let cfg = azora_controllers::database::agent::AgentConfig {
-        region: args.region,
-        database: args.database,
-        data_dir: args.pg_data,
-        bin_dir: args.pg_bin,
-        os_user: args.pg_os_user,
-        log_file: pg_log,
-        namespace,
-        hub_loss_fence: args.hub_loss_fence,
-        interval: args.interval,
+    let faults = azora_controllers::chaos::agent::FaultAgentConfig {
+        region: args.region.clone(),
+        namespace: namespace.clone(),
+        targets: args.fault_targets.into_iter().collect(),
+        state_file: args.state_dir.join(format!("faults-{}.json", args.region)),
+        interval: Duration::from_secs(1),
+        identity: identity.clone(),
+    };
+    // The fault duty always runs; on SIGTERM it reverts what is in place before the process ends.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let fault_duty = tokio::spawn(azora_controllers::chaos::agent::run(
+        client.clone(),
+        faults,
+        stopped,
+    ));
+    let database_duty = async {
+        match (args.database, args.pg_data) {
+            (Some(database), Some(pg_data)) => {
+                let pg_log = args.pg_log.unwrap_or_else(|| {
+                    let mut p = pg_data.clone().into_os_string();
+                    p.push(".server.log");
+                    p.into()
+                });
+                let cfg = azora_controllers::database::agent::AgentConfig {
+                    region: args.region,
+                    database,
+                    data_dir: pg_data,
+                    bin_dir: args.pg_bin,
+                    os_user: args.pg_os_user,
+                    log_file: pg_log,
+                    namespace,
+                    hub_loss_fence: args.hub_loss_fence,
+                    interval: args.interval,
+                };
+                azora_controllers::database::agent::run(client, cfg, identity).await;
+            }
+            _ => std::future::pending::<()>().await,
+        }
     };
     tokio::select! {
-        () = azora_controllers::database::agent::run(client, cfg, identity) => Ok(()),
-        () = shutdown_signal() => Ok(()),
+        () = database_duty => {}
+        () = shutdown_signal() => {}
     }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), fault_duty).await;
+    Ok(())
 }

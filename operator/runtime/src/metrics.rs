@@ -84,6 +84,13 @@ pub struct Metrics {
     pub db_primary: prometheus::GaugeVec,
     /// Database failovers by database and result (promoted, refused, failed).
     pub db_failovers: IntCounterVec,
+    /// `azora_chaos_runs_total{experiment,outcome}`.
+    pub chaos_runs: IntCounterVec,
+    /// `azora_chaos_fault_active{experiment}`: 1 while a fault of the experiment may be in place (stays 1
+    /// when its revert could not be confirmed).
+    pub chaos_fault_active: prometheus::GaugeVec,
+    /// `azora_chaos_last_failover_seconds{experiment}`: the last run's measured failover time.
+    pub chaos_failover_seconds: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -304,6 +311,30 @@ impl Metrics {
         registry.register(Box::new(db_lag_bytes.clone()))?;
         registry.register(Box::new(db_primary.clone()))?;
         registry.register(Box::new(db_failovers.clone()))?;
+        let chaos_runs = IntCounterVec::new(
+            Opts::new(
+                "chaos_runs_total",
+                "Chaos experiment runs by experiment and outcome",
+            ),
+            &["experiment", "outcome"],
+        )?;
+        let chaos_fault_active = prometheus::GaugeVec::new(
+            Opts::new(
+                "chaos_fault_active",
+                "1 while an experiment's fault may be in place (stays 1 when its revert is unconfirmed)",
+            ),
+            &["experiment"],
+        )?;
+        let chaos_failover_seconds = prometheus::GaugeVec::new(
+            Opts::new(
+                "chaos_last_failover_seconds",
+                "Failover time measured by each experiment's last run that saw one",
+            ),
+            &["experiment"],
+        )?;
+        registry.register(Box::new(chaos_runs.clone()))?;
+        registry.register(Box::new(chaos_fault_active.clone()))?;
+        registry.register(Box::new(chaos_failover_seconds.clone()))?;
         for c in [
             &regional_writes,
             &tenant_syncs,
@@ -372,6 +403,9 @@ impl Metrics {
             db_lag_bytes,
             db_primary,
             db_failovers,
+            chaos_runs,
+            chaos_fault_active,
+            chaos_failover_seconds,
         })
     }
 

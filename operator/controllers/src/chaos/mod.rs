@@ -1,24 +1,99 @@
-//! Chaos experiments. This version validates ChaosExperiments and reports `Ready=False, NotYetSupported`;
-//! injecting faults is the chaos issue's work and lands here. Reads the interlock handle from the runtime.
+//! Chaos experiments: one task per `ChaosExperiment` runs it on its schedule (or at once on a new
+//! `azora.io/run-now` annotation) — interlocks, blocked windows and the steady state checked first (a run
+//! that may not start is recorded `Skipped` with the reason), the fault handed to the target region's agent
+//! with an expiry (the agent makes it for real and reverts it at expiry by itself), abort conditions watched
+//! throughout, the fault withdrawn at the end and its absence confirmed from here (the endpoint answers
+//! again), the outcome judged from measured numbers (`core::chaos::judge`). A run an earlier term left
+//! `Running` is finished as `Aborted` (the fault withdrawn and confirmed gone). The kill switch (ConfigMap
+//! `azora-chaos-halt`) aborts every run and blocks new ones. Writes `ChaosExperiment` status under manager
+//! `azora-operator/chaos-runs`; the generic pipeline keeps the conditions.
+
+pub mod agent;
+mod run;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use azora_api::ChaosExperiment;
 use azora_api::chaos::ChaosExperimentSpec;
 use azora_core::validate::{self, Pending, Problem};
 use azora_core::world::World;
 use azora_runtime::Context;
-use azora_runtime::pipeline::{Kind, not_yet_supported, resource_of};
+use azora_runtime::pipeline::{Kind, resource_of};
 use azora_runtime::term::{Stop, controller};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::core::ApiResource;
 
+/// Settings of the chaos room.
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    /// How long the hub waits for the agent to report a fault applied (or reverted).
+    pub agent_wait: Duration,
+    /// How long after the revert the fault's absence must be confirmed.
+    pub confirm_wait: Duration,
+    /// Longest wait for the steady state to return when the experiment names no `recoveryWithin`.
+    pub recovery_wait: Duration,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        Self {
+            agent_wait: Duration::from_secs(15),
+            confirm_wait: Duration::from_secs(30),
+            recovery_wait: Duration::from_secs(120),
+        }
+    }
+}
+
 /// This capability's work for one leadership term.
-pub fn term(ctx: &Context, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
-    vec![controller::<ChaosExperimentKind>(
-        ctx,
-        &ctx.caches.experiments,
-        concurrency,
-        stop.clone(),
-    )]
+pub fn term(ctx: &Context, cfg: ChaosConfig, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'static, ()>> {
+    vec![
+        controller::<ChaosExperimentKind>(ctx, &ctx.caches.experiments, concurrency, stop.clone()),
+        runner(ctx.clone(), cfg, stop.clone()).boxed(),
+    ]
+}
+
+/// Starts one task per experiment and stops those of deleted ones.
+async fn runner(ctx: Context, cfg: ChaosConfig, stop: Stop) {
+    let cache = ctx.caches.experiments.clone();
+    let mut changed = cache.changed();
+    let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    let mut stop = stop;
+    tokio::select! {
+        () = cache.ready() => {}
+        () = &mut stop => return,
+    }
+    loop {
+        let names: BTreeSet<String> = cache
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        for name in &names {
+            if tasks.get(name).is_none_or(|t| t.is_finished()) {
+                let task = run::experiment_loop(ctx.clone(), cfg.clone(), name.clone());
+                tasks.insert(name.clone(), ctx.supervisor.spawn_term("chaos/experiment", task));
+            }
+        }
+        tasks.retain(|name, t| {
+            let keep = names.contains(name);
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        azora_runtime::metrics::retain_series(&ctx.metrics.chaos_failover_seconds, |l| {
+            l.get("experiment").is_some_and(|e| names.contains(e))
+        });
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { break },
+            () = &mut stop => break,
+        }
+    }
+    for t in tasks.values() {
+        t.abort();
+    }
 }
 
 /// ChaosExperiment.
@@ -36,9 +111,6 @@ impl Kind for ChaosExperimentKind {
         "experiments run on schedule"
     }
     fn pending() -> Option<Pending> {
-        not_yet_supported(
-            "Scheduled",
-            "spec valid and target resolved; experiments are not run in this version",
-        )
+        None
     }
 }

@@ -521,7 +521,6 @@ pub fn restore(spec: &RestoreSpec, world: &World) -> Vec<Problem> {
 /// Checks a ChaosExperiment.
 pub fn chaos_experiment(spec: &ChaosExperimentSpec, world: &World) -> Vec<Problem> {
     let mut f = Findings::default();
-    f.duration("duration", &spec.duration);
     f.cron("schedule", &spec.schedule);
     let fault = &spec.fault;
     let needs_region = !matches!(fault.type_, FaultType::DnsFailure | FaultType::PodKill);
@@ -556,6 +555,25 @@ pub fn chaos_experiment(spec: &ChaosExperimentSpec, world: &World) -> Vec<Proble
     }
     if let Some(d) = &spec.expect.recovery_within {
         f.duration("expect.recoveryWithin", d);
+    }
+    if let Some(d) = f.duration("duration", &spec.duration)
+        && d > crate::chaos::MAX_FAULT
+        && !spec.allow_long_fault
+    {
+        f.invalid(
+            "FaultTooLong",
+            format!(
+                "duration: {} is longer than one hour; set allowLongFault to run it",
+                spec.duration
+            ),
+        );
+    }
+    if fault.mode.is_some() && fault.type_ != FaultType::RegionOutage {
+        f.invalid("InvalidFault", "fault.mode applies to RegionOutage only");
+    }
+    for (i, w) in spec.blocked_windows.iter().enumerate() {
+        f.cron(&format!("blockedWindows[{i}].start"), &w.start);
+        f.duration(&format!("blockedWindows[{i}].duration"), &w.duration);
     }
     if spec.expect.no_failover && spec.expect.failover_within.is_some() {
         f.invalid(

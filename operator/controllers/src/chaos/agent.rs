@@ -1,0 +1,344 @@
+//! The region agent's fault duty (`azora-operator agent --region R --fault-target TYPE=PIDFILE …`): it renews
+//! its own Lease `azora-agent-<region>` in the operator's namespace, reads the fault order the hub writes
+//! there (annotation `azora.io/fault`: id, type, expiry), makes the fault for real and reports what it did
+//! (annotation `azora.io/fault-report`).
+//!
+//! A fault is a process of the region that stops serving: the agent sends it SIGSTOP (connections hang, the
+//! way an overloaded or partitioned service looks from outside) and SIGCONT to revert. What it did is written
+//! to a state file before the signal, so:
+//! - the fault is reverted when the hub withdraws the order, and **at its expiry by the agent alone**, even
+//!   when the hub cannot be reached or the operator is gone;
+//! - on start-up the agent reverts whatever its state file says is in place and has expired (a fault not yet
+//!   expired is kept and judged against the hub's order as usual);
+//! - on SIGTERM it reverts at once;
+//! - an order it already finished is never applied again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use azora_api::chaos::FaultType;
+use azora_core::chaos::{
+    AGENT_LABEL, AgentStep, FAULT_ANNOTATION, FAULT_REPORT_ANNOTATION, FaultOrder, FaultReport, FaultState,
+    Order, agent_lease, agent_step,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+/// Settings of the agent's fault duty.
+#[derive(Clone, Debug)]
+pub struct FaultAgentConfig {
+    /// The region the agent runs in.
+    pub region: String,
+    /// Namespace of the agent's Lease (the operator's).
+    pub namespace: String,
+    /// The process (by pid file) each fault type stops.
+    pub targets: BTreeMap<FaultType, PathBuf>,
+    /// Where the agent remembers what it did.
+    pub state_file: PathBuf,
+    /// How often it looks.
+    pub interval: Duration,
+    /// Who it is (Lease holder).
+    pub identity: String,
+}
+
+/// What the agent remembers (the state file).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentState {
+    /// The fault in place, with the process it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    /// Orders reverted or refused (newest last, bounded).
+    #[serde(default)]
+    pub finished: Vec<String>,
+    /// The last report (written to the Lease until it is there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<FaultReport>,
+}
+
+/// A fault in place.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    /// The order.
+    pub order: FaultOrder,
+    /// The process stopped.
+    pub pid: i32,
+}
+
+const FINISHED_KEPT: usize = 64;
+
+/// Reads the state file (missing or unreadable: nothing in place; an unreadable file is logged).
+pub fn load_state(path: &Path) -> AgentState {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            warn!(file = %path.display(), error = %e, "agent state file unreadable; starting empty");
+            AgentState::default()
+        }),
+        Err(_) => AgentState::default(),
+    }
+}
+
+/// Writes the state file atomically (temporary file, fsync, rename).
+pub fn save_state(path: &Path, state: &AgentState) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_pid(file: &Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("pid file {}: {e}", file.display()))?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| format!("pid file {} holds no process id", file.display()))
+}
+
+fn signal(pid: i32, stop: bool) -> Result<(), String> {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return Err(format!("bad process id {pid}"));
+    };
+    let sig = if stop {
+        rustix::process::Signal::STOP
+    } else {
+        rustix::process::Signal::CONT
+    };
+    rustix::process::kill_process(p, sig).map_err(|e| format!("signal to process {pid}: {e}"))
+}
+
+/// The agent's fault duty: runs until `shutdown` completes, then reverts what is in place.
+pub async fn run(
+    client: kube::Client,
+    cfg: FaultAgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client, &cfg.namespace);
+    let name = agent_lease(&cfg.region);
+    let mut state = load_state(&cfg.state_file);
+    // Start-up: whatever is in place and expired goes now, before the hub is even asked.
+    if state
+        .applied
+        .as_ref()
+        .is_some_and(|a| a.order.expires <= jiff::Timestamp::now())
+    {
+        revert(&cfg, &mut state, "expired (found at agent start-up)");
+    }
+    info!(region = %cfg.region, targets = ?cfg.targets.keys().collect::<Vec<_>>(), "fault agent started");
+    tokio::pin!(shutdown);
+    loop {
+        let lease = tokio::time::timeout(Duration::from_secs(5), leases.get_opt(&name)).await;
+        let order = match &lease {
+            Ok(Ok(Some(l))) => Order::Known(order_of(l)),
+            Ok(Ok(None)) => {
+                create_lease(&leases, &name, &cfg).await;
+                Order::Known(None)
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "hub unreachable: faults in place are kept until they expire");
+                Order::Unknown
+            }
+            Err(_) => {
+                warn!("hub read timed out: faults in place are kept until they expire");
+                Order::Unknown
+            }
+        };
+        let finished: BTreeSet<String> = state.finished.iter().cloned().collect();
+        match agent_step(
+            &order,
+            state.applied.as_ref().map(|a| &a.order),
+            &finished,
+            jiff::Timestamp::now(),
+        ) {
+            AgentStep::Keep => {}
+            AgentStep::Apply(o) => apply(&cfg, &mut state, o),
+            AgentStep::Revert(why) => revert(&cfg, &mut state, why),
+        }
+        if matches!(lease, Ok(Ok(Some(_)))) {
+            renew(&leases, &name, &cfg, state.report.as_ref()).await;
+        }
+        // Wake at the interval, or at the expiry of what is in place when that is sooner.
+        let mut wait = cfg.interval;
+        if let Some(a) = &state.applied {
+            let left = a.order.expires.duration_since(jiff::Timestamp::now());
+            if let Ok(left) = Duration::try_from(left) {
+                wait = wait.min(left + Duration::from_millis(5));
+            } else {
+                wait = Duration::ZERO;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut shutdown => break,
+        }
+    }
+    if state.applied.is_some() {
+        revert(&cfg, &mut state, "agent shutting down");
+        if tokio::time::timeout(
+            Duration::from_secs(3),
+            renew(&leases, &name, &cfg, state.report.as_ref()),
+        )
+        .await
+        .is_err()
+        {
+            warn!("could not report the revert at shutdown");
+        }
+    }
+}
+
+fn order_of(lease: &Lease) -> Option<FaultOrder> {
+    let raw = lease.metadata.annotations.as_ref()?.get(FAULT_ANNOTATION)?;
+    match serde_json::from_str(raw) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            warn!(error = %e, "unreadable fault order ignored");
+            None
+        }
+    }
+}
+
+fn finish(state: &mut AgentState, id: &str) {
+    state.finished.push(id.to_string());
+    let excess = state.finished.len().saturating_sub(FINISHED_KEPT);
+    state.finished.drain(..excess);
+}
+
+fn apply(cfg: &FaultAgentConfig, state: &mut AgentState, order: FaultOrder) {
+    let now = jiff::Timestamp::now();
+    let pid = cfg
+        .targets
+        .get(&order.fault)
+        .ok_or_else(|| {
+            format!(
+                "this agent has no target for {} (start it with --fault-target {}=PIDFILE)",
+                order.fault, order.fault
+            )
+        })
+        .and_then(|f| read_pid(f));
+    let pid = match pid {
+        Ok(p) => p,
+        Err(why) => {
+            warn!(order = %order.id, reason = %why, "fault refused");
+            refuse(cfg, state, &order, why, now);
+            return;
+        }
+    };
+    // Remember first: a crash between the two leaves a revert to do, never a fault nobody knows of.
+    state.applied = Some(Applied {
+        order: order.clone(),
+        pid,
+    });
+    if let Err(e) = save_state(&cfg.state_file, state) {
+        state.applied = None;
+        refuse(cfg, state, &order, format!("state file not writable: {e}"), now);
+        return;
+    }
+    if let Err(why) = signal(pid, true) {
+        state.applied = None;
+        refuse(cfg, state, &order, why, now);
+        return;
+    }
+    info!(order = %order.id, fault = %order.fault, pid, expires = %order.expires, "fault applied");
+    state.report = Some(FaultReport {
+        id: order.id,
+        state: FaultState::Applied,
+        time: now,
+        message: format!("process {pid} stopped"),
+    });
+    if let Err(e) = save_state(&cfg.state_file, state) {
+        warn!(error = %e, "agent state file not writable");
+    }
+}
+
+fn refuse(
+    cfg: &FaultAgentConfig,
+    state: &mut AgentState,
+    order: &FaultOrder,
+    why: String,
+    now: jiff::Timestamp,
+) {
+    finish(state, &order.id);
+    state.report = Some(FaultReport {
+        id: order.id.clone(),
+        state: FaultState::Refused,
+        time: now,
+        message: why,
+    });
+    if let Err(e) = save_state(&cfg.state_file, state) {
+        warn!(error = %e, "agent state file not writable");
+    }
+}
+
+fn revert(cfg: &FaultAgentConfig, state: &mut AgentState, why: &str) {
+    let Some(a) = state.applied.take() else {
+        return;
+    };
+    let message = match signal(a.pid, false) {
+        Ok(()) => format!("{why}: process {} resumed", a.pid),
+        // The process is gone: nothing of the fault is left in it.
+        Err(e) => format!("{why}: {e}"),
+    };
+    info!(order = %a.order.id, %message, "fault reverted");
+    finish(state, &a.order.id);
+    state.report = Some(FaultReport {
+        id: a.order.id,
+        state: FaultState::Reverted,
+        time: jiff::Timestamp::now(),
+        message,
+    });
+    if let Err(e) = save_state(&cfg.state_file, state) {
+        warn!(error = %e, "agent state file not writable");
+    }
+}
+
+async fn create_lease(leases: &Api<Lease>, name: &str, cfg: &FaultAgentConfig) {
+    let body: Lease = match serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {AGENT_LABEL: cfg.region}},
+        "spec": {"holderIdentity": cfg.identity, "leaseDurationSeconds": 15,
+                 "renewTime": MicroTime(jiff::Timestamp::now())}
+    })) {
+        Ok(b) => b,
+        Err(_) => return,
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        leases.create(&PostParams::default(), &body),
+    )
+    .await
+    {
+        Ok(Ok(_)) => info!(lease = name, "agent Lease created"),
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => {}
+        Ok(Err(e)) => warn!(error = %e, "agent Lease not created"),
+        Err(_) => warn!("agent Lease creation timed out"),
+    }
+}
+
+async fn renew(leases: &Api<Lease>, name: &str, cfg: &FaultAgentConfig, report: Option<&FaultReport>) {
+    let mut patch = serde_json::json!({
+        "spec": {"holderIdentity": cfg.identity, "leaseDurationSeconds": 15,
+                 "renewTime": MicroTime(jiff::Timestamp::now())}
+    });
+    if let Some(r) = report.and_then(|r| serde_json::to_string(r).ok()) {
+        patch["metadata"] = serde_json::json!({"annotations": {FAULT_REPORT_ANNOTATION: r}});
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "agent Lease not renewed"),
+        Err(_) => warn!("agent Lease renewal timed out"),
+    }
+}

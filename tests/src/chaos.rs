@@ -1,0 +1,167 @@
+//! Chaos experiments in tests (IO): region agents as real `azora-operator agent` processes next to the
+//! simulated regions, pid files for the processes a fault stops, experiments created and asked to run, and
+//! what a process's state really is (`/proc/<pid>/stat`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::Operator;
+use crate::scenario::{ar, create};
+
+/// Writes `pid` into `dir/<name>.pid` and returns the path.
+pub fn pid_file(dir: &Path, name: &str, pid: u32) -> anyhow::Result<PathBuf> {
+    let p = dir.join(format!("{name}.pid"));
+    std::fs::write(&p, format!("{pid}\n"))?;
+    Ok(p)
+}
+
+/// Starts the region agent of `region` against the hub `kubeconfig`, with its fault targets
+/// (`("RegionOutage", pidfile)`), its state in `dir/agent-<region>`.
+pub fn start_agent(
+    kubeconfig: &Path,
+    dir: &Path,
+    region: &str,
+    targets: &[(&str, &Path)],
+) -> anyhow::Result<Operator> {
+    let state = dir.join(format!("agent-{region}"));
+    let mut args: Vec<String> = vec![
+        "--region".into(),
+        region.into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+    ];
+    for (t, f) in targets {
+        args.push("--fault-target".into());
+        args.push(format!("{t}={}", f.display()));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    Operator::start_command(
+        kubeconfig,
+        dir.join(format!("agent-{region}.log")),
+        "agent",
+        &argv,
+        &[("RUST_LOG", "info,kube=warn")],
+    )
+}
+
+/// Whether a process is stopped (SIGSTOP): state `T` in `/proc/<pid>/stat`. A process that is gone is not.
+pub fn stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // pid (comm) STATE ...: comm may hold spaces, so read after the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s == "T" || s == "t")
+}
+
+/// Waits until `pred(pid)` holds; how long it took.
+pub async fn wait_process(pid: u32, want_stopped: bool, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if stopped(pid) == want_stopped {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Creates a ChaosExperiment.
+pub async fn experiment(client: &kube::Client, name: &str, spec: Value) -> anyhow::Result<()> {
+    create(
+        client,
+        "chaosexperiments",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "ChaosExperiment",
+               "metadata": {"name": name}, "spec": spec}),
+    )
+    .await
+}
+
+fn api(client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(client.clone(), &ar("ChaosExperiment", "chaosexperiments"))
+}
+
+/// Asks for a run now (`azora.io/run-now: <token>`).
+pub async fn run_now(client: &kube::Client, name: &str, token: &str) -> anyhow::Result<()> {
+    api(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"azora.io/run-now": token}}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Merge-patches the experiment's spec.
+pub async fn patch_spec(client: &kube::Client, name: &str, spec: Value) -> anyhow::Result<()> {
+    api(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The experiment's status (null when none).
+pub async fn status(client: &kube::Client, name: &str) -> anyhow::Result<Value> {
+    Ok(api(client)
+        .get(name)
+        .await?
+        .data
+        .get("status")
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+/// Waits until the experiment's `lastRun` satisfies `pred`; returns the status (the last one seen on timeout,
+/// as an error).
+pub async fn wait_run(
+    client: &kube::Client,
+    name: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < timeout {
+        if let Ok(st) = status(client, name).await {
+            if pred(&st["lastRun"]) {
+                return Ok(st);
+            }
+            last = st;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    anyhow::bail!(
+        "experiment {name}: run never reached the wanted state within {timeout:?}; status: {last:#}"
+    )
+}
+
+/// Steps of a run's timeline, in order.
+pub fn steps(run: &Value) -> Vec<String> {
+    run["timeline"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|e| e["step"].as_str().map(ToString::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the agent of `region` has its Lease on the hub (it is live); false on timeout.
+pub async fn wait_agent(client: &kube::Client, region: &str, timeout: Duration) -> bool {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
+    let name = format!("azora-agent-{region}");
+    crate::wait::until(timeout, || async {
+        matches!(leases.get_opt(&name).await, Ok(Some(_)))
+    })
+    .await
+}

@@ -1,0 +1,518 @@
+//! Chaos experiments end to end: real simulated region processes, the real region agent (`azora-operator
+//! agent`) stopping them with signals, the operator binary with its embedded DNS, a real API server. The
+//! fault's effect and its end are read from the processes themselves (`/proc/<pid>/stat`) and from DNS.
+
+use std::time::Duration;
+
+use azora_tests::chaos::{
+    experiment, patch_spec, pid_file, run_now, start_agent, status, steps, stopped, wait_agent, wait_process,
+    wait_run,
+};
+use azora_tests::scenario::Scenario;
+use serde_json::{Value, json};
+
+/// Three simulated regions, the policy (short hold-down so failback comes back quickly), one operator and
+/// the agent of africa with africa's serving process as its RegionOutage target.
+async fn setup(hold_down: &str) -> anyhow::Result<(Scenario, azora_tests::Operator, u32)> {
+    let mut s = Scenario::start(3).await?;
+    s.policy(hold_down, json!({})).await?;
+    s.add_operator(&[])?;
+    anyhow::ensure!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "DNS never answered africa:\n{}",
+        s.log_tail(0, 30)
+    );
+    anyhow::ensure!(
+        s.wait_all_healthy(Duration::from_secs(40)).await,
+        "regions never all Healthy"
+    );
+    let pid = s.regions[0]
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("africa has no process"))?;
+    let dir = s.env.dir.path().to_path_buf();
+    let pidfile = pid_file(&dir, "africa-serving", pid)?;
+    let agent = start_agent(
+        &s.env.hub().kubeconfig,
+        &dir,
+        "africa",
+        &[("RegionOutage", &pidfile)],
+    )?;
+    let hub = s.env.hub().client().await?;
+    anyhow::ensure!(
+        wait_agent(&hub, "africa", Duration::from_secs(20)).await,
+        "the agent never came up:\n{}",
+        agent.log_text()
+    );
+    Ok((s, agent, pid))
+}
+
+fn outage(duration: &str, extra: Value) -> Value {
+    let mut spec = json!({"fault": {"type": "RegionOutage", "region": "africa"}, "duration": duration,
+                          "schedule": "0 3 1 1 *"});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    spec
+}
+
+fn finished(run: &Value) -> bool {
+    run["outcome"].is_string() && run["outcome"] != "Running"
+}
+
+#[tokio::test]
+async fn a_region_outage_experiment_really_stops_the_region_fails_dns_over_reverts_and_measures_the_failover()
+-> anyhow::Result<()> {
+    let (s, agent, pid) = setup("5s").await?;
+    let hub = s.env.hub().client().await?;
+    experiment(&hub, "africa-outage", outage("20s", json!({}))).await?;
+    run_now(&hub, "africa-outage", "first").await?;
+
+    // The agent really stops africa's serving process, and DNS moves away from it.
+    let took = wait_process(pid, true, Duration::from_secs(40)).await;
+    assert!(
+        took.is_some(),
+        "africa was never stopped: {:#}\n{}\n{}",
+        serde_json::to_value(
+            kube::Api::<kube::api::DynamicObject>::all_with(
+                hub.clone(),
+                &azora_tests::scenario::ar("ChaosExperiment", "chaosexperiments")
+            )
+            .get("africa-outage")
+            .await?
+        )?,
+        agent.log_text(),
+        s.operators[0]
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("chaos") || l.contains("ERROR") || l.contains("experiment"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40))
+            .await
+            .is_some(),
+        "DNS did not move to europe during the fault:\n{}",
+        s.log_tail(0, 40)
+    );
+    let st = wait_run(&hub, "africa-outage", Duration::from_secs(150), finished).await?;
+    let run = &st["lastRun"];
+    assert!(!stopped(pid), "africa is still stopped after the run: {run:#}");
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}\n{}", s.log_tail(0, 60));
+    let failover_ms = run["failoverMs"].as_u64().unwrap_or(0);
+    assert!(failover_ms > 0, "no measured failover: {run:#}");
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    assert!(run["recoveryMs"].as_u64().is_some(), "{run:#}");
+    let got = steps(run);
+    for want in [
+        "Scheduled",
+        "SteadyStateOk",
+        "FaultInjected",
+        "FailoverObserved",
+        "FaultReverted",
+        "RevertConfirmed",
+        "Recovered",
+    ] {
+        assert!(got.iter().any(|g| g == want), "timeline lacks {want}: {got:?}");
+    }
+    // The measured number is the policy's own verified failover, counted from the fault.
+    let policy = s.policy_status().await?;
+    let records: Vec<&Value> = std::iter::once(&policy["lastFailover"])
+        .chain(policy["history"].as_array().into_iter().flatten())
+        .collect();
+    let record = records
+        .iter()
+        .find(|r| r["from"] == "africa" && r["reason"] == "RegionDown")
+        .ok_or_else(|| anyhow::anyhow!("no RegionDown failover from africa: {policy}"))?;
+    let verified: jiff::Timestamp = record["verifiedTime"].as_str().unwrap_or_default().parse()?;
+    let injected: jiff::Timestamp = run["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["step"] == "FaultInjected"))
+        .and_then(|e| e["time"].as_str())
+        .unwrap_or_default()
+        .parse()?;
+    let expected = verified.duration_since(injected).as_millis();
+    assert!(
+        (i128::from(failover_ms) - expected).abs() <= 1,
+        "failoverMs {failover_ms} is not the policy's verified time minus the injection ({expected} ms)"
+    );
+    assert_eq!(st["totalRuns"], 1);
+    assert_eq!(st["successRate"], "100%");
+    println!(
+        "RegionOutage run: failover {failover_ms} ms, recovery {} ms",
+        run["recoveryMs"]
+    );
+    let m = azora_tests::metrics_text(s.metrics[0]).await?;
+    assert_eq!(
+        azora_tests::metric(
+            &m,
+            "azora_chaos_runs_total{experiment=\"africa-outage\",outcome=\"Succeeded\"}"
+        )?,
+        1.0
+    );
+    assert_eq!(
+        azora_tests::metric(&m, "azora_chaos_fault_active{experiment=\"africa-outage\"}")?,
+        0.0
+    );
+
+    // The same experiment expecting a 1 s failover fails, with the measured number in the message.
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(90))
+            .await
+            .is_some(),
+        "no failback to africa"
+    );
+    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
+    // Failback verified before the next run (a failover still under way would skip it).
+    let policy_ok = azora_tests::wait::until(Duration::from_secs(30), || async {
+        s.policy_status()
+            .await
+            .is_ok_and(|p| p["lastFailover"]["verifiedTime"].is_string() && p["activeRegion"] == "africa")
+    })
+    .await;
+    assert!(policy_ok);
+    patch_spec(&hub, "africa-outage", json!({"expect": {"failoverWithin": "1s"}})).await?;
+    // the new spec must be validated before the run
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_now(&hub, "africa-outage", "second").await?;
+    let st = wait_run(&hub, "africa-outage", Duration::from_secs(150), |r| {
+        finished(r) && r["id"] != st["lastRun"]["id"]
+    })
+    .await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Failed", "{run:#}");
+    let ms = run["failoverMs"].as_u64().unwrap_or(0);
+    assert!(ms > 1000, "{run:#}");
+    let msg = run["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("expected within 1.00s") && msg.contains(&format!("{:.2}s", ms as f64 / 1000.0)),
+        "{msg}"
+    );
+    assert!(!stopped(pid));
+    assert_eq!(st["totalRuns"], 2);
+    assert_eq!(st["successRate"], "50%");
+    assert_eq!(st["runs"].as_array().map(Vec::len), Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_agent_reverts_at_expiry_when_the_operator_is_killed_or_the_hub_is_gone_and_the_run_is_never_left_running()
+-> anyhow::Result<()> {
+    let (mut s, agent, pid) = setup("5s").await?;
+    let hub = s.env.hub().client().await?;
+    // 15 s fault: the agent's expiry is 25 s after the order.
+    experiment(
+        &hub,
+        "killed",
+        outage("15s", json!({"steadyState": {"minHealthyRegions": 2}})),
+    )
+    .await?;
+    run_now(&hub, "killed", "1").await?;
+    assert!(
+        wait_process(pid, true, Duration::from_secs(40)).await.is_some(),
+        "{}",
+        agent.log_text()
+    );
+    let injected = wait_run(&hub, "killed", Duration::from_secs(20), |r| {
+        steps(r).contains(&"FaultInjected".into())
+    })
+    .await?;
+    let expires: jiff::Timestamp = injected["lastRun"]["expiresTime"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    // The operator dies mid-experiment; nobody withdraws the order.
+    s.operators[0].kill();
+    assert!(
+        stopped(pid),
+        "the fault must outlive the operator until its expiry"
+    );
+    let resumed = wait_process(pid, false, Duration::from_secs(40)).await;
+    assert!(
+        resumed.is_some(),
+        "the agent never reverted at expiry:\n{}",
+        agent.log_text()
+    );
+    let at = jiff::Timestamp::now();
+    assert!(
+        at >= expires,
+        "reverted at {at}, before the expiry {expires}: someone else reverted it"
+    );
+    assert_eq!(
+        status(&hub, "killed").await?["lastRun"]["outcome"],
+        "Running",
+        "nobody ran the operator"
+    );
+    // A new operator finishes the run: Aborted, never left Running.
+    s.add_operator(&[])?;
+    let st = wait_run(&hub, "killed", Duration::from_secs(90), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Aborted", "{run:#}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted"),
+        "{run:#}"
+    );
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    assert!(steps(run).contains(&"Interrupted".to_string()));
+
+    // Wait for africa to serve again, then the hub API server itself stops mid-experiment.
+    assert!(
+        s.wait_answer(1, "127.0.0.11", Duration::from_secs(90))
+            .await
+            .is_some(),
+        "no failback"
+    );
+    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
+    let policy_ok = azora_tests::wait::until(Duration::from_secs(30), || async {
+        s.policy_status()
+            .await
+            .is_ok_and(|p| p["lastFailover"]["verifiedTime"].is_string() && p["activeRegion"] == "africa")
+    })
+    .await;
+    assert!(policy_ok);
+    run_now(&hub, "killed", "2").await?;
+    assert!(
+        wait_process(pid, true, Duration::from_secs(40)).await.is_some(),
+        "{}",
+        agent.log_text()
+    );
+    let st = wait_run(&hub, "killed", Duration::from_secs(20), |r| {
+        r["outcome"] == "Running" && steps(r).contains(&"FaultInjected".into())
+    })
+    .await?;
+    let expires: jiff::Timestamp = st["lastRun"]["expiresTime"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?;
+    s.env.hub().pause();
+    let resumed = wait_process(pid, false, Duration::from_secs(40)).await;
+    let at = jiff::Timestamp::now();
+    s.env.hub().resume();
+    assert!(
+        resumed.is_some(),
+        "the agent did not revert while the hub was gone:\n{}",
+        agent.log_text()
+    );
+    assert!(at >= expires, "reverted at {at}, before the expiry {expires}");
+    let st = wait_run(&hub, "killed", Duration::from_secs(120), |r| {
+        finished(r) && r["id"] != run["id"]
+    })
+    .await?;
+    let run2 = &st["lastRun"];
+    assert!(
+        ["Aborted", "Succeeded", "Failed"].contains(&run2["outcome"].as_str().unwrap_or_default()),
+        "{run2:#}"
+    );
+    assert_eq!(run2["revertConfirmed"], true, "{run2:#}");
+    assert!(!stopped(pid));
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_region_going_down_aborts_at_once_and_no_experiment_starts_during_a_real_failover()
+-> anyhow::Result<()> {
+    let (s, agent, pid) = setup("5s").await?;
+    let hub = s.env.hub().client().await?;
+    experiment(
+        &hub,
+        "abortable",
+        outage("90s", json!({"steadyState": {"minHealthyRegions": 2}})),
+    )
+    .await?;
+    run_now(&hub, "abortable", "1").await?;
+    assert!(
+        wait_process(pid, true, Duration::from_secs(40)).await.is_some(),
+        "{}",
+        agent.log_text()
+    );
+    wait_run(&hub, "abortable", Duration::from_secs(20), |r| {
+        steps(r).contains(&"FaultInjected".into())
+    })
+    .await?;
+    // A real outage of asia while africa is out: the experiment aborts and reverts long before its 90 s.
+    s.regions[2].stop();
+    let resumed = wait_process(pid, false, Duration::from_secs(45)).await;
+    assert!(
+        resumed.is_some(),
+        "africa not reverted after asia went down:\n{}",
+        s.log_tail(0, 40)
+    );
+    let st = wait_run(&hub, "abortable", Duration::from_secs(60), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Aborted", "{run:#}");
+    assert!(
+        run["message"].as_str().unwrap_or_default().contains("asia"),
+        "{run:#}"
+    );
+    assert!(steps(run).contains(&"Aborted".to_string()));
+    assert_eq!(run["revertConfirmed"], true);
+    let m = azora_tests::metrics_text(s.metrics[0]).await?;
+    assert_eq!(
+        azora_tests::metric(
+            &m,
+            "azora_chaos_runs_total{experiment=\"abortable\",outcome=\"Aborted\"}"
+        )?,
+        1.0
+    );
+
+    // asia is still down: once africa is back, an experiment asked for now is skipped with the reason, and
+    // nothing is stopped.
+    let africa_back = azora_tests::wait::until(Duration::from_secs(60), || async {
+        s.region_status("africa")
+            .await
+            .is_ok_and(|r| r["verdict"] == "Healthy")
+    })
+    .await;
+    assert!(africa_back, "africa never Healthy again after the revert");
+    run_now(&hub, "abortable", "2").await?;
+    let st = wait_run(&hub, "abortable", Duration::from_secs(30), |r| {
+        r["outcome"] == "Skipped"
+    })
+    .await?;
+    let why = st["lastRun"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("asia") && why.contains("real"), "{why}");
+    assert!(!stopped(pid));
+    assert_eq!(st["skippedRuns"], 1);
+    assert_eq!(
+        st["totalRuns"], 1,
+        "a skipped run is not counted in the success rate"
+    );
+
+    // The kill switch: present → every run refused with its reason.
+    s.regions[2].resume();
+    assert!(s.wait_all_healthy(Duration::from_secs(60)).await);
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(hub.clone(), "default");
+    cms.create(
+        &Default::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "azora-chaos-halt"}, "data": {"reason": "incident 4711"}}),
+        )?,
+    )
+    .await?;
+    run_now(&hub, "abortable", "3").await?;
+    let st = wait_run(&hub, "abortable", Duration::from_secs(30), |r| {
+        r["outcome"] == "Skipped"
+            && r["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("incident 4711")
+    })
+    .await?;
+    assert_eq!(st["skippedRuns"], 2);
+    assert!(!stopped(pid));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_object_store_outage_really_hangs_the_regions_s3_server_and_its_end_is_confirmed()
+-> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("5s", json!({})).await?;
+    let hub = s.env.hub().client().await?;
+    let dir = s.env.dir.path().to_path_buf();
+    let s3 = azora_tests::s3::S3Server::start(dir.join("s3-europe.log")).await?;
+    s3.store("azora-europe").ensure_bucket().await?;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(hub.clone(), "default");
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "s3-europe"},
+                "stringData": {"accessKeyId": azora_tests::s3::ACCESS_KEY,
+                               "secretAccessKey": azora_tests::s3::SECRET_KEY}}))?,
+        )
+        .await?;
+    let regions: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(hub.clone(), &azora_tests::scenario::ar("Region", "regions"));
+    regions
+        .patch(
+            "europe",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"objectStore": {
+                "endpoint": s3.endpoint, "bucket": "azora-europe",
+                "credentialsSecret": {"name": "s3-europe"}}}})),
+        )
+        .await?;
+    s.add_operator(&[])?;
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some()
+    );
+    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
+    let pidfile = pid_file(&dir, "s3-europe", s3.pid())?;
+    let agent = start_agent(
+        &s.env.hub().kubeconfig,
+        &dir,
+        "europe",
+        &[("ObjectStoreOutage", &pidfile)],
+    )?;
+    assert!(
+        wait_agent(&hub, "europe", Duration::from_secs(20)).await,
+        "{}",
+        agent.log_text()
+    );
+    experiment(
+        &hub,
+        "europe-s3",
+        json!({"fault": {"type": "ObjectStoreOutage", "region": "europe"}, "duration": "10s",
+               "schedule": "0 3 1 1 *", "expect": {"noFailover": true}}),
+    )
+    .await?;
+    run_now(&hub, "europe-s3", "1").await?;
+    assert!(
+        wait_process(s3.pid(), true, Duration::from_secs(40))
+            .await
+            .is_some(),
+        "the S3 server was never stopped: {}\n{}",
+        status(&hub, "europe-s3").await?["lastRun"],
+        agent.log_text()
+    );
+    // Really gone for a client: a listing does not answer.
+    let listed = tokio::time::timeout(Duration::from_secs(2), s3.store("azora-europe").list("")).await;
+    assert!(
+        !matches!(listed, Ok(Ok(_))),
+        "the bucket still lists during the outage"
+    );
+    let st = wait_run(&hub, "europe-s3", Duration::from_secs(90), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}");
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    assert!(run["failoverMs"].is_null(), "{run:#}");
+    assert!(!stopped(s3.pid()));
+    let listed = tokio::time::timeout(Duration::from_secs(5), s3.store("azora-europe").list("")).await;
+    assert!(
+        matches!(listed, Ok(Ok(_))),
+        "the bucket does not list after the revert"
+    );
+    // The agent cannot make what it has no target for: refused, nothing changed, the run says why.
+    patch_spec(
+        &hub,
+        "europe-s3",
+        json!({"fault": {"type": "VaultOutage", "region": "europe"}}),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_now(&hub, "europe-s3", "2").await?;
+    let st = wait_run(&hub, "europe-s3", Duration::from_secs(60), |r| {
+        finished(r) && r["id"] != run["id"]
+    })
+    .await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Aborted", "{run:#}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no target for VaultOutage"),
+        "{run:#}"
+    );
+    Ok(())
+}

@@ -160,11 +160,15 @@ impl Fleet {
         Ok(())
     }
 
-    /// Starts the operator with `extra` arguments (no DNS server; metrics on a free port).
+    /// Starts the operator with `extra` arguments (no DNS server unless `extra` names `--dns-addr`; metrics on a
+    /// free port).
     pub fn start_operator(&mut self, extra: &[&str]) -> anyhow::Result<()> {
         let port = free_port()?;
         let metrics = format!("127.0.0.1:{port}");
-        let mut args = vec!["--metrics-addr", metrics.as_str(), "--dns-addr", "off"];
+        let mut args = vec!["--metrics-addr", metrics.as_str()];
+        if !extra.contains(&"--dns-addr") {
+            args.extend(["--dns-addr", "off"]);
+        }
         args.extend_from_slice(extra);
         let n = std::fs::read_dir(self.env.dir.path())?.count();
         let log = self.env.dir.path().join(format!("operator-{n}.log"));

@@ -465,6 +465,8 @@ fn default_rpo() -> String {
 /// Result of a drill run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
 pub enum DrillResult {
+    /// Not started: an interlock or a pre-check said no (see the message); nothing was drained.
+    Skipped,
     Running,
     Passed,
     Failed,
@@ -487,16 +489,72 @@ pub struct DrillRun {
     /// Measured recovery time, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_rto_seconds: Option<u64>,
-    /// Measured recovery point (age of the restored data), seconds.
+    /// Measured recovery point, seconds: the larger of the backup RPO and the sentinel RPO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_rpo_seconds: Option<u64>,
+    /// Recovery time in milliseconds: drain → DNS answering the DR region (verified) and every drill
+    /// tenant active and Ready there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_ms: Option<u64>,
+    /// Drain time − data time of the restored backups (the oldest), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_rpo_ms: Option<u64>,
+    /// Last sentinel written before the drain − newest sentinel found in the DR region after recovery (the
+    /// worst tenant), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_rpo_ms: Option<u64>,
+    /// Undrain → DNS answering the lost region again, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback_ms: Option<u64>,
+    /// The region drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lose_region: Option<String>,
+    /// The region the drill tenants recovered in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dr_region: Option<String>,
+    /// Per tenant: what was measured and restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<DrillTenant>,
     /// What happened, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
-    /// ConfigMap holding the Markdown and JSON report.
+    /// Where the Markdown report is (`s3://<bucket>/<key>`, in the DR region's object store; the JSON
+    /// report is next to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
     /// Why the run failed or aborted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One tenant in a drill run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillTenant {
+    /// Tenant name.
+    pub name: String,
+    /// When the tenant was active and Ready in the DR region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_time: Option<Time>,
+    /// The backup restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Data time of that backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_data_time: Option<Time>,
+    /// The scratch Restore made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// Whether the restore verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_verified: Option<bool>,
+    /// Last sentinel written before the drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sentinel_written: Option<Time>,
+    /// Newest sentinel found in the DR region after recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_sentinel_found: Option<Time>,
+    /// What went wrong for this tenant.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
@@ -517,6 +575,9 @@ pub struct DrDrillStatus {
     /// When the next run is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<Time>,
+    /// The last `azora.io/run-now` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_now_handled: Option<String>,
     /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Scheduled`.
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod chaos;
 pub mod conditions;
 pub mod database;
+pub mod drill;
 pub mod duration;
 pub mod failover;
 pub mod geo;

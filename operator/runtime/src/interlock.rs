@@ -24,6 +24,19 @@ pub enum Activity {
 pub struct Interlock {
     active: Arc<RwLock<BTreeMap<Activity, String>>>,
     changed: watch::Sender<u64>,
+    drains: Arc<RwLock<BTreeMap<String, Drain>>>,
+    undrained: Arc<RwLock<BTreeMap<String, jiff::Timestamp>>>,
+    drains_changed: watch::Sender<u64>,
+}
+
+/// A region taken out at the control plane (a drill's drain): the failover path treats it as down. Held in
+/// the leader's memory only, so a drain never outlives the process or term that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// Who drained it (e.g. `DrDrill/monthly`).
+    pub by: String,
+    /// Since when.
+    pub since: jiff::Timestamp,
 }
 
 impl Default for Interlock {
@@ -31,11 +44,66 @@ impl Default for Interlock {
         Self {
             active: Arc::default(),
             changed: watch::channel(0).0,
+            drains: Arc::default(),
+            undrained: Arc::default(),
+            drains_changed: watch::channel(0).0,
         }
     }
 }
 
 impl Interlock {
+    /// Drains `region` (the failover path treats it as down until [`Interlock::undrain`]).
+    pub fn drain(&self, region: &str, by: &str) {
+        if let Ok(mut m) = self.drains.write() {
+            m.insert(
+                region.to_string(),
+                Drain {
+                    by: by.to_string(),
+                    since: jiff::Timestamp::now(),
+                },
+            );
+        }
+        self.drains_changed.send_modify(|v| *v += 1);
+    }
+
+    /// Ends the drain of `region` made by `by` (another owner's drain is left alone).
+    pub fn undrain(&self, region: &str, by: &str) {
+        let removed = self
+            .drains
+            .write()
+            .map(|mut m| {
+                if m.get(region).is_some_and(|d| d.by == by) {
+                    m.remove(region);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if removed {
+            if let Ok(mut m) = self.undrained.write() {
+                m.insert(region.to_string(), jiff::Timestamp::now());
+            }
+            self.drains_changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// When each region's last drain ended: for the failover path the region recovered then (failback
+    /// waits for the policy's hold-down or approval from that moment, as after a real outage).
+    pub fn undrained(&self) -> BTreeMap<String, jiff::Timestamp> {
+        self.undrained.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Drained regions.
+    pub fn drained(&self) -> BTreeMap<String, Drain> {
+        self.drains.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Notified when a drain begins or ends.
+    pub fn subscribe_drains(&self) -> watch::Receiver<u64> {
+        self.drains_changed.subscribe()
+    }
+
     /// Marks an activity as under way, with a short description.
     pub fn begin(&self, activity: Activity, what: impl Into<String>) {
         if let Ok(mut m) = self.active.write() {
@@ -87,5 +155,17 @@ mod tests {
         i.end(&Activity::Failover("global".into()));
         assert!(!i.failover_under_way());
         assert_eq!(i.active().len(), 1);
+    }
+
+    #[test]
+    fn a_drain_is_ended_only_by_its_owner() {
+        let i = Interlock::default();
+        i.drain("africa", "DrDrill/a");
+        i.undrain("africa", "DrDrill/b");
+        assert!(i.drained().contains_key("africa"));
+        assert!(i.undrained().is_empty());
+        i.undrain("africa", "DrDrill/a");
+        assert!(i.drained().is_empty());
+        assert!(i.undrained().contains_key("africa"));
     }
 }

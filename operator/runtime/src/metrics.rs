@@ -91,6 +91,18 @@ pub struct Metrics {
     pub chaos_fault_active: prometheus::GaugeVec,
     /// `azora_chaos_last_failover_seconds{experiment}`: the last run's measured failover time.
     pub chaos_failover_seconds: prometheus::GaugeVec,
+    /// `azora_chaos_fault_expires_timestamp_seconds{experiment}`: when the last fault handed to an agent
+    /// expires (the agent reverts by then by itself); with `chaos_fault_active` still 1 long after it, the
+    /// fault may be left behind.
+    pub chaos_fault_expires: prometheus::GaugeVec,
+    /// `azora_drill_runs_total{drill,result}`.
+    pub drill_runs: IntCounterVec,
+    /// `azora_drill_rto_seconds{drill}`: the last drill run's measured RTO.
+    pub drill_rto_seconds: prometheus::GaugeVec,
+    /// `azora_drill_rpo_seconds{drill}`: the last drill run's measured RPO.
+    pub drill_rpo_seconds: prometheus::GaugeVec,
+    /// `azora_drill_last_success_timestamp_seconds{drill}`: when the drill last passed.
+    pub drill_last_success: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -334,7 +346,38 @@ impl Metrics {
         )?;
         registry.register(Box::new(chaos_runs.clone()))?;
         registry.register(Box::new(chaos_fault_active.clone()))?;
+        let chaos_fault_expires = prometheus::GaugeVec::new(
+            Opts::new(
+                "chaos_fault_expires_timestamp_seconds",
+                "When each experiment's last fault expires at its agent (Unix seconds)",
+            ),
+            &["experiment"],
+        )?;
+        registry.register(Box::new(chaos_fault_expires.clone()))?;
         registry.register(Box::new(chaos_failover_seconds.clone()))?;
+        let drill_runs = IntCounterVec::new(
+            Opts::new("drill_runs_total", "DR drill runs by drill and result"),
+            &["drill", "result"],
+        )?;
+        let drill_rto_seconds = prometheus::GaugeVec::new(
+            Opts::new("drill_rto_seconds", "RTO measured by each drill's last run"),
+            &["drill"],
+        )?;
+        let drill_rpo_seconds = prometheus::GaugeVec::new(
+            Opts::new("drill_rpo_seconds", "RPO measured by each drill's last run"),
+            &["drill"],
+        )?;
+        let drill_last_success = prometheus::GaugeVec::new(
+            Opts::new(
+                "drill_last_success_timestamp_seconds",
+                "When each drill last passed (Unix seconds)",
+            ),
+            &["drill"],
+        )?;
+        registry.register(Box::new(drill_runs.clone()))?;
+        registry.register(Box::new(drill_rto_seconds.clone()))?;
+        registry.register(Box::new(drill_rpo_seconds.clone()))?;
+        registry.register(Box::new(drill_last_success.clone()))?;
         for c in [
             &regional_writes,
             &tenant_syncs,
@@ -406,6 +449,11 @@ impl Metrics {
             chaos_runs,
             chaos_fault_active,
             chaos_failover_seconds,
+            chaos_fault_expires,
+            drill_runs,
+            drill_rto_seconds,
+            drill_rpo_seconds,
+            drill_last_success,
         })
     }
 

@@ -397,6 +397,31 @@ pub(super) async fn experiment_loop(ctx: Context, cfg: ChaosConfig, name: String
         name,
     };
     let mut changes = ctx.caches.experiments.changed();
+    // This term's view of the fault gauges starts from the record: a fault whose revert was never confirmed
+    // stays counted; a finished, confirmed one is not (a deposed replica's stale 1 is not carried over).
+    if let Some(obj) = task.object() {
+        let book = Book::from(&obj);
+        let unconfirmed = book
+            .status
+            .last_run
+            .as_ref()
+            .is_some_and(|r| r.revert_confirmed == Some(false) || r.outcome == Outcome::Running);
+        ctx.metrics
+            .chaos_fault_active
+            .with_label_values(&[&task.name])
+            .set(if unconfirmed { 1.0 } else { 0.0 });
+        if let Some(t) = book
+            .status
+            .last_run
+            .as_ref()
+            .and_then(|r| r.expires_time.as_ref())
+        {
+            ctx.metrics
+                .chaos_fault_expires
+                .with_label_values(&[&task.name])
+                .set(t.0.as_second() as f64);
+        }
+    }
     loop {
         let Some(obj) = task.object() else { return };
         let mut book = Book::from(&obj);
@@ -586,6 +611,11 @@ impl Task<'_> {
             expires,
         };
         let ordered = now();
+        self.ctx
+            .metrics
+            .chaos_fault_expires
+            .with_label_values(&[&self.name])
+            .set(expires.as_second() as f64);
         self.ctx
             .metrics
             .chaos_fault_active
@@ -966,6 +996,13 @@ impl Task<'_> {
             }
             confirmed = self.confirm(spec.fault.type_, region, &mut run).await;
             run.revert_confirmed = Some(confirmed);
+        }
+        if let Some(t) = &run.expires_time {
+            self.ctx
+                .metrics
+                .chaos_fault_expires
+                .with_label_values(&[&self.name])
+                .set(t.0.as_second() as f64);
         }
         self.ctx
             .metrics

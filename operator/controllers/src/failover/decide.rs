@@ -170,6 +170,7 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
     let hold_writer = StatusWriter::new(ctx.client.clone(), ar.clone(), "failover-hold", ctx.fence.clone());
     let manual_writer = StatusWriter::new(ctx.client.clone(), ar, "failover-manual", ctx.fence.clone());
     let mut verdicts = ctx.handles.verdicts.subscribe();
+    let mut drains = ctx.handles.interlock.subscribe_drains();
     let mut policies = ctx.caches.policies.changed();
     let mut memory = PolicyMemory::default();
     loop {
@@ -307,6 +308,7 @@ async fn policy_loop(ctx: Context, cfg: FailoverConfig, name: String, term_start
         }
         tokio::select! {
             r = verdicts.changed() => if r.is_err() { return },
+            r = drains.changed() => if r.is_err() { return },
             r = policies.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
@@ -583,11 +585,29 @@ async fn step(
         all.sort_by_key(|(n, s)| (s.priority, (*n).clone()));
         order = all.into_iter().map(|(n, _)| n.clone()).collect();
     }
+    // A drained region (a drill's control-plane drain) is down for this path, whatever its probes say.
+    let drained = ctx.handles.interlock.drained();
+    let undrained = ctx.handles.interlock.undrained();
     let candidates: Vec<Candidate> = order
         .iter()
         .filter_map(|n| {
             let r = regions.get(n)?;
             let h = health.get(n);
+            if let Some(d) = drained.get(n) {
+                return Some(Candidate {
+                    name: n.clone(),
+                    verdict: Verdict::Down,
+                    unjudged: false,
+                    cordoned: r.cordoned,
+                    allowed: allowed.as_ref().is_none_or(|a| a.contains(n)),
+                    location: (r.location.latitude, r.location.longitude),
+                    weight: spec.regions.iter().find(|p| &p.name == n).map_or(1, |p| p.weight),
+                    recovered: None,
+                    failing_since: Some(Time(d.since)),
+                    last_ok: None,
+                    last_failed: Some(Time(d.since)),
+                });
+            }
             Some(Candidate {
                 name: n.clone(),
                 // A verdict seeded from the recorded status at a takeover never draws traffic to a
@@ -601,7 +621,11 @@ async fn step(
                 allowed: allowed.as_ref().is_none_or(|a| a.contains(n)),
                 location: (r.location.latitude, r.location.longitude),
                 weight: spec.regions.iter().find(|p| &p.name == n).map_or(1, |p| p.weight),
-                recovered: h.as_ref().and_then(|h| h.recovered),
+                // The end of a drain is a recovery: failback waits for the hold-down or an approval from then.
+                recovered: h
+                    .as_ref()
+                    .and_then(|h| h.recovered)
+                    .max(undrained.get(n).map(|t| Time(*t))),
                 // Targets must be probed after this region's latest failure began (after a takeover,
                 // when no observer reported yet, after the recorded transition to Down).
                 failing_since: h.as_ref().and_then(|h| {

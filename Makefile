@@ -5,7 +5,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 OPERATOR := $(CARGO_TARGET_DIR)/debug/azora-operator
 
 .DEFAULT_GOAL := help
-.PHONY: help install image prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation bench-db-failover
+.PHONY: help install image prune-target test-env build crds crds-check fmt fmt-check clippy test-unit test-integration test demo clean bench-failover bench-dns bench-probes bench-tenants bench-backup bench-rotation bench-db-failover drill chaos-soak
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,12 @@ bench-rotation: bench-build ## 5000 secrets over 4 OpenBao servers + regional cl
 
 bench-db-failover: bench-build ## 20 outages (SIGKILL/SIGSTOP) of a PostgreSQL primary's region under writes: outage -> new primary writable and in DNS; acknowledged commits lost
 	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) db-failover --outages 20
+
+drill: bench-build ## One DR drill in the local drill environment (4 regions, 2 tenants, backups): prints drill=… result=… rto_s=… rpo_s=… failback_s=…
+	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) drill
+
+chaos-soak: bench-build ## 60 short chaos experiments of mixed types back to back: prints chaos_runs=… succeeded=… aborted=… faults_left_active=…
+	AZORA_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/azora-operator $(BENCH) chaos-soak --runs 60
 
 image: ## Runtime image FROM scratch (non-root 65532, no shell; binary + the libraries it links + CA bundle), built with buildah: ghcr.io/azora-io/azora-operator:<version>, the chart's default
 	@bash tests/scripts/install-buildah.sh

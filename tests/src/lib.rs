@@ -4,6 +4,7 @@
 //! Missing binaries are an error, never a skip: a test that needs an API server must run against one.
 
 pub mod chaos;
+pub mod drill;
 pub mod env;
 pub mod fleet;
 pub mod knot;

@@ -407,6 +407,59 @@ async fn another_region_going_down_aborts_at_once_and_no_experiment_starts_durin
     .await?;
     assert_eq!(st["skippedRuns"], 2);
     assert!(!stopped(pid));
+
+    // The kill switch set during a run aborts it and reverts at once.
+    cms.delete("azora-chaos-halt", &Default::default()).await?;
+    let before = st["lastRun"]["id"].clone();
+    run_now(&hub, "abortable", "4").await?;
+    assert!(
+        wait_process(pid, true, Duration::from_secs(40)).await.is_some(),
+        "{}",
+        status(&hub, "abortable").await?["lastRun"]
+    );
+    cms.create(
+        &Default::default(),
+        &serde_json::from_value(
+            json!({"metadata": {"name": "azora-chaos-halt"}, "data": {"reason": "game over"}}),
+        )?,
+    )
+    .await?;
+    assert!(
+        wait_process(pid, false, Duration::from_secs(30)).await.is_some(),
+        "the kill switch did not revert the fault"
+    );
+    let st = wait_run(&hub, "abortable", Duration::from_secs(60), |r| {
+        finished(r) && r["id"] != before
+    })
+    .await?;
+    assert_eq!(st["lastRun"]["outcome"], "Aborted", "{:#}", st["lastRun"]);
+    assert!(
+        st["lastRun"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("game over"),
+        "{:#}",
+        st["lastRun"]
+    );
+
+    // An experiment deleted mid-run: nobody will finish its run, so its order is withdrawn and the agent
+    // reverts long before the 100 s expiry.
+    cms.delete("azora-chaos-halt", &Default::default()).await?;
+    run_now(&hub, "abortable", "5").await?;
+    assert!(
+        wait_process(pid, true, Duration::from_secs(40)).await.is_some(),
+        "{}",
+        status(&hub, "abortable").await?["lastRun"]
+    );
+    let experiments: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        hub.clone(),
+        &azora_tests::scenario::ar("ChaosExperiment", "chaosexperiments"),
+    );
+    experiments.delete("abortable", &Default::default()).await?;
+    assert!(
+        wait_process(pid, false, Duration::from_secs(30)).await.is_some(),
+        "the deleted experiment's fault was left in place"
+    );
     Ok(())
 }
 
@@ -513,6 +566,46 @@ async fn an_object_store_outage_really_hangs_the_regions_s3_server_and_its_end_i
             .unwrap_or_default()
             .contains("no target for VaultOutage"),
         "{run:#}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_drain_outage_moves_dns_without_harming_the_region_and_ends_with_the_run() -> anyhow::Result<()> {
+    let (s, _agent, pid) = setup("5s").await?;
+    let hub = s.env.hub().client().await?;
+    experiment(
+        &hub,
+        "africa-drain",
+        outage(
+            "12s",
+            json!({"fault": {"type": "RegionOutage", "region": "africa", "mode": "Drain"},
+                             "expect": {"failoverWithin": "30s"}}),
+        ),
+    )
+    .await?;
+    run_now(&hub, "africa-drain", "1").await?;
+    assert!(
+        s.wait_answer(0, "127.0.0.12", Duration::from_secs(40))
+            .await
+            .is_some(),
+        "DNS did not move to europe during the drain: {}",
+        status(&hub, "africa-drain").await?["lastRun"]
+    );
+    // Nothing was harmed: africa's process runs and its verdict stays Healthy.
+    assert!(!stopped(pid));
+    assert_eq!(s.region_status("africa").await?["verdict"], "Healthy");
+    let st = wait_run(&hub, "africa-drain", Duration::from_secs(120), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}");
+    assert!(run["failoverMs"].as_u64().is_some_and(|ms| ms > 0), "{run:#}");
+    assert_eq!(run["revertConfirmed"], true);
+    // The drain ended with the run: traffic returns after the policy's hold-down.
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some(),
+        "no failback after the drain ended"
     );
     Ok(())
 }

@@ -6,58 +6,11 @@
 
 use std::time::Duration;
 
-use azora_tests::fleet::Fleet;
-use azora_tests::free_port;
-use azora_tests::scenario::{ar, create};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use azora_tests::drill;
+use azora_tests::scenario::ar;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-
-const TENANTS: [&str; 2] = ["acme", "globex"];
-
-async fn object(hub: &kube::Client, kind: &str, plural: &str, name: &str) -> Value {
-    let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar(kind, plural));
-    api.get(name)
-        .await
-        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null)
-}
-
-/// The newest Succeeded backup of `tenant` with a verified copy in `region`.
-async fn verified_backup(hub: &kube::Client, tenant: &str, region: &str) -> Option<Value> {
-    let api: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Backup", "backups"));
-    let list = api.list(&ListParams::default()).await.ok()?;
-    list.items
-        .into_iter()
-        .filter_map(|o| serde_json::to_value(o).ok())
-        .filter(|b| b["spec"]["tenant"] == tenant && b["status"]["phase"] == "Succeeded")
-        .filter(|b| {
-            b["status"]["locations"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|l| l["region"] == region && l["verified"] == true))
-        })
-        .max_by_key(|b| b["status"]["dataTime"].as_str().unwrap_or_default().to_string())
-}
-
-async fn wait_run(
-    hub: &kube::Client,
-    name: &str,
-    other_than: &Value,
-    timeout: Duration,
-) -> anyhow::Result<Value> {
-    let start = std::time::Instant::now();
-    let mut last = Value::Null;
-    while start.elapsed() < timeout {
-        let d = object(hub, "DrDrill", "drdrills", name).await;
-        let run = &d["status"]["lastRun"];
-        if run["result"].is_string() && run["result"] != "Running" && run["id"] != *other_than {
-            return Ok(d["status"].clone());
-        }
-        last = d["status"].clone();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    anyhow::bail!("drill {name} did not finish within {timeout:?}: {last:#}")
-}
 
 fn steps(run: &Value) -> Vec<String> {
     run["timeline"]
@@ -78,117 +31,11 @@ fn tail(s: &str, n: usize) -> String {
 #[tokio::test]
 async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fails_back_and_can_fail()
 -> anyhow::Result<()> {
-    let regions = ["africa", "europe", "asia", "americas"];
-    let mut fleet = Fleet::start(&regions).await?;
-    let dns = format!("127.0.0.1:{}", free_port()?);
-    fleet.start_operator(&[
-        "--dns-addr",
-        &dns,
-        "--backup-verify-every",
-        "3s",
-        "--replication-interval",
-        "2s",
-    ])?;
+    let fleet = drill::start().await?;
     let hub = fleet.hub().await?;
-    let region_list: Vec<Value> = regions.iter().map(|r| json!({"name": r})).collect();
-    create(
-        &hub,
-        "failoverpolicies",
-        json!({"apiVersion": "azora.io/v1alpha1", "kind": "FailoverPolicy", "metadata": {"name": "platform"},
-               "spec": {"zone": "drill.azora.", "hostnames": ["api"], "strategy": "Failover",
-                        "regions": region_list, "ttl": 5,
-                        "failback": {"mode": "Automatic", "holdDown": "5s"}}}),
-    )
-    .await?;
-    let key = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    };
-    let secrets: Api<Secret> = Api::namespaced(hub.clone(), "default");
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "backup-key"}, "stringData": {"key": key}}))?,
-        )
-        .await?;
-    for t in TENANTS {
-        fleet
-            .tenant(
-                t,
-                json!({"homeRegion": "africa", "failoverRegions": ["europe"],
-                       "residency": {"allowedContinents": ["Africa", "Europe"]}}),
-            )
-            .await?;
-    }
-    for t in TENANTS {
-        assert!(
-            fleet
-                .wait_condition(t, "Ready", "True", Duration::from_secs(120))
-                .await,
-            "tenant {t} never Ready:\n{}",
-            tail(&fleet.log(), 40)
-        );
-    }
-    // Data in each tenant's bucket in africa (replicated to europe) and a ConfigMap in its namespace.
-    let africa = fleet.store("africa")?;
-    for t in TENANTS {
-        africa
-            .put_bytes(
-                &format!("tenants/{t}/data/orders.csv"),
-                b"id,total\n1,42\n".to_vec(),
-            )
-            .await?;
-        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-            Api::namespaced(fleet.regional("africa").await?, &format!("tenant-{t}"));
-        cms.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"plan": "gold"}}))?,
-        )
-        .await?;
-    }
-    create(
-        &hub,
-        "backupschedules",
-        json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "frequent"},
-               "spec": {"every": "30s", "retention": {"keepFor": "1h", "keepLastGood": 3},
-                        "encryptionKey": {"name": "backup-key", "key": "key"}}}),
-    )
-    .await?;
-    for t in TENANTS {
-        let ok = azora_tests::wait::until(Duration::from_secs(180), || async {
-            verified_backup(&hub, t, "europe").await.is_some()
-        })
-        .await;
-        assert!(
-            ok,
-            "no verified backup of {t} in europe:\n{}",
-            tail(&fleet.log(), 40)
-        );
-    }
-
-    create(
-        &hub,
-        "drdrills",
-        json!({"apiVersion": "azora.io/v1alpha1", "kind": "DrDrill", "metadata": {"name": "monthly"},
-               "spec": {"scenario": {"loseRegion": "africa", "drRegion": "europe"},
-                        "tenants": TENANTS, "objectives": {"rto": "5m", "rpo": "5m"}}}),
-    )
-    .await?;
-    let drills: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("DrDrill", "drdrills"));
-    let run_now = |token: &'static str| {
-        let drills = drills.clone();
-        async move {
-            drills
-                .patch(
-                    "monthly",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": {"azora.io/run-now": token}}})),
-                )
-                .await
-        }
-    };
-    run_now("first").await?;
-    let st = wait_run(&hub, "monthly", &Value::Null, Duration::from_secs(400)).await?;
+    drill::create_drill(&hub, "monthly").await?;
+    drill::run_now(&hub, "monthly", "first").await?;
+    let st = drill::wait_run(&hub, "monthly", &Value::Null, Duration::from_secs(400)).await?;
     let run = &st["lastRun"];
     assert_eq!(run["result"], "Passed", "{run:#}\n{}", tail(&fleet.log(), 60));
     let rto_ms = run["rtoMs"].as_u64().unwrap_or(0);
@@ -234,7 +81,7 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
         assert!(t["backup"].is_string() && t["recoveredTime"].is_string(), "{t}");
     }
     // The policy really moved to europe during the drill and is back on africa.
-    let policy = object(&hub, "FailoverPolicy", "failoverpolicies", "platform").await;
+    let policy = drill::object(&hub, "FailoverPolicy", "failoverpolicies", "platform").await;
     assert_eq!(policy["status"]["activeRegion"], "africa", "{policy:#}");
     let history: Vec<&Value> = std::iter::once(&policy["status"]["lastFailover"])
         .chain(policy["status"]["history"].as_array().into_iter().flatten())
@@ -315,15 +162,15 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
     // Wait until no tenant has a verified copy in europe any more (periodic re-verification notices).
     let gone = azora_tests::wait::until(Duration::from_secs(90), || async {
         let mut any = false;
-        for t in TENANTS {
-            any |= verified_backup(&hub, t, "europe").await.is_some();
+        for t in drill::TENANTS {
+            any |= drill::verified_backup(&hub, t, "europe").await.is_some();
         }
         !any
     })
     .await;
     assert!(gone, "europe's copies still counted verified");
-    run_now("second").await?;
-    let st = wait_run(&hub, "monthly", &json!(id), Duration::from_secs(400)).await?;
+    drill::run_now(&hub, "monthly", "second").await?;
+    let st = drill::wait_run(&hub, "monthly", &json!(id), Duration::from_secs(400)).await?;
     let run = &st["lastRun"];
     assert_eq!(run["result"], "Failed", "{run:#}");
     let msg = run["message"].as_str().unwrap_or_default();
@@ -332,7 +179,7 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
         "the reason must name the tenant and the region: {msg}"
     );
     assert_eq!(
-        object(&hub, "FailoverPolicy", "failoverpolicies", "platform").await["status"]["activeRegion"],
+        drill::object(&hub, "FailoverPolicy", "failoverpolicies", "platform").await["status"]["activeRegion"],
         "africa",
         "a failed drill still fails back"
     );

@@ -48,6 +48,10 @@ pub struct Before {
     pub halted: Option<String>,
     /// Each drill tenant with the regions it may be placed in (`None`: the tenant does not exist).
     pub tenants: BTreeMap<String, Option<Vec<String>>>,
+    /// Where each drill tenant is active now.
+    pub routed: BTreeMap<String, Option<String>>,
+    /// Whether some FailoverPolicy answers with the region to lose (else nothing would fail over).
+    pub serving_lose: bool,
 }
 
 /// Why the drill may not start; `None` when it may.
@@ -77,10 +81,22 @@ pub fn start_refusal(spec: &DrDrillSpec, tenants: &[String], b: &Before) -> Opti
     if tenants.is_empty() {
         return Some(format!("no tenant is active in {lose}: nothing to drill"));
     }
+    if !b.serving_lose {
+        return Some(format!(
+            "no FailoverPolicy answers with {lose}: nothing would fail over"
+        ));
+    }
     for t in tenants {
         match b.tenants.get(t) {
             None | Some(None) => return Some(format!("tenant {t} does not exist")),
             Some(Some(placed)) => {
+                let active = b.routed.get(t).cloned().flatten();
+                if active.as_deref() != Some(lose.as_str()) {
+                    return Some(format!(
+                        "tenant {t} is not active in {lose} (active: {})",
+                        active.as_deref().unwrap_or("none")
+                    ));
+                }
                 if let Some(dr) = &spec.scenario.dr_region
                     && !placed.contains(dr)
                 {
@@ -253,6 +269,8 @@ mod tests {
                 Some(vec!["africa".to_string(), "europe".to_string()]),
             )]
             .into(),
+            routed: [("a".to_string(), Some("africa".to_string()))].into(),
+            serving_lose: true,
             ..Before::default()
         };
         let t = vec!["a".to_string()];
@@ -278,6 +296,20 @@ mod tests {
             start_refusal(&spec(), &[], &ok)
                 .unwrap()
                 .contains("nothing to drill")
+        );
+        let mut b = ok.clone();
+        b.serving_lose = false;
+        assert!(
+            start_refusal(&spec(), &t, &b)
+                .unwrap()
+                .contains("nothing would fail over")
+        );
+        let mut b = ok.clone();
+        b.routed.insert("a".into(), Some("europe".into()));
+        assert!(
+            start_refusal(&spec(), &t, &b)
+                .unwrap()
+                .contains("not active in africa")
         );
         assert!(
             start_refusal(&spec(), &["zz".to_string()], &ok)

@@ -622,3 +622,140 @@ fn label_value(s: &str) -> String {
     let v = v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
     if v.is_empty() { "unknown".into() } else { v }
 }
+
+/// `drill run`: asks for a run now (a new `azora.io/run-now` value) and, with --wait, reports its result.
+pub async fn drill_run(hub: &Hub, name: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+    use azora_api::chaos::{DrDrill, DrillResult};
+    let _: DrDrill = client::get(hub, name).await?;
+    let token = Time::now().to_string();
+    let _: DrDrill = client::merge(
+        hub,
+        name,
+        json!({ "metadata": { "annotations": { "azora.io/run-now": token } } }),
+    )
+    .await?;
+    println!("drdrill.azora.io/{name} run requested");
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_until(wait, &format!("drill run {name}"), || async {
+        let d: DrDrill = client::get(hub, name).await?;
+        let s = d.status.unwrap_or_default();
+        if s.run_now_handled.as_deref() != Some(token.as_str()) {
+            return Ok(Progress::Pending("not started".into()));
+        }
+        let Some(run) = s.last_run else {
+            return Ok(Progress::Pending("not started".into()));
+        };
+        let secs =
+            |ms: Option<u64>| ms.map_or_else(|| "-".to_string(), |m| format!("{:.1}", m as f64 / 1000.0));
+        Ok(match run.result {
+            DrillResult::Running => Progress::Pending(format!(
+                "run {} at {}",
+                run.id,
+                run.timeline.last().map_or("-", |e| e.step.as_str())
+            )),
+            DrillResult::Passed => Progress::Done(format!(
+                "drill={name} result=Passed rto_s={} rpo_s={} failback_s={}",
+                secs(run.rto_ms),
+                secs(azora_core_rpo(&run)),
+                secs(run.failback_ms)
+            )),
+            r => Progress::Refused(format!("run {} {r}: {}", run.id, run.message)),
+        })
+    })
+    .await
+}
+
+fn azora_core_rpo(run: &azora_api::chaos::DrillRun) -> Option<u64> {
+    match (run.backup_rpo_ms, run.sentinel_rpo_ms) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+    }
+}
+
+/// `chaos run`: asks for a run now and, with --wait, reports its outcome.
+pub async fn chaos_run(hub: &Hub, name: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+    use azora_api::chaos::{ChaosExperiment, Outcome};
+    let _: ChaosExperiment = client::get(hub, name).await?;
+    let token = Time::now().to_string();
+    let _: ChaosExperiment = client::merge(
+        hub,
+        name,
+        json!({ "metadata": { "annotations": { "azora.io/run-now": token } } }),
+    )
+    .await?;
+    println!("chaosexperiment.azora.io/{name} run requested");
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_until(wait, &format!("chaos run {name}"), || async {
+        let c: ChaosExperiment = client::get(hub, name).await?;
+        let s = c.status.unwrap_or_default();
+        if s.run_now_handled.as_deref() != Some(token.as_str()) {
+            return Ok(Progress::Pending("not started".into()));
+        }
+        let Some(run) = s.last_run else {
+            return Ok(Progress::Pending("not started".into()));
+        };
+        Ok(match run.outcome {
+            Outcome::Running => Progress::Pending(format!(
+                "run {} at {}",
+                run.id,
+                run.timeline.last().map_or("-", |e| e.step.as_str())
+            )),
+            Outcome::Succeeded => Progress::Done(format!(
+                "experiment={name} outcome=Succeeded failover_ms={} recovery_ms={}",
+                run.failover_ms.map_or_else(|| "-".into(), |v| v.to_string()),
+                run.recovery_ms.map_or_else(|| "-".into(), |v| v.to_string())
+            )),
+            o => Progress::Refused(format!("run {} {o}: {}", run.id, run.message)),
+        })
+    })
+    .await
+}
+
+/// The kill switch's ConfigMap API in the operator's namespace.
+fn halt_api(hub: &Hub, namespace: Option<&str>) -> kube::Api<k8s_openapi::api::core::v1::ConfigMap> {
+    kube::Api::namespaced(hub.client.clone(), namespace.unwrap_or(&hub.namespace))
+}
+
+/// `chaos pause`: creates (or updates) the kill switch.
+pub async fn chaos_pause(hub: &Hub, namespace: Option<&str>, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why: nothing was changed");
+    }
+    let api = halt_api(hub, namespace);
+    let who = client::who(hub).await;
+    let body = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "azora-chaos-halt"},
+        "data": {"reason": reason, "requestedBy": who}
+    });
+    let params = kube::api::PatchParams::apply("kubectl-azora").force();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        api.patch("azora-chaos-halt", &params, &kube::api::Patch::Apply(&body)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the API server did not answer in time"))??;
+    println!("chaos halted: running faults are reverted and no experiment or drill starts ({reason})");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chaos resume`: removes the kill switch.
+pub async fn chaos_resume(hub: &Hub, namespace: Option<&str>) -> anyhow::Result<ExitCode> {
+    let api = halt_api(hub, namespace);
+    match tokio::time::timeout(
+        Duration::from_secs(15),
+        api.delete("azora-chaos-halt", &Default::default()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the API server did not answer in time"))?
+    {
+        Ok(_) => println!("chaos resumed"),
+        Err(kube::Error::Api(s)) if s.code == 404 => println!("chaos was not halted"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -21,6 +21,8 @@ pub struct Hub {
     pub client: Client,
     /// The kubeconfig context's user, if any.
     pub user: Option<String>,
+    /// The context's namespace (the operator's, for the chaos kill switch), `default` when it names none.
+    pub namespace: String,
 }
 
 /// Connects as kubectl would: `--kubeconfig` (or $KUBECONFIG), `--context`, else in-cluster.
@@ -54,8 +56,13 @@ pub async fn connect(conn: &Connection) -> anyhow::Result<Hub> {
             None,
         ),
     };
+    let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).context("building the API client")?;
-    Ok(Hub { client, user })
+    Ok(Hub {
+        client,
+        user,
+        namespace,
+    })
 }
 
 fn resource<K: Resource<DynamicType = ()>>() -> ApiResource {

@@ -212,6 +212,13 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
+    /// DR drills: run one now (annotation azora.io/run-now) and, with --wait, its result and numbers.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+    /// Chaos experiments: run one now, or pause/resume all of them (the kill switch: ConfigMap
+    /// azora-chaos-halt in the operator's namespace reverts every active fault and blocks new runs).
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Rotate every secret of a tenant now (annotation azora.io/rotate-now), or one (<tenant>/<secret>:
     /// annotation azora.io/rotate-now.<secret>).
     #[command(after_help = "Examples:
@@ -222,6 +229,52 @@ enum Command {
         tenant: String,
         #[command(flatten)]
         wait: Wait,
+    },
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Run a DrDrill now; --wait exits 0 when it passes, 2 with the reason when it fails, aborts or is
+    /// skipped.
+    #[command(after_help = "Examples:
+  kubectl azora drill run monthly-lose-africa --wait --timeout 30m")]
+    Run {
+        /// The DrDrill.
+        drill: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChaosCommand {
+    /// Run a ChaosExperiment now; --wait exits 0 when it succeeds, 2 with the reason otherwise.
+    #[command(after_help = "Examples:
+  kubectl azora chaos run daily-africa-outage --wait --timeout 10m")]
+    Run {
+        /// The ChaosExperiment.
+        experiment: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Halt all chaos: every active fault is reverted and no experiment or drill starts until resumed.
+    #[command(after_help = "Examples:
+  kubectl azora chaos pause --reason 'INC-4711' -n azora-system")]
+    Pause {
+        /// Why (shown in every skipped or aborted run).
+        #[arg(long)]
+        reason: String,
+        /// The operator's namespace (default: the context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Lift the halt.
+    #[command(after_help = "Examples:
+  kubectl azora chaos resume -n azora-system")]
+    Resume {
+        /// The operator's namespace (default: the context's).
+        #[arg(short, long)]
+        namespace: Option<String>,
     },
 }
 
@@ -275,6 +328,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             act::approve_failback(&client, &policy, &region, wait).await
         }
         Command::Rotate { tenant, wait } => act::rotate(&client, &tenant, wait).await,
+        Command::Drill(DrillCommand::Run { drill, wait }) => act::drill_run(&client, &drill, wait).await,
+        Command::Chaos(ChaosCommand::Run { experiment, wait }) => {
+            act::chaos_run(&client, &experiment, wait).await
+        }
+        Command::Chaos(ChaosCommand::Pause { reason, namespace }) => {
+            act::chaos_pause(&client, namespace.as_deref(), &reason).await
+        }
+        Command::Chaos(ChaosCommand::Resume { namespace }) => {
+            act::chaos_resume(&client, namespace.as_deref()).await
+        }
         Command::Backup {
             tenant,
             schedule,

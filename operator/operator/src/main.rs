@@ -684,6 +684,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => {}
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), fault_duty).await;
+    // The revert itself is immediate (a signal); reporting it to the hub gets at most 3 s of this.
+    let _ = tokio::time::timeout(Duration::from_secs(10), fault_duty).await;
     Ok(())
 }

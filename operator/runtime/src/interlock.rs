@@ -112,6 +112,33 @@ impl Interlock {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    /// Marks an activity as under way only if `conflict` (judging everything else under way, and the drains)
+    /// finds nothing against it — checked and claimed under one lock, so two starts cannot both pass.
+    pub fn begin_unless(
+        &self,
+        activity: Activity,
+        what: impl Into<String>,
+        conflict: impl Fn(&BTreeMap<Activity, String>, &BTreeMap<String, Drain>) -> Option<String>,
+    ) -> Result<(), String> {
+        let drains = self.drained();
+        {
+            let Ok(mut m) = self.active.write() else {
+                return Err("interlock unavailable".into());
+            };
+            let others: BTreeMap<Activity, String> = m
+                .iter()
+                .filter(|(a, _)| **a != activity)
+                .map(|(a, w)| (a.clone(), w.clone()))
+                .collect();
+            if let Some(why) = conflict(&others, &drains) {
+                return Err(why);
+            }
+            m.insert(activity, what.into());
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
     /// Marks an activity as over.
     pub fn end(&self, activity: &Activity) {
         let removed = self
@@ -155,6 +182,25 @@ mod tests {
         i.end(&Activity::Failover("global".into()));
         assert!(!i.failover_under_way());
         assert_eq!(i.active().len(), 1);
+    }
+
+    #[test]
+    fn a_conditional_claim_sees_what_is_already_claimed() {
+        let i = Interlock::default();
+        let busy = |m: &BTreeMap<Activity, String>, _: &BTreeMap<String, Drain>| {
+            m.keys().next().map(|a| format!("{a:?} under way"))
+        };
+        assert!(
+            i.begin_unless(Activity::Experiment("a".into()), "africa", busy)
+                .is_ok()
+        );
+        let second = i.begin_unless(Activity::Experiment("b".into()), "europe", busy);
+        assert!(second.is_err_and(|w| w.contains("\"a\"")));
+        // the same activity again is not its own conflict
+        assert!(
+            i.begin_unless(Activity::Experiment("a".into()), "africa", busy)
+                .is_ok()
+        );
     }
 
     #[test]

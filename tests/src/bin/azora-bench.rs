@@ -5,6 +5,7 @@
 //! - `probes`: the probe engine with many endpoints at 5 s: CPU used and scheduling lag p99.
 //! - `tenants`: N tenants in four regional clusters: cold start, writes of a no-op resync, replication lag.
 //! - `backup`: a full backup round beside a raw upload of the same bytes; RPO; a large tenant's memory.
+//! - `drill`: one DR drill (RTO, RPO, failback); `chaos-soak`: N mixed chaos experiments, faults left.
 //! - `rotation`: N secrets over four OpenBao servers and regional clusters rotated at once, beside raw puts.
 //! - `db-failover`: N outages of a PostgreSQL primary's region under writes: outage → new primary writable
 //!   and in DNS; acknowledged commits lost.
@@ -24,8 +25,12 @@ use rand::Rng;
 
 #[path = "../bench/backup.rs"]
 mod backup;
+#[path = "../bench/chaos_soak.rs"]
+mod chaos_soak;
 #[path = "../bench/db_failover.rs"]
 mod db_failover;
+#[path = "../bench/drill.rs"]
+mod drill;
 #[path = "../bench/rotation.rs"]
 mod rotation;
 #[path = "../bench/tenants.rs"]
@@ -33,6 +38,15 @@ mod tenants;
 
 #[derive(Parser)]
 enum Cli {
+    /// One DR drill (africa lost, europe recovers two tenants from its own backup copies): RTO, RPO,
+    /// failback.
+    Drill,
+    /// N short chaos experiments of mixed types back to back; faults left active afterwards.
+    ChaosSoak {
+        /// Experiments to run.
+        #[arg(long, default_value_t = 60)]
+        runs: usize,
+    },
     /// Database failover time and lost commits over induced outages of the primary's region.
     DbFailover {
         /// Outages to induce.
@@ -449,6 +463,8 @@ async fn probes(endpoints: usize, seconds: u64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
+        Cli::Drill => drill::run().await,
+        Cli::ChaosSoak { runs } => chaos_soak::run(runs).await,
         Cli::Failover { outages, replicas } => failover(outages, replicas).await,
         Cli::DbFailover { outages } => db_failover::run(outages).await,
         Cli::Dns { seconds, rounds } => dns(seconds, rounds).await,

@@ -101,8 +101,8 @@ fn read_pid(file: &Path) -> Result<i32, String> {
     text.trim()
         .parse::<i32>()
         .ok()
-        .filter(|p| *p > 1)
-        .ok_or_else(|| format!("pid file {} holds no process id", file.display()))
+        .filter(|p| *p > 1 && i64::from(*p) != i64::from(std::process::id()))
+        .ok_or_else(|| format!("pid file {} holds no usable process id", file.display()))
 }
 
 fn signal(pid: i32, stop: bool) -> Result<(), String> {
@@ -137,7 +137,11 @@ pub async fn run(
     info!(region = %cfg.region, targets = ?cfg.targets.keys().collect::<Vec<_>>(), "fault agent started");
     tokio::pin!(shutdown);
     loop {
-        let lease = tokio::time::timeout(Duration::from_secs(5), leases.get_opt(&name)).await;
+        // A shutdown is noticed even while the hub is slow to answer.
+        let lease = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(5), leases.get_opt(&name)) => r,
+            () = &mut shutdown => break,
+        };
         let order = match &lease {
             Ok(Ok(Some(l))) => Order::Known(order_of(l)),
             Ok(Ok(None)) => {

@@ -86,13 +86,67 @@ async fn runner(ctx: Context, cfg: ChaosConfig, stop: Stop) {
         azora_runtime::metrics::retain_series(&ctx.metrics.chaos_failover_seconds, |l| {
             l.get("experiment").is_some_and(|e| names.contains(e))
         });
+        sweep(&ctx, &names).await;
         tokio::select! {
             r = changed.changed() => if r.is_err() { break },
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             () = &mut stop => break,
         }
     }
     for t in tasks.values() {
         t.abort();
+    }
+}
+
+/// Withdraws fault orders nobody will finish: those of experiments that no longer exist (deleted mid-run),
+/// and every order while the kill switch is set. The agents revert withdrawn orders at once.
+async fn sweep(ctx: &Context, names: &BTreeSet<String>) {
+    use azora_core::chaos::{AGENT_LABEL, FAULT_ANNOTATION, FaultOrder, HALT_CONFIGMAP};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
+    let deadline = Duration::from_secs(5);
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Ok(Ok(list)) =
+        tokio::time::timeout(deadline, leases.list(&ListParams::default().labels(AGENT_LABEL))).await
+    else {
+        return;
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let halted = matches!(
+        tokio::time::timeout(deadline, cms.get_opt(HALT_CONFIGMAP)).await,
+        Ok(Ok(Some(_)))
+    );
+    for l in list.items {
+        let Some(order) = l
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(FAULT_ANNOTATION))
+            .and_then(|o| serde_json::from_str::<FaultOrder>(o).ok())
+        else {
+            continue;
+        };
+        let owner = order.owner.strip_prefix("ChaosExperiment/");
+        let orphan = owner.is_some_and(|o| !names.contains(o));
+        if !(orphan || halted) || ctx.fence.check().await.is_err() {
+            continue;
+        }
+        let Some(name) = l.metadata.name.as_deref() else {
+            continue;
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": {FAULT_ANNOTATION: null}}});
+        match tokio::time::timeout(
+            deadline,
+            leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                tracing::info!(lease = name, order = %order.id, orphan, halted, "fault order withdrawn")
+            }
+            _ => tracing::warn!(lease = name, order = %order.id, "fault order not withdrawn; retried"),
+        }
     }
 }
 

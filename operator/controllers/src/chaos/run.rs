@@ -7,7 +7,7 @@ use azora_adapters::kube_status::StatusWriter;
 use azora_adapters::objstore::ObjectStore;
 use azora_adapters::probe::Prober;
 use azora_api::chaos::{
-    ChaosExperimentSpec, ChaosExperimentStatus, ChaosRun, FaultType, Outcome, TimelineEntry,
+    ChaosExperimentSpec, ChaosExperimentStatus, ChaosRun, FaultType, OutageMode, Outcome, TimelineEntry,
 };
 use azora_api::common::{ConditionStatus, Time, find_condition};
 use azora_api::failover::FailoverPolicyStatus;
@@ -134,9 +134,11 @@ impl Task<'_> {
         publish(self.ctx, obj, type_, reason, note, "Run").await;
     }
 
-    async fn halted(&self) -> Option<String> {
+    /// The kill switch. `strict` (before a start): a switch that cannot be read counts as set — never start
+    /// blind; during a run only a switch really set aborts it (the run's own expiry and checks go on).
+    async fn halted(&self, strict: bool) -> Option<String> {
         let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
-        match tokio::time::timeout(Duration::from_secs(3), cms.get_opt(HALT_CONFIGMAP)).await {
+        match tokio::time::timeout(Duration::from_secs(5), cms.get_opt(HALT_CONFIGMAP)).await {
             Ok(Ok(Some(cm))) => Some(
                 cm.data
                     .and_then(|d| d.get("reason").cloned())
@@ -144,9 +146,9 @@ impl Task<'_> {
                     .unwrap_or_else(|| "no reason given".into()),
             ),
             Ok(Ok(None)) => None,
-            // Cannot tell: treat as halted (never start or continue blind).
-            Ok(Err(e)) => Some(format!("kill switch unreadable: {e}")),
-            Err(_) => Some("kill switch unreadable: timed out".into()),
+            Ok(Err(e)) if strict => Some(format!("kill switch unreadable: {e}")),
+            Err(_) if strict => Some("kill switch unreadable: timed out".into()),
+            _ => None,
         }
     }
 
@@ -157,7 +159,7 @@ impl Task<'_> {
             .ok()?
     }
 
-    async fn situation(&self, spec: &ChaosExperimentSpec, target: Option<&str>) -> Situation {
+    async fn situation(&self, spec: &ChaosExperimentSpec, target: Option<&str>, strict: bool) -> Situation {
         let ctx = self.ctx;
         let mut verdicts: std::collections::BTreeMap<String, Verdict> = ctx
             .handles
@@ -220,7 +222,7 @@ impl Task<'_> {
                     .push(t.metadata.name.clone().unwrap_or_default());
             }
         }
-        s.halted = self.halted().await;
+        s.halted = self.halted(strict).await;
         if let Some(t) = target
             && made_by_agent(spec.fault.type_, spec.fault.mode)
         {
@@ -422,9 +424,17 @@ pub(super) async fn experiment_loop(ctx: Context, cfg: ChaosConfig, name: String
                 .set(t.0.as_second() as f64);
         }
     }
+    // This task is the only writer of these fields during its term: what it wrote last is newer than what
+    // the cache may still show (a stale Running run is never "interrupted", a handled run-now never rerun).
+    let mut known: Option<(Option<String>, ChaosExperimentStatus)> = None;
     loop {
         let Some(obj) = task.object() else { return };
-        let mut book = Book::from(&obj);
+        let mut book = match &known {
+            Some((uid, status)) if *uid == obj.metadata.uid => Book {
+                status: status.clone(),
+            },
+            _ => Book::from(&obj),
+        };
         let spec: Option<ChaosExperimentSpec> = obj
             .data
             .get("spec")
@@ -440,6 +450,7 @@ pub(super) async fn experiment_loop(ctx: Context, cfg: ChaosConfig, name: String
             } else {
                 task.tick(&obj, &spec, &mut book).await;
             }
+            known = Some((obj.metadata.uid.clone(), book.status.clone()));
         }
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
@@ -506,7 +517,12 @@ impl Task<'_> {
 
     fn new_run(&self, spec: &ChaosExperimentSpec, started: jiff::Timestamp) -> ChaosRun {
         let mut run = ChaosRun {
-            id: format!("{}-{}", self.name, started.strftime("%Y%m%d-%H%M%S")),
+            id: format!(
+                "{}-{}{:03}",
+                self.name,
+                started.strftime("%Y%m%d-%H%M%S"),
+                started.subsec_millisecond()
+            ),
             outcome: Outcome::Running,
             start_time: Time(started),
             end_time: None,
@@ -555,7 +571,7 @@ impl Task<'_> {
         started: jiff::Timestamp,
     ) {
         let target = spec.fault.region.clone();
-        if !supported(spec.fault.type_) || !made_by_agent(spec.fault.type_, spec.fault.mode) {
+        if !supported(spec.fault.type_) {
             let what = match spec.fault.mode {
                 Some(m) => format!("{} ({m})", spec.fault.type_),
                 None => spec.fault.type_.to_string(),
@@ -575,7 +591,7 @@ impl Task<'_> {
                 .await;
             return;
         };
-        let situation = self.situation(spec, Some(&region)).await;
+        let situation = self.situation(spec, Some(&region), true).await;
         if let Some(why) = start_refusal(spec, Some(&region), &situation, now()) {
             self.skip(obj, spec, book, started, why).await;
             return;
@@ -583,7 +599,33 @@ impl Task<'_> {
         // Claim the interlock before anything is made, then record the run as Running: a crash from here on
         // leaves a Running run that the next term finishes (withdraws and confirms).
         let me = Activity::Experiment(self.name.clone());
-        self.ctx.handles.interlock.begin(me.clone(), region.clone());
+        let concurrent = spec.allow_concurrent;
+        let target = region.clone();
+        let claimed = self.ctx.handles.interlock.begin_unless(me.clone(), region.clone(), |others, drains| {
+            for (a, what) in others {
+                match a {
+                    Activity::Failover(p) => return Some(format!("a real failover of {p} is under way")),
+                    Activity::Drill(d) => return Some(format!("DR drill {d} is under way")),
+                    Activity::Experiment(e) if *what == target => {
+                        return Some(format!("experiment {e} has a fault active in {target}"));
+                    }
+                    Activity::Experiment(e) if !concurrent => {
+                        return Some(format!(
+                            "experiment {e} has a fault active (one region at a time unless allowConcurrent)"
+                        ));
+                    }
+                    Activity::Experiment(_) => {}
+                }
+            }
+            drains
+                .iter()
+                .find(|(_, d)| !d.by.starts_with("ChaosExperiment/") || !concurrent)
+                .map(|(r, d)| format!("{r} is drained by {}", d.by))
+        });
+        if let Err(why) = claimed {
+            self.skip(obj, spec, book, started, why).await;
+            return;
+        }
         let _release = Release(self.ctx, me);
         let duration = fault_duration(spec);
         let mut run = self.new_run(spec, started);
@@ -621,36 +663,52 @@ impl Task<'_> {
             .chaos_fault_active
             .with_label_values(&[&self.name])
             .set(1.0);
-        let (outcome_override, injected) = match self.order(&region, Some(&order)).await {
-            Err(e) => (Some(format!("fault not handed to the agent: {e}")), None),
-            Ok(()) => match self
-                .report(
-                    &region,
-                    &order.id,
-                    &[FaultState::Applied, FaultState::Refused],
-                    self.cfg.agent_wait,
-                )
-                .await
-            {
-                Some(r) if r.state == FaultState::Applied => {
-                    let at = r.time.max(ordered);
-                    step(
-                        &mut run,
-                        "FaultInjected",
-                        at,
-                        format!("{} in {region}: {}", order.fault, r.message),
-                    );
-                    (None, Some(at))
-                }
-                Some(r) => (Some(format!("the agent refused the fault: {}", r.message)), None),
-                None => (
-                    Some(format!(
-                        "the agent of {region} did not report the fault applied within {}s",
-                        self.cfg.agent_wait.as_secs()
-                    )),
-                    None,
-                ),
-            },
+        let drain = !made_by_agent(spec.fault.type_, spec.fault.mode);
+        let by = format!("ChaosExperiment/{}", self.name);
+        // A drain lives in this process's memory and ends with the run however it ends.
+        let _undrain = drain.then(|| Undrain(self.ctx, region.clone(), by.clone()));
+        let (outcome_override, injected) = if drain {
+            self.ctx.handles.interlock.drain(&region, &by);
+            let at = now();
+            step(
+                &mut run,
+                "FaultInjected",
+                at,
+                format!("RegionOutage (Drain) of {region}: the control plane treats it as down"),
+            );
+            (None, Some(at))
+        } else {
+            match self.order(&region, Some(&order)).await {
+                Err(e) => (Some(format!("fault not handed to the agent: {e}")), None),
+                Ok(()) => match self
+                    .report(
+                        &region,
+                        &order.id,
+                        &[FaultState::Applied, FaultState::Refused],
+                        self.cfg.agent_wait,
+                    )
+                    .await
+                {
+                    Some(r) if r.state == FaultState::Applied => {
+                        let at = r.time.max(ordered);
+                        step(
+                            &mut run,
+                            "FaultInjected",
+                            at,
+                            format!("{} in {region}: {}", order.fault, r.message),
+                        );
+                        (None, Some(at))
+                    }
+                    Some(r) => (Some(format!("the agent refused the fault: {}", r.message)), None),
+                    None => (
+                        Some(format!(
+                            "the agent of {region} did not report the fault applied within {}s",
+                            self.cfg.agent_wait.as_secs()
+                        )),
+                        None,
+                    ),
+                },
+            }
         };
         let mut measured = Measured::default();
         let mut aborted = outcome_override;
@@ -676,9 +734,18 @@ impl Task<'_> {
                 )
                 .await;
         }
-        // Revert: withdraw the order, wait for the agent, confirm from here.
-        let reverted_at = self.revert(&region, &order, &mut run).await;
-        let confirmed = self.confirm(spec.fault.type_, &region, &mut run).await;
+        // Revert: withdraw the order, wait for the agent, confirm from here (a drain: end it).
+        let reverted_at = if drain {
+            self.ctx.handles.interlock.undrain(&region, &by);
+            let at = now();
+            step(&mut run, "FaultReverted", at, format!("{region} undrained"));
+            at
+        } else {
+            self.revert(&region, &order, &mut run).await
+        };
+        let confirmed = self
+            .confirm(spec.fault.type_, spec.fault.mode, &region, &mut run)
+            .await;
         measured.revert_confirmed = confirmed;
         run.revert_confirmed = Some(confirmed);
         if confirmed {
@@ -721,7 +788,7 @@ impl Task<'_> {
         while Instant::now() < end {
             self.failovers(region, injected, run, measured);
             if last_check.elapsed() >= Duration::from_secs(1) {
-                situation = self.situation(spec, Some(region)).await;
+                situation = self.situation(spec, Some(region), false).await;
                 last_check = Instant::now();
             }
             // The failovers the fault itself causes are not a reason to abort.
@@ -772,13 +839,18 @@ impl Task<'_> {
                     continue;
                 }
                 measured.failover_happened = true;
-                if measured.failover_ms.is_none()
+                let policy = p.metadata.name.clone().unwrap_or_default();
+                let seen = run.timeline.iter().any(|e| {
+                    e.step == "FailoverObserved" && e.message.starts_with(&format!("policy {policy}:"))
+                });
+                if !seen
                     && f.from.as_deref() == Some(region)
                     && let Some(verified) = f.verified_time.as_ref().map(|t| t.0)
                 {
+                    // Every policy that moved off the target counts; the slowest is the measured time.
                     let ms = ms_between(injected, verified);
-                    measured.failover_ms = Some(ms);
-                    run.failover_ms = Some(ms);
+                    measured.failover_ms = Some(measured.failover_ms.unwrap_or(0).max(ms));
+                    run.failover_ms = measured.failover_ms;
                     step(
                         run,
                         "FailoverObserved",
@@ -835,7 +907,32 @@ impl Task<'_> {
         }
     }
 
-    async fn confirm(&self, fault: FaultType, region: &str, run: &mut ChaosRun) -> bool {
+    async fn confirm(
+        &self,
+        fault: FaultType,
+        mode: Option<OutageMode>,
+        region: &str,
+        run: &mut ChaosRun,
+    ) -> bool {
+        if !made_by_agent(fault, mode) {
+            let gone = !self.ctx.handles.interlock.drained().contains_key(region);
+            if gone {
+                step(
+                    run,
+                    "RevertConfirmed",
+                    now(),
+                    format!("{region} is no longer drained"),
+                );
+            } else {
+                step(
+                    run,
+                    "RevertUnconfirmed",
+                    now(),
+                    format!("{region} is still drained by another owner"),
+                );
+            }
+            return gone;
+        }
         let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < self.cfg.confirm_wait {
@@ -873,7 +970,7 @@ impl Task<'_> {
             .map_or(self.cfg.recovery_wait, |d| (d * 2).max(Duration::from_secs(10)));
         let start = Instant::now();
         while start.elapsed() < wait {
-            let s = self.situation(spec, Some(region)).await;
+            let s = self.situation(spec, Some(region), false).await;
             let healthy = s.verdicts.values().filter(|v| **v == Verdict::Healthy).count();
             let target_ok = s.verdicts.get(region) == Some(&Verdict::Healthy);
             if target_ok && healthy >= spec.steady_state.min_healthy_regions as usize {
@@ -975,8 +1072,22 @@ impl Task<'_> {
             "the operator that ran it stopped (restart or leader change)",
         );
         let mut confirmed = true;
-        if let Some(region) = &region {
-            let lease = self.lease(region).await;
+        if let Some(region) = &region
+            && made_by_agent(spec.fault.type_, spec.fault.mode)
+        {
+            // The order must be read to know whether it is still ours: a failed read is retried next round.
+            let lease = match tokio::time::timeout(
+                Duration::from_secs(5),
+                self.leases.get_opt(&agent_lease(region)),
+            )
+            .await
+            {
+                Ok(Ok(l)) => l,
+                _ => {
+                    warn!(experiment = %self.name, "agent Lease unreadable; the interrupted run is finished later");
+                    return;
+                }
+            };
             let ours = lease.as_ref().and_then(order_of).is_some_and(|o| o.id == run.id);
             if ours {
                 let order = FaultOrder {
@@ -994,7 +1105,19 @@ impl Task<'_> {
                     format!("{} ({})", r.message, r.state),
                 );
             }
-            confirmed = self.confirm(spec.fault.type_, region, &mut run).await;
+            confirmed = self
+                .confirm(spec.fault.type_, spec.fault.mode, region, &mut run)
+                .await;
+            run.revert_confirmed = Some(confirmed);
+        } else if let Some(region) = &region {
+            // A drain ended with the term that made it; one this process still holds is ended now.
+            self.ctx
+                .handles
+                .interlock
+                .undrain(region, &format!("ChaosExperiment/{}", self.name));
+            confirmed = self
+                .confirm(spec.fault.type_, spec.fault.mode, region, &mut run)
+                .await;
             run.revert_confirmed = Some(confirmed);
         }
         if let Some(t) = &run.expires_time {
@@ -1023,6 +1146,14 @@ impl Task<'_> {
             &Measured::default(),
         )
         .await;
+    }
+}
+
+/// Ends a chaos drain when the run ends, however it ends (a term abort drops it too).
+struct Undrain<'a>(&'a Context, String, String);
+impl Drop for Undrain<'_> {
+    fn drop(&mut self) {
+        self.0.handles.interlock.undrain(&self.1, &self.2);
     }
 }
 

@@ -101,9 +101,15 @@ pub(super) async fn drill_loop(ctx: Context, name: String) {
         name,
     };
     let mut changes = ctx.caches.drills.changed();
+    // This task is the only writer of these fields during its term: what it wrote last is newer than what
+    // the cache may still show.
+    let mut known: Option<(Option<String>, DrDrillStatus)> = None;
     loop {
         let Some(obj) = task.object() else { return };
-        let mut status: DrDrillStatus = status_of(&obj);
+        let mut status: DrDrillStatus = match &known {
+            Some((uid, s)) if *uid == obj.metadata.uid => s.clone(),
+            _ => status_of(&obj),
+        };
         if let Some(spec) = spec_of::<DrDrillSpec>(&obj) {
             if status
                 .last_run
@@ -114,6 +120,7 @@ pub(super) async fn drill_loop(ctx: Context, name: String) {
             } else {
                 task.tick(&obj, &spec, &mut status).await;
             }
+            known = Some((obj.metadata.uid.clone(), status.clone()));
         }
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
@@ -224,7 +231,12 @@ impl Task<'_> {
 
     fn new_run(&self, spec: &DrDrillSpec, started: jiff::Timestamp) -> DrillRun {
         DrillRun {
-            id: format!("{}-{}", self.name, started.strftime("%Y%m%d-%H%M%S")),
+            id: format!(
+                "{}-{}{:03}",
+                self.name,
+                started.strftime("%Y%m%d-%H%M%S"),
+                started.subsec_millisecond()
+            ),
             result: DrillResult::Running,
             start_time: Time(started),
             end_time: None,
@@ -319,6 +331,19 @@ impl Task<'_> {
         }
     }
 
+    /// The kill switch as set (a read error is not a halt once a run is under way: its own checks go on).
+    async fn halt_set(&self) -> Option<String> {
+        let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
+        match tokio::time::timeout(Duration::from_secs(3), cms.get_opt(HALT_CONFIGMAP)).await {
+            Ok(Ok(Some(cm))) => Some(
+                cm.data
+                    .and_then(|d| d.get("reason").cloned())
+                    .unwrap_or_else(|| "no reason given".into()),
+            ),
+            _ => None,
+        }
+    }
+
     /// A real outage of a region other than the lost one (and the DR region's, any time).
     fn outage(&self, lose: &str) -> Option<String> {
         self.verdicts()
@@ -370,6 +395,10 @@ impl Task<'_> {
                 .tenants
                 .insert(t.clone(), self.tenant_status(t).map(|s| s.placed_regions));
         }
+        before.routed = routed.clone();
+        before.serving_lose = self.policies().iter().any(|(_, _, st)| {
+            st.active_regions.contains(&lose) || st.active_region.as_deref() == Some(&lose)
+        });
         if let Some(why) = start_refusal(spec, &tenants, &before) {
             step(run, "PreCheckFailed", why.clone());
             return (DrillResult::Skipped, why);
@@ -378,7 +407,26 @@ impl Task<'_> {
         // Claim the interlock, record Running, then act: a crash from here leaves a Running run that the
         // next term finishes (and the drain, held in memory, dies with the process or term).
         let me = Activity::Drill(self.name.clone());
-        self.ctx.handles.interlock.begin(me.clone(), lose.clone());
+        let claimed = self
+            .ctx
+            .handles
+            .interlock
+            .begin_unless(me.clone(), lose.clone(), |others, drains| {
+                others
+                    .keys()
+                    .next()
+                    .map(|a| format!("{a:?} is under way"))
+                    .or_else(|| {
+                        drains
+                            .iter()
+                            .next()
+                            .map(|(r, d)| format!("{r} is drained by {}", d.by))
+                    })
+            });
+        if let Err(why) = claimed {
+            step(run, "PreCheckFailed", why.clone());
+            return (DrillResult::Skipped, why);
+        }
         let by = format!("DrDrill/{}", self.name);
         let _guard = Guard {
             ctx: self.ctx,
@@ -440,6 +488,9 @@ impl Task<'_> {
         self.ctx.handles.interlock.drain(&lose, &by);
         let drained = now();
         step(run, "Drained", format!("{lose} taken out at the control plane"));
+        if let Some(dr) = &spec.scenario.dr_region {
+            self.sentinel_rpo(dr, run, true).await;
+        }
         info!(drill = %self.name, region = %lose, "drill drained a region");
         status.last_run = Some(run.clone());
         self.write(status).await;
@@ -456,10 +507,19 @@ impl Task<'_> {
         // RTO: DNS verified away from the lost region, and every tenant active and Ready elsewhere.
         let deadline = Instant::now() + (rto * 2).max(Duration::from_secs(60));
         let mut dns_at: Option<jiff::Timestamp> = None;
+        let mut halt_checked = Instant::now();
         loop {
             if let Some(why) = self.outage(&lose) {
                 step(run, "Aborted", why.clone());
                 return (DrillResult::Aborted, why);
+            }
+            if halt_checked.elapsed() >= Duration::from_secs(2) {
+                halt_checked = Instant::now();
+                if let Some(why) = self.halt_set().await {
+                    let why = format!("chaos and drills halted: {why}");
+                    step(run, "Aborted", why.clone());
+                    return (DrillResult::Aborted, why);
+                }
             }
             if dns_at.is_none() {
                 let policies = self.policies();
@@ -543,11 +603,14 @@ impl Task<'_> {
         status.last_run = Some(run.clone());
         self.write(status).await;
         if let Some(dr) = &dr {
-            self.sentinel_rpo(dr, run).await;
+            if spec.scenario.dr_region.is_none() {
+                self.sentinel_rpo(dr, run, false).await;
+            }
             if spec.verify_restore
                 && let Some(why) = self.restore_all(dr, drained, run).await
             {
                 step(run, "Aborted", why.clone());
+                self.ctx.handles.interlock.undrain(&lose, &by);
                 self.cleanup(run).await;
                 return (DrillResult::Aborted, why);
             }
@@ -570,25 +633,41 @@ impl Task<'_> {
         (result, message)
     }
 
-    async fn sentinel_rpo(&self, dr: &str, run: &mut DrillRun) {
+    /// The sentinel RPO: for each tenant, the last sentinel written in the lost region minus the newest one
+    /// present in the DR region. `at_drain`: read once, as the DR region holds them at the moment of the
+    /// loss (what a real loss then would have lost); otherwise the newest that arrived within 20 s in all.
+    async fn sentinel_rpo(&self, dr: &str, run: &mut DrillRun, at_drain: bool) {
         let Ok((store, _)) = self.store(dr).await else {
+            step(
+                run,
+                "SentinelsNotChecked",
+                format!("{dr} names no usable object store"),
+            );
             return;
         };
+        let lose = run.lose_region.clone().unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut worst: Option<u64> = None;
+        let start_time = run.start_time.0;
+        let id = run.id.clone();
         for t in &mut run.tenants {
             let Some(written) = t.last_sentinel_written.as_ref().map(|w| w.0) else {
                 continue;
             };
-            // Replication from the former active region catches up first; give it a little time to land.
-            let start = Instant::now();
             let mut newest = None;
-            while start.elapsed() < Duration::from_secs(20) {
-                newest = store
-                    .list(&sentinel_prefix(&t.name, &run.id))
-                    .await
-                    .ok()
-                    .and_then(|l| l.iter().filter_map(|o| sentinel_time(&o.key)).max());
-                if newest == Some(written) {
+            loop {
+                let listed =
+                    tokio::time::timeout(Duration::from_secs(5), store.list(&sentinel_prefix(&t.name, &id)))
+                        .await;
+                newest = match listed {
+                    Ok(Ok(l)) => l.iter().filter_map(|o| sentinel_time(&o.key)).max(),
+                    _ => newest,
+                };
+                if at_drain
+                    || newest == Some(written)
+                    || Instant::now() >= deadline
+                    || self.outage(&lose).is_some()
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -598,20 +677,22 @@ impl Task<'_> {
                     t.newest_sentinel_found = Some(Time(n));
                     ms_between(n, written)
                 }
-                // Nothing arrived: everything since the first sentinel is lost at least.
-                None => {
-                    t.message = format!("no sentinel reached {dr}");
-                    ms_between(run.start_time.0, written)
-                }
+                // None had arrived: at least everything since the first sentinel.
+                None => ms_between(start_time, written),
             };
             worst = Some(worst.unwrap_or(0).max(lost));
         }
         run.sentinel_rpo_ms = worst;
         if let Some(ms) = worst {
+            let when = if at_drain {
+                "at the drain"
+            } else {
+                "after recovery"
+            };
             step(
                 run,
                 "SentinelsChecked",
-                format!("sentinel RPO {:.2}s", ms as f64 / 1000.0),
+                format!("sentinel RPO {:.2}s ({when})", ms as f64 / 1000.0),
             );
         }
     }
@@ -620,7 +701,7 @@ impl Task<'_> {
     /// there. Returns an abort reason (a real outage); per-tenant failures are recorded on the tenant.
     async fn restore_all(&self, dr: &str, drained: jiff::Timestamp, run: &mut DrillRun) -> Option<String> {
         let lose = run.lose_region.clone().unwrap_or_default();
-        let short = run.start_time.0.strftime("%H%M%S").to_string();
+        let short = run.start_time.0.strftime("%m%d%H%M%S").to_string();
         let mut made = Vec::new();
         for t in &mut run.tenants {
             let newest = self
@@ -663,8 +744,8 @@ impl Task<'_> {
                         made.push((t.name.clone(), name));
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {
-                        t.restore = Some(name.clone());
-                        made.push((t.name.clone(), name));
+                        t.message =
+                            format!("a Restore named {name} already exists: an earlier cleanup failed");
                     }
                     Err(e) => t.message = format!("restore not created: {e}"),
                 },
@@ -681,6 +762,9 @@ impl Task<'_> {
         while !pending.is_empty() && Instant::now() < deadline {
             if let Some(why) = self.outage(&lose) {
                 return Some(why);
+            }
+            if let Some(why) = self.halt_set().await {
+                return Some(format!("chaos and drills halted: {why}"));
             }
             let mut still = Vec::new();
             for (tenant, name) in pending {

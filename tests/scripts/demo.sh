@@ -3,7 +3,7 @@
 # two operator replicas (each probes every region and serves DNS), the regions and policies applied; then
 # africa goes down for real (SIGSTOP), the failover is shown as it happens, africa comes back, and traffic
 # fails back after the hold-down; a PostgreSQL database follows the failover (fenced, promoted before DNS moves,
-# rebuilt and switched back). Everything stops on exit.
+# rebuilt and switched back); a chaos experiment drains Lagos and measures the failover. Everything stops on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -291,8 +291,28 @@ echo "    kubectl azora failover platform --clear --wait"
 kubectl azora failover platform --clear --wait --timeout 60s 2>&1 | sed 's/^/    /' || true
 echo "    dig @${DNS_A} api.azora.example -> $(answer $DNS_A)   (africa)"
 
+step "CHAOS: experiment lagos-drain run now — Lagos drained at the control plane for 20 s (mode Drain: nothing harmed), the failover measured, the drain ended"
+kubectl apply --server-side -f - >/dev/null <<'YAML'
+apiVersion: azora.io/v1alpha1
+kind: ChaosExperiment
+metadata: {name: lagos-drain}
+spec:
+  fault: {type: RegionOutage, region: africa, mode: Drain}
+  duration: 20s
+  schedule: "0 3 1 1 *"
+  steadyState: {minHealthyRegions: 4, tenantsReady: false}
+  expect: {failoverWithin: 15s}
+YAML
+sleep 2
+T0=$(date +%s.%N)
+echo "    kubectl azora chaos run lagos-drain --wait"
+kubectl azora chaos run lagos-drain --wait --timeout 3m 2>&1 | sed 's/^/    /' || true
+kubectl get chaosexperiment lagos-drain -o jsonpath='{range .status.lastRun.timeline[*]}{.time}  {.step}  {.message}{"\n"}{end}' 2>/dev/null | sed 's/^/    /' || true
+watch_until 127.0.0.11 60 || echo "    (no failback within 60s — see $DEMO/operator-*.log)"
+say "DNS answers africa again after the drain and the hold-down"
+
 step "kubectl get azora"
-kubectl get regions,failoverpolicies,tenants,backupschedules,databases
+kubectl get regions,failoverpolicies,tenants,backupschedules,databases,chaosexperiments,drdrills
 
 step "kubectl azora status"
 kubectl azora status

@@ -239,6 +239,10 @@ fn runbook_commands_are_kubectl_reads_or_kubectl_azora_commands() -> anyhow::Res
         "kubectl azora rotate ",
         "kubectl azora backup ",
         "kubectl azora restore ",
+        "kubectl azora drill run ",
+        "kubectl azora chaos run ",
+        "kubectl azora chaos pause ",
+        "kubectl azora chaos resume",
     ];
     let files: BTreeSet<String> = alerts()?
         .iter()

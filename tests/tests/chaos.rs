@@ -600,6 +600,24 @@ async fn a_drain_outage_moves_dns_without_harming_the_region_and_ends_with_the_r
     assert_eq!(run["outcome"], "Succeeded", "{run:#}");
     assert!(run["failoverMs"].as_u64().is_some_and(|ms| ms > 0), "{run:#}");
     assert_eq!(run["revertConfirmed"], true);
+    // The policy's own record dates the failure from the drain, not from an older verdict change.
+    let injected: jiff::Timestamp = run["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["step"] == "FaultInjected"))
+        .and_then(|e| e["time"].as_str())
+        .unwrap_or_default()
+        .parse()?;
+    let policy = s.policy_status().await?;
+    let record = std::iter::once(&policy["lastFailover"])
+        .chain(policy["history"].as_array().into_iter().flatten())
+        .find(|r| r["from"] == "africa" && r["reason"] == "RegionDown")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no failover from africa: {policy}"))?;
+    let detected: jiff::Timestamp = record["detectedTime"].as_str().unwrap_or_default().parse()?;
+    assert!(
+        detected >= injected.checked_sub(jiff::SignedDuration::from_secs(1))?,
+        "detected {detected} before the drain {injected}: {record}"
+    );
     // The drain ended with the run: traffic returns after the policy's hold-down.
     assert!(
         s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))

@@ -567,3 +567,80 @@ async fn backup_and_restore_with_wait() -> anyhow::Result<()> {
     assert!(run.stderr.contains("ResidencyViolation"), "{run:?}");
     Ok(())
 }
+
+/// `kubectl azora chaos run|pause|resume` and `drill run` against the real operator: a drain experiment run
+/// and awaited (exit 0 with the measured failover), the kill switch set and lifted (a run asked for while
+/// halted ends with exit 2 and the reason), a drill that cannot start reported with exit 2 and why.
+#[tokio::test]
+async fn chaos_and_drill_commands_act_through_the_operator() -> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("5s", serde_json::json!({})).await?;
+    s.add_operator(&[])?;
+    assert!(
+        s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))
+            .await
+            .is_some()
+    );
+    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
+    let hub = s.env.hub().client().await?;
+    azora_tests::chaos::experiment(
+        &hub,
+        "africa-drain",
+        serde_json::json!({"fault": {"type": "RegionOutage", "region": "africa", "mode": "Drain"},
+                           "duration": "8s", "schedule": "0 3 1 1 *"}),
+    )
+    .await?;
+    let kc = s.env.hub().kubeconfig.clone();
+    let run = azora(
+        &kc,
+        &["chaos", "run", "africa-drain", "--wait", "--timeout", "2m"],
+    )
+    .await?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("experiment=africa-drain outcome=Succeeded failover_ms="),
+        "{}",
+        run.stdout
+    );
+
+    let pause = azora(&kc, &["chaos", "pause", "--reason", "INC-4711"]).await?;
+    assert_eq!(pause.code, 0, "{}", pause.stderr);
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(hub.clone(), "default");
+    let cm = cms.get("azora-chaos-halt").await?;
+    assert_eq!(
+        cm.data.unwrap_or_default().get("reason").map(String::as_str),
+        Some("INC-4711")
+    );
+    let refused = azora(
+        &kc,
+        &["chaos", "run", "africa-drain", "--wait", "--timeout", "1m"],
+    )
+    .await?;
+    assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("INC-4711"), "{}", refused.stderr);
+    let resume = azora(&kc, &["chaos", "resume"]).await?;
+    assert_eq!(resume.code, 0, "{}", resume.stderr);
+    assert!(cms.get_opt("azora-chaos-halt").await?.is_none());
+    let empty = azora(&kc, &["chaos", "pause", "--reason", " "]).await?;
+    assert_eq!(empty.code, 1, "a pause without a reason is refused");
+    assert!(
+        cms.get_opt("azora-chaos-halt").await?.is_none(),
+        "nothing was changed"
+    );
+
+    // A drill with no tenant in the lost region cannot start: exit 2 with the operator's reason.
+    azora_tests::scenario::create(
+        &hub,
+        "drdrills",
+        serde_json::json!({"apiVersion": "azora.io/v1alpha1", "kind": "DrDrill", "metadata": {"name": "empty"},
+                           "spec": {"scenario": {"loseRegion": "africa"}}}),
+    )
+    .await?;
+    let drill = azora(&kc, &["drill", "run", "empty", "--wait", "--timeout", "1m"]).await?;
+    assert_eq!(drill.code, 2, "{}{}", drill.stdout, drill.stderr);
+    assert!(drill.stderr.contains("nothing to drill"), "{}", drill.stderr);
+    let missing = azora(&kc, &["drill", "run", "nosuch"]).await?;
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    Ok(())
+}

@@ -716,7 +716,13 @@ async fn step(
         };
         let from_health = change.from.as_deref().and_then(|f| health.get(f));
         let detected = match change.reason {
-            Reason::RegionDown => from_health.and_then(|h| h.failing_since.or(Some(h.since))),
+            // A drained region failed when the drain began (its probes never did).
+            Reason::RegionDown => change
+                .from
+                .as_deref()
+                .and_then(|f| drained.get(f))
+                .map(|d| Time(d.since))
+                .or_else(|| from_health.and_then(|h| h.failing_since.or(Some(h.since)))),
             _ => None,
         }
         .or(Some(now));

@@ -165,3 +165,31 @@ pub async fn wait_agent(client: &kube::Client, region: &str, timeout: Duration) 
     })
     .await
 }
+
+/// Starts an S3 server for `region` of a scenario, with its bucket `azora-<region>` and credentials Secret,
+/// and points the Region's `objectStore` at it.
+pub async fn attach_s3(s: &crate::scenario::Scenario, region: &str) -> anyhow::Result<crate::s3::S3Server> {
+    let hub = s.env.hub().client().await?;
+    let server = crate::s3::S3Server::start(s.env.dir.path().join(format!("s3-{region}.log"))).await?;
+    let bucket = format!("azora-{region}");
+    server.store(&bucket).ensure_bucket().await?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(hub.clone(), "default");
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("s3-{region}")},
+                "stringData": {"accessKeyId": crate::s3::ACCESS_KEY, "secretAccessKey": crate::s3::SECRET_KEY}}))?,
+        )
+        .await?;
+    let regions: Api<DynamicObject> = Api::all_with(hub, &ar("Region", "regions"));
+    regions
+        .patch(
+            region,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"objectStore": {
+                "endpoint": server.endpoint, "bucket": bucket,
+                "credentialsSecret": {"name": format!("s3-{region}")}}}})),
+        )
+        .await?;
+    Ok(server)
+}

@@ -137,14 +137,14 @@ pub async fn start() -> anyhow::Result<Fleet> {
     Ok(fleet)
 }
 
-/// Creates the DrDrill `name`: lose africa, recover in europe, both tenants, RTO and RPO 5 minutes.
+/// Creates the DrDrill `name`: lose africa, recover in europe, both tenants, RTO 2 minutes (a stuck recovery fails within 4), RPO 5 minutes.
 pub async fn create_drill(hub: &kube::Client, name: &str) -> anyhow::Result<()> {
     create(
         hub,
         "drdrills",
         json!({"apiVersion": "azora.io/v1alpha1", "kind": "DrDrill", "metadata": {"name": name},
                "spec": {"scenario": {"loseRegion": "africa", "drRegion": "europe"},
-                        "tenants": TENANTS, "objectives": {"rto": "5m", "rpo": "5m"}}}),
+                        "tenants": TENANTS, "objectives": {"rto": "2m", "rpo": "5m"}}}),
     )
     .await
 }

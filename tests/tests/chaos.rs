@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use azora_tests::chaos::{
-    experiment, patch_spec, pid_file, run_now, start_agent, status, steps, stopped, wait_agent, wait_process,
-    wait_run,
+    attach_s3, experiment, patch_spec, pid_file, run_now, start_agent, status, steps, stopped, wait_agent,
+    wait_process, wait_run,
 };
 use azora_tests::scenario::Scenario;
 use serde_json::{Value, json};
@@ -46,6 +46,29 @@ async fn setup(hold_down: &str) -> anyhow::Result<(Scenario, azora_tests::Operat
         agent.log_text()
     );
     Ok((s, agent, pid))
+}
+
+/// Waits until replica `i` answers africa again, every region is Healthy and the failback is verified (a
+/// failover still under way would make the next run skip).
+async fn back_on_africa(s: &Scenario, i: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        s.wait_answer(i, "127.0.0.11", Duration::from_secs(90))
+            .await
+            .is_some(),
+        "no failback to africa"
+    );
+    anyhow::ensure!(
+        s.wait_all_healthy(Duration::from_secs(40)).await,
+        "regions not all Healthy"
+    );
+    let verified = azora_tests::wait::until(Duration::from_secs(30), || async {
+        s.policy_status()
+            .await
+            .is_ok_and(|p| p["lastFailover"]["verifiedTime"].is_string() && p["activeRegion"] == "africa")
+    })
+    .await;
+    anyhow::ensure!(verified, "the failback to africa was never verified");
+    Ok(())
 }
 
 fn outage(duration: &str, extra: Value) -> Value {
@@ -160,21 +183,7 @@ async fn a_region_outage_experiment_really_stops_the_region_fails_dns_over_rever
     );
 
     // The same experiment expecting a 1 s failover fails, with the measured number in the message.
-    assert!(
-        s.wait_answer(0, "127.0.0.11", Duration::from_secs(90))
-            .await
-            .is_some(),
-        "no failback to africa"
-    );
-    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
-    // Failback verified before the next run (a failover still under way would skip it).
-    let policy_ok = azora_tests::wait::until(Duration::from_secs(30), || async {
-        s.policy_status()
-            .await
-            .is_ok_and(|p| p["lastFailover"]["verifiedTime"].is_string() && p["activeRegion"] == "africa")
-    })
-    .await;
-    assert!(policy_ok);
+    back_on_africa(&s, 0).await?;
     patch_spec(&hub, "africa-outage", json!({"expect": {"failoverWithin": "1s"}})).await?;
     // the new spec must be validated before the run
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -263,20 +272,7 @@ async fn the_agent_reverts_at_expiry_when_the_operator_is_killed_or_the_hub_is_g
     assert!(steps(run).contains(&"Interrupted".to_string()));
 
     // Wait for africa to serve again, then the hub API server itself stops mid-experiment.
-    assert!(
-        s.wait_answer(1, "127.0.0.11", Duration::from_secs(90))
-            .await
-            .is_some(),
-        "no failback"
-    );
-    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
-    let policy_ok = azora_tests::wait::until(Duration::from_secs(30), || async {
-        s.policy_status()
-            .await
-            .is_ok_and(|p| p["lastFailover"]["verifiedTime"].is_string() && p["activeRegion"] == "africa")
-    })
-    .await;
-    assert!(policy_ok);
+    back_on_africa(&s, 1).await?;
     run_now(&hub, "killed", "2").await?;
     assert!(
         wait_process(pid, true, Duration::from_secs(40)).await.is_some(),
@@ -316,7 +312,7 @@ async fn the_agent_reverts_at_expiry_when_the_operator_is_killed_or_the_hub_is_g
 }
 
 #[tokio::test]
-async fn another_region_going_down_aborts_at_once_and_no_experiment_starts_during_a_real_failover()
+async fn another_region_going_down_aborts_at_once_none_starts_during_a_real_outage_and_the_kill_switch_and_deletion_revert()
 -> anyhow::Result<()> {
     let (s, agent, pid) = setup("5s").await?;
     let hub = s.env.hub().client().await?;
@@ -470,29 +466,7 @@ async fn an_object_store_outage_really_hangs_the_regions_s3_server_and_its_end_i
     s.policy("5s", json!({})).await?;
     let hub = s.env.hub().client().await?;
     let dir = s.env.dir.path().to_path_buf();
-    let s3 = azora_tests::s3::S3Server::start(dir.join("s3-europe.log")).await?;
-    s3.store("azora-europe").ensure_bucket().await?;
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(hub.clone(), "default");
-    secrets
-        .create(
-            &Default::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "s3-europe"},
-                "stringData": {"accessKeyId": azora_tests::s3::ACCESS_KEY,
-                               "secretAccessKey": azora_tests::s3::SECRET_KEY}}))?,
-        )
-        .await?;
-    let regions: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(hub.clone(), &azora_tests::scenario::ar("Region", "regions"));
-    regions
-        .patch(
-            "europe",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"objectStore": {
-                "endpoint": s3.endpoint, "bucket": "azora-europe",
-                "credentialsSecret": {"name": "s3-europe"}}}})),
-        )
-        .await?;
+    let s3 = attach_s3(&s, "europe").await?;
     s.add_operator(&[])?;
     assert!(
         s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))

@@ -35,7 +35,7 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
     let hub = fleet.hub().await?;
     drill::create_drill(&hub, "monthly").await?;
     drill::run_now(&hub, "monthly", "first").await?;
-    let st = drill::wait_run(&hub, "monthly", &Value::Null, Duration::from_secs(400)).await?;
+    let st = drill::wait_run(&hub, "monthly", &Value::Null, Duration::from_secs(600)).await?;
     let run = &st["lastRun"];
     assert_eq!(run["result"], "Passed", "{run:#}\n{}", tail(&fleet.log(), 60));
     let rto_ms = run["rtoMs"].as_u64().unwrap_or(0);
@@ -170,7 +170,7 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
     .await;
     assert!(gone, "europe's copies still counted verified");
     drill::run_now(&hub, "monthly", "second").await?;
-    let st = drill::wait_run(&hub, "monthly", &json!(id), Duration::from_secs(400)).await?;
+    let st = drill::wait_run(&hub, "monthly", &json!(id), Duration::from_secs(600)).await?;
     let run = &st["lastRun"];
     assert_eq!(run["result"], "Failed", "{run:#}");
     let msg = run["message"].as_str().unwrap_or_default();

@@ -410,6 +410,38 @@ pub fn next_due(schedule: &str, after: jiff::Timestamp) -> Option<jiff::Timestam
     next_run(&parse_cron(schedule).ok()?, after)
 }
 
+/// What the schedule and the run-now annotation ask of a scheduled run (experiment or drill) now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due {
+    /// A new `azora.io/run-now` value not acted on yet (its value).
+    pub run_now: Option<String>,
+    /// The next scheduled start after the last one (none when suspended).
+    pub next: Option<jiff::Timestamp>,
+    /// Whether a run should start now.
+    pub now: bool,
+}
+
+/// When a scheduled run is due: at `next` after the last start (or the object's creation), or at once on a
+/// run-now value other than the one handled.
+pub fn due(
+    schedule: &str,
+    suspend: bool,
+    since: jiff::Timestamp,
+    asked: Option<&str>,
+    handled: Option<&str>,
+    now: jiff::Timestamp,
+) -> Due {
+    let run_now = asked
+        .filter(|a| !a.is_empty() && Some(*a) != handled)
+        .map(ToString::to_string);
+    let next = if suspend { None } else { next_due(schedule, since) };
+    Due {
+        now: run_now.is_some() || next.is_some_and(|n| n <= now),
+        run_now,
+        next,
+    }
+}
+
 /// How long the fault lasts, capped (validation refuses longer faults without `allowLongFault`).
 pub fn fault_duration(spec: &ChaosExperimentSpec) -> Duration {
     let d = parse_duration(&spec.duration).unwrap_or(Duration::from_secs(60));
@@ -666,6 +698,36 @@ mod tests {
             ..m
         };
         assert_eq!(judge(&Expectation::default(), &not_back).0, Outcome::Failed);
+    }
+
+    #[test]
+    fn runs_are_due_on_schedule_or_on_a_new_run_now_value_only() {
+        let created = ts("2026-01-01T00:00:00Z");
+        let d = due(
+            "0 3 * * *",
+            false,
+            created,
+            None,
+            None,
+            ts("2026-01-01T02:59:00Z"),
+        );
+        assert!(!d.now);
+        assert_eq!(d.next, Some(ts("2026-01-01T03:00:00Z")));
+        assert!(
+            due(
+                "0 3 * * *",
+                false,
+                created,
+                None,
+                None,
+                ts("2026-01-01T03:00:00Z")
+            )
+            .now
+        );
+        assert!(!due("0 3 * * *", true, created, None, None, ts("2026-01-02T00:00:00Z")).now);
+        let asked = due("0 3 * * *", true, created, Some("x"), None, created);
+        assert!(asked.now && asked.run_now.as_deref() == Some("x"));
+        assert!(!due("0 3 * * *", false, created, Some("x"), Some("x"), created).now);
     }
 
     #[test]

@@ -169,6 +169,31 @@ impl Context {
         own.or(platform)
     }
 
+    /// The chaos kill switch (ConfigMap `azora-chaos-halt` in the operator's namespace), with its reason.
+    /// `strict`: a switch that cannot be read counts as set (never start blind); otherwise only a switch
+    /// really there does (a run under way keeps its own checks and expiry).
+    pub async fn chaos_halt(&self, strict: bool) -> Option<String> {
+        let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(self.client.clone(), &self.namespace);
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            cms.get_opt(azora_core::chaos::HALT_CONFIGMAP),
+        )
+        .await;
+        match read {
+            Ok(Ok(Some(cm))) => Some(
+                cm.data
+                    .and_then(|d| d.get("reason").cloned())
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or_else(|| "no reason given".into()),
+            ),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) if strict => Some(format!("kill switch unreadable: {e}")),
+            Err(_) if strict => Some("kill switch unreadable: timed out".into()),
+            _ => None,
+        }
+    }
+
     /// Every policy's recorded active region (to notice routing changes).
     pub fn recorded_routing(&self) -> BTreeMap<String, String> {
         self.caches

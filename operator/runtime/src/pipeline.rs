@@ -54,6 +54,28 @@ pub trait Kind: Send + Sync + 'static {
     }
 }
 
+/// Whether the spec of `obj` as the caller sees it was judged by this pipeline (`None`: not yet — the
+/// recorded `observedGeneration` is older, or there is no `Ready` yet) and found ready (`Err` with the
+/// condition's reason and message otherwise). For loops that must act only on a valid spec.
+pub fn judged(obj: &DynamicObject) -> Option<Result<(), String>> {
+    let status = obj.data.get("status");
+    let observed = status
+        .and_then(|s| s.get("observedGeneration"))
+        .and_then(Value::as_i64);
+    if observed != obj.metadata.generation {
+        return None;
+    }
+    let conditions: Vec<Condition> = status
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    match find_condition(&conditions, types::READY) {
+        Some(c) if c.status == ConditionStatus::True => Some(Ok(())),
+        Some(c) => Some(Err(format!("not Ready ({}): {}", c.reason, c.message))),
+        None => None,
+    }
+}
+
 /// The API resource of one of our kinds.
 pub fn resource_of<K: CustomResourceExt + kube::Resource<DynamicType = ()>>() -> ApiResource {
     ApiResource::erase::<K>(&())

@@ -99,3 +99,59 @@ pub async fn run_term(
     }
     info!("controllers stopped");
 }
+
+/// One supervised task per object of `cache` for the term: started for a new name (or when its task has
+/// finished), aborted when the object is gone. After every change of the cache, and every `tick` when given,
+/// `round` runs with the current names (housekeeping: metric series of deleted objects, orphaned work).
+pub async fn per_object<S, Fut, R, RFut>(
+    ctx: Context,
+    cache: KindCache,
+    what: &'static str,
+    stop: Stop,
+    tick: Option<std::time::Duration>,
+    mut spawn: S,
+    mut round: R,
+) where
+    S: FnMut(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+    R: FnMut(std::collections::BTreeSet<String>) -> RFut,
+    RFut: Future<Output = ()>,
+{
+    let mut changed = cache.changed();
+    let mut tasks: std::collections::HashMap<String, tokio::task::AbortHandle> = Default::default();
+    let mut stop = stop;
+    tokio::select! {
+        () = cache.ready() => {}
+        () = &mut stop => return,
+    }
+    loop {
+        let names: std::collections::BTreeSet<String> = cache
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        for name in &names {
+            if tasks.get(name).is_none_or(tokio::task::AbortHandle::is_finished) {
+                let task = spawn(name.clone());
+                tasks.insert(name.clone(), ctx.supervisor.spawn_term(what, task));
+            }
+        }
+        tasks.retain(|name, t| {
+            let keep = names.contains(name);
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        round(names).await;
+        let wait = tick.unwrap_or(std::time::Duration::from_secs(3600));
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { break },
+            () = tokio::time::sleep(wait) => {}
+            () = &mut stop => break,
+        }
+    }
+    for t in tasks.values() {
+        t.abort();
+    }
+}

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use azora_tests::chaos::{experiment, pid_file, run_now, start_agent, status, stopped, wait_agent};
-use azora_tests::scenario::{Scenario, ar};
+use azora_tests::chaos::{
+    attach_s3, experiment, pid_file, run_now, start_agent, status, stopped, wait_agent,
+};
+use azora_tests::scenario::Scenario;
 use serde_json::json;
 
 pub async fn run(count: usize) -> anyhow::Result<()> {
@@ -16,29 +18,7 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
     s.policy("5s", json!({})).await?;
     let hub = s.env.hub().client().await?;
     let dir = s.env.dir.path().to_path_buf();
-    let s3 = azora_tests::s3::S3Server::start(dir.join("s3-europe.log")).await?;
-    s3.store("azora-europe").ensure_bucket().await?;
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(hub.clone(), "default");
-    secrets
-        .create(
-            &Default::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "s3-europe"},
-                "stringData": {"accessKeyId": azora_tests::s3::ACCESS_KEY,
-                               "secretAccessKey": azora_tests::s3::SECRET_KEY}}))?,
-        )
-        .await?;
-    let regions: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(hub.clone(), &ar("Region", "regions"));
-    regions
-        .patch(
-            "europe",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"objectStore": {
-                "endpoint": s3.endpoint, "bucket": "azora-europe",
-                "credentialsSecret": {"name": "s3-europe"}}}})),
-        )
-        .await?;
+    let s3 = attach_s3(&s, "europe").await?;
     s.add_operator(&[])?;
     anyhow::ensure!(
         s.wait_answer(0, "127.0.0.11", Duration::from_secs(60))

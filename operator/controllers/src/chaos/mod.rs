@@ -11,7 +11,7 @@
 pub mod agent;
 mod run;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use azora_api::ChaosExperiment;
@@ -54,48 +54,29 @@ pub fn term(ctx: &Context, cfg: ChaosConfig, concurrency: u16, stop: &Stop) -> V
     ]
 }
 
-/// Starts one task per experiment and stops those of deleted ones.
+/// One task per experiment; every change and every 5 s, the metric series of deleted experiments are
+/// dropped and orphaned fault orders swept.
 async fn runner(ctx: Context, cfg: ChaosConfig, stop: Stop) {
-    let cache = ctx.caches.experiments.clone();
-    let mut changed = cache.changed();
-    let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
-    let mut stop = stop;
-    tokio::select! {
-        () = cache.ready() => {}
-        () = &mut stop => return,
-    }
-    loop {
-        let names: BTreeSet<String> = cache
-            .state()
-            .iter()
-            .filter_map(|o| o.metadata.name.clone())
-            .collect();
-        for name in &names {
-            if tasks.get(name).is_none_or(|t| t.is_finished()) {
-                let task = run::experiment_loop(ctx.clone(), cfg.clone(), name.clone());
-                tasks.insert(name.clone(), ctx.supervisor.spawn_term("chaos/experiment", task));
+    let spawn_ctx = ctx.clone();
+    let round_ctx = ctx.clone();
+    azora_runtime::term::per_object(
+        ctx.clone(),
+        ctx.caches.experiments.clone(),
+        "chaos/experiment",
+        stop,
+        Some(Duration::from_secs(5)),
+        move |name| run::experiment_loop(spawn_ctx.clone(), cfg.clone(), name),
+        move |names| {
+            let ctx = round_ctx.clone();
+            async move {
+                azora_runtime::metrics::retain_series(&ctx.metrics.chaos_failover_seconds, |l| {
+                    l.get("experiment").is_some_and(|e| names.contains(e))
+                });
+                sweep(&ctx, &names).await;
             }
-        }
-        tasks.retain(|name, t| {
-            let keep = names.contains(name);
-            if !keep {
-                t.abort();
-            }
-            keep
-        });
-        azora_runtime::metrics::retain_series(&ctx.metrics.chaos_failover_seconds, |l| {
-            l.get("experiment").is_some_and(|e| names.contains(e))
-        });
-        sweep(&ctx, &names).await;
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { break },
-            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-            () = &mut stop => break,
-        }
-    }
-    for t in tasks.values() {
-        t.abort();
-    }
+        },
+    )
+    .await;
 }
 
 /// Withdraws fault orders nobody will finish: those of experiments that no longer exist (deleted mid-run),

@@ -13,15 +13,14 @@ use azora_api::common::{ConditionStatus, Time, find_condition};
 use azora_api::failover::FailoverPolicyStatus;
 use azora_api::region::{ProbeEndpoint, ProbeType, RegionSpec, Verdict};
 use azora_core::chaos::{
-    EXPIRY_GRACE, FAULT_ANNOTATION, FAULT_REPORT_ANNOTATION, FaultOrder, FaultReport, FaultState,
-    HALT_CONFIGMAP, Measured, RUN_NOW_ANNOTATION, Situation, abort_reason, agent_lease, fault_duration,
-    judge, made_by_agent, next_due, start_refusal, success_rate,
+    EXPIRY_GRACE, FAULT_ANNOTATION, FAULT_REPORT_ANNOTATION, FaultOrder, FaultReport, FaultState, Measured,
+    RUN_NOW_ANNOTATION, Situation, abort_reason, agent_lease, due, fault_duration, judge, made_by_agent,
+    next_due, start_refusal, success_rate,
 };
 use azora_runtime::Context;
 use azora_runtime::events::publish;
 use azora_runtime::interlock::Activity;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -134,24 +133,6 @@ impl Task<'_> {
         publish(self.ctx, obj, type_, reason, note, "Run").await;
     }
 
-    /// The kill switch. `strict` (before a start): a switch that cannot be read counts as set — never start
-    /// blind; during a run only a switch really set aborts it (the run's own expiry and checks go on).
-    async fn halted(&self, strict: bool) -> Option<String> {
-        let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
-        match tokio::time::timeout(Duration::from_secs(5), cms.get_opt(HALT_CONFIGMAP)).await {
-            Ok(Ok(Some(cm))) => Some(
-                cm.data
-                    .and_then(|d| d.get("reason").cloned())
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| "no reason given".into()),
-            ),
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) if strict => Some(format!("kill switch unreadable: {e}")),
-            Err(_) if strict => Some("kill switch unreadable: timed out".into()),
-            _ => None,
-        }
-    }
-
     async fn lease(&self, region: &str) -> Option<Lease> {
         tokio::time::timeout(Duration::from_secs(3), self.leases.get_opt(&agent_lease(region)))
             .await
@@ -222,7 +203,7 @@ impl Task<'_> {
                     .push(t.metadata.name.clone().unwrap_or_default());
             }
         }
-        s.halted = self.halted(strict).await;
+        s.halted = self.ctx.chaos_halt(strict).await;
         if let Some(t) = target
             && made_by_agent(spec.fault.type_, spec.fault.mode)
         {
@@ -368,26 +349,6 @@ fn ms_between(from: jiff::Timestamp, to: jiff::Timestamp) -> u64 {
     u64::try_from(to.duration_since(from).as_millis()).unwrap_or(0)
 }
 
-/// Whether the spec the task sees is the one the pipeline validated (`None`: not judged yet), and valid.
-fn validated(obj: &DynamicObject) -> Option<Result<(), String>> {
-    let status = obj.data.get("status");
-    let observed = status
-        .and_then(|s| s.get("observedGeneration"))
-        .and_then(serde_json::Value::as_i64);
-    if observed != obj.metadata.generation {
-        return None;
-    }
-    let conditions: Vec<azora_api::Condition> = status
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    match find_condition(&conditions, "Ready") {
-        Some(c) if c.status == ConditionStatus::True => Some(Ok(())),
-        Some(c) => Some(Err(format!("not Ready ({}): {}", c.reason, c.message))),
-        None => None,
-    }
-}
-
 /// The experiment's task for this term.
 pub(super) async fn experiment_loop(ctx: Context, cfg: ChaosConfig, name: String) {
     let resource = azora_runtime::pipeline::resource_of::<azora_api::ChaosExperiment>();
@@ -466,10 +427,7 @@ impl Task<'_> {
             .metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get(RUN_NOW_ANNOTATION))
-            .filter(|v| !v.is_empty())
-            .cloned();
-        let run_now = asked.is_some() && asked != book.status.run_now_handled;
+            .and_then(|a| a.get(RUN_NOW_ANNOTATION));
         let since = book
             .status
             .last_run
@@ -477,13 +435,17 @@ impl Task<'_> {
             .map(|r| r.start_time.0)
             .or_else(|| obj.metadata.creation_timestamp.as_ref().map(|t| t.0))
             .unwrap_or_else(now);
-        let next = if spec.suspend {
-            None
-        } else {
-            next_due(&spec.schedule, since)
-        };
-        let due = run_now || next.is_some_and(|n| n <= now());
-        let judged = validated(obj);
+        let want = due(
+            &spec.schedule,
+            spec.suspend,
+            since,
+            asked.map(String::as_str),
+            book.status.run_now_handled.as_deref(),
+            now(),
+        );
+        let (run_now, next, due) = (want.run_now.is_some(), want.next, want.now);
+        let asked = want.run_now;
+        let judged = azora_runtime::pipeline::judged(obj);
         if !due {
             let want = next.map(Time);
             if book.status.next_run_time != want && judged.as_ref().is_some_and(Result::is_ok) {

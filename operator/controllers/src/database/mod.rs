@@ -59,47 +59,26 @@ pub fn resource() -> kube::core::ApiResource {
     resource_of::<Database>()
 }
 
-async fn run(ctx: Context, cfg: DatabaseConfig, stop: impl std::future::Future<Output = ()>) {
-    let dbs = ctx.caches.databases.clone();
-    let mut changed = dbs.changed();
-    let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
-    tokio::pin!(stop);
-    tokio::select! {
-        () = dbs.ready() => {}
-        () = &mut stop => return,
-    }
-    loop {
-        let names: Vec<String> = dbs
-            .state()
-            .iter()
-            .filter_map(|o| o.metadata.name.clone())
-            .collect();
-        for name in &names {
-            if tasks.get(name).is_none_or(|t| t.is_finished()) {
-                let task = db_loop(ctx.clone(), cfg.clone(), name.clone());
-                tasks.insert(name.clone(), ctx.supervisor.spawn_term("database/db", task));
-            }
-        }
-        tasks.retain(|name, t| {
-            let keep = names.contains(name);
-            if !keep {
-                t.abort();
-            }
-            keep
-        });
-        let live: BTreeSet<String> = names.iter().cloned().collect();
-        let keep = |l: &BTreeMap<String, String>| l.get("database").is_some_and(|d| live.contains(d));
-        azora_runtime::metrics::retain_series(&ctx.metrics.db_lag_seconds, keep);
-        azora_runtime::metrics::retain_series(&ctx.metrics.db_lag_bytes, keep);
-        azora_runtime::metrics::retain_series(&ctx.metrics.db_primary, keep);
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { break },
-            () = &mut stop => break,
-        }
-    }
-    for t in tasks.values() {
-        t.abort();
-    }
+/// One task per Database; the metric series of deleted databases are dropped on every change.
+async fn run(ctx: Context, cfg: DatabaseConfig, stop: Stop) {
+    let spawn_ctx = ctx.clone();
+    let round_ctx = ctx.clone();
+    azora_runtime::term::per_object(
+        ctx.clone(),
+        ctx.caches.databases.clone(),
+        "database/db",
+        stop,
+        None,
+        move |name| db_loop(spawn_ctx.clone(), cfg.clone(), name),
+        move |names| {
+            let keep = |l: &BTreeMap<String, String>| l.get("database").is_some_and(|d| names.contains(d));
+            azora_runtime::metrics::retain_series(&round_ctx.metrics.db_lag_seconds, keep);
+            azora_runtime::metrics::retain_series(&round_ctx.metrics.db_lag_bytes, keep);
+            azora_runtime::metrics::retain_series(&round_ctx.metrics.db_primary, keep);
+            async {}
+        },
+    )
+    .await;
 }
 
 /// What one database's task remembers between steps.

@@ -14,8 +14,6 @@
 
 mod run;
 
-use std::collections::{BTreeSet, HashMap};
-
 use azora_api::DrDrill;
 use azora_api::chaos::DrDrillSpec;
 use azora_core::validate::{self, Pending, Problem};
@@ -35,43 +33,19 @@ pub fn term(ctx: &Context, concurrency: u16, stop: &Stop) -> Vec<BoxFuture<'stat
     ]
 }
 
-/// Starts one task per drill and stops those of deleted ones.
+/// One task per drill.
 async fn runner(ctx: Context, stop: Stop) {
-    let cache = ctx.caches.drills.clone();
-    let mut changed = cache.changed();
-    let mut tasks: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
-    let mut stop = stop;
-    tokio::select! {
-        () = cache.ready() => {}
-        () = &mut stop => return,
-    }
-    loop {
-        let names: BTreeSet<String> = cache
-            .state()
-            .iter()
-            .filter_map(|o| o.metadata.name.clone())
-            .collect();
-        for name in &names {
-            if tasks.get(name).is_none_or(|t| t.is_finished()) {
-                let task = run::drill_loop(ctx.clone(), name.clone());
-                tasks.insert(name.clone(), ctx.supervisor.spawn_term("drill/drill", task));
-            }
-        }
-        tasks.retain(|name, t| {
-            let keep = names.contains(name);
-            if !keep {
-                t.abort();
-            }
-            keep
-        });
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { break },
-            () = &mut stop => break,
-        }
-    }
-    for t in tasks.values() {
-        t.abort();
-    }
+    let spawn_ctx = ctx.clone();
+    azora_runtime::term::per_object(
+        ctx.clone(),
+        ctx.caches.drills.clone(),
+        "drill/drill",
+        stop,
+        None,
+        move |name| run::drill_loop(spawn_ctx.clone(), name),
+        |_| async {},
+    )
+    .await;
 }
 
 /// DrDrill.

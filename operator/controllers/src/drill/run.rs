@@ -11,7 +11,7 @@ use azora_api::common::{ConditionStatus, Time, find_condition};
 use azora_api::failover::{FailbackMode, FailoverPolicySpec, FailoverPolicyStatus};
 use azora_api::region::{RegionSpec, Verdict};
 use azora_api::tenant::TenantStatus;
-use azora_core::chaos::{HALT_CONFIGMAP, RUN_NOW_ANNOTATION, next_due};
+use azora_core::chaos::{RUN_NOW_ANNOTATION, due, next_due};
 use azora_core::drill::{
     Before, drill_tenants, judge, report_markdown, rpo_ms, sentinel_key, sentinel_prefix, sentinel_time,
     start_refusal,
@@ -21,7 +21,6 @@ use azora_runtime::Context;
 use azora_runtime::events::publish;
 use azora_runtime::interlock::Activity;
 use azora_runtime::pipeline::resource_of;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -58,26 +57,6 @@ fn status_of<T: serde::de::DeserializeOwned + Default>(o: &DynamicObject) -> T {
 
 fn spec_of<T: serde::de::DeserializeOwned>(o: &DynamicObject) -> Option<T> {
     serde_json::from_value(o.data.get("spec")?.clone()).ok()
-}
-
-/// Whether this generation of the spec was judged by the pipeline (`None`: not yet), and valid.
-fn validated(obj: &DynamicObject) -> Option<Result<(), String>> {
-    let status = obj.data.get("status");
-    let observed = status
-        .and_then(|s| s.get("observedGeneration"))
-        .and_then(serde_json::Value::as_i64);
-    if observed != obj.metadata.generation {
-        return None;
-    }
-    let conditions: Vec<azora_api::Condition> = status
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    match find_condition(&conditions, "Ready") {
-        Some(c) if c.status == ConditionStatus::True => Some(Ok(())),
-        Some(c) => Some(Err(format!("not Ready ({}): {}", c.reason, c.message))),
-        None => None,
-    }
 }
 
 struct Task<'a> {
@@ -170,23 +149,24 @@ impl Task<'_> {
             .metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get(RUN_NOW_ANNOTATION))
-            .filter(|v| !v.is_empty())
-            .cloned();
-        let run_now = asked.is_some() && asked != status.run_now_handled;
+            .and_then(|a| a.get(RUN_NOW_ANNOTATION));
         let since = status
             .last_run
             .as_ref()
             .map(|r| r.start_time.0)
             .or_else(|| obj.metadata.creation_timestamp.as_ref().map(|t| t.0))
             .unwrap_or_else(now);
-        let next = if spec.suspend {
-            None
-        } else {
-            next_due(&spec.schedule, since)
-        };
-        let due = run_now || next.is_some_and(|n| n <= now());
-        let judged = validated(obj);
+        let want = due(
+            &spec.schedule,
+            spec.suspend,
+            since,
+            asked.map(String::as_str),
+            status.run_now_handled.as_deref(),
+            now(),
+        );
+        let (run_now, next, due) = (want.run_now.is_some(), want.next, want.now);
+        let asked = want.run_now;
+        let judged = azora_runtime::pipeline::judged(obj);
         if !due {
             let want = next.map(Time);
             if status.next_run_time != want && judged.as_ref().is_some_and(Result::is_ok) {
@@ -317,33 +297,6 @@ impl Task<'_> {
             .collect()
     }
 
-    async fn halted(&self) -> Option<String> {
-        let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
-        match tokio::time::timeout(Duration::from_secs(3), cms.get_opt(HALT_CONFIGMAP)).await {
-            Ok(Ok(Some(cm))) => Some(
-                cm.data
-                    .and_then(|d| d.get("reason").cloned())
-                    .unwrap_or_else(|| "no reason given".into()),
-            ),
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => Some(format!("kill switch unreadable: {e}")),
-            Err(_) => Some("kill switch unreadable: timed out".into()),
-        }
-    }
-
-    /// The kill switch as set (a read error is not a halt once a run is under way: its own checks go on).
-    async fn halt_set(&self) -> Option<String> {
-        let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
-        match tokio::time::timeout(Duration::from_secs(3), cms.get_opt(HALT_CONFIGMAP)).await {
-            Ok(Ok(Some(cm))) => Some(
-                cm.data
-                    .and_then(|d| d.get("reason").cloned())
-                    .unwrap_or_else(|| "no reason given".into()),
-            ),
-            _ => None,
-        }
-    }
-
     /// A real outage of a region other than the lost one (and the DR region's, any time).
     fn outage(&self, lose: &str) -> Option<String> {
         self.verdicts()
@@ -376,7 +329,7 @@ impl Task<'_> {
         let tenants = drill_tenants(spec, &routed);
         let mut before = Before {
             verdicts: self.verdicts(),
-            halted: self.halted().await,
+            halted: self.ctx.chaos_halt(true).await,
             ..Before::default()
         };
         for (a, what) in self.ctx.handles.interlock.active() {
@@ -515,7 +468,7 @@ impl Task<'_> {
             }
             if halt_checked.elapsed() >= Duration::from_secs(2) {
                 halt_checked = Instant::now();
-                if let Some(why) = self.halt_set().await {
+                if let Some(why) = self.ctx.chaos_halt(false).await {
                     let why = format!("chaos and drills halted: {why}");
                     step(run, "Aborted", why.clone());
                     return (DrillResult::Aborted, why);
@@ -763,7 +716,7 @@ impl Task<'_> {
             if let Some(why) = self.outage(&lose) {
                 return Some(why);
             }
-            if let Some(why) = self.halt_set().await {
+            if let Some(why) = self.ctx.chaos_halt(false).await {
                 return Some(format!("chaos and drills halted: {why}"));
             }
             let mut still = Vec::new();

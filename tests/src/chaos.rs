@@ -26,6 +26,17 @@ pub fn start_agent(
     region: &str,
     targets: &[(&str, &Path)],
 ) -> anyhow::Result<Operator> {
+    start_agent_with_links(kubeconfig, dir, region, targets, &[])
+}
+
+/// [`start_agent`] with link proxies (`PEER=LISTEN->UPSTREAM`).
+pub fn start_agent_with_links(
+    kubeconfig: &Path,
+    dir: &Path,
+    region: &str,
+    targets: &[(&str, &Path)],
+    links: &[String],
+) -> anyhow::Result<Operator> {
     let state = dir.join(format!("agent-{region}"));
     let mut args: Vec<String> = vec![
         "--region".into(),
@@ -36,6 +47,10 @@ pub fn start_agent(
     for (t, f) in targets {
         args.push("--fault-target".into());
         args.push(format!("{t}={}", f.display()));
+    }
+    for l in links {
+        args.push("--link".into());
+        args.push(l.clone());
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     Operator::start_command(
@@ -192,4 +207,80 @@ pub async fn attach_s3(s: &crate::scenario::Scenario, region: &str) -> anyhow::R
         )
         .await?;
     Ok(server)
+}
+
+/// One HTTP request to `addr` (the simulated region's server), answered in full: how long it took, `None`
+/// when no whole answer came within `timeout`.
+pub async fn http_round_trip(addr: std::net::SocketAddr, timeout: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: region\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.ok()?;
+        answer.starts_with(b"HTTP/").then(|| start.elapsed())
+    };
+    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+}
+
+/// The fastest of `n` [`http_round_trip`]s.
+pub async fn best_http_round_trip(
+    addr: std::net::SocketAddr,
+    n: usize,
+    timeout: Duration,
+) -> Option<Duration> {
+    let mut best: Option<Duration> = None;
+    for _ in 0..n {
+        if let Some(d) = http_round_trip(addr, timeout).await {
+            best = Some(best.map_or(d, |b| b.min(d)));
+        }
+    }
+    best
+}
+
+/// Waits until the run in progress has made its fault (a `FaultInjected` step); the run.
+pub async fn wait_injected(client: &kube::Client, name: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let st = wait_run(client, name, timeout, |r| {
+        steps(r).iter().any(|s| s == "FaultInjected")
+            || (r["outcome"].is_string() && r["outcome"] != "Running")
+    })
+    .await?;
+    let run = st["lastRun"].clone();
+    anyhow::ensure!(
+        run["outcome"] == "Running",
+        "the run ended before the check: {run:#}"
+    );
+    Ok(run)
+}
+
+/// Changes the experiment's spec, asks for a run (`token`) and waits for it to finish (a run other than
+/// `previous`, the last run's id); the finished run. Its outcome must be `outcome` and its message must hold
+/// `says`.
+pub async fn run_again(
+    client: &kube::Client,
+    name: &str,
+    spec: Value,
+    token: &str,
+    previous: &Value,
+    outcome: &str,
+    says: &str,
+) -> anyhow::Result<Value> {
+    patch_spec(client, name, spec).await?;
+    // The operator's cache sees the new spec before the run is asked for.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_now(client, name, token).await?;
+    let st = wait_run(client, name, Duration::from_secs(60), |r| {
+        r["id"] != *previous && r["outcome"].is_string() && r["outcome"] != "Running"
+    })
+    .await?;
+    let run = st["lastRun"].clone();
+    anyhow::ensure!(run["outcome"] == outcome, "expected {outcome}: {run:#}");
+    anyhow::ensure!(
+        run["message"].as_str().unwrap_or_default().contains(says),
+        "the message does not say {says:?}: {run:#}"
+    );
+    Ok(run)
 }

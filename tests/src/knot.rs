@@ -83,6 +83,11 @@ impl Knot {
         })
     }
 
+    /// knotd's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// knotd's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("knotd.log")).unwrap_or_default()

@@ -249,6 +249,11 @@ audit "file" "file" {{
         Ok(())
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Hangs the server (SIGSTOP).
     pub fn pause(&self) {
         if let Some(c) = &self.child {

@@ -245,6 +245,13 @@ async fn operator_reports_what_the_schema_cannot_check_as_ready_false_for_every_
             "InvalidSchedule",
         ),
         (
+            "ChaosExperiment",
+            "chaosexperiments",
+            "c-podkill",
+            json!({"fault": {"type": "PodKill", "region": "africa"}}),
+            "InvalidFault",
+        ),
+        (
             "DrDrill",
             "drdrills",
             "d-same",

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use azora_tests::chaos::{
-    attach_s3, experiment, patch_spec, pid_file, run_now, start_agent, status, steps, stopped, wait_agent,
-    wait_process, wait_run,
+    attach_s3, best_http_round_trip, experiment, http_round_trip, patch_spec, pid_file, run_again, run_now,
+    start_agent, start_agent_with_links, status, steps, stopped, wait_agent, wait_injected, wait_process,
+    wait_run,
 };
 use azora_tests::scenario::Scenario;
 use serde_json::{Value, json};
@@ -520,27 +521,16 @@ async fn an_object_store_outage_really_hangs_the_regions_s3_server_and_its_end_i
         "the bucket does not list after the revert"
     );
     // The agent cannot make what it has no target for: refused, nothing changed, the run says why.
-    patch_spec(
+    run_again(
         &hub,
         "europe-s3",
         json!({"fault": {"type": "VaultOutage", "region": "europe"}}),
+        "2",
+        &run["id"],
+        "Aborted",
+        "no target for VaultOutage",
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    run_now(&hub, "europe-s3", "2").await?;
-    let st = wait_run(&hub, "europe-s3", Duration::from_secs(60), |r| {
-        finished(r) && r["id"] != run["id"]
-    })
-    .await?;
-    let run = &st["lastRun"];
-    assert_eq!(run["outcome"], "Aborted", "{run:#}");
-    assert!(
-        run["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no target for VaultOutage"),
-        "{run:#}"
-    );
     Ok(())
 }
 
@@ -599,5 +589,342 @@ async fn a_drain_outage_moves_dns_without_harming_the_region_and_ends_with_the_r
             .is_some(),
         "no failback after the drain ended"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn network_partition_and_latency_are_made_on_the_agents_link_measured_and_really_end()
+-> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("5s", json!({})).await?;
+    s.add_operator(&[])?;
+    anyhow::ensure!(
+        s.wait_all_healthy(Duration::from_secs(60)).await,
+        "regions never all Healthy"
+    );
+    let hub = s.env.hub().client().await?;
+    let dir = s.env.dir.path().to_path_buf();
+    // europe reaches africa's service through africa's agent; the direct path stays as it is.
+    let africa = s.regions[0].addr;
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", azora_tests::free_port()?).parse()?;
+    let agent = start_agent_with_links(
+        &s.env.hub().kubeconfig,
+        &dir,
+        "africa",
+        &[],
+        &[format!("europe={listen}->{africa}")],
+    )?;
+    anyhow::ensure!(
+        wait_agent(&hub, "africa", Duration::from_secs(20)).await,
+        "the agent never came up:\n{}",
+        agent.log_text()
+    );
+    let before = best_http_round_trip(listen, 3, Duration::from_secs(5))
+        .await
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no answer through the link before any fault:\n{}",
+                agent.log_text()
+            )
+        })?;
+
+    // Latency: measured here through the link, and by the agent.
+    experiment(
+        &hub,
+        "europe-africa",
+        json!({"fault": {"type": "NetworkLatency", "region": "africa", "peerRegion": "europe", "latency": "400ms"},
+               "duration": "6s", "schedule": "0 3 1 1 *", "expect": {"noFailover": true}}),
+    )
+    .await?;
+    run_now(&hub, "europe-africa", "1").await?;
+    let run = wait_injected(&hub, "europe-africa", Duration::from_secs(60)).await?;
+    let slow = best_http_round_trip(listen, 3, Duration::from_secs(5)).await;
+    let direct = best_http_round_trip(africa, 3, Duration::from_secs(5)).await;
+    let added = slow.map(|d| d.saturating_sub(before));
+    assert!(
+        added.is_some_and(|a| a >= Duration::from_millis(380)),
+        "added round trip through the link {added:?} (before {before:?}, during {slow:?}): {run:#}"
+    );
+    assert!(
+        direct.is_some_and(|d| d < Duration::from_millis(300)),
+        "the direct path got slower too: {direct:?}"
+    );
+    let st = wait_run(&hub, "europe-africa", Duration::from_secs(90), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}\n{}", agent.log_text());
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    let injected = run["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["step"] == "FaultInjected"))
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let measured: u64 = injected
+        .split("measured +")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the agent measured nothing: {injected}"))?;
+    assert!((380..1500).contains(&measured), "{injected}");
+    let after = best_http_round_trip(listen, 3, Duration::from_secs(5)).await;
+    assert!(
+        after.is_some_and(|d| d < before + Duration::from_millis(200)),
+        "the link is still slow after the revert: {after:?} (before {before:?})"
+    );
+
+    // Partition: nothing crosses the link, the direct path answers, the link passes again after.
+    patch_spec(
+        &hub,
+        "europe-africa",
+        json!({"fault": {"type": "NetworkPartition", "latency": null}}),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_now(&hub, "europe-africa", "2").await?;
+    let first = run["id"].clone();
+    let run = wait_run(&hub, "europe-africa", Duration::from_secs(60), |r| {
+        r["id"] != first && (steps(r).iter().any(|s| s == "FaultInjected") || finished(r))
+    })
+    .await?["lastRun"]
+        .clone();
+    assert_eq!(run["outcome"], "Running", "{run:#}");
+    assert_eq!(
+        http_round_trip(listen, Duration::from_secs(2)).await,
+        None,
+        "an answer crossed the partition"
+    );
+    assert!(http_round_trip(africa, Duration::from_secs(2)).await.is_some());
+    let st = wait_run(&hub, "europe-africa", Duration::from_secs(90), |r| {
+        r["id"] == run["id"] && finished(r)
+    })
+    .await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}\n{}", agent.log_text());
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    assert!(
+        http_round_trip(listen, Duration::from_secs(5)).await.is_some(),
+        "the link does not pass after the partition healed"
+    );
+
+    // A peer the agent has no link from: refused, the run says why, nothing changed.
+    run_again(
+        &hub,
+        "europe-africa",
+        json!({"fault": {"peerRegion": "asia"}}),
+        "3",
+        &run["id"],
+        "Aborted",
+        "no link from asia",
+    )
+    .await?;
+    assert!(http_round_trip(listen, Duration::from_secs(5)).await.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dns_failure_and_a_vault_outage_really_silence_the_regions_servers_and_their_end_is_confirmed()
+-> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("5s", json!({})).await?;
+    let hub = s.env.hub().client().await?;
+    let dir = s.env.dir.path().to_path_buf();
+    // europe's authoritative DNS server (Knot) and its Vault (OpenBao).
+    let knot = azora_tests::knot::Knot::start("europe.azora.")?;
+    let bao = azora_tests::openbao::OpenBao::start(&dir, "europe").await?;
+    let regions: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(hub.clone(), &azora_tests::scenario::ar("Region", "regions"));
+    regions
+        .patch(
+            "europe",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"vault": {"address": bao.address, "kvMount": "secret"}}}),
+            ),
+        )
+        .await?;
+    s.add_operator(&[])?;
+    anyhow::ensure!(
+        s.wait_all_healthy(Duration::from_secs(60)).await,
+        "regions never all Healthy"
+    );
+    let knot_pid = knot.pid().ok_or_else(|| anyhow::anyhow!("knot has no process"))?;
+    let bao_pid = bao
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("OpenBao has no process"))?;
+    let dns_pidfile = pid_file(&dir, "knot-europe", knot_pid)?;
+    let vault_pidfile = pid_file(&dir, "openbao-europe", bao_pid)?;
+    let agent = start_agent(
+        &s.env.hub().kubeconfig,
+        &dir,
+        "europe",
+        &[("DnsFailure", &dns_pidfile), ("VaultOutage", &vault_pidfile)],
+    )?;
+    anyhow::ensure!(
+        wait_agent(&hub, "europe", Duration::from_secs(20)).await,
+        "the agent never came up:\n{}",
+        agent.log_text()
+    );
+    let soa = || async {
+        azora_adapters::dns::verify::epoch_of(knot.addr, "europe.azora.", Duration::from_secs(1))
+            .await
+            .is_ok()
+    };
+    let vault_addr: std::net::SocketAddr = bao.address.trim_start_matches("http://").parse()?;
+    let vault_health = || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ask = async {
+            let mut c = tokio::net::TcpStream::connect(vault_addr).await.ok()?;
+            c.write_all(b"GET /v1/sys/health HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer).await.ok()?;
+            let text = String::from_utf8_lossy(&answer).to_string();
+            Some(text.lines().next().is_some_and(|l| l.contains(" 200 ")))
+        };
+        tokio::time::timeout(Duration::from_secs(2), ask)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    };
+    assert!(
+        soa().await && vault_health().await,
+        "not serving before the faults"
+    );
+
+    for (fault, pid) in [("DnsFailure", knot_pid), ("VaultOutage", bao_pid)] {
+        let name = fault.to_lowercase();
+        experiment(
+            &hub,
+            &name,
+            json!({"fault": {"type": fault, "region": "europe"}, "duration": "5s",
+                   "schedule": "0 3 1 1 *", "expect": {"noFailover": true}}),
+        )
+        .await?;
+        run_now(&hub, &name, "1").await?;
+        let run = wait_injected(&hub, &name, Duration::from_secs(60)).await?;
+        assert!(stopped(pid), "{fault}: the server is not stopped: {run:#}");
+        // Really silent for a client.
+        if fault == "DnsFailure" {
+            assert!(!soa().await, "the DNS server still answers");
+        } else {
+            assert!(!vault_health().await, "Vault still answers");
+        }
+        let st = wait_run(&hub, &name, Duration::from_secs(90), finished).await?;
+        let run = &st["lastRun"];
+        assert_eq!(
+            run["outcome"],
+            "Succeeded",
+            "{fault}: {run:#}\n{}",
+            agent.log_text()
+        );
+        assert_eq!(run["revertConfirmed"], true, "{fault}: {run:#}");
+        assert!(!stopped(pid), "{fault}: still stopped after the run");
+        assert!(
+            steps(run).iter().any(|s| s == "RevertConfirmed"),
+            "{fault}: {run:#}"
+        );
+    }
+    assert!(soa().await, "DNS does not answer after the revert");
+    assert!(vault_health().await, "Vault does not answer after the revert");
+    // The agent's state file lost while a target is stopped: the next agent resumes what nothing holds.
+    drop(agent);
+    knot.stop();
+    assert!(
+        wait_process(knot_pid, true, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    std::fs::remove_dir_all(dir.join("agent-europe"))?;
+    let agent = start_agent(
+        &s.env.hub().kubeconfig,
+        &dir,
+        "europe",
+        &[("DnsFailure", &dns_pidfile), ("VaultOutage", &vault_pidfile)],
+    )?;
+    assert!(
+        wait_process(knot_pid, false, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "a stopped target with no fault on record stayed stopped:\n{}",
+        agent.log_text()
+    );
+    assert!(soa().await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_kill_deletes_the_oldest_matching_pods_in_the_regional_cluster_and_measures_their_return()
+-> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams, PostParams};
+    let mut fleet = azora_tests::fleet::Fleet::start(&["africa", "europe"]).await?;
+    fleet.start_operator(&[])?;
+    let hub = fleet.hub().await?;
+    let africa = fleet.regional("africa").await?;
+    let pods: Api<Pod> = Api::namespaced(africa.clone(), "default");
+    let pod = |name: &str, app: &str| -> anyhow::Result<Pod> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "registry.invalid/web:1"}]}
+        }))?)
+    };
+    for name in ["web-1", "web-2", "web-3"] {
+        pods.create(&PostParams::default(), &pod(name, "web")?).await?;
+        // Creation times are whole seconds: the oldest are the first two.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    pods.create(&PostParams::default(), &pod("db-1", "db")?).await?;
+    let healthy = azora_tests::wait::until(Duration::from_secs(60), || async {
+        let regions: Api<kube::api::DynamicObject> =
+            Api::all_with(hub.clone(), &azora_tests::scenario::ar("Region", "regions"));
+        regions.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.len() == 2 && l.items.iter().all(|r| r.data["status"]["verdict"] == "Healthy")
+        })
+    })
+    .await;
+    anyhow::ensure!(healthy, "regions never Healthy:\n{}", fleet.log());
+    experiment(
+        &hub,
+        "web-kill",
+        json!({"fault": {"type": "PodKill", "region": "africa",
+                         "pods": {"namespace": "default", "selector": "app=web", "maxPods": 2,
+                                  "gracePeriodSeconds": 0}},
+               "duration": "5s", "schedule": "0 3 1 1 *", "expect": {"recoveryWithin": "1m"},
+               "steadyState": {"minHealthyRegions": 2, "tenantsReady": false}}),
+    )
+    .await?;
+    run_now(&hub, "web-kill", "1").await?;
+    let run = wait_injected(&hub, "web-kill", Duration::from_secs(60)).await?;
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(left, vec!["db-1", "web-3"], "{run:#}");
+    // Their controller brings them back (here: the test, as a ReplicaSet would).
+    for name in ["web-1b", "web-2b"] {
+        pods.create(&PostParams::default(), &pod(name, "web")?).await?;
+    }
+    let st = wait_run(&hub, "web-kill", Duration::from_secs(90), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}\n{}", fleet.log());
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    assert!(run["recoveryMs"].as_u64().is_some(), "{run:#}");
+    let injected = steps(run);
+    assert!(injected.iter().any(|s| s == "Recovered"), "{run:#}");
+    // A selector nothing matches: skipped with the reason, nothing deleted.
+    run_again(
+        &hub,
+        "web-kill",
+        json!({"fault": {"pods": {"namespace": "default", "selector": "app=nothing"}}}),
+        "2",
+        &run["id"],
+        "Skipped",
+        "matches app=nothing",
+    )
+    .await?;
+    assert_eq!(pods.list(&ListParams::default()).await?.items.len(), 4);
     Ok(())
 }

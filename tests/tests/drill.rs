@@ -37,7 +37,25 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
     drill::run_now(&hub, "monthly", "first").await?;
     let st = drill::wait_run(&hub, "monthly", &Value::Null, Duration::from_secs(600)).await?;
     let run = &st["lastRun"];
-    assert_eq!(run["result"], "Passed", "{run:#}\n{}", tail(&fleet.log(), 60));
+    if run["result"] != "Passed" {
+        // The failover path's own record and log lines, not only the log's tail (mostly backups).
+        let policy = drill::object(&hub, "FailoverPolicy", "failoverpolicies", "platform").await;
+        let log = fleet.log();
+        let failover: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                ["failover", "drill", "drain", "leader", "DNS"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
+            .collect();
+        panic!(
+            "{run:#}\npolicy: {:#}\nfailover and drill log:\n{}\nlog tail:\n{}",
+            policy["status"],
+            tail(&failover.join("\n"), 80),
+            tail(&log, 30)
+        );
+    }
     let rto_ms = run["rtoMs"].as_u64().unwrap_or(0);
     assert!(rto_ms > 0, "{run:#}");
     assert!(run["measuredRtoSeconds"].as_u64().is_some());
@@ -86,10 +104,12 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
     let history: Vec<&Value> = std::iter::once(&policy["status"]["lastFailover"])
         .chain(policy["status"]["history"].as_array().into_iter().flatten())
         .collect();
+    // Off africa, and on to europe (directly, or after a first target confirmed sooner).
     assert!(
         history
             .iter()
-            .any(|r| r["from"] == "africa" && r["to"] == "europe"),
+            .any(|r| r["from"] == "africa" && r["to"] != "africa")
+            && history.iter().any(|r| r["to"] == "europe"),
         "no failover africa -> europe recorded: {policy:#}"
     );
     // The report is in europe's bucket, Markdown and JSON.
@@ -173,6 +193,11 @@ async fn a_dr_drill_drains_africa_measures_rto_and_rpo_restores_from_europe_fail
     let st = drill::wait_run(&hub, "monthly", &json!(id), Duration::from_secs(600)).await?;
     let run = &st["lastRun"];
     assert_eq!(run["result"], "Failed", "{run:#}");
+    // Only the restore is broken: the failover and the tenants' recovery are measured as before.
+    let got = steps(run);
+    for want in ["DnsMoved", "Recovered", "FailedBack"] {
+        assert!(got.iter().any(|g| g == want), "timeline lacks {want}: {run:#}");
+    }
     let msg = run["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains("tenant acme") && msg.contains("europe"),

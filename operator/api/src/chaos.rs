@@ -120,17 +120,17 @@ fn default_true() -> bool {
 pub enum FaultType {
     /// The region's endpoints stop answering.
     RegionOutage,
-    /// Traffic between `region` and `peerRegion` is dropped.
+    /// Traffic from `peerRegion` into `region` is dropped (through the region agent's link proxy).
     NetworkPartition,
-    /// `latency` is added between `region` and `peerRegion`.
+    /// `latency` is added to the round trip between `peerRegion` and `region` (the agent's link proxy).
     NetworkLatency,
-    /// The DNS provider stops accepting updates.
+    /// The region's authoritative DNS server stops answering (the region agent's `DnsFailure` target).
     DnsFailure,
     /// The region's Vault stops answering.
     VaultOutage,
     /// The region's object store stops answering.
     ObjectStoreOutage,
-    /// One operator replica is killed.
+    /// Pods matching `pods` are deleted through the API of the region's cluster.
     PodKill,
 }
 
@@ -138,8 +138,10 @@ pub enum FaultType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.type in ['DnsFailure', 'PodKill'] || has(self.region)",
-     "message": "this fault type needs region"},
+    {"rule": "has(self.region)",
+     "message": "a fault needs region"},
+    {"rule": "(self.type == 'PodKill') == has(self.pods)",
+     "message": "pods is required for PodKill and applies to PodKill only"},
     {"rule": "!(self.type in ['NetworkPartition', 'NetworkLatency']) || has(self.peerRegion)",
      "message": "network faults need peerRegion"},
     {"rule": "!has(self.peerRegion) || !has(self.region) || self.peerRegion != self.region",
@@ -169,6 +171,33 @@ pub struct Fault {
     /// region agent) or `Drain` (the control plane treats the region as down; nothing is harmed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<OutageMode>,
+    /// The pods a PodKill deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodTarget>,
+}
+
+/// Pods to delete (PodKill).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTarget {
+    /// Their namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Label selector, kubectl syntax (`app=web,tier!=db`).
+    #[schemars(length(min = 1, max = 1024))]
+    pub selector: String,
+    /// At most this many are deleted (the oldest first).
+    #[serde(default = "default_max_pods")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_pods: u32,
+    /// Grace period of the deletion in seconds (0: killed at once); default the pod's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub grace_period_seconds: Option<u32>,
+}
+
+fn default_max_pods() -> u32 {
+    1
 }
 
 /// How a region outage is made.

@@ -46,6 +46,12 @@ pub struct FaultOrder {
     pub fault: FaultType,
     /// When the agent reverts by itself, whatever happens to the hub.
     pub expires: jiff::Timestamp,
+    /// The other region of a network fault (the traffic from it into the agent's region is affected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The round trip a NetworkLatency fault adds, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
 }
 
 /// What an agent did with an order.
@@ -72,6 +78,12 @@ pub struct FaultReport {
     /// Why (reverts: `withdrawn`, `expired`, `agent start-up`; refusals: the reason).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// What the agent measured of its fault (NetworkLatency: the round trip added through the link, in ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_ms: Option<u64>,
+    /// After a revert: whether the agent saw the effect gone (the process runs, the link passes traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<bool>,
 }
 
 /// What the agent knows of the hub's order this round.
@@ -118,9 +130,29 @@ pub fn agent_step(
     }
 }
 
+/// Who makes a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Maker {
+    /// The region agent (signals, its link proxy), through its Lease.
+    Agent,
+    /// The control plane alone: a drain the failover path treats as down.
+    Drain,
+    /// The operator through a cluster's API (PodKill): nothing to revert.
+    Api,
+}
+
+/// Who makes `fault` (with `mode` for RegionOutage).
+pub fn maker(fault: FaultType, mode: Option<OutageMode>) -> Maker {
+    match (fault, mode) {
+        (FaultType::RegionOutage, Some(OutageMode::Drain)) => Maker::Drain,
+        (FaultType::PodKill, _) => Maker::Api,
+        _ => Maker::Agent,
+    }
+}
+
 /// Whether a fault type is made by the region agent (rather than by the control plane).
 pub fn made_by_agent(fault: FaultType, mode: Option<OutageMode>) -> bool {
-    !(fault == FaultType::RegionOutage && mode == Some(OutageMode::Drain))
+    maker(fault, mode) == Maker::Agent
 }
 
 /// What else is going on, as the chaos room sees it when a run wants to start or is running.
@@ -485,6 +517,8 @@ mod tests {
             owner: "x".into(),
             fault: FaultType::RegionOutage,
             expires: ts(expires),
+            peer: None,
+            latency_ms: None,
         }
     }
 

@@ -67,6 +67,11 @@ struct AgentArgs {
     /// VaultOutage=/run/vault.pid, ObjectStoreOutage=/run/s3.pid. A fault without a target is refused.
     #[arg(long = "fault-target", value_parser = parse_fault_target)]
     fault_targets: Vec<(azora_api::chaos::FaultType, std::path::PathBuf)>,
+    /// A TCP proxy the traffic from a peer region into a service of this region passes through, as
+    /// PEER=LISTEN->UPSTREAM (repeatable), e.g. europe=0.0.0.0:7443->10.0.0.5:443. NetworkPartition and
+    /// NetworkLatency faults from PEER are made here; a network fault without a link from its peer is refused.
+    #[arg(long = "link", value_parser = azora_controllers::chaos::link::parse_link)]
+    links: Vec<azora_controllers::chaos::link::Link>,
     /// Where the agent remembers the faults it made (reverted at expiry and on start-up).
     #[arg(long, default_value = "/var/lib/azora-agent")]
     state_dir: std::path::PathBuf,
@@ -636,6 +641,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let (client, _) = hub_clients(config)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let identity = format!("agent-{}-{}-{}", args.region, host.trim(), std::process::id());
+    // A link that cannot listen is a misconfigured agent: it stops here, visibly.
+    let links = azora_controllers::chaos::link::Links::start(args.links.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("link proxies: {e}"))?;
     let faults = azora_controllers::chaos::agent::FaultAgentConfig {
         region: args.region.clone(),
         namespace: namespace.clone(),
@@ -653,6 +662,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let fault_duty = tokio::spawn(azora_controllers::chaos::agent::run(
         client.clone(),
         faults,
+        std::sync::Arc::new(links),
         stopped,
     ));
     let database_duty = async {

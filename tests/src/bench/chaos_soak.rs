@@ -1,14 +1,17 @@
 //! `azora-bench chaos-soak`: N short experiments of mixed types back to back against three simulated
 //! regions — asia's serving process hung by its agent (RegionOutage Hang), asia drained at the control plane
-//! (RegionOutage Drain), europe's S3 server hung by its agent (ObjectStoreOutage) — each run asked for with
-//! `azora.io/run-now` and awaited. Afterwards every target process is read from `/proc` and the operator's
-//! `azora_chaos_fault_active` summed: a fault left behind is counted. Prints
+//! (RegionOutage Drain), europe's S3 server hung by its agent (ObjectStoreOutage), and the traffic from asia
+//! into europe delayed by 100 ms and partitioned on europe's agent link (NetworkLatency, NetworkPartition) —
+//! each run asked for with `azora.io/run-now` and awaited. Afterwards every target process is read from
+//! `/proc`, the link must pass without the delay, and the operator's `azora_chaos_fault_active` is summed: a
+//! fault left behind is counted. Prints
 //! `chaos_runs=<N> succeeded=<k> failed=<x> aborted=<a> skipped=<s> faults_left_active=<f>`.
 
 use std::time::Duration;
 
 use azora_tests::chaos::{
-    attach_s3, experiment, pid_file, run_now, start_agent, status, stopped, wait_agent,
+    attach_s3, best_http_round_trip, experiment, pid_file, run_now, start_agent, start_agent_with_links,
+    status, stopped, wait_agent,
 };
 use azora_tests::scenario::Scenario;
 use serde_json::json;
@@ -37,11 +40,14 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
         "asia",
         &[("RegionOutage", &asia_file)],
     )?;
-    let _europe = start_agent(
+    let europe_addr = s.regions[1].addr;
+    let link: std::net::SocketAddr = format!("127.0.0.1:{}", azora_tests::free_port()?).parse()?;
+    let _europe = start_agent_with_links(
         &s.env.hub().kubeconfig,
         &dir,
         "europe",
         &[("ObjectStoreOutage", &s3_file)],
+        &[format!("asia={link}->{europe_addr}")],
     )?;
     anyhow::ensure!(wait_agent(&hub, "asia", Duration::from_secs(20)).await);
     anyhow::ensure!(wait_agent(&hub, "europe", Duration::from_secs(20)).await);
@@ -55,7 +61,18 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
             "s3-europe",
             json!({"type": "ObjectStoreOutage", "region": "europe"}),
         ),
+        (
+            "latency-asia-europe",
+            json!({"type": "NetworkLatency", "region": "europe", "peerRegion": "asia", "latency": "100ms"}),
+        ),
+        (
+            "partition-asia-europe",
+            json!({"type": "NetworkPartition", "region": "europe", "peerRegion": "asia"}),
+        ),
     ];
+    let link_before = best_http_round_trip(link, 3, Duration::from_secs(5))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("europe's link does not answer"))?;
     for (name, fault) in &kinds {
         experiment(
             &hub,
@@ -100,6 +117,9 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
     }
     // What is left: stopped processes, and faults the operator still counts active.
     let mut left = usize::from(stopped(asia_pid)) + usize::from(stopped(s3.pid()));
+    // A link still cut or slow is a fault left behind too.
+    let link_after = best_http_round_trip(link, 3, Duration::from_secs(5)).await;
+    left += usize::from(link_after.is_none_or(|d| d > link_before + Duration::from_millis(50)));
     let m = azora_tests::metrics_text(s.metrics[0]).await?;
     left += azora_tests::metric_if_present(&m, "azora_chaos_fault_active")?.unwrap_or(0.0) as usize;
     println!(

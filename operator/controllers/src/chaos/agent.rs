@@ -3,18 +3,24 @@
 //! there (annotation `azora.io/fault`: id, type, expiry), makes the fault for real and reports what it did
 //! (annotation `azora.io/fault-report`).
 //!
-//! A fault is a process of the region that stops serving: the agent sends it SIGSTOP (connections hang, the
-//! way an overloaded or partitioned service looks from outside) and SIGCONT to revert. What it did is written
-//! to a state file before the signal, so:
+//! A fault is either a process of the region that stops serving (RegionOutage, DnsFailure, VaultOutage,
+//! ObjectStoreOutage: the agent sends it SIGSTOP — connections hang, the way an overloaded or partitioned
+//! service looks from outside — and SIGCONT to revert), or a network fault on the agent's link proxies from
+//! a peer region (NetworkPartition, NetworkLatency: `link.rs`). The agent measures what it made and, after
+//! a revert, that it is gone (the process runs; the link passes without the added latency), and says so in
+//! its report. What it did is written to a state file before the fault is made, so:
 //! - the fault is reverted when the hub withdraws the order, and **at its expiry by the agent alone**, even
 //!   when the hub cannot be reached or the operator is gone;
 //! - on start-up the agent reverts whatever its state file says is in place and has expired (a fault not yet
-//!   expired is kept and judged against the hub's order as usual);
+//!   expired is kept and judged against the hub's order as usual; a network fault is made again on the new
+//!   process's links);
+//! - a target process found stopped at start-up with no fault on record (a lost state file) is resumed;
 //! - on SIGTERM it reverts at once;
 //! - an order it already finished is never applied again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use azora_api::chaos::FaultType;
@@ -27,6 +33,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+
+use super::link::{self, Links, Mode};
 
 /// Settings of the agent's fault duty.
 #[derive(Clone, Debug)]
@@ -58,6 +66,24 @@ pub struct AgentState {
     /// The last report (written to the Lease until it is there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<FaultReport>,
+    /// What the last revert undid (checked before the revert is reported confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Reverted>,
+}
+
+/// What a revert undid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reverted {
+    /// A process resumed.
+    Process(i32),
+    /// The links from a peer opened.
+    Link {
+        /// The peer region.
+        peer: String,
+        /// The latency that was added, if any.
+        latency_ms: Option<u64>,
+    },
 }
 
 /// A fault in place.
@@ -117,10 +143,16 @@ fn signal(pid: i32, stop: bool) -> Result<(), String> {
     rustix::process::kill_process(p, sig).map_err(|e| format!("signal to process {pid}: {e}"))
 }
 
+/// Whether a fault type is made on the agent's links (rather than by a signal to a process).
+fn on_links(fault: FaultType) -> bool {
+    matches!(fault, FaultType::NetworkPartition | FaultType::NetworkLatency)
+}
+
 /// The agent's fault duty: runs until `shutdown` completes, then reverts what is in place.
 pub async fn run(
     client: kube::Client,
     cfg: FaultAgentConfig,
+    links: Arc<Links>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let leases: Api<Lease> = Api::namespaced(client, &cfg.namespace);
@@ -132,7 +164,36 @@ pub async fn run(
         .as_ref()
         .is_some_and(|a| a.order.expires <= jiff::Timestamp::now())
     {
-        revert(&cfg, &mut state, "expired (found at agent start-up)");
+        revert(&cfg, &links, &mut state, "expired (found at agent start-up)");
+    }
+    // A target left stopped with no fault in force on record (the state file lost or damaged with a fault
+    // in place): nothing of ours may hold it, so it is resumed.
+    let held = state.applied.as_ref().map(|a| a.pid);
+    for (fault, file) in &cfg.targets {
+        if let Ok(pid) = read_pid(file)
+            && Some(pid) != held
+            && stopped(pid)
+        {
+            match signal(pid, false) {
+                Ok(()) => warn!(%fault, pid, "target found stopped with no fault on record: resumed"),
+                Err(e) => warn!(%fault, pid, error = %e, "target found stopped; could not resume it"),
+            }
+        }
+    }
+    // A network fault still in force lived in the proxies of the last process: make it again.
+    if let Some(a) = state.applied.clone().filter(|a| on_links(a.order.fault)) {
+        match link_mode(&a.order)
+            .ok()
+            .filter(|(peer, mode)| links.set(peer, *mode))
+        {
+            Some(_) => info!(order = %a.order.id, "network fault in force again after the agent's restart"),
+            None => revert(
+                &cfg,
+                &links,
+                &mut state,
+                "its link is gone (found at agent start-up)",
+            ),
+        }
     }
     info!(region = %cfg.region, targets = ?cfg.targets.keys().collect::<Vec<_>>(), "fault agent started");
     tokio::pin!(shutdown);
@@ -165,8 +226,14 @@ pub async fn run(
             jiff::Timestamp::now(),
         ) {
             AgentStep::Keep => {}
-            AgentStep::Apply(o) => apply(&cfg, &mut state, o),
-            AgentStep::Revert(why) => revert(&cfg, &mut state, why),
+            AgentStep::Apply(o) => {
+                apply(&cfg, &links, &mut state, o);
+                measure(&cfg, &links, &mut state).await;
+            }
+            AgentStep::Revert(why) => {
+                revert(&cfg, &links, &mut state, why);
+                measure(&cfg, &links, &mut state).await;
+            }
         }
         if matches!(lease, Ok(Ok(Some(_)))) {
             renew(&leases, &name, &cfg, state.report.as_ref()).await;
@@ -187,7 +254,7 @@ pub async fn run(
         }
     }
     if state.applied.is_some() {
-        revert(&cfg, &mut state, "agent shutting down");
+        revert(&cfg, &links, &mut state, "agent shutting down");
         if tokio::time::timeout(
             Duration::from_secs(3),
             renew(&leases, &name, &cfg, state.report.as_ref()),
@@ -217,10 +284,128 @@ fn finish(state: &mut AgentState, id: &str) {
     state.finished.drain(..excess);
 }
 
-fn apply(cfg: &FaultAgentConfig, state: &mut AgentState, order: FaultOrder) {
-    let now = jiff::Timestamp::now();
-    let pid = cfg
-        .targets
+/// The peer and mode a network order asks for.
+fn link_mode(order: &FaultOrder) -> Result<(String, Mode), String> {
+    let peer = order
+        .peer
+        .clone()
+        .ok_or_else(|| format!("{} names no peer region", order.fault))?;
+    let mode = match order.fault {
+        FaultType::NetworkPartition => Mode::Cut,
+        FaultType::NetworkLatency => Mode::Delay(Duration::from_millis(
+            order.latency_ms.ok_or("NetworkLatency names no latency")?,
+        )),
+        other => return Err(format!("{other} is not a network fault")),
+    };
+    Ok((peer, mode))
+}
+
+/// After an apply or a revert: what the fault really does (or no longer does), measured here and added to
+/// the report. Network faults: a request through the link and straight to the service; process faults
+/// after a revert: the process is running again.
+async fn measure(cfg: &FaultAgentConfig, links: &Links, state: &mut AgentState) {
+    let Some(report) = state.report.clone() else {
+        return;
+    };
+    let order = match (&state.applied, report.state) {
+        (Some(a), FaultState::Applied) if a.order.id == report.id => Some(a.order.clone()),
+        _ => None,
+    };
+    let mut r = report;
+    match (r.state, order) {
+        (FaultState::Applied, Some(o)) if on_links(o.fault) => {
+            let Some(peer) = o.peer.as_deref() else { return };
+            for l in links.from(peer) {
+                let direct = link::best_round_trip(l.upstream, 3, Duration::from_secs(2)).await;
+                let budget = Duration::from_millis(o.latency_ms.unwrap_or(0)) + Duration::from_secs(2);
+                let through = if o.fault == FaultType::NetworkPartition {
+                    link::round_trip(l.listen, Duration::from_secs(1)).await
+                } else {
+                    link::best_round_trip(l.listen, 3, budget).await
+                };
+                match (o.fault, direct, through) {
+                    (FaultType::NetworkPartition, _, None) => {
+                        r.message
+                            .push_str(&format!("; no answer through {} within 1s", l.listen));
+                    }
+                    (FaultType::NetworkPartition, _, Some(_)) => {
+                        r.message.push_str(&format!("; {} still answers", l.listen));
+                    }
+                    (_, Some(d), Some(t)) => {
+                        let added = t.saturating_sub(d).as_millis() as u64;
+                        r.measured_ms = Some(r.measured_ms.map_or(added, |m| m.min(added)));
+                        r.message
+                            .push_str(&format!("; measured +{added} ms through {}", l.listen));
+                    }
+                    _ => r.message.push_str(&format!("; {} not measurable", l.upstream)),
+                }
+            }
+        }
+        (FaultState::Reverted, _) => {
+            let gone = match state.reverted.as_ref() {
+                Some(Reverted::Link { peer, latency_ms }) => {
+                    let mut ok = true;
+                    for l in links.from(peer) {
+                        let direct = link::best_round_trip(l.upstream, 2, Duration::from_secs(2)).await;
+                        let through = link::best_round_trip(l.listen, 2, Duration::from_secs(2)).await;
+                        ok &= match (direct, through) {
+                            (_, None) => false,
+                            (Some(d), Some(t)) => latency_ms
+                                .is_none_or(|ms| t.saturating_sub(d) < Duration::from_millis(ms / 2)),
+                            (None, Some(_)) => true,
+                        };
+                    }
+                    ok
+                }
+                Some(Reverted::Process(pid)) => !stopped(*pid),
+                None => return,
+            };
+            r.confirmed = Some(gone);
+            r.message.push_str(if gone {
+                "; seen gone here"
+            } else {
+                "; still in effect as seen here"
+            });
+        }
+        _ => return,
+    }
+    state.report = Some(r);
+    if let Err(e) = save_state(&cfg.state_file, state) {
+        warn!(error = %e, "agent state file not writable");
+    }
+}
+
+/// Whether process `pid` is stopped (state `T`); a process that is gone is not.
+fn stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// What a fault is made on.
+enum Target {
+    /// A process, by pid.
+    Process(i32),
+    /// The links from a peer, in a mode.
+    Link(String, Mode),
+}
+
+fn target_of(cfg: &FaultAgentConfig, links: &Links, order: &FaultOrder) -> Result<Target, String> {
+    if on_links(order.fault) {
+        let (peer, mode) = link_mode(order)?;
+        return if links.has(&peer) {
+            Ok(Target::Link(peer, mode))
+        } else {
+            Err(format!(
+                "this agent has no link from {peer} (start it with --link {peer}=LISTEN->UPSTREAM)"
+            ))
+        };
+    }
+    cfg.targets
         .get(&order.fault)
         .ok_or_else(|| {
             format!(
@@ -228,9 +413,25 @@ fn apply(cfg: &FaultAgentConfig, state: &mut AgentState, order: FaultOrder) {
                 order.fault, order.fault
             )
         })
-        .and_then(|f| read_pid(f));
-    let pid = match pid {
-        Ok(p) => p,
+        .and_then(|f| read_pid(f))
+        .map(Target::Process)
+}
+
+fn report(id: String, state: FaultState, time: jiff::Timestamp, message: String) -> FaultReport {
+    FaultReport {
+        id,
+        state,
+        time,
+        message,
+        measured_ms: None,
+        confirmed: None,
+    }
+}
+
+fn apply(cfg: &FaultAgentConfig, links: &Links, state: &mut AgentState, order: FaultOrder) {
+    let now = jiff::Timestamp::now();
+    let target = match target_of(cfg, links, &order) {
+        Ok(t) => t,
         Err(why) => {
             warn!(order = %order.id, reason = %why, "fault refused");
             refuse(cfg, state, &order, why, now);
@@ -240,25 +441,36 @@ fn apply(cfg: &FaultAgentConfig, state: &mut AgentState, order: FaultOrder) {
     // Remember first: a crash between the two leaves a revert to do, never a fault nobody knows of.
     state.applied = Some(Applied {
         order: order.clone(),
-        pid,
+        pid: match target {
+            Target::Process(pid) => pid,
+            Target::Link(..) => 0,
+        },
     });
     if let Err(e) = save_state(&cfg.state_file, state) {
         state.applied = None;
         refuse(cfg, state, &order, format!("state file not writable: {e}"), now);
         return;
     }
-    if let Err(why) = signal(pid, true) {
-        state.applied = None;
-        refuse(cfg, state, &order, why, now);
-        return;
-    }
-    info!(order = %order.id, fault = %order.fault, pid, expires = %order.expires, "fault applied");
-    state.report = Some(FaultReport {
-        id: order.id,
-        state: FaultState::Applied,
-        time: now,
-        message: format!("process {pid} stopped"),
-    });
+    let made = match target {
+        Target::Process(pid) => signal(pid, true).map(|()| format!("process {pid} stopped")),
+        Target::Link(peer, mode) => {
+            links.set(&peer, mode);
+            Ok(match mode {
+                Mode::Delay(d) => format!("{} ms added to the round trip from {peer}", d.as_millis()),
+                _ => format!("traffic from {peer} dropped"),
+            })
+        }
+    };
+    let message = match made {
+        Ok(m) => m,
+        Err(why) => {
+            state.applied = None;
+            refuse(cfg, state, &order, why, now);
+            return;
+        }
+    };
+    info!(order = %order.id, fault = %order.fault, %message, expires = %order.expires, "fault applied");
+    state.report = Some(report(order.id, FaultState::Applied, now, message));
     if let Err(e) = save_state(&cfg.state_file, state) {
         warn!(error = %e, "agent state file not writable");
     }
@@ -272,34 +484,40 @@ fn refuse(
     now: jiff::Timestamp,
 ) {
     finish(state, &order.id);
-    state.report = Some(FaultReport {
-        id: order.id.clone(),
-        state: FaultState::Refused,
-        time: now,
-        message: why,
-    });
+    state.report = Some(report(order.id.clone(), FaultState::Refused, now, why));
     if let Err(e) = save_state(&cfg.state_file, state) {
         warn!(error = %e, "agent state file not writable");
     }
 }
 
-fn revert(cfg: &FaultAgentConfig, state: &mut AgentState, why: &str) {
+fn revert(cfg: &FaultAgentConfig, links: &Links, state: &mut AgentState, why: &str) {
     let Some(a) = state.applied.take() else {
         return;
     };
-    let message = match signal(a.pid, false) {
-        Ok(()) => format!("{why}: process {} resumed", a.pid),
-        // The process is gone: nothing of the fault is left in it.
-        Err(e) => format!("{why}: {e}"),
+    let message = if on_links(a.order.fault) {
+        let peer = a.order.peer.clone().unwrap_or_default();
+        links.set(&peer, Mode::Open);
+        state.reverted = Some(Reverted::Link {
+            peer: peer.clone(),
+            latency_ms: a.order.latency_ms,
+        });
+        format!("{why}: links from {peer} pass traffic again")
+    } else {
+        state.reverted = Some(Reverted::Process(a.pid));
+        match signal(a.pid, false) {
+            Ok(()) => format!("{why}: process {} resumed", a.pid),
+            // The process is gone: nothing of the fault is left in it.
+            Err(e) => format!("{why}: {e}"),
+        }
     };
     info!(order = %a.order.id, %message, "fault reverted");
     finish(state, &a.order.id);
-    state.report = Some(FaultReport {
-        id: a.order.id,
-        state: FaultState::Reverted,
-        time: jiff::Timestamp::now(),
+    state.report = Some(report(
+        a.order.id,
+        FaultState::Reverted,
+        jiff::Timestamp::now(),
         message,
-    });
+    ));
     if let Err(e) = save_state(&cfg.state_file, state) {
         warn!(error = %e, "agent state file not writable");
     }

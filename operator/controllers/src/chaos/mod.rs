@@ -9,6 +9,8 @@
 //! `azora-operator/chaos-runs`; the generic pipeline keeps the conditions.
 
 pub mod agent;
+pub mod link;
+mod pods;
 mod run;
 
 use std::collections::BTreeSet;

@@ -13,9 +13,9 @@ use azora_api::common::{ConditionStatus, Time, find_condition};
 use azora_api::failover::FailoverPolicyStatus;
 use azora_api::region::{ProbeEndpoint, ProbeType, RegionSpec, Verdict};
 use azora_core::chaos::{
-    EXPIRY_GRACE, FAULT_ANNOTATION, FAULT_REPORT_ANNOTATION, FaultOrder, FaultReport, FaultState, Measured,
-    RUN_NOW_ANNOTATION, Situation, abort_reason, agent_lease, due, fault_duration, judge, made_by_agent,
-    next_due, start_refusal, success_rate,
+    EXPIRY_GRACE, FAULT_ANNOTATION, FAULT_REPORT_ANNOTATION, FaultOrder, FaultReport, FaultState, Maker,
+    Measured, RUN_NOW_ANNOTATION, Situation, abort_reason, agent_lease, due, fault_duration, judge,
+    made_by_agent, maker, next_due, start_refusal, success_rate,
 };
 use azora_runtime::Context;
 use azora_runtime::events::publish;
@@ -28,12 +28,21 @@ use tracing::{info, warn};
 
 use super::ChaosConfig;
 
-/// Fault types this version makes (through the region agent).
-fn supported(fault: FaultType) -> bool {
-    matches!(
-        fault,
-        FaultType::RegionOutage | FaultType::VaultOutage | FaultType::ObjectStoreOutage
-    )
+/// The order the agent gets for a run of `spec`.
+fn order_for(name: &str, spec: &ChaosExperimentSpec, id: &str, expires: jiff::Timestamp) -> FaultOrder {
+    FaultOrder {
+        id: id.to_string(),
+        owner: format!("ChaosExperiment/{name}"),
+        fault: spec.fault.type_,
+        expires,
+        peer: spec.fault.peer_region.clone(),
+        latency_ms: spec
+            .fault
+            .latency
+            .as_deref()
+            .and_then(|l| azora_core::duration::parse_duration(l).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
 }
 
 fn now() -> jiff::Timestamp {
@@ -261,8 +270,45 @@ impl Task<'_> {
         None
     }
 
+    /// Every authoritative server of the RFC 2136 policies answers (its `_azora-epoch` record, or that
+    /// there is none) — DNS resolves again, seen from here.
+    async fn dns_answers(&self) -> Result<(), String> {
+        for p in self.ctx.caches.policies.state() {
+            let Some(rfc) = p
+                .data
+                .get("spec")
+                .and_then(|s| {
+                    serde_json::from_value::<azora_api::failover::FailoverPolicySpec>(s.clone()).ok()
+                })
+                .filter(|s| s.provider.type_ == azora_api::failover::DnsProviderType::RFC2136)
+                .map(|s| (s.zone.clone(), s.provider.rfc2136))
+            else {
+                continue;
+            };
+            let (zone, Some(rfc)) = rfc else { continue };
+            for server in &rfc.servers {
+                let addr =
+                    tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(server.as_str()))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| format!("DNS server {server} cannot be resolved"))?;
+                azora_adapters::dns::verify::epoch_of(addr, &zone, Duration::from_secs(2))
+                    .await
+                    .map_err(|e| format!("DNS server {server} does not answer: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the fault is really gone, seen from here: the endpoint that stopped answers again.
-    async fn confirm_gone(&self, fault: FaultType, region: &str) -> Result<(), String> {
+    async fn confirm_gone(
+        &self,
+        fault: FaultType,
+        region: &str,
+        agent: Option<&FaultReport>,
+    ) -> Result<(), String> {
         let spec: RegionSpec = self
             .ctx
             .caches
@@ -317,7 +363,23 @@ impl Task<'_> {
                     Err(_) => Err("object store still does not answer".into()),
                 }
             }
-            other => Err(format!("{other} cannot be confirmed by this version")),
+            FaultType::NetworkPartition | FaultType::NetworkLatency => match agent {
+                Some(r) if r.confirmed == Some(true) => Ok(()),
+                Some(r) => Err(format!(
+                    "the agent does not see its links pass again: {}",
+                    r.message
+                )),
+                None => Err("the agent did not report the revert".into()),
+            },
+            FaultType::DnsFailure => {
+                match agent {
+                    Some(r) if r.confirmed == Some(true) => {}
+                    Some(r) => return Err(format!("the DNS server is not running again: {}", r.message)),
+                    None => return Err("the agent did not report the revert".into()),
+                }
+                self.dns_answers().await
+            }
+            FaultType::PodKill => Ok(()),
         }
     }
 }
@@ -335,6 +397,29 @@ fn report_of(l: &Lease) -> Option<FaultReport> {
 
 fn order_of(l: &Lease) -> Option<FaultOrder> {
     serde_json::from_str(l.metadata.annotations.as_ref()?.get(FAULT_ANNOTATION)?).ok()
+}
+
+/// Asks `check` every half second until the fault is gone (step `RevertConfirmed` with `gone`) or `wait`
+/// passes (step `RevertUnconfirmed` with the last reason).
+async fn confirm_by<F, Fut>(run: &mut ChaosRun, wait: Duration, gone: String, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < wait {
+        match check().await {
+            Ok(()) => {
+                step(run, "RevertConfirmed", now(), gone);
+                return true;
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    step(run, "RevertUnconfirmed", now(), last);
+    false
 }
 
 fn step(run: &mut ChaosRun, name: &str, at: jiff::Timestamp, message: impl Into<String>) {
@@ -533,25 +618,23 @@ impl Task<'_> {
         started: jiff::Timestamp,
     ) {
         let target = spec.fault.region.clone();
-        if !supported(spec.fault.type_) {
-            let what = match spec.fault.mode {
-                Some(m) => format!("{} ({m})", spec.fault.type_),
-                None => spec.fault.type_.to_string(),
-            };
-            self.skip(
-                obj,
-                spec,
-                book,
-                started,
-                format!("fault {what} is not made by this version"),
-            )
-            .await;
-            return;
-        }
         let Some(region) = target else {
             self.skip(obj, spec, book, started, "the fault names no region".into())
                 .await;
             return;
+        };
+        let maker = maker(spec.fault.type_, spec.fault.mode);
+        // PodKill: the pods must be there before anything is claimed.
+        let pod_target = if maker == Maker::Api {
+            match self.pod_target(spec, &region).await {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    self.skip(obj, spec, book, started, why).await;
+                    return;
+                }
+            }
+        } else {
+            None
         };
         let situation = self.situation(spec, Some(&region), true).await;
         if let Some(why) = start_refusal(spec, Some(&region), &situation, now()) {
@@ -608,12 +691,7 @@ impl Task<'_> {
             .filter(|(_, v)| **v == Verdict::Down)
             .map(|(r, _)| r.clone())
             .collect();
-        let order = FaultOrder {
-            id: run.id.clone(),
-            owner: format!("ChaosExperiment/{}", self.name),
-            fault: spec.fault.type_,
-            expires,
-        };
+        let order = order_for(&self.name, spec, &run.id, expires);
         let ordered = now();
         self.ctx
             .metrics
@@ -625,11 +703,39 @@ impl Task<'_> {
             .chaos_fault_active
             .with_label_values(&[&self.name])
             .set(1.0);
-        let drain = !made_by_agent(spec.fault.type_, spec.fault.mode);
+        let drain = maker == Maker::Drain;
         let by = format!("ChaosExperiment/{}", self.name);
         // A drain lives in this process's memory and ends with the run however it ends.
         let _undrain = drain.then(|| Undrain(self.ctx, region.clone(), by.clone()));
-        let (outcome_override, injected) = if drain {
+        let mut killed = None;
+        let (outcome_override, injected) = if let Some((client, target)) = &pod_target {
+            match super::pods::kill(client, target).await {
+                Ok(k) => {
+                    let at = now();
+                    step(
+                        &mut run,
+                        "FaultInjected",
+                        at,
+                        format!(
+                            "{} of {} pod(s) matching {} in {}/{} deleted: {}",
+                            k.pods.len(),
+                            k.before,
+                            target.selector,
+                            region,
+                            target.namespace,
+                            k.pods
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                    killed = Some(k);
+                    (None, Some(at))
+                }
+                Err(e) => (Some(format!("no pod deleted: {e}")), None),
+            }
+        } else if drain {
             self.ctx.handles.interlock.drain(&region, &by);
             let at = now();
             step(
@@ -697,17 +803,41 @@ impl Task<'_> {
                 .await;
         }
         // Revert: withdraw the order, wait for the agent, confirm from here (a drain: end it).
-        let reverted_at = if drain {
-            self.ctx.handles.interlock.undrain(&region, &by);
-            let at = now();
-            step(&mut run, "FaultReverted", at, format!("{region} undrained"));
-            at
-        } else {
-            self.revert(&region, &order, &mut run).await
+        let (reverted_at, report) = match maker {
+            Maker::Drain => {
+                self.ctx.handles.interlock.undrain(&region, &by);
+                let at = now();
+                step(&mut run, "FaultReverted", at, format!("{region} undrained"));
+                (at, None)
+            }
+            Maker::Api => {
+                let at = now();
+                if killed.is_some() {
+                    step(
+                        &mut run,
+                        "FaultReverted",
+                        at,
+                        "nothing to revert: deleted pods are recreated by their controllers",
+                    );
+                }
+                (at, None)
+            }
+            Maker::Agent => self.revert(&region, &order, &mut run).await,
         };
-        let confirmed = self
-            .confirm(spec.fault.type_, spec.fault.mode, &region, &mut run)
-            .await;
+        let confirmed = match (&pod_target, &killed) {
+            (Some((client, target)), Some(k)) => self.confirm_pods(client, target, k, &mut run).await,
+            (Some(_), None) => true,
+            _ => {
+                self.confirm(
+                    spec.fault.type_,
+                    spec.fault.mode,
+                    &region,
+                    report.as_ref(),
+                    &mut run,
+                )
+                .await
+            }
+        };
         measured.revert_confirmed = confirmed;
         run.revert_confirmed = Some(confirmed);
         if confirmed {
@@ -717,8 +847,11 @@ impl Task<'_> {
                 .with_label_values(&[&self.name])
                 .set(0.0);
         }
-        if injected.is_some() && aborted.is_none() {
-            measured.recovery_ms = self.recovery(spec, &region, reverted_at, &mut run).await;
+        if let (Some(at), None) = (injected, &aborted) {
+            measured.recovery_ms = match (&pod_target, &killed) {
+                (Some((client, target)), Some(k)) => self.pods_back(client, target, k, at, &mut run).await,
+                _ => self.recovery(spec, &region, reverted_at, &mut run).await,
+            };
         }
         let (outcome, message) = match aborted {
             Some(why) if confirmed => (Outcome::Aborted, why),
@@ -830,7 +963,12 @@ impl Task<'_> {
         }
     }
 
-    async fn revert(&self, region: &str, order: &FaultOrder, run: &mut ChaosRun) -> jiff::Timestamp {
+    async fn revert(
+        &self,
+        region: &str,
+        order: &FaultOrder,
+        run: &mut ChaosRun,
+    ) -> (jiff::Timestamp, Option<FaultReport>) {
         let mut withdrawn = false;
         for _ in 0..5 {
             match self.order(region, None).await {
@@ -854,8 +992,8 @@ impl Task<'_> {
             .await
         {
             Some(r) => {
-                step(run, "FaultReverted", r.time, r.message);
-                r.time
+                step(run, "FaultReverted", r.time, r.message.clone());
+                (r.time, Some(r))
             }
             None => {
                 let why = if withdrawn {
@@ -864,9 +1002,97 @@ impl Task<'_> {
                     "the order could not be withdrawn; the agent reverts at expiry"
                 };
                 step(run, "FaultRevertUnreported", now(), why);
-                now()
+                (now(), None)
             }
         }
+    }
+
+    /// The PodKill target in `region`'s cluster, with at least one matching pod.
+    async fn pod_target(
+        &self,
+        spec: &ChaosExperimentSpec,
+        region: &str,
+    ) -> Result<(kube::Client, azora_api::chaos::PodTarget), String> {
+        let target = spec.fault.pods.clone().ok_or("PodKill names no pods")?;
+        let cluster = self.ctx.handles.clusters.get(region).map_err(|why| {
+            format!(
+                "the cluster of {region} is not connected{}",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )
+        })?;
+        let client = cluster.client();
+        if super::pods::matching(&client, &target).await?.is_empty() {
+            return Err(format!(
+                "no pod in {region}/{} matches {}",
+                target.namespace, target.selector
+            ));
+        }
+        Ok((client, target))
+    }
+
+    /// The deleted pods' UIDs are gone.
+    async fn confirm_pods(
+        &self,
+        client: &kube::Client,
+        target: &azora_api::chaos::PodTarget,
+        killed: &super::pods::Killed,
+        run: &mut ChaosRun,
+    ) -> bool {
+        // A pod stopping gracefully is still there for its grace period.
+        let wait = self.cfg.confirm_wait.max(killed.grace + Duration::from_secs(15));
+        let gone = format!("{} deleted pod(s) gone", killed.pods.len());
+        confirm_by(run, wait, gone, || super::pods::gone(client, target, killed)).await
+    }
+
+    /// As many matching pods as before the kill: the time from the kill to the newest replacement's
+    /// creation.
+    async fn pods_back(
+        &self,
+        client: &kube::Client,
+        target: &azora_api::chaos::PodTarget,
+        killed: &super::pods::Killed,
+        injected: jiff::Timestamp,
+        run: &mut ChaosRun,
+    ) -> Option<u64> {
+        let start = Instant::now();
+        while start.elapsed() < self.cfg.recovery_wait {
+            if let Ok(pods) = super::pods::matching(client, target).await
+                && pods.len() >= killed.before
+            {
+                let newest = pods
+                    .iter()
+                    .filter_map(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    .max()
+                    .unwrap_or(injected)
+                    .max(injected);
+                let ms = ms_between(injected, newest);
+                run.recovery_ms = Some(ms);
+                step(
+                    run,
+                    "Recovered",
+                    now(),
+                    format!(
+                        "{} matching pod(s) again; the last replacement created {:.0}s after the kill",
+                        pods.len(),
+                        ms as f64 / 1000.0
+                    ),
+                );
+                return Some(ms);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        step(
+            run,
+            "NotRecovered",
+            now(),
+            format!(
+                "fewer than {} pods match {} after {}s",
+                killed.before,
+                target.selector,
+                self.cfg.recovery_wait.as_secs()
+            ),
+        );
+        None
     }
 
     async fn confirm(
@@ -874,6 +1100,7 @@ impl Task<'_> {
         fault: FaultType,
         mode: Option<OutageMode>,
         region: &str,
+        agent: Option<&FaultReport>,
         run: &mut ChaosRun,
     ) -> bool {
         if !made_by_agent(fault, mode) {
@@ -895,25 +1122,11 @@ impl Task<'_> {
             }
             return gone;
         }
-        let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < self.cfg.confirm_wait {
-            match self.confirm_gone(fault, region).await {
-                Ok(()) => {
-                    step(
-                        run,
-                        "RevertConfirmed",
-                        now(),
-                        format!("{fault} in {region} is gone"),
-                    );
-                    return true;
-                }
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        step(run, "RevertUnconfirmed", now(), last);
-        false
+        let gone = format!("{fault} in {region} is gone");
+        confirm_by(run, self.cfg.confirm_wait, gone, || {
+            self.confirm_gone(fault, region, agent)
+        })
+        .await
     }
 
     /// Waits for the steady state to return after the revert; the time it took.
@@ -1051,14 +1264,11 @@ impl Task<'_> {
                 }
             };
             let ours = lease.as_ref().and_then(order_of).is_some_and(|o| o.id == run.id);
+            let mut report = None;
             if ours {
-                let order = FaultOrder {
-                    id: run.id.clone(),
-                    owner: format!("ChaosExperiment/{}", self.name),
-                    fault: spec.fault.type_,
-                    expires: run.expires_time.as_ref().map_or_else(now, |t| t.0),
-                };
-                self.revert(region, &order, &mut run).await;
+                let expires = run.expires_time.as_ref().map_or_else(now, |t| t.0);
+                let order = order_for(&self.name, spec, &run.id, expires);
+                report = self.revert(region, &order, &mut run).await.1;
             } else if let Some(r) = lease.as_ref().and_then(report_of).filter(|r| r.id == run.id) {
                 step(
                     &mut run,
@@ -1066,9 +1276,16 @@ impl Task<'_> {
                     r.time,
                     format!("{} ({})", r.message, r.state),
                 );
+                report = Some(r);
             }
             confirmed = self
-                .confirm(spec.fault.type_, spec.fault.mode, region, &mut run)
+                .confirm(
+                    spec.fault.type_,
+                    spec.fault.mode,
+                    region,
+                    report.as_ref(),
+                    &mut run,
+                )
                 .await;
             run.revert_confirmed = Some(confirmed);
         } else if let Some(region) = &region {
@@ -1077,9 +1294,14 @@ impl Task<'_> {
                 .handles
                 .interlock
                 .undrain(region, &format!("ChaosExperiment/{}", self.name));
-            confirmed = self
-                .confirm(spec.fault.type_, spec.fault.mode, region, &mut run)
-                .await;
+            if maker(spec.fault.type_, spec.fault.mode) == Maker::Drain {
+                confirmed = self
+                    .confirm(spec.fault.type_, spec.fault.mode, region, None, &mut run)
+                    .await;
+            } else {
+                // PodKill: nothing stays in place to revert.
+                step(&mut run, "RevertConfirmed", now(), "nothing to revert");
+            }
             run.revert_confirmed = Some(confirmed);
         }
         if let Some(t) = &run.expires_time {

@@ -297,6 +297,42 @@ impl Task<'_> {
             .collect()
     }
 
+    /// Where each of `names` stands, for a run that did not see DNS move: active region, last failover and
+    /// whether DNS verified it, and the policy's DnsPublished condition.
+    fn policy_states(&self, names: &[String]) -> String {
+        let policies = self.policies();
+        names
+            .iter()
+            .map(|n| {
+                let Some((_, _, st)) = policies.iter().find(|(p, _, _)| p == n) else {
+                    return format!("{n}: gone");
+                };
+                let last = st.last_failover.as_ref().map_or("no failover".to_string(), |f| {
+                    format!(
+                        "epoch {} {} -> {} ({}), {}",
+                        f.epoch,
+                        f.from.as_deref().unwrap_or("none"),
+                        f.to.as_deref().unwrap_or("none"),
+                        f.reason,
+                        f.verified_time
+                            .as_ref()
+                            .map_or("not verified".to_string(), |v| format!("verified {}", v.0))
+                    )
+                });
+                let published = ["DnsPublished", "FailoverHeld"]
+                    .iter()
+                    .filter_map(|t| find_condition(&st.conditions, t))
+                    .map(|c| format!("; {} {:?} {}: {}", c.type_, c.status, c.reason, c.message))
+                    .collect::<String>();
+                format!(
+                    "{n}: active {}, {last}{published}",
+                    st.active_region.as_deref().unwrap_or("none")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// A real outage of a region other than the lost one (and the DR region's, any time).
     fn outage(&self, lose: &str) -> Option<String> {
         self.verdicts()
@@ -476,18 +512,39 @@ impl Task<'_> {
             }
             if dns_at.is_none() {
                 let policies = self.policies();
+                // Each policy answers without the lost region, under an epoch decided since the drain and
+                // verified. The move may have taken more than one step (a first target confirmed sooner than
+                // a preferred one, then moved on), so the last record need not be the one from the lost region.
                 let done = moving.iter().all(|p| {
                     policies.iter().any(|(n, _, st)| {
                         n == p
                             && st.active_region.as_deref() != Some(lose.as_str())
+                            && !st.active_regions.contains(&lose)
                             && st.last_failover.as_ref().is_some_and(|f| {
-                                f.verified_time.as_ref().is_some_and(|v| v.0 >= drained)
-                                    && f.from.as_deref() == Some(lose.as_str())
+                                f.epoch == st.epoch
+                                    && f.decided_time.as_ref().is_some_and(|d| d.0 >= drained)
+                                    && f.verified_time.is_some()
                             })
                     })
                 });
                 if done {
-                    let at = now();
+                    // RTO counts to the first verified answer away from the lost region.
+                    let at = moving
+                        .iter()
+                        .filter_map(|p| {
+                            let (_, _, st) = policies.iter().find(|(n, _, _)| n == p)?;
+                            st.last_failover
+                                .iter()
+                                .chain(st.history.iter())
+                                .filter(|f| {
+                                    f.from.as_deref() == Some(lose.as_str())
+                                        && f.decided_time.as_ref().is_some_and(|d| d.0 >= drained)
+                                })
+                                .filter_map(|f| f.verified_time.as_ref().map(|v| v.0))
+                                .min()
+                        })
+                        .max()
+                        .unwrap_or_else(now);
                     dns_at = Some(at);
                     step(
                         run,
@@ -522,9 +579,14 @@ impl Task<'_> {
             }
             if Instant::now() > deadline {
                 let why = format!(
-                    "not recovered within {}s of the drain (DNS moved: {}; tenants recovered: {}/{})",
-                    deadline.saturating_duration_since(Instant::now()).as_secs() + (rto * 2).as_secs(),
+                    "not recovered within {}s of the drain (DNS moved: {}{}; tenants recovered: {}/{})",
+                    (rto * 2).max(Duration::from_secs(60)).as_secs(),
                     dns_at.is_some(),
+                    if dns_at.is_some() {
+                        String::new()
+                    } else {
+                        format!(" — {}", self.policy_states(&moving))
+                    },
                     run.tenants.iter().filter(|t| t.recovered_time.is_some()).count(),
                     run.tenants.len()
                 );

@@ -523,15 +523,27 @@ pub fn chaos_experiment(spec: &ChaosExperimentSpec, world: &World) -> Vec<Proble
     let mut f = Findings::default();
     f.cron("schedule", &spec.schedule);
     let fault = &spec.fault;
-    let needs_region = !matches!(fault.type_, FaultType::DnsFailure | FaultType::PodKill);
+    match (&fault.pods, fault.type_ == FaultType::PodKill) {
+        (None, true) => f.invalid(
+            "InvalidFault",
+            "fault: PodKill needs pods (namespace and selector)",
+        ),
+        (Some(_), false) => f.invalid("InvalidFault", "fault.pods applies to PodKill only"),
+        (Some(p), true) if p.selector.trim().is_empty() => {
+            f.invalid(
+                "InvalidFault",
+                "fault.pods.selector is empty: it would match every pod",
+            );
+        }
+        _ => {}
+    }
     let needs_peer = matches!(
         fault.type_,
         FaultType::NetworkPartition | FaultType::NetworkLatency
     );
     match &fault.region {
         Some(r) => f.region(world, "fault.region", r),
-        None if needs_region => f.invalid("InvalidFault", format!("fault: {} needs region", fault.type_)),
-        None => {}
+        None => f.invalid("InvalidFault", format!("fault: {} needs region", fault.type_)),
     }
     match &fault.peer_region {
         Some(p) if Some(p) == fault.region.as_ref() => {

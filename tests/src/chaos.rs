@@ -96,6 +96,24 @@ pub async fn experiment(client: &kube::Client, name: &str, spec: Value) -> anyho
     .await
 }
 
+/// Creates a ChaosExperiment whose `fault` (on a far-off schedule, `noFailover` expected) runs for
+/// `duration`, and asks for a run at once.
+pub async fn quiet_fault_now(
+    client: &kube::Client,
+    name: &str,
+    fault: Value,
+    duration: &str,
+) -> anyhow::Result<()> {
+    experiment(
+        client,
+        name,
+        json!({"fault": fault, "duration": duration, "schedule": "0 3 1 1 *",
+               "expect": {"noFailover": true}}),
+    )
+    .await?;
+    run_now(client, name, "1").await
+}
+
 fn api(client: &kube::Client) -> Api<DynamicObject> {
     Api::all_with(client.clone(), &ar("ChaosExperiment", "chaosexperiments"))
 }

@@ -113,14 +113,26 @@ impl Fleet {
     /// `regions/regional-cluster/rbac.yaml` there and hands the operator a kubeconfig impersonating the
     /// `azora-operator` ServiceAccount it binds.
     pub async fn least_privilege(&self, region: &str) -> anyhow::Result<()> {
+        self.least_privilege_with(region, &[]).await
+    }
+
+    /// [`Self::least_privilege`], with the roles of `extra` files of `regions/regional-cluster/` bound too
+    /// (e.g. `chaos-rbac.yaml`).
+    pub async fn least_privilege_with(&self, region: &str, extra: &[&str]) -> anyhow::Result<()> {
         let api = self.env.server(region).context("no such region")?;
-        let out = std::process::Command::new(crate::tool("kubectl")?)
-            .arg("--kubeconfig")
-            .arg(&api.kubeconfig)
-            .args(["apply", "--server-side", "-f"])
-            .arg(crate::repo_root().join("regions/regional-cluster/rbac.yaml"))
-            .output()?;
-        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for file in std::iter::once("rbac.yaml").chain(extra.iter().copied()) {
+            let out = std::process::Command::new(crate::tool("kubectl")?)
+                .arg("--kubeconfig")
+                .arg(&api.kubeconfig)
+                .args(["apply", "--server-side", "-f"])
+                .arg(crate::repo_root().join("regions/regional-cluster").join(file))
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let groups = [
             "system:serviceaccounts",
             "system:serviceaccounts:azora-system",

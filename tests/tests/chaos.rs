@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use azora_tests::chaos::{
-    attach_s3, best_http_round_trip, experiment, http_round_trip, patch_spec, pid_file, run_again, run_now,
-    start_agent, start_agent_with_links, status, steps, stopped, wait_agent, wait_injected, wait_process,
-    wait_run,
+    attach_s3, best_http_round_trip, experiment, http_round_trip, patch_spec, pid_file, quiet_fault_now,
+    run_again, run_now, start_agent, start_agent_with_links, status, steps, stopped, wait_agent,
+    wait_injected, wait_process, wait_run,
 };
 use azora_tests::scenario::Scenario;
 use serde_json::{Value, json};
@@ -487,14 +487,13 @@ async fn an_object_store_outage_really_hangs_the_regions_s3_server_and_its_end_i
         "{}",
         agent.log_text()
     );
-    experiment(
+    quiet_fault_now(
         &hub,
         "europe-s3",
-        json!({"fault": {"type": "ObjectStoreOutage", "region": "europe"}, "duration": "10s",
-               "schedule": "0 3 1 1 *", "expect": {"noFailover": true}}),
+        json!({"type": "ObjectStoreOutage", "region": "europe"}),
+        "10s",
     )
     .await?;
-    run_now(&hub, "europe-s3", "1").await?;
     assert!(
         wait_process(s3.pid(), true, Duration::from_secs(40))
             .await
@@ -826,6 +825,36 @@ async fn a_dns_failure_and_a_vault_outage_really_silence_the_regions_servers_and
     }
     assert!(soa().await, "DNS does not answer after the revert");
     assert!(vault_health().await, "Vault does not answer after the revert");
+    // The agent SIGKILLed mid-fault with its state file lost: the next instance finds the server stopped under
+    // the live order and adopts it — it stays stopped while the order lives and is resumed when the run ends.
+    quiet_fault_now(
+        &hub,
+        "dns-adopt",
+        json!({"type": "DnsFailure", "region": "europe"}),
+        "15s",
+    )
+    .await?;
+    wait_injected(&hub, "dns-adopt", Duration::from_secs(60)).await?;
+    drop(agent);
+    std::fs::remove_dir_all(dir.join("agent-europe"))?;
+    let agent = start_agent(
+        &s.env.hub().kubeconfig,
+        &dir,
+        "europe",
+        &[("DnsFailure", &dns_pidfile), ("VaultOutage", &vault_pidfile)],
+    )?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stopped(knot_pid),
+        "the new agent resumed a target a live order holds:\n{}",
+        agent.log_text()
+    );
+    let st = wait_run(&hub, "dns-adopt", Duration::from_secs(90), finished).await?;
+    let run = &st["lastRun"];
+    assert_eq!(run["outcome"], "Succeeded", "{run:#}\n{}", agent.log_text());
+    assert_eq!(run["revertConfirmed"], true, "{run:#}");
+    assert!(!stopped(knot_pid), "the adopted fault was never reverted");
+    assert!(soa().await);
     // The agent's state file lost while a target is stopped: the next agent resumes what nothing holds.
     drop(agent);
     knot.stop();
@@ -858,9 +887,28 @@ async fn pod_kill_deletes_the_oldest_matching_pods_in_the_regional_cluster_and_m
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, ListParams, PostParams};
     let mut fleet = azora_tests::fleet::Fleet::start(&["africa", "europe"]).await?;
+    // The operator reaches africa as the least-privilege identity of regions/regional-cluster/ with the
+    // PodKill role (chaos-rbac.yaml): pods get, list and delete, nothing more.
+    fleet.least_privilege_with("africa", &["chaos-rbac.yaml"]).await?;
     fleet.start_operator(&[])?;
     let hub = fleet.hub().await?;
     let africa = fleet.regional("africa").await?;
+    // The example agent Deployment of regions/regional-cluster/ is a valid object for a real API server.
+    let server = fleet
+        .env
+        .server("africa")
+        .ok_or_else(|| anyhow::anyhow!("no africa"))?;
+    let out = std::process::Command::new(azora_tests::tool("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        .args(["apply", "--server-side", "--dry-run=server", "-f"])
+        .arg(azora_tests::repo_root().join("regions/regional-cluster/agent.yaml"))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "agent.yaml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pods: Api<Pod> = Api::namespaced(africa.clone(), "default");
     let pod = |name: &str, app: &str| -> anyhow::Result<Pod> {
         Ok(serde_json::from_value(json!({
@@ -868,10 +916,32 @@ async fn pod_kill_deletes_the_oldest_matching_pods_in_the_regional_cluster_and_m
             "spec": {"containers": [{"name": "c", "image": "registry.invalid/web:1"}]}
         }))?)
     };
-    for name in ["web-1", "web-2", "web-3"] {
+    // No kubelet here: the test sets what one would report.
+    let set_status = |name: &'static str, status: serde_json::Value| {
+        let pods = pods.clone();
+        async move {
+            pods.patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+    let ready = || {
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True",
+                          "lastTransitionTime": jiff::Timestamp::now().to_string()}]})
+    };
+    // web-0 has ended (Succeeded): the oldest, but not a living replica, so never a target.
+    for name in ["web-0", "web-1", "web-2", "web-3"] {
         pods.create(&PostParams::default(), &pod(name, "web")?).await?;
-        // Creation times are whole seconds: the oldest are the first two.
+        // Creation times are whole seconds: the oldest are the first.
         tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    set_status("web-0", json!({"phase": "Succeeded"})).await?;
+    for name in ["web-1", "web-2", "web-3"] {
+        set_status(name, ready()).await?;
     }
     pods.create(&PostParams::default(), &pod("db-1", "db")?).await?;
     let healthy = azora_tests::wait::until(Duration::from_secs(60), || async {
@@ -902,16 +972,33 @@ async fn pod_kill_deletes_the_oldest_matching_pods_in_the_regional_cluster_and_m
         .into_iter()
         .filter_map(|p| p.metadata.name)
         .collect();
-    assert_eq!(left, vec!["db-1", "web-3"], "{run:#}");
-    // Their controller brings them back (here: the test, as a ReplicaSet would).
+    assert_eq!(left, vec!["db-1", "web-0", "web-3"], "{run:#}");
+    // Their controller brings them back (here: the test, as a ReplicaSet would), not Ready at first: the
+    // run is not recovered while fewer pods are Ready than before.
     for name in ["web-1b", "web-2b"] {
         pods.create(&PostParams::default(), &pod(name, "web")?).await?;
+    }
+    let confirmed = wait_run(&hub, "web-kill", Duration::from_secs(60), |run| {
+        steps(run).iter().any(|s| s == "RevertConfirmed")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = status(&hub, "web-kill").await?;
+    assert!(
+        !steps(&st["lastRun"]).iter().any(|s| s == "Recovered"),
+        "recovered with the replacements not Ready: {:#}\n(at revert: {:#})",
+        st["lastRun"],
+        confirmed["lastRun"]
+    );
+    for name in ["web-1b", "web-2b"] {
+        set_status(name, ready()).await?;
     }
     let st = wait_run(&hub, "web-kill", Duration::from_secs(90), finished).await?;
     let run = &st["lastRun"];
     assert_eq!(run["outcome"], "Succeeded", "{run:#}\n{}", fleet.log());
     assert_eq!(run["revertConfirmed"], true, "{run:#}");
-    assert!(run["recoveryMs"].as_u64().is_some(), "{run:#}");
+    // Recovery counts until the replacements turned Ready (at least the 3 s held back above).
+    assert!(run["recoveryMs"].as_u64().is_some_and(|ms| ms >= 3000), "{run:#}");
     let injected = steps(run);
     assert!(injected.iter().any(|s| s == "Recovered"), "{run:#}");
     // A selector nothing matches: skipped with the reason, nothing deleted.
@@ -925,6 +1012,6 @@ async fn pod_kill_deletes_the_oldest_matching_pods_in_the_regional_cluster_and_m
         "matches app=nothing",
     )
     .await?;
-    assert_eq!(pods.list(&ListParams::default()).await?.items.len(), 4);
+    assert_eq!(pods.list(&ListParams::default()).await?.items.len(), 5);
     Ok(())
 }

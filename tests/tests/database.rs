@@ -86,6 +86,18 @@ async fn wait_status(
     )
 }
 
+/// `kubectl azora status -o json`, parsed.
+async fn azora_status(s: &Scenario) -> anyhow::Result<Value> {
+    let run = azora_tests::operator::plugin(
+        &s.env.hub().kubeconfig,
+        &["status", "-o", "json"],
+        Duration::from_secs(60),
+    )
+    .await?;
+    anyhow::ensure!(run.code == 0, "kubectl azora status: {run:?}");
+    Ok(serde_json::from_str(&run.stdout)?)
+}
+
 fn member<'a>(st: &'a Value, region: &str) -> &'a Value {
     st["members"]
         .as_array()
@@ -214,6 +226,43 @@ async fn outage(sig: &str) -> anyhow::Result<()> {
         assert_eq!(member(&st, r)["syncState"], "quorum", "{st:#}");
     }
     assert_eq!(member(&st, "africa")["role"], "Primary");
+    // What on-call sees: `kubectl azora status` lists the database, its primary and members.
+    let doc = azora_status(&s).await?;
+    let db = &doc["databases"][0];
+    assert_eq!(db["name"], "orders", "{doc:#}");
+    assert_eq!(db["engine"], "PostgreSQL", "{doc:#}");
+    assert_eq!(db["primaryRegion"], "africa", "{doc:#}");
+    assert_eq!(db["replicating"], true, "{doc:#}");
+    let roles: Vec<(String, String)> = db["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["region"].as_str().unwrap_or("").to_string(),
+                m["role"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("africa", "Primary"),
+            ("americas", "Standby"),
+            ("asia", "Standby"),
+            ("europe", "Standby")
+        ]
+        .map(|(r, o)| (r.to_string(), o.to_string()))
+        .to_vec(),
+        "{doc:#}"
+    );
+    let screen =
+        azora_tests::operator::plugin(&s.env.hub().kubeconfig, &["status"], Duration::from_secs(60)).await?;
+    assert!(
+        screen.stdout.contains("DATABASES") && screen.stdout.contains("europe:standby(quorum)"),
+        "{}",
+        screen.stdout
+    );
     let rule = show(&pg, "africa", "synchronous_standby_names").await?;
     assert!(
         rule.contains("ANY 1")
@@ -258,6 +307,11 @@ async fn outage(sig: &str) -> anyhow::Result<()> {
         |st| st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] != "africa",
     )
     .await?;
+    let doc = azora_status(&s).await?;
+    let last = &doc["databases"][0]["lastFailover"];
+    assert_eq!(last["from"], "africa", "{doc:#}");
+    assert_eq!(last["outcome"], "Promoted", "{doc:#}");
+    assert_eq!(last["to"], st["primaryRegion"], "{doc:#}");
     let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
     assert!(
         new == "europe" || new == "asia",

@@ -163,7 +163,7 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub peer_region: Option<String>,
-    /// Added latency of a NetworkLatency fault.
+    /// Added latency of a NetworkLatency fault (at least 50ms, at most 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::common::optional_duration_schema")]
     pub latency: Option<String>,
@@ -179,8 +179,12 @@ pub struct Fault {
 /// Pods to delete (PodKill).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(self.namespace in ['kube-system', 'kube-public', 'kube-node-lease', 'azora-system'])",
+     "message": "chaos never kills pods in a system namespace"}
+]))]
 pub struct PodTarget {
-    /// Their namespace.
+    /// Their namespace (never `kube-system`, `kube-public`, `kube-node-lease` or `azora-system`).
     #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
     /// Label selector, kubectl syntax (`app=web,tier!=db`).

@@ -22,6 +22,14 @@ pub const RUN_NOW_ANNOTATION: &str = "azora.io/run-now";
 pub const HALT_CONFIGMAP: &str = "azora-chaos-halt";
 /// Longest fault without `allowLongFault`.
 pub const MAX_FAULT: Duration = Duration::from_secs(3600);
+/// Largest round trip a NetworkLatency fault may add (beyond it a link is as good as partitioned, and the
+/// agent's measurement would outlast the hub's wait).
+pub const MAX_LATENCY: Duration = Duration::from_secs(5);
+/// Smallest: below it the agent cannot tell the fault from scheduling noise when it checks the revert.
+pub const MIN_LATENCY: Duration = Duration::from_millis(50);
+/// Namespaces whose pods PodKill never deletes.
+/// (`azora-system`: where the region agent runs, which must outlive the faults it holds.)
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["kube-system", "kube-public", "kube-node-lease", "azora-system"];
 /// Label of the agents' Leases.
 pub const AGENT_LABEL: &str = "azora.io/agent";
 /// How long after its planned end a fault expires by itself at the agent (the safety net when the operator
@@ -104,6 +112,9 @@ pub enum AgentStep {
     Apply(FaultOrder),
     /// Undo the applied fault, and why.
     Revert(&'static str),
+    /// Refuse an order that is new to this agent but already expired by its clock (the order is stale, or
+    /// this agent's clock runs ahead of the hub's): made now, it would be reverted at once.
+    Stale(FaultOrder),
 }
 
 /// The agent's decision: `applied` is the fault in place (from its state file), `finished` the ids it already
@@ -125,7 +136,13 @@ pub fn agent_step(
         };
     }
     match order {
-        Order::Known(Some(o)) if o.expires > now && !finished.contains(&o.id) => AgentStep::Apply(o.clone()),
+        Order::Known(Some(o)) if !finished.contains(&o.id) => {
+            if o.expires > now {
+                AgentStep::Apply(o.clone())
+            } else {
+                AgentStep::Stale(o.clone())
+            }
+        }
         _ => AgentStep::Keep,
     }
 }
@@ -545,10 +562,11 @@ mod tests {
             agent_step(&Order::Unknown, Some(&o), &none, later),
             AgentStep::Revert("expired")
         );
-        // an expired or finished order is never applied (again)
+        // an expired or finished order is never applied (again); an expired one new to the agent (its
+        // clock ahead of the hub's, or a stale order) is refused, once
         assert_eq!(
             agent_step(&Order::Known(Some(o.clone())), None, &none, later),
-            AgentStep::Keep
+            AgentStep::Stale(o.clone())
         );
         let done: BTreeSet<String> = ["r1".to_string()].into();
         assert_eq!(

@@ -330,6 +330,71 @@ pub fn status(s: &Status, p: &Palette) -> String {
     }
     t.render(&mut out);
 
+    if !s.databases.is_empty() {
+        let _ = writeln!(out, "\n{}", p.head("DATABASES"));
+        let mut t = Table::new(
+            &[
+                "NAME",
+                "ENGINE",
+                "PRIMARY",
+                "EPOCH",
+                "MEMBERS",
+                "MAX LAG",
+                "REPLICATING",
+                "LAST FAILOVER",
+                "READY",
+            ],
+            p,
+        );
+        for db in &s.databases {
+            let members = db
+                .members
+                .iter()
+                .map(|m| {
+                    let text = format!(
+                        "{}:{}{}",
+                        m.region,
+                        m.role.to_lowercase(),
+                        m.sync_state
+                            .as_deref()
+                            .map(|s| format!("({s})"))
+                            .unwrap_or_default()
+                    );
+                    if m.reachable {
+                        text
+                    } else {
+                        p.bad(&format!("{text}!"))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let last = db.last_failover.as_ref().map_or_else(
+                || "-".to_string(),
+                |f| {
+                    format!(
+                        "{} -> {} ({}, {})",
+                        dash(f.from.as_deref()),
+                        dash(f.to.as_deref()),
+                        f.reason,
+                        f.outcome
+                    )
+                },
+            );
+            t.row(vec![
+                db.name.clone(),
+                db.engine.clone(),
+                dash(db.primary_region.as_deref()),
+                db.epoch.to_string(),
+                if members.is_empty() { "-".into() } else { members },
+                dash(db.max_lag.as_deref()),
+                p.yes_no(db.replicating),
+                last,
+                p.yes_no(db.ready),
+            ]);
+        }
+        t.render(&mut out);
+    }
+
     let _ = writeln!(out, "\n{}", p.head("CHAOS AND DRILLS"));
     let rate = s
         .chaos
@@ -355,6 +420,15 @@ pub fn status(s: &Status, p: &Palette) -> String {
                 .map_or_else(|| "-".into(), |v| format!("{v}s")),
             d.measured_rpo_seconds
                 .map_or_else(|| "-".into(), |v| format!("{v}s")),
+        );
+    }
+    for db in s.databases.iter().filter(|d| d.ready == Some(false)) {
+        let _ = writeln!(
+            out,
+            "{} database {}: {}",
+            p.bad("!"),
+            db.name,
+            db.message.as_deref().unwrap_or("not ready")
         );
     }
     for r in s.regions.iter().filter(|r| r.ready == Some(false)) {

@@ -3,6 +3,7 @@
 //! except ages.
 
 use azora_api::chaos::{ChaosExperiment, DrDrill};
+use azora_api::database::{Database, MemberRole};
 use azora_api::failover::{FailoverPolicy, FailoverRecord};
 use azora_api::region::Region;
 use azora_api::tenant::{SecretPhase, Tenant};
@@ -30,6 +31,8 @@ pub struct Status {
     pub policies: Vec<PolicyView>,
     /// Tenants by name.
     pub tenants: Vec<TenantView>,
+    /// Databases by name.
+    pub databases: Vec<DatabaseView>,
     /// Chaos experiments, summed.
     pub chaos: ChaosView,
     /// DR drills by name.
@@ -146,6 +149,58 @@ pub struct TenantView {
     pub secrets: SecretsView,
 }
 
+/// One replicated database.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseView {
+    pub name: String,
+    /// `PostgreSQL` or `Redis`.
+    pub engine: String,
+    /// The tenant it belongs to (absent: platform-wide).
+    pub tenant: Option<String>,
+    /// The FailoverPolicy its primary follows.
+    pub follow_policy: Option<String>,
+    pub primary_region: Option<String>,
+    pub epoch: u64,
+    /// Members by region: the role each reports, and whether it answered.
+    pub members: Vec<DatabaseMemberView>,
+    /// The largest standby lag, human readable.
+    pub max_lag: Option<String>,
+    /// Every standby streams as the spec asks (the `Replicating` condition).
+    pub replicating: Option<bool>,
+    pub ready: Option<bool>,
+    pub message: Option<String>,
+    /// The failover in progress or last done.
+    pub last_failover: Option<DatabaseFailoverView>,
+}
+
+/// One member of a database.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseMemberView {
+    pub region: String,
+    /// `Primary`, `Standby`, `Fenced`, `Unknown` ... as the operator observed it.
+    pub role: String,
+    pub reachable: bool,
+    pub lag_bytes: Option<u64>,
+    pub sync_state: Option<String>,
+}
+
+/// A database failover, in short.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseFailoverView {
+    pub epoch: u64,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Why (`PolicyMoved`, `RegionDown`, `Switchover`).
+    pub reason: String,
+    /// `Promoted` or `Abandoned`; `InProgress` while under way.
+    pub outcome: String,
+    /// Detection to verification, in milliseconds (once verified).
+    pub total_ms: Option<u64>,
+}
+
 /// A tenant's newest good backup.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -229,13 +284,16 @@ fn seconds_since(t: Time, now: Time) -> u64 {
 
 /// Reads everything `status` shows.
 pub async fn status(hub: &Hub) -> anyhow::Result<Status> {
-    let (regions, policies, tenants, chaos, drills) = tokio::try_join!(
+    let (regions, policies, tenants, chaos, drills, databases) = tokio::try_join!(
         client::list::<Region>(hub),
         client::list::<FailoverPolicy>(hub),
         client::list::<Tenant>(hub),
         client::list::<ChaosExperiment>(hub),
         client::list::<DrDrill>(hub),
+        client::list::<Database>(hub),
     )?;
+    let mut dbv: Vec<DatabaseView> = databases.iter().map(database_view).collect();
+    dbv.sort_by(|a, b| a.name.cmp(&b.name));
     let now = Time::now();
     let mut rv: Vec<RegionView> = regions.iter().map(region_view).collect();
     rv.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
@@ -279,9 +337,52 @@ pub async fn status(hub: &Hub) -> anyhow::Result<Status> {
         regions: rv,
         policies: pv,
         tenants: tv,
+        databases: dbv,
         chaos: cv,
         drills: dv,
     })
+}
+
+fn database_view(d: &Database) -> DatabaseView {
+    let s = d.status.clone().unwrap_or_default();
+    let (ready, message) = ready(&s.conditions);
+    let replicating = condition(&s.conditions, "Replicating").map(|c| c.status == ConditionStatus::True);
+    let mut members: Vec<DatabaseMemberView> = s
+        .members
+        .iter()
+        .map(|m| DatabaseMemberView {
+            region: m.region.clone(),
+            role: m.role.to_string(),
+            reachable: m.reachable,
+            lag_bytes: m.lag_bytes.filter(|_| m.role != MemberRole::Primary),
+            sync_state: m.sync_state.clone(),
+        })
+        .collect();
+    members.sort_by(|a, b| a.region.cmp(&b.region));
+    DatabaseView {
+        name: d.metadata.name.clone().unwrap_or_default(),
+        engine: d.spec.engine.to_string(),
+        tenant: d.spec.tenant.clone(),
+        follow_policy: d.spec.follow_policy.clone(),
+        primary_region: s.primary_region.clone(),
+        epoch: s.epoch,
+        members,
+        max_lag: s.max_lag.clone(),
+        replicating,
+        ready,
+        message,
+        last_failover: s.last_failover.as_ref().map(|f| DatabaseFailoverView {
+            epoch: f.epoch,
+            from: f.from.clone(),
+            to: f.to.clone(),
+            reason: f.reason.clone(),
+            outcome: f.outcome.clone().unwrap_or_else(|| "InProgress".into()),
+            total_ms: f
+                .detected_time
+                .zip(f.verified_time)
+                .map(|(d, v)| u64::try_from(v.0.duration_since(d.0).as_millis()).unwrap_or(0)),
+        }),
+    }
 }
 
 fn region_view(r: &Region) -> RegionView {

@@ -158,6 +158,8 @@ pub async fn run(
     let leases: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let name = agent_lease(&cfg.region);
     let mut state = load_state(&cfg.state_file);
+    // A revert or an apply not measured yet (the first round measures it).
+    let mut unmeasured = false;
     // Start-up: whatever is in place and expired goes now, before the hub is even asked.
     if state
         .applied
@@ -165,15 +167,59 @@ pub async fn run(
         .is_some_and(|a| a.order.expires <= jiff::Timestamp::now())
     {
         revert(&cfg, &links, &mut state, "expired (found at agent start-up)");
+        unmeasured = true;
     }
     // A target left stopped with no fault in force on record (the state file lost or damaged with a fault
     // in place): nothing of ours may hold it, so it is resumed.
+    // A live order for that fault on the hub (another instance of this agent made it, e.g. during a
+    // rolling update) holds it too: it is adopted by the first round, and reverted at its end.
     let held = state.applied.as_ref().map(|a| a.pid);
+    let mut live: Option<Option<FaultOrder>> = None;
     for (fault, file) in &cfg.targets {
         if let Ok(pid) = read_pid(file)
             && Some(pid) != held
             && stopped(pid)
         {
+            if live.is_none() {
+                let read = tokio::time::timeout(Duration::from_secs(5), leases.get_opt(&name)).await;
+                let now = jiff::Timestamp::now();
+                live = Some(match read {
+                    Ok(Ok(l)) => l
+                        .as_ref()
+                        .and_then(order_of)
+                        .filter(|o| o.expires > now && !state.finished.contains(&o.id)),
+                    _ => None,
+                });
+            }
+            let adopt = live
+                .clone()
+                .flatten()
+                .filter(|o| o.fault == *fault && state.applied.is_none());
+            if let Some(o) = adopt {
+                // Adopted: on record as this agent's own, so expiry and withdrawal revert it as usual.
+                state.applied = Some(Applied {
+                    order: o.clone(),
+                    pid,
+                });
+                state.report = Some(report(
+                    o.id.clone(),
+                    FaultState::Applied,
+                    jiff::Timestamp::now(),
+                    format!("process {pid} found stopped under this order at agent start-up: adopted"),
+                ));
+                match save_state(&cfg.state_file, &state) {
+                    Ok(()) => {
+                        info!(%fault, pid, order = %o.id, "target found stopped under a live order: adopted");
+                        continue;
+                    }
+                    // Not on record, it could be left behind: resumed instead.
+                    Err(e) => {
+                        warn!(error = %e, "agent state file not writable: the target is resumed, not adopted");
+                        state.applied = None;
+                        state.report = None;
+                    }
+                }
+            }
             match signal(pid, false) {
                 Ok(()) => warn!(%fault, pid, "target found stopped with no fault on record: resumed"),
                 Err(e) => warn!(%fault, pid, error = %e, "target found stopped; could not resume it"),
@@ -187,12 +233,15 @@ pub async fn run(
             .filter(|(peer, mode)| links.set(peer, *mode))
         {
             Some(_) => info!(order = %a.order.id, "network fault in force again after the agent's restart"),
-            None => revert(
-                &cfg,
-                &links,
-                &mut state,
-                "its link is gone (found at agent start-up)",
-            ),
+            None => {
+                revert(
+                    &cfg,
+                    &links,
+                    &mut state,
+                    "its link is gone (found at agent start-up)",
+                );
+                unmeasured = true;
+            }
         }
     }
     info!(region = %cfg.region, targets = ?cfg.targets.keys().collect::<Vec<_>>(), "fault agent started");
@@ -228,11 +277,39 @@ pub async fn run(
             AgentStep::Keep => {}
             AgentStep::Apply(o) => {
                 apply(&cfg, &links, &mut state, o);
-                measure(&cfg, &links, &mut state).await;
+                unmeasured = true;
             }
             AgentStep::Revert(why) => {
                 revert(&cfg, &links, &mut state, why);
-                measure(&cfg, &links, &mut state).await;
+                unmeasured = true;
+            }
+            AgentStep::Stale(o)
+                if lease_report(&lease).is_some_and(|r| r.id == o.id && r.state != FaultState::Applied) =>
+            {
+                // An earlier instance of this agent finished it (its state lost since): its word stands.
+                finish(&mut state, &o.id);
+                state.report = lease_report(&lease);
+                if let Err(e) = save_state(&cfg.state_file, &state) {
+                    warn!(error = %e, "agent state file not writable");
+                }
+            }
+            AgentStep::Stale(o) => {
+                let now = jiff::Timestamp::now();
+                let why = format!(
+                    "expired before it could be made (expires {}, this agent's clock says {now}): the order is \
+                     stale, or this agent's clock runs ahead of the hub's",
+                    o.expires
+                );
+                warn!(order = %o.id, reason = %why, "fault refused");
+                refuse(&cfg, &mut state, &o, why, now);
+            }
+        }
+        if std::mem::take(&mut unmeasured) {
+            // The report goes out measured, or plain when measuring takes too long; a shutdown meanwhile
+            // still reverts.
+            tokio::select! {
+                () = measure_within(&cfg, &links, &mut state) => {}
+                () = &mut shutdown => break,
             }
         }
         if matches!(lease, Ok(Ok(Some(_)))) {
@@ -255,16 +332,26 @@ pub async fn run(
     }
     if state.applied.is_some() {
         revert(&cfg, &links, &mut state, "agent shutting down");
-        if tokio::time::timeout(
+    }
+    // The last word goes out (a revert made now, or one whose measurement the shutdown cut short).
+    if state.report.is_some()
+        && tokio::time::timeout(
             Duration::from_secs(3),
             renew(&leases, &name, &cfg, state.report.as_ref()),
         )
         .await
         .is_err()
-        {
-            warn!("could not report the revert at shutdown");
-        }
+    {
+        warn!("could not report at shutdown");
     }
+}
+
+/// The report the Lease holds (what this agent, or an earlier instance of it, last said).
+fn lease_report(
+    lease: &Result<Result<Option<Lease>, kube::Error>, tokio::time::error::Elapsed>,
+) -> Option<FaultReport> {
+    let l = lease.as_ref().ok()?.as_ref().ok()?.as_ref()?;
+    serde_json::from_str(l.metadata.annotations.as_ref()?.get(FAULT_REPORT_ANNOTATION)?).ok()
 }
 
 fn order_of(lease: &Lease) -> Option<FaultOrder> {
@@ -300,6 +387,27 @@ fn link_mode(order: &FaultOrder) -> Result<(String, Mode), String> {
     Ok((peer, mode))
 }
 
+/// Longest a measurement may hold the report back (the hub waits 15 s for it).
+const MEASURE_BUDGET: Duration = Duration::from_secs(8);
+
+/// [`measure`] within [`MEASURE_BUDGET`]; past it the report is marked unmeasured and goes as it is.
+async fn measure_within(cfg: &FaultAgentConfig, links: &Links, state: &mut AgentState) {
+    if tokio::time::timeout(MEASURE_BUDGET, measure(cfg, links, state))
+        .await
+        .is_err()
+        && let Some(r) = state.report.as_mut()
+    {
+        r.message
+            .push_str("; not measured: the measurement took too long");
+        if r.state == FaultState::Reverted {
+            r.confirmed = Some(false);
+        }
+        if let Err(e) = save_state(&cfg.state_file, state) {
+            warn!(error = %e, "agent state file not writable");
+        }
+    }
+}
+
 /// After an apply or a revert: what the fault really does (or no longer does), measured here and added to
 /// the report. Network faults: a request through the link and straight to the service; process faults
 /// after a revert: the process is running again.
@@ -318,10 +426,12 @@ async fn measure(cfg: &FaultAgentConfig, links: &Links, state: &mut AgentState) 
             for l in links.from(peer) {
                 let direct = link::best_round_trip(l.upstream, 3, Duration::from_secs(2)).await;
                 let budget = Duration::from_millis(o.latency_ms.unwrap_or(0)) + Duration::from_secs(2);
+                // Long delays are timed once, to stay within the measurement's budget.
+                let tries = if o.latency_ms.unwrap_or(0) >= 1000 { 1 } else { 3 };
                 let through = if o.fault == FaultType::NetworkPartition {
                     link::round_trip(l.listen, Duration::from_secs(1)).await
                 } else {
-                    link::best_round_trip(l.listen, 3, budget).await
+                    link::best_round_trip(l.listen, tries, budget).await
                 };
                 match (o.fault, direct, through) {
                     (FaultType::NetworkPartition, _, None) => {
@@ -350,8 +460,12 @@ async fn measure(cfg: &FaultAgentConfig, links: &Links, state: &mut AgentState) 
                         let through = link::best_round_trip(l.listen, 2, Duration::from_secs(2)).await;
                         ok &= match (direct, through) {
                             (_, None) => false,
-                            (Some(d), Some(t)) => latency_ms
-                                .is_none_or(|ms| t.saturating_sub(d) < Duration::from_millis(ms / 2)),
+                            // Gone: what is left of the added round trip is under half of it plus 20 ms
+                            // of scheduling noise on a busy machine, and always under three quarters of
+                            // it (latency faults are at least 50 ms).
+                            (Some(d), Some(t)) => latency_ms.is_none_or(|ms| {
+                                t.saturating_sub(d) < Duration::from_millis((ms / 2 + 20).min(ms * 3 / 4))
+                            }),
                             (None, Some(_)) => true,
                         };
                     }

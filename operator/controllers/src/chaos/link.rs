@@ -114,14 +114,27 @@ impl Links {
     }
 }
 
+/// Most connections one link carries (or holds across a partition) at once; beyond it new ones are not
+/// accepted and wait in the listen backlog (they hang, as across a partition) until one ends.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 async fn serve(listener: TcpListener, upstream: SocketAddr, mode: watch::Receiver<Mode>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((sock, _)) => {
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(connection(sock, upstream, mode.clone()));
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    connection(sock, upstream, mode).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
+                drop(slot);
                 warn!(error = %e, "link accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -1,7 +1,9 @@
 //! PodKill (IO): the pods matching a selector in the region's cluster deleted through its API, the oldest
 //! first, each with its UID as precondition (a pod recreated under the same name in between is not
 //! touched) and the grace period the target names (else the pod's own). Nothing is reverted: the fault's end is confirmed by those UIDs being gone, the recovery by
-//! as many matching pods as before being back (their controllers recreate them).
+//! as many matching pods as before being back, and as many of them Ready as were Ready before (their
+//! controllers recreate them). Pods in a system namespace are never targets (validation refuses them), nor
+//! pods that have ended (`Succeeded`/`Failed`).
 
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 pub(super) struct Killed {
     /// Matching pods before.
     pub before: usize,
+    /// Of those, the Ready ones.
+    pub ready_before: usize,
     /// Name and UID of each pod deleted.
     pub pods: Vec<(String, String)>,
     /// The longest grace period they were given to stop.
@@ -29,17 +33,44 @@ pub(super) async fn matching(client: &kube::Client, target: &PodTarget) -> Resul
         .await
         .map_err(|_| "listing pods timed out".to_string())?
         .map_err(|e| format!("listing pods in {}: {e}", target.namespace))?;
+    // A pod that is going, or whose containers have ended for good, is not a living replica.
     let mut pods: Vec<Pod> = list
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
         .collect();
     pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
     Ok(pods)
 }
 
+/// Whether a pod reports the condition `Ready=True`.
+pub(super) fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether the pod `name` with `uid` is deleted or being deleted (after a delete call whose answer was lost).
+async fn deleted(api: &Api<Pod>, name: &str, uid: &str) -> bool {
+    match tokio::time::timeout(CALL, api.get_opt(name)).await {
+        Ok(Ok(None)) => true,
+        Ok(Ok(Some(p))) => p.metadata.uid.as_deref() != Some(uid) || p.metadata.deletion_timestamp.is_some(),
+        _ => false,
+    }
+}
+
 /// Deletes up to `max_pods` matching pods; an error only when none could be deleted.
 pub(super) async fn kill(client: &kube::Client, target: &PodTarget) -> Result<Killed, String> {
+    if azora_core::chaos::SYSTEM_NAMESPACES.contains(&target.namespace.as_str()) {
+        return Err(format!("{} is a system namespace", target.namespace));
+    }
     let pods = matching(client, target).await?;
     if pods.is_empty() {
         return Err(format!(
@@ -50,6 +81,7 @@ pub(super) async fn kill(client: &kube::Client, target: &PodTarget) -> Result<Ki
     let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
     let mut killed = Killed {
         before: pods.len(),
+        ready_before: pods.iter().filter(|p| ready(p)).count(),
         ..Killed::default()
     };
     let mut last = String::new();
@@ -69,17 +101,28 @@ pub(super) async fn kill(client: &kube::Client, target: &PodTarget) -> Result<Ki
             grace_period_seconds: target.grace_period_seconds,
             ..DeleteParams::default()
         };
-        match tokio::time::timeout(CALL, api.delete(&name, &dp)).await {
-            Ok(Ok(_)) => {
-                // Kubernetes' default grace period is 30 s.
-                let g = Duration::from_secs(u64::try_from(grace.unwrap_or(30)).unwrap_or(0));
-                killed.grace = killed.grace.max(g);
-                killed.pods.push((name, uid));
-            }
+        let done = match tokio::time::timeout(CALL, api.delete(&name, &dp)).await {
+            Ok(Ok(_)) => true,
             // Gone already, or replaced under the same name: not ours to delete.
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {}
-            Ok(Err(e)) => last = format!("deleting pod {name}: {e}"),
-            Err(_) => last = format!("deleting pod {name} timed out"),
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => false,
+            Ok(Err(e)) => {
+                last = format!("deleting pod {name}: {e}");
+                false
+            }
+            // The server may have deleted it and the answer been lost: what is there says.
+            Err(_) => {
+                let gone = deleted(&api, &name, &uid).await;
+                if !gone {
+                    last = format!("deleting pod {name} timed out");
+                }
+                gone
+            }
+        };
+        if done {
+            // Kubernetes' default grace period is 30 s.
+            let g = Duration::from_secs(u64::try_from(grace.unwrap_or(30)).unwrap_or(0));
+            killed.grace = killed.grace.max(g);
+            killed.pods.push((name, uid));
         }
     }
     if killed.pods.is_empty() {

@@ -377,6 +377,13 @@ impl Task<'_> {
                     Some(r) => return Err(format!("the DNS server is not running again: {}", r.message)),
                     None => return Err("the agent did not report the revert".into()),
                 }
+                // The region's own DNS probes, then every RFC 2136 server the policies publish to.
+                for e in spec.probes.endpoints.iter().filter(|e| e.type_ == ProbeType::DNS) {
+                    let r = prober.probe(e, Duration::from_secs(2)).await;
+                    if !r.ok {
+                        return Err(format!("DNS endpoint {} still fails: {}", e.name, r.reason));
+                    }
+                }
                 self.dns_answers().await
             }
             FaultType::PodKill => Ok(()),
@@ -832,6 +839,7 @@ impl Task<'_> {
                     spec.fault.type_,
                     spec.fault.mode,
                     &region,
+                    &order.id,
                     report.as_ref(),
                     &mut run,
                 )
@@ -840,6 +848,9 @@ impl Task<'_> {
         };
         measured.revert_confirmed = confirmed;
         run.revert_confirmed = Some(confirmed);
+        // The revert is on record before the (possibly long) wait for recovery.
+        book.status.last_run = Some(run.clone());
+        self.write(book).await;
         if confirmed {
             self.ctx
                 .metrics
@@ -1058,10 +1069,20 @@ impl Task<'_> {
         while start.elapsed() < self.cfg.recovery_wait {
             if let Ok(pods) = super::pods::matching(client, target).await
                 && pods.len() >= killed.before
+                && pods.iter().filter(|p| super::pods::ready(p)).count() >= killed.ready_before
             {
+                // The last replacement created, or (when Ready pods were lost) the last one to turn Ready.
                 let newest = pods
                     .iter()
                     .filter_map(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                    .chain(
+                        pods.iter()
+                            .filter(|_| killed.ready_before > 0)
+                            .filter_map(|p| p.status.as_ref()?.conditions.as_ref())
+                            .flatten()
+                            .filter(|c| c.type_ == "Ready" && c.status == "True")
+                            .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0)),
+                    )
                     .max()
                     .unwrap_or(injected)
                     .max(injected);
@@ -1072,8 +1093,9 @@ impl Task<'_> {
                     "Recovered",
                     now(),
                     format!(
-                        "{} matching pod(s) again; the last replacement created {:.0}s after the kill",
+                        "{} matching pod(s) again, {} Ready; the last replacement came {:.0}s after the kill",
                         pods.len(),
+                        pods.iter().filter(|p| super::pods::ready(p)).count(),
                         ms as f64 / 1000.0
                     ),
                 );
@@ -1086,9 +1108,10 @@ impl Task<'_> {
             "NotRecovered",
             now(),
             format!(
-                "fewer than {} pods match {} after {}s",
+                "fewer than {} pods match {} ({} of them Ready) after {}s",
                 killed.before,
                 target.selector,
+                killed.ready_before,
                 self.cfg.recovery_wait.as_secs()
             ),
         );
@@ -1100,6 +1123,7 @@ impl Task<'_> {
         fault: FaultType,
         mode: Option<OutageMode>,
         region: &str,
+        id: &str,
         agent: Option<&FaultReport>,
         run: &mut ChaosRun,
     ) -> bool {
@@ -1123,8 +1147,16 @@ impl Task<'_> {
             return gone;
         }
         let gone = format!("{fault} in {region} is gone");
-        confirm_by(run, self.cfg.confirm_wait, gone, || {
-            self.confirm_gone(fault, region, agent)
+        confirm_by(run, self.cfg.confirm_wait, gone, || async move {
+            // The agent's latest word on this order: its measurement of the revert may come after the
+            // revert's first report.
+            let fresh = self
+                .lease(region)
+                .await
+                .as_ref()
+                .and_then(report_of)
+                .filter(|r| r.id == id && r.state != FaultState::Applied);
+            self.confirm_gone(fault, region, fresh.as_ref().or(agent)).await
         })
         .await
     }
@@ -1278,11 +1310,13 @@ impl Task<'_> {
                 );
                 report = Some(r);
             }
+            let id = run.id.clone();
             confirmed = self
                 .confirm(
                     spec.fault.type_,
                     spec.fault.mode,
                     region,
+                    &id,
                     report.as_ref(),
                     &mut run,
                 )
@@ -1295,8 +1329,9 @@ impl Task<'_> {
                 .interlock
                 .undrain(region, &format!("ChaosExperiment/{}", self.name));
             if maker(spec.fault.type_, spec.fault.mode) == Maker::Drain {
+                let id = run.id.clone();
                 confirmed = self
-                    .confirm(spec.fault.type_, spec.fault.mode, region, None, &mut run)
+                    .confirm(spec.fault.type_, spec.fault.mode, region, &id, None, &mut run)
                     .await;
             } else {
                 // PodKill: nothing stays in place to revert.

@@ -474,8 +474,9 @@ impl Task<'_> {
             })
             .map(|(n, _, _)| n)
             .collect();
-        self.ctx.handles.interlock.drain(&lose, &by);
+        // The clock starts before the drain: nothing the drain causes can be dated before it.
         let drained = now();
+        self.ctx.handles.interlock.drain(&lose, &by);
         step(run, "Drained", format!("{lose} taken out at the control plane"));
         if let Some(dr) = &spec.scenario.dr_region {
             self.sentinel_rpo(dr, run, true).await;

@@ -535,6 +535,15 @@ pub fn chaos_experiment(spec: &ChaosExperimentSpec, world: &World) -> Vec<Proble
                 "fault.pods.selector is empty: it would match every pod",
             );
         }
+        (Some(p), true) if crate::chaos::SYSTEM_NAMESPACES.contains(&p.namespace.as_str()) => {
+            f.invalid(
+                "InvalidFault",
+                format!(
+                    "fault.pods.namespace {} is a system namespace: chaos never kills its pods",
+                    p.namespace
+                ),
+            );
+        }
         _ => {}
     }
     let needs_peer = matches!(
@@ -555,7 +564,18 @@ pub fn chaos_experiment(spec: &ChaosExperimentSpec, world: &World) -> Vec<Proble
     }
     match &fault.latency {
         Some(l) => {
-            f.duration("fault.latency", l);
+            if let Some(d) = f.duration("fault.latency", l)
+                && (d < crate::chaos::MIN_LATENCY || d > crate::chaos::MAX_LATENCY)
+            {
+                f.invalid(
+                    "InvalidFault",
+                    format!(
+                        "fault.latency {l} is out of range: at least {}ms and at most {}s",
+                        crate::chaos::MIN_LATENCY.as_millis(),
+                        crate::chaos::MAX_LATENCY.as_secs()
+                    ),
+                );
+            }
         }
         None if fault.type_ == FaultType::NetworkLatency => {
             f.invalid("InvalidFault", "fault: NetworkLatency needs latency");

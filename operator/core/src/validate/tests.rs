@@ -186,6 +186,32 @@ fn pod_kill_needs_pods_with_a_selector_and_pods_belong_to_pod_kill_only() {
         ""
     );
     assert!(check(json!({"type": "DnsFailure"})).contains("needs region"));
+    assert!(
+        check(
+            json!({"type": "PodKill", "region": "africa", "pods": {"namespace": "kube-system", "selector": "k8s-app=kube-dns"}})
+        )
+        .contains("system namespace")
+    );
+}
+
+#[test]
+fn network_latency_is_capped_and_never_zero() {
+    let check = |latency: &str| {
+        let spec: ChaosExperimentSpec = serde_json::from_value(json!({"fault": {
+            "type": "NetworkLatency", "region": "africa", "peerRegion": "europe", "latency": latency}}))
+        .unwrap();
+        chaos_experiment(&spec, &world())
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    assert_eq!(check("250ms"), "");
+    assert_eq!(check("5s"), "");
+    assert!(check("6s").contains("out of range"), "{}", check("6s"));
+    assert!(check("0s").contains("out of range"));
+    assert!(check("30ms").contains("at least 50ms"));
+    assert_eq!(check("50ms"), "");
 }
 
 #[test]

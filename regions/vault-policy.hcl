@@ -1,6 +1,7 @@
 # The OpenBao/Vault policy the operator needs in every region's Vault, and nothing more: the tenants' KV v2
-# paths (data: read and write new versions; metadata: read the version numbers and write the custom metadata
-# that claims a rotation). Adjust the mount (`secret`) and the prefix (`tenants/`) to the Region's
+# paths (data: read and write new versions; metadata: read the version numbers, write the custom metadata
+# that claims a rotation, and delete a replica — every version — from a region the tenant is no longer placed
+# in). Adjust the mount (`secret`) and the prefix (`tenants/`) to the Region's
 # spec.vault.kvMount and the tenants' vaultPath values.
 #
 # Bind it to the operator's ServiceAccount with the Kubernetes auth method, e.g.:
@@ -18,5 +19,5 @@ path "secret/data/tenants/*" {
 }
 
 path "secret/metadata/tenants/*" {
-  capabilities = ["create", "update", "read"]
+  capabilities = ["create", "update", "read", "delete"]
 }

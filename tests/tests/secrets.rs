@@ -820,4 +820,46 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 3);
     assert_eq!(secret_status(&fleet).await["phase"], "RolledBack");
+
+    // europe leaves the tenant's placement: the copy in its Vault (every version) and its target Secret are
+    // removed — the secret must not stay in a region the tenant no longer uses — and africa keeps its own.
+    assert_eq!(baos["europe"].meta(PATH).await.unwrap().0, 3);
+    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"failoverRegions": []}})),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(&fleet, "europe's copies removed", |st| {
+        region(st, "europe").is_null() && !region(st, "africa").is_null()
+    })
+    .await;
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        0,
+        "europe's Vault still holds the secret: {st:#}"
+    );
+    assert!(
+        target(&fleet, "europe").await.is_none(),
+        "europe's target Secret stayed"
+    );
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 3);
+    assert_eq!(
+        value_of(&target(&fleet, "africa").await.unwrap(), "password").as_deref(),
+        Some(first.as_str())
+    );
+    let events: Api<Event> = Api::all(fleet.hub().await.unwrap());
+    assert!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SecretRetired")),
+        "no SecretRetired event"
+    );
 }

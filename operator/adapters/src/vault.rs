@@ -405,6 +405,24 @@ impl Vault {
         .await
     }
 
+    /// Deletes the key with every version and its metadata (a replica retired from a region the tenant
+    /// no longer uses); nothing to do when it is not there.
+    pub async fn destroy(&self, path: &str) -> Result<(), VaultError> {
+        let mount = self.cfg.kv_mount.clone();
+        let path = path.to_string();
+        self.with(|c| {
+            let (mount, path) = (mount.clone(), path.clone());
+            async move {
+                match deadline(vaultrs::kv2::delete_metadata(&*c, &mount, &path), None).await {
+                    Ok(()) => Ok(()),
+                    Err(VaultError::Refused(m)) if m.starts_with("HTTP 404") => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+    }
+
     /// Replaces the key's custom metadata (creates the key's metadata when it has none).
     pub async fn set_custom(&self, path: &str, custom: &BTreeMap<String, String>) -> Result<(), VaultError> {
         let mount = self.cfg.kv_mount.clone();

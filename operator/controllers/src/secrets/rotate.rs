@@ -523,7 +523,9 @@ impl Turn<'_> {
                 .with_label_values(&labels)
                 .set(n.0.as_second() as f64);
         }
-        if !matches!(st.phase, Some(SecretPhase::Done | SecretPhase::RolledBack)) {
+        // A region still holding copies it should not (their removal failed) is tried again soon.
+        let retiring = st.regions.iter().any(|r| !self.placed.contains(&r.region));
+        if retiring || !matches!(st.phase, Some(SecretPhase::Done | SecretPhase::RolledBack)) {
             return BEHIND;
         }
         let mut d = SETTLED;
@@ -899,6 +901,7 @@ impl Turn<'_> {
         vaults: &BTreeMap<String, Result<Arc<Vault>, VaultProblem>>,
         written: Option<SecretData>,
     ) {
+        self.retire(st).await;
         let path = self.path();
         let version = st.version;
         let t = jiff::Timestamp::now();
@@ -964,7 +967,6 @@ impl Turn<'_> {
             .rotation_id
             .clone()
             .unwrap_or_else(|| format!("adopted-{version}"));
-        st.regions.retain(|r| self.placed.contains(&r.region));
         for region in self.placed {
             let idx = match st.regions.iter().position(|r| &r.region == region) {
                 Some(i) => i,
@@ -1027,6 +1029,66 @@ impl Turn<'_> {
         drop(data);
         drop(previous);
         self.settle(st, version, drop_previous);
+    }
+
+    /// Regions that held a copy and are no longer placed (residency tightened, failover region dropped):
+    /// the copy in their Vault is destroyed (every version) and the target Secret in their cluster removed;
+    /// the region leaves the status only once both are gone (else its entry says why, and it is tried
+    /// again). A region that no longer exists cannot be reached: it just leaves the status.
+    async fn retire(&self, st: &mut SecretStatus) {
+        let leaving: Vec<String> = st
+            .regions
+            .iter()
+            .map(|r| r.region.clone())
+            .filter(|r| !self.placed.contains(r) && r.as_str() != self.home())
+            .collect();
+        for region in leaving {
+            let outcome = match self.regions.get(&region) {
+                None => Ok(()),
+                Some(spec) => self.retire_in(&region, spec).await,
+            };
+            match outcome {
+                Ok(()) => {
+                    st.regions.retain(|r| r.region != region);
+                    info!(tenant = %self.tenant, secret = %self.secret.name, %region,
+                          "copies removed from a region the tenant is no longer placed in");
+                    self.event(
+                        EventType::Normal,
+                        "SecretRetired",
+                        &format!(
+                            "secret {}: the copies in region {region} (no longer placed) are removed",
+                            self.secret.name
+                        ),
+                    )
+                    .await;
+                }
+                Err(why) => {
+                    if let Some(e) = st.regions.iter_mut().find(|r| r.region == region) {
+                        e.message = format!("no longer placed; removing its copies: {why}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn retire_in(&self, region: &str, spec: &RegionSpec) -> Result<(), String> {
+        if spec.vault.is_some() {
+            let v = self
+                .room
+                .vault(region, Some(spec))
+                .await
+                .map_err(|p| format!("vault: {}", p.message))?;
+            if let Err(e) = v.destroy(self.path()).await {
+                self.room.note(region, &e).await;
+                return Err(format!("vault: {e}"));
+            }
+        }
+        if spec.cluster.is_some() {
+            sync::remove(self.room, &self.tenant, self.secret, region)
+                .await
+                .map_err(|e| format!("secret: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The phase, reason and message from what every region holds.

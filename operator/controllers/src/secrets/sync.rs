@@ -73,6 +73,76 @@ pub(super) async fn collision(
     None
 }
 
+/// Removes the target Secret from `region` (the tenant no longer placed there): only ours, with its UID
+/// as precondition. Gone already, or its namespace gone or going (the tenant's removal takes it along):
+/// done.
+pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: &str) -> Result<(), String> {
+    let cluster = room.cluster(region)?;
+    let ns = namespace_of(tenant);
+    let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+    let live = match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
+        Err(_) => {
+            return Err(format!(
+                "the {region} cluster did not answer within {}s",
+                REQUEST.as_secs()
+            ));
+        }
+        Ok(Ok(l)) => l,
+        // Without the per-namespace grant (removed with the tenant's namespace) the Secret cannot be read:
+        // what the namespace says decides.
+        Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client());
+            return match tokio::time::timeout(REQUEST, namespaces.get_opt(&ns)).await {
+                Ok(Ok(None)) => Ok(()),
+                Ok(Ok(Some(n))) if n.metadata.deletion_timestamp.is_some() => Ok(()),
+                Ok(Ok(Some(_))) => Err(format!(
+                    "reading Secret {ns}/{}: HTTP 403 {}",
+                    s.target_secret, e.reason
+                )),
+                Ok(Err(e)) => Err(format!("reading namespace {ns}: {}", said(&e, &[]))),
+                Err(_) => Err(format!(
+                    "the {region} cluster did not answer within {}s",
+                    REQUEST.as_secs()
+                )),
+            };
+        }
+        Ok(Err(e)) => {
+            return Err(format!(
+                "reading Secret {ns}/{}: {}",
+                s.target_secret,
+                said(&e, &[])
+            ));
+        }
+    };
+    room.set_target(
+        &format!("{region}/{:x}/{ns}/{}", cluster.identity(), s.target_secret),
+        None,
+    );
+    let Some(live) = live.filter(|l| ours(l, tenant)) else {
+        return Ok(());
+    };
+    let dp = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: live.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::default()
+    };
+    match tokio::time::timeout(REQUEST, api.delete(&s.target_secret, &dp)).await {
+        Err(_) => Err(format!(
+            "the {region} cluster did not answer within {}s",
+            REQUEST.as_secs()
+        )),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::Error::Api(e))) if e.code == 404 || e.code == 409 => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "deleting Secret {ns}/{}: {}",
+            s.target_secret,
+            said(&e, &[])
+        )),
+    }
+}
+
 /// Applies the target Secret in `region` with `data` (and `previous` as `previous-` keys).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn apply(

@@ -823,7 +823,11 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
 
     // europe leaves the tenant's placement: the copy in its Vault (every version) and its target Secret are
     // removed — the secret must not stay in a region the tenant no longer uses — and africa keeps its own.
+    // But a value there that the home does not hold (written by hand here; a former home alike) is never
+    // destroyed: kept and reported until it is a copy again.
     assert_eq!(baos["europe"].meta(PATH).await.unwrap().0, 3);
+    let by_hand = HashMap::from([("password".to_string(), "written-by-hand".to_string())]);
+    assert_eq!(baos["europe"].put(PATH, &by_hand).await.unwrap(), 4);
     let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
     tenants
         .patch(
@@ -833,6 +837,21 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
         )
         .await
         .unwrap();
+    let st = wait_status(&fleet, "europe's own value kept and reported", |st| {
+        region(st, "europe")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("holds a value the home region africa does not"))
+    })
+    .await;
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        4,
+        "europe's own value was destroyed: {st:#}"
+    );
+    assert_eq!(st["phase"], "RolledBack", "a region being retired held the phase back: {st:#}");
+    // Made a copy of the home's value again: now it goes.
+    let home_value = HashMap::from([("password".to_string(), first.clone())]);
+    baos["europe"].put(PATH, &home_value).await.unwrap();
     let st = wait_status(&fleet, "europe's copies removed", |st| {
         region(st, "europe").is_null() && !region(st, "africa").is_null()
     })

@@ -523,11 +523,10 @@ impl Turn<'_> {
                 .with_label_values(&labels)
                 .set(n.0.as_second() as f64);
         }
-        // A region still holding copies it should not (their removal failed) is tried again soon.
-        let retiring = st.regions.iter().any(|r| !self.placed.contains(&r.region));
-        if retiring || !matches!(st.phase, Some(SecretPhase::Done | SecretPhase::RolledBack)) {
+        if !matches!(st.phase, Some(SecretPhase::Done | SecretPhase::RolledBack)) {
             return BEHIND;
         }
+        // (A region still holding copies it should not is tried again with the next pass, within a minute.)
         let mut d = SETTLED;
         for at in [st.next_rotation_time.as_ref(), st.previous_until.as_ref()]
             .into_iter()
@@ -901,7 +900,6 @@ impl Turn<'_> {
         vaults: &BTreeMap<String, Result<Arc<Vault>, VaultProblem>>,
         written: Option<SecretData>,
     ) {
-        self.retire(st).await;
         let path = self.path();
         let version = st.version;
         let t = jiff::Timestamp::now();
@@ -967,6 +965,7 @@ impl Turn<'_> {
             .rotation_id
             .clone()
             .unwrap_or_else(|| format!("adopted-{version}"));
+        self.retire(st, home, &data).await;
         for region in self.placed {
             let idx = match st.regions.iter().position(|r| &r.region == region) {
                 Some(i) => i,
@@ -1035,7 +1034,7 @@ impl Turn<'_> {
     /// the copy in their Vault is destroyed (every version) and the target Secret in their cluster removed;
     /// the region leaves the status only once both are gone (else its entry says why, and it is tried
     /// again). A region that no longer exists cannot be reached: it just leaves the status.
-    async fn retire(&self, st: &mut SecretStatus) {
+    async fn retire(&self, st: &mut SecretStatus, home: &Vault, data: &SecretData) {
         let leaving: Vec<String> = st
             .regions
             .iter()
@@ -1045,7 +1044,7 @@ impl Turn<'_> {
         for region in leaving {
             let outcome = match self.regions.get(&region) {
                 None => Ok(()),
-                Some(spec) => self.retire_in(&region, spec).await,
+                Some(spec) => self.retire_in(&region, spec, home, data, st.version).await,
             };
             match outcome {
                 Ok(()) => {
@@ -1071,19 +1070,67 @@ impl Turn<'_> {
         }
     }
 
-    async fn retire_in(&self, region: &str, spec: &RegionSpec) -> Result<(), String> {
+    async fn retire_in(
+        &self,
+        region: &str,
+        spec: &RegionSpec,
+        home: &Vault,
+        data: &SecretData,
+        version: u64,
+    ) -> Result<(), String> {
+        let path = self.path();
         if spec.vault.is_some() {
             let v = self
                 .room
                 .vault(region, Some(spec))
                 .await
                 .map_err(|p| format!("vault: {}", p.message))?;
-            if let Err(e) = v.destroy(self.path()).await {
-                self.room.note(region, &e).await;
-                return Err(format!("vault: {e}"));
+            // Only a copy of what the home holds (its current or previous version) goes: a region that
+            // holds a value the home does not (a former home, a value written there by hand) keeps it.
+            let vault = |e: VaultError| format!("vault: {e}");
+            let held = match v.meta(path).await.map_err(vault)? {
+                None => None,
+                Some(m) => v.read(path, m.current_version).await.map_err(vault)?,
+            };
+            if let Some(held) = held {
+                let same = |d: &SecretData| {
+                    let strip = |d: &SecretData| {
+                        d.0.iter()
+                            .filter(|(k, _)| !core::reserved(k))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect::<BTreeMap<String, String>>()
+                    };
+                    strip(d) == strip(&held)
+                };
+                let known = same(data)
+                    || (version > 1
+                        && home
+                            .read(path, version - 1)
+                            .await
+                            .map_err(vault)?
+                            .is_some_and(|p| same(&p)));
+                if !known {
+                    return Err(format!(
+                        "its Vault holds a value the home region {} does not (a former home, or written \
+                         there by hand): kept; remove {path} there by hand once it is not needed",
+                        self.home()
+                    ));
+                }
+                if self.room.ctx.fence.check().await.is_err() {
+                    return Err("not the leader: not removing".into());
+                }
+                if let Err(e) = v.destroy(path).await {
+                    self.room.note(region, &e).await;
+                    return Err(vault(e));
+                }
             }
+            self.room
+                .set_replica(&format!("{region}/{}/{}/{path}", v.address(), v.mount()), None);
         }
         if spec.cluster.is_some() {
+            if self.room.ctx.fence.check().await.is_err() {
+                return Err("not the leader: not removing".into());
+            }
             sync::remove(self.room, &self.tenant, self.secret, region)
                 .await
                 .map_err(|e| format!("secret: {e}"))?;
@@ -1093,14 +1140,18 @@ impl Turn<'_> {
 
     /// The phase, reason and message from what every region holds.
     fn settle(&self, st: &mut SecretStatus, version: u64, drop_previous: bool) {
+        // Regions no longer placed (their copies being removed) hold nothing back.
+        let placed = |r: &&SecretRegion| self.placed.contains(&r.region);
         let behind_vault: Vec<&SecretRegion> = st
             .regions
             .iter()
+            .filter(placed)
             .filter(|r| r.vault_version != Some(version))
             .collect();
         let behind_sync: Vec<&SecretRegion> = st
             .regions
             .iter()
+            .filter(placed)
             .filter(|r| r.synced_version != Some(version))
             .collect();
         let describe = |rs: &[&SecretRegion]| {

@@ -118,7 +118,10 @@ pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: 
         &format!("{region}/{:x}/{ns}/{}", cluster.identity(), s.target_secret),
         None,
     );
-    let Some(live) = live.filter(|l| ours(l, tenant)) else {
+    // Ours, and the copy of this secret (not another Secret of the tenant's that took the name).
+    let Some(live) = live.filter(|l| {
+        ours(l, tenant) && l.metadata.labels.as_ref().and_then(|m| m.get(SECRET_LABEL)) == Some(&s.name)
+    }) else {
         return Ok(());
     };
     let dp = kube::api::DeleteParams {

@@ -848,7 +848,10 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
         4,
         "europe's own value was destroyed: {st:#}"
     );
-    assert_eq!(st["phase"], "RolledBack", "a region being retired held the phase back: {st:#}");
+    assert_eq!(
+        st["phase"], "RolledBack",
+        "a region being retired held the phase back: {st:#}"
+    );
     // Made a copy of the home's value again: now it goes.
     let home_value = HashMap::from([("password".to_string(), first.clone())]);
     baos["europe"].put(PATH, &home_value).await.unwrap();

@@ -37,6 +37,18 @@ async fn secret_status(fleet: &Fleet) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Whether the hub has an Event with `reason`.
+async fn has_event(fleet: &Fleet, reason: &str) -> bool {
+    let events: Api<Event> = Api::all(fleet.hub().await.unwrap());
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason))
+}
+
 fn region<'a>(st: &'a Value, r: &str) -> &'a Value {
     st["regions"]
         .as_array()
@@ -803,12 +815,8 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
         let s = target(&fleet, r).await.unwrap();
         assert_eq!(value_of(&s, "password").as_deref(), Some(first.as_str()), "{r}");
     }
-    let events: Api<Event> = Api::all(fleet.hub().await.unwrap());
-    let items = events.list(&ListParams::default()).await.unwrap().items;
     assert!(
-        items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("RotationRolledBack")),
+        has_event(&fleet, "RotationRolledBack").await,
         "no RotationRolledBack event"
     );
     let metrics = fleet.metrics_text().await.unwrap();
@@ -873,15 +881,5 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
         value_of(&target(&fleet, "africa").await.unwrap(), "password").as_deref(),
         Some(first.as_str())
     );
-    let events: Api<Event> = Api::all(fleet.hub().await.unwrap());
-    assert!(
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("SecretRetired")),
-        "no SecretRetired event"
-    );
+    assert!(has_event(&fleet, "SecretRetired").await, "no SecretRetired event");
 }

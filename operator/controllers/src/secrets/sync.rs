@@ -73,6 +73,14 @@ pub(super) async fn collision(
     None
 }
 
+/// The error of a regional cluster that did not answer in time.
+fn silent(region: &str) -> String {
+    format!(
+        "the {region} cluster did not answer within {}s",
+        REQUEST.as_secs()
+    )
+}
+
 /// Removes the target Secret from `region` (the tenant no longer placed there): only ours, with its UID
 /// as precondition. Gone already, or its namespace gone or going (the tenant's removal takes it along):
 /// done.
@@ -82,10 +90,7 @@ pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: 
     let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
     let live = match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
         Err(_) => {
-            return Err(format!(
-                "the {region} cluster did not answer within {}s",
-                REQUEST.as_secs()
-            ));
+            return Err(silent(region));
         }
         Ok(Ok(l)) => l,
         // Without the per-namespace grant (removed with the tenant's namespace) the Secret cannot be read:
@@ -100,10 +105,7 @@ pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: 
                     s.target_secret, e.reason
                 )),
                 Ok(Err(e)) => Err(format!("reading namespace {ns}: {}", said(&e, &[]))),
-                Err(_) => Err(format!(
-                    "the {region} cluster did not answer within {}s",
-                    REQUEST.as_secs()
-                )),
+                Err(_) => Err(silent(region)),
             };
         }
         Ok(Err(e)) => {
@@ -132,10 +134,7 @@ pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: 
         ..kube::api::DeleteParams::default()
     };
     match tokio::time::timeout(REQUEST, api.delete(&s.target_secret, &dp)).await {
-        Err(_) => Err(format!(
-            "the {region} cluster did not answer within {}s",
-            REQUEST.as_secs()
-        )),
+        Err(_) => Err(silent(region)),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(e))) if e.code == 404 || e.code == 409 => Ok(()),
         Ok(Err(e)) => Err(format!(
@@ -225,10 +224,7 @@ pub(super) async fn apply(
         let patch = Patch::Apply(body(rv));
         let sent = api.patch(&s.target_secret, &params, &patch);
         match tokio::time::timeout(REQUEST, sent).await {
-            Err(_) => Err(format!(
-                "the {region} cluster did not answer within {}s",
-                REQUEST.as_secs()
-            )),
+            Err(_) => Err(silent(region)),
             Ok(Err(e)) => Ok(Err(e)),
             Ok(Ok(live)) => {
                 if let Some(rv) = live.metadata.resource_version {
@@ -250,10 +246,7 @@ pub(super) async fn apply(
     }
     let live = match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
         Err(_) => {
-            return Err(format!(
-                "the {region} cluster did not answer within {}s",
-                REQUEST.as_secs()
-            ));
+            return Err(silent(region));
         }
         Ok(Err(e)) => {
             return Err(format!(

@@ -1,7 +1,7 @@
 # The OpenBao/Vault policy the operator needs in every region's Vault, and nothing more: the tenants' KV v2
 # paths (data: read and write new versions; metadata: read the version numbers, write the custom metadata
 # that claims a rotation, and delete a replica — every version — from a region the tenant is no longer placed
-# in). Adjust the mount (`secret`) and the prefix (`tenants/`) to the Region's
+# in; destroy: the versions of a value that leaked, after `kubectl azora rotate --leaked`). Adjust the mount (`secret`) and the prefix (`tenants/`) to the Region's
 # spec.vault.kvMount and the tenants' vaultPath values.
 #
 # Bind it to the operator's ServiceAccount with the Kubernetes auth method, e.g.:
@@ -20,4 +20,8 @@ path "secret/data/tenants/*" {
 
 path "secret/metadata/tenants/*" {
   capabilities = ["create", "update", "read", "delete"]
+}
+
+path "secret/destroy/tenants/*" {
+  capabilities = ["update"]
 }

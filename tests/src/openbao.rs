@@ -316,6 +316,19 @@ audit "file" "file" {{
         Ok(vaultrs::kv2::read_version(&self.root()?, KV_MOUNT, path, version).await?)
     }
 
+    /// The versions of `path` whose data is still there (not destroyed), oldest first.
+    pub async fn live_versions(&self, path: &str) -> anyhow::Result<Vec<u64>> {
+        let m = vaultrs::kv2::read_metadata(&self.root()?, KV_MOUNT, path).await?;
+        let mut v: Vec<u64> = m
+            .versions
+            .iter()
+            .filter(|(_, x)| !x.destroyed)
+            .filter_map(|(k, _)| k.parse().ok())
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     /// Writes `data` as a new version of `path` by hand (no check-and-set); returns the version.
     pub async fn put(&self, path: &str, data: &HashMap<String, String>) -> anyhow::Result<u64> {
         Ok(vaultrs::kv2::set(&self.root()?, KV_MOUNT, path, data)

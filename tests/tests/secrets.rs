@@ -496,6 +496,48 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         "removing a rotate-now annotation rotated the secret again"
     );
 
+    // 4c. The value leaks: `kubectl azora rotate acme/db --leaked --wait` rotates at once without a grace
+    // period (no `previous-` key anywhere, though the grace is 20 s) and destroys every older version in
+    // both regions' Vaults — the leaked value is gone everywhere — before it reports done.
+    let fifth = baos["africa"].read(PATH, 5).await.unwrap()["password"].clone();
+    let run = azora_tests::operator::plugin(
+        &kc,
+        &["rotate", "acme/db", "--leaked", "--wait", "--timeout", "120s"],
+        Duration::from_secs(150),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let st = fleet.tenant_object("acme").await.unwrap().unwrap()["status"]["secrets"][0].clone();
+    assert_eq!(st["version"], 6, "{st:#}");
+    assert_eq!(st["revocation"]["version"], 6, "{st:#}");
+    assert!(st["revocation"]["regions"].is_null(), "{st:#}");
+    assert_eq!(baos["africa"].live_versions(PATH).await.unwrap(), vec![6]);
+    let europe_live = baos["europe"].live_versions(PATH).await.unwrap();
+    assert_eq!(
+        europe_live.len(),
+        1,
+        "europe keeps older versions: {europe_live:?}"
+    );
+    let sixth = baos["africa"].read(PATH, 6).await.unwrap()["password"].clone();
+    assert_ne!(sixth, fifth);
+    assert_eq!(
+        baos["europe"].read(PATH, europe_live[0]).await.unwrap()["password"],
+        sixth
+    );
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r).await.unwrap();
+        assert_eq!(value_of(&s, "password").as_deref(), Some(sixth.as_str()), "{r}");
+        assert!(
+            value_of(&s, "previous-password").is_none(),
+            "{r}: the leaked value stayed for the grace period"
+        );
+    }
+    assert!(
+        has_event(&fleet, "SecretLeakRevoked").await,
+        "no SecretLeakRevoked event"
+    );
+
     // 5. No value anywhere but Vault and the target Secrets.
     let metrics = fleet.metrics_text().await.unwrap();
     assert!(
@@ -506,7 +548,7 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     let tenant = serde_json::to_string(&fleet.tenant_object("acme").await.unwrap()).unwrap();
     let evs = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
     let log = fleet.log();
-    for (i, v) in [&first, &second, &fourth].into_iter().enumerate() {
+    for (i, v) in [&first, &second, &fourth, &fifth, &sixth].into_iter().enumerate() {
         for (what, text) in [
             ("log", &log),
             ("events", &evs),
@@ -537,6 +579,100 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     for v in [&first, &second, &fourth] {
         assert!(!audit.contains(v.as_str()), "a value in clear in the audit log");
     }
+
+    // 7. The secret moves to another Vault path: it starts over there (version 1 in both regions, synced),
+    // the old path's replica in europe is destroyed, and africa's Vault (the home) keeps the old path.
+    const MOVED: &str = "tenants/acme/db-moved";
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secrets": [secret_spec("20s", json!({"vaultPath": MOVED, "restartWorkloads": true}))]}})),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(&fleet, "the moved secret settled at its new path", |st| {
+        st["vaultPath"] == MOVED && st["phase"] == "Done" && st["version"] == 1
+    })
+    .await;
+    let moved = baos["africa"].read(MOVED, 1).await.unwrap()["password"].clone();
+    assert_eq!(
+        baos["europe"].read(MOVED, 1).await.unwrap()["password"],
+        moved,
+        "{st:#}"
+    );
+    let retired_old = wait::until(TIMEOUT, || async {
+        baos["europe"].meta(PATH).await.unwrap().0 == 0
+    })
+    .await;
+    assert!(retired_old, "europe's copy at the old path stayed");
+    assert_eq!(
+        baos["africa"].read(PATH, 6).await.unwrap()["password"],
+        sixth,
+        "the home's copy at the old path was touched"
+    );
+    for r in ["africa", "europe"] {
+        let s = target(&fleet, r)
+            .await
+            .expect("the target Secret stays with the secret");
+        assert_eq!(value_of(&s, "password").as_deref(), Some(moved.as_str()), "{r}");
+    }
+
+    // 8. The secret leaves the spec: its target Secrets leave both clusters and its replica europe's Vault;
+    // the home Vault keeps its copy (the source of truth); the status forgets it once all is clean.
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secrets": []}})),
+        )
+        .await
+        .unwrap();
+    let clean = azora_tests::wait::value(
+        TIMEOUT,
+        || async { fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone() },
+        |s| {
+            ["secrets", "retiringSecrets"]
+                .iter()
+                .all(|k| s[*k].as_array().is_none_or(Vec::is_empty))
+        },
+    )
+    .await;
+    let ok = clean.is_ok();
+    let (Ok(status) | Err(status)) = clean;
+    assert!(
+        ok,
+        "the dropped secret was not retired: {status:#}\n{}",
+        tail(&fleet.log())
+    );
+    for r in ["africa", "europe"] {
+        assert!(target(&fleet, r).await.is_none(), "{r}: the target Secret stayed");
+    }
+    assert_eq!(
+        baos["europe"].meta(MOVED).await.unwrap().0,
+        0,
+        "europe's replica stayed"
+    );
+    assert_eq!(
+        baos["africa"].read(MOVED, 1).await.unwrap()["password"],
+        moved,
+        "the home's copy was destroyed"
+    );
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretRetired"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(MOVED) && n.contains("db-credentials")),
+        "no SecretRetired event for the dropped secret: {notes:?}"
+    );
 }
 
 /// Waits until `f` holds for africa's OpenBao metadata of the secret.

@@ -423,6 +423,39 @@ impl Vault {
         .await
     }
 
+    /// Destroys for good (KV v2 `destroy`) every version of the key older than `below` that still holds
+    /// data: the versions of a value that leaked. Returns how many were destroyed; nothing to do when the
+    /// key is not there.
+    pub async fn destroy_below(&self, path: &str, below: u64) -> Result<usize, VaultError> {
+        let mount = self.cfg.kv_mount.clone();
+        let path = path.to_string();
+        self.with(|c| {
+            let (mount, path) = (mount.clone(), path.clone());
+            async move {
+                let m = match deadline(vaultrs::kv2::read_metadata(&*c, &mount, &path), None).await {
+                    Ok(m) => m,
+                    Err(VaultError::Refused(m)) if m.starts_with("HTTP 404") => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                let mut versions: Vec<u64> = m
+                    .versions
+                    .iter()
+                    .filter(|(_, v)| !v.destroyed)
+                    .filter_map(|(k, _)| k.parse::<u64>().ok())
+                    .filter(|v| *v < below)
+                    .collect();
+                versions.sort_unstable();
+                if versions.is_empty() {
+                    return Ok(0);
+                }
+                let n = versions.len();
+                deadline(vaultrs::kv2::destroy_versions(&*c, &mount, &path, versions), None).await?;
+                Ok(n)
+            }
+        })
+        .await
+    }
+
     /// Replaces the key's custom metadata (creates the key's metadata when it has none).
     pub async fn set_custom(&self, path: &str, custom: &BTreeMap<String, String>) -> Result<(), VaultError> {
         let mount = self.cfg.kv_mount.clone();

@@ -373,6 +373,43 @@ pub struct SecretStatus {
     /// Machine-readable reason for `message`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// The last rotation made because the value before it leaked (kept until the next rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<SecretRevocation>,
+    /// The Vault path the copies in `regions` are at (so they can be found again once the spec moves the
+    /// secret to another path, or drops it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vault_path: String,
+    /// The target Secret the copies in `regions` are synced into (likewise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_secret: String,
+}
+
+/// Copies of a secret the spec no longer wants where they are: the secret was removed from
+/// `spec.secrets`, or moved to another `vaultPath` or `targetSecret`. The copy in each region's Vault
+/// other than the home's is destroyed (only when it holds the home's current or previous value) and the
+/// target Secret removed from every region (only when it is this secret's); the home region's Vault keeps
+/// its copy (the source of truth; removing it is a person's decision). The entry goes once every region
+/// is clean.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringSecret {
+    /// The secret's name (as it was in the spec).
+    pub name: String,
+    /// The Vault path whose replicas go (absent: the Vault copies stay where they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_path: Option<String>,
+    /// The target Secret that goes (absent: the target Secrets stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secret: Option<String>,
+    /// Regions still holding copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Since when.
+    pub since: Time,
+    /// What holds the removal back, per region.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Where a secret is in its rotation cycle.
@@ -407,6 +444,24 @@ pub struct PendingRotation {
     /// A rollback: the version whose data is written back (instead of a new value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restores: Option<u64>,
+    /// The value it replaces leaked (a rotate-now request starting with `leaked`): no grace period, every
+    /// older version destroyed in every placed region's Vault, never rolled back to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revokes: bool,
+}
+
+/// The rotation made because the value before it leaked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRevocation {
+    /// The home version written after the leak: every version before it is revoked (destroyed in every
+    /// placed region's Vault; `previous-` keys gone from the target Secrets at once; never rolled back to).
+    pub version: u64,
+    /// When it was written.
+    pub time: Time,
+    /// Placed regions whose Vault may still hold an older version (emptied as they are destroyed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -467,6 +522,9 @@ pub struct TenantStatus {
     /// Rotation state of the tenant's secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretStatus>,
+    /// Copies of secrets being removed: dropped from `spec.secrets`, or moved to another path or target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_secrets: Vec<RetiringSecret>,
     /// The newest good backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
@@ -494,6 +552,18 @@ pub fn rotate_now_token(
         (Some(a), Some(o)) => Some(format!("{a}|{o}")),
         (a, o) => a.or(o).cloned(),
     }
+}
+
+/// A rotate-now value starting with this says the secret's current value leaked (`kubectl azora rotate
+/// --leaked`): the rotation skips the grace period and destroys every older version in every Vault.
+pub const LEAKED: &str = "leaked";
+
+/// Whether the part of `token` not carried out yet (see `rotate_now_pending`) reports a leak.
+pub fn rotate_now_leaked(token: &str, handled: Option<&str>) -> bool {
+    let done: Vec<&str> = handled.map(|h| h.split('|').collect()).unwrap_or_default();
+    token
+        .split('|')
+        .any(|part| !done.contains(&part) && part.starts_with(LEAKED))
 }
 
 /// Whether a secret's rotate-now request asks for something not carried out yet: a part of `token` (split on

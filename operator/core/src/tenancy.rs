@@ -138,8 +138,14 @@ fn object(
     }
 }
 
-/// Everything the tenant needs in `region`, the namespace first.
-pub fn desired_objects(tenant: &str, spec: &TenantSpec, region: &str) -> Vec<DesiredObject> {
+/// Everything the tenant needs in `region`, the namespace first; with `secrets_access`, the operator's
+/// access to the namespace's Secrets (a tenant with secrets, or with copies of secrets still to remove).
+pub fn desired_objects(
+    tenant: &str,
+    spec: &TenantSpec,
+    region: &str,
+    secrets_access: bool,
+) -> Vec<DesiredObject> {
     let ns = namespace_of(tenant);
     let mut out = vec![object(
         ManagedKind::Namespace,
@@ -233,7 +239,7 @@ pub fn desired_objects(tenant: &str, spec: &TenantSpec, region: &str) -> Vec<Des
             }),
         ));
     }
-    if !spec.secrets.is_empty() {
+    if secrets_access {
         // The operator's own access to the tenant's Secrets and workloads (secret sync, restarts after a
         // rotation), granted in this namespace only: the ClusterRole it may bind, never a cluster-wide grant
         // (`regions/regional-cluster/rbac.yaml`).
@@ -525,7 +531,7 @@ mod tests {
 
     #[test]
     fn desired_objects_cover_namespace_quota_limits_policies_and_admins() {
-        let objs = desired_objects("acme", &full_spec(), "europe");
+        let objs = desired_objects("acme", &full_spec(), "europe", !full_spec().secrets.is_empty());
         let kinds: Vec<String> = objs.iter().map(|o| o.key.to_string()).collect();
         assert_eq!(
             kinds,
@@ -558,14 +564,14 @@ mod tests {
     fn without_quotas_limits_isolation_or_admins_only_the_namespace() {
         let mut spec = tenant("europe", &[]).spec;
         spec.network.default_deny = false;
-        let objs = desired_objects("acme", &spec, "europe");
+        let objs = desired_objects("acme", &spec, "europe", !spec.secrets.is_empty());
         assert_eq!(objs.len(), 1);
         assert_eq!(objs[0].key.kind, ManagedKind::Namespace);
     }
 
     #[test]
     fn a_synced_region_plans_nothing_even_with_server_defaults_and_respelled_quantities() {
-        let objs = desired_objects("acme", &full_spec(), "europe");
+        let objs = desired_objects("acme", &full_spec(), "europe", !full_spec().secrets.is_empty());
         let mut live = live_map(&objs);
         // what the server returns: defaults added, quantities normalised
         for v in live.values_mut() {
@@ -594,7 +600,7 @@ mod tests {
     #[test]
     fn drift_and_missing_objects_are_applied_unwanted_ones_deleted() {
         let spec = full_spec();
-        let objs = desired_objects("acme", &spec, "europe");
+        let objs = desired_objects("acme", &spec, "europe", !spec.secrets.is_empty());
         let mut live = live_map(&objs);
         let quota = objs[1].key.clone();
         let netpol = objs[3].key.clone();
@@ -605,7 +611,7 @@ mod tests {
         // admin groups removed from the spec: the binding must go
         let mut spec2 = spec.clone();
         spec2.admin_groups.clear();
-        let objs2 = desired_objects("acme", &spec2, "europe");
+        let objs2 = desired_objects("acme", &spec2, "europe", !spec2.secrets.is_empty());
         let keys: BTreeSet<ObjectKey> = live.keys().cloned().collect();
         let plan = plan_region(&objs2, |k| live.get(k), &keys);
         let applied: Vec<&ObjectKey> = plan.apply.iter().map(|d| &d.key).collect();
@@ -616,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_region_no_longer_placed_deletes_only_the_namespace() {
-        let objs = desired_objects("acme", &full_spec(), "asia");
+        let objs = desired_objects("acme", &full_spec(), "asia", !full_spec().secrets.is_empty());
         let live = live_map(&objs);
         let keys: BTreeSet<ObjectKey> = live.keys().cloned().collect();
         let plan = plan_region(&[], |k| live.get(k), &keys);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use azora_api::backup::{Backup, BackupSchedule, BackupSpec, Phase, Restore, RestoreSpec};
 use azora_api::failover::FailoverPolicy;
 use azora_api::region::{Region, Verdict};
-use azora_api::tenant::{ROTATE_NOW, SecretPhase, Tenant, rotate_now_token};
+use azora_api::tenant::{LEAKED, ROTATE_NOW, SecretPhase, Tenant, rotate_now_token};
 use azora_api::{ConditionStatus, Time};
 use serde_json::json;
 
@@ -322,7 +322,8 @@ pub async fn approve_failback(hub: &Hub, policy: &str, region: &str, wait: Wait)
 }
 
 /// `rotate <tenant>` (every secret) or `rotate <tenant>/<secret>` (one).
-pub async fn rotate(hub: &Hub, target: &str, wait: Wait) -> anyhow::Result<ExitCode> {
+/// With `leaked`, the request says the current value leaked (see `azora_api::tenant::LEAKED`).
+pub async fn rotate(hub: &Hub, target: &str, leaked: bool, wait: Wait) -> anyhow::Result<ExitCode> {
     let (tenant, only) = match target.split_once('/') {
         Some((t, s)) => (t, Some(s)),
         None => (target, None),
@@ -344,7 +345,11 @@ pub async fn rotate(hub: &Hub, target: &str, wait: Wait) -> anyhow::Result<ExitC
                 .join(", ")
         );
     }
-    let token = Time::now().to_string();
+    let token = if leaked {
+        format!("{LEAKED}-{}", Time::now())
+    } else {
+        Time::now().to_string()
+    };
     let key = match only {
         Some(s) => format!("{ROTATE_NOW}.{s}"),
         None => ROTATE_NOW.to_string(),
@@ -392,6 +397,11 @@ pub async fn rotate(hub: &Hub, target: &str, wait: Wait) -> anyhow::Result<ExitC
                 continue;
             }
             match x.phase {
+                Some(SecretPhase::Done)
+                    if leaked && x.revocation.as_ref().is_none_or(|r| r.version != x.version) =>
+                {
+                    waiting.push(format!("{name}: the leaked versions not revoked yet"));
+                }
                 Some(SecretPhase::Done) => {}
                 Some(SecretPhase::Failed | SecretPhase::RolledBack) => {
                     return Ok(Progress::Refused(format!("{name}: {}", x.message)));

@@ -223,10 +223,15 @@ enum Command {
     /// annotation azora.io/rotate-now.<secret>).
     #[command(after_help = "Examples:
   kubectl azora rotate acme --wait --timeout 5m
-  kubectl azora rotate acme/db --wait")]
+  kubectl azora rotate acme/db --wait
+  kubectl azora rotate acme/db --leaked --wait")]
     Rotate {
         /// The Tenant, or <tenant>/<secret>.
         tenant: String,
+        /// The current value leaked: no grace period (the old value leaves the target Secrets at once),
+        /// every older version destroyed in every region's Vault, never rolled back to.
+        #[arg(long)]
+        leaked: bool,
         #[command(flatten)]
         wait: Wait,
     },
@@ -327,7 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ApproveFailback { policy, region, wait } => {
             act::approve_failback(&client, &policy, &region, wait).await
         }
-        Command::Rotate { tenant, wait } => act::rotate(&client, &tenant, wait).await,
+        Command::Rotate { tenant, leaked, wait } => act::rotate(&client, &tenant, leaked, wait).await,
         Command::Drill(DrillCommand::Run { drill, wait }) => act::drill_run(&client, &drill, wait).await,
         Command::Chaos(ChaosCommand::Run { experiment, wait }) => {
             act::chaos_run(&client, &experiment, wait).await

@@ -321,7 +321,12 @@ async fn raw_apply(fleet: &Fleet, count: usize, per_cluster: usize) -> anyhow::R
                     let params = params.clone();
                     let region = region.clone();
                     async move {
-                        let objects = azora_core::tenancy::desired_objects(&name, &spec, &region);
+                        let objects = azora_core::tenancy::desired_objects(
+                            &name,
+                            &spec,
+                            &region,
+                            !spec.secrets.is_empty(),
+                        );
                         // the namespace first, then the rest: one request at a time per slot, `per_cluster`
                         // slots per cluster — as many requests in flight as the operator is allowed
                         for o in &objects {

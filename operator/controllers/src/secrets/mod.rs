@@ -11,6 +11,7 @@
 //! See `rotate` (one tenant's secrets) and `sync` (target Secrets in regional clusters).
 
 mod restart;
+mod retire;
 mod rotate;
 mod sync;
 

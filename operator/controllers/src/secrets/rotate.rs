@@ -10,8 +10,8 @@ use azora_adapters::vault::{SecretData, Vault, VaultError};
 use azora_api::Time;
 use azora_api::region::RegionSpec;
 use azora_api::tenant::{
-    GeneratorKind, PendingRotation, SecretGenerator, SecretPhase, SecretRegion, SecretStatus, TenantSecret,
-    TenantSpec,
+    GeneratorKind, PendingRotation, RetiringSecret, SecretGenerator, SecretPhase, SecretRegion,
+    SecretRevocation, SecretStatus, TenantSecret, TenantSpec,
 };
 use azora_core::duration::parse_duration;
 use azora_core::placement::place;
@@ -27,7 +27,7 @@ use kube::runtime::events::EventType;
 use rand::Rng as _;
 use tracing::{info, warn};
 
-use super::{Room, VaultProblem, restart, sync};
+use super::{Room, VaultProblem, restart, retire, sync};
 
 /// How soon a secret that is not done is looked at again.
 const BEHIND: Duration = Duration::from_secs(5);
@@ -81,11 +81,33 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .pointer("/status/secrets")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
+    let retiring_before: Vec<RetiringSecret> = obj
+        .data
+        .pointer("/status/retiringSecrets")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    // Copies the spec no longer wants where they are (a secret dropped, or moved to another path or
+    // target): recorded with the same status write that forgets the secret's old entry.
+    let mut retiring = retiring_before.clone();
+    let placed_before: Vec<String> = obj
+        .data
+        .pointer("/status/placedRegions")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    retire::newly_retiring(&spec, &before, &placed_before, &mut retiring);
+    let regions: BTreeMap<String, RegionSpec> = room.ctx.caches.regions.specs();
+    if !retiring.is_empty() {
+        retire::pass(&room, &obj, &obj.name_any(), &spec, &regions, &mut retiring).await;
+    }
     if spec.secrets.is_empty() {
-        if !before.is_empty() {
-            room.write(&obj, &[]).await?;
+        if !before.is_empty() || retiring != retiring_before {
+            room.write(&obj, &[], &retiring).await?;
         }
-        return Ok(Action::await_change());
+        return Ok(if retiring.is_empty() {
+            Action::await_change()
+        } else {
+            Action::requeue(SETTLED)
+        });
     }
     let world = room
         .ctx
@@ -98,7 +120,6 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         )
         .await
         .map_err(ReconcileError::Fetch)?;
-    let regions: BTreeMap<String, RegionSpec> = room.ctx.caches.regions.specs();
     let placed = place(&spec, &world).placed;
     let annotations = obj.annotations().clone();
     let mut all: Vec<SecretStatus> = spec
@@ -115,6 +136,29 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
                 })
         })
         .collect();
+    for (st, s) in all.iter_mut().zip(&spec.secrets) {
+        if st.vault_path != s.vault_path {
+            if !st.vault_path.is_empty() {
+                // Moved: the old path's copies are in `retiring`; at the new path the secret starts over
+                // (its first version, or what people put there), keeping only the rotate-now request
+                // already carried out.
+                *st = SecretStatus {
+                    name: s.name.clone(),
+                    rotate_now_handled: st.rotate_now_handled.take(),
+                    ..SecretStatus::default()
+                };
+            }
+            st.vault_path = s.vault_path.clone();
+        }
+        if st.target_secret != s.target_secret {
+            if !st.target_secret.is_empty() {
+                for r in &mut st.regions {
+                    r.synced_version = None;
+                }
+            }
+            st.target_secret = s.target_secret.clone();
+        }
+    }
     let tenant = obj.name_any();
     let problems = core::check_all(&tenant, &spec.secrets);
     let rotated = std::sync::Mutex::new(Vec::new());
@@ -144,7 +188,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .iter()
         .any(|p| matches!(p, Prepared::Go(g) if g.write.as_ref().is_some_and(|w| w.1)))
     {
-        room.write(&obj, &all).await?;
+        room.write(&obj, &all, &retiring).await?;
     }
     let mut again = SETTLED;
     let mut work = Vec::with_capacity(turns.len());
@@ -211,8 +255,8 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
             again = again.min(BEHIND);
         }
     }
-    if all != before {
-        room.write(&obj, &all).await?;
+    if all != before || retiring != retiring_before {
+        room.write(&obj, &all, &retiring).await?;
     }
     Ok(Action::requeue(again))
 }
@@ -223,9 +267,14 @@ impl Room {
         &self,
         obj: &DynamicObject,
         all: &[SecretStatus],
+        retiring: &[RetiringSecret],
     ) -> Result<(), ReconcileError> {
         self.tenants
-            .apply(&obj.name_any(), None, serde_json::json!({ "secrets": all }))
+            .apply(
+                &obj.name_any(),
+                None,
+                serde_json::json!({ "secrets": all, "retiringSecrets": retiring }),
+            )
             .await
             .map_err(ReconcileError::Status)
     }
@@ -280,6 +329,27 @@ fn fail(st: &mut SecretStatus, reason: &str, message: String) {
 /// A reason that stays after the secret is done again (what happened to its last rotation).
 fn sticky(reason: &str) -> bool {
     [CONFLICT, ROLLED_BACK, VERIFY_FAILED, VERIFY_FAILING].contains(&reason)
+}
+
+/// Records that every version below `version` leaked: destroyed in the Vault of every placed region (and of
+/// every region an earlier revocation has not finished with).
+fn revoke_below(st: &mut SecretStatus, version: u64, placed: &[String]) {
+    let mut regions = placed.to_vec();
+    for r in st.revocation.iter().flat_map(|r| r.regions.iter()) {
+        if !regions.contains(r) {
+            regions.push(r.clone());
+        }
+    }
+    st.revocation = Some(SecretRevocation {
+        version,
+        time: now(),
+        regions,
+    });
+}
+
+/// Whether the current version replaced a leaked value (the one before it must never come back).
+fn revoked(st: &SecretStatus) -> bool {
+    st.revocation.as_ref().is_some_and(|r| r.version == st.version)
 }
 
 fn now() -> Time {
@@ -396,7 +466,7 @@ impl Turn<'_> {
                 match self.judge(&go.home, current, &custom, &p).await {
                     Ok(Written::NotYet) => go.write = Some((p, false)),
                     Ok(Written::Done(v)) => self.commit(st, &p, v, grace).await,
-                    Ok(Written::Conflict(v)) => self.conflict(st, &p.id, v).await,
+                    Ok(Written::Conflict(v)) => self.conflict(st, &p, v).await,
                     Err(e) => {
                         st.reason = e.reason().to_string();
                         st.message = format!("home region {}: {e}", self.home());
@@ -633,6 +703,17 @@ impl Turn<'_> {
                     v.attempts, v.url, result.reason
                 ),
             );
+        } else if st.verify_failures >= v.attempts && revoked(st) {
+            let version = st.version;
+            fail(
+                st,
+                VERIFY_FAILED,
+                format!(
+                    "version {version} failed {} checks of {} ({}); the value before it leaked and is never \
+                     rolled back to: fix the consumers, or rotate again",
+                    v.attempts, v.url, result.reason
+                ),
+            );
         }
     }
 
@@ -642,8 +723,9 @@ impl Turn<'_> {
         (st.phase == Some(SecretPhase::Verifying)
             && st.verify_failures >= v.attempts
             && st.verified_version != Some(st.version)
-            && st.version > 1)
-            .then(|| st.version - 1)
+            && st.version > 1
+            && !revoked(st))
+        .then(|| st.version - 1)
     }
 
     /// Records a rotation from `from` in `st` (the caller writes it to status before the Vault write).
@@ -669,11 +751,18 @@ impl Turn<'_> {
             fail(st, "TargetSecretConflict", msg);
             return None;
         }
+        // A leak reported with the request: the value being replaced must not outlive this rotation.
+        let revokes = restores.is_none()
+            && self
+                .rotate_now
+                .as_deref()
+                .is_some_and(|t| azora_api::tenant::rotate_now_leaked(t, st.rotate_now_handled.as_deref()));
         let p = PendingRotation {
             id: rotation_id(),
             from_version: from,
             time: now(),
             restores,
+            revokes,
         };
         st.pending = Some(p.clone());
         st.phase = Some(SecretPhase::Rotating);
@@ -691,6 +780,14 @@ impl Turn<'_> {
                 self.home(),
                 st.message
             );
+        } else if revokes {
+            st.message = format!(
+                "the value of version {from} leaked: writing version {} in region {} (no grace period; \
+                 older versions destroyed in every region's Vault)",
+                from + 1,
+                self.home()
+            );
+            st.reason.clear();
         } else {
             st.message = format!("writing version {} in region {}", from + 1, self.home());
             st.reason.clear();
@@ -765,7 +862,7 @@ impl Turn<'_> {
                         Ok(None)
                     }
                     Ok(_) => {
-                        self.conflict(st, &p.id, current).await;
+                        self.conflict(st, p, current).await;
                         Ok(None)
                     }
                     Err(_) => Err(BEHIND),
@@ -804,6 +901,10 @@ impl Turn<'_> {
         });
         st.phase = Some(SecretPhase::Replicating);
         st.verify_failures = 0;
+        // A revocation is forgotten only once done (a Vault that was sealed still has leaked versions).
+        if st.revocation.as_ref().is_some_and(|r| r.regions.is_empty()) {
+            st.revocation = None;
+        }
         // Every region is behind the new version until it is written there.
         for r in &mut st.regions {
             r.message.clear();
@@ -835,6 +936,23 @@ impl Turn<'_> {
         }
         st.reason.clear();
         st.message.clear();
+        if p.revokes {
+            // The leaked value leaves the target Secrets with this version and every Vault after it.
+            st.previous_until = None;
+            revoke_below(st, v, self.placed);
+            warn!(tenant = %self.tenant, secret = %self.secret.name, version = v, "secret rotated after a leak");
+            self.event(
+                EventType::Warning,
+                "SecretLeakRevoked",
+                &format!(
+                    "secret {}: version {v} replaces a value reported leaked; no grace period, every older \
+                     version is being destroyed in the Vault of {}",
+                    self.secret.name,
+                    self.placed.join(", ")
+                ),
+            )
+            .await;
+        }
         self.room
             .ctx
             .metrics
@@ -848,7 +966,8 @@ impl Turn<'_> {
         }
     }
 
-    async fn conflict(&self, st: &mut SecretStatus, id: &str, current: u64) {
+    async fn conflict(&self, st: &mut SecretStatus, p: &PendingRotation, current: u64) {
+        let id = &p.id;
         st.pending = None;
         self.room
             .ctx
@@ -864,6 +983,11 @@ impl Turn<'_> {
         );
         warn!(tenant = %self.tenant, secret = %self.secret.name, version = current, rotation = %id, "rotation conflict: the secret was written by someone else");
         self.adopt(st, current, CONFLICT, msg.clone());
+        if p.revokes {
+            // The leak is answered all the same: the version written in between replaces the leaked value,
+            // and every version before it goes.
+            revoke_below(st, current, self.placed);
+        }
         self.event(EventType::Warning, "RotationConflict", &msg).await;
     }
 
@@ -912,8 +1036,13 @@ impl Turn<'_> {
         let audit = self
             .room
             .audit_due(&format!("{}/{}", self.tenant, self.secret.name), AUDIT_EVERY);
+        let revoking = st
+            .revocation
+            .as_ref()
+            .is_some_and(|r| r.version <= version && !r.regions.is_empty());
         if !audit
             && !drop_previous
+            && !revoking
             && self.placed.iter().all(in_step)
             && st.regions.len() == self.placed.len()
         {
@@ -1027,7 +1156,67 @@ impl Turn<'_> {
         }
         drop(data);
         drop(previous);
+        if revoking {
+            self.revoke(st, home, vaults).await;
+        }
         self.settle(st, version, drop_previous);
+    }
+
+    /// After a leak: every version older than the current one destroyed in each placed region's Vault (in a
+    /// replica, below the version that holds the new value, once it holds it). A region leaves
+    /// `revocation.regions` once done; what holds one back is in its entry's message.
+    async fn revoke(&self, st: &mut SecretStatus, home: &Vault, vaults: &Vaults) {
+        let path = self.path();
+        let version = st.version;
+        let Some((below, mut left)) = st.revocation.as_ref().map(|r| (r.version, r.regions.clone())) else {
+            return;
+        };
+        if self.room.ctx.fence.check().await.is_err() {
+            return;
+        }
+        let mut done = Vec::new();
+        for region in &left {
+            let entry = st.regions.iter_mut().find(|e| &e.region == region);
+            let outcome = if !self.placed.contains(region) {
+                // Left the placement: retirement destroys every version there.
+                Ok(())
+            } else if region == self.home() {
+                home.destroy_below(path, below).await.map(|_| ())
+            } else if entry.as_ref().is_some_and(|e| e.vault_version == Some(version)) {
+                match vaults.get(region) {
+                    Some(Ok(v)) => {
+                        async {
+                            let current = v.meta(path).await?.map_or(0, |m| m.current_version);
+                            v.destroy_below(path, current).await.map(|_| ())
+                        }
+                        .await
+                    }
+                    // Not usable now: the region's own message says why; tried again next pass.
+                    _ => continue,
+                }
+            } else {
+                // The new value is not there yet: its older versions go once it is.
+                continue;
+            };
+            match outcome {
+                Ok(()) => done.push(region.clone()),
+                Err(e) => {
+                    self.room.note(region, &e).await;
+                    if let Some(entry) = entry {
+                        let m = format!("revoking the leaked versions: {e}");
+                        entry.message = if entry.message.is_empty() {
+                            m
+                        } else {
+                            format!("{}; {m}", entry.message)
+                        };
+                    }
+                }
+            }
+        }
+        left.retain(|r| !done.contains(r));
+        if let Some(r) = st.revocation.as_mut() {
+            r.regions = left;
+        }
     }
 
     /// Regions that held a copy and are no longer placed (residency tightened, failover region dropped):
@@ -1042,9 +1231,21 @@ impl Turn<'_> {
             .filter(|r| !self.placed.contains(r) && r.as_str() != self.home())
             .collect();
         for region in leaving {
+            let copies = retire::Copies {
+                tenant: &self.tenant,
+                name: &self.secret.name,
+                path: Some(self.path()),
+                target: Some(&self.secret.target_secret),
+                home: self.home(),
+            };
+            let value = retire::HomeValue {
+                vault: home,
+                version: st.version,
+                data: Some(data),
+            };
             let outcome = match self.regions.get(&region) {
                 None => Ok(()),
-                Some(spec) => self.retire_in(&region, spec, home, data, st.version).await,
+                Some(spec) => retire::clean(self.room, &copies, &region, spec, Some(&value)).await,
             };
             match outcome {
                 Ok(()) => {
@@ -1068,74 +1269,6 @@ impl Turn<'_> {
                 }
             }
         }
-    }
-
-    async fn retire_in(
-        &self,
-        region: &str,
-        spec: &RegionSpec,
-        home: &Vault,
-        data: &SecretData,
-        version: u64,
-    ) -> Result<(), String> {
-        let path = self.path();
-        if spec.vault.is_some() {
-            let v = self
-                .room
-                .vault(region, Some(spec))
-                .await
-                .map_err(|p| format!("vault: {}", p.message))?;
-            // Only a copy of what the home holds (its current or previous version) goes: a region that
-            // holds a value the home does not (a former home, a value written there by hand) keeps it.
-            let vault = |e: VaultError| format!("vault: {e}");
-            let held = match v.meta(path).await.map_err(vault)? {
-                None => None,
-                Some(m) => v.read(path, m.current_version).await.map_err(vault)?,
-            };
-            if let Some(held) = held {
-                let same = |d: &SecretData| {
-                    let strip = |d: &SecretData| {
-                        d.0.iter()
-                            .filter(|(k, _)| !core::reserved(k))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect::<BTreeMap<String, String>>()
-                    };
-                    strip(d) == strip(&held)
-                };
-                let known = same(data)
-                    || (version > 1
-                        && home
-                            .read(path, version - 1)
-                            .await
-                            .map_err(vault)?
-                            .is_some_and(|p| same(&p)));
-                if !known {
-                    return Err(format!(
-                        "its Vault holds a value the home region {} does not (a former home, or written \
-                         there by hand): kept; remove {path} there by hand once it is not needed",
-                        self.home()
-                    ));
-                }
-                if self.room.ctx.fence.check().await.is_err() {
-                    return Err("not the leader: not removing".into());
-                }
-                if let Err(e) = v.destroy(path).await {
-                    self.room.note(region, &e).await;
-                    return Err(vault(e));
-                }
-            }
-            self.room
-                .set_replica(&format!("{region}/{}/{}/{path}", v.address(), v.mount()), None);
-        }
-        if spec.cluster.is_some() {
-            if self.room.ctx.fence.check().await.is_err() {
-                return Err("not the leader: not removing".into());
-            }
-            sync::remove(self.room, &self.tenant, self.secret, region)
-                .await
-                .map_err(|e| format!("secret: {e}"))?;
-        }
-        Ok(())
     }
 
     /// The phase, reason and message from what every region holds.
@@ -1171,11 +1304,28 @@ impl Turn<'_> {
         } else {
             Some((SecretPhase::Replicating, "Vault", describe(&behind_vault)))
         };
+        let revoking: Vec<&String> = st
+            .revocation
+            .iter()
+            .filter(|r| r.version <= version)
+            .flat_map(|r| r.regions.iter())
+            .filter(|r| self.placed.contains(r))
+            .collect();
         if let Some((phase, what, regions)) = behind {
             st.phase = Some(phase);
             if !sticky(&st.reason) {
                 st.reason = "RegionsBehind".into();
                 st.message = format!("version {version} not yet in the {what} of {regions}");
+            }
+        } else if !revoking.is_empty() {
+            // A leak is answered only once no Vault holds the leaked value.
+            let regions = revoking.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+            st.phase = Some(SecretPhase::Replicating);
+            if !sticky(&st.reason) {
+                st.reason = "RevokingLeakedVersions".into();
+                st.message = format!(
+                    "version {version} everywhere; the versions before it (leaked) are still in the Vault of {regions}"
+                );
             }
         } else {
             if drop_previous {

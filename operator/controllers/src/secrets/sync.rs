@@ -81,14 +81,21 @@ fn silent(region: &str) -> String {
     )
 }
 
-/// Removes the target Secret from `region` (the tenant no longer placed there): only ours, with its UID
+/// Removes the target Secret `target` of secret `name` from `region` (the tenant no longer placed there, or
+/// the secret retired): only ours and that secret's, with its UID
 /// as precondition. Gone already, or its namespace gone or going (the tenant's removal takes it along):
 /// done.
-pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: &str) -> Result<(), String> {
+pub(super) async fn remove(
+    room: &Room,
+    tenant: &str,
+    name: &str,
+    target: &str,
+    region: &str,
+) -> Result<(), String> {
     let cluster = room.cluster(region)?;
     let ns = namespace_of(tenant);
     let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
-    let live = match tokio::time::timeout(REQUEST, api.get_opt(&s.target_secret)).await {
+    let live = match tokio::time::timeout(REQUEST, api.get_opt(target)).await {
         Err(_) => {
             return Err(silent(region));
         }
@@ -100,29 +107,28 @@ pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: 
             return match tokio::time::timeout(REQUEST, namespaces.get_opt(&ns)).await {
                 Ok(Ok(None)) => Ok(()),
                 Ok(Ok(Some(n))) if n.metadata.deletion_timestamp.is_some() => Ok(()),
-                Ok(Ok(Some(_))) => Err(format!(
-                    "reading Secret {ns}/{}: HTTP 403 {}",
-                    s.target_secret, e.reason
-                )),
+                Ok(Ok(Some(_))) => Err(format!("reading Secret {ns}/{}: HTTP 403 {}", target, e.reason)),
                 Ok(Err(e)) => Err(format!("reading namespace {ns}: {}", said(&e, &[]))),
                 Err(_) => Err(silent(region)),
             };
         }
         Ok(Err(e)) => {
-            return Err(format!(
-                "reading Secret {ns}/{}: {}",
-                s.target_secret,
-                said(&e, &[])
-            ));
+            return Err(format!("reading Secret {ns}/{}: {}", target, said(&e, &[])));
         }
     };
     room.set_target(
-        &format!("{region}/{:x}/{ns}/{}", cluster.identity(), s.target_secret),
+        &format!("{region}/{:x}/{ns}/{}", cluster.identity(), target),
         None,
     );
     // Ours, and the copy of this secret (not another Secret of the tenant's that took the name).
     let Some(live) = live.filter(|l| {
-        ours(l, tenant) && l.metadata.labels.as_ref().and_then(|m| m.get(SECRET_LABEL)) == Some(&s.name)
+        ours(l, tenant)
+            && l.metadata
+                .labels
+                .as_ref()
+                .and_then(|m| m.get(SECRET_LABEL))
+                .map(String::as_str)
+                == Some(name)
     }) else {
         return Ok(());
     };
@@ -133,15 +139,11 @@ pub(super) async fn remove(room: &Room, tenant: &str, s: &TenantSecret, region: 
         }),
         ..kube::api::DeleteParams::default()
     };
-    match tokio::time::timeout(REQUEST, api.delete(&s.target_secret, &dp)).await {
+    match tokio::time::timeout(REQUEST, api.delete(target, &dp)).await {
         Err(_) => Err(silent(region)),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(e))) if e.code == 404 || e.code == 409 => Ok(()),
-        Ok(Err(e)) => Err(format!(
-            "deleting Secret {ns}/{}: {}",
-            s.target_secret,
-            said(&e, &[])
-        )),
+        Ok(Err(e)) => Err(format!("deleting Secret {ns}/{}: {}", target, said(&e, &[]))),
     }
 }
 

@@ -153,7 +153,16 @@ pub async fn reconcile(obj: Arc<DynamicObject>, tc: Arc<TenantCtx>) -> Result<Ac
         Err(invalid) => return report_only(&tc, &obj, invalid, Action::requeue(RETRY_INVALID)).await,
     };
     record_intent(ctx, &fence, &obj).await?;
-    let applied = apply(ctx, &fence, &name, &checked).await;
+    // The operator's access to the tenant's Secrets stays while any copy of a secret is still to be synced
+    // or removed (a secret dropped from the spec is retired through it).
+    let secrets_access = !checked.spec.secrets.is_empty()
+        || ["/status/secrets", "/status/retiringSecrets"].iter().any(|p| {
+            obj.data
+                .pointer(p)
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+        });
+    let applied = apply(ctx, &fence, &name, &checked, secrets_access).await;
     // Right after a start the regional caches are still filling: do not overwrite a known state with
     // "connecting" (that would be a write per tenant on every restart); the caches wake every tenant.
     if !current_regions(&obj).is_empty() && applied.outcomes.iter().any(|o| o.message == NOT_KNOWN_YET) {
@@ -243,13 +252,19 @@ async fn record_intent(
 }
 
 /// Apply (IO): every placed region synced concurrently, and regions no longer placed emptied.
-async fn apply(ctx: &Context, fence: &LazyFence<'_>, name: &str, c: &Checked) -> Applied {
+async fn apply(
+    ctx: &Context,
+    fence: &LazyFence<'_>,
+    name: &str,
+    c: &Checked,
+    secrets_access: bool,
+) -> Applied {
     let recheck = std::sync::atomic::AtomicBool::new(false);
     let syncs = c
         .placement
         .placed
         .iter()
-        .map(|region| sync_region(ctx, fence, name, &c.spec, region, &recheck));
+        .map(|region| sync_region(ctx, fence, name, &c.spec, secrets_access, region, &recheck));
     let outcomes = futures::future::join_all(syncs).await;
     let mut removing = Vec::new();
     for cluster in ctx.handles.clusters.all() {
@@ -376,6 +391,7 @@ async fn sync_region(
     fence: &LazyFence<'_>,
     tenant: &str,
     spec: &TenantSpec,
+    secrets_access: bool,
     region: &str,
     recheck: &std::sync::atomic::AtomicBool,
 ) -> RegionOutcome {
@@ -389,7 +405,7 @@ async fn sync_region(
             return o;
         }
     };
-    let desired = desired_objects(tenant, spec, region);
+    let desired = desired_objects(tenant, spec, region, secrets_access);
     let live = cluster.live_of(tenant);
     let live_json: BTreeMap<ObjectKey, Value> = live
         .iter()

@@ -916,7 +916,29 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
     for r in ["africa", "europe"] {
         fleet.least_privilege(r).await.unwrap();
     }
+    // The check calls 127.0.0.1, which is neither one of the tenant's hostnames nor allowed by the
+    // operator: refused as bad input, and nothing is written anywhere.
     fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    let st = wait_status(&fleet, "a verify host not allowed is refused", |st| {
+        st["phase"] == "Failed" && st["reason"] == "VerifyHostNotAllowed"
+    })
+    .await;
+    assert!(st["message"].as_str().unwrap().contains("127.0.0.1"), "{st:#}");
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        0,
+        "written though refused"
+    );
+    assert!(target(&fleet, "africa").await.is_none(), "synced though refused");
+    fleet.kill_operator();
+    fleet
+        .start_operator(&[
+            "--vault-jwt-file",
+            &jwt_arg,
+            "--verify-allowed-hosts",
+            "*.tenant-{tenant}.svc,127.0.0.1",
+        ])
+        .unwrap();
     let st = wait_status(&fleet, "version 1 verified", |st| {
         st["phase"] == "Done" && st["verifiedVersion"] == 1
     })

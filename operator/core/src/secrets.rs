@@ -38,13 +38,35 @@ pub fn tenant_prefix(tenant: &str) -> String {
 /// Why each of a tenant's secrets cannot be rotated or synced (reason, message), in spec order: its own
 /// settings ([`check`]), a path outside `tenants/<tenant>/`, or a path or target Secret another secret of the
 /// tenant also uses (their writes would replace each other's keys). Nothing is written for such a secret.
-pub fn check_all(tenant: &str, secrets: &[TenantSecret]) -> Vec<Option<(&'static str, String)>> {
+pub fn check_all(
+    tenant: &str,
+    secrets: &[TenantSecret],
+    hosts: &VerifyHosts<'_>,
+) -> Vec<Option<(&'static str, String)>> {
     let prefix = tenant_prefix(tenant);
     secrets
         .iter()
         .map(|s| {
             if let Some(p) = check(s) {
                 return Some(p);
+            }
+            if let Some(v) = &s.verify
+                && let Ok(host) = verify_host(&v.url)
+                && !hosts.allows(tenant, &host)
+            {
+                return Some((
+                    "VerifyHostNotAllowed",
+                    format!(
+                        "secret {}: verify.url calls {host}, which is neither one of the tenant's hostnames \
+                         (or a name under one) nor allowed by the operator's --verify-allowed-hosts{}",
+                        s.name,
+                        if hosts.patterns.is_empty() {
+                            " (none set)".to_string()
+                        } else {
+                            format!(" ({})", hosts.patterns.join(", "))
+                        }
+                    ),
+                ));
             }
             if !s.vault_path.starts_with(&prefix) {
                 return Some((
@@ -120,6 +142,43 @@ pub fn check(s: &TenantSecret) -> Option<(&'static str, String)> {
 /// shown in status and Events); never a link-local address (a cloud's instance metadata service, e.g.
 /// 169.254.169.254, hands out credentials to whoever asks from the node) nor a metadata host name.
 pub fn check_verify_url(url: &str) -> Result<(), String> {
+    verify_host(url).map(|_| ())
+}
+
+/// Who a tenant's `verify` checks may call (the operator calls them from the hub, so a check is a request
+/// on the tenant's behalf from inside the platform): the tenant's own `hostnames` and names under them,
+/// plus the operator's `--verify-allowed-hosts` patterns — a name, `*.suffix` (names under it), or `*`
+/// (anything); `{tenant}` in a pattern stands for the tenant's name.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyHosts<'a> {
+    /// The tenant's `spec.hostnames`.
+    pub hostnames: &'a [String],
+    /// The operator's patterns.
+    pub patterns: &'a [String],
+}
+
+impl VerifyHosts<'_> {
+    /// Whether `host` (as `verify_host` gives it) may be called for `tenant`.
+    pub fn allows(&self, tenant: &str, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let under = |name: &str| {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")))
+        };
+        self.hostnames.iter().any(|h| under(h))
+            || self.patterns.iter().any(|p| {
+                let p = p.replace("{tenant}", tenant).to_ascii_lowercase();
+                match p.strip_prefix("*.") {
+                    _ if p == "*" => true,
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => host == p.trim_end_matches('.'),
+                }
+            })
+    }
+}
+
+/// The host a `verify` URL calls, or why the URL is refused (see [`check_verify_url`]).
+pub fn verify_host(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -149,7 +208,7 @@ pub fn check_verify_url(url: &str) -> Result<(), String> {
             "points at {host}, a link-local or instance-metadata address, which the operator never calls"
         ));
     }
-    Ok(())
+    Ok(host.to_string())
 }
 
 /// A path inside the KV mount: relative, no empty, `.` or `..` segment, and not the engine's own
@@ -258,6 +317,11 @@ pub fn holds_home_version(current: u64, custom: &BTreeMap<String, String>) -> Op
 mod tests {
     use super::*;
 
+    const NO_HOSTS: VerifyHosts<'static> = VerifyHosts {
+        hostnames: &[],
+        patterns: &[],
+    };
+
     fn secret(path: &str) -> TenantSecret {
         serde_json::from_value(serde_json::json!({"name": "db", "vaultPath": path, "targetSecret": "db"}))
             .expect("secret")
@@ -290,6 +354,49 @@ mod tests {
     }
 
     #[test]
+    fn verify_calls_only_the_tenants_own_hostnames_and_the_operators_allowed_hosts() {
+        let hostnames = vec!["acme.example".to_string()];
+        let none: Vec<String> = Vec::new();
+        let own = VerifyHosts {
+            hostnames: &hostnames,
+            patterns: &none,
+        };
+        assert!(own.allows("acme", "acme.example"));
+        assert!(own.allows("acme", "api.ACME.example."));
+        assert!(!own.allows("acme", "evilacme.example"));
+        assert!(!own.allows("acme", "127.0.0.1"));
+        assert!(!own.allows("acme", "vault.internal"));
+        let patterns = vec!["*.tenant-{tenant}.svc".to_string(), "127.0.0.1".to_string()];
+        let ops = VerifyHosts {
+            hostnames: &none,
+            patterns: &patterns,
+        };
+        assert!(ops.allows("acme", "checker.tenant-acme.svc"));
+        assert!(!ops.allows("acme", "checker.tenant-other.svc"));
+        assert!(!ops.allows("acme", "tenant-acme.svc"));
+        assert!(ops.allows("acme", "127.0.0.1"));
+        assert!(!ops.allows("acme", "127.0.0.2"));
+        let any = vec!["*".to_string()];
+        assert!(
+            VerifyHosts {
+                hostnames: &none,
+                patterns: &any
+            }
+            .allows("acme", "anything.example")
+        );
+        // Through check_all: refused with its reason, the host named, nothing else of the secret checked.
+        let mut s = secret("tenants/acme/db");
+        s.verify =
+            serde_json::from_value(serde_json::json!({"url": "http://vault.internal:8200/v1/sys"})).ok();
+        let r = check_all("acme", std::slice::from_ref(&s), &own);
+        let (reason, msg) = r[0].clone().unwrap_or_default();
+        assert_eq!(reason, "VerifyHostNotAllowed");
+        assert!(msg.contains("vault.internal"), "{msg}");
+        s.verify = serde_json::from_value(serde_json::json!({"url": "https://status.acme.example/ok"})).ok();
+        assert_eq!(check_all("acme", &[s], &own)[0], None);
+    }
+
+    #[test]
     fn paths_outside_the_mount_are_refused() {
         assert!(check_path("tenants/acme/db").is_ok());
         for bad in [
@@ -317,19 +424,19 @@ mod tests {
             b.target_secret = "api".into();
             b
         };
-        let r = check_all("acme", &[a.clone(), b]);
+        let r = check_all("acme", &[a.clone(), b], &NO_HOSTS);
         assert_eq!(r[0].as_ref().map(|c| c.0), Some("DuplicateSecret"));
         assert_eq!(r[1].as_ref().map(|c| c.0), Some("DuplicateSecret"));
         assert_eq!(
-            check_all("evil", std::slice::from_ref(&a))[0]
+            check_all("evil", std::slice::from_ref(&a), &NO_HOSTS)[0]
                 .as_ref()
                 .map(|c| c.0),
             Some("InvalidVaultPath")
         );
-        assert_eq!(check_all("acme", std::slice::from_ref(&a))[0], None);
+        assert_eq!(check_all("acme", std::slice::from_ref(&a), &NO_HOSTS)[0], None);
         a.vault_path = "tenants/acmeco/db".into();
         assert_eq!(
-            check_all("acme", &[a])[0].as_ref().map(|c| c.0),
+            check_all("acme", &[a], &NO_HOSTS)[0].as_ref().map(|c| c.0),
             Some("InvalidVaultPath")
         );
     }

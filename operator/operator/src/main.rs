@@ -182,6 +182,11 @@ struct RunArgs {
         env = "AZORA_VAULT_JWT_FILE"
     )]
     vault_jwt_file: std::path::PathBuf,
+    /// Hosts a tenant secret's `verify` check may call besides the tenant's own hostnames (and names under
+    /// them): comma-separated names, `*.suffix` (names under it) or `*` (anything); `{tenant}` stands for
+    /// the tenant's name, e.g. `*.tenant-{tenant}.svc.cluster.local`.
+    #[arg(long, value_delimiter = ',', env = "AZORA_VERIFY_ALLOWED_HOSTS")]
+    verify_allowed_hosts: Vec<String>,
     /// Tenants whose secrets are rotated and synced at once.
     #[arg(long, default_value_t = 8)]
     secret_concurrency: u16,
@@ -499,6 +504,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             secrets: azora_controllers::secrets::SecretsConfig {
                 jwt_file: Some(args.vault_jwt_file.clone()),
                 concurrency: args.secret_concurrency.max(1),
+                verify_hosts: args
+                    .verify_allowed_hosts
+                    .iter()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
             },
             database: azora_controllers::database::DatabaseConfig {
                 interval: args.database_interval,

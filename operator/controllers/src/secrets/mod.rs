@@ -57,6 +57,9 @@ pub struct SecretsConfig {
     pub jwt_file: Option<PathBuf>,
     /// Tenants reconciled at once.
     pub concurrency: u16,
+    /// Hosts any tenant's `verify` checks may call besides its own hostnames (`--verify-allowed-hosts`:
+    /// a name, `*.suffix`, or `*`; `{tenant}` stands for the tenant's name).
+    pub verify_hosts: Vec<String>,
 }
 
 impl Default for SecretsConfig {
@@ -66,6 +69,7 @@ impl Default for SecretsConfig {
                 "/var/run/secrets/kubernetes.io/serviceaccount/token",
             )),
             concurrency: 8,
+            verify_hosts: Vec::new(),
         }
     }
 }

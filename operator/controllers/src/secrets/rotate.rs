@@ -160,7 +160,11 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         }
     }
     let tenant = obj.name_any();
-    let problems = core::check_all(&tenant, &spec.secrets);
+    let hosts = core::VerifyHosts {
+        hostnames: &spec.hostnames,
+        patterns: &room.cfg.verify_hosts,
+    };
+    let problems = core::check_all(&tenant, &spec.secrets, &hosts);
     let rotated = std::sync::Mutex::new(Vec::new());
     let turns: Vec<Turn> = spec
         .secrets

@@ -512,6 +512,10 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     assert_eq!(st["version"], 6, "{st:#}");
     assert_eq!(st["revocation"]["version"], 6, "{st:#}");
     assert!(st["revocation"]["regions"].is_null(), "{st:#}");
+    assert!(
+        st["previousUntil"].is_null(),
+        "a grace period after a leak: {st:#}"
+    );
     assert_eq!(baos["africa"].live_versions(PATH).await.unwrap(), vec![6]);
     let europe_live = baos["europe"].live_versions(PATH).await.unwrap();
     assert_eq!(
@@ -576,7 +580,7 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         audit.contains("kubernetes-azora-system-azora-operator"),
         "requests not by the operator's identity"
     );
-    for v in [&first, &second, &fourth] {
+    for v in [&first, &second, &fourth, &fifth, &sixth] {
         assert!(!audit.contains(v.as_str()), "a value in clear in the audit log");
     }
 
@@ -602,10 +606,15 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         "{st:#}"
     );
     let retired_old = wait::until(TIMEOUT, || async {
+        let status = fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone();
         baos["europe"].meta(PATH).await.unwrap().0 == 0
+            && status["retiringSecrets"].as_array().is_none_or(Vec::is_empty)
     })
     .await;
-    assert!(retired_old, "europe's copy at the old path stayed");
+    assert!(
+        retired_old,
+        "europe's copy at the old path stayed, or its retirement was never finished"
+    );
     assert_eq!(
         baos["africa"].read(PATH, 6).await.unwrap()["password"],
         sixth,
@@ -1040,4 +1049,42 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
         Some(first.as_str())
     );
     assert!(has_event(&fleet, "SecretRetired").await, "no SecretRetired event");
+
+    // The secret leaves the spec (the tenant's last one): its target Secret leaves africa's cluster, reached
+    // as the least-privilege identity — through the per-namespace grant, which stays until nothing is left
+    // to remove — and africa's Vault (the home) keeps its copy.
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secrets": []}})),
+        )
+        .await
+        .unwrap();
+    let clean = azora_tests::wait::value(
+        TIMEOUT,
+        || async { fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone() },
+        |s| {
+            ["secrets", "retiringSecrets"]
+                .iter()
+                .all(|k| s[*k].as_array().is_none_or(Vec::is_empty))
+        },
+    )
+    .await;
+    let ok = clean.is_ok();
+    let (Ok(status) | Err(status)) = clean;
+    assert!(
+        ok,
+        "the dropped secret was not retired under least privilege: {status:#}\n{}",
+        tail(&fleet.log())
+    );
+    assert!(
+        target(&fleet, "africa").await.is_none(),
+        "africa's target Secret stayed"
+    );
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        3,
+        "the home's copy was touched"
+    );
 }

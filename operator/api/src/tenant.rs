@@ -383,6 +383,9 @@ pub struct SecretStatus {
     /// The target Secret the copies in `regions` are synced into (likewise).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target_secret: String,
+    /// The home region the copies were made from (likewise: its Vault keeps its copy when they retire).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub home_region: String,
 }
 
 /// Copies of a secret the spec no longer wants where they are: the secret was removed from
@@ -405,6 +408,13 @@ pub struct RetiringSecret {
     /// Regions still holding copies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// The home region the copies were made from: its Vault keeps its copy (as does the current home's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub home_region: String,
+    /// The value at the path was reported leaked and not yet destroyed everywhere: the replicas go whatever
+    /// they hold, and the home Vaults keep only their newest version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
     /// Since when.
     pub since: Time,
     /// What holds the removal back, per region.

@@ -345,6 +345,21 @@ pub async fn rotate(hub: &Hub, target: &str, leaked: bool, wait: Wait) -> anyhow
                 .join(", ")
         );
     }
+    if leaked
+        && let Some(x) = t.spec.secrets.iter().find(|x| {
+            only.is_none_or(|o| o == x.name) && x.generator.kind == azora_api::tenant::GeneratorKind::External
+        })
+    {
+        anyhow::bail!(
+            "secret {} is External: the operator does not make its values, so it cannot replace a leaked one; \
+             write the new value at {} in the home region {}'s Vault and destroy the leaked versions there \
+             (bao kv destroy -versions=<n> {}); nothing was changed",
+            x.name,
+            x.vault_path,
+            t.spec.home_region,
+            x.vault_path
+        );
+    }
     let token = if leaked {
         format!("{LEAKED}-{}", Time::now())
     } else {

@@ -31,6 +31,10 @@ pub(super) struct Copies<'a> {
     pub target: Option<&'a str>,
     /// The tenant's home region: its Vault copy never goes.
     pub home: &'a str,
+    /// Another region whose Vault copy never goes (the home the copies were made from, when it changed).
+    pub former_home: Option<&'a str>,
+    /// The value at the path leaked: the copy goes whatever it holds (an older, leaked value included).
+    pub revoked: bool,
 }
 
 /// What the home Vault holds at the path: its current version and that version's data (`None`: nothing
@@ -53,6 +57,7 @@ pub(super) async fn clean(
 ) -> Result<(), String> {
     if let Some(path) = c.path
         && region != c.home
+        && Some(region) != c.former_home
         && spec.vault.is_some()
     {
         let v = room
@@ -60,11 +65,14 @@ pub(super) async fn clean(
             .await
             .map_err(|p| format!("vault: {}", p.message))?;
         let vault = |e: VaultError| format!("vault: {e}");
+        // A Region pointed at the home's own Vault (same address and mount) holds no copy: that is the
+        // home's key itself.
+        let shared = home.is_some_and(|h| h.vault.address() == v.address() && h.vault.mount() == v.mount());
         let held = match v.meta(path).await.map_err(vault)? {
             None => None,
             Some(m) => v.read(path, m.current_version).await.map_err(vault)?,
         };
-        if let Some(held) = held {
+        if let Some(held) = held.filter(|_| !shared) {
             let strip = |d: &SecretData| {
                 d.0.iter()
                     .filter(|(k, _)| !core::reserved(k))
@@ -73,6 +81,7 @@ pub(super) async fn clean(
             };
             let same = |d: &SecretData| strip(d) == strip(&held);
             let known = match home {
+                _ if c.revoked => true,
                 None => {
                     return Err(format!(
                         "vault: the home region {}'s Vault cannot be read",
@@ -105,7 +114,9 @@ pub(super) async fn clean(
                 return Err(vault(e));
             }
         }
-        room.set_replica(&format!("{region}/{}/{}/{path}", v.address(), v.mount()), None);
+        if !shared {
+            room.set_replica(&format!("{region}/{}/{}/{path}", v.address(), v.mount()), None);
+        }
     }
     if let Some(target) = c.target
         && spec.cluster.is_some()
@@ -132,7 +143,9 @@ pub(super) fn newly_retiring(
     retiring: &mut Vec<RetiringSecret>,
 ) {
     for b in before {
-        if b.regions.is_empty() || (b.vault_path.is_empty() && b.target_secret.is_empty()) {
+        if (b.regions.is_empty() && placed.is_empty())
+            || (b.vault_path.is_empty() && b.target_secret.is_empty())
+        {
             continue;
         }
         let now = spec.secrets.iter().find(|s| s.name == b.name);
@@ -140,6 +153,8 @@ pub(super) fn newly_retiring(
             |old: &str, new: Option<&str>| (!old.is_empty() && new != Some(old)).then(|| old.to_string());
         let vault_path = moved(&b.vault_path, now.map(|s| s.vault_path.as_str()));
         let target_secret = moved(&b.target_secret, now.map(|s| s.target_secret.as_str()));
+        // A leak not yet answered everywhere goes along with the old path's copies.
+        let revoked = vault_path.is_some() && b.revocation.as_ref().is_some_and(|r| !r.regions.is_empty());
         if vault_path.is_none() && target_secret.is_none() {
             continue;
         }
@@ -159,12 +174,15 @@ pub(super) fn newly_retiring(
                         e.regions.push(r);
                     }
                 }
+                e.revoked |= revoked;
             }
             None => retiring.push(RetiringSecret {
                 name: b.name.clone(),
                 vault_path,
                 target_secret,
                 regions,
+                home_region: b.home_region.clone(),
+                revoked,
                 since: Time(jiff::Timestamp::now()),
                 message: String::new(),
             }),
@@ -181,6 +199,7 @@ pub(super) async fn pass(
     tenant: &str,
     spec: &TenantSpec,
     regions: &BTreeMap<String, RegionSpec>,
+    live: &[SecretStatus],
     retiring: &mut Vec<RetiringSecret>,
 ) {
     let home = spec.home_region.as_str();
@@ -199,13 +218,19 @@ pub(super) async fn pass(
             info!(tenant = %tenant, secret = %e.name, "a retiring secret is wanted again: its copies stay");
             continue;
         }
+        let former_home = Some(e.home_region.as_str()).filter(|h| !h.is_empty() && *h != home);
         let c = Copies {
             tenant,
             name: &e.name,
             path,
             target,
             home,
+            former_home,
+            revoked: e.revoked,
         };
+        // A target Secret renamed: the old one goes from a region only once the new one holds the secret's
+        // version there (its consumers are not left without either).
+        let successor = live.iter().find(|l| l.name == e.name && l.version > 0);
         // The home's value at the path, read once for every region (only when a region's Vault copy may go).
         let needs_home = path.is_some() && e.regions.iter().any(|r| r != home);
         let mut home_problem = None;
@@ -244,6 +269,39 @@ pub(super) async fn pass(
         let mut problems = Vec::new();
         let mut cleaned = Vec::new();
         for region in &e.regions {
+            if target.is_some()
+                && let Some(l) = successor
+                && l.regions
+                    .iter()
+                    .any(|r| &r.region == region && r.synced_version != Some(l.version))
+            {
+                problems.push(format!(
+                    "{region}: waiting for the target Secret {} to hold the secret there first",
+                    l.target_secret
+                ));
+                continue;
+            }
+            // A leak not answered in a home Vault: only its newest version stays there.
+            if e.revoked
+                && let Some(p) = path
+                && (region == home || Some(region.as_str()) == former_home)
+                && let Some(rspec) = regions.get(region)
+                && rspec.vault.is_some()
+            {
+                let revoked = async {
+                    let v = room.vault(region, Some(rspec)).await.map_err(|p| p.message)?;
+                    let current = v
+                        .meta(p)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_or(0, |m| m.current_version);
+                    v.destroy_below(p, current).await.map_err(|e| e.to_string())
+                };
+                if let Err(why) = revoked.await {
+                    problems.push(format!("{region}: vault: revoking the leaked versions: {why}"));
+                    continue;
+                }
+            }
             let outcome = match regions.get(region) {
                 // A region that no longer exists cannot be reached: nothing to remove there.
                 None => Ok(()),
@@ -367,6 +425,12 @@ mod tests {
             &mut none,
         );
         assert!(none.is_empty());
+        // Copies written just before a crash, not yet recorded: the placed regions are looked in.
+        let unrecorded = [status("db", "tenants/acme/db", "db-creds", &[])];
+        newly_retiring(&spec_with(&[]), &unrecorded, &["africa".into()], &mut none);
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].regions, vec!["africa"]);
+        none.clear();
         // A status written before paths were recorded names nothing to find.
         newly_retiring(
             &spec_with(&[]),

@@ -96,10 +96,10 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .unwrap_or_default();
     retire::newly_retiring(&spec, &before, &placed_before, &mut retiring);
     let regions: BTreeMap<String, RegionSpec> = room.ctx.caches.regions.specs();
-    if !retiring.is_empty() {
-        retire::pass(&room, &obj, &obj.name_any(), &spec, &regions, &mut retiring).await;
-    }
     if spec.secrets.is_empty() {
+        if !retiring.is_empty() {
+            retire::pass(&room, &obj, &obj.name_any(), &spec, &regions, &[], &mut retiring).await;
+        }
         if !before.is_empty() || retiring != retiring_before {
             room.write(&obj, &[], &retiring).await?;
         }
@@ -149,6 +149,9 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
                 };
             }
             st.vault_path = s.vault_path.clone();
+        }
+        if st.home_region != spec.home_region {
+            st.home_region = spec.home_region.clone();
         }
         if st.target_secret != s.target_secret {
             if !st.target_secret.is_empty() {
@@ -258,6 +261,10 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
             warn!(tenant = %tenant, %region, error = %e, "restarting workloads after a rotation");
             again = again.min(BEHIND);
         }
+    }
+    // Old copies go after this pass brought the secrets' current copies where they belong.
+    if !retiring.is_empty() {
+        retire::pass(&room, &obj, &tenant, &spec, &regions, &all, &mut retiring).await;
     }
     if all != before || retiring != retiring_before {
         room.write(&obj, &all, &retiring).await?;
@@ -1182,7 +1189,11 @@ impl Turn<'_> {
         for region in &left {
             let entry = st.regions.iter_mut().find(|e| &e.region == region);
             let outcome = if !self.placed.contains(region) {
-                // Left the placement: retirement destroys every version there.
+                // Left the placement: retirement destroys every version there (whatever it holds); done
+                // once it has.
+                if entry.is_some() {
+                    continue;
+                }
                 Ok(())
             } else if region == self.home() {
                 home.destroy_below(path, below).await.map(|_| ())
@@ -1241,6 +1252,12 @@ impl Turn<'_> {
                 path: Some(self.path()),
                 target: Some(&self.secret.target_secret),
                 home: self.home(),
+                former_home: None,
+                // A region a leak was not answered in yet: its copy goes whatever it holds.
+                revoked: st
+                    .revocation
+                    .as_ref()
+                    .is_some_and(|r| r.regions.contains(&region)),
             };
             let value = retire::HomeValue {
                 vault: home,
@@ -1313,7 +1330,6 @@ impl Turn<'_> {
             .iter()
             .filter(|r| r.version <= version)
             .flat_map(|r| r.regions.iter())
-            .filter(|r| self.placed.contains(r))
             .collect();
         if let Some((phase, what, regions)) = behind {
             st.phase = Some(phase);

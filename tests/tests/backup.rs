@@ -332,6 +332,12 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
     );
     let test = &schedule["status"]["lastTestRestore"];
     assert_eq!(test["region"], "europe", "{test}");
+    assert!(
+        schedule["status"]["testRestoreFailures"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "a successful test restore listed as a failure: {schedule}"
+    );
     let tested = test["backup"].as_str().unwrap().to_string();
     let tested_backup = object(&fleet, "Backup", "backups", &tested).await.unwrap();
     assert!(

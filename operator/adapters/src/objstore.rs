@@ -90,6 +90,9 @@ pub const ATTEMPT_DEADLINE: Duration = Duration::from_secs(20);
 pub const OPERATION_DEADLINE: Duration = Duration::from_secs(45);
 /// Requests in flight per store.
 pub const STORE_CONCURRENCY: usize = 8;
+/// Streamed reads in flight per store (a download of a large archive lasts minutes: these have their own
+/// budget, so they never hold the slots every short request needs).
+pub const STREAM_CONCURRENCY: usize = 4;
 
 /// One bucket of one store.
 #[derive(Clone, Debug)]
@@ -97,6 +100,7 @@ pub struct ObjectStore {
     client: Client,
     bucket: String,
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// What a completed copy produced.
@@ -148,6 +152,7 @@ impl ObjectStore {
             client: Client::from_conf(conf),
             bucket: cfg.bucket.clone(),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(STORE_CONCURRENCY)),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(STREAM_CONCURRENCY)),
         }
     }
 
@@ -444,7 +449,8 @@ impl ObjectStore {
         mut sink: Option<&mut tokio::fs::File>,
     ) -> Result<Option<(String, u64)>, StoreError> {
         use tokio::io::AsyncWriteExt as _;
-        let _slot = self.slot().await;
+        // Its own budget: the stream may last minutes, short requests keep their slots meanwhile.
+        let _slot = self.streams.acquire().await.ok();
         let mut body = match self
             .client
             .get_object()

@@ -193,6 +193,10 @@ pub struct BackupScheduleStatus {
     /// The newest scheduled test restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test_restore: Option<TestRestoreResult>,
+    /// Tenants whose newest scheduled test restore failed, one entry each, kept until a test restore of
+    /// theirs succeeds (another tenant's success never hides it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_restore_failures: Vec<TestRestoreResult>,
     /// Conditions: `Ready`, `SpecValid`, `Scheduling`.
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]

@@ -365,6 +365,23 @@ fn fnv(s: &str) -> u64 {
     h
 }
 
+/// The least throughput a run's steps are budgeted at (the floor a copy is read back at, too).
+pub const FLOOR_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+
+/// How long one attempt of a backup run may take: `base`, plus `size` bytes at the floor throughput for
+/// every pass over them (export and upload, then per copy: the copy and its read-back). A large tenant's
+/// run gets the time its bytes need instead of starting over every `base` and never finishing.
+pub fn run_deadline(base: std::time::Duration, size: u64, copies: usize) -> std::time::Duration {
+    let passes = 2 + 2 * copies as u64;
+    base + std::time::Duration::from_secs((size / FLOOR_BYTES_PER_SEC).saturating_mul(passes))
+}
+
+/// How long a run may go on over its attempts before it is ended as abandoned: four attempts' worth, at
+/// least `base`.
+pub fn abandon_after(base: std::time::Duration, deadline: std::time::Duration) -> std::time::Duration {
+    base.max(deadline.saturating_mul(4))
+}
+
 /// What retention and RPO need to know about one Backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupFacts {
@@ -384,6 +401,8 @@ pub struct BackupFacts {
     pub ever_good: bool,
     /// Whether it is being deleted already.
     pub deleting: bool,
+    /// Archive size, once built.
+    pub size_bytes: Option<u64>,
 }
 
 impl BackupFacts {
@@ -453,6 +472,26 @@ pub fn rpo(backups: &[BackupFacts], tenants: &[String], now_ms: i64) -> BTreeMap
 }
 
 #[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_run_gets_the_time_its_bytes_need() {
+        let base = Duration::from_secs(900);
+        assert_eq!(run_deadline(base, 0, 3), base);
+        // 10 GiB at 4 MiB/s is 2,560 s per pass; export+upload and 3 copies read back are 8 passes.
+        let big = run_deadline(base, 10 * 1024 * 1024 * 1024, 3);
+        assert_eq!(big, base + Duration::from_secs(2560 * 8));
+        assert_eq!(
+            abandon_after(Duration::from_secs(3600), base),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(abandon_after(Duration::from_secs(3600), big), big * 4);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -467,6 +506,7 @@ mod tests {
             verified_copies: copies,
             ever_good: phase == Some(Phase::Succeeded),
             deleting: false,
+            size_bytes: None,
         }
     }
 

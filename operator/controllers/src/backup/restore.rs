@@ -220,8 +220,10 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     let running = conditions(&checked.validation, false, "Running", "restoring");
     room.write(&room.restores, &obj, fields(&st), &running).await?;
 
+    // The time a restore gets scales with the archive (download, checks, apply).
+    let deadline = azora_core::backup::run_deadline(RUN_DEADLINE, bst.size_bytes.unwrap_or(0), 1);
     let outcome = match tokio::time::timeout(
-        RUN_DEADLINE,
+        deadline,
         restore(&room, &obj, spec, &bspec, &bst, &namespace, &mut st),
     )
     .await
@@ -231,7 +233,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         Err(_) => {
             return Err(ReconcileError::Remote(format!(
                 "the restore did not finish within {}s; it runs again",
-                RUN_DEADLINE.as_secs()
+                deadline.as_secs()
             )));
         }
     };

@@ -140,6 +140,22 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     if st.phase.is_some() {
         add_finalizer(ctx, &BackupKind::resource(), &obj, FINALIZER).await?;
     }
+    // The time a run gets scales with its archive: its own size once built, else the largest of the
+    // tenant's earlier archives.
+    let size = st.size_bytes.or_else(|| {
+        ctx.caches
+            .backups
+            .store()
+            .state()
+            .iter()
+            .filter(|b| {
+                b.data.pointer("/spec/tenant").and_then(|t| t.as_str()) == Some(checked.spec.tenant.as_str())
+            })
+            .filter_map(|b| b.data.pointer("/status/sizeBytes").and_then(|v| v.as_u64()))
+            .max()
+    });
+    let deadline = azora_core::backup::run_deadline(RUN_DEADLINE, size.unwrap_or(0), required.len());
+    let abandon = azora_core::backup::abandon_after(ABANDON, deadline);
     let run = Run {
         room: &room,
         obj: &obj,
@@ -148,11 +164,12 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         validation: checked.validation,
         required,
         started: Instant::now(),
+        abandon,
     };
     let abandoned = st.phase.is_some()
         && st
             .start_time
-            .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs() > ABANDON);
+            .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs() > abandon);
     let work = async {
         match (st.phase, &st.sha256) {
             // Resumed for too long (a store never answers, or the export never fits the deadline): judged
@@ -164,11 +181,11 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             _ => run.fresh(st).await,
         }
     };
-    match tokio::time::timeout(RUN_DEADLINE, work).await {
+    match tokio::time::timeout(deadline, work).await {
         Ok(r) => r,
         Err(_) => Err(ReconcileError::Remote(format!(
             "the run did not finish within {}s; it resumes from what it recorded",
-            RUN_DEADLINE.as_secs()
+            deadline.as_secs()
         ))),
     }
 }
@@ -181,6 +198,8 @@ struct Run<'a> {
     validation: Vec<Desired>,
     required: Vec<String>,
     started: Instant,
+    /// How long the run may go on over its attempts (see `abandon_after`).
+    abandon: Duration,
 }
 
 impl Run<'_> {
@@ -526,7 +545,7 @@ impl Run<'_> {
         }
         let msg = format!(
             "not finished {}s after it started; the next run takes a new backup",
-            ABANDON.as_secs()
+            self.abandon.as_secs()
         );
         self.fail(st, "Abandoned", msg).await
     }

@@ -21,15 +21,17 @@ use azora_core::backup::{
 use azora_core::conditions::{Desired, types};
 use azora_core::duration::parse_duration;
 use azora_core::world::World;
+use azora_runtime::events::publish;
 use azora_runtime::pipeline::{Kind as _, ReconcileError, error_policy as generic, resource_of};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use serde_json::{Map, Value, json};
 use tracing::{info, instrument, warn};
 
 use super::room::{Room, check};
-use super::run::ABANDON;
+use super::run::{ABANDON, RUN_DEADLINE};
 use super::{BackupScheduleKind, SCHEDULE_TICK};
 
 /// Status `rpoSeconds` is rewritten only when it moved by this much (it changes every second).
@@ -64,6 +66,7 @@ fn facts(b: &DynamicObject) -> Option<BackupFacts> {
         verified_copies: st.locations.iter().filter(|l| l.verified).count(),
         ever_good: st.last_good_time.is_some() || st.phase == Some(Phase::Succeeded),
         deleting: b.metadata.deletion_timestamp.is_some(),
+        size_bytes: st.size_bytes,
     })
 }
 
@@ -133,7 +136,13 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             // never stops the tenant's backups for good).
             // A run counts as going for a bounded time only: one stuck for any reason never stops the
             // tenant's backups for good (it is ended as abandoned by its own reconcile).
-            let bound = 2 * (every.as_millis() as i64 + ABANDON.as_millis() as i64);
+            // (Its bound grows with the tenant's archives, as the run's own does.)
+            let size = of_tenant().filter_map(|f| f.size_bytes).max().unwrap_or(0);
+            let abandon = azora_core::backup::abandon_after(
+                ABANDON,
+                azora_core::backup::run_deadline(RUN_DEADLINE, size, checked.world.regions.len()),
+            );
+            let bound = 2 * (every.as_millis() as i64 + abandon.as_millis() as i64);
             let going = of_tenant().any(|f| match f.phase {
                 Some(p) => !p.is_final() && now_ms - f.created_ms < bound,
                 None => now_ms - f.created_ms < every.as_millis() as i64,
@@ -178,12 +187,13 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     }
 
     // Scheduled test restores.
-    let tested = match &spec.test_restore {
+    let results = match &spec.test_restore {
         Some(t) if !spec.suspend => {
             test_restores(&room, &name, t, &selected, &mine, &checked.world, now_ms).await?
         }
-        _ => None,
+        _ => Vec::new(),
     };
+    let tested = results.iter().max_by_key(|r| ms(&r.time.0)).cloned();
 
     // Figures, from the recorded Backups.
     let tenant_names: Vec<String> = selected.iter().map(|(t, _)| t.clone()).collect();
@@ -260,6 +270,29 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         }
         (None, None) => {}
     }
+    // Failures per tenant: a newer result of the tenant replaces its entry (a success removes it); tenants
+    // no longer selected leave.
+    let recorded_failures: Vec<TestRestoreResult> = obj
+        .data
+        .pointer("/status/testRestoreFailures")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let failures = merge_failures(&recorded_failures, &results, &tenant_names);
+    for f in failures.iter().filter(|f| !recorded_failures.contains(f)) {
+        publish(
+            ctx,
+            &obj,
+            EventType::Warning,
+            "TestRestoreFailed",
+            &format!(
+                "the test restore of tenant {}'s backup {} into {} failed: {}",
+                f.tenant, f.backup, f.region, f.message
+            ),
+            "TestRestore",
+        )
+        .await;
+    }
+    fields.insert("testRestoreFailures".into(), json!(failures));
     fields.insert("rpoSeconds".into(), json!(rpo_field));
     let mut desired: Vec<Desired> = checked.validation.clone();
     let scheduling = if selected.is_empty() {
@@ -431,9 +464,38 @@ async fn record_last_backups(room: &Room, all: &[Arc<DynamicObject>], tenants: &
 }
 
 /// Scheduled test restores, per tenant: when no backup of the tenant was proven to restore within
+/// The failures to show: `recorded`, with each tenant's entry replaced by its newer result in `seen` (gone
+/// when that succeeded), and only `selected` tenants kept.
+fn merge_failures(
+    recorded: &[TestRestoreResult],
+    seen: &[TestRestoreResult],
+    selected: &[String],
+) -> Vec<TestRestoreResult> {
+    let mut by_tenant: BTreeMap<String, TestRestoreResult> =
+        recorded.iter().map(|r| (r.tenant.clone(), r.clone())).collect();
+    for r in seen {
+        let newer = by_tenant
+            .get(&r.tenant)
+            .is_none_or(|old| ms(&old.time.0) <= ms(&r.time.0));
+        if !newer {
+            continue;
+        }
+        if r.succeeded {
+            by_tenant.remove(&r.tenant);
+        } else {
+            by_tenant.insert(r.tenant.clone(), r.clone());
+        }
+    }
+    by_tenant
+        .into_values()
+        .filter(|r| selected.contains(&r.tenant))
+        .collect()
+}
+
 /// `testRestore.every`, its newest good backup is restored into a scratch namespace of another allowed region
 /// (one Restore per test slot). A Restore that succeeded is deleted once recorded (its scratch namespace goes
-/// with it); one that failed stays for inspection until the next slot. Returns the newest result seen.
+/// with it); one that failed stays for inspection until the next slot. Returns each tenant's newest result
+/// seen.
 async fn test_restores(
     room: &Room,
     schedule: &str,
@@ -442,10 +504,10 @@ async fn test_restores(
     mine: &[Arc<DynamicObject>],
     world: &World,
     now_ms: i64,
-) -> Result<Option<TestRestoreResult>, ReconcileError> {
+) -> Result<Vec<TestRestoreResult>, ReconcileError> {
     let ctx = &room.ctx;
     let Ok(every) = parse_duration(&t.every) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let restores: Vec<Arc<DynamicObject>> = ctx
         .caches
@@ -456,8 +518,9 @@ async fn test_restores(
         .filter(|r| r.labels().get(TEST_RESTORE_LABEL).map(String::as_str) == Some(schedule))
         .collect();
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource_of::<Restore>());
-    let mut newest: Option<TestRestoreResult> = None;
+    let mut seen: Vec<TestRestoreResult> = Vec::new();
     for (tenant, tspec) in selected {
+        let mut newest: Option<TestRestoreResult> = None;
         let k = slot(now_ms, tenant, every);
         let (rname, namespace) = test_restore_names(schedule, tenant, k);
         let of_tenant: Vec<&Arc<DynamicObject>> = restores
@@ -527,6 +590,7 @@ async fn test_restores(
                 }
             }
         }
+        seen.extend(newest);
         if in_flight || of_tenant.iter().any(|r| r.name_any() == rname) {
             continue;
         }
@@ -576,5 +640,34 @@ async fn test_restores(
             Err(e) => return Err(ReconcileError::Fetch(e)),
         }
     }
-    Ok(newest)
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(tenant: &str, at: i64, ok: bool) -> TestRestoreResult {
+        TestRestoreResult {
+            tenant: tenant.into(),
+            backup: format!("b-{at}"),
+            region: "europe".into(),
+            time: Time(jiff::Timestamp::from_second(at).unwrap_or_default()),
+            succeeded: ok,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_tenants_failed_test_restore_stays_until_one_of_its_own_succeeds() {
+        let selected = vec!["a".to_string(), "b".to_string()];
+        let failed = merge_failures(&[], &[result("a", 10, false), result("b", 11, true)], &selected);
+        assert_eq!(failed, vec![result("a", 10, false)]);
+        // Another tenant's newer success does not hide it; an older result of its own does not replace it.
+        let still = merge_failures(&failed, &[result("b", 20, true), result("a", 5, true)], &selected);
+        assert_eq!(still, failed);
+        // Its own newer success removes it; a tenant no longer selected leaves.
+        assert!(merge_failures(&failed, &[result("a", 30, true)], &selected).is_empty());
+        assert!(merge_failures(&failed, &[], &["b".to_string()]).is_empty());
+    }
 }

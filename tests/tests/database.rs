@@ -503,6 +503,132 @@ async fn outage(sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A primary cut off from the control plane must not keep acknowledging commits on its own say: the region
+/// agent next to it fences it once it has not reached the hub for `--hub-loss-fence` (the hub's API server
+/// hung with SIGSTOP, so nothing on the hub can act), and the operator lifts that fence once the hub is back
+/// and the member is still the recorded primary of the current epoch.
+#[tokio::test]
+async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_the_hub_returns()
+-> anyhow::Result<()> {
+    let mut s = Scenario::start(2).await?;
+    s.policy("5s", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa", "europe"])?;
+    secret(&s, &pg).await?;
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        database("ledger", &pg, &["africa", "europe"], json!({})),
+    )
+    .await?;
+    let m = pg
+        .members
+        .iter()
+        .find(|m| m.region == "africa")
+        .ok_or_else(|| anyhow::anyhow!("no africa member"))?;
+    let data = m.data.to_string_lossy().to_string();
+    let pg_log = pg.dir.join("africa.log").to_string_lossy().to_string();
+    let agent = azora_tests::Operator::start_command(
+        &s.env.hub().kubeconfig,
+        s.env.dir.path().join("agent-africa.log"),
+        "agent",
+        &[
+            "--region",
+            "africa",
+            "--database",
+            "ledger",
+            "--pg-data",
+            &data,
+            "--pg-os-user",
+            "postgres",
+            "--pg-log",
+            &pg_log,
+            "--interval",
+            "1s",
+            "--hub-loss-fence",
+            "5s",
+        ],
+        &[
+            ("RUST_LOG", "info"),
+            ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ],
+    )?;
+    wait_status(&s, "ledger", Duration::from_secs(60), "streaming", |st| {
+        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
+    })
+    .await?;
+    pg.client("africa")
+        .await?
+        .batch_execute("create table orders (id bigint primary key); insert into orders values (1)")
+        .await?;
+    assert_eq!(show(&pg, "africa", "default_transaction_read_only").await?, "off");
+
+    // The hub hangs: only the agent can act, and it fences africa.
+    s.env.hub().pause();
+    let started = Instant::now();
+    let mut fenced = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        if show(&pg, "africa", "default_transaction_read_only")
+            .await
+            .ok()
+            .as_deref()
+            == Some("on")
+            && show(&pg, "africa", "synchronous_standby_names")
+                .await
+                .is_ok_and(|n| n.contains("azora_fenced"))
+        {
+            fenced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let refused = if fenced {
+        pg.client("africa")
+            .await?
+            .batch_execute("insert into orders values (2)")
+            .await
+            .is_err()
+    } else {
+        false
+    };
+    s.env.hub().resume();
+    assert!(
+        fenced,
+        "africa kept taking writes with the hub gone\nagent:\n{}",
+        agent.log_text()
+    );
+    assert!(refused, "a fenced primary accepted a write");
+
+    // The hub is back and africa is still the recorded primary: the operator lifts the fence.
+    let started = Instant::now();
+    let mut writable = false;
+    while started.elapsed() < Duration::from_secs(90) {
+        if let Ok(c) = pg.client("africa").await
+            && tokio::time::timeout(
+                Duration::from_secs(5),
+                c.batch_execute("insert into orders values (3) on conflict do nothing"),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            writable = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        writable,
+        "the fence was never lifted: {}\n{}",
+        db_status(&s, "ledger").await.unwrap_or(Value::Null),
+        s.log_tail(0, 30)
+    );
+    let st = db_status(&s, "ledger").await?;
+    assert_eq!(st["primaryRegion"], "africa", "{st:#}");
+    assert_eq!(ids_on(&pg, "africa").await?, BTreeSet::from([1, 3]));
+    drop(agent);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_the_old_primary()
 -> anyhow::Result<()> {

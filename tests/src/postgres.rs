@@ -245,12 +245,17 @@ impl PgFleet {
 
     /// A session to a member as `postgres`.
     pub async fn client(&self, region: &str) -> anyhow::Result<tokio_postgres::Client> {
+        self.client_with(region, &self.password).await
+    }
+
+    /// A session to a member as `postgres` with `password` (after it was changed).
+    pub async fn client_with(&self, region: &str, password: &str) -> anyhow::Result<tokio_postgres::Client> {
         let i = self.index(region)?;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host("127.0.0.1")
             .port(self.members[i].port)
             .user("postgres")
-            .password(&self.password)
+            .password(password)
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(3));
         let (client, conn) = tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls))

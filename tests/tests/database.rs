@@ -625,6 +625,61 @@ async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_
     let st = db_status(&s, "ledger").await?;
     assert_eq!(st["primaryRegion"], "africa", "{st:#}");
     assert_eq!(ids_on(&pg, "africa").await?, BTreeSet::from([1, 3]));
+
+    // The password is rotated (in the database, then in the credentials Secret): the operator brings the
+    // standby's primary_conninfo to the new one, so its next reconnect — forced here by ending its WAL
+    // sender — streams again instead of failing authentication.
+    let rotated = format!("{}-rotated", pg.password);
+    pg.client("africa")
+        .await?
+        .batch_execute(&format!("alter user postgres password '{rotated}'"))
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(s.env.hub().client().await?, "default");
+    secrets
+        .patch(
+            "pg-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": rotated}})),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut repointed = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(c) = pg.client_with("europe", &rotated).await
+            && let Ok(row) = c.query_one("show primary_conninfo", &[]).await
+            && row.get::<_, String>(0).contains(&rotated)
+        {
+            repointed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        repointed,
+        "europe still streams with the old password\n{}",
+        s.log_tail(0, 30)
+    );
+    let africa = pg.client_with("africa", &rotated).await?;
+    africa
+        .batch_execute("select pg_terminate_backend(pid) from pg_stat_replication")
+        .await?;
+    let started = Instant::now();
+    let mut streaming = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        let n: i64 = africa
+            .query_one(
+                "select count(*) from pg_stat_replication where state = 'streaming'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if n > 0 {
+            streaming = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(streaming, "europe did not reconnect with the rotated password");
     drop(agent);
     Ok(())
 }

@@ -41,6 +41,12 @@ impl PgTarget {
         })
     }
 
+    /// The fingerprint of the credentials a standby streams from this member with (see
+    /// `azora_core::database::credentials_fingerprint`).
+    pub fn credentials_fingerprint(&self) -> String {
+        azora_core::database::credentials_fingerprint(&self.user, &self.password)
+    }
+
     /// A standby's `primary_conninfo` pointing at this member, naming the standby `application_name`.
     pub fn conninfo_for(&self, application_name: &str) -> String {
         format!(
@@ -139,6 +145,9 @@ pub struct PgObservation {
     pub epoch: Option<u64>,
     /// Standby: the host, port and application name its `primary_conninfo` names.
     pub upstream: (Option<String>, Option<String>, Option<String>),
+    /// Standby: a fingerprint of the user and password its `primary_conninfo` carries (`None`: no password
+    /// in it), never the password.
+    pub upstream_credentials: Option<String>,
     /// Standby: whether its wal receiver is streaming now.
     pub streaming: bool,
     /// Standby: seconds since the last replayed transaction's commit on the primary (0 when caught up).
@@ -230,6 +239,11 @@ impl PgSession {
                 azora_core::database::conninfo_target(&conninfo)
             } else {
                 (None, None, None)
+            },
+            upstream_credentials: if in_recovery {
+                azora_core::database::conninfo_credentials(&conninfo)
+            } else {
+                None
             },
             streaming: row.get::<_, i64>(7) > 0,
             replay_delay_seconds: row.get(6),

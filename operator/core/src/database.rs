@@ -220,6 +220,41 @@ pub fn conninfo_target(conninfo: &str) -> (Option<String>, Option<String>, Optio
     let mut host = None;
     let mut port = None;
     let mut app = None;
+    conninfo_each(conninfo, |key, value| match key {
+        "host" | "hostaddr" => host = Some(value),
+        "port" => port = Some(value),
+        "application_name" => app = Some(value),
+        _ => {}
+    });
+    (host, port, app)
+}
+
+/// A fingerprint of the credentials a libpq connection string carries (`user` and `password`), or `None`
+/// when it names no password (a passfile, or no password auth): so a standby still streaming with a
+/// password that was rotated since is found, without the password itself being kept anywhere.
+pub fn conninfo_credentials(conninfo: &str) -> Option<String> {
+    let mut user = String::new();
+    let mut password = None;
+    conninfo_each(conninfo, |key, value| match key {
+        "user" => user = value,
+        "password" => password = Some(value),
+        _ => {}
+    });
+    password.map(|p| credentials_fingerprint(&user, &p))
+}
+
+/// The fingerprint `conninfo_credentials` gives for `user` and `password` (SHA-256, hex, of both).
+pub fn credentials_fingerprint(user: &str, password: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0u8]);
+    h.update(password.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Calls `each` with every key and value of a libpq connection string, in order.
+fn conninfo_each(conninfo: &str, mut each: impl FnMut(&str, String)) {
     let mut chars = conninfo.chars().peekable();
     loop {
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -269,14 +304,8 @@ pub fn conninfo_target(conninfo: &str) -> (Option<String>, Option<String>, Optio
                 chars.next();
             }
         }
-        match key.as_str() {
-            "host" | "hostaddr" => host = Some(value),
-            "port" => port = Some(value),
-            "application_name" => app = Some(value),
-            _ => {}
-        }
+        each(key.as_str(), value);
     }
-    (host, port, app)
 }
 
 /// Quotes a value for a libpq connection string.
@@ -287,6 +316,24 @@ pub fn conninfo_quote(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conninfos_credentials_are_fingerprinted_never_kept() {
+        let ours = "host='10.0.0.1' port=5432 user='repl' password='s3cr\\'et' application_name='europe'";
+        let fp = conninfo_credentials(ours).unwrap_or_default();
+        assert_eq!(fp, credentials_fingerprint("repl", "s3cr'et"));
+        assert!(!fp.contains("s3cr"));
+        assert_ne!(fp, credentials_fingerprint("repl", "rotated"));
+        assert_eq!(conninfo_credentials("host=x user=repl passfile=/p"), None);
+        assert_eq!(
+            conninfo_target(ours),
+            (
+                Some("10.0.0.1".into()),
+                Some("5432".into()),
+                Some("europe".into())
+            )
+        );
+    }
     use azora_api::common::SecretRef;
     use azora_api::database::{DatabaseMember, Engine, Replication};
 

@@ -806,9 +806,14 @@ async fn maintain(
             continue;
         }
         let (host, port, app) = &o.upstream;
+        // With the primary's current credentials too: a standby left with a password rotated since (the
+        // credentials Secret changed) would fail at its next reconnect.
         let right = host.as_deref() == Some(primary_target.host.as_str())
             && port.as_deref() == Some(primary_target.port.to_string().as_str())
-            && app.as_deref().is_none_or(|a| a == m.region);
+            && app.as_deref().is_none_or(|a| a == m.region)
+            && o.upstream_credentials
+                .as_ref()
+                .is_none_or(|c| *c == primary_target.credentials_fingerprint());
         if !right {
             fence_check(s).await?;
             let r = match session(s, memory, &m.region).await {

@@ -91,8 +91,8 @@ pub const OPERATION_DEADLINE: Duration = Duration::from_secs(45);
 /// Requests in flight per store.
 pub const STORE_CONCURRENCY: usize = 8;
 /// Streamed reads in flight per store (a download of a large archive lasts minutes: these have their own
-/// budget, so they never hold the slots every short request needs).
-pub const STREAM_CONCURRENCY: usize = 4;
+/// budget, as large as the short requests' — so neither waits longer than before for the other).
+pub const STREAM_CONCURRENCY: usize = STORE_CONCURRENCY;
 
 /// One bucket of one store.
 #[derive(Clone, Debug)]

@@ -365,6 +365,9 @@ fn fnv(s: &str) -> u64 {
     h
 }
 
+/// The largest archive a backup makes (what the archive writer refuses beyond).
+pub const MAX_ARCHIVE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
 /// The least throughput a run's steps are budgeted at (the floor a copy is read back at, too).
 pub const FLOOR_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 
@@ -372,7 +375,9 @@ pub const FLOOR_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 /// every pass over them (export and upload, then per copy: the copy and its read-back). A large tenant's
 /// run gets the time its bytes need instead of starting over every `base` and never finishing.
 pub fn run_deadline(base: std::time::Duration, size: u64, copies: usize) -> std::time::Duration {
-    let passes = 2 + 2 * copies as u64;
+    // Never more than the largest archive there can be (a bogus recorded size gives no endless deadline).
+    let size = size.min(MAX_ARCHIVE_BYTES);
+    let passes = 2 + 2 * copies.min(16) as u64;
     base + std::time::Duration::from_secs((size / FLOOR_BYTES_PER_SEC).saturating_mul(passes))
 }
 
@@ -488,6 +493,11 @@ mod budget_tests {
             Duration::from_secs(3600)
         );
         assert_eq!(abandon_after(Duration::from_secs(3600), big), big * 4);
+        // A bogus size is capped at the largest archive there can be.
+        assert_eq!(
+            run_deadline(base, u64::MAX, 3),
+            run_deadline(base, MAX_ARCHIVE_BYTES, 3)
+        );
     }
 }
 

@@ -243,14 +243,18 @@ pub fn conninfo_credentials(conninfo: &str) -> Option<String> {
     password.map(|p| credentials_fingerprint(&user, &p))
 }
 
-/// The fingerprint `conninfo_credentials` gives for `user` and `password` (SHA-256, hex, of both).
+/// The fingerprint `conninfo_credentials` gives for `user` and `password`: a hash keyed with a random key of
+/// this process (both sides of a comparison are made here), so it says nothing about the password outside it.
 pub fn credentials_fingerprint(user: &str, password: &str) -> String {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(user.as_bytes());
-    h.update([0u8]);
-    h.update(password.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = KEY
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
+    h.write(user.as_bytes());
+    h.write_u8(0);
+    h.write(password.as_bytes());
+    format!("{:016x}", h.finish())
 }
 
 /// Calls `each` with every key and value of a libpq connection string, in order.

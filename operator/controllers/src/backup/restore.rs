@@ -245,7 +245,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     // start; anything else ends the restore.
     let started_at = st.start_time.map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
     let waited = jiff::Timestamp::now().duration_since(started_at).unsigned_abs();
-    if !ok && transient(reason, &msg) && waited < WAIT_BOUND {
+    if !ok && transient(reason, &msg) && waited < WAIT_BOUND.max(deadline * 2) {
         step(&mut st, "Waiting", format!("{reason}: {msg}"));
         let desired = conditions(&checked.validation, false, reason, &msg);
         room.write(&room.restores, &obj, fields(&st), &desired).await?;

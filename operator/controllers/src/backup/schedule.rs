@@ -120,6 +120,17 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         .filter(|b| b.labels().get(SCHEDULE_LABEL) == Some(&name))
         .collect();
     let all_facts: Vec<BackupFacts> = mine.iter().filter_map(|b| facts(b)).collect();
+    // The largest archive of each tenant over every Backup (any schedule, manual ones too), as runs see it.
+    let mut tenant_sizes: BTreeMap<String, u64> = BTreeMap::new();
+    for b in ctx.caches.backups.store().state() {
+        if let (Some(t), Some(n)) = (
+            b.data.pointer("/spec/tenant").and_then(Value::as_str),
+            b.data.pointer("/status/sizeBytes").and_then(Value::as_u64),
+        ) {
+            let e = tenant_sizes.entry(t.to_string()).or_default();
+            *e = (*e).max(n);
+        }
+    }
     let now = jiff::Timestamp::now();
     let now_ms = ms(&now);
 
@@ -137,7 +148,8 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             // A run counts as going for a bounded time only: one stuck for any reason never stops the
             // tenant's backups for good (it is ended as abandoned by its own reconcile).
             // (Its bound grows with the tenant's archives, as the run's own does.)
-            let size = of_tenant().filter_map(|f| f.size_bytes).max().unwrap_or(0);
+            // (The size the run itself budgets with: the largest of every Backup of the tenant.)
+            let size = tenant_sizes.get(tenant.as_str()).copied().unwrap_or(0);
             let abandon = azora_core::backup::abandon_after(
                 ABANDON,
                 azora_core::backup::run_deadline(RUN_DEADLINE, size, checked.world.regions.len()),
@@ -463,7 +475,6 @@ async fn record_last_backups(room: &Room, all: &[Arc<DynamicObject>], tenants: &
     }
 }
 
-/// Scheduled test restores, per tenant: when no backup of the tenant was proven to restore within
 /// The failures to show: `recorded`, with each tenant's entry replaced by its newer result in `seen` (gone
 /// when that succeeded), and only `selected` tenants kept.
 fn merge_failures(
@@ -492,6 +503,7 @@ fn merge_failures(
         .collect()
 }
 
+/// Scheduled test restores, per tenant: when no backup of the tenant was proven to restore within
 /// `testRestore.every`, its newest good backup is restored into a scratch namespace of another allowed region
 /// (one Restore per test slot). A Restore that succeeded is deleted once recorded (its scratch namespace goes
 /// with it); one that failed stays for inspection until the next slot. Returns each tenant's newest result
@@ -535,12 +547,48 @@ async fn test_restores(
                 .and_then(|s| serde_json::from_value(s.clone()).ok())
                 .unwrap_or_default();
             let age = now_ms - r.creation_timestamp().map_or(now_ms, |t| t.0.as_millisecond());
+            let backup_name = r
+                .data
+                .pointer("/spec/backup")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            // A large backup's restore gets the time its archive needs (as the restore itself does).
+            let size = mine
+                .iter()
+                .find(|b| b.name_any() == backup_name)
+                .and_then(|b| b.data.pointer("/status/sizeBytes").and_then(Value::as_u64))
+                .unwrap_or(0);
+            let bound = TEST_RESTORE_BOUND.max(2 * azora_core::backup::run_deadline(RUN_DEADLINE, size, 1));
             let Some(phase) = st.phase.filter(|p| p.is_final()) else {
-                if age < TEST_RESTORE_BOUND.as_millis() as i64 {
+                if age < bound.as_millis() as i64 {
                     in_flight |= r.metadata.deletion_timestamp.is_none();
                 } else if r.metadata.deletion_timestamp.is_none() {
-                    // Never started or never finished (its backup went away): removed, tried again.
+                    // Never started or never finished (its backup went away): removed, tried again — and
+                    // recorded as a failure, so an overdue test restore is never silent.
                     let _ = api.delete(&r.name_any(), &DeleteParams::background()).await;
+                    let overdue = TestRestoreResult {
+                        tenant: tenant.clone(),
+                        backup: backup_name.clone(),
+                        region: r
+                            .data
+                            .pointer("/spec/targetRegion")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        time: Time::now(),
+                        succeeded: false,
+                        message: format!(
+                            "not finished within {}s of its creation; removed and tried again",
+                            bound.as_secs()
+                        ),
+                    };
+                    if newest
+                        .as_ref()
+                        .is_none_or(|n| ms(&n.time.0) < ms(&overdue.time.0))
+                    {
+                        newest = Some(overdue);
+                    }
                 }
                 continue;
             };

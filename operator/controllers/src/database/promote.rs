@@ -757,6 +757,7 @@ async fn maintain(
     let Some(primary_target) = s.targets.get(primary).cloned() else {
         return Ok(());
     };
+    let mut credentials_repointed = false;
     for m in &s.spec.members {
         if m.region == primary {
             continue;
@@ -806,15 +807,21 @@ async fn maintain(
             continue;
         }
         let (host, port, app) = &o.upstream;
-        // With the primary's current credentials too: a standby left with a password rotated since (the
-        // credentials Secret changed) would fail at its next reconnect.
-        let right = host.as_deref() == Some(primary_target.host.as_str())
+        let aimed = host.as_deref() == Some(primary_target.host.as_str())
             && port.as_deref() == Some(primary_target.port.to_string().as_str())
-            && app.as_deref().is_none_or(|a| a == m.region)
-            && o.upstream_credentials
-                .as_ref()
-                .is_none_or(|c| *c == primary_target.credentials_fingerprint());
-        if !right {
+            && app.as_deref().is_none_or(|a| a == m.region);
+        // With the primary's current credentials too: a standby left with a password rotated since (the
+        // credentials Secret changed) would fail at its next reconnect. Repointing restarts its WAL
+        // receiver, so one such standby per pass (a synchronous primary never loses all of them at once).
+        let stale_credentials = o
+            .upstream_credentials
+            .as_ref()
+            .is_some_and(|c| *c != primary_target.credentials_fingerprint());
+        if aimed && stale_credentials && credentials_repointed {
+            continue;
+        }
+        if !aimed || stale_credentials {
+            credentials_repointed |= aimed;
             fence_check(s).await?;
             let r = match session(s, memory, &m.region).await {
                 Ok(sess) => sess

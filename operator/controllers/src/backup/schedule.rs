@@ -547,12 +547,15 @@ async fn test_restores(
                 .and_then(|s| serde_json::from_value(s.clone()).ok())
                 .unwrap_or_default();
             let age = now_ms - r.creation_timestamp().map_or(now_ms, |t| t.0.as_millisecond());
-            let backup_name = r
-                .data
-                .pointer("/spec/backup")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let spec_text = |field: &str| {
+                r.data
+                    .pointer(&format!("/spec/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let backup_name = spec_text("backup");
+            let target_region = spec_text("targetRegion");
             // A large backup's restore gets the time its archive needs (as the restore itself does).
             let size = mine
                 .iter()
@@ -570,12 +573,7 @@ async fn test_restores(
                     let overdue = TestRestoreResult {
                         tenant: tenant.clone(),
                         backup: backup_name.clone(),
-                        region: r
-                            .data
-                            .pointer("/spec/targetRegion")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
+                        region: target_region.clone(),
                         time: Time::now(),
                         succeeded: false,
                         message: format!(
@@ -595,18 +593,8 @@ async fn test_restores(
             let ok = phase == Phase::Succeeded;
             let result = TestRestoreResult {
                 tenant: tenant.clone(),
-                backup: r
-                    .data
-                    .pointer("/spec/backup")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                region: r
-                    .data
-                    .pointer("/spec/targetRegion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                backup: backup_name.clone(),
+                region: target_region.clone(),
                 time: st.completion_time.unwrap_or_else(Time::now),
                 succeeded: ok,
                 message: st.timeline.last().map(|e| e.message.clone()).unwrap_or_default(),

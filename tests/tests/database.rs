@@ -147,6 +147,65 @@ fn writer_from(
     })
 }
 
+/// The operator (database interval 1 s) following policy `platform`, and Database `ledger` over PostgreSQL
+/// members in africa (primary) and europe.
+async fn ledger_in_africa_and_europe() -> anyhow::Result<(Scenario, PgFleet)> {
+    let mut s = Scenario::start(2).await?;
+    s.policy("5s", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa", "europe"])?;
+    secret(&s, &pg).await?;
+    create(
+        &s.env.hub().client().await?,
+        "databases",
+        database("ledger", &pg, &["africa", "europe"], json!({})),
+    )
+    .await?;
+    Ok((s, pg))
+}
+
+/// A region agent for `ledger` next to `region`'s member (the same binary), looking every second and running
+/// the PostgreSQL programs as `postgres`; `extra` arguments after those.
+fn start_agent(
+    s: &Scenario,
+    pg: &PgFleet,
+    region: &str,
+    extra: &[&str],
+) -> anyhow::Result<azora_tests::Operator> {
+    let m = pg
+        .members
+        .iter()
+        .find(|m| m.region == region)
+        .ok_or_else(|| anyhow::anyhow!("no {region} member"))?;
+    let data = m.data.to_string_lossy().to_string();
+    let pg_log = pg.dir.join(format!("{region}.log")).to_string_lossy().to_string();
+    let mut args = vec![
+        "--region",
+        region,
+        "--database",
+        "ledger",
+        "--pg-data",
+        &data,
+        "--pg-os-user",
+        "postgres",
+        "--pg-log",
+        &pg_log,
+        "--interval",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    azora_tests::Operator::start_command(
+        &s.env.hub().kubeconfig,
+        s.env.dir.path().join(format!("agent-{region}.log")),
+        "agent",
+        &args,
+        &[
+            ("RUST_LOG", "info"),
+            ("PATH", &std::env::var("PATH").unwrap_or_default()),
+        ],
+    )
+}
+
 async fn ids_on(pg: &PgFleet, region: &str) -> anyhow::Result<BTreeSet<i64>> {
     let c = pg.client(region).await?;
     Ok(c.query("select id from orders", &[])
@@ -510,49 +569,8 @@ async fn outage(sig: &str) -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_the_hub_returns()
 -> anyhow::Result<()> {
-    let mut s = Scenario::start(2).await?;
-    s.policy("5s", json!({})).await?;
-    s.add_operator(&["--database-interval", "1s"])?;
-    let pg = PgFleet::start(&["africa", "europe"])?;
-    secret(&s, &pg).await?;
-    create(
-        &s.env.hub().client().await?,
-        "databases",
-        database("ledger", &pg, &["africa", "europe"], json!({})),
-    )
-    .await?;
-    let m = pg
-        .members
-        .iter()
-        .find(|m| m.region == "africa")
-        .ok_or_else(|| anyhow::anyhow!("no africa member"))?;
-    let data = m.data.to_string_lossy().to_string();
-    let pg_log = pg.dir.join("africa.log").to_string_lossy().to_string();
-    let agent = azora_tests::Operator::start_command(
-        &s.env.hub().kubeconfig,
-        s.env.dir.path().join("agent-africa.log"),
-        "agent",
-        &[
-            "--region",
-            "africa",
-            "--database",
-            "ledger",
-            "--pg-data",
-            &data,
-            "--pg-os-user",
-            "postgres",
-            "--pg-log",
-            &pg_log,
-            "--interval",
-            "1s",
-            "--hub-loss-fence",
-            "5s",
-        ],
-        &[
-            ("RUST_LOG", "info"),
-            ("PATH", &std::env::var("PATH").unwrap_or_default()),
-        ],
-    )?;
+    let (s, pg) = ledger_in_africa_and_europe().await?;
+    let agent = start_agent(&s, &pg, "africa", &["--hub-loss-fence", "5s"])?;
     wait_status(&s, "ledger", Duration::from_secs(60), "streaming", |st| {
         st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
     })
@@ -701,50 +719,11 @@ async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_
 #[tokio::test]
 async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_the_old_primary()
 -> anyhow::Result<()> {
-    let mut s = Scenario::start(2).await?;
-    s.policy("5s", json!({})).await?;
-    s.add_operator(&["--database-interval", "1s"])?;
-    let pg = PgFleet::start(&["africa", "europe"])?;
-    secret(&s, &pg).await?;
-    create(
-        &s.env.hub().client().await?,
-        "databases",
-        database("ledger", &pg, &["africa", "europe"], json!({})),
-    )
-    .await?;
+    let (s, pg) = ledger_in_africa_and_europe().await?;
     // A region agent next to each member (the same binary), running the PostgreSQL programs as `postgres`.
     let mut agents = Vec::new();
     for m in &pg.members {
-        let log = s.env.dir.path().join(format!("agent-{}.log", m.region));
-        let data = m.data.to_string_lossy().to_string();
-        let pg_log = pg
-            .dir
-            .join(format!("{}.log", m.region))
-            .to_string_lossy()
-            .to_string();
-        agents.push(azora_tests::Operator::start_command(
-            &s.env.hub().kubeconfig,
-            log,
-            "agent",
-            &[
-                "--region",
-                &m.region,
-                "--database",
-                "ledger",
-                "--pg-data",
-                &data,
-                "--pg-os-user",
-                "postgres",
-                "--pg-log",
-                &pg_log,
-                "--interval",
-                "1s",
-            ],
-            &[
-                ("RUST_LOG", "info"),
-                ("PATH", &std::env::var("PATH").unwrap_or_default()),
-            ],
-        )?);
+        agents.push(start_agent(&s, &pg, &m.region, &[])?);
     }
     wait_status(&s, "ledger", Duration::from_secs(60), "streaming", |st| {
         st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"

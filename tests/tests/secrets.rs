@@ -68,6 +68,33 @@ async fn wait_status(fleet: &Fleet, what: &str, f: impl Fn(&Value) -> bool) -> V
     st
 }
 
+/// Drops every secret from acme's spec and waits until its status holds neither a secret nor a copy still
+/// being retired (`what`: the failure message).
+async fn drop_every_secret(fleet: &Fleet, what: &str) {
+    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secrets": []}})),
+        )
+        .await
+        .unwrap();
+    let clean = azora_tests::wait::value(
+        TIMEOUT,
+        || async { fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone() },
+        |s| {
+            ["secrets", "retiringSecrets"]
+                .iter()
+                .all(|k| s[*k].as_array().is_none_or(Vec::is_empty))
+        },
+    )
+    .await;
+    let ok = clean.is_ok();
+    let (Ok(status) | Err(status)) = clean;
+    assert!(ok, "{what}: {status:#}\n{}", tail(&fleet.log()));
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -629,31 +656,7 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
 
     // 8. The secret leaves the spec: its target Secrets leave both clusters and its replica europe's Vault;
     // the home Vault keeps its copy (the source of truth); the status forgets it once all is clean.
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"secrets": []}})),
-        )
-        .await
-        .unwrap();
-    let clean = azora_tests::wait::value(
-        TIMEOUT,
-        || async { fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone() },
-        |s| {
-            ["secrets", "retiringSecrets"]
-                .iter()
-                .all(|k| s[*k].as_array().is_none_or(Vec::is_empty))
-        },
-    )
-    .await;
-    let ok = clean.is_ok();
-    let (Ok(status) | Err(status)) = clean;
-    assert!(
-        ok,
-        "the dropped secret was not retired: {status:#}\n{}",
-        tail(&fleet.log())
-    );
+    drop_every_secret(&fleet, "the dropped secret was not retired").await;
     for r in ["africa", "europe"] {
         assert!(target(&fleet, r).await.is_none(), "{r}: the target Secret stayed");
     }
@@ -1053,31 +1056,7 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
     // The secret leaves the spec (the tenant's last one): its target Secret leaves africa's cluster, reached
     // as the least-privilege identity — through the per-namespace grant, which stays until nothing is left
     // to remove — and africa's Vault (the home) keeps its copy.
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"secrets": []}})),
-        )
-        .await
-        .unwrap();
-    let clean = azora_tests::wait::value(
-        TIMEOUT,
-        || async { fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone() },
-        |s| {
-            ["secrets", "retiringSecrets"]
-                .iter()
-                .all(|k| s[*k].as_array().is_none_or(Vec::is_empty))
-        },
-    )
-    .await;
-    let ok = clean.is_ok();
-    let (Ok(status) | Err(status)) = clean;
-    assert!(
-        ok,
-        "the dropped secret was not retired under least privilege: {status:#}\n{}",
-        tail(&fleet.log())
-    );
+    drop_every_secret(&fleet, "the dropped secret was not retired under least privilege").await;
     assert!(
         target(&fleet, "africa").await.is_none(),
         "africa's target Secret stayed"

@@ -180,19 +180,26 @@ fn start_agent(
     let data = m.data.to_string_lossy().to_string();
     let pg_log = pg.dir.join(format!("{region}.log")).to_string_lossy().to_string();
     let mut args = vec![
-        "--region",
-        region,
-        "--database",
-        "ledger",
         "--pg-data",
         &data,
         "--pg-os-user",
         "postgres",
         "--pg-log",
         &pg_log,
-        "--interval",
-        "1s",
     ];
+    args.extend_from_slice(extra);
+    start_agent_for(s, region, "ledger", &args)
+}
+
+/// A region agent for `database` next to `region`'s member, looking every second; `extra` arguments after
+/// those.
+fn start_agent_for(
+    s: &Scenario,
+    region: &str,
+    database: &str,
+    extra: &[&str],
+) -> anyhow::Result<azora_tests::Operator> {
+    let mut args = vec!["--region", region, "--database", database, "--interval", "1s"];
     args.extend_from_slice(extra);
     azora_tests::Operator::start_command(
         &s.env.hub().kubeconfig,
@@ -738,17 +745,7 @@ async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_th
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // A planned move: the policy is pinned to europe by hand.
-    let policies: Api<DynamicObject> = Api::all_with(
-        s.env.hub().client().await?,
-        &ar("FailoverPolicy", "failoverpolicies"),
-    );
-    policies
-        .patch(
-            "platform",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"manual": {"region": "europe", "requestedBy": "test"}}})),
-        )
-        .await?;
+    manual_failover(&s, Some("europe")).await?;
     let st = wait_status(&s, "ledger", Duration::from_secs(60), "switched over", |st| {
         st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] == "europe"
     })
@@ -815,13 +812,7 @@ async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_th
     let europe = pg.client("europe").await?;
     let w = writer_from(europe, acked2.clone(), 1_000_000);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    policies
-        .patch(
-            "platform",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"manual": null}})),
-        )
-        .await?;
+    manual_failover(&s, None).await?;
     let st = wait_status(&s, "ledger", Duration::from_secs(90), "switched back", |st| {
         st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] == "africa"
     })
@@ -908,13 +899,10 @@ async fn bad_input_gets_a_reason_and_touches_no_database() -> anyhow::Result<()>
     Ok(())
 }
 
-#[tokio::test]
-async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes() -> anyhow::Result<()> {
-    use azora_tests::redis::RedisFleet;
-    let mut s = Scenario::start(3).await?;
-    s.policy("1h", json!({})).await?;
-    s.add_operator(&["--database-interval", "1s"])?;
-    let mut rd = RedisFleet::start(&["africa", "europe", "asia"])?;
+/// Redis members in africa, europe and asia, their credentials Secret, and Database `sessions` over them
+/// (asynchronous, following policy `platform`).
+async fn sessions_on_redis(s: &Scenario) -> anyhow::Result<azora_tests::redis::RedisFleet> {
+    let rd = azora_tests::redis::RedisFleet::start(&["africa", "europe", "asia"])?;
     let secrets: Api<Secret> = Api::namespaced(s.env.hub().client().await?, "default");
     let body: Secret = serde_json::from_value(json!({
         "metadata": {"name": "redis-credentials"},
@@ -933,6 +921,15 @@ async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes()
                         "replication": {"mode": "Asynchronous", "maxLagForPromotion": "30s"}}}),
     )
     .await?;
+    Ok(rd)
+}
+
+#[tokio::test]
+async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes() -> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("1h", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let mut rd = sessions_on_redis(&s).await?;
     let st = wait_status(
         &s,
         "sessions",
@@ -976,15 +973,7 @@ async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes()
     let acked: Vec<String> = acked.lock().map(|a| a.clone()).unwrap_or_default();
     assert!(acked.len() > 100, "too few writes: {}", acked.len());
 
-    let st = wait_status(
-        &s,
-        "sessions",
-        Duration::from_secs(90),
-        "a replica promoted",
-        |st| st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] != "africa",
-    )
-    .await?;
-    let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
+    let (st, new) = sessions_promoted_away_from_africa(&s).await?;
     let other = if new == "europe" { "asia" } else { "europe" };
     let last = &st["lastFailover"];
     // The lost-write window is measured and reported, not hidden.
@@ -1069,6 +1058,203 @@ async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes()
     Ok(())
 }
 
+/// Waits until Database `sessions` has promoted a member outside africa; its status and the new primary.
+async fn sessions_promoted_away_from_africa(s: &Scenario) -> anyhow::Result<(Value, String)> {
+    let st = wait_status(
+        s,
+        "sessions",
+        Duration::from_secs(90),
+        "a replica promoted",
+        |st| st["lastFailover"]["outcome"] == "Promoted" && st["primaryRegion"] != "africa",
+    )
+    .await?;
+    let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
+    Ok((st, new))
+}
+
+/// Pins policy `platform` to `region` by hand (a manual failover); `None` withdraws the pin.
+async fn manual_failover(s: &Scenario, region: Option<&str>) -> anyhow::Result<()> {
+    let policies: Api<DynamicObject> = Api::all_with(
+        s.env.hub().client().await?,
+        &ar("FailoverPolicy", "failoverpolicies"),
+    );
+    policies
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"manual": region.map(|r| json!({"region": r, "requestedBy": "test"}))}}),
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Polls one Redis command on a member until its reply satisfies `ok` (replies of an unreachable member
+/// count as not yet); the last reply either way.
+async fn redis_until(
+    rd: &azora_tests::redis::RedisFleet,
+    region: &str,
+    args: &[&str],
+    within: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> (bool, String) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < within {
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(5), rd.text(region, args)).await {
+            if ok(&reply) {
+                return (true, reply);
+            }
+            last = reply;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    (false, last)
+}
+
+#[tokio::test]
+async fn a_redis_agent_fences_its_cut_off_primary_and_rejoins_a_stale_one_on_its_own() -> anyhow::Result<()> {
+    let mut s = Scenario::start(3).await?;
+    s.policy("1h", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let rd = sessions_on_redis(&s).await?;
+    // The same agent binary next to africa's Redis: no --pg-data, nothing to rebuild by hand.
+    let agent = start_agent_for(&s, "africa", "sessions", &["--hub-loss-fence", "5s"])?;
+    wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(60),
+        "redis replicating",
+        |st| st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True",
+    )
+    .await?;
+    assert_eq!(rd.text("africa", &["SET", "a", "1"]).await?, "OK");
+    // (The agent has looked at the member a few times: it knows it is there.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. The hub hangs: only the agent can act, and it fences africa — every write refused.
+    s.env.hub().pause();
+    let (fenced, reply) = redis_until(&rd, "africa", &["SET", "b", "1"], Duration::from_secs(40), |r| {
+        r.starts_with("NOREPLICAS")
+    })
+    .await;
+    s.env.hub().resume();
+    assert!(
+        fenced,
+        "africa kept taking writes with the hub gone (last reply {reply:?})\nagent:\n{}",
+        agent.log_text()
+    );
+    // The hub is back and africa is still the recorded primary: the operator lifts the fence.
+    let (writable, reply) = redis_until(&rd, "africa", &["SET", "c", "1"], Duration::from_secs(90), |r| {
+        r == "OK"
+    })
+    .await;
+    assert!(
+        writable,
+        "the fence was never lifted (last reply {reply:?}): {}\n{}",
+        db_status(&s, "sessions").await.unwrap_or(Value::Null),
+        s.log_tail(0, 30)
+    );
+    assert_eq!(db_status(&s, "sessions").await?["primaryRegion"], "africa");
+
+    // 2. africa's region and its Redis stop: the operator promotes another member under epoch 2, unable to
+    // fence africa (it does not answer).
+    s.regions[0].stop();
+    rd.signal("africa", "-STOP");
+    let (st, new) = sessions_promoted_away_from_africa(&s).await?;
+    assert_eq!(st["epoch"], 2, "{st:#}");
+    assert_eq!(rd.text(&new, &["SET", "after", "1"]).await?, "OK");
+    // The operator goes away too; then africa's Redis resumes: a primary of epoch 1, unfenced, that only its
+    // agent can see.
+    s.operators[0].kill();
+    rd.signal("africa", "-CONT");
+    let port = rd
+        .endpoint(&new)
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (rejoined, info) = redis_until(
+        &rd,
+        "africa",
+        &["INFO", "replication"],
+        Duration::from_secs(60),
+        |r| r.contains("role:slave") && r.contains(&format!("master_port:{port}")),
+    )
+    .await;
+    assert!(
+        rejoined,
+        "africa's agent did not make it follow {new}: {info}\nagent:\n{}",
+        agent.log_text()
+    );
+    let (synced, got) = redis_until(&rd, "africa", &["GET", "after"], Duration::from_secs(30), |r| {
+        r == "1"
+    })
+    .await;
+    assert!(synced, "africa did not resync from {new} (GET after: {got:?})");
+    let refused = rd.text("africa", &["SET", "late", "1"]).await?;
+    assert!(
+        refused.starts_with("READONLY"),
+        "the stale primary took a write: {refused:?}"
+    );
+    assert!(
+        event_reasons(&s).await?.iter().any(|r| r == "MemberRebuilt"),
+        "no MemberRebuilt Event from the agent"
+    );
+
+    // 3. The operator returns and africa's region with it: africa is a plain standby (no fence left), so the
+    // planned switchover back to it works and loses nothing.
+    s.regions[0].resume();
+    s.add_operator(&["--database-interval", "1s"])?;
+    wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(90),
+        "africa a standby of the new primary",
+        |st| member(st, "africa")["role"] == "Standby" && member(st, "africa")["upstream"] == new.as_str(),
+    )
+    .await?;
+    // (A region that recovers after a manual request waits for the failback hold-down: ask once it is back.)
+    anyhow::ensure!(
+        s.wait_all_healthy(Duration::from_secs(90)).await,
+        "africa's region never healthy again"
+    );
+    manual_failover(&s, Some("africa")).await?;
+    let st = wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(120),
+        "switched back to africa",
+        |st| {
+            st["primaryRegion"] == "africa" && st["epoch"] == 3 && st["lastFailover"]["outcome"] == "Promoted"
+        },
+    )
+    .await?;
+    assert_eq!(rd.text("africa", &["SET", "final", "1"]).await?, "OK", "{st:#}");
+    assert_eq!(rd.text("africa", &["GET", "after"]).await?, "1");
+    // The primary it switched from was fenced by the operator; the operator makes it follow africa (no agent
+    // runs next to it) and it can be promoted again: a plain standby, not a fenced lone primary.
+    wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(60),
+        "the former primary a standby of africa",
+        |st| member(st, &new)["role"] == "Standby" && member(st, &new)["upstream"] == "africa",
+    )
+    .await?;
+    let (resynced, got) = redis_until(&rd, &new, &["GET", "final"], Duration::from_secs(30), |r| {
+        r == "1"
+    })
+    .await;
+    assert!(resynced, "{new} did not resync from africa (GET final: {got:?})");
+    assert!(
+        !agent.log_text().contains(&rd.password),
+        "a credential reached the agent's log"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> {
     let mut s = Scenario::start(3).await?;
@@ -1124,17 +1310,7 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
     let promoted = st["primaryRegion"].as_str().unwrap_or_default().to_string();
     // B moves on: a manual failover to the third region (epoch 3), a planned switchover.
     let third = if promoted == "europe" { "asia" } else { "europe" };
-    let policies: Api<DynamicObject> = Api::all_with(
-        s.env.hub().client().await?,
-        &ar("FailoverPolicy", "failoverpolicies"),
-    );
-    policies
-        .patch(
-            "platform",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"manual": {"region": third, "requestedBy": "test"}}})),
-        )
-        .await?;
+    manual_failover(&s, Some(third)).await?;
     wait_status(
         &s,
         "orders",

@@ -885,6 +885,62 @@ async fn a_rotation_killed_at_any_point_happens_exactly_once() {
         value_of(&target(&fleet, "europe").await.unwrap(), "password").as_deref(),
         Some("set-by-hand")
     );
+
+    // 5. A leak is reported while europe's OpenBao hangs: africa rotates and destroys the older versions;
+    //    europe's are still there. Then the Tenant's secret status goes back to a copy from before the leak
+    //    (an etcd restored from a backup) with the leak report still on the Tenant. The claim in the key's
+    //    metadata says what the operator's newest write carried out: version 6 is taken back, nothing is
+    //    rotated again, and the revocation is finished in europe once it answers.
+    let before_leak = secret_status(&fleet).await;
+    assert_eq!(before_leak["version"], 5);
+    baos["europe"].pause();
+    rotate_now(&fleet, "leaked-k5").await;
+    wait_status(&fleet, "the leak answered in africa, europe owed", |st| {
+        st["version"] == 6 && st["revocation"]["regions"] == json!(["europe"])
+    })
+    .await;
+    fleet.kill_operator();
+    assert_eq!(baos["africa"].live_versions(PATH).await.unwrap(), vec![6]);
+    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    tenants
+        .patch_status(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"secrets": [before_leak]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        secret_status(&fleet).await["version"],
+        5,
+        "the status was not restored"
+    );
+    baos["europe"].resume();
+    fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    let st = wait_status(&fleet, "status taken back from Vault, the leak revoked", |st| {
+        synced(st, 6) && st["revocation"]["version"] == 6 && st["revocation"]["regions"].is_null()
+    })
+    .await;
+    assert!(
+        st["rotateNowHandled"]
+            .as_str()
+            .is_some_and(|h| h.split('|').any(|p| p == "leaked-k5")),
+        "{st:#}"
+    );
+    let europe_live = baos["europe"].live_versions(PATH).await.unwrap();
+    assert_eq!(
+        europe_live.len(),
+        1,
+        "europe keeps the leaked versions: {europe_live:?}"
+    );
+    // A few more passes: no second rotation.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        6,
+        "the restored status carried the leak report out again"
+    );
+    assert_eq!(secret_status(&fleet).await["version"], 6);
 }
 
 /// An HTTP endpoint answering every request with the status in `code` (the "service" a rotation is checked

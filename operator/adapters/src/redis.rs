@@ -264,7 +264,7 @@ impl RedisSession {
         Ok(())
     }
 
-    /// Follows `primary` (its credentials set as `masterauth`/`masteruser` first).
+    /// Follows `primary` (its credentials set as `masterauth`/`masteruser` first), then lifts any fence.
     pub async fn follow(&mut self, primary: &Target) -> Result<(), Error> {
         if !primary.password.is_empty() {
             self.cmd("CONFIG SET", &["CONFIG", "SET", "masterauth", &primary.password])
@@ -278,7 +278,9 @@ impl RedisSession {
         let port = primary.port.to_string();
         self.cmd("REPLICAOF", &["REPLICAOF", &primary.host, &port])
             .await?;
-        Ok(())
+        // A replica takes no writes, so a fence it carried as a former primary goes now (after REPLICAOF,
+        // never before): left in place it would keep the member from ever being promoted again.
+        self.unfence().await
     }
 }
 

@@ -16,6 +16,10 @@ use crate::duration::parse_duration;
 /// Reserved key in a version's data naming the rotation that wrote it: the version itself says whose it is
 /// (custom metadata is the key's, not the version's). Never synced into target Secrets.
 pub const DATA_ROTATION: &str = "azora.io/rotation-id";
+/// A version's data: digests of the rotate-now request it carries out (see [`record_in_data`]).
+pub const DATA_ROTATE_NOW: &str = "azora.io/rotate-now-handled";
+/// A version's data: the version below which every version leaked (see [`record_in_data`]).
+pub const DATA_REVOKED_BELOW: &str = "azora.io/revoked-below";
 
 /// Whether a data key is the operator's own (kept in Vault, left out of target Secrets).
 pub fn reserved(key: &str) -> bool {
@@ -274,6 +278,58 @@ pub fn claim(rotation: &str, home_version: u64, writes: u64) -> BTreeMap<String,
     ])
 }
 
+/// Records in a version's data (beside [`DATA_ROTATION`]; never synced) what a lost status must not forget
+/// once that version is the newest: `handled`, the rotate-now request carried out (a digest per `|`-separated
+/// part), so it is not carried out a second time; `revoked_below`, the version every older one of which
+/// leaked and is still to be destroyed somewhere.
+pub fn record_in_data(
+    data: &mut BTreeMap<String, String>,
+    handled: Option<&str>,
+    revoked_below: Option<u64>,
+) {
+    match handled {
+        Some(h) => {
+            // (A token has at most two parts; the bound keeps the value small anyway.)
+            let digests: Vec<String> = h.split('|').take(16).map(rotate_now_digest).collect();
+            data.insert(DATA_ROTATE_NOW.to_string(), digests.join(","));
+        }
+        None => {
+            data.remove(DATA_ROTATE_NOW);
+        }
+    }
+    match revoked_below {
+        Some(v) => {
+            data.insert(DATA_REVOKED_BELOW.to_string(), v.to_string());
+        }
+        None => {
+            data.remove(DATA_REVOKED_BELOW);
+        }
+    }
+}
+
+/// One rotate-now request part's digest as kept in a claim (annotation values can be long; Vault limits
+/// metadata).
+pub fn rotate_now_digest(part: &str) -> String {
+    format!("{:016x}", stable_hash(&["rotate-now", part]))
+}
+
+/// The parts of the rotate-now request `token` that a version's data says were carried out.
+pub fn handled_in_data<'a>(data: &BTreeMap<String, String>, token: &'a str) -> Vec<&'a str> {
+    let Some(done) = data.get(DATA_ROTATE_NOW) else {
+        return Vec::new();
+    };
+    let done: Vec<&str> = done.split(',').collect();
+    token
+        .split('|')
+        .filter(|part| done.contains(&rotate_now_digest(part).as_str()))
+        .collect()
+}
+
+/// The version below which a version's data says every version leaked.
+pub fn revoked_below_in_data(data: &BTreeMap<String, String>) -> Option<u64> {
+    data.get(DATA_REVOKED_BELOW)?.parse().ok()
+}
+
 /// What a key's state says about the claimed write of `rotation` conditioned on `from` (check-and-set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {
@@ -472,6 +528,29 @@ mod tests {
             let n = next_rotation(t, every, &format!("t{i}"), "db");
             assert!(n > lo && n <= hi);
         }
+    }
+
+    #[test]
+    fn a_version_remembers_the_rotate_now_request_it_carries_out() {
+        let mut d = BTreeMap::from([("password".to_string(), "x".to_string())]);
+        record_in_data(&mut d, Some("leaked-1"), Some(6));
+        assert_eq!(handled_in_data(&d, "leaked-1"), vec!["leaked-1"]);
+        assert_eq!(revoked_below_in_data(&d), Some(6));
+        // A newer request is not the one carried out; of two parts, only the one carried out counts.
+        assert!(handled_in_data(&d, "leaked-2").is_empty());
+        assert_eq!(handled_in_data(&d, "k2|leaked-1"), vec!["leaked-1"]);
+        // A rollback writes an older version's data again: what it recorded is replaced.
+        record_in_data(&mut d, Some("t1|leaked-1"), None);
+        assert_eq!(handled_in_data(&d, "leaked-1"), vec!["leaked-1"]);
+        assert_eq!(handled_in_data(&d, "t1|leaked-1"), vec!["t1", "leaked-1"]);
+        assert_eq!(revoked_below_in_data(&d), None);
+        record_in_data(&mut d, None, None);
+        assert!(handled_in_data(&d, "leaked-1").is_empty());
+        assert_eq!(d.len(), 1);
+        assert!(d.keys().filter(|k| *k != "password").all(|k| reserved(k)));
+        assert_eq!(rotate_now_digest("x"), rotate_now_digest("x"));
+        assert_ne!(rotate_now_digest("x"), rotate_now_digest("y"));
+        assert_eq!(rotate_now_digest(&"y".repeat(10_000)).len(), 16);
     }
 
     #[test]

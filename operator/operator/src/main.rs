@@ -48,7 +48,8 @@ enum Command {
     Probe(ProbeArgs),
     /// Run the region agent: makes and reverts chaos faults in its region (each with an expiry it keeps by
     /// itself), and next to a database member fences a stale local primary (newer epoch, or the hub lost)
-    /// and rebuilds a fenced former primary as a standby (pg_rewind or a fresh base backup).
+    /// and rebuilds a fenced former primary as a standby (PostgreSQL: pg_rewind or a fresh base backup;
+    /// Redis: it follows the recorded primary).
     Agent(AgentArgs),
 }
 
@@ -57,10 +58,11 @@ struct AgentArgs {
     /// The region the agent runs in.
     #[arg(long)]
     region: String,
-    /// The Database whose member runs next to the agent (its database duty; needs --pg-data).
-    #[arg(long, requires = "pg_data")]
+    /// The Database whose member runs next to the agent (its database duty: fences a stale or cut-off local
+    /// primary; rebuilds a PostgreSQL member with --pg-data, rejoins a Redis member by itself).
+    #[arg(long)]
     database: Option<String>,
-    /// The member's data directory.
+    /// The PostgreSQL member's data directory (for rebuilds).
     #[arg(long, requires = "database")]
     pg_data: Option<std::path::PathBuf>,
     /// A process a fault type stops, as TYPE=PIDFILE (repeatable), e.g. RegionOutage=/run/ingress.pid,
@@ -677,27 +679,32 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         stopped,
     ));
     let database_duty = async {
-        match (args.database, args.pg_data) {
-            (Some(database), Some(pg_data)) => {
-                let pg_log = args.pg_log.unwrap_or_else(|| {
-                    let mut p = pg_data.clone().into_os_string();
-                    p.push(".server.log");
-                    p.into()
+        match args.database {
+            Some(database) => {
+                let rebuild = args.pg_data.map(|data_dir| {
+                    let log_file = args.pg_log.unwrap_or_else(|| {
+                        let mut p = data_dir.clone().into_os_string();
+                        p.push(".server.log");
+                        p.into()
+                    });
+                    azora_controllers::database::agent::PgRebuild {
+                        data_dir,
+                        bin_dir: args.pg_bin,
+                        os_user: args.pg_os_user,
+                        log_file,
+                    }
                 });
                 let cfg = azora_controllers::database::agent::AgentConfig {
                     region: args.region,
                     database,
-                    data_dir: pg_data,
-                    bin_dir: args.pg_bin,
-                    os_user: args.pg_os_user,
-                    log_file: pg_log,
+                    rebuild,
                     namespace,
                     hub_loss_fence: args.hub_loss_fence,
                     interval: args.interval,
                 };
                 azora_controllers::database::agent::run(client, cfg, identity).await;
             }
-            _ => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
     };
     tokio::select! {

@@ -1,15 +1,18 @@
-//! The region agent's database duty (`azora-operator agent --region R --database D --pg-data DIR`): it runs
-//! next to one PostgreSQL member and does what the hub cannot do from afar.
+//! The region agent's database duty (`azora-operator agent --region R --database D [--pg-data DIR]`): it runs
+//! next to one member (PostgreSQL or Redis) and does what the hub cannot do from afar.
 //!
 //! - **Fence on a newer epoch**: a local primary while the recorded primary is elsewhere under a newer epoch
-//!   is fenced at once (read-only, no commit acknowledged, client sessions ended), even when the hub cannot
-//!   reach it.
+//!   is fenced at once (PostgreSQL: read-only, no commit acknowledged; Redis: every write refused; client
+//!   sessions ended), even when the hub cannot reach it.
 //! - **Fence on losing the hub**: a local primary that has not seen the hub for `hub_loss_fence` fences
 //!   itself (the operator lifts that fence when it reaches the member again and it is still the recorded
 //!   primary of the current epoch).
-//! - **Rebuild**: a fenced former primary is rebuilt as a standby of the recorded primary — stopped,
-//!   `pg_rewind` from the primary (a fresh `pg_basebackup` when the rewind fails), its own configuration
-//!   files kept, `standby.signal` and `primary_conninfo` written, started — and so rejoins.
+//! - **Rebuild**: a fenced former primary rejoins as a standby of the recorded primary. PostgreSQL (needs
+//!   `--pg-data`): stopped, `pg_rewind` from the primary (a fresh `pg_basebackup` when the rewind fails), its
+//!   own configuration files kept, `standby.signal` and `primary_conninfo` written, started. Redis: it
+//!   follows the recorded primary — only once that member is a primary holding the recorded epoch — and
+//!   resyncs from it; the writes it took as a stale primary are discarded, and the Event says how far it had
+//!   got.
 //!
 //! Credentials are read from the member's Secret on the hub and passed to the PostgreSQL programs in their
 //! environment (`PGPASSWORD`), never on a command line or in a log.
@@ -17,21 +20,18 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use azora_adapters::postgres::{self, PgSession, PgTarget};
+use azora_adapters::member::{self, Session};
+use azora_adapters::postgres::{self, PgObservation, PgTarget};
 use azora_adapters::secrets::SecretKeys;
-use azora_api::database::{DatabaseSpec, DatabaseStatus, MemberRole};
+use azora_api::database::{DatabaseSpec, DatabaseStatus, Engine, MemberRole};
 use azora_runtime::events::Recorder;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
-/// Settings of the agent's database duty.
+/// Where the local PostgreSQL member lives, for rebuilds (`--pg-data` and friends).
 #[derive(Clone, Debug)]
-pub struct AgentConfig {
-    /// The region the agent runs in.
-    pub region: String,
-    /// The Database whose member runs here.
-    pub database: String,
+pub struct PgRebuild {
     /// The member's data directory.
     pub data_dir: PathBuf,
     /// Where `pg_ctl`, `pg_rewind` and `pg_basebackup` are.
@@ -40,6 +40,18 @@ pub struct AgentConfig {
     pub os_user: Option<String>,
     /// The server log `pg_ctl start` writes to.
     pub log_file: PathBuf,
+}
+
+/// Settings of the agent's database duty.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The region the agent runs in.
+    pub region: String,
+    /// The Database whose member runs here.
+    pub database: String,
+    /// The local PostgreSQL member's files (`None`: no rebuild of a PostgreSQL member; fences still work;
+    /// a Redis member needs none).
+    pub rebuild: Option<PgRebuild>,
     /// Namespace of the credentials Secrets (the operator's).
     pub namespace: String,
     /// How long without the hub before a local primary fences itself.
@@ -48,13 +60,62 @@ pub struct AgentConfig {
     pub interval: Duration,
 }
 
+/// The local member as last read from the hub, and a session to it.
+struct Local {
+    engine: Engine,
+    target: PgTarget,
+    session: Option<Session>,
+}
+
+impl Local {
+    async fn session(&mut self) -> Result<&mut Session, String> {
+        let reuse = self
+            .session
+            .as_ref()
+            .is_some_and(|s| !s.is_closed() && s.target_is(&self.target));
+        if !reuse {
+            self.session = None;
+            self.session = Some(
+                member::connect(self.engine, &self.target)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        self.session.as_mut().ok_or_else(|| "no session".to_string())
+    }
+
+    /// Observes the member; a failed session is dropped (the next call connects again).
+    async fn observe(&mut self) -> Result<PgObservation, String> {
+        let r = self.session().await?.observe().await.map_err(|e| e.to_string());
+        if r.is_err() {
+            self.session = None;
+        }
+        r
+    }
+
+    /// Fences the member; a failed session is dropped.
+    async fn fence(&mut self) -> Result<(), String> {
+        let r = self
+            .session()
+            .await?
+            .fence()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if r.is_err() {
+            self.session = None;
+        }
+        r
+    }
+}
+
 /// Runs until the process ends.
 pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &super::resource());
     let secrets = SecretKeys::new(client.clone(), &cfg.namespace);
     let recorder = Recorder::new(client, "azora-agent", &identity);
     let mut last_hub = Instant::now();
-    let mut local: Option<(PgTarget, Option<PgSession>)> = None;
+    let mut local: Option<Local> = None;
     info!(region = %cfg.region, database = %cfg.database, "database agent started");
     loop {
         let read = tokio::time::timeout(Duration::from_secs(5), api.get(&cfg.database)).await;
@@ -73,9 +134,9 @@ pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
             _ => {
                 let lost = last_hub.elapsed();
                 if lost >= cfg.hub_loss_fence
-                    && let Some((target, session)) = local.as_mut()
+                    && let Some(l) = local.as_mut()
                 {
-                    match fence_if_primary(target, session).await {
+                    match fence_if_primary(l).await {
                         Ok(true) => warn!(
                             region = %cfg.region,
                             lost_s = lost.as_secs(),
@@ -91,24 +152,13 @@ pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
     }
 }
 
-async fn session<'a>(target: &PgTarget, session: &'a mut Option<PgSession>) -> Result<&'a PgSession, String> {
-    let reuse = session
-        .as_ref()
-        .is_some_and(|s| !s.is_closed() && s.target_is(target));
-    if !reuse {
-        *session = Some(postgres::connect(target).await.map_err(|e| e.to_string())?);
-    }
-    session.as_ref().ok_or_else(|| "no session".to_string())
-}
-
 /// Fences the local member if it is an unfenced primary. `Ok(true)`: it was fenced now.
-async fn fence_if_primary(target: &PgTarget, sess: &mut Option<PgSession>) -> Result<bool, String> {
-    let s = session(target, sess).await?;
-    let o = s.observe().await.map_err(|e| e.to_string())?;
+async fn fence_if_primary(l: &mut Local) -> Result<bool, String> {
+    let o = l.observe().await?;
     if o.in_recovery || o.fenced {
         return Ok(false);
     }
-    s.fence().await.map_err(|e| e.to_string())?;
+    l.fence().await?;
     Ok(true)
 }
 
@@ -134,7 +184,7 @@ async fn with_hub(
     secrets: &SecretKeys,
     recorder: &Recorder,
     obj: &DynamicObject,
-    local: &mut Option<(PgTarget, Option<PgSession>)>,
+    local: &mut Option<Local>,
 ) -> Result<(), String> {
     let spec: DatabaseSpec = obj
         .data
@@ -154,10 +204,17 @@ async fn with_hub(
     let (user, pass) = credentials(secrets, &me.credentials.name).await?;
     let target = PgTarget::new(&me.endpoint, &user, &pass, &spec.database_name)
         .ok_or_else(|| format!("member endpoint {} is not host:port", me.endpoint))?;
-    if local.as_ref().is_none_or(|(t, _)| *t != target) {
-        *local = Some((target.clone(), None));
+    if local
+        .as_ref()
+        .is_none_or(|l| l.engine != spec.engine || l.target != target)
+    {
+        *local = Some(Local {
+            engine: spec.engine,
+            target,
+            session: None,
+        });
     }
-    let Some((target, sess)) = local.as_mut() else {
+    let Some(l) = local.as_mut() else {
         return Ok(());
     };
     let Some(primary) = status.primary_region.clone() else {
@@ -167,10 +224,7 @@ async fn with_hub(
         return Ok(());
     }
     // Stopped (e.g. by a rebuild that failed half way)? Not ours to start unless we are rebuilding.
-    let o = match session(target, sess).await {
-        Ok(s) => s.observe().await.map_err(|e| e.to_string())?,
-        Err(e) => return Err(format!("local member: {e}")),
-    };
+    let o = l.observe().await.map_err(|e| format!("local member: {e}"))?;
     if o.in_recovery {
         return Ok(());
     }
@@ -178,37 +232,67 @@ async fn with_hub(
     if status.epoch <= o.epoch.unwrap_or(0) {
         return Ok(());
     }
+    // ...unless a failover under way is making this member the primary: between its promotion and the epoch
+    // written into it, it is a primary of the epoch just before — the one being made primary, not a stale one
+    // (a stale primary carries an older epoch still; a failover that has not fenced the old primary has not
+    // chosen, so its `to` is only the preferred region).
+    if status.last_failover.as_ref().is_some_and(|f| {
+        f.outcome.is_none()
+            && f.epoch == status.epoch
+            && f.fenced_time.is_some()
+            && f.to.as_deref() == Some(cfg.region.as_str())
+            && o.epoch.unwrap_or(0) + 1 == status.epoch
+    }) {
+        return Ok(());
+    }
     if !o.fenced {
-        session(target, sess)
-            .await?
-            .fence()
-            .await
-            .map_err(|e| e.to_string())?;
+        l.fence().await?;
         warn!(region = %cfg.region, epoch = status.epoch, %primary, "a stale local primary fenced");
-        return Ok(());
+        // PostgreSQL: rebuilt once the hub reports it fenced. Redis: it follows the primary at once.
+        if spec.engine == Engine::PostgreSQL {
+            return Ok(());
+        }
     }
-    let reported_fenced = status
-        .members
-        .iter()
-        .any(|m| m.region == cfg.region && m.role == MemberRole::Fenced);
-    if !reported_fenced {
-        return Ok(());
-    }
-    let pm = spec
-        .members
-        .iter()
-        .find(|m| m.region == primary)
-        .ok_or("the recorded primary is not a member")?;
-    let (puser, ppass) = credentials(secrets, &pm.credentials.name).await?;
-    let source = PgTarget::new(&pm.endpoint, &puser, &ppass, &spec.database_name)
-        .ok_or_else(|| format!("member endpoint {} is not host:port", pm.endpoint))?;
-    // Close our session before stopping the server.
-    *sess = None;
-    let how = rebuild(cfg, &source).await?;
-    let note = format!(
-        "{} rebuilt as a standby of {primary} ({how}) and started",
-        cfg.region
-    );
+    let source = async {
+        let pm = spec
+            .members
+            .iter()
+            .find(|m| m.region == primary)
+            .ok_or("the recorded primary is not a member")?;
+        let (puser, ppass) = credentials(secrets, &pm.credentials.name).await?;
+        PgTarget::new(&pm.endpoint, &puser, &ppass, &spec.database_name)
+            .ok_or_else(|| format!("member endpoint {} is not host:port", pm.endpoint))
+    };
+    let note = match spec.engine {
+        Engine::PostgreSQL => {
+            let reported_fenced = status
+                .members
+                .iter()
+                .any(|m| m.region == cfg.region && m.role == MemberRole::Fenced);
+            if !reported_fenced {
+                return Ok(());
+            }
+            let source = source.await?;
+            let Some(files) = &cfg.rebuild else {
+                return Err(format!(
+                    "{} is a fenced former primary and no --pg-data was given: rebuild it as a standby of \
+                     {primary} by hand (pg_rewind or pg_basebackup)",
+                    cfg.region
+                ));
+            };
+            // Close our session before stopping the server.
+            l.session = None;
+            let how = rebuild(files, &cfg.region, &source).await?;
+            format!(
+                "{} rebuilt as a standby of {primary} ({how}) and started",
+                cfg.region
+            )
+        }
+        Engine::Redis => {
+            let source = source.await?;
+            rejoin_redis(l, &cfg.region, &primary, status.epoch, &o, &source).await?
+        }
+    };
     info!(database = %cfg.database, %note, "member rebuilt");
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("azora.io/v1alpha1".into()),
@@ -227,8 +311,52 @@ async fn with_hub(
     Ok(())
 }
 
+/// A fenced stale Redis primary follows the recorded primary (a full resync), but only once that member is a
+/// primary holding the recorded epoch: following a member that is not (yet) promoted would leave no primary
+/// at all. Returns the Event's note.
+async fn rejoin_redis(
+    l: &mut Local,
+    region: &str,
+    primary: &str,
+    epoch: u64,
+    stale: &PgObservation,
+    source: &PgTarget,
+) -> Result<String, String> {
+    let mut upstream = member::connect(Engine::Redis, source)
+        .await
+        .map_err(|e| format!("the recorded primary {primary}: {e}"))?;
+    let p = upstream
+        .observe()
+        .await
+        .map_err(|e| format!("the recorded primary {primary}: {e}"))?;
+    if p.in_recovery || p.fenced || p.epoch.unwrap_or(0) < epoch {
+        return Err(format!(
+            "the recorded primary {primary} is not yet a writable primary of epoch {epoch}: {region} stays \
+             fenced and does not follow it"
+        ));
+    }
+    let r = l
+        .session()
+        .await?
+        .follow(source, region)
+        .await
+        .map_err(|e| e.to_string());
+    if r.is_err() {
+        l.session = None;
+    }
+    r?;
+    Ok(format!(
+        "{region} (a stale primary of epoch {} at offset {}) now follows {primary} (epoch {epoch}) and \
+         resyncs from it: what it took after the failover is discarded",
+        stale.epoch.unwrap_or(0),
+        stale
+            .received
+            .map_or_else(|| "unknown".to_string(), |x| x.to_string()),
+    ))
+}
+
 /// A PostgreSQL program, as the configured OS user, with the source's password in its environment only.
-async fn pg(cfg: &AgentConfig, program: &str, args: &[&str], password: Option<&str>) -> Result<(), String> {
+async fn pg(cfg: &PgRebuild, program: &str, args: &[&str], password: Option<&str>) -> Result<(), String> {
     let bin = cfg.bin_dir.join(program);
     let mut cmd = match &cfg.os_user {
         Some(u) => {
@@ -267,7 +395,7 @@ const KEPT: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
 
 /// Rebuilds the local member as a standby of `source`: stop, rewind (or a fresh base backup), own
 /// configuration back, standby settings, start. Returns how.
-async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, String> {
+async fn rebuild(cfg: &PgRebuild, region: &str, source: &PgTarget) -> Result<&'static str, String> {
     let data = cfg.data_dir.to_string_lossy().to_string();
     let log = cfg.log_file.to_string_lossy().to_string();
     // The member's own settings: pg_rewind and pg_basebackup bring the source's.
@@ -315,7 +443,7 @@ async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, S
     let how = match rewound {
         Ok(()) => "pg_rewind",
         Err(e) => {
-            warn!(region = %cfg.region, error = %e, "pg_rewind failed: taking a fresh base backup");
+            warn!(%region, error = %e, "pg_rewind failed: taking a fresh base backup");
             // Kept, never deleted: an earlier rebuild's copy (or anything else there) is not ours to remove.
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -353,7 +481,7 @@ async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, S
         })
         .map(str::to_string)
         .collect();
-    let conninfo = source.conninfo_for(&cfg.region);
+    let conninfo = source.conninfo_for(region);
     // The configuration file's own quoting: backslashes and quotes escaped again.
     lines.push(format!(
         "primary_conninfo = '{}'",
@@ -377,7 +505,7 @@ async fn rebuild(cfg: &AgentConfig, source: &PgTarget) -> Result<&'static str, S
 }
 
 /// Writes a file the database server reads: mode 0600, owned by the OS user when one is configured.
-async fn write_owned(cfg: &AgentConfig, path: &Path, content: &[u8]) -> Result<(), String> {
+async fn write_owned(cfg: &PgRebuild, path: &Path, content: &[u8]) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
     tokio::fs::write(path, content)
         .await

@@ -8,8 +8,8 @@ use azora_api::database::{DatabaseFailover, DatabaseStatus, MemberRole, MemberSt
 use azora_api::region::Verdict;
 use azora_core::conditions::{Desired, merge};
 use azora_core::database::{
-    Candidate, FENCE_MARKER, Promotion, choose_promotion, format_lsn, human_bytes, same_sync_rule,
-    sync_standby_names, wanted_move,
+    Candidate, Promotion, choose_promotion, format_lsn, human_bytes, same_sync_rule, sync_standby_names,
+    wanted_move,
 };
 use azora_core::duration::parse_duration;
 use tracing::{info, warn};
@@ -362,7 +362,11 @@ async fn failover(
         .iter()
         .find(|(r, o)| {
             **r != old
-                && o.as_ref().is_ok_and(|o| !o.in_recovery && !o.fenced)
+                && o.as_ref().is_ok_and(|o| {
+                    // Promoted by this failover: holding its epoch, or the one just before (not written yet);
+                    // a stale primary of an older epoch is not it.
+                    !o.in_recovery && !o.fenced && o.epoch.unwrap_or(0) + 1 >= epoch
+                })
                 && rec.to.as_deref() == Some(r.as_str())
         })
         .map(|(r, _)| r.clone());
@@ -711,6 +715,20 @@ async fn test_pause(s: &Step<'_>, point: &str, epoch: u64) {
     tokio::time::sleep(pause).await;
 }
 
+/// Makes `region`'s member follow `primary` (as `region`).
+async fn follow(
+    s: &Step<'_>,
+    memory: &mut Memory,
+    region: &str,
+    primary: &azora_adapters::postgres::PgTarget,
+) -> Result<(), String> {
+    session(s, memory, region)
+        .await?
+        .follow(primary, region)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Keeps the topology: the primary's synchronous rule and epoch, a second primary fenced, every standby
 /// streaming from the primary. Never promotes.
 async fn maintain(
@@ -726,8 +744,26 @@ async fn maintain(
     if p.in_recovery {
         return Ok(());
     }
+    // A member holding a newer epoch than the status (a status restored from an old copy): the recorded
+    // primary may be a stale one. Nothing is unfenced, fenced or repointed on its word.
+    if let Some((r, e)) = seen
+        .iter()
+        .filter_map(|(r, o)| o.as_ref().ok().and_then(|o| o.epoch).map(|e| (r, e)))
+        .find(|(_, e)| *e > status.epoch)
+    {
+        warn!(
+            database = %s.name,
+            region = %r,
+            member_epoch = e,
+            status_epoch = status.epoch,
+            "a member holds a newer epoch than the status: the topology is left as it is"
+        );
+        return Ok(());
+    }
     let rule = sync_standby_names(s.spec, primary);
-    let ours_fence = p.read_only && p.sync_names.contains(FENCE_MARKER);
+    // Our fence (PostgreSQL: read-only with the marker as the synchronous rule; Redis: the
+    // `min-replicas-to-write` no deployment sets), e.g. the agent's when it lost the hub: lifted here.
+    let ours_fence = p.fenced;
     if ours_fence || !same_sync_rule(&p.sync_names, &rule) || p.epoch.unwrap_or(0) < status.epoch {
         fence_check(s).await?;
         let r = match session(s, memory, primary).await {
@@ -776,14 +812,9 @@ async fn maintain(
                 let r = match (r, s.spec.engine) {
                     // A Redis member is rebuilt by following the primary (a full resync): its writes since
                     // the failover are the loss window already reported.
-                    (Ok(()), azora_api::database::Engine::Redis) => match session(s, memory, &m.region).await
-                    {
-                        Ok(sess) => sess
-                            .follow(&primary_target, &m.region)
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e),
-                    },
+                    (Ok(()), azora_api::database::Engine::Redis) => {
+                        follow(s, memory, &m.region, &primary_target).await
+                    }
                     (r, _) => r,
                 };
                 match r {
@@ -803,6 +834,36 @@ async fn maintain(
                         warn!(database = %s.name, region = %m.region, error = %e, "fencing a second primary failed")
                     }
                 }
+            } else if s.spec.engine == azora_api::database::Engine::Redis
+                && o.epoch.unwrap_or(0) < status.epoch
+                && !p.fenced
+                && p.epoch.unwrap_or(0) >= status.epoch
+            {
+                // A fenced former Redis primary (fenced at a switchover, by the agent, or above) rejoins by
+                // following the primary — only once that is a writable primary holding the current epoch.
+                // What it took after the failover is the loss window already reported.
+                fence_check(s).await?;
+                let r = follow(s, memory, &m.region, &primary_target).await;
+                match r {
+                    Ok(()) => {
+                        event(
+                            s,
+                            false,
+                            "MemberRebuilt",
+                            &format!(
+                                "{} (a fenced former primary of epoch {}) now follows {primary} (epoch {}) and \
+                                 resyncs from it",
+                                m.region,
+                                o.epoch.unwrap_or(0),
+                                status.epoch
+                            ),
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        warn!(database = %s.name, region = %m.region, error = %e, "rejoining a former primary failed")
+                    }
+                }
             }
             continue;
         }
@@ -820,16 +881,13 @@ async fn maintain(
         if aimed && stale_credentials && credentials_repointed {
             continue;
         }
-        if !aimed || stale_credentials {
+        // A Redis replica still carrying a fence (its unfence after REPLICAOF failed) could never be
+        // promoted: following again lifts it.
+        let fenced_replica = o.fenced && s.spec.engine == azora_api::database::Engine::Redis;
+        if !aimed || stale_credentials || fenced_replica {
             credentials_repointed |= aimed;
             fence_check(s).await?;
-            let r = match session(s, memory, &m.region).await {
-                Ok(sess) => sess
-                    .follow(&primary_target, &m.region)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+            let r = follow(s, memory, &m.region, &primary_target).await;
             match r {
                 Ok(()) => info!(database = %s.name, standby = %m.region, %primary, "standby repointed"),
                 Err(e) => warn!(database = %s.name, standby = %m.region, error = %e, "repointing failed"),

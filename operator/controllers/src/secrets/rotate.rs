@@ -477,7 +477,35 @@ impl Turn<'_> {
                 match self.judge(&go.home, current, &custom, &p).await {
                     Ok(Written::NotYet) => go.write = Some((p, false)),
                     Ok(Written::Done(v)) => self.commit(st, &p, v, grace).await,
-                    Ok(Written::Conflict(v)) => self.conflict(st, &p, v).await,
+                    Ok(Written::Conflict(v)) => {
+                        // The operator's own later rotation (a status restored from a copy that still held
+                        // an older one): taken back as its own, not reported as someone else's write.
+                        let later = custom.get(core::META_ROTATION).is_some_and(|id| *id != p.id)
+                            && holds_home_version(v, &custom) == Some(v);
+                        let own = if later {
+                            match self.claim_confirmed(&go.home, v, &custom).await {
+                                Ok(d) => d,
+                                Err(e) => {
+                                    st.reason = e.reason().to_string();
+                                    st.message = format!("home region {}: {e}", self.home());
+                                    return Prepared::Stop(BEHIND);
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        match own {
+                            Some(d) => {
+                                st.pending = None;
+                                st.version = v;
+                                st.rotation_id = custom.get(core::META_ROTATION).cloned();
+                                st.last_rotation_time.get_or_insert_with(now);
+                                st.phase = Some(SecretPhase::Replicating);
+                                self.restore_from_data(st, v, &d);
+                            }
+                            None => self.conflict(st, &p, v).await,
+                        }
+                    }
                     Err(e) => {
                         st.reason = e.reason().to_string();
                         st.message = format!("home region {}: {e}", self.home());
@@ -504,7 +532,22 @@ impl Turn<'_> {
                 None => return Prepared::Stop(SETTLED),
             }
         } else if current != st.version {
-            let ours = holds_home_version(current, &custom) == Some(current);
+            // The operator's own write: claimed, and the version's data carries the claimed rotation (a
+            // write by hand after a claim is not).
+            let own = if holds_home_version(current, &custom) == Some(current) {
+                match self.claim_confirmed(&go.home, current, &custom).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.room.note(self.home(), &e).await;
+                        st.reason = e.reason().to_string();
+                        st.message = format!("home region {}: {e}", self.home());
+                        return Prepared::Stop(BEHIND);
+                    }
+                }
+            } else {
+                None
+            };
+            let ours = own.is_some();
             if st.version > 0 && !ours && s.generator.kind != GeneratorKind::External {
                 // Written by someone else since the operator's last version: kept, never overwritten.
                 self.changed_outside(st, current).await;
@@ -512,6 +555,9 @@ impl Turn<'_> {
                 // An external value changed, or the status was lost: take Vault's newest version.
                 st.version = current;
                 st.rotation_id = custom.get(core::META_ROTATION).cloned().filter(|_| ours);
+                if let Some(d) = &own {
+                    self.restore_from_data(st, current, d);
+                }
                 st.last_rotation_time.get_or_insert_with(now);
                 st.phase = Some(SecretPhase::Replicating);
                 if s.generator.kind == GeneratorKind::External {
@@ -654,6 +700,53 @@ impl Turn<'_> {
                 })
             }
             w => Ok(w),
+        }
+    }
+
+    /// Whether version `current` of the home key is the claimed rotation's own write (its data carries the
+    /// claim's rotation id); returns that version's data when it is.
+    async fn claim_confirmed(
+        &self,
+        home: &Vault,
+        current: u64,
+        custom: &BTreeMap<String, String>,
+    ) -> Result<Option<SecretData>, VaultError> {
+        let Some(id) = custom.get(core::META_ROTATION) else {
+            return Ok(None);
+        };
+        let data = home.read(self.path(), current).await?;
+        Ok(data.filter(|d| d.0.get(core::DATA_ROTATION).is_some_and(|x| x == id)))
+    }
+
+    /// What a status taken back from Vault (it was lost, or restored from before) must not forget, from the
+    /// data of the operator's own newest version: the rotate-now request parts it carried out (else a lost
+    /// status rotates again — for a leak, once more with no grace period) and the leak revocation it owes
+    /// (else leaked versions stay readable in a Vault that was down when the status went).
+    fn restore_from_data(&self, st: &mut SecretStatus, current: u64, data: &SecretData) {
+        if let Some(t) = self.rotate_now.as_deref() {
+            let mut done: Vec<&str> = st
+                .rotate_now_handled
+                .as_deref()
+                .map(|h| h.split('|').collect())
+                .unwrap_or_default();
+            let before = done.len();
+            for part in core::handled_in_data(&data.0, t) {
+                if !done.contains(&part) {
+                    done.push(part);
+                }
+            }
+            if done.len() != before {
+                st.rotate_now_handled = Some(done.join("|"));
+            }
+        }
+        if let Some(v) = core::revoked_below_in_data(&data.0).filter(|v| *v <= current)
+            && st.revocation.as_ref().is_none_or(|r| r.version < v)
+        {
+            revoke_below(st, v, self.placed);
+            if v == current {
+                // The value before it leaked: never handed out as the previous one.
+                st.previous_until = None;
+            }
         }
     }
 
@@ -847,6 +940,17 @@ impl Turn<'_> {
         };
         let mut data = data;
         data.0.insert(core::DATA_ROTATION.to_string(), p.id.clone());
+        // What a lost status must not forget once this version is the newest (see `restore_from_data`); an
+        // unfinished revocation only: a finished one replayed would destroy copies that never leaked.
+        let revoked_below = if p.revokes {
+            Some(to)
+        } else {
+            st.revocation
+                .as_ref()
+                .filter(|r| !r.regions.is_empty())
+                .map(|r| r.version)
+        };
+        core::record_in_data(&mut data.0, st.rotate_now_handled.as_deref(), revoked_below);
         if self.room.ctx.fence.check().await.is_err() {
             // No longer the leader: the rotation stays recorded for whoever leads.
             return Err(SETTLED);

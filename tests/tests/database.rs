@@ -1034,12 +1034,12 @@ async fn redis_fails_over_asynchronously_and_reports_the_window_of_lost_writes()
     // The old primary comes back (empty, as a primary): fenced, then made a replica of the new one.
     s.regions[0].resume();
     rd.start_again("africa")?;
-    wait_status(
+    sessions_member_follows(
         &s,
-        "sessions",
+        "africa",
+        &new,
         Duration::from_secs(60),
         "africa rejoined as a replica",
-        |st| member(st, "africa")["role"] == "Standby" && member(st, "africa")["upstream"] == new.as_str(),
     )
     .await?;
     let start = Instant::now();
@@ -1070,6 +1070,20 @@ async fn sessions_promoted_away_from_africa(s: &Scenario) -> anyhow::Result<(Val
     .await?;
     let new = st["primaryRegion"].as_str().unwrap_or_default().to_string();
     Ok((st, new))
+}
+
+/// Waits until Database `sessions` reports `region`'s member a standby streaming from `upstream`.
+async fn sessions_member_follows(
+    s: &Scenario,
+    region: &str,
+    upstream: &str,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<Value> {
+    wait_status(s, "sessions", within, what, |st| {
+        member(st, region)["role"] == "Standby" && member(st, region)["upstream"] == upstream
+    })
+    .await
 }
 
 /// Pins policy `platform` to `region` by hand (a manual failover); `None` withdraws the pin.
@@ -1207,12 +1221,12 @@ async fn a_redis_agent_fences_its_cut_off_primary_and_rejoins_a_stale_one_on_its
     // planned switchover back to it works and loses nothing.
     s.regions[0].resume();
     s.add_operator(&["--database-interval", "1s"])?;
-    wait_status(
+    sessions_member_follows(
         &s,
-        "sessions",
+        "africa",
+        &new,
         Duration::from_secs(90),
         "africa a standby of the new primary",
-        |st| member(st, "africa")["role"] == "Standby" && member(st, "africa")["upstream"] == new.as_str(),
     )
     .await?;
     // (A region that recovers after a manual request waits for the failback hold-down: ask once it is back.)
@@ -1235,12 +1249,12 @@ async fn a_redis_agent_fences_its_cut_off_primary_and_rejoins_a_stale_one_on_its
     assert_eq!(rd.text("africa", &["GET", "after"]).await?, "1");
     // The primary it switched from was fenced by the operator; the operator makes it follow africa (no agent
     // runs next to it) and it can be promoted again: a plain standby, not a fenced lone primary.
-    wait_status(
+    sessions_member_follows(
         &s,
-        "sessions",
+        &new,
+        "africa",
         Duration::from_secs(60),
         "the former primary a standby of africa",
-        |st| member(st, &new)["role"] == "Standby" && member(st, &new)["upstream"] == "africa",
     )
     .await?;
     let (resynced, got) = redis_until(&rd, &new, &["GET", "final"], Duration::from_secs(30), |r| {

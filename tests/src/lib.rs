@@ -8,6 +8,7 @@ pub mod drill;
 pub mod env;
 pub mod fleet;
 pub mod knot;
+pub mod link;
 pub mod openbao;
 pub mod operator;
 pub mod postgres;

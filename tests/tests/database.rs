@@ -164,11 +164,39 @@ async fn ledger_in_africa_and_europe() -> anyhow::Result<(Scenario, PgFleet)> {
     Ok((s, pg))
 }
 
+/// Waits until Database `name` streams from africa, creates table `orders` there and returns the session.
+async fn streaming_with_orders(
+    s: &Scenario,
+    pg: &PgFleet,
+    name: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    wait_status(s, name, Duration::from_secs(60), "streaming", |st| {
+        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
+    })
+    .await?;
+    let primary = pg.client("africa").await?;
+    primary
+        .batch_execute("create table orders (id bigint primary key)")
+        .await?;
+    Ok(primary)
+}
+
 /// A region agent for `ledger` next to `region`'s member (the same binary), looking every second and running
 /// the PostgreSQL programs as `postgres`; `extra` arguments after those.
 fn start_agent(
     s: &Scenario,
     pg: &PgFleet,
+    region: &str,
+    extra: &[&str],
+) -> anyhow::Result<azora_tests::Operator> {
+    start_pg_agent_via(s, pg, &s.env.hub().kubeconfig, region, extra)
+}
+
+/// [`start_agent`] reaching the hub through `kubeconfig`.
+fn start_pg_agent_via(
+    s: &Scenario,
+    pg: &PgFleet,
+    kubeconfig: &std::path::Path,
     region: &str,
     extra: &[&str],
 ) -> anyhow::Result<azora_tests::Operator> {
@@ -188,7 +216,7 @@ fn start_agent(
         &pg_log,
     ];
     args.extend_from_slice(extra);
-    start_agent_for(s, region, "ledger", &args)
+    start_agent_via(s, kubeconfig, region, "ledger", &args)
 }
 
 /// A region agent for `database` next to `region`'s member, looking every second; `extra` arguments after
@@ -199,10 +227,21 @@ fn start_agent_for(
     database: &str,
     extra: &[&str],
 ) -> anyhow::Result<azora_tests::Operator> {
+    start_agent_via(s, &s.env.hub().kubeconfig, region, database, extra)
+}
+
+/// [`start_agent_for`] reaching the hub through `kubeconfig`.
+fn start_agent_via(
+    s: &Scenario,
+    kubeconfig: &std::path::Path,
+    region: &str,
+    database: &str,
+    extra: &[&str],
+) -> anyhow::Result<azora_tests::Operator> {
     let mut args = vec!["--region", region, "--database", database, "--interval", "1s"];
     args.extend_from_slice(extra);
     azora_tests::Operator::start_command(
-        &s.env.hub().kubeconfig,
+        kubeconfig,
         s.env.dir.path().join(format!("agent-{region}.log")),
         "agent",
         &args,
@@ -592,23 +631,7 @@ async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_
 
     // The hub hangs: only the agent can act, and it fences africa.
     s.env.hub().pause();
-    let started = Instant::now();
-    let mut fenced = false;
-    while started.elapsed() < Duration::from_secs(40) {
-        if show(&pg, "africa", "default_transaction_read_only")
-            .await
-            .ok()
-            .as_deref()
-            == Some("on")
-            && show(&pg, "africa", "synchronous_standby_names")
-                .await
-                .is_ok_and(|n| n.contains("azora_fenced"))
-        {
-            fenced = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let fenced = until_africa_fenced(&pg, Duration::from_secs(40)).await;
     let refused = if fenced {
         match pg.client("africa").await {
             Ok(c) => c.batch_execute("insert into orders values (2)").await.is_err(),
@@ -626,28 +649,7 @@ async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_
     assert!(refused, "a fenced primary accepted a write");
 
     // The hub is back and africa is still the recorded primary: the operator lifts the fence.
-    let started = Instant::now();
-    let mut writable = false;
-    while started.elapsed() < Duration::from_secs(90) {
-        if let Ok(c) = pg.client("africa").await
-            && tokio::time::timeout(
-                Duration::from_secs(5),
-                c.batch_execute("insert into orders values (3) on conflict do nothing"),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {
-            writable = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(
-        writable,
-        "the fence was never lifted: {}\n{}",
-        db_status(&s, "ledger").await.unwrap_or(Value::Null),
-        s.log_tail(0, 30)
-    );
+    africa_unfenced(&s, &pg, 3).await?;
     let st = db_status(&s, "ledger").await?;
     assert_eq!(st["primaryRegion"], "africa", "{st:#}");
     assert_eq!(ids_on(&pg, "africa").await?, BTreeSet::from([1, 3]));
@@ -723,6 +725,157 @@ async fn a_primary_whose_agent_loses_the_hub_fences_itself_and_is_unfenced_when_
     Ok(())
 }
 
+/// Whether africa's member is fenced (read-only, and a synchronous rule no standby matches).
+async fn africa_fenced(pg: &PgFleet) -> bool {
+    show(pg, "africa", "default_transaction_read_only")
+        .await
+        .ok()
+        .as_deref()
+        == Some("on")
+        && show(pg, "africa", "synchronous_standby_names")
+            .await
+            .is_ok_and(|n| n.contains("azora_fenced"))
+}
+
+/// Polls until africa's member is fenced; whether it was within `within`.
+async fn until_africa_fenced(pg: &PgFleet, within: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if africa_fenced(pg).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Waits (90 s at most) until africa's member takes a write again (row `id`, a fresh session each time): the
+/// operator lifted its fence.
+async fn africa_unfenced(s: &Scenario, pg: &PgFleet, id: i64) -> anyhow::Result<()> {
+    let insert = format!("insert into orders values ({id}) on conflict do nothing");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(90) {
+        if let Ok(c) = pg.client("africa").await
+            && tokio::time::timeout(Duration::from_secs(5), c.batch_execute(&insert))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!(
+        "the fence was never lifted: {}\n{}",
+        db_status(s, "ledger").await.unwrap_or(Value::Null),
+        s.log_tail(0, 30)
+    )
+}
+
+/// After a stale promotion was refused: `stale` (the member it would have promoted) takes no write, `primary`
+/// is the one primary.
+async fn one_writer(pg: &PgFleet, stale: &str, primary: &str) -> anyhow::Result<()> {
+    let r = pg
+        .client(stale)
+        .await?
+        .query_one(
+            "select pg_is_in_recovery(), current_setting('default_transaction_read_only')",
+            &[],
+        )
+        .await?;
+    let (in_recovery, ro): (bool, String) = (r.get(0), r.get(1));
+    anyhow::ensure!(in_recovery || ro == "on", "{stale} takes writes beside {primary}");
+    let standby: bool = pg
+        .client(primary)
+        .await?
+        .query_one("select pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(!standby, "{primary} is not the primary");
+    Ok(())
+}
+
+/// An asymmetric partition: only the link between africa's agent and the hub is cut, the operator still
+/// reaches africa's primary. The agent must not fence it (the operator would lift the fence and the agent set
+/// it again, over and over, stopping writes each time); once the operator itself falls silent (SIGSTOP), the
+/// agent does fence.
+#[tokio::test]
+async fn an_agent_cut_off_from_the_hub_leaves_alone_a_primary_the_operator_still_reaches()
+-> anyhow::Result<()> {
+    let (s, pg) = ledger_in_africa_and_europe().await?;
+    // The agent reaches the hub through a link the test can cut (traffic dropped); nothing else uses it.
+    let hub = s.env.hub();
+    let upstream: std::net::SocketAddr = hub.url.trim_start_matches("https://").parse()?;
+    let link = azora_tests::link::CuttableLink::start(upstream).await?;
+    let kubeconfig = s.env.dir.path().join("kubeconfig-agent-africa");
+    std::fs::write(
+        &kubeconfig,
+        std::fs::read_to_string(&hub.kubeconfig)?
+            .replace(&hub.url, &format!("https://127.0.0.1:{}", link.port)),
+    )?;
+    let agent = start_pg_agent_via(&s, &pg, &kubeconfig, "africa", &["--hub-loss-fence", "5s"])?;
+    let primary = streaming_with_orders(&s, &pg, "ledger").await?;
+    // (The agent has looked at the member a few times: it knows it is there.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let w = writer(primary, acked.clone());
+    let count = || acked.lock().map(|a| a.len()).unwrap_or(0);
+
+    // 1. The agent's link is cut for four times its hub-loss-fence: writes go on all along.
+    link.cut();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = count();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = count();
+    let log = agent.log_text();
+    assert!(
+        !w.is_finished() && after > before,
+        "writes stopped while the operator still reached africa ({before} → {after} commits)\nagent:\n{log}"
+    );
+    assert!(!africa_fenced(&pg).await, "africa was fenced\nagent:\n{log}");
+    assert!(
+        log.contains("the operator still keeps the local primary: no fence"),
+        "the agent did not say why it held back:\n{log}"
+    );
+    assert!(!log.contains("fenced itself"), "{log}");
+
+    // 2. The operator falls silent too (SIGSTOP): nothing on the hub side acts for africa now, and its agent
+    // fences it.
+    azora_tests::signal_pid(s.operators[0].pid(), "-STOP");
+    let fenced = until_africa_fenced(&pg, Duration::from_secs(40)).await;
+    azora_tests::signal_pid(s.operators[0].pid(), "-CONT");
+    link.mend();
+    assert!(
+        fenced,
+        "africa kept taking writes with neither the hub nor the operator in reach\nagent:\n{}",
+        agent.log_text()
+    );
+    // (The agent logs once its fence is done, a moment after the settings show.)
+    let started = Instant::now();
+    while !agent.log_text().contains("the local primary fenced itself")
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        agent.log_text().contains("the local primary fenced itself"),
+        "africa was fenced, but not by its agent:\n{}",
+        agent.log_text()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+
+    // 3. Both back: the operator lifts the fence of the recorded primary.
+    africa_unfenced(&s, &pg, -1).await?;
+    // Every acknowledged commit is there.
+    let have = ids_on(&pg, "africa").await?;
+    let acked: Vec<i64> = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    assert!(
+        acked.iter().all(|id| have.contains(id)),
+        "an acknowledged commit is missing"
+    );
+    drop(agent);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_the_old_primary()
 -> anyhow::Result<()> {
@@ -732,14 +885,7 @@ async fn a_planned_move_and_the_move_back_lose_nothing_and_the_agent_rebuilds_th
     for m in &pg.members {
         agents.push(start_agent(&s, &pg, &m.region, &[])?);
     }
-    wait_status(&s, "ledger", Duration::from_secs(60), "streaming", |st| {
-        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
-    })
-    .await?;
-    let primary = pg.client("africa").await?;
-    primary
-        .batch_execute("create table orders (id bigint primary key)")
-        .await?;
+    let primary = streaming_with_orders(&s, &pg, "ledger").await?;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let w = writer(primary, acked.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1269,19 +1415,24 @@ async fn a_redis_agent_fences_its_cut_off_primary_and_rejoins_a_stale_one_on_its
     Ok(())
 }
 
-#[tokio::test]
-async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> {
-    let mut s = Scenario::start(3).await?;
+/// Database `orders` (PostgreSQL in africa, europe and asia, africa primary) run by replica A (`extra`
+/// arguments), which is held for `pause_s` seconds between choosing a standby and recording the choice (a test
+/// failpoint that widens the race; nothing is faked).
+async fn orders_led_by_replica_a(
+    extra: &[&str],
+    pause_s: u64,
+) -> anyhow::Result<(Scenario, azora_tests::Operator, PgFleet)> {
+    let s = Scenario::start(3).await?;
     s.policy("1h", json!({})).await?;
-    // Replica A pauses for 25 s between choosing a standby and recording the choice (a test failpoint that
-    // widens the race); replica B has no pause.
-    let log_a = s.env.dir.path().join("replica-a.log");
-    let mut a = azora_tests::Operator::start(
+    let mut args = vec!["--identity", "replica-a", "--database-interval", "1s"];
+    args.extend_from_slice(extra);
+    let pause = (pause_s * 1000).to_string();
+    let a = azora_tests::Operator::start(
         &s.env.hub().kubeconfig,
-        log_a,
-        &["--identity", "replica-a", "--database-interval", "1s"],
+        s.env.dir.path().join("replica-a.log"),
+        &args,
         &[
-            ("AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS", "25000"),
+            ("AZORA_TEST_PAUSE_BEFORE_PROMOTION_MS", &pause),
             ("RUST_LOG", "info,kube=warn,hickory_server=warn"),
         ],
     )?;
@@ -1297,11 +1448,11 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
         st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
     })
     .await?;
-    s.add_operator(&["--database-interval", "1s"])?;
+    Ok((s, a, pg))
+}
 
-    // africa goes down; A records the intent (epoch 2) and pauses before the promotion.
-    s.regions[0].stop();
-    pg.kill("africa");
+/// Waits (60 s at most) until replica A is held at its failpoint.
+async fn until_failpoint(a: &azora_tests::Operator) -> anyhow::Result<()> {
     let start = Instant::now();
     while !a.log_text().contains("test failpoint: pausing") {
         anyhow::ensure!(
@@ -1311,10 +1462,14 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A is deposed: frozen, its lease runs out, B takes over and finishes epoch 2.
-    azora_tests::signal_pid(a.pid(), "-STOP");
+    Ok(())
+}
+
+/// Replica B finishes the epoch-2 failover A was held in, then moves on: a manual failover to the third
+/// region (epoch 3), a planned switchover. Returns the region promoted under epoch 2 and the third one.
+async fn b_finishes_epoch_2_and_moves_on(s: &Scenario) -> anyhow::Result<(String, String)> {
     let st = wait_status(
-        &s,
+        s,
         "orders",
         Duration::from_secs(90),
         "B promoted under epoch 2",
@@ -1322,17 +1477,34 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
     )
     .await?;
     let promoted = st["primaryRegion"].as_str().unwrap_or_default().to_string();
-    // B moves on: a manual failover to the third region (epoch 3), a planned switchover.
     let third = if promoted == "europe" { "asia" } else { "europe" };
-    manual_failover(&s, Some(third)).await?;
+    manual_failover(s, Some(third)).await?;
     wait_status(
-        &s,
+        s,
         "orders",
         Duration::from_secs(60),
         "B switched over under epoch 3",
         |st| st["lastFailover"]["outcome"] == "Promoted" && st["epoch"] == 3 && st["primaryRegion"] == third,
     )
     .await?;
+    Ok((promoted, third.to_string()))
+}
+
+#[tokio::test]
+async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> {
+    // Replica A pauses for 25 s between choosing a standby and recording the choice (a test failpoint that
+    // widens the race); replica B has no pause.
+    let (mut s, mut a, pg) = orders_led_by_replica_a(&[], 25).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+
+    // africa goes down; A records the intent (epoch 2) and pauses before the promotion.
+    s.regions[0].stop();
+    pg.kill("africa");
+    until_failpoint(&a).await?;
+    // A is deposed: frozen, its lease runs out, B takes over and finishes epoch 2.
+    azora_tests::signal_pid(a.pid(), "-STOP");
+    let (promoted, third) = b_finishes_epoch_2_and_moves_on(&s).await?;
+    let third = third.as_str();
     // A wakes and goes on with its epoch 2 failover. Its own lease ran out while it was frozen, so its term
     // may end first (the fence); when its database task runs first, the epoch check refuses: the stored
     // status is at epoch 3. Either way nothing is promoted, and the log says which guard held.
@@ -1354,24 +1526,132 @@ async fn a_deposed_leaders_late_promotion_never_happens() -> anyhow::Result<()> 
     assert_eq!(st["epoch"], 3, "{st:#}");
     assert_eq!(st["primaryRegion"], third);
     // The member A would have promoted is still fenced: one writer only.
-    let c = pg.client(&promoted).await?;
-    let (in_recovery, ro): (bool, String) = {
-        let r = c
-            .query_one(
-                "select pg_is_in_recovery(), current_setting('default_transaction_read_only')",
-                &[],
-            )
-            .await?;
-        (r.get(0), r.get(1))
-    };
-    assert!(
-        in_recovery || ro == "on",
-        "{promoted} takes writes beside {third}"
-    );
-    let t = pg.client(third).await?;
-    let third_standby: bool = t.query_one("select pg_is_in_recovery()", &[]).await?.get(0);
-    assert!(!third_standby, "{third} is not the primary");
+    one_writer(&pg, &promoted, third).await?;
     a.kill();
+    Ok(())
+}
+
+/// The epoch alone stops a stale promotion: replica A leads under a lease of its own (`--lease-name`), so no
+/// lost term ever stops it — two leaders at once, as a broken election would make. A chooses a standby
+/// under epoch 2 and is held before promoting it; B (the usual lease) finishes epoch 2 and switches over to
+/// a third region under epoch 3; when A goes on, only the epoch checks (the stored status' epoch, the epoch in
+/// the member's own data) stand between it and a second primary. Then the status is restored from a copy older
+/// than both failovers: the operator says so (`StatusBehindMembers`), acts on nothing on its word, and adopts
+/// the real primary once it is the one member taking writes with the newest epoch.
+#[tokio::test]
+async fn a_second_leaders_stale_promotion_is_refused_by_the_epoch_alone() -> anyhow::Result<()> {
+    let (mut s, mut a, pg) = orders_led_by_replica_a(&["--lease-name", "azora-operator-split"], 30).await?;
+
+    // africa goes down; A records epoch 2 and its fence, chooses, and is held before the promotion.
+    s.regions[0].stop();
+    pg.kill("africa");
+    until_failpoint(&a).await?;
+    // (`start`: about when A's hold began.)
+    let start = Instant::now();
+    // B leads beside A (the usual lease, free): it finishes epoch 2, then switches over under epoch 3.
+    s.add_operator(&["--database-interval", "1s"])?;
+    let (promoted, third) = b_finishes_epoch_2_and_moves_on(&s).await?;
+    let third = third.as_str();
+    // (A is held for 30 s from the failpoint on: it must still be held here, or the test proves nothing.)
+    let b_took = start.elapsed();
+    anyhow::ensure!(
+        b_took < Duration::from_secs(25),
+        "B took {b_took:?}: A's hold may have ended before B finished"
+    );
+
+    // A goes on with its epoch-2 choice once its hold ends: refused by an epoch check.
+    let refusals = ["is not this failover's 2", "newer than this failover's 2"];
+    let start = Instant::now();
+    while !refusals.iter().any(|r| a.log_text().contains(r)) {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "A's late promotion was never refused:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = a.log_text();
+    println!(
+        "B finished epoch 3 within {b_took:?} of A's hold; A refused by: {:?}",
+        refusals.iter().filter(|r| log.contains(*r)).collect::<Vec<_>>()
+    );
+    // Nothing but the epoch stopped it: A led all along.
+    for m in [
+        "not leading",
+        "lost leadership",
+        "stepping down",
+        "controllers stopped",
+    ] {
+        assert!(
+            !log.contains(m),
+            "A's term ended ({m}): the fence, not the epoch, stopped it\n{log}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = db_status(&s, "orders").await?;
+    assert_eq!(st["epoch"], 3, "{st:#}");
+    assert_eq!(st["primaryRegion"], third);
+    // One writer: the member A chose is not one, the third region is.
+    one_writer(&pg, &promoted, third).await?;
+    a.kill();
+
+    // The status is then restored from a copy taken before both failovers (epoch 1, africa primary), with
+    // every operator stopped and the real primary (epoch 3) stopped too (SIGSTOP); a fresh operator starts. The
+    // one member it reaches holds epoch 2: it takes the status for behind, says so, and does nothing on its
+    // word — no failover from africa (Down) is started, nothing unfenced.
+    s.operators[0].kill();
+    let dbs: Api<DynamicObject> = Api::all_with(s.env.hub().client().await?, &ar("Database", "databases"));
+    dbs.patch_status(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"epoch": 1, "primaryRegion": "africa", "lastFailover": null, "history": []}}),
+        ),
+    )
+    .await?;
+    pg.signal(third, "-STOP");
+    s.add_operator(&["--database-interval", "1s"])?;
+    let behind = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "status behind the members",
+        |st| condition(st, "Ready").1 == "StatusBehindMembers",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = db_status(&s, "orders").await;
+    pg.signal(third, "-CONT");
+    behind?;
+    let st = st?;
+    assert_eq!(st["epoch"], 1, "a failover was started on a stale status: {st:#}");
+    assert!(st["lastFailover"].is_null(), "{st:#}");
+    // Back, the real primary is the one member taking writes and holds the newest epoch: adopted, as it is.
+    let st = wait_status(
+        &s,
+        "orders",
+        Duration::from_secs(60),
+        "the real primary adopted",
+        |st| {
+            st["primaryRegion"] == third && st["epoch"] == 3 && condition(st, "Ready").1 == "PrimaryWritable"
+        },
+    )
+    .await?;
+    assert!(st["history"].as_array().is_some_and(Vec::is_empty), "{st:#}");
+    one_writer(&pg, &promoted, third).await?;
+    assert_eq!(
+        pg.client(third)
+            .await?
+            .query_one("show default_transaction_read_only", &[])
+            .await?
+            .get::<_, String>(0),
+        "off",
+        "the real primary {third} was fenced on a stale status"
+    );
+    let reasons = event_reasons(&s).await?;
+    for r in ["StatusBehindMembers", "PrimaryAdopted"] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} Event: {reasons:?}");
+    }
     Ok(())
 }
 
@@ -1402,14 +1682,7 @@ async fn an_operator_killed_mid_failover_finishes_it_after_restart_with_one_prom
         database("orders", &pg, &["africa", "europe", "asia"], json!({})),
     )
     .await?;
-    wait_status(&s, "orders", Duration::from_secs(60), "streaming", |st| {
-        st["primaryRegion"] == "africa" && condition(st, "Replicating").0 == "True"
-    })
-    .await?;
-    let primary = pg.client("africa").await?;
-    primary
-        .batch_execute("create table orders (id bigint primary key)")
-        .await?;
+    let primary = streaming_with_orders(&s, &pg, "orders").await?;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let w = writer(primary, acked.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;

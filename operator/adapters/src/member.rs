@@ -81,6 +81,32 @@ impl Session {
         }
     }
 
+    /// Renames this session (a region agent's: [`crate::postgres::AGENT_SESSION`]).
+    pub async fn identify(&mut self, name: &str) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.identify(name).await,
+            Session::Redis(s) => s.identify(name).await,
+        }
+    }
+
+    /// Names this session the keeper of the member as the primary of `epoch` (the leading operator, at every
+    /// pass that keeps it as the primary).
+    pub async fn assert_keeper(&mut self, epoch: u64) -> Result<(), PgError> {
+        match self {
+            Session::Pg(s) => s.assert_keeper(epoch).await,
+            Session::Redis(s) => s.assert_keeper(epoch).await,
+        }
+    }
+
+    /// Whether another session names the operator the keeper of this member as the primary of `epoch` or
+    /// newer within the last `window`.
+    pub async fn kept_within(&mut self, epoch: u64, window: std::time::Duration) -> Result<bool, PgError> {
+        match self {
+            Session::Pg(s) => s.kept_within(epoch, window).await,
+            Session::Redis(s) => s.kept_within(epoch, window).await,
+        }
+    }
+
     /// Promotes a standby.
     pub async fn promote(&mut self) -> Result<bool, PgError> {
         match self {

@@ -13,6 +13,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Deadline of one statement.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The name every session opens under (`application_name`; Redis `CLIENT SETNAME`): the operator's. A region
+/// agent renames its own sessions [`AGENT_SESSION`], so a member shows whether the operator still reaches it.
+pub const OPERATOR_SESSION: &str = "azora-operator";
+/// The name a region agent's sessions take.
+pub const AGENT_SESSION: &str = "azora-agent";
+
 /// Where and how to reach one member.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgTarget {
@@ -170,7 +176,7 @@ pub async fn connect_within(t: &PgTarget, deadline: Duration) -> Result<PgSessio
         .user(&t.user)
         .password(&t.password)
         .dbname(&t.dbname)
-        .application_name("azora-operator")
+        .application_name(OPERATOR_SESSION)
         .connect_timeout(deadline);
     let (client, connection) = match tokio::time::timeout(deadline, cfg.connect(NoTls)).await {
         Ok(r) => r.map_err(db)?,
@@ -285,6 +291,47 @@ impl PgSession {
 
     async fn reload(&self) -> Result<(), PgError> {
         within(self.client.batch_execute("select pg_reload_conf()")).await
+    }
+
+    /// Renames this session (`application_name`).
+    pub async fn identify(&self, name: &str) -> Result<(), PgError> {
+        within(
+            self.client
+                .execute("select set_config('application_name', $1, false)", &[&name]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Names this session the keeper of the member as the primary of `epoch`, as of the server's own clock
+    /// (see [`azora_core::database::KEEPER_PREFIX`]).
+    pub async fn assert_keeper(&self, epoch: u64) -> Result<(), PgError> {
+        let prefix = format!("{}{epoch}-", azora_core::database::KEEPER_PREFIX);
+        within(self.client.execute(
+            "select set_config('application_name', $1::text || floor(extract(epoch from clock_timestamp()))::bigint::text, false)",
+            &[&prefix],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Whether another session of this user names the operator the keeper of this member as the primary of
+    /// `epoch` or newer, within the last `window` (the server's clock).
+    pub async fn kept_within(&self, epoch: u64, window: Duration) -> Result<bool, PgError> {
+        let rows = within(self.client.query(
+            "select application_name, floor(extract(epoch from clock_timestamp()))::bigint from pg_stat_activity \
+             where pid <> pg_backend_pid() and usename = current_user and application_name like $1",
+            &[&format!("{}%", azora_core::database::KEEPER_PREFIX)],
+        ))
+        .await?;
+        let now = rows.first().map_or(0, |r| r.get::<_, i64>(1));
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(azora_core::database::kept(
+            names.iter().map(String::as_str),
+            epoch,
+            now,
+            window.as_secs() as i64,
+        ))
     }
 
     /// Fences the member: no commit is acknowledged (`synchronous_standby_names` names no standby), new

@@ -244,6 +244,58 @@ impl RedisSession {
         Ok(self.observe().await?.received)
     }
 
+    /// Renames this connection (`CLIENT SETNAME`).
+    pub async fn identify(&mut self, name: &str) -> Result<(), Error> {
+        self.cmd("CLIENT SETNAME", &["CLIENT", "SETNAME", name]).await?;
+        Ok(())
+    }
+
+    /// The server's clock, in seconds (`TIME`).
+    async fn server_time(&mut self) -> Result<i64, Error> {
+        match self.cmd("TIME", &["TIME"]).await? {
+            Reply::Array(Some(parts)) => parts
+                .first()
+                .and_then(Reply::text)
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| Error::Db("TIME: unexpected reply".into())),
+            _ => Err(Error::Db("TIME: unexpected reply".into())),
+        }
+    }
+
+    /// Names this connection the keeper of the member as the primary of `epoch`, as of the server's own clock
+    /// (see [`azora_core::database::KEEPER_PREFIX`]).
+    pub async fn assert_keeper(&mut self, epoch: u64) -> Result<(), Error> {
+        let now = self.server_time().await?;
+        let name = format!("{}{epoch}-{now}", azora_core::database::KEEPER_PREFIX);
+        self.identify(&name).await
+    }
+
+    /// Whether another connection of this user names the operator the keeper of this member as the primary
+    /// of `epoch` or newer, within the last `window` (the server's clock).
+    pub async fn kept_within(&mut self, epoch: u64, window: Duration) -> Result<bool, Error> {
+        let me = match self.cmd("CLIENT ID", &["CLIENT", "ID"]).await? {
+            Reply::Int(i) => i.to_string(),
+            _ => String::new(),
+        };
+        let list = self
+            .cmd("CLIENT LIST", &["CLIENT", "LIST", "TYPE", "normal"])
+            .await?
+            .text()
+            .unwrap_or_default();
+        let now = self.server_time().await?;
+        let user = if self.target.user.is_empty() {
+            "default".to_string()
+        } else {
+            self.target.user.clone()
+        };
+        Ok(azora_core::database::kept(
+            keeper_names(&list, &me, &user),
+            epoch,
+            now,
+            window.as_secs() as i64,
+        ))
+    }
+
     /// Lifts the fence (a primary takes writes).
     pub async fn unfence(&mut self) -> Result<(), Error> {
         self.cmd("CONFIG SET", &["CONFIG", "SET", "min-replicas-to-write", "0"])
@@ -282,6 +334,19 @@ impl RedisSession {
         // never before): left in place it would keep the member from ever being promoted again.
         self.unfence().await
     }
+}
+
+/// The names of the connections in `CLIENT LIST` output other than `me`, logged in as `user`.
+fn keeper_names<'a>(list: &'a str, me: &str, user: &str) -> Vec<&'a str> {
+    list.lines()
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+            };
+            (field("id") != Some(me) && field("user") == Some(user)).then(|| field("name"))?
+        })
+        .collect()
 }
 
 async fn read_line(s: &mut BufStream<TcpStream>) -> std::io::Result<String> {
@@ -354,5 +419,21 @@ async fn read_reply(s: &mut BufStream<TcpStream>) -> std::io::Result<Reply> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keeper_names;
+
+    #[test]
+    fn keeper_names_are_other_connections_of_the_same_user() {
+        let list = "id=3 addr=127.0.0.1:5000 fd=8 name=azora-agent age=9 idle=0 flags=N user=default\n\
+                    id=7 addr=127.0.0.1:5001 fd=9 name=azora-keeper-2-100 age=30 idle=4 flags=N user=default\n\
+                    id=8 addr=127.0.0.1:5002 fd=10 name=azora-keeper-9-100 age=30 idle=4 flags=N user=app\n";
+        assert_eq!(keeper_names(list, "3", "default"), vec!["azora-keeper-2-100"]);
+        assert_eq!(keeper_names(list, "7", "default"), vec!["azora-agent"]);
+        assert_eq!(keeper_names(list, "3", "app"), vec!["azora-keeper-9-100"]);
+        assert!(keeper_names("", "3", "default").is_empty());
     }
 }

@@ -219,7 +219,8 @@ pub struct DatabaseFailover {
     /// New primary region (once chosen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// `Promoted`, or `Abandoned` (the old primary was unfenced again); unset while in progress.
+    /// `Promoted`, `Abandoned` (the old primary was unfenced again), or `Superseded` (left unfinished in a
+    /// status restored from an older copy; the members held a newer epoch); unset while in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// Why (`PolicyMoved`, `RegionDown`, `Switchover`).

@@ -9,6 +9,27 @@ use azora_api::database::{DatabaseSpec, ReplicationMode};
 /// that name, so no commit is acknowledged.
 pub const FENCE_MARKER: &str = "azora_fenced";
 
+/// Prefix of the session name by which the leading operator says, on the member it keeps as the primary,
+/// "I keep this member as the primary of epoch E, as of server time T": `azora-keeper-<E>-<T>` (T in the
+/// member server's own clock, seconds). Renewed at every pass that keeps the primary; a region agent cut off
+/// from the hub holds back its hub-loss fence only while such a name is fresh.
+pub const KEEPER_PREFIX: &str = "azora-keeper-";
+
+/// The epoch and server time a keeper session name asserts.
+pub fn keeper_parse(name: &str) -> Option<(u64, i64)> {
+    let (epoch, at) = name.strip_prefix(KEEPER_PREFIX)?.split_once('-')?;
+    Some((epoch.parse().ok()?, at.parse().ok()?))
+}
+
+/// Whether one of `names` asserts a keeper of at least `epoch` made within `window_s` seconds before
+/// `now` (the same server's clock). A time ahead of `now` does not count (a clock stepped back).
+pub fn kept<'a>(names: impl IntoIterator<Item = &'a str>, epoch: u64, now: i64, window_s: i64) -> bool {
+    names
+        .into_iter()
+        .filter_map(keeper_parse)
+        .any(|(e, at)| e >= epoch && at <= now && now - at <= window_s)
+}
+
 /// Parses a PostgreSQL WAL position (`16/B374D848`).
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
@@ -528,5 +549,26 @@ mod tests {
         assert_eq!(conninfo_quote("a'b\\c"), "'a\\'b\\\\c'");
         let (h, _, _) = conninfo_target(&format!("host={}", conninfo_quote("x y")));
         assert_eq!(h.as_deref(), Some("x y"));
+    }
+
+    #[test]
+    fn a_keeper_counts_only_fresh_for_the_members_epoch_or_newer() {
+        let names = [
+            "azora-keeper-3-1000",
+            "azora-operator",
+            "azora-keeper-x-1",
+            "psql",
+        ];
+        assert_eq!(keeper_parse("azora-keeper-3-1000"), Some((3, 1000)));
+        assert_eq!(keeper_parse("azora-operator"), None);
+        assert!(kept(names, 3, 1004, 5));
+        assert!(
+            kept(names, 2, 1005, 5),
+            "a newer epoch's keeper counts for an older member epoch"
+        );
+        assert!(!kept(names, 4, 1001, 5), "an older epoch's keeper does not count");
+        assert!(!kept(names, 3, 1006, 5), "stale");
+        assert!(!kept(names, 3, 999, 5), "from the future (a clock stepped back)");
+        assert!(!kept(["azora-operator"], 1, 1, 5));
     }
 }

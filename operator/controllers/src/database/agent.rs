@@ -6,7 +6,10 @@
 //!   sessions ended), even when the hub cannot reach it.
 //! - **Fence on losing the hub**: a local primary that has not seen the hub for `hub_loss_fence` fences
 //!   itself (the operator lifts that fence when it reaches the member again and it is still the recorded
-//!   primary of the current epoch).
+//!   primary of the current epoch) — unless the leading operator asserted, within that time, that it keeps
+//!   the member as the primary of its epoch (a keeper session name it renews at every pass, in the member
+//!   server's own clock): then only the agent's link is cut, and a fence would only stop writes (and be
+//!   lifted and set again, over and over).
 //! - **Rebuild**: a fenced former primary rejoins as a standby of the recorded primary. PostgreSQL (needs
 //!   `--pg-data`): stopped, `pg_rewind` from the primary (a fresh `pg_basebackup` when the rewind fails), its
 //!   own configuration files kept, `standby.signal` and `primary_conninfo` written, started. Redis: it
@@ -75,11 +78,14 @@ impl Local {
             .is_some_and(|s| !s.is_closed() && s.target_is(&self.target));
         if !reuse {
             self.session = None;
-            self.session = Some(
-                member::connect(self.engine, &self.target)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            let mut sess = member::connect(self.engine, &self.target)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Named as the agent's: only the operator's own sessions say the hub still reaches the member.
+            if let Err(e) = sess.identify(postgres::AGENT_SESSION).await {
+                warn!(error = %e, "naming the agent's session failed");
+            }
+            self.session = Some(sess);
         }
         self.session.as_mut().ok_or_else(|| "no session".to_string())
     }
@@ -87,6 +93,25 @@ impl Local {
     /// Observes the member; a failed session is dropped (the next call connects again).
     async fn observe(&mut self) -> Result<PgObservation, String> {
         let r = self.session().await?.observe().await.map_err(|e| e.to_string());
+        if r.is_err() {
+            self.session = None;
+        }
+        r
+    }
+
+    /// Whether the member is a primary the leading operator keeps, by a keeper name of the member's epoch or
+    /// newer asserted within `window` (see `azora_core::database::KEEPER_PREFIX`); a failed session is dropped.
+    async fn kept_within(&mut self, window: Duration) -> Result<bool, String> {
+        let o = self.observe().await?;
+        if o.in_recovery || o.fenced {
+            return Ok(false);
+        }
+        let r = self
+            .session()
+            .await?
+            .kept_within(o.epoch.unwrap_or(0), window)
+            .await
+            .map_err(|e| e.to_string());
         if r.is_err() {
             self.session = None;
         }
@@ -116,12 +141,15 @@ pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
     let recorder = Recorder::new(client, "azora-agent", &identity);
     let mut last_hub = Instant::now();
     let mut local: Option<Local> = None;
+    // The hub is gone from here but the operator still reaches the member (logged once per such spell).
+    let mut held_by_operator = false;
     info!(region = %cfg.region, database = %cfg.database, "database agent started");
     loop {
         let read = tokio::time::timeout(Duration::from_secs(5), api.get(&cfg.database)).await;
         match read {
             Ok(Ok(obj)) => {
                 last_hub = Instant::now();
+                held_by_operator = false;
                 if let Err(e) = with_hub(&cfg, &secrets, &recorder, &obj, &mut local).await {
                     warn!(region = %cfg.region, error = %e, "database agent step failed");
                 }
@@ -129,6 +157,7 @@ pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
             Ok(Err(kube::Error::Api(e))) if e.code == 404 || e.code == 403 => {
                 // The hub answers: the Database is gone (or not ours to read). Not a lost hub.
                 last_hub = Instant::now();
+                held_by_operator = false;
                 warn!(database = %cfg.database, code = e.code, "the Database cannot be read; nothing to do");
             }
             _ => {
@@ -136,14 +165,32 @@ pub async fn run(client: kube::Client, cfg: AgentConfig, identity: String) {
                 if lost >= cfg.hub_loss_fence
                     && let Some(l) = local.as_mut()
                 {
-                    match fence_if_primary(l).await {
-                        Ok(true) => warn!(
-                            region = %cfg.region,
-                            lost_s = lost.as_secs(),
-                            "the hub is gone: the local primary fenced itself"
-                        ),
-                        Ok(false) => {}
-                        Err(e) => warn!(region = %cfg.region, error = %e, "fencing the local primary failed"),
+                    // Only this link is cut while the leading operator still keeps this member as the primary
+                    // (it renews its keeper name on the member at every pass, only while it leads, reaches the
+                    // member and records it as the primary of the member's epoch): a fence here would only stop
+                    // writes — and the operator would lift it, and this agent fence again, over and over.
+                    if l.kept_within(cfg.hub_loss_fence).await == Ok(true) {
+                        if !held_by_operator {
+                            warn!(
+                                region = %cfg.region,
+                                lost_s = lost.as_secs(),
+                                "the hub is gone from here but the operator still keeps the local primary: no fence"
+                            );
+                        }
+                        held_by_operator = true;
+                    } else {
+                        held_by_operator = false;
+                        match fence_if_primary(l).await {
+                            Ok(true) => warn!(
+                                region = %cfg.region,
+                                lost_s = lost.as_secs(),
+                                "the hub is gone: the local primary fenced itself"
+                            ),
+                            Ok(false) => {}
+                            Err(e) => {
+                                warn!(region = %cfg.region, error = %e, "fencing the local primary failed")
+                            }
+                        }
                     }
                 }
             }
@@ -325,6 +372,9 @@ async fn rejoin_redis(
     let mut upstream = member::connect(Engine::Redis, source)
         .await
         .map_err(|e| format!("the recorded primary {primary}: {e}"))?;
+    if let Err(e) = upstream.identify(postgres::AGENT_SESSION).await {
+        warn!(error = %e, "naming the agent's session failed");
+    }
     let p = upstream
         .observe()
         .await

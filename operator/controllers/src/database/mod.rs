@@ -100,6 +100,9 @@ struct Memory {
     last_lag: HashMap<String, (f64, Instant)>,
     /// When a planned move was last abandoned.
     abandoned: Option<Instant>,
+    /// Since when the primary's region has been Down while the policy this database follows still routes
+    /// there (the policy's own decision is given a moment first).
+    primary_down_since: Option<(String, Instant)>,
 }
 
 /// Everything one step knows.

@@ -12,7 +12,7 @@ use azora_core::database::{
     wanted_move,
 };
 use azora_core::duration::parse_duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::observe::session;
 use super::{Memory, Seen, Step, StepError, event, policy_route, stored, write_status};
@@ -21,6 +21,11 @@ use super::{Memory, Seen, Step, StepError, event, policy_route, stored, write_st
 const REFRESH: Duration = Duration::from_secs(10);
 /// How long a planned move that was abandoned is not tried again (each try fences the primary).
 const ABANDON_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a database that follows a policy waits for that policy to move away from its primary's Down
+/// region before it fails over on the verdict alone (the policy decides on the same verdict, normally within
+/// a second; without this wait, a database that saw the verdict first would promote the most advanced
+/// standby, and then switch over a second time to the region the policy chose).
+const POLICY_DECISION_GRACE: Duration = Duration::from_secs(10);
 
 fn down(s: &Step<'_>, region: &str) -> bool {
     s.ctx
@@ -67,6 +72,47 @@ pub(super) async fn decide(
             }
         };
     };
+    // A member holding a newer epoch than the status (a status restored from an older copy, or lost): the
+    // status no longer says who the primary is, so nothing is done on its word — no failover started or
+    // resumed (it would fence the real primary), nothing fenced, unfenced or repointed. When exactly one
+    // member takes writes and it holds that newest epoch, it is the primary the status lost: adopted. Else
+    // people are told and decide.
+    if let Some((r, e)) = seen
+        .iter()
+        .filter_map(|(r, o)| Some((r, o.as_ref().ok()?.epoch?)))
+        .filter(|(_, e)| *e > status.epoch)
+        .max_by_key(|(_, e)| *e)
+    {
+        let writers: Vec<(&String, Option<u64>)> = seen
+            .iter()
+            .filter_map(|(r, o)| {
+                o.as_ref()
+                    .ok()
+                    .filter(|o| !o.in_recovery && !o.fenced)
+                    .map(|o| (r, o.epoch))
+            })
+            .collect();
+        if let [(w, Some(we))] = writers.as_slice()
+            && *we == e
+        {
+            return readopt(s, status, memory, w, e).await;
+        }
+        let c = Desired::fail(
+            "Ready",
+            "StatusBehindMembers",
+            format!(
+                "the member in {r} holds epoch {e}, newer than the recorded {} (a status restored from an older \
+                 copy?), and no single member taking writes holds it: nothing is failed over, fenced, unfenced or \
+                 repointed until one does or the status names the real primary",
+                status.epoch
+            ),
+        );
+        if condition_changed(status, &c) {
+            warn!(database = %s.name, region = %r, member_epoch = e, status_epoch = status.epoch, "{}", c.message);
+            event(s, true, "StatusBehindMembers", &c.message).await;
+        }
+        return report(s, seen, status, memory, None, vec![c]).await;
+    }
     let route = policy_route(s.ctx, s.spec);
     let (active, policy_epoch) = match &route {
         Some((a, e)) => (a.clone(), Some(*e)),
@@ -77,7 +123,29 @@ pub(super) async fn decide(
         return failover(s, seen, status, memory, f.to.clone(), f.reason.clone(), Some(f)).await;
     }
     let backing_off = memory.abandoned.is_some_and(|t| t.elapsed() < ABANDON_BACKOFF);
-    if let Some(mv) = wanted_move(s.spec, &primary, active.as_deref(), down(s, &primary)).filter(|mv| {
+    let primary_down = down(s, &primary);
+    let follows_still_there = s.spec.follow_policy.is_some() && active.as_deref() == Some(primary.as_str());
+    let down_for_us = if primary_down && follows_still_there {
+        if memory
+            .primary_down_since
+            .as_ref()
+            .is_none_or(|(r, _)| *r != primary)
+        {
+            memory.primary_down_since = Some((primary.clone(), Instant::now()));
+        }
+        let waited = memory
+            .primary_down_since
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= POLICY_DECISION_GRACE);
+        if !waited {
+            debug!(database = %s.name, region = %primary, "the primary's region is Down: waiting for the policy's decision");
+        }
+        waited
+    } else {
+        memory.primary_down_since = None;
+        primary_down
+    };
+    if let Some(mv) = wanted_move(s.spec, &primary, active.as_deref(), down_for_us).filter(|mv| {
         !(backing_off && seen.get(&primary).is_some_and(Result::is_ok) && mv.preferred.is_some())
     }) {
         // Only a failover that can finish without losing a commit starts: the old primary is not fenced
@@ -239,6 +307,43 @@ async fn adopt(
         &format!("primary in {region}, epoch {epoch}"),
     )
     .await;
+    Ok(())
+}
+
+/// The status is behind the members: `region`, the one member taking writes, holds `epoch`, the newest any
+/// member holds. Recorded as the primary under that epoch (compare-and-swap on the status as read); an
+/// unfinished failover of the old copy is closed as `Superseded` (resumed, it would fence the real primary).
+async fn readopt(
+    s: &Step<'_>,
+    status: &mut DatabaseStatus,
+    memory: &mut Memory,
+    region: &str,
+    epoch: u64,
+) -> Result<(), StepError> {
+    let (rv, stored_status) = stored(s.api, s.name).await?;
+    if stored_status.epoch != status.epoch || stored_status.primary_region != status.primary_region {
+        return Err(StepError::Moved("the status changed meanwhile".into()));
+    }
+    fence_check(s).await?;
+    let note = format!(
+        "the status was behind the members (epoch {}, primary {}): {region} is the one member taking writes and \
+         holds epoch {epoch}, the newest any member holds — recorded as the primary",
+        status.epoch,
+        status.primary_region.as_deref().unwrap_or("none")
+    );
+    if let Some(mut f) = status.last_failover.take() {
+        if f.outcome.is_none() {
+            f.outcome = Some("Superseded".into());
+            f.message = Some(format!("superseded: the members hold epoch {epoch}"));
+        }
+        status.history.insert(0, f);
+        status.history.truncate(s.spec.history_limit as usize);
+    }
+    status.primary_region = Some(region.to_string());
+    status.epoch = epoch;
+    write_status(s.ctx, s.writer, s.name, Some(&rv), status, memory).await?;
+    warn!(database = %s.name, %region, epoch, "{note}");
+    event(s, true, "PrimaryAdopted", &note).await;
     Ok(())
 }
 
@@ -761,10 +866,27 @@ async fn maintain(
         return Ok(());
     }
     let rule = sync_standby_names(s.spec, primary);
+    // The primary's region is Down (the followed policy is given a moment to move first): a failover is
+    // near, so the primary is neither declared kept nor unfenced meanwhile.
+    let region_down = down(s, primary);
+    // "The leader keeps this member as the primary of this epoch", renewed at every pass in the member's
+    // session name, in its own clock: a region agent cut off from the hub holds back its hub-loss fence only
+    // while this is fresh. Only while leading (confirmed by the API server within a second).
+    if !region_down && s.ctx.fence.check_recent(Duration::from_secs(1)).await.is_ok() {
+        let kept = match session(s, memory, primary).await {
+            Ok(sess) => sess.assert_keeper(status.epoch).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = kept {
+            warn!(database = %s.name, region = %primary, error = %e, "renewing the keeper name failed");
+        }
+    }
     // Our fence (PostgreSQL: read-only with the marker as the synchronous rule; Redis: the
     // `min-replicas-to-write` no deployment sets), e.g. the agent's when it lost the hub: lifted here.
     let ours_fence = p.fenced;
-    if ours_fence || !same_sync_rule(&p.sync_names, &rule) || p.epoch.unwrap_or(0) < status.epoch {
+    if !(ours_fence && region_down)
+        && (ours_fence || !same_sync_rule(&p.sync_names, &rule) || p.epoch.unwrap_or(0) < status.epoch)
+    {
         fence_check(s).await?;
         let r = match session(s, memory, primary).await {
             Ok(sess) => {

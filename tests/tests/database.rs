@@ -1595,20 +1595,26 @@ async fn a_second_leaders_stale_promotion_is_refused_by_the_epoch_alone() -> any
     one_writer(&pg, &promoted, third).await?;
     a.kill();
 
-    // The status is then restored from a copy taken before both failovers (epoch 1, africa primary), with
-    // every operator stopped and the real primary (epoch 3) stopped too (SIGSTOP); a fresh operator starts. The
-    // one member it reaches holds epoch 2: it takes the status for behind, says so, and does nothing on its
-    // word — no failover from africa (Down) is started, nothing unfenced.
+    // The status is then restored from a copy taken early in the first failover (epoch 1, africa primary, the
+    // failover to `promoted` recorded and unfinished), with every operator stopped and the real primary
+    // (epoch 3) stopped too (SIGSTOP); a fresh operator starts. The one member it reaches holds epoch 2: it
+    // takes the status for behind, says so, and does nothing on its word — the old failover is not resumed
+    // (it would record a fence and try to promote), nothing unfenced.
     s.operators[0].kill();
     let dbs: Api<DynamicObject> = Api::all_with(s.env.hub().client().await?, &ar("Database", "databases"));
-    dbs.patch_status(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(
-            json!({"status": {"epoch": 1, "primaryRegion": "africa", "lastFailover": null, "history": []}}),
-        ),
-    )
-    .await?;
+    // (Two merge patches: the first drops the current record, so none of its fields survive into the old one.)
+    for status in [
+        json!({"lastFailover": null, "history": []}),
+        json!({"epoch": 1, "primaryRegion": "africa",
+               "lastFailover": {"epoch": 1, "from": "africa", "to": promoted, "reason": "RegionDown"}}),
+    ] {
+        dbs.patch_status(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    }
     pg.signal(third, "-STOP");
     s.add_operator(&["--database-interval", "1s"])?;
     let behind = wait_status(
@@ -1625,7 +1631,11 @@ async fn a_second_leaders_stale_promotion_is_refused_by_the_epoch_alone() -> any
     behind?;
     let st = st?;
     assert_eq!(st["epoch"], 1, "a failover was started on a stale status: {st:#}");
-    assert!(st["lastFailover"].is_null(), "{st:#}");
+    let last = &st["lastFailover"];
+    assert!(
+        last["fencedTime"].is_null() && last["message"].is_null() && last["outcome"].is_null(),
+        "the restored failover was resumed: {st:#}"
+    );
     // Back, the real primary is the one member taking writes and holds the newest epoch: adopted, as it is.
     let st = wait_status(
         &s,
@@ -1637,7 +1647,10 @@ async fn a_second_leaders_stale_promotion_is_refused_by_the_epoch_alone() -> any
         },
     )
     .await?;
-    assert!(st["history"].as_array().is_some_and(Vec::is_empty), "{st:#}");
+    // The restored, unfinished failover is closed, not resumed.
+    assert_eq!(st["lastFailover"]["outcome"], "Superseded", "{st:#}");
+    assert_eq!(st["lastFailover"]["epoch"], 1, "{st:#}");
+    assert!(st["lastFailover"]["fencedTime"].is_null(), "{st:#}");
     one_writer(&pg, &promoted, third).await?;
     assert_eq!(
         pg.client(third)

@@ -320,7 +320,8 @@ impl PgSession {
     pub async fn kept_within(&self, epoch: u64, window: Duration) -> Result<bool, PgError> {
         let rows = within(self.client.query(
             "select application_name, floor(extract(epoch from clock_timestamp()))::bigint from pg_stat_activity \
-             where pid <> pg_backend_pid() and usename = current_user and application_name like $1",
+             where pid <> pg_backend_pid() and usename = current_user and datname = current_database() \
+               and application_name like $1",
             &[&format!("{}%", azora_core::database::KEEPER_PREFIX)],
         ))
         .await?;

@@ -103,6 +103,8 @@ struct Memory {
     /// Since when the primary's region has been Down while the policy this database follows still routes
     /// there (the policy's own decision is given a moment first).
     primary_down_since: Option<(String, Instant)>,
+    /// The epoch and primary this task's view was last confirmed to hold against the stored status.
+    confirmed: Option<(u64, String)>,
 }
 
 /// Everything one step knows.

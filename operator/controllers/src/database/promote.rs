@@ -83,6 +83,12 @@ pub(super) async fn decide(
         .filter(|(_, e)| *e > status.epoch)
         .max_by_key(|(_, e)| *e)
     {
+        // This view may lag the stored status (a new term's first look, from the cache): read it first, and
+        // act only if it is really behind.
+        let (_, stored_status) = stored(s.api, s.name).await?;
+        if stored_status.epoch != status.epoch || stored_status.primary_region != status.primary_region {
+            return Err(StepError::Moved("the cached status lags the stored one".into()));
+        }
         let writers: Vec<(&String, Option<u64>)> = seen
             .iter()
             .filter_map(|(r, o)| {
@@ -92,7 +98,15 @@ pub(super) async fn decide(
                     .map(|o| (r, o.epoch))
             })
             .collect();
-        if let [(w, Some(we))] = writers.as_slice()
+        // "Newest" only means something when every member answered (or its region is Down): an unreachable
+        // one could hold a newer epoch still.
+        let all_seen = s
+            .spec
+            .members
+            .iter()
+            .all(|m| seen.get(&m.region).is_some_and(Result::is_ok) || down(s, &m.region));
+        if all_seen
+            && let [(w, Some(we))] = writers.as_slice()
             && *we == e
         {
             return readopt(s, status, memory, w, e).await;
@@ -312,7 +326,8 @@ async fn adopt(
 
 /// The status is behind the members: `region`, the one member taking writes, holds `epoch`, the newest any
 /// member holds. Recorded as the primary under that epoch (compare-and-swap on the status as read); an
-/// unfinished failover of the old copy is closed as `Superseded` (resumed, it would fence the real primary).
+/// unfinished failover of the old copy is closed as `Superseded` where it is (resumed, it would fence the
+/// real primary).
 async fn readopt(
     s: &Step<'_>,
     status: &mut DatabaseStatus,
@@ -325,19 +340,23 @@ async fn readopt(
         return Err(StepError::Moved("the status changed meanwhile".into()));
     }
     fence_check(s).await?;
+    // Built from the stored status (this task's view may lag it in details), members and conditions kept.
+    let members = std::mem::take(&mut status.members);
+    let conditions = std::mem::take(&mut status.conditions);
+    *status = stored_status;
+    status.members = members;
+    status.conditions = conditions;
     let note = format!(
         "the status was behind the members (epoch {}, primary {}): {region} is the one member taking writes and \
          holds epoch {epoch}, the newest any member holds — recorded as the primary",
         status.epoch,
         status.primary_region.as_deref().unwrap_or("none")
     );
-    if let Some(mut f) = status.last_failover.take() {
-        if f.outcome.is_none() {
-            f.outcome = Some("Superseded".into());
-            f.message = Some(format!("superseded: the members hold epoch {epoch}"));
-        }
-        status.history.insert(0, f);
-        status.history.truncate(s.spec.history_limit as usize);
+    if let Some(f) = status.last_failover.as_mut()
+        && f.outcome.is_none()
+    {
+        f.outcome = Some("Superseded".into());
+        f.message = Some(format!("superseded: the members hold epoch {epoch}"));
     }
     status.primary_region = Some(region.to_string());
     status.epoch = epoch;
@@ -872,6 +891,22 @@ async fn maintain(
     // "The leader keeps this member as the primary of this epoch", renewed at every pass in the member's
     // session name, in its own clock: a region agent cut off from the hub holds back its hub-loss fence only
     // while this is fresh. Only while leading (confirmed by the API server within a second).
+    // What this view says is confirmed against the stored status once per epoch and primary (a new term's
+    // first view comes from the cache, which may lag).
+    let confirmed = if memory.confirmed.as_ref() == Some(&(status.epoch, primary.to_string())) {
+        true
+    } else {
+        match stored(s.api, s.name).await {
+            Ok((_, st)) if st.epoch == status.epoch && st.primary_region.as_deref() == Some(primary) => {
+                memory.confirmed = Some((status.epoch, primary.to_string()));
+                true
+            }
+            _ => false,
+        }
+    };
+    if !confirmed {
+        return Ok(());
+    }
     if !region_down && s.ctx.fence.check_recent(Duration::from_secs(1)).await.is_ok() {
         let kept = match session(s, memory, primary).await {
             Ok(sess) => sess.assert_keeper(status.epoch).await.map_err(|e| e.to_string()),

@@ -16,6 +16,7 @@ pub mod redis;
 pub mod regions;
 pub mod s3;
 pub mod scenario;
+pub mod tls;
 pub mod wait;
 
 pub use env::{ApiServer, TestEnv, WriteCounts};

@@ -258,19 +258,74 @@ impl PgFleet {
             .password(password)
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(3));
-        let (client, conn) = tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls))
-            .await
-            .context("connect timed out")??;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        connect(&cfg).await
+    }
+
+    /// Makes every member take TCP connections over TLS only (`hostssl` in `pg_hba.conf`, `ssl = on` with
+    /// `ca`'s server certificate), applied by a reload; local socket connections stay as they are. Returns
+    /// the path of the CA file the members' own user can read (a standby's `sslrootcert`).
+    pub fn require_tls(&self, ca: &crate::tls::TestCa) -> anyhow::Result<PathBuf> {
+        use std::io::Write as _;
+        let ca_file = self.dir.join("ca.crt");
+        std::fs::copy(ca.file("ca.crt"), &ca_file)?;
+        for m in &self.members {
+            std::fs::copy(ca.file("server.crt"), m.data.join("server.crt"))?;
+            let key = m.data.join("server.key");
+            std::fs::copy(ca.file("server.key"), &key)?;
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            let hba = m.data.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba)?;
+            let only_tls: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, only_tls)?;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(m.data.join("postgresql.conf"))?;
+            writeln!(
+                f,
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+            )?;
+        }
+        chown_postgres(&self.dir)?;
+        for m in &self.members {
+            run_as_postgres("pg_ctl", &["-D", &m.data.to_string_lossy(), "reload"])?;
+        }
+        Ok(ca_file)
+    }
+
+    /// A session to a member as `postgres` over its local socket (not subject to `hostssl`).
+    pub async fn socket_client(&self, region: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let i = self.index(region)?;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(&self.dir)
+            .port(self.members[i].port)
+            .user("postgres")
+            .password(&self.password)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(3));
+        connect(&cfg).await
     }
 
     /// The member's log (for failure messages).
     pub fn log(&self, region: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{region}.log"))).unwrap_or_default()
     }
+}
+
+/// A session (no TLS) driven in a task of its own.
+async fn connect(cfg: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls))
+        .await
+        .context("connect timed out")??;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
 }
 
 fn rand_suffix() -> u64 {

@@ -27,43 +27,82 @@ pub struct RedisFleet {
     pub members: Vec<RedisMember>,
     /// The password (`requirepass` and `masterauth`).
     pub password: String,
+    /// TLS the members take connections with (only), when started with [`RedisFleet::start_tls`].
+    pub tls: azora_adapters::member_tls::MemberTls,
     dir: tempfile::TempDir,
 }
 
 impl RedisFleet {
     /// Starts one member per region: `regions[0]` the primary, the others replicating from it.
     pub fn start(regions: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(regions, None)
+    }
+
+    /// The same over TLS only (no plain port; replicas replicate over TLS; clients are not asked for a
+    /// certificate), with `ca`'s server certificate.
+    pub fn start_tls(regions: &[&str], ca: &crate::tls::TestCa) -> anyhow::Result<Self> {
+        Self::start_with(regions, Some(ca))
+    }
+
+    fn start_with(regions: &[&str], ca: Option<&crate::tls::TestCa>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("azora-test-redis-").tempdir()?;
         let password = format!("redis-pw-{}", std::process::id());
+        let tls = match ca {
+            Some(ca) => azora_adapters::member_tls::MemberTls::Verified { ca_pem: ca.ca_pem()? },
+            None => azora_adapters::member_tls::MemberTls::Off,
+        };
         let mut fleet = Self {
             members: Vec::new(),
             password,
+            tls,
             dir,
         };
         let mut primary_port = None;
         for region in regions {
             let port = free_port()?;
-            let mut args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--requirepass",
-                &fleet.password,
-                "--masterauth",
-                &fleet.password,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &fleet.dir.path().to_string_lossy(),
-                "--repl-ping-replica-period",
-                "1",
-            ]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+            let listen: Vec<String> = match ca {
+                None => vec!["--port".into(), port.to_string()],
+                Some(ca) => [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    &ca.file("server.crt").to_string_lossy(),
+                    "--tls-key-file",
+                    &ca.file("server.key").to_string_lossy(),
+                    "--tls-ca-cert-file",
+                    &ca.file("ca.crt").to_string_lossy(),
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-replication",
+                    "yes",
+                ]
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            };
+            let mut args: Vec<String> = listen;
+            args.extend(
+                [
+                    "--bind",
+                    "127.0.0.1",
+                    "--requirepass",
+                    &fleet.password,
+                    "--masterauth",
+                    &fleet.password,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &fleet.dir.path().to_string_lossy(),
+                    "--repl-ping-replica-period",
+                    "1",
+                ]
+                .iter()
+                .map(ToString::to_string),
+            );
             if let Some(p) = primary_port {
                 args.extend(["--replicaof".to_string(), "127.0.0.1".to_string(), format!("{p}")]);
             } else {
@@ -153,7 +192,8 @@ impl RedisFleet {
     pub async fn client(&self, region: &str) -> anyhow::Result<RedisSession> {
         let m = self.member(region)?;
         let t = PgTarget::new(&format!("127.0.0.1:{}", m.port), "default", &self.password, "")
-            .context("target")?;
+            .context("target")?
+            .with_tls(self.tls.clone(), None);
         let mut last = None;
         for _ in 0..50 {
             match azora_adapters::redis::connect(&t).await {

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use azora_adapters::member::Session;
 use azora_tests::postgres::PgFleet;
 use azora_tests::scenario::{Scenario, ar, create};
 use k8s_openapi::api::core::v1::{Event, Secret};
@@ -1055,19 +1056,33 @@ async fn sessions_on_redis(s: &Scenario) -> anyhow::Result<azora_tests::redis::R
         "stringData": {"username": "default", "password": rd.password}
     }))?;
     secrets.create(&PostParams::default(), &body).await?;
+    sessions_database(s, &rd, json!({})).await?;
+    Ok(rd)
+}
+
+/// Database `sessions` over the fleet's three members (africa, europe, asia), credentials Secret
+/// `redis-credentials`, following policy `platform`; `extra` spec fields on top.
+async fn sessions_database(
+    s: &Scenario,
+    rd: &azora_tests::redis::RedisFleet,
+    extra: Value,
+) -> anyhow::Result<()> {
     let members: Vec<Value> = ["africa", "europe", "asia"]
         .iter()
         .map(|r| json!({"region": r, "endpoint": rd.endpoint(r), "credentials": {"name": "redis-credentials"}}))
         .collect();
+    let mut spec = json!({"engine": "Redis", "followPolicy": "platform", "members": members,
+                          "replication": {"mode": "Asynchronous", "maxLagForPromotion": "30s"}});
+    if let (Some(sp), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        sp.extend(e.clone());
+    }
     create(
         &s.env.hub().client().await?,
         "databases",
         json!({"apiVersion": "azora.io/v1alpha1", "kind": "Database", "metadata": {"name": "sessions"},
-               "spec": {"engine": "Redis", "followPolicy": "platform", "members": members,
-                        "replication": {"mode": "Asynchronous", "maxLagForPromotion": "30s"}}}),
+               "spec": spec}),
     )
-    .await?;
-    Ok(rd)
+    .await
 }
 
 #[tokio::test]
@@ -1784,5 +1799,359 @@ async fn an_operator_killed_mid_failover_finishes_it_after_restart_with_one_prom
     let have = ids_on(&pg, &promoted[0]).await?;
     let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    Ok(())
+}
+
+/// The operator's session names a keeper too long after its leadership check (refused, not seen by the agent's
+/// session), then in time.
+async fn keeper_name_deadline(
+    engine: &str,
+    (mut operator, mut agent): (Session, Session),
+) -> anyhow::Result<()> {
+    let window = Duration::from_secs(30);
+    let second = Duration::from_secs(1);
+    let long_ago = Instant::now()
+        .checked_sub(Duration::from_secs(5))
+        .ok_or_else(|| anyhow::anyhow!("no instant 5 s ago"))?;
+    let late = operator.assert_keeper(3, long_ago, second).await;
+    assert!(late.is_err(), "{engine}: a late keeper name was set");
+    assert!(
+        !agent.kept_within(3, window).await?,
+        "{engine}: a late keeper name counts"
+    );
+    operator.assert_keeper(3, Instant::now(), second).await?;
+    assert!(
+        agent.kept_within(3, window).await?,
+        "{engine}: a keeper name in time is not seen"
+    );
+    assert!(
+        !agent.kept_within(4, window).await?,
+        "{engine}: a name for epoch 3 keeps epoch 4"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_keeper_name_lands_only_before_its_deadline_on_both_engines() -> anyhow::Result<()> {
+    // A deposed leader's statement held up past its deadline must leave no fresh keeper name (the agent would
+    // hold back its hub-loss fence on it); one in time must be seen by the agent's own session.
+    let pg = PgFleet::start(&["africa"])?;
+    let target =
+        azora_adapters::postgres::PgTarget::new(&pg.endpoint("africa"), "postgres", &pg.password, "postgres")
+            .ok_or_else(|| anyhow::anyhow!("target"))?;
+    let pair = (
+        Session::Pg(azora_adapters::postgres::connect(&target).await?),
+        Session::Pg(azora_adapters::postgres::connect(&target).await?),
+    );
+    keeper_name_deadline("PostgreSQL", pair).await?;
+    let redis = azora_tests::redis::RedisFleet::start(&["africa"])?;
+    let pair = (
+        Session::Redis(redis.client("africa").await?),
+        Session::Redis(redis.client("africa").await?),
+    );
+    keeper_name_deadline("Redis", pair).await?;
+    Ok(())
+}
+
+/// Credentials Secret `name` with `ca.crt`.
+async fn secret_with_ca(
+    s: &Scenario,
+    name: &str,
+    user: &str,
+    password: &str,
+    ca: &[u8],
+) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(s.env.hub().client().await?, "default");
+    let body: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"username": user, "password": password, "ca.crt": String::from_utf8_lossy(ca)}
+    }))?;
+    secrets.create(&PostParams::default(), &body).await?;
+    Ok(())
+}
+
+/// Replaces `ca.crt` of Secret `name`.
+async fn set_ca(s: &Scenario, name: &str, ca: &[u8]) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(s.env.hub().client().await?, "default");
+    secrets
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"ca.crt": String::from_utf8_lossy(ca)}})),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgresql_members_that_take_tls_only_are_kept_with_their_certificates_checked() -> anyhow::Result<()>
+{
+    let ca = azora_tests::tls::TestCa::new()?;
+    let stranger = azora_tests::tls::TestCa::new()?;
+    let mut s = Scenario::start(2).await?;
+    s.policy("5s", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa", "europe"])?;
+    let ca_file = pg.require_tls(&ca)?;
+    let local = pg.socket_client("africa").await?;
+    let tcp = pg.client("africa").await;
+    assert!(
+        tcp.is_err(),
+        "a plain TCP session was let in: hostssl is not in force"
+    );
+    // A ca.crt that is no certificate: a reason, nothing reached.
+    secret_with_ca(
+        &s,
+        "pg-credentials",
+        "postgres",
+        &pg.password,
+        b"not a certificate",
+    )
+    .await?;
+    let tls = json!({"tls": {"mode": "VerifyFull", "standbyRootCertFile": ca_file.to_string_lossy()}});
+    let client = s.env.hub().client().await?;
+    create(
+        &client,
+        "databases",
+        database("ledger", &pg, &["africa", "europe"], tls),
+    )
+    .await?;
+    wait_status(&s, "ledger", Duration::from_secs(60), "a CA refused", |st| {
+        condition(st, "Ready").1 == "InvalidCaCertificate"
+            && st["members"].as_array().is_none_or(Vec::is_empty)
+    })
+    .await?;
+    // A CA that did not sign the members' certificates: nothing is reached, and the status says why.
+    set_ca(&s, "pg-credentials", &stranger.ca_pem()?).await?;
+    let refused = wait_status(&s, "ledger", Duration::from_secs(60), "members refused", |st| {
+        member(st, "africa")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("certificate"))
+    })
+    .await?;
+    assert_eq!(member(&refused, "africa")["reachable"], false, "{refused:#}");
+    // The members' own CA: observed, kept (the synchronous rule), the standby repointed with TLS checked.
+    set_ca(&s, "pg-credentials", &ca.ca_pem()?).await?;
+    let st = wait_status(
+        &s,
+        "ledger",
+        Duration::from_secs(60),
+        "streaming over TLS",
+        |st| {
+            st["primaryRegion"] == "africa"
+                && condition(st, "Replicating").0 == "True"
+                && member(st, "europe")["role"] == "Standby"
+        },
+    )
+    .await?;
+    let sync: String = local
+        .query_one("show synchronous_standby_names", &[])
+        .await?
+        .get(0);
+    assert!(sync.contains("europe"), "synchronous rule {sync} ({st:#})");
+    let europe = pg.socket_client("europe").await?;
+    let root = ca_file.to_string_lossy().to_string();
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        let conninfo: String = europe.query_one("show primary_conninfo", &[]).await?.get(0);
+        let verified = conninfo.contains("sslmode=verify-full") && conninfo.contains(&root);
+        // Every session of the operator and the stream to europe encrypted.
+        let rows = local
+            .query(
+                "select coalesce(a.application_name, ''), s.ssl, a.backend_type from pg_stat_activity a \
+                 join pg_stat_ssl s using (pid) where a.client_addr is not null",
+                &[],
+            )
+            .await?;
+        let sessions: Vec<(String, bool, String)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        let operator = sessions.iter().any(|(app, _, _)| app.starts_with("azora"));
+        let walsender = sessions.iter().any(|(_, _, kind)| kind == "walsender");
+        if verified && operator && walsender && sessions.iter().all(|(_, ssl, _)| *ssl) {
+            last.clear();
+            break;
+        }
+        last = format!("verify-full conninfo: {verified}; sessions: {sessions:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(last.is_empty(), "not every session over checked TLS: {last}");
+    // A commit needs europe: acknowledged, and there.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        local.batch_execute("create table t (id int); insert into t values (1)"),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the commit was not acknowledged: europe does not confirm it"))??;
+    let seen: i64 = europe.query_one("select count(*) from t", &[]).await?.get(0);
+    assert_eq!(seen, 1, "the commit is not on europe");
+    Ok(())
+}
+
+/// The standbys' `primary_conninfo`, per region.
+async fn conninfos(pg: &PgFleet, regions: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for r in regions {
+        out.push(
+            pg.socket_client(r)
+                .await?
+                .query_one("show primary_conninfo", &[])
+                .await?
+                .get(0),
+        );
+    }
+    Ok(out)
+}
+
+/// The regions `africa` reports streaming to it.
+async fn streaming_to_africa(local: &tokio_postgres::Client) -> anyhow::Result<Vec<String>> {
+    let rows = local
+        .query(
+            "select application_name from pg_stat_replication where state = 'streaming'",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[tokio::test]
+async fn a_tls_change_repoints_one_standby_at_a_time_and_never_one_while_another_cannot_stream()
+-> anyhow::Result<()> {
+    let ca = azora_tests::tls::TestCa::new()?;
+    let mut s = Scenario::start(3).await?;
+    s.policy("5s", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let pg = PgFleet::start(&["africa", "europe", "asia"])?;
+    let ca_file = pg.require_tls(&ca)?;
+    let local = pg.socket_client("africa").await?;
+    // The operator reaches every member over checked TLS, but the standbys are told to check their
+    // upstream with a CA file their hosts do not have: the first one repointed cannot stream.
+    secret_with_ca(&s, "pg-credentials", "postgres", &pg.password, &ca.ca_pem()?).await?;
+    let missing = "/nonexistent/azora/ca.crt";
+    let tls = json!({"tls": {"mode": "VerifyFull", "standbyRootCertFile": missing}});
+    let client = s.env.hub().client().await?;
+    create(
+        &client,
+        "databases",
+        database("ledger", &pg, &["africa", "europe", "asia"], tls),
+    )
+    .await?;
+    let start = Instant::now();
+    let mut broken = Vec::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        broken = conninfos(&pg, &["europe", "asia"])
+            .await?
+            .into_iter()
+            .zip(["europe", "asia"])
+            .filter(|(c, _)| c.contains(missing))
+            .map(|(_, r)| r.to_string())
+            .collect();
+        if !broken.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(broken.len(), 1, "not one standby repointed first: {broken:?}");
+    let other = if broken[0] == "europe" { "asia" } else { "europe" };
+    // For 15 s: the other one is left as it is and keeps streaming, so commits go on.
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_secs(15) {
+        let now = conninfos(&pg, &[other]).await?;
+        assert!(
+            !now[0].contains(missing),
+            "{other} was repointed while {} could not stream",
+            broken[0]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let streaming = streaming_to_africa(&local).await?;
+    assert!(
+        streaming.iter().any(|r| r == other) && !streaming.contains(&broken[0]),
+        "streaming to africa: {streaming:?}"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        local.batch_execute("create table t (id int); insert into t values (1)"),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("commits stalled"))??;
+    // The file fixed in the spec: both repointed, both stream.
+    let dbs: Api<DynamicObject> = Api::all_with(client.clone(), &ar("Database", "databases"));
+    dbs.patch(
+        "ledger",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"tls": {"standbyRootCertFile": ca_file.to_string_lossy()}}})),
+    )
+    .await?;
+    let start = Instant::now();
+    let mut now = Vec::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        now = streaming_to_africa(&local).await?;
+        let infos = conninfos(&pg, &["europe", "asia"]).await?;
+        if now.len() == 2 && infos.iter().all(|c| c.contains(&*ca_file.to_string_lossy())) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("not both streaming with the fixed CA file: {now:?}")
+}
+
+#[tokio::test]
+async fn redis_members_that_take_tls_only_fail_over_and_replicate_over_tls() -> anyhow::Result<()> {
+    let ca = azora_tests::tls::TestCa::new()?;
+    let mut s = Scenario::start(3).await?;
+    s.policy("5s", json!({})).await?;
+    s.add_operator(&["--database-interval", "1s"])?;
+    let rd = azora_tests::redis::RedisFleet::start_tls(&["africa", "europe", "asia"], &ca)?;
+    // `Require`: encrypted, the certificate not checked by the operator (a ca.crt is not even needed).
+    secret_with_ca(&s, "redis-credentials", "default", &rd.password, b"").await?;
+    sessions_database(&s, &rd, json!({"tls": {"mode": "Require"}})).await?;
+    wait_status(
+        &s,
+        "sessions",
+        Duration::from_secs(60),
+        "replicating over TLS",
+        |st| {
+            st["primaryRegion"] == "africa"
+                && member(st, "europe")["role"] == "Standby"
+                && member(st, "asia")["role"] == "Standby"
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        rd.text("africa", &["SET", "k", "1"]).await? == "OK",
+        "africa takes no write"
+    );
+    // africa would replicate in clear (its plain port is closed: it could not) unless the operator turns
+    // TLS replication on when it makes africa follow.
+    let off = rd
+        .text("africa", &["CONFIG", "SET", "tls-replication", "no"])
+        .await?;
+    anyhow::ensure!(off == "OK", "{off}");
+    // A planned move to europe: promoted over TLS, africa and asia follow it over TLS.
+    manual_failover(&s, Some("europe")).await?;
+    let st = wait_status(&s, "sessions", Duration::from_secs(90), "europe primary", |st| {
+        st["primaryRegion"] == "europe" && member(st, "africa")["role"] == "Standby"
+    })
+    .await?;
+    assert_eq!(st["epoch"], 2, "{st:#}");
+    let (up, info) = redis_until(
+        &rd,
+        "africa",
+        &["INFO", "replication"],
+        Duration::from_secs(30),
+        |r| r.contains(&format!("master_port:{}", rd.members[1].port)) && r.contains("master_link_status:up"),
+    )
+    .await;
+    assert!(up, "africa does not replicate from europe: {info}");
+    anyhow::ensure!(
+        rd.text("europe", &["SET", "k", "2"]).await? == "OK",
+        "europe takes no write"
+    );
+    let (reached, k) = redis_until(&rd, "africa", &["GET", "k"], Duration::from_secs(30), |r| {
+        r == "2"
+    })
+    .await;
+    assert!(reached, "the write on europe did not reach africa: {k}");
     Ok(())
 }

@@ -57,6 +57,19 @@ impl StatusWriter {
         resource_version: Option<&str>,
         status: Value,
     ) -> Result<(), StatusError> {
+        self.apply_versioned(name, resource_version, status)
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies `status` to the object `name` read at `resource_version`; returns the object's new
+    /// resourceVersion (the precondition of a later write built on this one).
+    pub async fn apply_versioned(
+        &self,
+        name: &str,
+        resource_version: Option<&str>,
+        status: Value,
+    ) -> Result<String, StatusError> {
         self.fence.check().await.map_err(StatusError::Fenced)?;
         let mut metadata = json!({ "name": name });
         if let Some(rv) = resource_version {
@@ -70,7 +83,7 @@ impl StatusWriter {
         });
         let params = PatchParams::apply(&self.manager).force();
         match self.api.patch_status(name, &params, &Patch::Apply(&body)).await {
-            Ok(_) => Ok(()),
+            Ok(o) => Ok(o.metadata.resource_version.unwrap_or_default()),
             Err(kube::Error::Api(s)) if s.code == 409 => Err(StatusError::Conflict(kube::Error::Api(s))),
             Err(e) => Err(StatusError::Api(e)),
         }

@@ -8,6 +8,7 @@ pub mod geoip;
 pub mod kube_status;
 pub mod leader;
 pub mod member;
+pub mod member_tls;
 pub mod objstore;
 pub mod postgres;
 pub mod probe;

@@ -91,10 +91,16 @@ impl Session {
 
     /// Names this session the keeper of the member as the primary of `epoch` (the leading operator, at every
     /// pass that keeps it as the primary).
-    pub async fn assert_keeper(&mut self, epoch: u64) -> Result<(), PgError> {
+    /// Only within `window` of `confirmed` (the leadership check), on the member's own clock.
+    pub async fn assert_keeper(
+        &mut self,
+        epoch: u64,
+        confirmed: std::time::Instant,
+        window: std::time::Duration,
+    ) -> Result<(), PgError> {
         match self {
-            Session::Pg(s) => s.assert_keeper(epoch).await,
-            Session::Redis(s) => s.assert_keeper(epoch).await,
+            Session::Pg(s) => s.assert_keeper(epoch, confirmed, window).await,
+            Session::Redis(s) => s.assert_keeper(epoch, confirmed, window).await,
         }
     }
 

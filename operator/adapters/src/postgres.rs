@@ -1,7 +1,8 @@
 //! PostgreSQL members (IO): observation (role, WAL positions, `pg_stat_replication`, the wal receiver, the
 //! epoch table), fencing, promotion, the synchronous standby rule and a standby's upstream, each with a
-//! deadline. Errors carry a fixed category and the server's own message, never a credential: the one
-//! statement that carries a password (a standby's `primary_conninfo`) reports a fixed text only.
+//! deadline, over TLS when the target asks for it. Errors carry a fixed category and the server's own message
+//! (or the client's, with its causes: I/O, TLS, protocol), never a credential: the one statement that
+//! carries a password (a standby's `primary_conninfo`) reports a fixed text only.
 
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ pub struct PgTarget {
     pub password: String,
     /// Database to connect to.
     pub dbname: String,
+    /// TLS to the member.
+    pub tls: crate::member_tls::MemberTls,
+    /// The CA file on the members' own hosts a standby checks this member with (`sslrootcert`).
+    pub standby_root_cert_file: Option<String>,
 }
 
 impl PgTarget {
@@ -44,7 +49,33 @@ impl PgTarget {
             user: user.into(),
             password: password.into(),
             dbname: dbname.into(),
+            tls: crate::member_tls::MemberTls::Off,
+            standby_root_cert_file: None,
         })
+    }
+
+    /// The same target over TLS.
+    pub fn with_tls(
+        mut self,
+        tls: crate::member_tls::MemberTls,
+        standby_root_cert_file: Option<String>,
+    ) -> Self {
+        self.tls = tls;
+        self.standby_root_cert_file = standby_root_cert_file;
+        self
+    }
+
+    /// The libpq TLS settings a standby (or `pg_rewind`/`pg_basebackup` next to it) connects to this member
+    /// with: empty, or starting with a space.
+    pub fn ssl_conninfo(&self) -> String {
+        match (&self.tls, &self.standby_root_cert_file) {
+            (crate::member_tls::MemberTls::Off, _) => String::new(),
+            (crate::member_tls::MemberTls::Encrypted, _) => " sslmode=require".into(),
+            (crate::member_tls::MemberTls::Verified { .. }, Some(file)) => {
+                format!(" sslmode=verify-full sslrootcert={}", conninfo_quote(file))
+            }
+            (crate::member_tls::MemberTls::Verified { .. }, None) => " sslmode=verify-full".into(),
+        }
     }
 
     /// The fingerprint of the credentials a standby streams from this member with (see
@@ -53,15 +84,29 @@ impl PgTarget {
         azora_core::database::credentials_fingerprint(&self.user, &self.password)
     }
 
+    /// The TLS a standby's connection to this member requires (see `azora_core::database::tls_required`).
+    pub fn tls_required(&self) -> String {
+        use crate::member_tls::MemberTls;
+        match &self.tls {
+            MemberTls::Off => String::new(),
+            MemberTls::Encrypted => azora_core::database::tls_required(Some("require"), None),
+            MemberTls::Verified { .. } => azora_core::database::tls_required(
+                Some("verify-full"),
+                self.standby_root_cert_file.as_deref(),
+            ),
+        }
+    }
+
     /// A standby's `primary_conninfo` pointing at this member, naming the standby `application_name`.
     pub fn conninfo_for(&self, application_name: &str) -> String {
         format!(
-            "host={} port={} user={} password={} application_name={} connect_timeout=3",
+            "host={} port={} user={} password={} application_name={} connect_timeout=3{}",
             conninfo_quote(&self.host),
             self.port,
             conninfo_quote(&self.user),
             conninfo_quote(&self.password),
             conninfo_quote(application_name),
+            self.ssl_conninfo(),
         )
     }
 }
@@ -91,7 +136,17 @@ fn db(e: tokio_postgres::Error) -> PgError {
     // The server's message (`as_db_error`) or the client's own; neither carries the password.
     match e.as_db_error() {
         Some(d) => PgError::Db(d.message().to_string()),
-        None => PgError::Db(e.to_string()),
+        None => {
+            // With its causes (e.g. why a TLS handshake failed: the certificate's issuer unknown).
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            PgError::Db(text)
+        }
     }
 }
 
@@ -154,6 +209,9 @@ pub struct PgObservation {
     /// Standby: a fingerprint of the user and password its `primary_conninfo` carries (`None`: no password
     /// in it), never the password.
     pub upstream_credentials: Option<String>,
+    /// Standby: the TLS its connection to the primary requires (PostgreSQL: see
+    /// `azora_core::database::tls_required`; Redis: `yes` when `tls-replication` is on), else empty.
+    pub upstream_tls: String,
     /// Standby: whether its wal receiver is streaming now.
     pub streaming: bool,
     /// Standby: seconds since the last replayed transaction's commit on the primary (0 when caught up).
@@ -178,18 +236,39 @@ pub async fn connect_within(t: &PgTarget, deadline: Duration) -> Result<PgSessio
         .dbname(&t.dbname)
         .application_name(OPERATOR_SESSION)
         .connect_timeout(deadline);
-    let (client, connection) = match tokio::time::timeout(deadline, cfg.connect(NoTls)).await {
+    let tls = crate::member_tls::client_config(&t.tls).map_err(PgError::Db)?;
+    let (client, task) = match tls {
+        None => open(cfg, NoTls, deadline).await?,
+        Some(config) => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            open(cfg, crate::member_tls::PgTls(config), deadline).await?
+        }
+    };
+    Ok(PgSession {
+        client,
+        task,
+        target: t.clone(),
+    })
+}
+
+/// Connects within `deadline` and drives the connection in a task of its own.
+async fn open<T>(
+    cfg: tokio_postgres::Config,
+    tls: T,
+    deadline: Duration,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), PgError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = match tokio::time::timeout(deadline, cfg.connect(tls)).await {
         Ok(r) => r.map_err(db)?,
         Err(_) => return Err(PgError::Timeout(deadline)),
     };
     let task = tokio::spawn(async move {
         let _ = connection.await;
     });
-    Ok(PgSession {
-        client,
-        task,
-        target: t.clone(),
-    })
+    Ok((client, task))
 }
 
 fn opt_lsn(v: Option<String>) -> Option<u64> {
@@ -251,6 +330,11 @@ impl PgSession {
             } else {
                 None
             },
+            upstream_tls: if in_recovery {
+                azora_core::database::conninfo_tls(&conninfo)
+            } else {
+                String::new()
+            },
             streaming: row.get::<_, i64>(7) > 0,
             replay_delay_seconds: row.get(6),
             replicas: Vec::new(),
@@ -305,13 +389,40 @@ impl PgSession {
 
     /// Names this session the keeper of the member as the primary of `epoch`, as of the server's own clock
     /// (see [`azora_core::database::KEEPER_PREFIX`]).
-    pub async fn assert_keeper(&self, epoch: u64) -> Result<(), PgError> {
+    pub async fn assert_keeper(
+        &self,
+        epoch: u64,
+        confirmed: std::time::Instant,
+        window: Duration,
+    ) -> Result<(), PgError> {
         let prefix = format!("{}{epoch}-", azora_core::database::KEEPER_PREFIX);
-        within(self.client.execute(
-            "select set_config('application_name', $1::text || floor(extract(epoch from clock_timestamp()))::bigint::text, false)",
-            &[&prefix],
+        // The member's own clock first, read within `window` of the leadership check; the name is then set
+        // only within `window` of that reading, on the same clock (no comparison across machines): a
+        // statement held up past it (a deposed leader's, late) names no keeper.
+        let t0: f64 = within(
+            self.client
+                .query_one("select extract(epoch from clock_timestamp())::float8", &[]),
+        )
+        .await?
+        .get(0);
+        if confirmed.elapsed() > window {
+            return Err(PgError::Db(
+                "not named the keeper: the member's clock answered too long after the leadership check"
+                    .into(),
+            ));
+        }
+        let limit = t0 + window.as_secs_f64();
+        let set = within(self.client.execute(
+            "select set_config('application_name', $1::text || floor(extract(epoch from clock_timestamp()))::bigint::text, false) \
+             where extract(epoch from clock_timestamp()) <= $2::float8",
+            &[&prefix, &limit],
         ))
         .await?;
+        if set == 0 {
+            return Err(PgError::Db(
+                "not named the keeper: the statement ran too long after the member's clock was read".into(),
+            ));
+        }
         Ok(())
     }
 

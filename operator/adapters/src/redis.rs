@@ -46,9 +46,13 @@ impl Reply {
     }
 }
 
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// An open connection to one member.
 pub struct RedisSession {
-    stream: BufStream<TcpStream>,
+    stream: BufStream<Box<dyn Stream>>,
     target: Target,
     broken: bool,
 }
@@ -61,9 +65,23 @@ pub async fn connect(t: &Target) -> Result<RedisSession, Error> {
 /// Opens a connection and authenticates within `deadline`.
 pub async fn connect_within(t: &Target, deadline: Duration) -> Result<RedisSession, Error> {
     let addr = format!("{}:{}", t.host, t.port);
-    let stream = match tokio::time::timeout(deadline, TcpStream::connect(&addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(Error::Db(format!("connecting to {addr}: {e}"))),
+    let tls = crate::member_tls::client_config(&t.tls).map_err(Error::Db)?;
+    let opened = async {
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|e| Error::Db(format!("connecting to {addr}: {e}")))?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(config) => Box::new(
+                crate::member_tls::wrap(config, &t.host, tcp)
+                    .await
+                    .map_err(|e| Error::Db(format!("TLS to {addr}: {e}")))?,
+            ),
+        };
+        Ok::<_, Error>(stream)
+    };
+    let stream = match tokio::time::timeout(deadline, opened).await {
+        Ok(r) => r?,
         Err(_) => return Err(Error::Timeout(deadline)),
     };
     let mut s = RedisSession {
@@ -186,6 +204,15 @@ impl RedisSession {
                 None,
             );
             o.streaming = info_field(&info, "master_link_status") == Some("up");
+            // A server built without TLS has no such setting (an empty answer): no TLS.
+            let tls = self
+                .cmd("CONFIG GET", &["CONFIG", "GET", "tls-replication"])
+                .await?;
+            if let Reply::Array(Some(items)) = tls
+                && items.get(1).and_then(Reply::text).as_deref() == Some("yes")
+            {
+                o.upstream_tls = "yes".into();
+            }
             o.replay_delay_seconds = info_field(&info, "master_last_io_seconds_ago")
                 .and_then(|v| v.parse::<f64>().ok())
                 .filter(|v| *v >= 0.0);
@@ -252,20 +279,43 @@ impl RedisSession {
 
     /// The server's clock, in seconds (`TIME`).
     async fn server_time(&mut self) -> Result<i64, Error> {
+        Ok(self.server_clock().await?.0)
+    }
+
+    /// The server's clock: seconds and microseconds.
+    async fn server_clock(&mut self) -> Result<(i64, i64), Error> {
+        let unexpected = || Error::Db("TIME: unexpected reply".into());
         match self.cmd("TIME", &["TIME"]).await? {
-            Reply::Array(Some(parts)) => parts
-                .first()
-                .and_then(Reply::text)
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| Error::Db("TIME: unexpected reply".into())),
-            _ => Err(Error::Db("TIME: unexpected reply".into())),
+            Reply::Array(Some(parts)) => {
+                let part = |i: usize| {
+                    parts
+                        .get(i)
+                        .and_then(Reply::text)
+                        .and_then(|t| t.parse::<i64>().ok())
+                };
+                Ok((part(0).ok_or_else(unexpected)?, part(1).unwrap_or(0)))
+            }
+            _ => Err(unexpected()),
         }
     }
 
     /// Names this connection the keeper of the member as the primary of `epoch`, as of the server's own clock
     /// (see [`azora_core::database::KEEPER_PREFIX`]).
-    pub async fn assert_keeper(&mut self, epoch: u64) -> Result<(), Error> {
-        let now = self.server_time().await?;
+    pub async fn assert_keeper(
+        &mut self,
+        epoch: u64,
+        confirmed: std::time::Instant,
+        window: Duration,
+    ) -> Result<(), Error> {
+        let (now, _) = self.server_clock().await?;
+        // The name carries the time read here, so one that lands later only expires sooner; read too long
+        // after the leadership was confirmed, it names no keeper.
+        if confirmed.elapsed() > window {
+            return Err(Error::Db(
+                "not named the keeper: the member's clock answered too long after the leadership check"
+                    .into(),
+            ));
+        }
         let name = format!("{}{epoch}-{now}", azora_core::database::KEEPER_PREFIX);
         self.identify(&name).await
     }
@@ -327,6 +377,16 @@ impl RedisSession {
                     .await?;
             }
         }
+        // Replication over TLS is the replica's own setting (its `tls-ca-cert-file` checks the primary). A
+        // server built without TLS refuses the setting: nothing to turn off there.
+        if primary.tls.on() {
+            self.cmd("CONFIG SET", &["CONFIG", "SET", "tls-replication", "yes"])
+                .await?;
+        } else {
+            let _ = self
+                .cmd("CONFIG SET", &["CONFIG", "SET", "tls-replication", "no"])
+                .await;
+        }
         let port = primary.port.to_string();
         self.cmd("REPLICAOF", &["REPLICAOF", &primary.host, &port])
             .await?;
@@ -349,7 +409,7 @@ fn keeper_names<'a>(list: &'a str, me: &str, user: &str) -> Vec<&'a str> {
         .collect()
 }
 
-async fn read_line(s: &mut BufStream<TcpStream>) -> std::io::Result<String> {
+async fn read_line(s: &mut BufStream<Box<dyn Stream>>) -> std::io::Result<String> {
     let mut line = String::new();
     let n = s.read_line(&mut line).await?;
     if n == 0 {
@@ -365,7 +425,7 @@ fn bad(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
 }
 
-async fn read_reply(s: &mut BufStream<TcpStream>) -> std::io::Result<Reply> {
+async fn read_reply(s: &mut BufStream<Box<dyn Stream>>) -> std::io::Result<Reply> {
     // Iterative for arrays (INFO and CONFIG GET replies are flat): a stack of (items, remaining).
     let mut stack: Vec<(Vec<Reply>, usize)> = Vec::new();
     loop {

@@ -69,6 +69,40 @@ pub struct DatabaseSpec {
     #[serde(default = "default_history")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: u32,
+    /// TLS on every connection to the members: the operator's, the region agents' (and their `pg_rewind`/
+    /// `pg_basebackup`) and the members' own replication (PostgreSQL `sslmode` in `primary_conninfo`; Redis
+    /// `tls-replication`). Unset: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DatabaseTls>,
+}
+
+/// TLS to the members.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTls {
+    /// `Require`: encrypted, the server's certificate not checked by the operator and the agents (libpq
+    /// `sslmode=require` for the standbys, which libpq still checks against `~/.postgresql/root.crt` when
+    /// the server's user has one). `VerifyFull`: the certificate must chain to `ca.crt` in the member's
+    /// credentials Secret and name the endpoint's host in a subject alternative name (libpq
+    /// `sslmode=verify-full`; Redis replicas check their primary with their own `tls-ca-cert-file`, without a
+    /// name check). No client certificate is sent: members must not require one.
+    pub mode: TlsMode,
+    /// PostgreSQL with `VerifyFull` only: the CA file's path on the members' own hosts, which a standby
+    /// checks its upstream with (`sslrootcert` in `primary_conninfo` and the agent's rebuilds). Unset:
+    /// libpq's default, `~/.postgresql/root.crt` of the server's user. A standby that cannot use it stops
+    /// streaming: the operator repoints one standby at a time, and none while another does not stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[A-Za-z0-9._/-]+$"))]
+    pub standby_root_cert_file: Option<String>,
+}
+
+/// How a member's certificate is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::Display)]
+pub enum TlsMode {
+    /// Encrypted; the certificate is not checked.
+    Require,
+    /// Encrypted; the certificate is checked against the CA and the host name.
+    VerifyFull,
 }
 
 fn default_true() -> bool {

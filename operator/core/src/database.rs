@@ -264,6 +264,27 @@ pub fn conninfo_credentials(conninfo: &str) -> Option<String> {
     password.map(|p| credentials_fingerprint(&user, &p))
 }
 
+/// The TLS a libpq connection string requires (see [`tls_required`]).
+pub fn conninfo_tls(conninfo: &str) -> String {
+    let mut sslmode = None;
+    let mut root = None;
+    conninfo_each(conninfo, |key, value| match key {
+        "sslmode" => sslmode = Some(value),
+        "sslrootcert" => root = Some(value),
+        _ => {}
+    });
+    tls_required(sslmode.as_deref(), root.as_deref())
+}
+
+/// What a connection string's TLS settings require: empty when they require nothing (`prefer`, `allow`,
+/// `disable` or no `sslmode`), else the mode and the root certificate file.
+pub fn tls_required(sslmode: Option<&str>, sslrootcert: Option<&str>) -> String {
+    match sslmode {
+        Some(m @ ("require" | "verify-ca" | "verify-full")) => format!("{m} {}", sslrootcert.unwrap_or("")),
+        _ => String::new(),
+    }
+}
+
 /// The fingerprint `conninfo_credentials` gives for `user` and `password`: a hash keyed with a random key of
 /// this process (both sides of a comparison are made here), so it says nothing about the password outside it.
 pub fn credentials_fingerprint(user: &str, password: &str) -> String {
@@ -350,6 +371,20 @@ mod tests {
         assert!(!fp.contains("s3cr"));
         assert_ne!(fp, credentials_fingerprint("repl", "rotated"));
         assert_eq!(conninfo_credentials("host=x user=repl passfile=/p"), None);
+        // TLS that requires nothing (pg_basebackup -R writes `sslmode=prefer`) is no TLS; a required one counts.
+        assert_eq!(
+            conninfo_tls("user=repl password=pw sslmode=prefer sslrootcert=/x"),
+            ""
+        );
+        assert_eq!(conninfo_tls("user=repl password=pw"), "");
+        assert_eq!(
+            conninfo_tls("user=repl sslmode=verify-full sslrootcert='/ca.crt'"),
+            tls_required(Some("verify-full"), Some("/ca.crt"))
+        );
+        assert_ne!(
+            conninfo_tls("sslmode=require"),
+            conninfo_tls("sslmode=verify-full")
+        );
         assert_eq!(
             conninfo_target(ours),
             (
@@ -383,6 +418,7 @@ mod tests {
             },
             database_name: "postgres".into(),
             history_limit: 10,
+            tls: None,
         }
     }
 

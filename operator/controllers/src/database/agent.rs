@@ -209,6 +209,33 @@ async fn fence_if_primary(l: &mut Local) -> Result<bool, String> {
     Ok(true)
 }
 
+/// The target of a member: its endpoint, the credentials in its Secret, and the TLS the spec asks for.
+async fn target_of(
+    secrets: &SecretKeys,
+    spec: &DatabaseSpec,
+    m: &azora_api::database::DatabaseMember,
+) -> Result<PgTarget, String> {
+    let (user, pass) = credentials(secrets, &m.credentials.name).await?;
+    let verify = spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == azora_api::database::TlsMode::VerifyFull);
+    let ca = if verify {
+        secrets
+            .value(&m.credentials.name, "ca.crt")
+            .await
+            .map_err(|e| format!("reading Secret {}: {e}", m.credentials.name))?
+    } else {
+        None
+    };
+    let tls = super::member_tls(spec, ca)
+        .map_err(|why| format!("ca.crt of Secret {}: {why}", m.credentials.name))?;
+    let file = spec.tls.as_ref().and_then(|t| t.standby_root_cert_file.clone());
+    PgTarget::new(&m.endpoint, &user, &pass, &spec.database_name)
+        .map(|t| t.with_tls(tls, file))
+        .ok_or_else(|| format!("member endpoint {} is not host:port", m.endpoint))
+}
+
 async fn credentials(secrets: &SecretKeys, name: &str) -> Result<(String, String), String> {
     let user = secrets
         .value(name, "username")
@@ -248,9 +275,7 @@ async fn with_hub(
         .iter()
         .find(|m| m.region == cfg.region)
         .ok_or_else(|| format!("the Database has no member in {}", cfg.region))?;
-    let (user, pass) = credentials(secrets, &me.credentials.name).await?;
-    let target = PgTarget::new(&me.endpoint, &user, &pass, &spec.database_name)
-        .ok_or_else(|| format!("member endpoint {} is not host:port", me.endpoint))?;
+    let target = target_of(secrets, &spec, me).await?;
     if local
         .as_ref()
         .is_none_or(|l| l.engine != spec.engine || l.target != target)
@@ -306,9 +331,7 @@ async fn with_hub(
             .iter()
             .find(|m| m.region == primary)
             .ok_or("the recorded primary is not a member")?;
-        let (puser, ppass) = credentials(secrets, &pm.credentials.name).await?;
-        PgTarget::new(&pm.endpoint, &puser, &ppass, &spec.database_name)
-            .ok_or_else(|| format!("member endpoint {} is not host:port", pm.endpoint))
+        target_of(secrets, &spec, pm).await
     };
     let note = match spec.engine {
         Engine::PostgreSQL => {
@@ -474,11 +497,12 @@ async fn rebuild(cfg: &PgRebuild, region: &str, source: &PgTarget) -> Result<&'s
     )
     .await?;
     let conn = format!(
-        "host={} port={} user={} dbname={}",
+        "host={} port={} user={} dbname={}{}",
         azora_core::database::conninfo_quote(&source.host),
         source.port,
         azora_core::database::conninfo_quote(&source.user),
-        azora_core::database::conninfo_quote(&source.dbname)
+        azora_core::database::conninfo_quote(&source.dbname),
+        source.ssl_conninfo()
     );
     let rewound = pg(
         cfg,

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use azora_adapters::kube_status::StatusWriter;
 use azora_adapters::member::Session;
+use azora_adapters::member_tls::MemberTls;
 use azora_adapters::postgres::{PgObservation, PgTarget};
 use azora_api::common::Time;
-use azora_api::database::{Database, DatabaseSpec, DatabaseStatus};
+use azora_api::database::{Database, DatabaseSpec, DatabaseStatus, TlsMode};
 use azora_api::failover::FailoverPolicyStatus;
 use azora_core::conditions::{Desired, merge, same_ignoring_time};
 use azora_core::validate::{self, Problem};
@@ -87,6 +88,12 @@ struct Memory {
     uid: Option<String>,
     /// The newest status this task wrote (the cache may lag).
     known: Option<DatabaseStatus>,
+    /// The resourceVersion that write left.
+    known_version: Option<String>,
+    /// The resourceVersion this step's view of the status was read at (or written at since): the
+    /// precondition of a status write not made from a fresh read, so a view from a lagging cache (a new
+    /// term's first pass) never overwrites a newer epoch or failover record.
+    basis: Option<String>,
     /// Open sessions per region.
     sessions: HashMap<String, Session>,
     /// When status was last written.
@@ -103,6 +110,9 @@ struct Memory {
     /// Since when the primary's region has been Down while the policy this database follows still routes
     /// there (the policy's own decision is given a moment first).
     primary_down_since: Option<(String, Instant)>,
+    /// The standby last repointed for its credentials or TLS alone, and when: the next waits until it
+    /// streams again.
+    settings_repoint: Option<(String, Instant)>,
     /// The epoch and primary this task's view was last confirmed to hold against the stored status.
     confirmed: Option<(u64, String)>,
 }
@@ -205,7 +215,13 @@ async fn step(
     memory: &mut Memory,
 ) -> Result<(), StepError> {
     let generation = obj.metadata.generation;
-    let mut status = freshest(recorded(obj), memory.known.as_ref());
+    let cached = recorded(obj);
+    // The cache holding what this task wrote (or more, e.g. a spec edit since): its own version.
+    memory.basis = match &memory.known {
+        Some(k) if k.epoch >= cached.epoch && *k != cached => memory.known_version.clone(),
+        _ => obj.metadata.resource_version.clone(),
+    };
+    let mut status = freshest(cached, memory.known.as_ref());
     let spec: DatabaseSpec = match obj
         .data
         .get("spec")
@@ -245,7 +261,8 @@ async fn step(
         return write_problems(ctx, writer, name, generation, &mut status, &problems, memory).await;
     }
     let mut targets = BTreeMap::new();
-    for m in &spec.members {
+    let mut tls_problems = Vec::new();
+    for (i, m) in spec.members.iter().enumerate() {
         let user = ctx.secrets.value(&m.credentials.name, "username").await?;
         let pass = ctx.secrets.value(&m.credentials.name, "password").await?;
         let (Some(user), Some(pass)) = (user, pass) else {
@@ -253,9 +270,34 @@ async fn step(
         };
         let user = String::from_utf8_lossy(&user).trim().to_string();
         let pass = String::from_utf8_lossy(&pass).to_string();
+        let verify = spec.tls.as_ref().is_some_and(|t| t.mode == TlsMode::VerifyFull);
+        let ca = if verify {
+            ctx.secrets.value(&m.credentials.name, "ca.crt").await?
+        } else {
+            None
+        };
+        let tls = match member_tls(&spec, ca) {
+            Ok(t) => t,
+            Err(why) => {
+                tls_problems.push(Problem {
+                    kind: validate::ProblemKind::Invalid,
+                    reason: "InvalidCaCertificate",
+                    message: format!(
+                        "members[{i}].credentials: ca.crt of Secret {}: {why}",
+                        m.credentials.name
+                    ),
+                });
+                continue;
+            }
+        };
         if let Some(t) = PgTarget::new(&m.endpoint, &user, &pass, &spec.database_name) {
-            targets.insert(m.region.clone(), t);
+            let file = spec.tls.as_ref().and_then(|t| t.standby_root_cert_file.clone());
+            targets.insert(m.region.clone(), t.with_tls(tls, file));
         }
+    }
+    if !tls_problems.is_empty() {
+        // Nothing is touched with a CA that cannot check anything.
+        return write_problems(ctx, writer, name, generation, &mut status, &tls_problems, memory).await;
     }
     let s = Step {
         ctx,
@@ -269,6 +311,20 @@ async fn step(
     };
     let seen = observe::all(&s, memory).await;
     promote::decide(&s, &seen, &mut status, memory).await
+}
+
+/// How a member is reached: the spec's TLS mode, with the `ca.crt` of the member's credentials Secret under
+/// `VerifyFull` (checked: PEM certificates).
+pub(crate) fn member_tls(spec: &DatabaseSpec, ca: Option<Vec<u8>>) -> Result<MemberTls, String> {
+    match spec.tls.as_ref().map(|t| t.mode) {
+        None => Ok(MemberTls::Off),
+        Some(TlsMode::Require) => Ok(MemberTls::Encrypted),
+        Some(TlsMode::VerifyFull) => {
+            let ca = ca.ok_or("missing (tls.mode VerifyFull checks the member's certificate against it)")?;
+            azora_adapters::member_tls::check_ca(&ca)?;
+            Ok(MemberTls::Verified { ca_pem: ca })
+        }
+    }
 }
 
 /// What every member showed in one round (`Err`: unreachable, with a message that names no credential).
@@ -305,7 +361,8 @@ async fn write_conditions(
     write_status(ctx, writer, name, None, status, memory).await
 }
 
-/// Writes the whole status (fenced; with `resource_version` as a precondition when given).
+/// Writes the whole status (fenced), with `resource_version` as the precondition, or else the version this
+/// step's view was read at: a view that lost a race is refused (409) and read again on the next step.
 async fn write_status(
     ctx: &Context,
     writer: &StatusWriter,
@@ -315,9 +372,14 @@ async fn write_status(
     memory: &mut Memory,
 ) -> Result<(), StepError> {
     let value = serde_json::to_value(status).unwrap_or_default();
-    writer.apply(name, resource_version, value).await?;
+    let basis = resource_version
+        .map(str::to_string)
+        .or_else(|| memory.basis.clone());
+    let written = writer.apply_versioned(name, basis.as_deref(), value).await?;
     ctx.metrics.status_write("database", "written");
     memory.known = Some(status.clone());
+    memory.known_version = Some(written.clone());
+    memory.basis = Some(written);
     memory.written = Some(Instant::now());
     Ok(())
 }

@@ -26,8 +26,10 @@ pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, 
         let engine = s.spec.engine;
         // A member that did not answer last round gets a short deadline: a hung server is not waited for
         // again at every round (a failover would wait behind it).
+        // (TLS takes more round trips to connect: a far member still fits.)
+        let tls = s.spec.tls.is_some();
         let deadline = if memory.unreachable.contains(&m.region) {
-            std::time::Duration::from_millis(500)
+            std::time::Duration::from_millis(if tls { 1500 } else { 500 })
         } else {
             std::time::Duration::from_secs(2)
         };

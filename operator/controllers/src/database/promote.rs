@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use azora_adapters::postgres::PgObservation;
 use azora_api::common::Time;
 use azora_api::database::{DatabaseFailover, DatabaseStatus, MemberRole, MemberStatus, ReplicationMode};
 use azora_api::region::Verdict;
@@ -26,6 +27,13 @@ const ABANDON_BACKOFF: Duration = Duration::from_secs(60);
 /// a second; without this wait, a database that saw the verdict first would promote the most advanced
 /// standby, and then switch over a second time to the region the policy chose).
 const POLICY_DECISION_GRACE: Duration = Duration::from_secs(10);
+/// How long after a standby was repointed for its credentials or TLS alone before it counts as streaming
+/// again (the primary may list its old stream for a moment) and the next one may be repointed.
+const SETTINGS_REPOINT_SETTLE: Duration = Duration::from_secs(5);
+/// How long after the leadership check the primary's clock may be read for a keeper name, and how long after
+/// that reading (on that clock) the name may still be set: with the check's own age (up to 1 s), a name lands
+/// within 3 s of a confirmed lease, or not at all.
+const KEEPER_LANDING: Duration = Duration::from_secs(1);
 
 fn down(s: &Step<'_>, region: &str) -> bool {
     s.ctx
@@ -776,6 +784,24 @@ fn is_member(r: &azora_adapters::postgres::Replica, m: &azora_api::database::Dat
     r.name == m.region || r.name == m.endpoint
 }
 
+/// Whether every reachable standby other than `region` streams from the primary `p`, as `p` reports.
+fn others_streaming(s: &Step<'_>, seen: &Seen, p: &PgObservation, region: &str) -> bool {
+    s.spec
+        .members
+        .iter()
+        .filter(|m| m.region != region)
+        .filter(|m| {
+            seen.get(&m.region)
+                .and_then(|o| o.as_ref().ok())
+                .is_some_and(|o| o.in_recovery)
+        })
+        .all(|m| {
+            p.replicas
+                .iter()
+                .any(|r| is_member(r, m) && r.state == "streaming")
+        })
+}
+
 /// Whether every reachable standby (the old primary aside) streams from `primary`, as `primary` reports.
 fn all_streaming(s: &Step<'_>, seen: &Seen, primary: &str, old: &str) -> bool {
     let Some(p) = seen.get(primary).and_then(|o| o.as_ref().ok()) else {
@@ -907,9 +933,18 @@ async fn maintain(
     if !confirmed {
         return Ok(());
     }
-    if !region_down && s.ctx.fence.check_recent(Duration::from_secs(1)).await.is_ok() {
+    if !region_down {
+        // The name must land soon after the leadership check (well inside the lease), so a deposed
+        // leader's held-up connect or statement leaves no fresh name behind; the session is opened first,
+        // so a reconnect does not use up that time.
         let kept = match session(s, memory, primary).await {
-            Ok(sess) => sess.assert_keeper(status.epoch).await.map_err(|e| e.to_string()),
+            Ok(sess) => match s.ctx.fence.check_recent(Duration::from_secs(1)).await {
+                Ok(_) => sess
+                    .assert_keeper(status.epoch, Instant::now(), KEEPER_LANDING)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(_) => Ok(()),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = kept {
@@ -1029,18 +1064,42 @@ async fn maintain(
             && port.as_deref() == Some(primary_target.port.to_string().as_str())
             && app.as_deref().is_none_or(|a| a == m.region);
         // With the primary's current credentials too: a standby left with a password rotated since (the
-        // credentials Secret changed) would fail at its next reconnect. Repointing restarts its WAL
-        // receiver, so one such standby per pass (a synchronous primary never loses all of them at once).
+        // credentials Secret changed) would fail at its next reconnect. And with the TLS the spec asks for
+        // (left alone while the spec asks for none: a person's own TLS is kept).
         let stale_credentials = o
             .upstream_credentials
             .as_ref()
             .is_some_and(|c| *c != primary_target.credentials_fingerprint());
-        if aimed && stale_credentials && credentials_repointed {
-            continue;
-        }
+        let wanted_tls = match s.spec.engine {
+            azora_api::database::Engine::PostgreSQL => primary_target.tls_required(),
+            azora_api::database::Engine::Redis if primary_target.tls.on() => "yes".into(),
+            azora_api::database::Engine::Redis => String::new(),
+        };
+        let stale_tls = s.spec.tls.is_some() && o.upstream_tls != wanted_tls;
         // A Redis replica still carrying a fence (its unfence after REPLICAOF failed) could never be
         // promoted: following again lifts it.
         let fenced_replica = o.fenced && s.spec.engine == azora_api::database::Engine::Redis;
+        // Repointing for these settings alone restarts the standby's WAL receiver: one standby per pass, and
+        // only while every other standby streams (settings the standbys cannot use — a CA file missing on
+        // their hosts — would otherwise take every synchronous standby away in turn and stall commits).
+        // The last one so repointed must stream again first (seen a few seconds on: right after the
+        // repoint the primary may still list its old stream).
+        let settings_only = aimed && !fenced_replica && (stale_credentials || stale_tls);
+        if settings_only {
+            let last_back = memory.settings_repoint.as_ref().is_none_or(|(r, at)| {
+                *r == m.region
+                    || (at.elapsed() >= SETTINGS_REPOINT_SETTLE
+                        && seen
+                            .get(r)
+                            .and_then(|o| o.as_ref().ok())
+                            .is_none_or(|o| o.streaming))
+            });
+            if credentials_repointed || !last_back || !others_streaming(s, seen, p, &m.region) {
+                continue;
+            }
+            memory.settings_repoint = Some((m.region.clone(), Instant::now()));
+        }
+        let stale_credentials = stale_credentials || stale_tls;
         if !aimed || stale_credentials || fenced_replica {
             credentials_repointed |= aimed;
             fence_check(s).await?;

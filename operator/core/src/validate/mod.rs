@@ -99,8 +99,8 @@ fn unique<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
 }
 
 /// Checks a Database: members (one per region, existing regions, inside the tenant's residency, reachable
-/// addresses, credentials Secrets with `username` and `password`), the replication rule and the followed
-/// policy (`policies`: the FailoverPolicies that exist).
+/// addresses, credentials Secrets with `username` and `password`, and `ca.crt` under `tls.mode: VerifyFull`),
+/// the replication rule and the followed policy (`policies`: the FailoverPolicies that exist).
 pub fn database(
     spec: &DatabaseSpec,
     world: &World,
@@ -182,6 +182,19 @@ pub fn database(
                 &m.credentials.name,
                 "password",
             );
+            // VerifyFull checks every member's certificate against the CA kept beside its credentials.
+            if spec
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == azora_api::database::TlsMode::VerifyFull)
+            {
+                f.secret_key(
+                    world,
+                    &format!("{field}.credentials"),
+                    &m.credentials.name,
+                    "ca.crt",
+                );
+            }
         }
     }
     if let Some(p) = &spec.follow_policy {

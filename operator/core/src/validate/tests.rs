@@ -292,6 +292,23 @@ fn a_plain_database_is_valid() {
 }
 
 #[test]
+fn a_verified_tls_database_needs_a_ca_beside_each_members_credentials() {
+    let verify = database_spec(json!({"tls": {"mode": "VerifyFull"}}));
+    let p = database(&verify, &database_world(), &Default::default());
+    assert_eq!(
+        reasons(&p),
+        vec!["SecretKeyNotFound", "SecretKeyNotFound"],
+        "{p:?}"
+    );
+    assert!(p[0].message.contains("ca.crt"), "{p:?}");
+    let mut w = database_world();
+    w.secrets.get_mut("pg").unwrap().insert("ca.crt".into());
+    assert!(database(&verify, &w, &Default::default()).is_empty());
+    let encrypted = database_spec(json!({"tls": {"mode": "Require"}}));
+    assert!(database(&encrypted, &database_world(), &Default::default()).is_empty());
+}
+
+#[test]
 fn database_members_must_be_one_per_region_inside_the_residency() {
     let spec = database_spec(json!({"members": [
         {"region": "europe", "endpoint": "127.0.0.1:5432", "credentials": {"name": "pg"}},

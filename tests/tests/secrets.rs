@@ -1123,3 +1123,35 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
         "the home's copy was touched"
     );
 }
+
+#[tokio::test]
+async fn destroying_below_a_version_never_destroys_the_current_one() {
+    // A threshold from another Vault's numbering (a home that changed during a leak revocation) must not
+    // destroy the value a key holds now.
+    let dir = tempfile::tempdir().unwrap();
+    let bao = OpenBao::start(dir.path(), "alone").await.unwrap();
+    let path = "tenants/acme/db";
+    for v in ["one", "two", "three"] {
+        bao.put(path, &HashMap::from([("password".to_string(), v.to_string())]))
+            .await
+            .unwrap();
+    }
+    let vault = azora_adapters::vault::Vault::new(azora_adapters::vault::VaultConfig {
+        address: bao.address.clone(),
+        kv_mount: azora_tests::openbao::KV_MOUNT.into(),
+        auth: azora_adapters::vault::Auth::Token(bao.root_token.clone()),
+    });
+    let destroyed = vault.destroy_below(path, 10).await.unwrap();
+    assert_eq!(destroyed, 2, "versions 1 and 2 only");
+    assert_eq!(bao.live_versions(path).await.unwrap(), vec![3]);
+    assert_eq!(bao.read(path, 3).await.unwrap()["password"], "three");
+    // Below a version in its own numbering: only what is older.
+    bao.put(
+        path,
+        &HashMap::from([("password".to_string(), "four".to_string())]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vault.destroy_below(path, 4).await.unwrap(), 1);
+    assert_eq!(bao.live_versions(path).await.unwrap(), vec![4]);
+}

@@ -395,7 +395,6 @@ impl PgSession {
         confirmed: std::time::Instant,
         window: Duration,
     ) -> Result<(), PgError> {
-        let prefix = format!("{}{epoch}-", azora_core::database::KEEPER_PREFIX);
         // The member's own clock first, read within `window` of the leadership check; the name is then set
         // only within `window` of that reading, on the same clock (no comparison across machines): a
         // statement held up past it (a deposed leader's, late) names no keeper.
@@ -411,7 +410,13 @@ impl PgSession {
                     .into(),
             ));
         }
-        let limit = t0 + window.as_secs_f64();
+        self.name_keeper_until(epoch, t0 + window.as_secs_f64()).await
+    }
+
+    /// Names this session the keeper of the member as the primary of `epoch` only while the member's clock
+    /// reads no later than `limit` (Unix seconds, that clock): checked where the statement runs.
+    pub async fn name_keeper_until(&self, epoch: u64, limit: f64) -> Result<(), PgError> {
+        let prefix = format!("{}{epoch}-", azora_core::database::KEEPER_PREFIX);
         let set = within(self.client.execute(
             "select set_config('application_name', $1::text || floor(extract(epoch from clock_timestamp()))::bigint::text, false) \
              where extract(epoch from clock_timestamp()) <= $2::float8",

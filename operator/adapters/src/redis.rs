@@ -379,17 +379,33 @@ impl RedisSession {
         }
         // Replication over TLS is the replica's own setting (its `tls-ca-cert-file` checks the primary). A
         // server built without TLS refuses the setting: nothing to turn off there.
-        if primary.tls.on() {
+        let was = match self
+            .cmd("CONFIG GET", &["CONFIG", "GET", "tls-replication"])
+            .await
+        {
+            Ok(Reply::Array(Some(items))) => items.get(1).and_then(Reply::text).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let tls_changed = if primary.tls.on() {
             self.cmd("CONFIG SET", &["CONFIG", "SET", "tls-replication", "yes"])
                 .await?;
+            was != "yes"
         } else {
             let _ = self
                 .cmd("CONFIG SET", &["CONFIG", "SET", "tls-replication", "no"])
                 .await;
-        }
+            was == "yes"
+        };
         let port = primary.port.to_string();
         self.cmd("REPLICAOF", &["REPLICAOF", &primary.host, &port])
             .await?;
+        // REPLICAOF to the primary it already follows changes nothing: the link to it is dropped so it
+        // reconnects (a partial resync) with the new setting.
+        if tls_changed {
+            let _ = self
+                .cmd("CLIENT KILL", &["CLIENT", "KILL", "TYPE", "master"])
+                .await;
+        }
         // A replica takes no writes, so a fence it carried as a former primary goes now (after REPLICAOF,
         // never before): left in place it would keep the member from ever being promoted again.
         self.unfence().await

@@ -443,6 +443,9 @@ impl Vault {
                     .filter(|(_, v)| !v.destroyed)
                     .filter_map(|(k, _)| k.parse::<u64>().ok())
                     .filter(|v| *v < below)
+                    // Never the key's current version, whatever `below` says (a threshold from another
+                    // Vault's numbering — a home that changed during a revocation — must not destroy it).
+                    .filter(|v| *v < m.current_version)
                     .collect();
                 versions.sort_unstable();
                 if versions.is_empty() {

@@ -90,7 +90,8 @@ pub struct DatabaseTls {
     /// PostgreSQL with `VerifyFull` only: the CA file's path on the members' own hosts, which a standby
     /// checks its upstream with (`sslrootcert` in `primary_conninfo` and the agent's rebuilds). Unset:
     /// libpq's default, `~/.postgresql/root.crt` of the server's user. A standby that cannot use it stops
-    /// streaming: the operator repoints one standby at a time, and none while another does not stream.
+    /// streaming: the operator repoints one streaming standby at a time, and none while another does not
+    /// stream (with a single synchronous standby, commits stall until it is fixed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[A-Za-z0-9._/-]+$"))]
     pub standby_root_cert_file: Option<String>,

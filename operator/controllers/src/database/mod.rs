@@ -100,6 +100,8 @@ struct Memory {
     written: Option<Instant>,
     /// The primary's region and position when last seen (the loss window of an asynchronous failover).
     last_primary: Option<(String, u64)>,
+    /// Observation rounds so far (every fifth waits the full deadline for members that did not answer).
+    observe_rounds: u64,
     /// Members that did not answer the last observation.
     unreachable: BTreeSet<String>,
     /// Each standby's replay lag as the primary last reported it (the asynchronous promotion rule, once the
@@ -113,6 +115,8 @@ struct Memory {
     /// The standby last repointed for its credentials or TLS alone, and when: the next waits until it
     /// streams again.
     settings_repoint: Option<(String, Instant)>,
+    /// The standby whose such repoint was last reported held back (logged once).
+    settings_held: Option<String>,
     /// The epoch and primary this task's view was last confirmed to hold against the stored status.
     confirmed: Option<(u64, String)>,
 }

@@ -784,21 +784,25 @@ fn is_member(r: &azora_adapters::postgres::Replica, m: &azora_api::database::Dat
     r.name == m.region || r.name == m.endpoint
 }
 
-/// Whether every reachable standby other than `region` streams from the primary `p`, as `p` reports.
-fn others_streaming(s: &Step<'_>, seen: &Seen, p: &PgObservation, region: &str) -> bool {
+/// Whether the primary `p` reports `m` streaming from it.
+fn streams(p: &PgObservation, m: &azora_api::database::DatabaseMember) -> bool {
+    p.replicas
+        .iter()
+        .any(|r| is_member(r, m) && r.state == "streaming")
+}
+
+/// Whether `region`'s member answers as a standby that the primary `p` does not report streaming (a primary,
+/// a fenced former primary, an unreachable or unknown member: not such a standby).
+fn standby_not_streaming(s: &Step<'_>, seen: &Seen, p: &PgObservation, region: &str) -> bool {
     s.spec
         .members
         .iter()
-        .filter(|m| m.region != region)
-        .filter(|m| {
-            seen.get(&m.region)
+        .find(|m| m.region == region)
+        .is_some_and(|m| {
+            seen.get(region)
                 .and_then(|o| o.as_ref().ok())
                 .is_some_and(|o| o.in_recovery)
-        })
-        .all(|m| {
-            p.replicas
-                .iter()
-                .any(|r| is_member(r, m) && r.state == "streaming")
+                && !streams(p, m)
         })
 }
 
@@ -1075,29 +1079,54 @@ async fn maintain(
             azora_api::database::Engine::Redis if primary_target.tls.on() => "yes".into(),
             azora_api::database::Engine::Redis => String::new(),
         };
-        let stale_tls = s.spec.tls.is_some() && o.upstream_tls != wanted_tls;
+        let streaming = streams(p, m);
+        let stale_tls = match &s.spec.tls {
+            Some(_) => o.upstream_tls != wanted_tls,
+            // None asked for: a standby that cannot stream with TLS it was given (by a spec since rolled
+            // back) is repointed without it; a streaming one keeps a person's own TLS.
+            None => !o.upstream_tls.is_empty() && !streaming,
+        };
         // A Redis replica still carrying a fence (its unfence after REPLICAOF failed) could never be
         // promoted: following again lifts it.
         let fenced_replica = o.fenced && s.spec.engine == azora_api::database::Engine::Redis;
-        // Repointing for these settings alone restarts the standby's WAL receiver: one standby per pass, and
-        // only while every other standby streams (settings the standbys cannot use — a CA file missing on
-        // their hosts — would otherwise take every synchronous standby away in turn and stall commits).
-        // The last one so repointed must stream again first (seen a few seconds on: right after the
-        // repoint the primary may still list its old stream).
+        // Repointing a streaming standby for these settings alone restarts its WAL receiver: one such
+        // standby per pass, only while every other standby streams, and only once the last one so
+        // repointed streams again (seen a few seconds on: right after the repoint the primary may still
+        // list its old stream) — settings the standbys cannot use (a CA file missing on their hosts) stop
+        // at one standby instead of taking every synchronous standby away in turn. A standby that does not
+        // stream loses nothing by it.
         let settings_only = aimed && !fenced_replica && (stale_credentials || stale_tls);
-        if settings_only {
-            let last_back = memory.settings_repoint.as_ref().is_none_or(|(r, at)| {
-                *r == m.region
-                    || (at.elapsed() >= SETTINGS_REPOINT_SETTLE
-                        && seen
-                            .get(r)
-                            .and_then(|o| o.as_ref().ok())
-                            .is_none_or(|o| o.streaming))
-            });
-            if credentials_repointed || !last_back || !others_streaming(s, seen, p, &m.region) {
+        if settings_only && streaming {
+            let held_by = memory
+                .settings_repoint
+                .as_ref()
+                .filter(|(r, at)| {
+                    *r != m.region
+                        && (at.elapsed() < SETTINGS_REPOINT_SETTLE || standby_not_streaming(s, seen, p, r))
+                })
+                .map(|(r, _)| r.clone())
+                .or_else(|| {
+                    s.spec
+                        .members
+                        .iter()
+                        .find(|o| o.region != m.region && standby_not_streaming(s, seen, p, &o.region))
+                        .map(|o| o.region.clone())
+                });
+            if let Some(r) = held_by {
+                if memory.settings_held.as_deref() != Some(m.region.as_str()) {
+                    info!(database = %s.name, standby = %m.region, waiting_for = %r,
+                          "repointing a streaming standby for new credentials or TLS held back until the other streams");
+                    memory.settings_held = Some(m.region.clone());
+                }
                 continue;
             }
+            if credentials_repointed {
+                continue;
+            }
+        }
+        if settings_only {
             memory.settings_repoint = Some((m.region.clone(), Instant::now()));
+            memory.settings_held = None;
         }
         let stale_credentials = stale_credentials || stale_tls;
         if !aimed || stale_credentials || fenced_replica {

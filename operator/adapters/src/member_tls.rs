@@ -39,17 +39,22 @@ impl MemberTls {
     }
 }
 
-/// Checks a CA bundle: at least one PEM certificate that parses.
-pub fn check_ca(pem: &[u8]) -> Result<usize, String> {
-    let mut roots = RootCertStore::empty();
+/// The certificates of a CA bundle (PEM): at least one that parses.
+fn roots(pem: &[u8]) -> Result<RootCertStore, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("not PEM certificates: {e}"))?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(certs);
+    if roots.is_empty() {
         return Err("holds no certificate".into());
     }
-    Ok(added)
+    Ok(roots)
+}
+
+/// Checks a CA bundle: at least one PEM certificate that parses.
+pub fn check_ca(pem: &[u8]) -> Result<(), String> {
+    roots(pem).map(|_| ())
 }
 
 /// The rustls client configuration for `tls` (`None` when it is off).
@@ -64,17 +69,9 @@ pub fn client_config(tls: &MemberTls) -> Result<Option<Arc<ClientConfig>>, Strin
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth(),
-        MemberTls::Verified { ca_pem } => {
-            let mut roots = RootCertStore::empty();
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("the CA is not PEM: {e}"))?;
-            roots.add_parsable_certificates(certs);
-            if roots.is_empty() {
-                return Err("the CA holds no certificate".into());
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        MemberTls::Verified { ca_pem } => builder
+            .with_root_certificates(roots(ca_pem).map_err(|e| format!("the CA: {e}"))?)
+            .with_no_client_auth(),
     };
     Ok(Some(Arc::new(config)))
 }

@@ -65,16 +65,23 @@ impl PgTarget {
         self
     }
 
-    /// The libpq TLS settings a standby (or `pg_rewind`/`pg_basebackup` next to it) connects to this member
-    /// with: empty, or starting with a space.
+    /// The libpq `sslmode` and `sslrootcert` a standby (or `pg_rewind`/`pg_basebackup` next to it)
+    /// connects to this member with (`None`: no TLS asked for).
+    fn ssl_params(&self) -> Option<(&'static str, Option<&str>)> {
+        use crate::member_tls::MemberTls;
+        match &self.tls {
+            MemberTls::Off => None,
+            MemberTls::Encrypted => Some(("require", None)),
+            MemberTls::Verified { .. } => Some(("verify-full", self.standby_root_cert_file.as_deref())),
+        }
+    }
+
+    /// Those settings as connection-string words: empty, or starting with a space.
     pub fn ssl_conninfo(&self) -> String {
-        match (&self.tls, &self.standby_root_cert_file) {
-            (crate::member_tls::MemberTls::Off, _) => String::new(),
-            (crate::member_tls::MemberTls::Encrypted, _) => " sslmode=require".into(),
-            (crate::member_tls::MemberTls::Verified { .. }, Some(file)) => {
-                format!(" sslmode=verify-full sslrootcert={}", conninfo_quote(file))
-            }
-            (crate::member_tls::MemberTls::Verified { .. }, None) => " sslmode=verify-full".into(),
+        match self.ssl_params() {
+            None => String::new(),
+            Some((mode, None)) => format!(" sslmode={mode}"),
+            Some((mode, Some(file))) => format!(" sslmode={mode} sslrootcert={}", conninfo_quote(file)),
         }
     }
 
@@ -86,15 +93,9 @@ impl PgTarget {
 
     /// The TLS a standby's connection to this member requires (see `azora_core::database::tls_required`).
     pub fn tls_required(&self) -> String {
-        use crate::member_tls::MemberTls;
-        match &self.tls {
-            MemberTls::Off => String::new(),
-            MemberTls::Encrypted => azora_core::database::tls_required(Some("require"), None),
-            MemberTls::Verified { .. } => azora_core::database::tls_required(
-                Some("verify-full"),
-                self.standby_root_cert_file.as_deref(),
-            ),
-        }
+        self.ssl_params()
+            .map(|(mode, root)| azora_core::database::tls_required(Some(mode), root))
+            .unwrap_or_default()
     }
 
     /// A standby's `primary_conninfo` pointing at this member, naming the standby `application_name`.

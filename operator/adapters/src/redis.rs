@@ -124,6 +124,10 @@ impl RedisSession {
     }
 
     async fn raw(&mut self, args: &[&str], deadline: Duration) -> Result<Reply, Error> {
+        // A connection that failed or timed out may still deliver a late reply: never read it as this one's.
+        if self.broken {
+            return Err(Error::Db("connection: broken by an earlier command".into()));
+        }
         let mut buf = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -381,9 +385,9 @@ impl RedisSession {
         // server built without TLS refuses the setting: nothing to turn off there.
         let was = match self
             .cmd("CONFIG GET", &["CONFIG", "GET", "tls-replication"])
-            .await
+            .await?
         {
-            Ok(Reply::Array(Some(items))) => items.get(1).and_then(Reply::text).unwrap_or_default(),
+            Reply::Array(Some(items)) => items.get(1).and_then(Reply::text).unwrap_or_default(),
             _ => String::new(),
         };
         let tls_changed = if primary.tls.on() {

@@ -100,8 +100,8 @@ struct Memory {
     written: Option<Instant>,
     /// The primary's region and position when last seen (the loss window of an asynchronous failover).
     last_primary: Option<(String, u64)>,
-    /// Observation rounds so far (every fifth waits the full deadline for members that did not answer).
-    observe_rounds: u64,
+    /// When members that did not answer last got the full connect deadline.
+    full_deadline_at: Option<Instant>,
     /// Members that did not answer the last observation.
     unreachable: BTreeSet<String>,
     /// Each standby's replay lag as the primary last reported it (the asynchronous promotion rule, once the

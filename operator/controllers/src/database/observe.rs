@@ -13,14 +13,21 @@ pub(super) async fn all(s: &Step<'_>, memory: &mut Memory) -> Seen {
     some(s, memory, None).await
 }
 
+/// How often a member that did not answer gets the full connect deadline again.
+const FULL_DEADLINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Observes every member but `skip` (reported with the message given: a member found unreachable moments
 /// ago in this step is not waited for again).
 pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, &str)>) -> Seen {
     let mut sessions: HashMap<String, Session> = std::mem::take(&mut memory.sessions);
     // A session to an address that changed is not reused.
     sessions.retain(|region, _| s.targets.contains_key(region));
-    memory.observe_rounds = memory.observe_rounds.wrapping_add(1);
-    let full_round = memory.observe_rounds.is_multiple_of(5);
+    let full_round = memory
+        .full_deadline_at
+        .is_none_or(|t| t.elapsed() >= FULL_DEADLINE_EVERY);
+    if full_round {
+        memory.full_deadline_at = Some(std::time::Instant::now());
+    }
     let rounds = s.spec.members.iter().map(|m| {
         let session = sessions.remove(&m.region);
         let target = s.targets.get(&m.region).cloned();
@@ -28,8 +35,8 @@ pub(super) async fn some(s: &Step<'_>, memory: &mut Memory, skip: Option<(&str, 
         let engine = s.spec.engine;
         // A member that did not answer last round gets a short deadline: a hung server is not waited for
         // again at every round (a failover would wait behind it).
-        // Every fifth round it gets the full one: a far member whose connect (TLS takes more round trips)
-        // does not fit the short deadline still comes back.
+        // Every `FULL_DEADLINE_EVERY` it gets the full one: a far member whose connect (TLS takes more round
+        // trips) does not fit the short deadline still comes back.
         let tls = s.spec.tls.is_some();
         let deadline = if memory.unreachable.contains(&m.region) && !full_round {
             std::time::Duration::from_millis(if tls { 1500 } else { 500 })

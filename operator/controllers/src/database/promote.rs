@@ -791,8 +791,8 @@ fn streams(p: &PgObservation, m: &azora_api::database::DatabaseMember) -> bool {
         .any(|r| is_member(r, m) && r.state == "streaming")
 }
 
-/// Whether `region`'s member answers as a standby that the primary `p` does not report streaming (a primary,
-/// a fenced former primary, an unreachable or unknown member: not such a standby).
+/// Whether `region`'s member answers as a standby that streams neither in its own view nor in the primary
+/// `p`'s (a primary, a fenced former primary, an unreachable or unknown member: not such a standby).
 fn standby_not_streaming(s: &Step<'_>, seen: &Seen, p: &PgObservation, region: &str) -> bool {
     s.spec
         .members
@@ -801,8 +801,7 @@ fn standby_not_streaming(s: &Step<'_>, seen: &Seen, p: &PgObservation, region: &
         .is_some_and(|m| {
             seen.get(region)
                 .and_then(|o| o.as_ref().ok())
-                .is_some_and(|o| o.in_recovery)
-                && !streams(p, m)
+                .is_some_and(|o| o.in_recovery && !o.streaming && !streams(p, m))
         })
 }
 
@@ -1079,13 +1078,9 @@ async fn maintain(
             azora_api::database::Engine::Redis if primary_target.tls.on() => "yes".into(),
             azora_api::database::Engine::Redis => String::new(),
         };
-        let streaming = streams(p, m);
-        let stale_tls = match &s.spec.tls {
-            Some(_) => o.upstream_tls != wanted_tls,
-            // None asked for: a standby that cannot stream with TLS it was given (by a spec since rolled
-            // back) is repointed without it; a streaming one keeps a person's own TLS.
-            None => !o.upstream_tls.is_empty() && !streaming,
-        };
+        let streaming = o.streaming || streams(p, m);
+        // Compared only while the spec asks for TLS: otherwise a person's own TLS is left as it is.
+        let stale_tls = s.spec.tls.is_some() && o.upstream_tls != wanted_tls;
         // A Redis replica still carrying a fence (its unfence after REPLICAOF failed) could never be
         // promoted: following again lifts it.
         let fenced_replica = o.fenced && s.spec.engine == azora_api::database::Engine::Redis;

@@ -760,14 +760,8 @@ async fn assert_complete(fleet: &Fleet, b: &Value, point: &str) {
     }
 }
 
-/// The operator SIGKILLed and started again (the new one leads once the old lease expires).
-fn restart(fleet: &mut Fleet) {
-    fleet.kill_operator();
-    fleet.start_operator(&[]).unwrap();
-}
-
-#[tokio::test]
-async fn a_backup_and_a_restore_killed_mid_run_converge_and_nothing_incomplete_counts() {
+/// africa and europe with the operator running and the tenant `acme` (home africa, failover europe) Ready.
+async fn acme_in_africa_and_europe() -> Fleet {
     let mut fleet = Fleet::start(&["africa", "europe"]).await.unwrap();
     fleet.start_operator(&[]).unwrap();
     fleet
@@ -780,8 +774,22 @@ async fn a_backup_and_a_restore_killed_mid_run_converge_and_nothing_incomplete_c
     assert!(
         fleet
             .wait_condition("acme", "Ready", "True", Duration::from_secs(90))
-            .await
+            .await,
+        "tenant never Ready: {}",
+        tail(&fleet.log(), 30)
     );
+    fleet
+}
+
+/// The operator SIGKILLed and started again (the new one leads once the old lease expires).
+fn restart(fleet: &mut Fleet) {
+    fleet.kill_operator();
+    fleet.start_operator(&[]).unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_and_a_restore_killed_mid_run_converge_and_nothing_incomplete_counts() {
+    let mut fleet = acme_in_africa_and_europe().await;
     let c = fleet.regional("africa").await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(c, "tenant-acme");
     for i in 0..40 {
@@ -902,4 +910,169 @@ async fn a_backup_and_a_restore_killed_mid_run_converge_and_nothing_incomplete_c
         let cm = cms.get(&format!("cm-{i}")).await.unwrap();
         assert_eq!(cm.data.unwrap()["i"], i.to_string());
     }
+}
+
+/// Installs a namespaced `Widget` kind (`widgets.proof.azora.io`) in `region`'s cluster and waits until it
+/// serves.
+async fn widget_kind(fleet: &Fleet, region: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let c = fleet.regional(region).await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "widgets.proof.azora.io"},
+            "spec": {"group": "proof.azora.io", "scope": "Namespaced",
+                     "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object",
+                                       "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let widgets = widget_api(c, "default");
+    let served = wait::until(Duration::from_secs(60), || async {
+        widgets.list(&ListParams::default()).await.is_ok()
+    })
+    .await;
+    assert!(served, "the Widget kind is not served in {region}");
+}
+
+fn widget_api(c: kube::Client, ns: &str) -> Api<DynamicObject> {
+    let ar = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("proof.azora.io", "v1", "Widget"),
+        "widgets",
+    );
+    Api::namespaced_with(c, ns, &ar)
+}
+
+/// A scheduled test restore that cannot restore — the tenant uses a custom resource whose kind the test
+/// region's cluster does not have — is recorded as failed (`testRestoreFailures`, Event `TestRestoreFailed`,
+/// the failed Restore kept with its reason), the backup is not marked as known to restore; once the kind is
+/// installed there, the next slot's test restore proves a backup (its check finds every object of the
+/// manifest, the custom resource among them) and clears the failure.
+#[tokio::test]
+async fn a_failing_test_restore_is_reported_and_proves_nothing_until_one_succeeds() {
+    let fleet = acme_in_africa_and_europe().await;
+    widget_kind(&fleet, "africa").await;
+    widget_api(fleet.regional("africa").await.unwrap(), "tenant-acme")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "proof.azora.io/v1", "kind": "Widget",
+                "metadata": {"name": "gear"}, "spec": {"teeth": 12}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let hub = ops(&fleet).await;
+    create(
+        &hub,
+        "backupschedules",
+        json!({"apiVersion": "azora.io/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "proof"},
+               "spec": {"every": "1m", "retention": {"keepFor": "1h", "keepLastGood": 3},
+                        "testRestore": {"every": "2m"}}}),
+    )
+    .await
+    .unwrap();
+
+    let schedule_where = |what: &'static str, f: fn(&Value) -> bool| {
+        let fleet = &fleet;
+        async move {
+            let r = wait::value(
+                Duration::from_secs(240),
+                || async {
+                    object(fleet, "BackupSchedule", "backupschedules", "proof")
+                        .await
+                        .unwrap_or(Value::Null)
+                },
+                f,
+            )
+            .await;
+            let ok = r.is_ok();
+            let (Ok(s) | Err(s)) = r;
+            assert!(ok, "{what}: {s:#}\n{}", tail(&fleet.log(), 40));
+            s
+        }
+    };
+    let s = schedule_where("no failed test restore recorded", |s| {
+        s["status"]["testRestoreFailures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    })
+    .await;
+    let failure = &s["status"]["testRestoreFailures"][0];
+    assert_eq!(failure["tenant"], "acme", "{s:#}");
+    assert_eq!(failure["region"], "europe", "{s:#}");
+    assert_eq!(failure["succeeded"], false, "{s:#}");
+    assert!(
+        failure["message"].as_str().unwrap_or_default().contains("Widget"),
+        "the failure does not name what could not be restored: {failure}"
+    );
+    assert!(s["status"]["lastRestoredBackup"].is_null(), "{s:#}");
+    let tested = failure["backup"].as_str().unwrap().to_string();
+    let b = object(&fleet, "Backup", "backups", &tested).await.unwrap();
+    assert_eq!(phase(&b), "Succeeded", "{b:#}");
+    assert!(
+        b["status"]["restoreVerifiedTime"].is_null(),
+        "a backup whose test restore failed is marked as restoring: {b:#}"
+    );
+    let events: Api<Event> = Api::all(hub.clone());
+    let reported = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("TestRestoreFailed")
+                && e.message.as_deref().is_some_and(|m| m.contains(&tested))
+        });
+    assert!(reported, "no TestRestoreFailed Event for {tested}");
+    // A failed test Restore stays for inspection (until its slot ends), with the reason. (Polled: one that
+    // failed as its slot ended is removed as the next slot's is created, which fails the same way.)
+    let restores: Api<DynamicObject> = Api::all_with(hub.clone(), &ar("Restore", "restores"));
+    let kept = wait::value(
+        Duration::from_secs(150),
+        || async {
+            restores
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|r| serde_json::to_value(r).unwrap())
+                .find(|r| phase(r) == "Failed" && r["spec"]["targetRegion"] == "europe")
+                .unwrap_or(Value::Null)
+        },
+        |r| !r.is_null(),
+    )
+    .await;
+    let ok = kept.is_ok();
+    let (Ok(failed) | Err(failed)) = kept;
+    assert!(ok, "no failed test restore kept\n{}", tail(&fleet.log(), 40));
+    let (_, reason, message) = cond(&failed, "Ready");
+    assert!(
+        reason == "ApplyFailed" && message.contains("Widget"),
+        "{failed:#}"
+    );
+
+    // The kind installed in europe: the next slot proves a backup and the failure leaves.
+    widget_kind(&fleet, "europe").await;
+    let s = schedule_where("no test restore succeeded after the fix", |s| {
+        s["status"]["lastTestRestore"]["succeeded"] == true
+            && s["status"]["testRestoreFailures"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            && s["status"]["lastRestoredBackup"] == s["status"]["lastTestRestore"]["backup"]
+    })
+    .await;
+    let proven = s["status"]["lastTestRestore"]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = object(&fleet, "Backup", "backups", &proven).await.unwrap();
+    assert!(b["status"]["restoreVerifiedTime"].is_string(), "{b:#}");
+    assert_eq!(s["status"]["lastRestoredBackup"], proven.as_str(), "{s:#}");
 }

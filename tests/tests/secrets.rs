@@ -189,6 +189,26 @@ async fn service_account_token(fleet: &Fleet) -> std::path::PathBuf {
     file
 }
 
+/// A Deployment `api` in europe's `tenant-acme` that asks to be restarted when `wants` rotates.
+async fn consumer(fleet: &Fleet, wants: &str) -> Api<Deployment> {
+    let deployments: Api<Deployment> =
+        Api::namespaced(fleet.regional("europe").await.unwrap(), "tenant-acme");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "api", "annotations": {"azora.io/restart-on-rotation": wants}},
+                "spec": {"selector": {"matchLabels": {"app": "api"}},
+                         "template": {"metadata": {"labels": {"app": "api"}},
+                                      "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    deployments
+}
+
 fn secret_spec(grace: &str, extra: Value) -> Value {
     let mut s = json!({"name": "db", "vaultPath": PATH, "targetSecret": "db-credentials",
                        "rotateEvery": "30d", "gracePeriod": grace,
@@ -277,21 +297,7 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     }
 
     // A workload consuming the secret: seen first (recorded, not restarted), restarted once per new version.
-    let deployments: Api<Deployment> =
-        Api::namespaced(fleet.regional("europe").await.unwrap(), "tenant-acme");
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "api", "annotations": {"azora.io/restart-on-rotation": "db-credentials"}},
-                "spec": {"selector": {"matchLabels": {"app": "api"}},
-                         "template": {"metadata": {"labels": {"app": "api"}},
-                                      "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let deployments = consumer(&fleet, "db-credentials").await;
     let recorded = wait::until(TIMEOUT, || async {
         deployments.get("api").await.ok().is_some_and(|d| {
             d.metadata
@@ -1154,4 +1160,142 @@ async fn destroying_below_a_version_never_destroys_the_current_one() {
     .unwrap();
     assert_eq!(vault.destroy_below(path, 4).await.unwrap(), 1);
     assert_eq!(bao.live_versions(path).await.unwrap(), vec![4]);
+}
+
+/// The home region moved to europe while europe's OpenBao was sealed and missed two rotations: africa stays the
+/// source (europe's older value is never taken as current, and nothing is reported as written by hand), and
+/// europe takes over once its Vault holds the current value — renumbered to europe's own version, with the
+/// workload that consumes it not restarted for the new number. The next rotation is written in europe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
+    let (mut fleet, baos, jwt_arg) = setup("1s", json!({"restartWorkloads": true})).await;
+    fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    wait_status(&fleet, "first version everywhere", |st| {
+        st["phase"] == "Done" && st["version"] == 1
+    })
+    .await;
+    let first = baos["africa"].read(PATH, 1).await.unwrap()["password"].clone();
+    let deployments = consumer(&fleet, "db").await;
+    let annotation = |d: &Deployment, template: bool, key: &str| {
+        let m = if template {
+            d.spec.as_ref().and_then(|s| s.template.metadata.clone())
+        } else {
+            Some(d.metadata.clone())
+        };
+        m.and_then(|m| m.annotations).and_then(|a| a.get(key).cloned())
+    };
+    let consumed =
+        |want: &'static str| {
+            let deployments = deployments.clone();
+            async move {
+                wait::until(TIMEOUT, || async {
+                    deployments.get("api").await.ok().is_some_and(|d| {
+                        annotation(&d, false, "azora.io/consumed-db").as_deref() == Some(want)
+                    })
+                })
+                .await
+            }
+        };
+    assert!(consumed("1").await, "the workload was not recorded");
+
+    // Two rotations europe's sealed OpenBao misses (its cluster gets them, and the workload restarts). (Sealed,
+    // not stopped: a stopped server could still take a write sent before it stopped once it runs again.)
+    baos["europe"].seal().await.unwrap();
+    rotate_now(&fleet, "m1").await;
+    wait_vault(&baos["africa"], "africa written", |v, _| v == 2).await;
+    rotate_now(&fleet, "m2").await;
+    wait_vault(&baos["africa"], "africa written again", |v, _| v == 3).await;
+    let third = baos["africa"].read(PATH, 3).await.unwrap()["password"].clone();
+    assert!(consumed("3").await, "the workload did not consume version 3");
+    let d = deployments.get("api").await.unwrap();
+    assert_eq!(annotation(&d, true, "azora.io/rotated-db").as_deref(), Some("3"));
+
+    // The home moves while europe's Vault is still sealed: africa's version 3 stays current, the move is named.
+    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"homeRegion": "europe", "failoverRegions": ["africa"]}})),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(&fleet, "the move named", |st| {
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("home moving from africa to europe"))
+    })
+    .await;
+    assert_eq!(st["version"], 3, "{st:#}");
+    assert_eq!(st["homeRegion"], "africa", "{st:#}");
+    assert_eq!(st["reason"], "RegionsBehind", "{st:#}");
+
+    // europe's Vault answers again, holding only the first value: it gets the current one from africa, then
+    // takes over with it as its own version 2.
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 3);
+    baos["europe"].unseal().await.unwrap();
+    let st = wait_status(&fleet, "europe took over", |st| {
+        st["homeRegion"] == "europe" && st["phase"] == "Done"
+    })
+    .await;
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        2,
+        "europe holds the current value once, as its version 2"
+    );
+    assert_eq!(baos["europe"].read(PATH, 2).await.unwrap()["password"], third);
+    assert_eq!(st["version"], 2, "{st:#}");
+    assert_eq!(region(&st, "africa")["vaultVersion"], 2, "{st:#}");
+    assert_eq!(
+        baos["africa"].meta(PATH).await.unwrap().0,
+        3,
+        "africa written again"
+    );
+    assert!(
+        !has_event(&fleet, "SecretChangedOutside").await,
+        "the move was reported as a write by hand"
+    );
+    assert!(has_event(&fleet, "SecretHomeMoved").await);
+    for r in ["africa", "europe"] {
+        let resynced = wait::until(TIMEOUT, || async {
+            target(&fleet, r).await.is_some_and(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("azora.io/secret-version"))
+                    .map(String::as_str)
+                    == Some("2")
+            })
+        })
+        .await;
+        assert!(resynced, "{r}: the target Secret does not name version 2");
+        let s = target(&fleet, r).await.unwrap();
+        assert_eq!(value_of(&s, "password").as_deref(), Some(third.as_str()), "{r}");
+        assert_ne!(third, first);
+    }
+    assert!(consumed("2").await, "the workload's record was not renumbered");
+    let d = deployments.get("api").await.unwrap();
+    assert_eq!(
+        annotation(&d, true, "azora.io/rotated-db").as_deref(),
+        Some("3"),
+        "restarted for a new number of the same value"
+    );
+
+    // The next rotation is written in europe (check-and-set on its version 2) and replicated to africa.
+    rotate_now(&fleet, "m3").await;
+    let st = wait_status(&fleet, "rotated in the new home", |st| {
+        st["phase"] == "Done" && st["version"] == 3 && st["homeRegion"] == "europe"
+    })
+    .await;
+    let (v, custom) = baos["europe"].meta(PATH).await.unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(
+        custom.get("azora.io/rotation-id"),
+        st["rotationId"].as_str().map(String::from).as_ref()
+    );
+    let fourth = baos["europe"].read(PATH, 3).await.unwrap()["password"].clone();
+    assert_ne!(fourth, third);
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 4);
+    assert_eq!(baos["africa"].read(PATH, 4).await.unwrap()["password"], fourth);
+    fleet.kill_operator();
 }

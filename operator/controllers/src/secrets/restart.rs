@@ -2,7 +2,8 @@
 //! tenant's namespace annotated `azora.io/restart-on-rotation: <secret>[,<secret>…]` (a tenant secret's
 //! name or its `targetSecret`) get a pod-template annotation with the new version — only when the version
 //! they consume really changed. The version a workload consumes is recorded in its own metadata
-//! (`azora.io/consumed-<secret>`, which does not restart it): the first time a workload is seen it is only
+//! (`azora.io/consumed-<secret>`, and the rotation that made it in `azora.io/consumed-rotation-<secret>`;
+//! neither restarts it): the first time a workload is seen it is only
 //! recorded, an operator restart finds nothing changed, and several secrets rotated together make one
 //! change per workload.
 
@@ -30,13 +31,23 @@ fn kinds() -> [ApiResource; 2] {
     [ar("Deployment", "deployments"), ar("StatefulSet", "statefulsets")]
 }
 
+/// The version of a secret its workloads should consume.
+#[derive(Clone, Copy)]
+pub(super) struct Consumed<'a> {
+    pub secret: &'a str,
+    pub version: u64,
+    /// The rotation that made it: a workload that consumes this rotation under another version number (the
+    /// home region moved, and numbers versions its own way) is not restarted.
+    pub rotation: Option<&'a str>,
+}
+
 /// Restarts in `region` the workloads whose consumed version of a secret in `versions` (keyed by secret name
-/// and by target Secret name → (secret name, version)) differs; returns how many were restarted.
+/// and by target Secret name) differs; returns how many were restarted.
 pub(super) async fn roll(
     room: &Room,
     tenant: &str,
     region: &str,
-    versions: &BTreeMap<&str, (&str, u64)>,
+    versions: &BTreeMap<&str, Consumed<'_>>,
 ) -> Result<usize, String> {
     let cluster = room.cluster(region)?;
     let ns = namespace_of(tenant);
@@ -57,21 +68,41 @@ pub(super) async fn roll(
             let mut record = Map::new();
             let mut template = Map::new();
             for name in wanted.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let Some((secret, version)) = versions.get(name) else {
+                let Some(c) = versions.get(name) else {
                     continue;
                 };
+                let secret = c.secret;
                 let key = format!("azora.io/consumed-{secret}");
-                let v = version.to_string();
+                let rkey = format!("azora.io/consumed-rotation-{secret}");
+                let v = c.version.to_string();
+                // With both rotations known, they decide (a home move renumbers the same value, and a new
+                // number can equal an old one's); else the version numbers do.
+                let changed = match (annotations.get(&rkey), c.rotation) {
+                    (Some(seen), Some(now)) => Some(seen != now),
+                    _ => None,
+                };
                 match annotations.get(&key) {
-                    Some(seen) if *seen == v => {}
-                    Some(_) => {
-                        record.insert(key, json!(v));
-                        template.insert(format!("azora.io/rotated-{secret}"), json!(v));
-                    }
                     // First seen: it runs with what the Secret holds now.
                     None => {
                         record.insert(key, json!(v));
                     }
+                    Some(seen) => {
+                        if *seen != v {
+                            record.insert(key, json!(v));
+                        }
+                        if changed.unwrap_or(*seen != v) {
+                            template.insert(format!("azora.io/rotated-{secret}"), json!(v));
+                            // (The pod template changes even when the new number is one it had.)
+                            if let Some(r) = c.rotation {
+                                template.insert(format!("azora.io/rotation-{secret}"), json!(r));
+                            }
+                        }
+                    }
+                }
+                if let Some(r) = c.rotation
+                    && annotations.get(&rkey).map(String::as_str) != Some(r)
+                {
+                    record.insert(rkey, json!(r));
                 }
             }
             if record.is_empty() {

@@ -49,6 +49,8 @@ const VERIFY_FAILING: &str = "VerificationFailing";
 const VERIFY_FAILED: &str = "VerificationFailed";
 /// Secrets of one tenant written, replicated and synced at once.
 const SECRETS_AT_ONCE: usize = 8;
+/// The spec moved the home region; the new home has not taken over yet.
+const HOME_MOVING: &str = "HomeMoving";
 
 type Vaults = BTreeMap<String, Result<Arc<Vault>, VaultProblem>>;
 
@@ -150,7 +152,10 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
             }
             st.vault_path = s.vault_path.clone();
         }
-        if st.home_region != spec.home_region {
+        // The home the copies come from. A home moved in the spec takes over once its Vault holds the
+        // recorded version (`Turn::hand_over`); until then the old one stays the source, so no older value
+        // (a leaked one) held by the new home is taken as current.
+        if st.home_region.is_empty() || (st.version == 0 && st.pending.is_none()) {
             st.home_region = spec.home_region.clone();
         }
         if st.target_secret != s.target_secret {
@@ -173,11 +178,13 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .secrets
         .iter()
         .zip(problems)
-        .map(|(secret, problem)| Turn {
+        .zip(&all)
+        .map(|((secret, problem), st)| Turn {
             room: &room,
             obj: &obj,
             tenant: tenant.clone(),
             spec: &spec,
+            home: st.home_region.clone(),
             secret,
             placed: &placed,
             regions: &regions,
@@ -235,7 +242,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
     // Workloads that asked for it restart once per version their Secrets really changed to, every secret
     // of the tenant batched into one change per workload.
     for region in &placed {
-        let versions: BTreeMap<&str, (&str, u64)> = spec
+        let versions: BTreeMap<&str, restart::Consumed> = spec
             .secrets
             .iter()
             .zip(all.iter())
@@ -248,10 +255,12 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
                         .any(|r| &r.region == region && r.synced_version == Some(st.version))
             })
             .flat_map(|(s, st)| {
-                [
-                    (s.name.as_str(), (s.name.as_str(), st.version)),
-                    (s.target_secret.as_str(), (s.name.as_str(), st.version)),
-                ]
+                let c = restart::Consumed {
+                    secret: s.name.as_str(),
+                    version: st.version,
+                    rotation: st.rotation_id.as_deref(),
+                };
+                [(s.name.as_str(), c), (s.target_secret.as_str(), c)]
             })
             .collect();
         if versions.is_empty() {
@@ -296,6 +305,9 @@ struct Turn<'a> {
     obj: &'a DynamicObject,
     tenant: String,
     spec: &'a TenantSpec,
+    /// The home region this pass reads from and writes to: the spec's, or while a move to it is not done,
+    /// the one before it.
+    home: String,
     secret: &'a TenantSecret,
     placed: &'a [String],
     regions: &'a BTreeMap<String, RegionSpec>,
@@ -395,7 +407,12 @@ fn rotation_id() -> String {
 
 impl Turn<'_> {
     fn home(&self) -> &str {
-        &self.spec.home_region
+        &self.home
+    }
+
+    /// Whether the spec moved the home away from the region the copies come from.
+    fn moving(&self) -> bool {
+        self.home != self.spec.home_region
     }
 
     fn path(&self) -> &str {
@@ -416,11 +433,11 @@ impl Turn<'_> {
             fail(st, reason, msg);
             return Prepared::Stop(SETTLED);
         }
-        if !self.placed.iter().any(|r| r == self.home()) {
+        if !self.placed.contains(&self.spec.home_region) {
             fail(
                 st,
                 "HomeRegionNotPlaced",
-                format!("home region {} is not placed", self.home()),
+                format!("home region {} is not placed", self.spec.home_region),
             );
             return Prepared::Stop(SETTLED);
         }
@@ -439,14 +456,24 @@ impl Turn<'_> {
             }
             vaults.insert(r.clone(), v);
         }
+        // (A home being moved away from may have left the placement.)
         let home = match vaults.get(self.home()) {
-            Some(Ok(v)) => v.clone(),
-            Some(Err(p)) => {
+            Some(v) => v.clone(),
+            None => self.room.vault(self.home(), self.regions.get(self.home())).await,
+        };
+        if self.moving() && st.pending.is_none() && self.hand_over(st, &vaults, home.as_deref().ok()).await {
+            return Prepared::Stop(Duration::from_secs(1));
+        }
+        let home = match home {
+            Ok(v) => v,
+            Err(p) => {
                 st.reason = p.reason.to_string();
                 st.message = format!("home region {}: {}", self.home(), p.message);
+                if self.moving() {
+                    st.message = format!("{}; {}", self.move_note(st.version), st.message);
+                }
                 return Prepared::Stop(BEHIND);
             }
-            None => return Prepared::Stop(BEHIND),
         };
         let meta = match home.meta(self.path()).await {
             Ok(m) => {
@@ -457,6 +484,9 @@ impl Turn<'_> {
                 self.room.note(self.home(), &e).await;
                 st.reason = e.reason().to_string();
                 st.message = format!("home region {}: {e}", self.home());
+                if self.moving() {
+                    st.message = format!("{}; {}", self.move_note(st.version), st.message);
+                }
                 return Prepared::Stop(BEHIND);
             }
         };
@@ -513,6 +543,17 @@ impl Turn<'_> {
                     }
                 }
             }
+        } else if current == 0 && self.moving() && st.version > 0 {
+            // The home being left holds nothing (rebuilt, or the key deleted): nothing is generated there;
+            // the new home takes over once it holds the recorded rotation.
+            st.reason = HOME_MOVING.into();
+            st.message = format!(
+                "{}: region {}'s Vault holds no version at {}",
+                self.move_note(st.version),
+                self.home(),
+                self.path()
+            );
+            return Prepared::Stop(BEHIND);
         } else if current == 0 {
             if s.generator.kind == GeneratorKind::External {
                 fail(
@@ -588,6 +629,138 @@ impl Turn<'_> {
         Prepared::Go(Box::new(go))
     }
 
+    fn move_note(&self, version: u64) -> String {
+        format!(
+            "home moving from {} to {}: waiting for {}'s Vault to hold version {version}",
+            self.home, self.spec.home_region, self.spec.home_region
+        )
+    }
+
+    /// The spec moved the home: the new home takes over when its Vault's newest version is the recorded one
+    /// — the same data as the old home's version, which must still be the old home's newest (a newer one,
+    /// written by hand or by the operator under a status restored from before, is judged there first), or,
+    /// while the old home does not answer or holds no key, the rotation the status names (a value with no
+    /// rotation id needs the old home to answer), in a region the status records holding it. Until then the
+    /// old home stays the source and replicates to the new one, so a new home that missed the last rotation
+    /// (a leak's answer among them) never makes an older value current. Nothing is handed over while a
+    /// rotation is pending, the previous value is kept for its grace period, a check is due or a rollback
+    /// is owed (the new home numbers its older versions its own way). On taking over, the new home's key is
+    /// claimed for the rotation (a status lost later takes it back as the operator's own) and the status is
+    /// renumbered to the new home's version; the target Secrets are synced again for their version
+    /// annotation. Returns whether it took over.
+    async fn hand_over(&self, st: &mut SecretStatus, vaults: &Vaults, old: Option<&Vault>) -> bool {
+        let to = self.spec.home_region.as_str();
+        let path = self.path();
+        let from = st.version;
+        let grace = st
+            .previous_until
+            .as_ref()
+            .is_some_and(|u| jiff::Timestamp::now() < u.0);
+        if st.pending.is_some() || grace || self.needs_check(st) || self.rollback_due(st).is_some() {
+            return false;
+        }
+        let Some(Ok(new)) = vaults.get(to) else {
+            return false;
+        };
+        let held = async {
+            let Some(m) = new.meta(path).await? else {
+                return Ok(None);
+            };
+            if m.current_version == 0 {
+                return Ok(None);
+            }
+            Ok(new
+                .read(path, m.current_version)
+                .await?
+                .map(|d| (m.current_version, d)))
+        }
+        .await;
+        let (current, data) = match held {
+            Ok(Some(h)) => h,
+            Ok(None) => return false,
+            Err(e) => {
+                self.room.note(to, &e).await;
+                return false;
+            }
+        };
+        // What the old home says: `Some(same)` when it answers with a key, `None` when it does not answer
+        // or holds nothing at the path (gone, or rebuilt empty).
+        let recorded = match old {
+            Some(o) => {
+                let said = async {
+                    let newest = o.meta(path).await?.map_or(0, |m| m.current_version);
+                    if newest == 0 {
+                        return Ok(None);
+                    }
+                    if newest != from {
+                        // A newer version there: the normal pass judges it (taken back, or reported).
+                        return Ok(Some(false));
+                    }
+                    Ok(o.read(path, from).await?.map(|d| d == data))
+                }
+                .await;
+                match said {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.room.note(&self.home, &e).await;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let same = recorded.unwrap_or_else(|| {
+            let rotation = data.0.get(core::DATA_ROTATION);
+            st.regions
+                .iter()
+                .any(|r| r.region == to && r.vault_version == Some(from))
+                && st.rotation_id.as_ref().is_some_and(|id| rotation == Some(id))
+        });
+        if !same {
+            if recorded == Some(false) {
+                // Written there by hand since, or never: replicated again (not skipped on the record).
+                for r in st.regions.iter_mut().filter(|r| r.region == to) {
+                    r.vault_version = None;
+                }
+                self.room
+                    .set_replica(&format!("{to}/{}/{}/{path}", new.address(), new.mount()), None);
+            }
+            return false;
+        }
+        if let Some(id) = &st.rotation_id {
+            if self.room.ctx.fence.check().await.is_err() {
+                return false;
+            }
+            if let Err(e) = new.set_custom(path, &claim(id, current, current)).await {
+                self.room.note(to, &e).await;
+                return false;
+            }
+        }
+        for r in &mut st.regions {
+            r.vault_version = (r.vault_version == Some(from)).then_some(current);
+            r.synced_version = None;
+        }
+        if let Some(r) = st.revocation.as_mut() {
+            // (Never above the version it answered: the new home holds nothing newer than `current`.)
+            r.version = current;
+        }
+        st.verified_version = st.verified_version.filter(|v| *v == from).map(|_| current);
+        st.version = current;
+        let before = std::mem::replace(&mut st.home_region, to.to_string());
+        st.phase = Some(SecretPhase::Syncing);
+        let msg = format!(
+            "secret {}: home moved from region {before} to {to}; version {from} there is version {current} here",
+            self.secret.name
+        );
+        info!(tenant = %self.tenant, secret = %self.secret.name, from = %before, %to, "home region handed over");
+        self.event(EventType::Normal, "SecretHomeMoved", &msg).await;
+        if !sticky(&st.reason) {
+            st.reason.clear();
+            st.message = msg;
+        }
+        true
+    }
+
     /// The recorded write made, then the version replicated and synced; returns how soon to look again.
     async fn finish(&self, st: &mut SecretStatus, go: Go) -> Duration {
         let s = self.secret;
@@ -649,6 +822,24 @@ impl Turn<'_> {
                 .secret_next_rotation
                 .with_label_values(&labels)
                 .set(n.0.as_second() as f64);
+        }
+        if self.moving() {
+            // Not done while the copies come from a home the spec has left (checks and rollbacks go on).
+            let note = self.move_note(st.version);
+            if !st.message.starts_with("home moving") {
+                st.message = if st.message.is_empty() {
+                    note
+                } else {
+                    format!("{note}; {}", st.message)
+                };
+            }
+            if st.phase == Some(SecretPhase::Done) {
+                st.phase = Some(SecretPhase::Replicating);
+            }
+            if st.reason.is_empty() {
+                st.reason = HOME_MOVING.into();
+            }
+            return BEHIND;
         }
         if !matches!(st.phase, Some(SecretPhase::Done | SecretPhase::RolledBack)) {
             return BEHIND;

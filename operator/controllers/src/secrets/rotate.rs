@@ -620,7 +620,12 @@ impl Turn<'_> {
                 Some(p) => go.write = Some((p, true)),
                 None => return Prepared::Stop(SETTLED),
             }
-        } else if s.generator.kind != GeneratorKind::External && self.due(st, every) {
+        } else if s.generator.kind != GeneratorKind::External
+            && self.due(st, every)
+            && (!self.moving() || self.placed.contains(&self.home))
+        {
+            // (A home being left that the tenant may no longer use gets no new value: the rotation waits
+            // for the new home to take over.)
             match self.record(st, current, None).await {
                 Some(p) => go.write = Some((p, true)),
                 None => return Prepared::Stop(SETTLED),

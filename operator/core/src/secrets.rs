@@ -307,9 +307,19 @@ pub fn record_in_data(
     }
 }
 
-/// One rotate-now request part's digest as kept in a claim (annotation values can be long; Vault limits
-/// metadata).
+/// One rotate-now request part's digest as kept in a version's data (annotation values can be long; Vault
+/// limits what a version holds): SHA-256, its first 128 bits in hex.
 pub fn rotate_now_digest(part: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::new()
+        .chain_update(b"rotate-now\0")
+        .chain_update(part.as_bytes())
+        .finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest versions written before SHA-256 carry (FNV-1a 64): still recognised, never written.
+fn legacy_rotate_now_digest(part: &str) -> String {
     format!("{:016x}", stable_hash(&["rotate-now", part]))
 }
 
@@ -321,7 +331,10 @@ pub fn handled_in_data<'a>(data: &BTreeMap<String, String>, token: &'a str) -> V
     let done: Vec<&str> = done.split(',').collect();
     token
         .split('|')
-        .filter(|part| done.contains(&rotate_now_digest(part).as_str()))
+        .filter(|part| {
+            done.contains(&rotate_now_digest(part).as_str())
+                || done.contains(&legacy_rotate_now_digest(part).as_str())
+        })
         .collect()
 }
 
@@ -550,7 +563,14 @@ mod tests {
         assert!(d.keys().filter(|k| *k != "password").all(|k| reserved(k)));
         assert_eq!(rotate_now_digest("x"), rotate_now_digest("x"));
         assert_ne!(rotate_now_digest("x"), rotate_now_digest("y"));
-        assert_eq!(rotate_now_digest(&"y".repeat(10_000)).len(), 16);
+        assert_eq!(rotate_now_digest(&"y".repeat(10_000)).len(), 32);
+        // A version written before the digest was SHA-256 is still read right.
+        let old = BTreeMap::from([(DATA_ROTATE_NOW.to_string(), legacy_rotate_now_digest("leaked-1"))]);
+        assert_eq!(handled_in_data(&old, "t2|leaked-1"), vec!["leaked-1"]);
+        assert_ne!(
+            legacy_rotate_now_digest("leaked-1"),
+            rotate_now_digest("leaked-1")
+        );
     }
 
     #[test]

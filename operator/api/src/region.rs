@@ -378,7 +378,7 @@ pub struct RegionStatus {
     pub cluster: Option<ClusterStatus>,
     /// Conditions: `Ready`, `SpecValid`, `ReferencesResolved`, `Probed`, and `VaultReachable` (regions with a
     /// `vault`: whether the operator can log in and is answered; reason `Answering`, `VaultLoginDenied`,
-    /// `VaultPermissionDenied`, `VaultSealed`, `VaultUnreachable` or the incomplete setting).
+    /// `VaultSealed`, `VaultUnreachable` or the incomplete setting).
     #[serde(default)]
     #[schemars(schema_with = "crate::common::conditions_schema")]
     pub conditions: Vec<Condition>,

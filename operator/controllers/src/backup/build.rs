@@ -64,7 +64,6 @@ pub(super) async fn build(
     source: &str,
     key: Option<&SecretKey>,
     not_before: Option<jiff::Timestamp>,
-    progress: &std::sync::atomic::AtomicU64,
 ) -> Result<Built, BuildError> {
     let ctx = &room.ctx;
     let tenant_name = &spec.tenant;
@@ -128,7 +127,6 @@ pub(super) async fn build(
         // An archive error (over a limit) is permanent; a cluster that stops answering is transient.
         let mut permanent: Option<String> = None;
         let mut each = |id: ObjectId, body: Value| -> Result<usize, String> {
-            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
             let added = if id.kind == "Secret" && id.api_version == "v1" {
                 let Some(key) = key else {

@@ -44,9 +44,6 @@ pub(super) const COMPLETED: &str = "Completed";
 pub(super) const RUN_DEADLINE: Duration = Duration::from_secs(900);
 /// A run still not finished this long after it started is ended with what is known.
 pub(super) const ABANDON: Duration = Duration::from_secs(3600);
-/// The export of a new archive has no deadline of its own (a tenant's first archive has no size to scale
-/// one with): it goes on while it adds objects, and stops when none came for this long.
-const EXPORT_STALL: Duration = Duration::from_secs(300);
 
 /// Error policy: the generic one.
 pub fn error_policy(obj: Arc<DynamicObject>, err: &ReconcileError, room: Arc<Room>) -> Action {
@@ -179,15 +176,10 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
     );
     if !abandoned && !resuming {
         // New, or interrupted before its checksum was recorded (nothing of it counts): (re)start. Its
-        // export goes on while it makes progress, its uploads get the time its archive's size calls for;
-        // nothing of it goes on past `abandon`.
-        return match tokio::time::timeout(abandon, run.fresh(st)).await {
-            Ok(r) => r,
-            Err(_) => Err(ReconcileError::Remote(format!(
-                "the run did not finish within {}s; it is ended with what it recorded",
-                abandon.as_secs()
-            ))),
-        };
+        // export has no deadline of its own — a tenant's first archive has no size to scale one with, and
+        // every request in it has its own (a hung cluster or store ends it) — so a large tenant's export
+        // is never cut and started over for ever; its uploads get the time its archive's size calls for.
+        return run.fresh(st).await;
     }
     let work = async {
         if abandoned {
@@ -205,34 +197,6 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             "the run did not finish within {}s; it resumes from what it recorded",
             deadline.as_secs()
         ))),
-    }
-}
-
-/// Runs `work` while `progress` moves: `None` once the counter has not changed for `stall` (the work is
-/// dropped, so cancelled, then).
-async fn while_progressing<F: std::future::Future>(
-    work: F,
-    progress: &std::sync::atomic::AtomicU64,
-    stall: Duration,
-) -> Option<F::Output> {
-    use std::sync::atomic::Ordering;
-    tokio::pin!(work);
-    let mut seen = progress.load(Ordering::Relaxed);
-    let mut moved = Instant::now();
-    let look = (stall / 10).max(Duration::from_millis(10));
-    loop {
-        tokio::select! {
-            out = &mut work => return Some(out),
-            () = tokio::time::sleep(look) => {
-                let now = progress.load(Ordering::Relaxed);
-                if now != seen {
-                    seen = now;
-                    moved = Instant::now();
-                } else if moved.elapsed() >= stall {
-                    return None;
-                }
-            }
-        }
     }
 }
 
@@ -334,25 +298,16 @@ impl Run<'_> {
         let not_before = (!self.obj.labels().contains_key(SCHEDULE_LABEL))
             .then(|| self.obj.creation_timestamp().map(|t| t.0))
             .flatten();
-        let progress = std::sync::atomic::AtomicU64::new(0);
-        let name = self.name();
-        let export = build(
+        let built = match build(
             self.room,
             self.spec,
-            &name,
+            &self.name(),
             &source,
             key.as_ref(),
             not_before,
-            &progress,
-        );
-        let Some(built) = while_progressing(export, &progress, EXPORT_STALL).await else {
-            // Nothing was uploaded; the next attempt starts over (ended as abandoned if it never can).
-            return Err(ReconcileError::Remote(format!(
-                "exporting from {source}: no object came for {}s; it starts again",
-                EXPORT_STALL.as_secs()
-            )));
-        };
-        let built = match built {
+        )
+        .await
+        {
             Ok(b) => b,
             Err(BuildError::Permanent(msg)) => return self.fail(st, "ExportFailed", msg).await,
             // The source cluster or store did not answer: nothing was uploaded; the run starts again
@@ -747,35 +702,5 @@ pub(super) fn set_verified(l: &mut BackupLocation, r: ReadBack) {
             l.verified = false;
             l.message = e;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn work_that_keeps_making_progress_runs_past_the_stall_time_and_work_that_stops_is_ended() {
-        let stall = Duration::from_millis(1500);
-        // Progress every 20 ms for three stall times: it finishes.
-        let progress = AtomicU64::new(0);
-        let steady = async {
-            for _ in 0..225 {
-                progress.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            "done"
-        };
-        assert_eq!(while_progressing(steady, &progress, stall).await, Some("done"));
-        // Progress at first, then none: ended.
-        let progress = AtomicU64::new(0);
-        let stuck = async {
-            progress.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            "never"
-        };
-        assert_eq!(while_progressing(stuck, &progress, stall).await, None);
     }
 }

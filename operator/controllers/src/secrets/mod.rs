@@ -79,9 +79,7 @@ impl Default for SecretsConfig {
 /// the tenants homed there fail fast instead of filling every worker with 10 s timeouts.
 fn backoff(e: &VaultError) -> Option<Duration> {
     match e {
-        // (A policy refusing the operator's requests refuses them for every secret: not tried again for
-        // each one every pass.)
-        VaultError::LoginDenied(_) | VaultError::Denied(_) => Some(Duration::from_secs(30)),
+        VaultError::LoginDenied(_) => Some(Duration::from_secs(30)),
         VaultError::Unreachable(_) => Some(Duration::from_secs(10)),
         VaultError::Sealed => Some(Duration::from_secs(5)),
         _ => None,
@@ -435,9 +433,6 @@ impl Room {
             let message = match e {
                 VaultError::LoginDenied(_) => {
                     "the operator's login was refused (check the auth role and policy)"
-                }
-                VaultError::Denied(_) => {
-                    "the operator's Vault policy refused a request (compare with regions/vault-policy.hcl)"
                 }
                 VaultError::Sealed => "the Vault is sealed",
                 _ => "the Vault did not answer in time",

@@ -237,13 +237,8 @@ pub(super) async fn pass(
         let mut home_vault = None;
         let mut home_data = None;
         let mut home_version = 0;
-        // The value the copies were made from: the entry's own home (a move of the home still under way
-        // when the secret went leaves the new home without it), else the spec's.
-        let source = Some(e.home_region.as_str())
-            .filter(|h| !h.is_empty())
-            .unwrap_or(home);
         if let Some(p) = path.filter(|_| needs_home) {
-            match room.vault(source, regions.get(source)).await {
+            match room.vault(home, regions.get(home)).await {
                 Err(problem) => home_problem = Some(problem.message),
                 Ok(v) => {
                     let read = async {
@@ -259,7 +254,7 @@ pub(super) async fn pass(
                             home_vault = Some(v);
                         }
                         Err(err) => {
-                            room.note(source, &err).await;
+                            room.note(home, &err).await;
                             home_problem = Some(err.to_string());
                         }
                     }
@@ -311,7 +306,7 @@ pub(super) async fn pass(
                 // A region that no longer exists cannot be reached: nothing to remove there.
                 None => Ok(()),
                 Some(_) if region != home && path.is_some() && home_value.is_none() => Err(format!(
-                    "vault: the home region {source}'s Vault: {}",
+                    "vault: the home region {home}'s Vault: {}",
                     home_problem.as_deref().unwrap_or("not read")
                 )),
                 Some(rspec) => clean(room, &c, region, rspec, home_value.as_ref()).await,

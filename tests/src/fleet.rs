@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use azora_adapters::objstore::ObjectStore;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, PostParams};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
@@ -252,6 +252,12 @@ impl Fleet {
     }
 
     /// A Tenant as JSON (None when gone).
+    /// Every Event in the hub.
+    pub async fn events(&self) -> anyhow::Result<Vec<Event>> {
+        let api: Api<Event> = Api::all(self.hub().await?);
+        Ok(api.list(&ListParams::default()).await?.items)
+    }
+
     pub async fn tenant_object(&self, name: &str) -> anyhow::Result<Option<Value>> {
         let api: Api<DynamicObject> = Api::all_with(self.hub().await?, &ar("Tenant", "tenants"));
         Ok(api

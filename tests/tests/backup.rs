@@ -13,7 +13,7 @@ use std::time::Duration;
 use azora_tests::fleet::Fleet;
 use azora_tests::scenario::{ar, create};
 use azora_tests::wait;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -539,8 +539,7 @@ async fn backups_are_sealed_copied_where_allowed_verified_and_restored_with_the_
 
     // 4. The canary is in no log, Event or status.
     assert!(!fleet.log().contains(CANARY), "the operator log holds the canary");
-    let events: Api<Event> = Api::all(hub.clone());
-    let all = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let all = serde_json::to_string(&fleet.events().await.unwrap()).unwrap();
     assert!(!all.contains(CANARY), "an Event holds the canary");
     for b in backups(&fleet).await {
         assert!(!serde_json::to_string(&b).unwrap().contains(CANARY));
@@ -1018,17 +1017,10 @@ async fn a_failing_test_restore_is_reported_and_proves_nothing_until_one_succeed
         b["status"]["restoreVerifiedTime"].is_null(),
         "a backup whose test restore failed is marked as restoring: {b:#}"
     );
-    let events: Api<Event> = Api::all(hub.clone());
-    let reported = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .any(|e| {
-            e.reason.as_deref() == Some("TestRestoreFailed")
-                && e.message.as_deref().is_some_and(|m| m.contains(&tested))
-        });
+    let reported = fleet.events().await.unwrap().iter().any(|e| {
+        e.reason.as_deref() == Some("TestRestoreFailed")
+            && e.message.as_deref().is_some_and(|m| m.contains(&tested))
+    });
     assert!(reported, "no TestRestoreFailed Event for {tested}");
     // A failed test Restore stays for inspection (until its slot ends), with the reason. (Polled: one that
     // failed as its slot ended is removed as the next slot's is created, which fails the same way.)

@@ -39,12 +39,10 @@ async fn secret_status(fleet: &Fleet) -> Value {
 
 /// Whether the hub has an Event with `reason`.
 async fn has_event(fleet: &Fleet, reason: &str) -> bool {
-    let events: Api<Event> = Api::all(fleet.hub().await.unwrap());
-    events
-        .list(&ListParams::default())
+    fleet
+        .events()
         .await
         .unwrap()
-        .items
         .iter()
         .any(|e| e.reason.as_deref() == Some(reason))
 }

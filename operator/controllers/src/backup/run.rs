@@ -191,13 +191,21 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
             run.resume(st).await
         }
     };
-    match tokio::time::timeout(deadline, work).await {
-        Ok(r) => r,
-        Err(_) => Err(ReconcileError::Remote(format!(
-            "the run did not finish within {}s; it resumes from what it recorded",
+    within(deadline, "the run", work).await
+}
+
+/// `work`, or once `deadline` passed an error the next reconcile resumes from (what the run recorded).
+async fn within(
+    deadline: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<Action, ReconcileError>>,
+) -> Result<Action, ReconcileError> {
+    tokio::time::timeout(deadline, work).await.unwrap_or_else(|_| {
+        Err(ReconcileError::Remote(format!(
+            "{what} did not finish within {}s; the run resumes from what it recorded",
             deadline.as_secs()
-        ))),
-    }
+        )))
+    })
 }
 
 struct Run<'a> {
@@ -337,13 +345,7 @@ impl Run<'_> {
             self.upload_all(&mut st, built.file.path(), &manifest).await;
             self.finish(st).await
         };
-        match tokio::time::timeout(deadline, rest).await {
-            Ok(r) => r,
-            Err(_) => Err(ReconcileError::Remote(format!(
-                "the uploads did not finish within {}s; the run resumes from what it recorded",
-                deadline.as_secs()
-            ))),
-        }
+        within(deadline, "the uploads", rest).await
     }
 
     /// The required locations for the archive with `sha`, keeping what `before` says about each.

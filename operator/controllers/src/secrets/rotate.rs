@@ -461,7 +461,7 @@ impl Turn<'_> {
             Some(v) => v.clone(),
             None => self.room.vault(self.home(), self.regions.get(self.home())).await,
         };
-        if self.moving() && st.pending.is_none() && self.hand_over(st, &vaults, home.as_deref().ok()).await {
+        if self.moving() && self.hand_over(st, &vaults, home.as_deref().ok()).await {
             return Prepared::Stop(Duration::from_secs(1));
         }
         let home = match home {

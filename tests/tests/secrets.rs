@@ -1295,5 +1295,29 @@ async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
     assert_ne!(fourth, third);
     assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 4);
     assert_eq!(baos["africa"].read(PATH, 4).await.unwrap()["password"], fourth);
+
+    // The home moves back to africa and europe leaves the placement: africa (holding the value) takes over,
+    // and europe's key — a former home's, with every version written there — is kept, not destroyed as a
+    // leaving replica's copy would be.
+    tenants
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"homeRegion": "africa", "failoverRegions": []}})),
+        )
+        .await
+        .unwrap();
+    let st = wait_status(&fleet, "africa took over again", |st| {
+        st["homeRegion"] == "africa" && st["phase"] == "Done"
+    })
+    .await;
+    assert_eq!(st["version"], 4, "{st:#}");
+    assert!(region(&st, "europe").is_null(), "{st:#}");
+    assert_eq!(
+        baos["europe"].live_versions(PATH).await.unwrap(),
+        vec![1, 2, 3],
+        "the former home's key was touched"
+    );
+    assert_eq!(baos["europe"].read(PATH, 3).await.unwrap()["password"], fourth);
     fleet.kill_operator();
 }

@@ -334,6 +334,13 @@ impl Run<'_> {
         // An earlier attempt may have left objects: they are this backup's (its prefix names it) and never
         // count; remove them.
         if interrupted {
+            // (The export may have taken long: leadership is checked again right before deleting.)
+            self.room
+                .ctx
+                .fence
+                .check()
+                .await
+                .map_err(|e| ReconcileError::Fenced(Arc::new(e)))?;
             self.remove_leftovers(&sha).await;
         }
         // Intent: the checksum and every key are recorded before the first byte is uploaded.

@@ -753,10 +753,19 @@ impl Turn<'_> {
         st.version = current;
         let before = std::mem::replace(&mut st.home_region, to.to_string());
         st.phase = Some(SecretPhase::Syncing);
-        let msg = format!(
+        let mut msg = format!(
             "secret {}: home moved from region {before} to {to}; version {from} there is version {current} here",
             self.secret.name
         );
+        if !self.placed.contains(&before) {
+            // A former home is a source of truth, not a copy: its key (every version people or the operator
+            // wrote there) is never destroyed as a leaving region's copy would be. Its target Secret goes
+            // with the tenant's namespace there.
+            st.regions.retain(|r| r.region != before);
+            msg.push_str(&format!(
+                "; region {before} is no longer placed: its Vault keeps its key at {path} (remove it by hand once it is not needed)"
+            ));
+        }
         info!(tenant = %self.tenant, secret = %self.secret.name, from = %before, %to, "home region handed over");
         self.event(EventType::Normal, "SecretHomeMoved", &msg).await;
         if !sticky(&st.reason) {

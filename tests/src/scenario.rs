@@ -157,6 +157,28 @@ impl Scenario {
         false
     }
 
+    /// Waits until every region is `Healthy` and the policy has regions to answer with (the steady state a chaos
+    /// experiment checks before it starts: the operator's own view of the policy can trail its regions).
+    pub async fn wait_steady(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        if !self.wait_all_healthy(timeout).await {
+            return false;
+        }
+        while start.elapsed() < timeout {
+            if self
+                .policy_status()
+                .await
+                .ok()
+                .and_then(|s| s["activeRegions"].as_array().map(|a| !a.is_empty()))
+                .unwrap_or(false)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
     /// The policy's status.
     pub async fn policy_status(&self) -> anyhow::Result<Value> {
         let api: Api<DynamicObject> = Api::all_with(

@@ -26,8 +26,8 @@ async fn setup(hold_down: &str) -> anyhow::Result<(Scenario, azora_tests::Operat
         s.log_tail(0, 30)
     );
     anyhow::ensure!(
-        s.wait_all_healthy(Duration::from_secs(40)).await,
-        "regions never all Healthy"
+        s.wait_steady(Duration::from_secs(40)).await,
+        "regions never all Healthy with the policy answering"
     );
     let pid = s.regions[0]
         .pid()
@@ -59,7 +59,7 @@ async fn back_on_africa(s: &Scenario, i: usize) -> anyhow::Result<()> {
         "no failback to africa"
     );
     anyhow::ensure!(
-        s.wait_all_healthy(Duration::from_secs(40)).await,
+        s.wait_steady(Duration::from_secs(40)).await,
         "regions not all Healthy"
     );
     let verified = azora_tests::wait::until(Duration::from_secs(30), || async {
@@ -384,7 +384,7 @@ async fn another_region_going_down_aborts_at_once_none_starts_during_a_real_outa
 
     // The kill switch: present → every run refused with its reason.
     s.regions[2].resume();
-    assert!(s.wait_all_healthy(Duration::from_secs(60)).await);
+    assert!(s.wait_steady(Duration::from_secs(60)).await);
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(hub.clone(), "default");
     cms.create(
         &Default::default(),
@@ -474,7 +474,7 @@ async fn an_object_store_outage_really_hangs_the_regions_s3_server_and_its_end_i
             .await
             .is_some()
     );
-    assert!(s.wait_all_healthy(Duration::from_secs(40)).await);
+    assert!(s.wait_steady(Duration::from_secs(40)).await);
     let pidfile = pid_file(&dir, "s3-europe", s3.pid())?;
     let agent = start_agent(
         &s.env.hub().kubeconfig,
@@ -598,8 +598,8 @@ async fn network_partition_and_latency_are_made_on_the_agents_link_measured_and_
     s.policy("5s", json!({})).await?;
     s.add_operator(&[])?;
     anyhow::ensure!(
-        s.wait_all_healthy(Duration::from_secs(60)).await,
-        "regions never all Healthy"
+        s.wait_steady(Duration::from_secs(60)).await,
+        "regions never all Healthy with the policy answering"
     );
     let hub = s.env.hub().client().await?;
     let dir = s.env.dir.path().to_path_buf();
@@ -743,8 +743,8 @@ async fn a_dns_failure_and_a_vault_outage_really_silence_the_regions_servers_and
         .await?;
     s.add_operator(&[])?;
     anyhow::ensure!(
-        s.wait_all_healthy(Duration::from_secs(60)).await,
-        "regions never all Healthy"
+        s.wait_steady(Duration::from_secs(60)).await,
+        "regions never all Healthy with the policy answering"
     );
     let knot_pid = knot.pid().ok_or_else(|| anyhow::anyhow!("knot has no process"))?;
     let bao_pid = bao

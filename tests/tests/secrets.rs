@@ -69,15 +69,7 @@ async fn wait_status(fleet: &Fleet, what: &str, f: impl Fn(&Value) -> bool) -> V
 /// Drops every secret from acme's spec and waits until its status holds neither a secret nor a copy still
 /// being retired (`what`: the failure message).
 async fn drop_every_secret(fleet: &Fleet, what: &str) {
-    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"secrets": []}})),
-        )
-        .await
-        .unwrap();
+    patch_acme(fleet, json!({"spec": {"secrets": []}})).await;
     let clean = azora_tests::wait::value(
         TIMEOUT,
         || async { fleet.tenant_object("acme").await.unwrap().unwrap()["status"].clone() },
@@ -126,14 +118,19 @@ fn value_of(s: &Secret, key: &str) -> Option<String> {
 }
 
 async fn rotate_now(fleet: &Fleet, token: &str) {
-    let api: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
-    api.patch(
-        "acme",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"azora.io/rotate-now": token}}})),
+    patch_acme(
+        fleet,
+        json!({"metadata": {"annotations": {"azora.io/rotate-now": token}}}),
     )
-    .await
-    .unwrap();
+    .await;
+}
+
+/// A merge patch of the Tenant `acme`.
+async fn patch_acme(fleet: &Fleet, patch: Value) {
+    let api: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
+    api.patch("acme", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
 }
 
 /// The operator's ServiceAccount in the hub, allowed to have tokens reviewed (OpenBao reviews with the
@@ -511,15 +508,11 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
         "{bad:?}"
     );
     // Taking the secret's request away again is no new request: nothing rotates.
-    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"azora.io/rotate-now.db": null}}})),
-        )
-        .await
-        .unwrap();
+    patch_acme(
+        &fleet,
+        json!({"metadata": {"annotations": {"azora.io/rotate-now.db": null}}}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         baos["africa"].meta(PATH).await.unwrap().0,
@@ -618,14 +611,7 @@ async fn secrets_rotate_replicate_and_sync_with_real_openbao() {
     // 7. The secret moves to another Vault path: it starts over there (version 1 in both regions, synced),
     // the old path's replica in europe is destroyed, and africa's Vault (the home) keeps the old path.
     const MOVED: &str = "tenants/acme/db-moved";
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"secrets": [secret_spec("20s", json!({"vaultPath": MOVED, "restartWorkloads": true}))]}})),
-        )
-        .await
-        .unwrap();
+    patch_acme(&fleet, json!({"spec": {"secrets": [secret_spec("20s", json!({"vaultPath": MOVED, "restartWorkloads": true}))]}})).await;
     let st = wait_status(&fleet, "the moved secret settled at its new path", |st| {
         st["vaultPath"] == MOVED && st["phase"] == "Done" && st["version"] == 1
     })
@@ -1066,15 +1052,7 @@ async fn a_rotation_failing_its_check_is_rolled_back_everywhere() {
     assert_eq!(baos["europe"].meta(PATH).await.unwrap().0, 3);
     let by_hand = HashMap::from([("password".to_string(), "written-by-hand".to_string())]);
     assert_eq!(baos["europe"].put(PATH, &by_hand).await.unwrap(), 4);
-    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"failoverRegions": []}})),
-        )
-        .await
-        .unwrap();
+    patch_acme(&fleet, json!({"spec": {"failoverRegions": []}})).await;
     let st = wait_status(&fleet, "europe's own value kept and reported", |st| {
         region(st, "europe")["message"]
             .as_str()
@@ -1209,15 +1187,11 @@ async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
     assert_eq!(annotation(&d, true, "azora.io/rotated-db").as_deref(), Some("3"));
 
     // The home moves while europe's Vault is still sealed: africa's version 3 stays current, the move is named.
-    let tenants: Api<DynamicObject> = Api::all_with(fleet.hub().await.unwrap(), &ar("Tenant", "tenants"));
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"homeRegion": "europe", "failoverRegions": ["africa"]}})),
-        )
-        .await
-        .unwrap();
+    patch_acme(
+        &fleet,
+        json!({"spec": {"homeRegion": "europe", "failoverRegions": ["africa"]}}),
+    )
+    .await;
     let st = wait_status(&fleet, "the move named", |st| {
         st["message"]
             .as_str()
@@ -1299,14 +1273,11 @@ async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
     // The home moves back to africa and europe leaves the placement: africa (holding the value) takes over,
     // and europe's key — a former home's, with every version written there — is kept, not destroyed as a
     // leaving replica's copy would be.
-    tenants
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"homeRegion": "africa", "failoverRegions": []}})),
-        )
-        .await
-        .unwrap();
+    patch_acme(
+        &fleet,
+        json!({"spec": {"homeRegion": "africa", "failoverRegions": []}}),
+    )
+    .await;
     let st = wait_status(&fleet, "africa took over again", |st| {
         st["homeRegion"] == "africa" && st["phase"] == "Done"
     })
@@ -1320,4 +1291,110 @@ async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
     );
     assert_eq!(baos["europe"].read(PATH, 3).await.unwrap()["password"], fourth);
     fleet.kill_operator();
+}
+
+/// The home moves away from africa after a rotation only africa's Vault holds, and africa's Vault goes silent:
+/// the move waits (the current value is only there) until people declare africa's Vault lost
+/// (`azora.io/home-lost`); then europe takes over, and since its newest version is older than the value
+/// given up, a new value is written there at once (exactly one version), every cluster gets it, and africa's
+/// Vault gets it as a new version once it answers (nothing there destroyed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost() {
+    let (mut fleet, baos, jwt_arg) = setup("1s", json!({})).await;
+    fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    wait_status(&fleet, "first version everywhere", |st| {
+        st["phase"] == "Done" && st["version"] == 1
+    })
+    .await;
+    let first = baos["africa"].read(PATH, 1).await.unwrap()["password"].clone();
+
+    // A rotation europe's sealed Vault misses; then africa's Vault goes silent and europe's answers again.
+    baos["europe"].seal().await.unwrap();
+    rotate_now(&fleet, "l1").await;
+    wait_status(&fleet, "version 2 in africa's cluster", |st| {
+        st["version"] == 2 && region(st, "africa")["syncedVersion"] == 2
+    })
+    .await;
+    let second = baos["africa"].read(PATH, 2).await.unwrap()["password"].clone();
+    assert_ne!(second, first);
+    baos["africa"].seal().await.unwrap();
+    baos["europe"].unseal().await.unwrap();
+
+    patch_acme(
+        &fleet,
+        json!({"spec": {"homeRegion": "europe", "failoverRegions": ["africa"]}}),
+    )
+    .await;
+    wait_status(&fleet, "the move waits for africa", |st| {
+        st["message"].as_str().is_some_and(|m| {
+            m.starts_with("home moving from africa to europe: waiting for europe's Vault to hold version 2")
+        })
+    })
+    .await;
+    // Undeclared, a silent home is waited for: europe's older value never becomes current on its own.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let st = secret_status(&fleet).await;
+    assert_eq!(st["homeRegion"], "africa", "{st:#}");
+    assert_eq!(st["version"], 2, "{st:#}");
+    assert!(!has_event(&fleet, "SecretHomeMoveForced").await);
+
+    // Declared lost: europe takes over; its newest version is older than africa's, so a new value is written
+    // there at once (recorded first, check-and-set on europe's version 1) and synced everywhere.
+    patch_acme(
+        &fleet,
+        json!({"metadata": {"annotations": {"azora.io/home-lost": "asia, africa"}}}),
+    )
+    .await;
+    let st = wait_status(&fleet, "europe took over without africa and rotated", |st| {
+        st["homeRegion"] == "europe" && st["version"] == 2 && region(st, "europe")["syncedVersion"] == 2
+    })
+    .await;
+    assert!(st["pending"].is_null(), "{st:#}");
+    let (v, custom) = baos["europe"].meta(PATH).await.unwrap();
+    assert_eq!(v, 2, "one new version in europe");
+    assert_eq!(
+        custom.get("azora.io/rotation-id"),
+        st["rotationId"].as_str().map(String::from).as_ref()
+    );
+    let third = baos["europe"].read(PATH, 2).await.unwrap()["password"].clone();
+    assert!(third != first && third != second);
+    let events = fleet.events().await.unwrap();
+    let forced = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("SecretHomeMoveForced"))
+        .and_then(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(
+        forced.contains("europe's version 1 is current")
+            && forced.contains("not the value recorded as version 2 in africa")
+            && forced.contains("a new value is written in europe as version 2"),
+        "{forced}"
+    );
+    assert!(!forced.contains(&first) && !forced.contains(&second));
+    for r in ["africa", "europe"] {
+        let synced = wait::until(TIMEOUT, || async {
+            target(&fleet, r)
+                .await
+                .is_some_and(|s| value_of(&s, "password").as_deref() == Some(third.as_str()))
+        })
+        .await;
+        assert!(synced, "{r}: the target Secret does not hold europe's new value");
+    }
+
+    // africa's Vault answers again: it gets europe's value as a new version; the one given up stays there.
+    baos["africa"].unseal().await.unwrap();
+    let st = wait_status(&fleet, "africa caught up", |st| {
+        st["phase"] == "Done" && region(st, "africa")["vaultVersion"] == 2
+    })
+    .await;
+    assert_eq!(st["homeRegion"], "europe", "{st:#}");
+    assert_eq!(st["version"], 2, "{st:#}");
+    assert_eq!(baos["africa"].meta(PATH).await.unwrap().0, 3);
+    assert_eq!(baos["africa"].read(PATH, 3).await.unwrap()["password"], third);
+    assert_eq!(baos["africa"].read(PATH, 2).await.unwrap()["password"], second);
+    assert_eq!(
+        baos["europe"].meta(PATH).await.unwrap().0,
+        2,
+        "rotated once in europe"
+    );
 }

@@ -21,6 +21,11 @@ const STEP_DEADLINE: Duration = Duration::from_secs(5);
 /// Deadline of the fence's confirmation read.
 const FENCE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How old a fence confirmation may be for writes made in bulk (object copies, a rotation's Vault writes):
+/// half the default lease margin (2 s), so a deposed leader stops writing before a successor can start. A
+/// confirmation is one quorum read of the Lease; ten thousand writes a second share one a second.
+pub const BULK_WRITE_FENCE_AGE: Duration = Duration::from_secs(1);
+
 /// Settings of the election.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {

@@ -545,6 +545,20 @@ pub struct TenantStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Annotation on a Tenant naming regions whose Vault is lost (comma-separated): a secret whose home moves
+/// away from one of them (`spec.homeRegion` changed) no longer waits for the new home to hold the value
+/// recorded there. While the lost region's Vault does not answer or holds no key, the new home's newest
+/// version becomes current, even when it is older than the one recorded (what was written only in the lost
+/// region is not carried over; rotate after). A lost home that answers with a key is handed over as usual.
+pub const HOME_LOST: &str = "azora.io/home-lost";
+
+/// Whether `annotations` declare `region`'s Vault lost ([`HOME_LOST`]).
+pub fn home_lost(annotations: &std::collections::BTreeMap<String, String>, region: &str) -> bool {
+    annotations
+        .get(HOME_LOST)
+        .is_some_and(|v| v.split(',').any(|r| r.trim() == region))
+}
+
 /// Annotation on a Tenant asking for every one of its secrets to be rotated now, once per distinct value
 /// (e.g. a timestamp `kubectl azora rotate` writes). `azora.io/rotate-now.<secret>` asks the same of one secret.
 pub const ROTATE_NOW: &str = "azora.io/rotate-now";

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use azora_adapters::leader::BULK_WRITE_FENCE_AGE;
 use azora_adapters::vault::{SecretData, Vault, VaultError};
 use azora_api::Time;
 use azora_api::region::RegionSpec;
 use azora_api::tenant::{
-    GeneratorKind, PendingRotation, RetiringSecret, SecretGenerator, SecretPhase, SecretRegion,
+    GeneratorKind, HOME_LOST, PendingRotation, RetiringSecret, SecretGenerator, SecretPhase, SecretRegion,
     SecretRevocation, SecretStatus, TenantSecret, TenantSpec,
 };
 use azora_core::duration::parse_duration;
@@ -51,6 +52,8 @@ const VERIFY_FAILED: &str = "VerificationFailed";
 const SECRETS_AT_ONCE: usize = 8;
 /// The spec moved the home region; the new home has not taken over yet.
 const HOME_MOVING: &str = "HomeMoving";
+/// The status reason (and Event) of a home taken over without the lost home's Vault.
+const HOME_MOVE_FORCED: &str = "HomeMoveForced";
 
 type Vaults = BTreeMap<String, Result<Arc<Vault>, VaultProblem>>;
 
@@ -464,6 +467,13 @@ impl Turn<'_> {
         if self.moving() && self.hand_over(st, &vaults, home.as_deref().ok()).await {
             return Prepared::Stop(Duration::from_secs(1));
         }
+        if self.moving()
+            && azora_api::tenant::home_lost(self.obj.annotations(), &self.home)
+            && self.silent(home.as_deref().ok()).await
+            && self.force_over(st, &vaults).await
+        {
+            return Prepared::Stop(Duration::from_secs(1));
+        }
         let home = match home {
             Ok(v) => v,
             Err(p) => {
@@ -667,19 +677,7 @@ impl Turn<'_> {
         let Some(Ok(new)) = vaults.get(to) else {
             return false;
         };
-        let held = async {
-            let Some(m) = new.meta(path).await? else {
-                return Ok(None);
-            };
-            if m.current_version == 0 {
-                return Ok(None);
-            }
-            Ok(new
-                .read(path, m.current_version)
-                .await?
-                .map(|d| (m.current_version, d)))
-        }
-        .await;
+        let held = newest(new, path).await;
         let (current, data) = match held {
             Ok(Some(h)) => h,
             Ok(None) => return false,
@@ -772,6 +770,166 @@ impl Turn<'_> {
             st.reason.clear();
             st.message = msg;
         }
+        true
+    }
+
+    /// Whether the home being left holds nothing at the path or does not answer.
+    async fn silent(&self, old: Option<&Vault>) -> bool {
+        let Some(o) = old else {
+            return true;
+        };
+        match o.meta(self.path()).await {
+            Ok(m) => m.is_none_or(|m| m.current_version == 0),
+            Err(e) => {
+                self.room.note(&self.home, &e).await;
+                true
+            }
+        }
+    }
+
+    /// The home moved away from a region declared lost (`azora.io/home-lost`) that does not answer: the new
+    /// home's newest version becomes current as it is, even when it is older than the recorded one (the
+    /// rotation recorded for the lost home, and what only it held, are given up). Every other region is
+    /// replicated from the new home again (a lost home still placed gets the new home's value as a new
+    /// version once it answers; one no longer placed keeps its key). A new home holding nothing starts the
+    /// secret over there. Nothing is written to Vault but the new home's claim. Returns whether it took over.
+    async fn force_over(&self, st: &mut SecretStatus, vaults: &Vaults) -> bool {
+        let to = self.spec.home_region.as_str();
+        let path = self.path();
+        let Some(Ok(new)) = vaults.get(to) else {
+            return false;
+        };
+        let held = newest(new, path).await;
+        let held = match held {
+            Ok(h) => h,
+            Err(e) => {
+                self.room.note(to, &e).await;
+                return false;
+            }
+        };
+        let before = self.home.clone();
+        let recorded = st.version;
+        let Some((current, data)) = held else {
+            let note = format!(
+                "secret {}: home moved from region {before} to {to} without {before}'s Vault ({HOME_LOST}={before}): \
+                 {to}'s Vault holds nothing at {path}, so the secret starts over there",
+                self.secret.name
+            );
+            *st = SecretStatus {
+                name: st.name.clone(),
+                vault_path: st.vault_path.clone(),
+                target_secret: st.target_secret.clone(),
+                rotate_now_handled: st.rotate_now_handled.take(),
+                home_region: to.to_string(),
+                reason: HOME_MOVE_FORCED.into(),
+                message: note.clone(),
+                ..SecretStatus::default()
+            };
+            warn!(tenant = %self.tenant, secret = %self.secret.name, from = %before, %to, "home taken over without the lost home's Vault");
+            self.event(EventType::Warning, "SecretHomeMoveForced", &note)
+                .await;
+            return true;
+        };
+        let rotation = data.0.get(core::DATA_ROTATION).cloned();
+        // Whether the new home holds the recorded value (the rotation the status names).
+        let same = st.rotation_id.is_some() && st.rotation_id == rotation;
+        if let Some(id) = &rotation {
+            if self.room.ctx.fence.check().await.is_err() {
+                return false;
+            }
+            // Claimed for the rotation its data names, so a status lost later takes it back as the
+            // operator's own.
+            if let Err(e) = new.set_custom(path, &claim(id, current, current)).await {
+                self.room.note(to, &e).await;
+                return false;
+            }
+        }
+        let placed_before = self.placed.contains(&before);
+        let dropped = st.pending.take();
+        st.version = current;
+        st.rotation_id = rotation;
+        st.home_region = to.to_string();
+        // (The previous value by the new home's numbering is not known to be the one handed out before.)
+        st.previous_until = None;
+        st.verified_version = None;
+        st.verify_failures = 0;
+        if let Some(r) = st.revocation.as_mut() {
+            r.version = current;
+        }
+        st.regions.retain(|r| r.region != before || placed_before);
+        for r in &mut st.regions {
+            r.vault_version = (r.region == to).then_some(current);
+            r.synced_version = None;
+        }
+        for r in self.placed {
+            if let Some(v) = vaults.get(r).and_then(|v| v.as_ref().ok()) {
+                self.room
+                    .set_replica(&format!("{r}/{}/{}/{path}", v.address(), v.mount()), None);
+            }
+        }
+        st.phase = Some(SecretPhase::Syncing);
+        let mut note = format!(
+            "secret {}: home moved from region {before} to {to} without {before}'s Vault ({HOME_LOST}={before}): \
+             {to}'s version {current} is current",
+            self.secret.name
+        );
+        if same {
+            note.push_str(&format!(
+                " (the value recorded as version {recorded} in {before})"
+            ));
+        } else {
+            note.push_str(&format!(
+                "; it is not the value recorded as version {recorded} in {before}, which is given up"
+            ));
+        }
+        if dropped.is_some() {
+            note.push_str(&format!(
+                "; the rotation pending in {before} is dropped (whatever it wrote there stays there)"
+            ));
+        }
+        // Another value (an older one, rotated away, perhaps for a leak) is not left current, nor a rotation asked for
+        // left undone: a new one is recorded for the new home here, written there on the next pass (intent
+        // first, check-and-set on its newest version).
+        let generated = self.secret.generator.kind != GeneratorKind::External;
+        if generated && (!same || dropped.as_ref().is_some_and(|p| p.restores.is_none())) {
+            let revokes = dropped.as_ref().is_some_and(|p| p.revokes)
+                || st.revocation.as_ref().is_some_and(|r| !r.regions.is_empty())
+                || self.rotate_now.as_deref().is_some_and(|t| {
+                    azora_api::tenant::rotate_now_leaked(t, st.rotate_now_handled.as_deref())
+                });
+            st.pending = Some(PendingRotation {
+                id: rotation_id(),
+                from_version: current,
+                time: now(),
+                restores: None,
+                revokes,
+            });
+            if let Some(t) = &self.rotate_now {
+                st.rotate_now_handled = Some(t.clone());
+            }
+            st.phase = Some(SecretPhase::Rotating);
+            note.push_str(&format!(
+                "; a new value is written in {to} as version {}{}",
+                current + 1,
+                if revokes {
+                    " (older versions destroyed: a leak was being answered)"
+                } else {
+                    ""
+                }
+            ));
+        } else if !same {
+            note.push_str(&format!("; set a new value in {to}'s Vault"));
+        }
+        if !placed_before {
+            note.push_str(&format!(
+                "; region {before} is no longer placed: its Vault keeps its key at {path}"
+            ));
+        }
+        warn!(tenant = %self.tenant, secret = %self.secret.name, from = %before, %to, "home taken over without the lost home's Vault");
+        self.event(EventType::Warning, "SecretHomeMoveForced", &note)
+            .await;
+        st.reason = HOME_MOVE_FORCED.into();
+        st.message = note;
         true
     }
 
@@ -1156,7 +1314,16 @@ impl Turn<'_> {
                 .map(|r| r.version)
         };
         core::record_in_data(&mut data.0, st.rotate_now_handled.as_deref(), revoked_below);
-        if self.room.ctx.fence.check().await.is_err() {
+        // (A confirmation under a second old: CAS keeps two writers of this version apart; the fence keeps a
+        // deposed leader from writing after its successor started.)
+        if self
+            .room
+            .ctx
+            .fence
+            .check_recent(BULK_WRITE_FENCE_AGE)
+            .await
+            .is_err()
+        {
             // No longer the leader: the rotation stays recorded for whoever leads.
             return Err(SETTLED);
         }
@@ -1679,6 +1846,19 @@ impl Turn<'_> {
 /// its last write, or (the first time, after any error, and on an `audit`) from reading the key: a write
 /// that landed before a crash or a lost answer is found and never made twice. A replica mirrors the home
 /// Vault: a version written there by hand is replaced (check-and-set on what was read).
+/// A key's newest version and its data (none when the key holds nothing).
+async fn newest(v: &Vault, path: &str) -> Result<Option<(u64, SecretData)>, VaultError> {
+    let Some(m) = v.meta(path).await? else {
+        return Ok(None);
+    };
+    if m.current_version == 0 {
+        return Ok(None);
+    }
+    Ok(v.read(path, m.current_version)
+        .await?
+        .map(|d| (m.current_version, d)))
+}
+
 async fn replicate(
     room: &Room,
     v: &Vault,
@@ -1705,7 +1885,7 @@ async fn replicate(
                 current
             }
         };
-        if room.ctx.fence.check().await.is_err() {
+        if room.ctx.fence.check_recent(BULK_WRITE_FENCE_AGE).await.is_err() {
             return Err(VaultError::Refused("not the leader: not writing".into()));
         }
         match v.write(path, data, cas).await {

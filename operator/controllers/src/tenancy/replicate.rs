@@ -94,7 +94,7 @@ pub(super) async fn remove_replicas(
 }
 
 /// How old a fence confirmation may be for a bulk write (well below the lease's 2 s safety margin).
-pub(super) const FENCE_MAX_AGE: Duration = Duration::from_secs(1);
+pub(super) const FENCE_MAX_AGE: Duration = azora_adapters::leader::BULK_WRITE_FENCE_AGE;
 
 /// One (tenant, replica region) pair. Returns the state and the manifest to keep (none when it could not
 /// be read, so the next round reads it again).

@@ -1300,7 +1300,8 @@ async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
 /// Vault gets it as a new version once it answers (nothing there destroyed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost() {
-    let (mut fleet, baos, jwt_arg) = setup("1s", json!({})).await;
+    // (A grace period longer than the test: a previous value kept would show.)
+    let (mut fleet, baos, jwt_arg) = setup("1h", json!({})).await;
     fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
     wait_status(&fleet, "first version everywhere", |st| {
         st["phase"] == "Done" && st["version"] == 1
@@ -1318,6 +1319,13 @@ async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost
     let second = baos["africa"].read(PATH, 2).await.unwrap()["password"].clone();
     assert_ne!(second, first);
     baos["africa"].seal().await.unwrap();
+    // (Once the operator saw it sealed: no pass that read africa's version 2 before is still writing.)
+    let sealed = wait::until(TIMEOUT, || async {
+        vault_reachable(&fleet, "africa").await.1 == "VaultSealed"
+    })
+    .await;
+    assert!(sealed, "africa's Vault was never reported sealed");
+    tokio::time::sleep(Duration::from_secs(3)).await;
     baos["europe"].unseal().await.unwrap();
 
     patch_acme(
@@ -1345,10 +1353,27 @@ async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost
         json!({"metadata": {"annotations": {"azora.io/home-lost": "asia, africa"}}}),
     )
     .await;
-    let st = wait_status(&fleet, "europe took over without africa and rotated", |st| {
-        st["homeRegion"] == "europe" && st["version"] == 2 && region(st, "europe")["syncedVersion"] == 2
+    // Given up only once africa's Vault has answered nothing for a minute: the status says so meanwhile.
+    wait_status(&fleet, "the lost home named", |st| {
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("region africa is declared lost (azora.io/home-lost)"))
     })
     .await;
+    let r = azora_tests::wait::value(
+        Duration::from_secs(180),
+        || secret_status(&fleet),
+        |st| {
+            st["homeRegion"] == "europe"
+                && st["version"] == 2
+                && region(st, "europe")["syncedVersion"] == 2
+                && region(st, "africa")["syncedVersion"] == 2
+        },
+    )
+    .await;
+    let ok = r.is_ok();
+    let (Ok(st) | Err(st)) = r;
+    assert!(ok, "europe never took over: {st:#}\n{}", tail(&fleet.log()));
     assert!(st["pending"].is_null(), "{st:#}");
     let (v, custom) = baos["europe"].meta(PATH).await.unwrap();
     assert_eq!(v, 2, "one new version in europe");
@@ -1365,9 +1390,8 @@ async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost
         .and_then(|e| e.message.clone())
         .unwrap_or_default();
     assert!(
-        forced.contains("europe's version 1 is current")
-            && forced.contains("not the value recorded as version 2 in africa")
-            && forced.contains("a new value is written in europe as version 2"),
+        forced.contains("europe's version 1 is not the value recorded as version 2 in africa")
+            && forced.contains("a new value is written in europe as version 2 with no previous value kept"),
         "{forced}"
     );
     assert!(!forced.contains(&first) && !forced.contains(&second));
@@ -1379,6 +1403,12 @@ async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost
         })
         .await;
         assert!(synced, "{r}: the target Secret does not hold europe's new value");
+        let s = target(&fleet, r).await.unwrap();
+        assert_eq!(
+            value_of(&s, "previous-password"),
+            None,
+            "{r}: a previous value handed out beside a value that replaced one given up"
+        );
     }
 
     // africa's Vault answers again: it gets europe's value as a new version; the one given up stays there.

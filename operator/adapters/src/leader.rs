@@ -286,12 +286,24 @@ impl Fence {
         if Instant::now() >= l.valid_until {
             return Err(LeaderError::Expired);
         }
-        let lease = tokio::time::timeout(FENCE_DEADLINE, self.api.get(&self.name))
-            .await
-            .map_err(|_| LeaderError::Timeout)?
-            .map_err(LeaderError::Api)?;
+        // A confirmation counts from when the read was sent (what it confirms may be older than its answer),
+        // and a failed check withdraws the last one: no bulk write rides on it after a deposition was seen.
+        let sent = Instant::now();
+        let read = tokio::time::timeout(FENCE_DEADLINE, self.api.get(&self.name)).await;
+        let lease = match read {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                self.withdraw();
+                return Err(LeaderError::Api(e));
+            }
+            Err(_) => {
+                self.withdraw();
+                return Err(LeaderError::Timeout);
+            }
+        };
         let rec = record_of(&lease);
         if rec.holder.as_deref() != Some(self.identity.as_str()) || rec.transitions != l.epoch {
+            self.withdraw();
             return Err(LeaderError::Deposed {
                 holder: rec.holder,
                 epoch: rec.transitions,
@@ -299,9 +311,15 @@ impl Fence {
             });
         }
         if let Ok(mut c) = self.confirmed.lock() {
-            *c = Some((Instant::now(), l.epoch));
+            *c = Some((sent, l.epoch));
         }
         Ok(l.epoch)
+    }
+
+    fn withdraw(&self) {
+        if let Ok(mut c) = self.confirmed.lock() {
+            *c = None;
+        }
     }
 
     /// Like `check`, but a confirmation by the API server younger than `max_age` (under the same epoch,

@@ -458,6 +458,10 @@ pub struct PendingRotation {
     /// older version destroyed in every placed region's Vault, never rolled back to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revokes: bool,
+    /// It replaces a value other than the one the target Secrets hand out (a home given up with its value,
+    /// `azora.io/home-lost`): no previous value is kept beside it (the version before it was never handed out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_previous: bool,
 }
 
 /// The rotation made because the value before it leaked.
@@ -547,9 +551,10 @@ pub struct TenantStatus {
 
 /// Annotation on a Tenant naming regions whose Vault is lost (comma-separated): a secret whose home moves
 /// away from one of them (`spec.homeRegion` changed) no longer waits for the new home to hold the value
-/// recorded there. While the lost region's Vault does not answer or holds no key, the new home's newest
-/// version becomes current, even when it is older than the one recorded (what was written only in the lost
-/// region is not carried over; rotate after). A lost home that answers with a key is handed over as usual.
+/// recorded there. Once the lost region's Vault holds no key, or has answered no request for a minute, the
+/// new home takes over with what it holds; when that is not the recorded value (or a rotation was pending)
+/// a new value is written there at once. What only the lost region held is given up, and so is the previous
+/// value's grace period. A lost home that answers with a key is handed over as usual.
 pub const HOME_LOST: &str = "azora.io/home-lost";
 
 /// Whether `annotations` declare `region`'s Vault lost ([`HOME_LOST`]).

@@ -190,6 +190,9 @@ pub struct Room {
     reachable: Mutex<BTreeMap<String, (bool, String)>>,
     vaults: Mutex<BTreeMap<String, (Instant, Arc<Vault>)>>,
     denied: Mutex<BTreeMap<String, (Instant, VaultError)>>,
+    /// Since when each region's Vault has answered no request (refused logins, sealed, silent), for a home
+    /// declared lost (`azora.io/home-lost`): given up only after a minute of it.
+    silent_since: Mutex<BTreeMap<String, Instant>>,
     /// Runs the `verify` checks.
     pub(crate) prober: azora_adapters::probe::Prober,
     woken: Mutex<BTreeMap<String, String>>,
@@ -241,6 +244,7 @@ impl Room {
             tenants,
             vaults: Mutex::default(),
             denied: Mutex::default(),
+            silent_since: Mutex::default(),
             prober: azora_adapters::probe::Prober::new(None),
             woken: Mutex::default(),
             audited: Mutex::default(),
@@ -430,6 +434,7 @@ impl Room {
             if let Ok(mut d) = self.denied.lock() {
                 d.insert(region.to_string(), (Instant::now(), e.clone()));
             }
+            self.silent(region);
             let message = match e {
                 VaultError::LoginDenied(_) => {
                     "the operator's login was refused (check the auth role and policy)"
@@ -443,8 +448,27 @@ impl Room {
 
     /// Notes that `region`'s Vault answered a request of the operator's: `VaultReachable=True`.
     pub(crate) async fn answered(&self, region: &str) {
+        if let Ok(mut s) = self.silent_since.lock() {
+            s.remove(region);
+        }
         self.report_vault(region, true, "Answering", "logged in; requests answered")
             .await;
+    }
+
+    /// Starts the region's clock of silence, unless it runs already.
+    pub(crate) fn silent(&self, region: &str) {
+        if let Ok(mut s) = self.silent_since.lock() {
+            s.entry(region.to_string()).or_insert_with(Instant::now);
+        }
+    }
+
+    /// How long the region's Vault has answered no request of this term (none: it answered last, or was
+    /// never tried).
+    pub(crate) fn silent_for(&self, region: &str) -> Option<Duration> {
+        self.silent_since
+            .lock()
+            .ok()
+            .and_then(|s| s.get(region).map(Instant::elapsed))
     }
 
     /// Sets the Region's `VaultReachable` condition when its status or reason changes (compared with what

@@ -52,8 +52,11 @@ const VERIFY_FAILED: &str = "VerificationFailed";
 const SECRETS_AT_ONCE: usize = 8;
 /// The spec moved the home region; the new home has not taken over yet.
 const HOME_MOVING: &str = "HomeMoving";
-/// The status reason (and Event) of a home taken over without the lost home's Vault.
+/// The status reason of a home taken over without the lost home's Vault.
 const HOME_MOVE_FORCED: &str = "HomeMoveForced";
+/// How long the Vault of a home declared lost must have answered no request before it is given up (a
+/// timeout or two while it comes back never gives up the value it holds).
+const LOST_AFTER: Duration = Duration::from_secs(60);
 
 type Vaults = BTreeMap<String, Result<Arc<Vault>, VaultProblem>>;
 
@@ -467,12 +470,42 @@ impl Turn<'_> {
         if self.moving() && self.hand_over(st, &vaults, home.as_deref().ok()).await {
             return Prepared::Stop(Duration::from_secs(1));
         }
-        if self.moving()
-            && azora_api::tenant::home_lost(self.obj.annotations(), &self.home)
-            && self.silent(home.as_deref().ok()).await
-            && self.force_over(st, &vaults).await
-        {
-            return Prepared::Stop(Duration::from_secs(1));
+        if self.moving() && azora_api::tenant::home_lost(self.obj.annotations(), &self.home) {
+            // (A lost home that answers with a key is handed over as usual.)
+            // Some(held): it answered, holding a key or not; None: it did not (its clock of silence runs).
+            let said = match home.as_deref() {
+                Ok(o) => match o.meta(self.path()).await {
+                    Ok(m) => {
+                        self.room.answered(&self.home).await;
+                        Some(m.is_some_and(|m| m.current_version > 0))
+                    }
+                    Err(e) => {
+                        self.room.note(&self.home, &e).await;
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            if said.is_none() {
+                self.room.silent(&self.home);
+            }
+            let lost = said == Some(false)
+                || (said.is_none() && self.room.silent_for(&self.home).is_some_and(|d| d >= LOST_AFTER));
+            if lost {
+                if self.force_over(st, &vaults).await {
+                    return Prepared::Stop(Duration::from_secs(1));
+                }
+            } else if said.is_none() {
+                st.reason = HOME_MOVING.into();
+                st.message = format!(
+                    "{}: region {} is declared lost ({HOME_LOST}) and given up once its Vault holds no key at {} or has answered nothing for {}s",
+                    self.move_note(st.version),
+                    self.home,
+                    self.path(),
+                    LOST_AFTER.as_secs()
+                );
+                return Prepared::Stop(BEHIND);
+            }
         }
         let home = match home {
             Ok(v) => v,
@@ -773,34 +806,37 @@ impl Turn<'_> {
         true
     }
 
-    /// Whether the home being left holds nothing at the path or does not answer.
-    async fn silent(&self, old: Option<&Vault>) -> bool {
-        let Some(o) = old else {
-            return true;
-        };
-        match o.meta(self.path()).await {
-            Ok(m) => m.is_none_or(|m| m.current_version == 0),
-            Err(e) => {
-                self.room.note(&self.home, &e).await;
-                true
-            }
-        }
-    }
-
-    /// The home moved away from a region declared lost (`azora.io/home-lost`) that does not answer: the new
-    /// home's newest version becomes current as it is, even when it is older than the recorded one (the
-    /// rotation recorded for the lost home, and what only it held, are given up). Every other region is
-    /// replicated from the new home again (a lost home still placed gets the new home's value as a new
-    /// version once it answers; one no longer placed keeps its key). A new home holding nothing starts the
-    /// secret over there. Nothing is written to Vault but the new home's claim. Returns whether it took over.
+    /// The home moved away from a region declared lost (`azora.io/home-lost`) and given up: the new home takes
+    /// over with what it holds. Its newest version stays current when it is the recorded value (the rotation
+    /// status names, a pending rotation's own write that was replicated before status said so, or — with no
+    /// rotation id — the version status records it holding); otherwise, and when a rotation was pending, a
+    /// new rotation is recorded for the new home (written there on the next pass, intent first, check-and-set
+    /// on its newest version), keeping no previous value beside it (the version before it was never handed
+    /// out); for an `External` secret people set the new value. The previous value's grace period ends. The
+    /// regions are replicated from the new home again: a lost home still placed gets the new home's value as
+    /// a new version once it answers, one no longer placed keeps its key. Nothing is written to Vault but the
+    /// new home's claim. Returns whether it took over.
     async fn force_over(&self, st: &mut SecretStatus, vaults: &Vaults) -> bool {
         let to = self.spec.home_region.as_str();
         let path = self.path();
         let Some(Ok(new)) = vaults.get(to) else {
             return false;
         };
-        let held = newest(new, path).await;
-        let held = match held {
+        if self.rollback_due(st).is_some() {
+            // (A rollback names a version by the lost home's numbering.)
+            return false;
+        }
+        let held = async {
+            let current = new.meta(path).await?.map_or(0, |m| m.current_version);
+            let data = if current > 0 {
+                new.read(path, current).await?
+            } else {
+                None
+            };
+            Ok::<_, VaultError>((current, data))
+        }
+        .await;
+        let (current, data) = match held {
             Ok(h) => h,
             Err(e) => {
                 self.room.note(to, &e).await;
@@ -809,30 +845,20 @@ impl Turn<'_> {
         };
         let before = self.home.clone();
         let recorded = st.version;
-        let Some((current, data)) = held else {
-            let note = format!(
-                "secret {}: home moved from region {before} to {to} without {before}'s Vault ({HOME_LOST}={before}): \
-                 {to}'s Vault holds nothing at {path}, so the secret starts over there",
-                self.secret.name
-            );
-            *st = SecretStatus {
-                name: st.name.clone(),
-                vault_path: st.vault_path.clone(),
-                target_secret: st.target_secret.clone(),
-                rotate_now_handled: st.rotate_now_handled.take(),
-                home_region: to.to_string(),
-                reason: HOME_MOVE_FORCED.into(),
-                message: note.clone(),
-                ..SecretStatus::default()
-            };
-            warn!(tenant = %self.tenant, secret = %self.secret.name, from = %before, %to, "home taken over without the lost home's Vault");
-            self.event(EventType::Warning, "SecretHomeMoveForced", &note)
-                .await;
-            return true;
-        };
-        let rotation = data.0.get(core::DATA_ROTATION).cloned();
-        // Whether the new home holds the recorded value (the rotation the status names).
-        let same = st.rotation_id.is_some() && st.rotation_id == rotation;
+        let rotation = data.as_ref().and_then(|d| d.0.get(core::DATA_ROTATION).cloned());
+        let pending = st.pending.clone();
+        let pending_written = pending
+            .as_ref()
+            .is_some_and(|p| rotation.as_deref() == Some(p.id.as_str()));
+        let same = data.is_some()
+            && (pending_written
+                || (rotation.is_some() && rotation == st.rotation_id)
+                || (rotation.is_none()
+                    && st.rotation_id.is_none()
+                    && st
+                        .regions
+                        .iter()
+                        .any(|r| r.region == to && r.vault_version == Some(recorded))));
         if let Some(id) = &rotation {
             if self.room.ctx.fence.check().await.is_err() {
                 return false;
@@ -845,21 +871,32 @@ impl Turn<'_> {
             }
         }
         let placed_before = self.placed.contains(&before);
-        let dropped = st.pending.take();
+        st.pending = None;
         st.version = current;
-        st.rotation_id = rotation;
+        st.rotation_id = rotation.clone();
         st.home_region = to.to_string();
-        // (The previous value by the new home's numbering is not known to be the one handed out before.)
         st.previous_until = None;
-        st.verified_version = None;
+        st.verified_version = st
+            .verified_version
+            .filter(|v| same && !pending_written && *v == recorded)
+            .map(|_| current);
         st.verify_failures = 0;
+        let owed = st.revocation.as_ref().filter(|r| !r.regions.is_empty()).cloned();
         if let Some(r) = st.revocation.as_mut() {
             r.version = current;
         }
         st.regions.retain(|r| r.region != before || placed_before);
         for r in &mut st.regions {
-            r.vault_version = (r.region == to).then_some(current);
+            r.vault_version = (r.region == to && current > 0).then_some(current);
             r.synced_version = None;
+        }
+        if let Some(p) = pending.as_ref().filter(|_| pending_written) {
+            // The pending rotation was written (and replicated here) before status said so: it is this
+            // version, committed now — a leak's answer with its revocation.
+            st.last_rotation_time = Some(now());
+            if p.revokes {
+                revoke_below(st, current, self.placed);
+            }
         }
         for r in self.placed {
             if let Some(v) = vaults.get(r).and_then(|v| v.as_ref().ok()) {
@@ -868,68 +905,90 @@ impl Turn<'_> {
             }
         }
         st.phase = Some(SecretPhase::Syncing);
+        st.reason = HOME_MOVE_FORCED.into();
         let mut note = format!(
-            "secret {}: home moved from region {before} to {to} without {before}'s Vault ({HOME_LOST}={before}): \
-             {to}'s version {current} is current",
+            "secret {}: home moved from region {before} to {to} without {before}'s Vault ({HOME_LOST}={before})",
             self.secret.name
         );
-        if same {
+        if current == 0 {
+            note.push_str(&format!("; {to}'s Vault holds nothing at {path}"));
+        } else if same {
             note.push_str(&format!(
-                " (the value recorded as version {recorded} in {before})"
+                "; {to}'s version {current} is the current value (version {recorded} in {before})"
             ));
         } else {
             note.push_str(&format!(
-                "; it is not the value recorded as version {recorded} in {before}, which is given up"
+                "; {to}'s version {current} is not the value recorded as version {recorded} in {before}, which is given up"
             ));
         }
-        if dropped.is_some() {
+        if pending.is_some() && !pending_written {
             note.push_str(&format!(
                 "; the rotation pending in {before} is dropped (whatever it wrote there stays there)"
             ));
         }
-        // Another value (an older one, rotated away, perhaps for a leak) is not left current, nor a rotation asked for
-        // left undone: a new one is recorded for the new home here, written there on the next pass (intent
-        // first, check-and-set on its newest version).
         let generated = self.secret.generator.kind != GeneratorKind::External;
-        if generated && (!same || dropped.as_ref().is_some_and(|p| p.restores.is_none())) {
-            let revokes = dropped.as_ref().is_some_and(|p| p.revokes)
-                || st.revocation.as_ref().is_some_and(|r| !r.regions.is_empty())
+        let asked = pending
+            .as_ref()
+            .is_some_and(|p| p.restores.is_none() && !pending_written);
+        if generated && (!same || asked) {
+            let leaked = pending.as_ref().is_some_and(|p| p.revokes)
+                || owed.is_some()
                 || self.rotate_now.as_deref().is_some_and(|t| {
                     azora_api::tenant::rotate_now_leaked(t, st.rotate_now_handled.as_deref())
                 });
-            st.pending = Some(PendingRotation {
-                id: rotation_id(),
-                from_version: current,
-                time: now(),
-                restores: None,
-                revokes,
-            });
-            if let Some(t) = &self.rotate_now {
-                st.rotate_now_handled = Some(t.clone());
-            }
-            st.phase = Some(SecretPhase::Rotating);
-            note.push_str(&format!(
-                "; a new value is written in {to} as version {}{}",
-                current + 1,
-                if revokes {
-                    " (older versions destroyed: a leak was being answered)"
-                } else {
-                    ""
+            match self.record(st, current, None).await {
+                Some(_) => {
+                    if let Some(p) = st.pending.as_mut() {
+                        p.revokes |= leaked;
+                        // The value the target Secrets hand out is not the new home's newest: nothing is
+                        // kept beside the new one.
+                        p.without_previous = !same;
+                    }
+                    st.phase = Some(SecretPhase::Rotating);
+                    st.reason = HOME_MOVE_FORCED.into();
+                    note.push_str(&format!(
+                        "; a new value is written in {to} as version {}{}",
+                        current + 1,
+                        if leaked {
+                            " (a leak was being answered: every older version is destroyed)"
+                        } else if same {
+                            ""
+                        } else {
+                            " with no previous value kept"
+                        }
+                    ));
                 }
-            ));
+                None => note.push_str("; no new value written: see the secret's status"),
+            }
         } else if !same {
-            note.push_str(&format!("; set a new value in {to}'s Vault"));
+            note.push_str(&format!("; people set the new value in {to}'s Vault"));
+        } else {
+            note.push_str("; the previous value's grace period ends");
         }
         if !placed_before {
             note.push_str(&format!(
                 "; region {before} is no longer placed: its Vault keeps its key at {path}"
             ));
+            if owed.is_some_and(|r| r.regions.contains(&before)) {
+                note.push_str(&format!(
+                    " and the leaked versions there (destroy every version below {recorded} by hand)"
+                ));
+            }
         }
         warn!(tenant = %self.tenant, secret = %self.secret.name, from = %before, %to, "home taken over without the lost home's Vault");
-        self.event(EventType::Warning, "SecretHomeMoveForced", &note)
+        let mut event = note.clone();
+        if event.len() > NOTE_ROOM {
+            let mut cut = NOTE_ROOM;
+            while !event.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            event.truncate(cut);
+        }
+        self.event(EventType::Warning, "SecretHomeMoveForced", &event)
             .await;
-        st.reason = HOME_MOVE_FORCED.into();
-        st.message = note;
+        if st.reason == HOME_MOVE_FORCED {
+            st.message = note;
+        }
         true
     }
 
@@ -1230,6 +1289,7 @@ impl Turn<'_> {
             time: now(),
             restores,
             revokes,
+            without_previous: false,
         };
         st.pending = Some(p.clone());
         st.phase = Some(SecretPhase::Rotating);
@@ -1386,6 +1446,9 @@ impl Turn<'_> {
                     .unwrap_or(t),
             )
         });
+        if p.without_previous {
+            st.previous_until = None;
+        }
         st.phase = Some(SecretPhase::Replicating);
         st.verify_failures = 0;
         // A revocation is forgotten only once done (a Vault that was sealed still has leaked versions).
@@ -1841,11 +1904,6 @@ impl Turn<'_> {
     }
 }
 
-/// Writes `data` (the home version, with its rotation id inside) to a replica's key with check-and-set;
-/// nothing when the key already holds that data. What the key holds comes from this term's own record of
-/// its last write, or (the first time, after any error, and on an `audit`) from reading the key: a write
-/// that landed before a crash or a lost answer is found and never made twice. A replica mirrors the home
-/// Vault: a version written there by hand is replaced (check-and-set on what was read).
 /// A key's newest version and its data (none when the key holds nothing).
 async fn newest(v: &Vault, path: &str) -> Result<Option<(u64, SecretData)>, VaultError> {
     let Some(m) = v.meta(path).await? else {
@@ -1859,6 +1917,11 @@ async fn newest(v: &Vault, path: &str) -> Result<Option<(u64, SecretData)>, Vaul
         .map(|d| (m.current_version, d)))
 }
 
+/// Writes `data` (the home version, with its rotation id inside) to a replica's key with check-and-set;
+/// nothing when the key already holds that data. What the key holds comes from this term's own record of
+/// its last write, or (the first time, after any error, and on an `audit`) from reading the key: a write
+/// that landed before a crash or a lost answer is found and never made twice. A replica mirrors the home
+/// Vault: a version written there by hand is replaced (check-and-set on what was read).
 async fn replicate(
     room: &Room,
     v: &Vault,

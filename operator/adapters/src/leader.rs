@@ -250,6 +250,9 @@ async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Error>
     }
 }
 
+/// The last fence confirmation (when its read was sent, the epoch) and the last withdrawal.
+type Confirmation = (Option<(Instant, u64)>, Option<Instant>);
+
 /// The check every write passes through: this replica leads, its lease is locally valid, and the API
 /// server confirms that the lease still carries its identity and epoch.
 #[derive(Clone)]
@@ -258,7 +261,9 @@ pub struct Fence {
     name: String,
     identity: String,
     rx: watch::Receiver<Option<Leadership>>,
-    confirmed: std::sync::Arc<std::sync::Mutex<Option<(Instant, u64)>>>,
+    /// The last confirmation (when its read was sent, the epoch) and the last withdrawal: a confirmation
+    /// sent before a withdrawal never counts.
+    confirmed: std::sync::Arc<std::sync::Mutex<Confirmation>>,
 }
 
 impl Fence {
@@ -310,15 +315,17 @@ impl Fence {
                 ours: l.epoch,
             });
         }
-        if let Ok(mut c) = self.confirmed.lock() {
-            *c = Some((sent, l.epoch));
+        if let Ok(mut c) = self.confirmed.lock()
+            && c.1.is_none_or(|w| w < sent)
+        {
+            c.0 = Some((sent, l.epoch));
         }
         Ok(l.epoch)
     }
 
     fn withdraw(&self) {
         if let Ok(mut c) = self.confirmed.lock() {
-            *c = None;
+            *c = (None, Some(Instant::now()));
         }
     }
 
@@ -337,7 +344,7 @@ impl Fence {
             .confirmed
             .lock()
             .ok()
-            .and_then(|c| *c)
+            .and_then(|c| c.0)
             .is_some_and(|(at, epoch)| epoch == l.epoch && at.elapsed() < max_age);
         if recent {
             return Ok(l.epoch);

@@ -495,6 +495,18 @@ impl Turn<'_> {
                 if self.force_over(st, &vaults).await {
                     return Prepared::Stop(Duration::from_secs(1));
                 }
+                // Not taken over yet (the new home did not answer, or a target Secret is not ours): nothing
+                // is written in, or judged from, the home given up.
+                if st.reason != "TargetSecretConflict" {
+                    st.reason = HOME_MOVING.into();
+                    st.message = format!(
+                        "{}: region {} is declared lost ({HOME_LOST}) and given up; {} takes over once its Vault answers",
+                        self.move_note(st.version),
+                        self.home,
+                        self.spec.home_region
+                    );
+                }
+                return Prepared::Stop(BEHIND);
             } else if said.is_none() {
                 st.reason = HOME_MOVING.into();
                 st.message = format!(
@@ -541,6 +553,22 @@ impl Turn<'_> {
             grace,
             write: None,
         };
+        if current == 0
+            && self.moving()
+            && (st.version > 0 || st.pending.as_ref().is_some_and(|p| p.from_version > 0))
+        {
+            // The home being left holds nothing (rebuilt, or the key deleted): nothing is generated there,
+            // and a rotation recorded for it is not judged against an empty key; the new home takes over
+            // once it holds the recorded rotation (or the old home is declared lost).
+            st.reason = HOME_MOVING.into();
+            st.message = format!(
+                "{}: region {}'s Vault holds no version at {}",
+                self.move_note(st.version),
+                self.home(),
+                self.path()
+            );
+            return Prepared::Stop(BEHIND);
+        }
         if let Some(p) = st.pending.clone() {
             // A rotation recorded earlier: the key says whether its write happened.
             if s.generator.kind == GeneratorKind::External && p.restores.is_none() {
@@ -586,17 +614,6 @@ impl Turn<'_> {
                     }
                 }
             }
-        } else if current == 0 && self.moving() && st.version > 0 {
-            // The home being left holds nothing (rebuilt, or the key deleted): nothing is generated there;
-            // the new home takes over once it holds the recorded rotation.
-            st.reason = HOME_MOVING.into();
-            st.message = format!(
-                "{}: region {}'s Vault holds no version at {}",
-                self.move_note(st.version),
-                self.home(),
-                self.path()
-            );
-            return Prepared::Stop(BEHIND);
         } else if current == 0 {
             if s.generator.kind == GeneratorKind::External {
                 fail(
@@ -736,7 +753,10 @@ impl Turn<'_> {
                 }
                 .await;
                 match said {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        self.room.answered(&self.home).await;
+                        r
+                    }
                     Err(e) => {
                         self.room.note(&self.home, &e).await;
                         None
@@ -822,10 +842,9 @@ impl Turn<'_> {
         let Some(Ok(new)) = vaults.get(to) else {
             return false;
         };
-        if self.rollback_due(st).is_some() {
-            // (A rollback names a version by the lost home's numbering.)
-            return false;
-        }
+        // A rollback owed (the current value failed its check) names a version by the lost home's
+        // numbering: it is answered with a new value in the new home instead.
+        let rollback = self.rollback_due(st).is_some();
         let held = async {
             let current = new.meta(path).await?.map_or(0, |m| m.current_version);
             let data = if current > 0 {
@@ -859,12 +878,25 @@ impl Turn<'_> {
                         .regions
                         .iter()
                         .any(|r| r.region == to && r.vault_version == Some(recorded))));
-        if let Some(id) = &rotation {
+        let generated = self.secret.generator.kind != GeneratorKind::External;
+        let asked = pending
+            .as_ref()
+            .is_some_and(|p| p.restores.is_none() && !pending_written);
+        let rotate = generated && (!same || asked || rollback);
+        if rotate {
+            // A target Secret that is not ours stops the take-over before anything changes (the new value
+            // could not be synced there, and the value the new home holds must not be synced instead).
+            if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, self.placed).await {
+                fail(st, "TargetSecretConflict", msg);
+                return false;
+            }
+        }
+        if let Some(id) = rotation.as_ref().filter(|_| same) {
             if self.room.ctx.fence.check().await.is_err() {
                 return false;
             }
             // Claimed for the rotation its data names, so a status lost later takes it back as the
-            // operator's own.
+            // operator's own (only the recorded value: one given up is not taken back).
             if let Err(e) = new.set_custom(path, &claim(id, current, current)).await {
                 self.room.note(to, &e).await;
                 return false;
@@ -926,11 +958,7 @@ impl Turn<'_> {
                 "; the rotation pending in {before} is dropped (whatever it wrote there stays there)"
             ));
         }
-        let generated = self.secret.generator.kind != GeneratorKind::External;
-        let asked = pending
-            .as_ref()
-            .is_some_and(|p| p.restores.is_none() && !pending_written);
-        if generated && (!same || asked) {
+        if rotate {
             let leaked = pending.as_ref().is_some_and(|p| p.revokes)
                 || owed.is_some()
                 || self.rotate_now.as_deref().is_some_and(|t| {
@@ -961,7 +989,9 @@ impl Turn<'_> {
                 None => note.push_str("; no new value written: see the secret's status"),
             }
         } else if !same {
-            note.push_str(&format!("; people set the new value in {to}'s Vault"));
+            note.push_str(&format!(
+                "; it is synced as it is: set the right value in {to}'s Vault"
+            ));
         } else {
             note.push_str("; the previous value's grace period ends");
         }

@@ -234,7 +234,7 @@ pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Resul
         .map(|mut r| std::mem::take(&mut *r))
         .unwrap_or_default();
     if !rotated.is_empty() {
-        let note = rotated_note(&spec.home_region, &rotated);
+        let note = rotated_note(&rotated);
         publish(
             &room.ctx,
             &obj,
@@ -320,8 +320,9 @@ struct Turn<'a> {
     rotate_now: Option<String>,
     /// Bad input found across the tenant's secrets (`core::check_all`).
     problem: Option<(&'static str, String)>,
-    /// The rotations written in the home Vault in this pass, for the tenant's one `SecretRotated` Event.
-    rotated: &'a std::sync::Mutex<Vec<String>>,
+    /// The rotations written in this pass (the home Vault each was written in, what), for the tenant's one
+    /// `SecretRotated` Event.
+    rotated: &'a std::sync::Mutex<Vec<(String, String)>>,
 }
 
 /// Room an Event's note has (the Events API refuses notes over 1 KiB).
@@ -330,21 +331,28 @@ const NOTE_ROOM: usize = 900;
 /// The note of a tenant's `SecretRotated` Event: every rotation of the pass, as many as fit, then how
 /// many more (status names them all). Ten thousand secrets rotating together make one Event per tenant,
 /// not ten thousand.
-fn rotated_note(home: &str, rotated: &[String]) -> String {
-    let mut note = if rotated.len() == 1 {
-        format!("secret {} written in region {home}; replicating", rotated[0])
-    } else {
-        format!("{} secrets rotated in region {home}; replicating:", rotated.len())
+fn rotated_note(rotated: &[(String, String)]) -> String {
+    // Each written in its secret's home Vault of the pass: the spec's, or while a move is not done, the
+    // one before it.
+    let homes: std::collections::BTreeSet<&str> = rotated.iter().map(|(h, _)| h.as_str()).collect();
+    let one = (homes.len() == 1).then(|| homes.iter().next().copied()).flatten();
+    let mut note = match (rotated, one) {
+        ([(home, r)], _) => return format!("secret {r} written in region {home}; replicating"),
+        (_, Some(home)) => format!("{} secrets rotated in region {home}; replicating:", rotated.len()),
+        _ => format!("{} secrets rotated; replicating:", rotated.len()),
     };
-    if rotated.len() > 1 {
-        for (i, r) in rotated.iter().enumerate() {
-            if note.len() + r.len() + 2 > NOTE_ROOM {
-                note.push_str(&format!(" and {} more (status.secrets)", rotated.len() - i));
-                break;
-            }
-            note.push_str(if i == 0 { " " } else { ", " });
-            note.push_str(r);
+    for (i, (home, r)) in rotated.iter().enumerate() {
+        let r = if one.is_some() {
+            r.clone()
+        } else {
+            format!("{r} in region {home}")
+        };
+        if note.len() + r.len() + 2 > NOTE_ROOM {
+            note.push_str(&format!(" and {} more (status.secrets)", rotated.len() - i));
+            break;
         }
+        note.push_str(if i == 0 { " " } else { ", " });
+        note.push_str(&r);
     }
     note
 }
@@ -1542,7 +1550,10 @@ impl Turn<'_> {
         info!(tenant = %self.tenant, secret = %self.secret.name, version = v, rotation = %p.id, "secret rotated");
         // One Event per tenant and pass, naming every secret rotated in it (see `rotated_note`).
         if let Ok(mut r) = self.rotated.lock() {
-            r.push(format!("{} to version {v} (rotation {})", self.secret.name, p.id));
+            r.push((
+                self.home().to_string(),
+                format!("{} to version {v} (rotation {})", self.secret.name, p.id),
+            ));
         }
     }
 
@@ -2006,7 +2017,7 @@ mod tests {
 
     #[test]
     fn one_rotation_is_named_in_full() {
-        let note = rotated_note("africa", &["db to version 2 (rotation ab)".into()]);
+        let note = rotated_note(&[("africa".into(), "db to version 2 (rotation ab)".into())]);
         assert_eq!(
             note,
             "secret db to version 2 (rotation ab) written in region africa; replicating"
@@ -2014,11 +2025,25 @@ mod tests {
     }
 
     #[test]
+    fn rotations_written_in_different_homes_name_each_home() {
+        // (A secret whose home move is not done is written in the home before it.)
+        let note = rotated_note(&[
+            ("africa".into(), "db to version 3 (rotation ab)".into()),
+            ("europe".into(), "api to version 2 (rotation cd)".into()),
+        ]);
+        assert_eq!(
+            note,
+            "2 secrets rotated; replicating: db to version 3 (rotation ab) in region africa, \
+             api to version 2 (rotation cd) in region europe"
+        );
+    }
+
+    #[test]
     fn many_rotations_fit_one_event_note_and_say_how_many_are_left_out() {
-        let rotated: Vec<String> = (0..500)
-            .map(|i| format!("s{i} to version 2 (rotation {i:016x})"))
+        let rotated: Vec<(String, String)> = (0..500)
+            .map(|i| ("europe".into(), format!("s{i} to version 2 (rotation {i:016x})")))
             .collect();
-        let note = rotated_note("europe", &rotated);
+        let note = rotated_note(&rotated);
         assert!(note.len() <= 1024, "{}", note.len());
         assert!(note.starts_with("500 secrets rotated in region europe; replicating: s0 to version 2"));
         let named = note.matches(" to version 2").count();
@@ -2026,7 +2051,7 @@ mod tests {
             note.ends_with(&format!("and {} more (status.secrets)", 500 - named)),
             "{note}"
         );
-        let two = rotated_note("europe", &rotated[..2]);
+        let two = rotated_note(&rotated[..2]);
         assert!(
             two.ends_with(&format!(
                 "s0 to version 2 (rotation {:016x}), s1 to version 2 (rotation {:016x})",

@@ -1302,7 +1302,10 @@ async fn a_home_move_waits_until_the_new_home_holds_the_current_value() {
 async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost() {
     // (A grace period longer than the test: a previous value kept would show.)
     let (mut fleet, baos, jwt_arg) = setup("1h", json!({})).await;
-    fleet.start_operator(&["--vault-jwt-file", &jwt_arg]).unwrap();
+    // (A lost home given up after 15 s of silence instead of the default minute.)
+    fleet
+        .start_operator(&["--vault-jwt-file", &jwt_arg, "--vault-lost-after", "15s"])
+        .unwrap();
     wait_status(&fleet, "first version everywhere", |st| {
         st["phase"] == "Done" && st["version"] == 1
     })
@@ -1339,9 +1342,9 @@ async fn a_home_lost_with_its_vault_is_given_up_only_when_people_declare_it_lost
         })
     })
     .await;
-    // Undeclared, a silent home is waited for — past the minute of silence after which a home declared lost
-    // would be given up: europe's older value never becomes current on its own.
-    tokio::time::sleep(Duration::from_secs(65)).await;
+    // Undeclared, a silent home is waited for — past the silence after which a home declared lost would be
+    // given up: europe's older value never becomes current on its own.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let st = secret_status(&fleet).await;
     assert_eq!(st["homeRegion"], "africa", "{st:#}");
     assert_eq!(st["version"], 2, "{st:#}");

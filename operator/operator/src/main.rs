@@ -192,6 +192,10 @@ struct RunArgs {
     /// Tenants whose secrets are rotated and synced at once.
     #[arg(long, default_value_t = 8)]
     secret_concurrency: u16,
+    /// A home region declared lost on a Tenant (`azora.io/home-lost`) is given up by a home move once its
+    /// Vault has answered no request for this long.
+    #[arg(long, default_value = "1m", value_parser = parse_duration_arg)]
+    vault_lost_after: Duration,
     /// An observer Lease not seen to change for this long is removed (its observer is gone).
     #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
     observer_gc_after: Duration,
@@ -512,6 +516,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .map(|h| h.trim().to_string())
                     .filter(|h| !h.is_empty())
                     .collect(),
+                lost_after: args.vault_lost_after,
             },
             database: azora_controllers::database::DatabaseConfig {
                 interval: args.database_interval,

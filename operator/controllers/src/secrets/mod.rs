@@ -60,6 +60,10 @@ pub struct SecretsConfig {
     /// Hosts any tenant's `verify` checks may call besides its own hostnames (`--verify-allowed-hosts`:
     /// a name, `*.suffix`, or `*`; `{tenant}` stands for the tenant's name).
     pub verify_hosts: Vec<String>,
+    /// How long the Vault of a home declared lost (`azora.io/home-lost`) must have answered no request
+    /// before a move gives it up (`--vault-lost-after`; a timeout or two while it comes back gives nothing
+    /// up).
+    pub lost_after: Duration,
 }
 
 impl Default for SecretsConfig {
@@ -70,6 +74,7 @@ impl Default for SecretsConfig {
             )),
             concurrency: 8,
             verify_hosts: Vec::new(),
+            lost_after: Duration::from_secs(60),
         }
     }
 }

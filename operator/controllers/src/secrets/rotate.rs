@@ -54,9 +54,6 @@ const SECRETS_AT_ONCE: usize = 8;
 const HOME_MOVING: &str = "HomeMoving";
 /// The status reason of a home taken over without the lost home's Vault.
 const HOME_MOVE_FORCED: &str = "HomeMoveForced";
-/// How long the Vault of a home declared lost must have answered no request before it is given up (a
-/// timeout or two while it comes back never gives up the value it holds).
-const LOST_AFTER: Duration = Duration::from_secs(60);
 
 type Vaults = BTreeMap<String, Result<Arc<Vault>, VaultProblem>>;
 
@@ -498,7 +495,11 @@ impl Turn<'_> {
                 self.room.silent(&self.home);
             }
             let lost = said == Some(false)
-                || (said.is_none() && self.room.silent_for(&self.home).is_some_and(|d| d >= LOST_AFTER));
+                || (said.is_none()
+                    && self
+                        .room
+                        .silent_for(&self.home)
+                        .is_some_and(|d| d >= self.room.cfg.lost_after));
             if lost {
                 if self.force_over(st, &vaults).await {
                     return Prepared::Stop(Duration::from_secs(1));
@@ -522,7 +523,7 @@ impl Turn<'_> {
                     self.move_note(st.version),
                     self.home,
                     self.path(),
-                    LOST_AFTER.as_secs()
+                    self.room.cfg.lost_after.as_secs()
                 );
                 return Prepared::Stop(BEHIND);
             }

@@ -52,6 +52,8 @@ const VERIFY_FAILED: &str = "VerificationFailed";
 const SECRETS_AT_ONCE: usize = 8;
 /// The spec moved the home region; the new home has not taken over yet.
 const HOME_MOVING: &str = "HomeMoving";
+/// The reason of a target Secret that exists and is not ours (nothing is written while it stands).
+const TARGET_CONFLICT: &str = "TargetSecretConflict";
 /// The status reason of a home taken over without the lost home's Vault.
 const HOME_MOVE_FORCED: &str = "HomeMoveForced";
 
@@ -506,7 +508,7 @@ impl Turn<'_> {
                 }
                 // Not taken over yet (the new home did not answer, or a target Secret is not ours): nothing
                 // is written in, or judged from, the home given up.
-                if st.reason != "TargetSecretConflict" {
+                if st.reason != TARGET_CONFLICT {
                     st.reason = HOME_MOVING.into();
                     st.message = format!(
                         "{}: region {} is declared lost ({HOME_LOST}) and given up; {} takes over once its Vault answers",
@@ -896,7 +898,7 @@ impl Turn<'_> {
             // A target Secret that is not ours stops the take-over before anything changes (the new value
             // could not be synced there, and the value the new home holds must not be synced instead).
             if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, self.placed).await {
-                fail(st, "TargetSecretConflict", msg);
+                fail(st, TARGET_CONFLICT, msg);
                 return false;
             }
         }
@@ -1313,7 +1315,7 @@ impl Turn<'_> {
             .cloned()
             .collect();
         if let Some(msg) = sync::collision(self.room, &self.tenant, self.secret, &unchecked).await {
-            fail(st, "TargetSecretConflict", msg);
+            fail(st, TARGET_CONFLICT, msg);
             return None;
         }
         // A leak reported with the request: the value being replaced must not outlive this rotation.

@@ -215,3 +215,94 @@ async fn a_deposed_leaders_late_write_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// GET requests for Leases the API server has answered so far (its own `apiserver_request_total`).
+async fn lease_reads(client: &kube::Client) -> anyhow::Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains("resource=\"leases\"")
+                && l.contains("verb=\"GET\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::test]
+async fn bulk_writers_share_one_lease_read_and_all_stop_once_deposed() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let client = env.hub().client().await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("bulk-test".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(10),
+            lease_transitions: Some(1),
+            ..Default::default()
+        }),
+    };
+    leases.create(&PostParams::default(), &lease).await?;
+    let (_tx, rx) = tokio::sync::watch::channel(Some(Leadership {
+        epoch: 1,
+        valid_until: Instant::now() + Duration::from_secs(120),
+    }));
+    let fence = Fence::new(client.clone(), &LeaseConfig::new("default", "bulk-test", "a"), rx);
+    let age = azora_adapters::leader::BULK_WRITE_FENCE_AGE;
+    let all = |fence: Fence| async move {
+        futures::future::join_all((0..200).map(|_| {
+            let f = fence.clone();
+            async move { f.check_recent(age).await }
+        }))
+        .await
+    };
+    // 200 writers with no confirmation yet: one read answers for all of them.
+    let before = lease_reads(&client).await?;
+    let answers = all(fence.clone()).await;
+    let reads = lease_reads(&client).await? - before;
+    assert!(answers.iter().all(|a| matches!(a, Ok(1))), "{answers:?}");
+    assert!(
+        (1.0..=3.0).contains(&reads),
+        "200 concurrent writers sent {reads} Lease reads"
+    );
+    // Deposed meanwhile (b took over at epoch 2) and the confirmation aged out: every writer is refused, and
+    // they share the read that found out.
+    let mut l = leases.get("bulk-test").await?;
+    if let Some(s) = l.spec.as_mut() {
+        s.holder_identity = Some("b".into());
+        s.lease_transitions = Some(2);
+    }
+    leases.replace("bulk-test", &PostParams::default(), &l).await?;
+    tokio::time::sleep(age + Duration::from_millis(200)).await;
+    let before = lease_reads(&client).await?;
+    let answers = all(fence.clone()).await;
+    let reads = lease_reads(&client).await? - before;
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Err(LeaderError::Deposed { .. } | LeaderError::Unconfirmed))),
+        "a deposed writer was let through: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|a| matches!(a, Err(LeaderError::Deposed { epoch: 2, .. }))),
+        "{answers:?}"
+    );
+    assert!(
+        (1.0..=3.0).contains(&reads),
+        "200 deposed writers sent {reads} Lease reads"
+    );
+    // Nothing confirms for a deposed writer later either.
+    assert!(matches!(
+        fence.check_recent(age).await,
+        Err(LeaderError::Deposed { .. })
+    ));
+    Ok(())
+}

@@ -81,6 +81,9 @@ pub enum LeaderError {
     /// A lease request did not answer within its deadline.
     #[error("lease request timed out")]
     Timeout,
+    /// The confirmation read another write was waiting on failed just now (see `Fence::check_recent`).
+    #[error("the lease could not be confirmed just now")]
+    Unconfirmed,
     /// Another replica holds the lease now: this replica was deposed.
     #[error("deposed: lease now held by {holder:?} at epoch {epoch}, ours was {ours}")]
     Deposed {
@@ -264,6 +267,9 @@ pub struct Fence {
     /// The last confirmation (when its read was sent, the epoch) and the last withdrawal: a confirmation
     /// sent before a withdrawal never counts.
     confirmed: std::sync::Arc<std::sync::Mutex<Confirmation>>,
+    /// Held by the one `check_recent` whose confirmation read is in flight: the others wait for its answer
+    /// instead of each sending their own read.
+    refresh: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Fence {
@@ -275,6 +281,7 @@ impl Fence {
             identity: cfg.identity.clone(),
             rx,
             confirmed: Default::default(),
+            refresh: Default::default(),
         }
     }
 
@@ -333,21 +340,51 @@ impl Fence {
     /// with the lease still locally valid) stands in for a new read. For bulk writes (object copies):
     /// `max_age` must stay below the lease's safety margin, so a deposed leader stops before a successor
     /// can start.
+    ///
+    /// Callers that find no recent confirmation share one read: one sends it while the others wait for its
+    /// answer (a thousand writers whose confirmation aged out at once would otherwise send a thousand
+    /// reads). A read sent after a waiter began waiting confirms for it as its own `check` would have,
+    /// however long its answer took. A waiter whose read failed meanwhile gets `Unconfirmed` at once:
+    /// nobody queues behind a string of timeouts.
     pub async fn check_recent(&self, max_age: Duration) -> Result<u64, LeaderError> {
+        // The epoch, when a confirmation under it was sent within `max_age` (or after `since`) and the
+        // lease is locally valid.
+        let recent = |since: Option<Instant>| -> Option<u64> {
+            let l = self.leadership().filter(|l| Instant::now() < l.valid_until)?;
+            self.confirmed
+                .lock()
+                .ok()
+                .and_then(|c| c.0)
+                .filter(|(at, epoch)| {
+                    *epoch == l.epoch && (at.elapsed() < max_age || since.is_some_and(|s| *at >= s))
+                })
+                .map(|_| l.epoch)
+        };
         let Some(l) = self.leadership() else {
             return Err(LeaderError::NotLeader);
         };
         if Instant::now() >= l.valid_until {
             return Err(LeaderError::Expired);
         }
-        let recent = self
+        if let Some(epoch) = recent(None) {
+            return Ok(epoch);
+        }
+        let waited_from = Instant::now();
+        let _turn = self.refresh.lock().await;
+        if let Some(epoch) = recent(Some(waited_from)) {
+            return Ok(epoch);
+        }
+        if self.leadership().is_none() {
+            return Err(LeaderError::NotLeader);
+        }
+        let failed_meanwhile = self
             .confirmed
             .lock()
             .ok()
-            .and_then(|c| c.0)
-            .is_some_and(|(at, epoch)| epoch == l.epoch && at.elapsed() < max_age);
-        if recent {
-            return Ok(l.epoch);
+            .and_then(|c| c.1)
+            .is_some_and(|w| w >= waited_from);
+        if failed_meanwhile {
+            return Err(LeaderError::Unconfirmed);
         }
         self.check().await
     }

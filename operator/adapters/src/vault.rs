@@ -1,7 +1,8 @@
 //! A region's Vault (or OpenBao: the same HTTP API) through `vaultrs`: login with Kubernetes auth (a
 //! ServiceAccount token OpenBao checks with a TokenReview) or a static token, the token renewed by logging in
-//! again before it expires, and the KV v2 calls a rotation needs: metadata, a version's data, a
-//! check-and-set write and the key's custom metadata.
+//! again before it expires, and the KV v2 calls a rotation needs: metadata, a version's data, the newest
+//! version's data with the key's custom metadata in one read, a check-and-set write and the key's custom
+//! metadata.
 //!
 //! Errors carry the HTTP status and Vault's own error strings (which never hold a value) or the kind of
 //! transport failure; no request or response body is ever logged or returned.
@@ -213,6 +214,21 @@ async fn deadline<T>(
     }
 }
 
+/// A version's data as strings (a value Vault holds as another JSON type in its JSON text).
+fn data_of(m: HashMap<String, serde_json::Value>) -> SecretData {
+    SecretData(
+        m.into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
 impl Vault {
     /// A Vault for `cfg`; nothing is sent until the first call.
     pub fn new(cfg: VaultConfig) -> Self {
@@ -344,6 +360,44 @@ impl Vault {
         .await
     }
 
+    /// The key's metadata and the data of its newest version, in one read when it can be: `None` when the
+    /// key does not exist; the data `None` when the newest version is deleted or destroyed. (A read that
+    /// does not carry the key's custom metadata, or finds no readable newest version, is followed by a
+    /// metadata read: what it returns is always what `meta` would.)
+    pub async fn newest(&self, path: &str) -> Result<Option<(KvMeta, Option<SecretData>)>, VaultError> {
+        let mount = self.cfg.kv_mount.clone();
+        let owned = path.to_string();
+        let read = self
+            .with(|c| {
+                let req = vaultrs::api::kv2::requests::ReadSecretRequest {
+                    mount: mount.clone(),
+                    path: owned.clone(),
+                    version: None,
+                };
+                async move {
+                    match deadline(vaultrs::api::exec_with_result(&*c, req), None).await {
+                        Ok(r) => Ok(Some(r)),
+                        Err(VaultError::Refused(m)) if m.starts_with("HTTP 404") => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        if let Some(r) = read
+            && let Some(custom) = r.metadata.custom_metadata
+            && r.metadata.version > 0
+            && !r.metadata.destroyed
+            && let Ok(data) = serde_json::from_value::<HashMap<String, serde_json::Value>>(r.data)
+        {
+            let meta = KvMeta {
+                current_version: r.metadata.version,
+                custom: custom.into_iter().collect(),
+            };
+            return Ok(Some((meta, Some(data_of(data)))));
+        }
+        Ok(self.meta(path).await?.map(|m| (m, None)))
+    }
+
     /// The data of `version`; `None` when that version does not exist or was deleted.
     pub async fn read(&self, path: &str, version: u64) -> Result<Option<SecretData>, VaultError> {
         let mount = self.cfg.kv_mount.clone();
@@ -359,17 +413,7 @@ impl Vault {
                 )
                 .await
                 {
-                    Ok(m) => Ok(Some(SecretData(
-                        m.into_iter()
-                            .map(|(k, v)| {
-                                let v = match v {
-                                    serde_json::Value::String(s) => s,
-                                    other => other.to_string(),
-                                };
-                                (k, v)
-                            })
-                            .collect(),
-                    ))),
+                    Ok(m) => Ok(Some(data_of(m))),
                     Err(VaultError::Refused(m)) if m.starts_with("HTTP 404") => Ok(None),
                     Err(e) => Err(e),
                 }

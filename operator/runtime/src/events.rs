@@ -48,6 +48,9 @@ pub struct Recorder {
     controller: String,
     instance: String,
     seen: Arc<Mutex<HashMap<Key, Seen>>>,
+    /// The API server refused a cluster-scoped `regarding` without a namespace once (1.20): every later
+    /// Event is sent regarding `default` at once instead of being refused first.
+    regarding_default: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Recorder {
@@ -58,6 +61,7 @@ impl Recorder {
             controller: controller.into(),
             instance: instance.into(),
             seen: Arc::default(),
+            regarding_default: Arc::default(),
         }
     }
 
@@ -175,13 +179,20 @@ pub async fn publish(
         uid: obj.metadata.uid.clone(),
         ..ObjectReference::default()
     };
+    let learned = &ctx.recorder.regarding_default;
+    if learned.load(std::sync::atomic::Ordering::Relaxed) {
+        reference.namespace = Some("default".into());
+    }
     match ctx
         .recorder
         .publish(type_, reason, note, action, &reference)
         .await
     {
         Ok(()) => {}
-        Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("namespace") => {
+        Err(kube::Error::Api(s))
+            if s.code == 422 && s.message.contains("namespace") && reference.namespace.is_none() =>
+        {
+            learned.store(true, std::sync::atomic::Ordering::Relaxed);
             reference.namespace = Some("default".into());
             if let Err(e) = ctx
                 .recorder

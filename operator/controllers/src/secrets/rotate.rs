@@ -73,6 +73,9 @@ struct Go {
     every: Duration,
     grace: Duration,
     write: Option<(PendingRotation, bool)>,
+    /// The home's newest version and its data as this pass read them first (a version's data never
+    /// changes): the value synced, or the previous value kept beside a new one, without another read.
+    held: Option<(u64, SecretData)>,
 }
 
 pub(super) async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Action, ReconcileError> {
@@ -541,10 +544,15 @@ impl Turn<'_> {
                 return Prepared::Stop(BEHIND);
             }
         };
-        let meta = match home.meta(self.path()).await {
-            Ok(m) => {
+        let (meta, held) = match home.newest(self.path()).await {
+            Ok(Some((m, d))) => {
                 self.room.answered(self.home()).await;
-                m
+                let held = d.map(|d| (m.current_version, d));
+                (Some(m), held)
+            }
+            Ok(None) => {
+                self.room.answered(self.home()).await;
+                (None, None)
             }
             Err(e) => {
                 self.room.note(self.home(), &e).await;
@@ -563,6 +571,7 @@ impl Turn<'_> {
             every,
             grace,
             write: None,
+            held,
         };
         if current == 0
             && self.moving()
@@ -1048,7 +1057,7 @@ impl Turn<'_> {
         if st.version == 0 {
             return BEHIND;
         }
-        self.spread(st, &go.home, &go.vaults, written).await;
+        self.spread(st, &go.home, &go.vaults, written, go.held).await;
         if st.phase == Some(SecretPhase::Done) && self.needs_check(st) {
             let key = format!("{}/{}", self.tenant, s.name);
             if !was_verifying {
@@ -1617,6 +1626,7 @@ impl Turn<'_> {
         home: &Vault,
         vaults: &BTreeMap<String, Result<Arc<Vault>, VaultProblem>>,
         written: Option<SecretData>,
+        held: Option<(u64, SecretData)>,
     ) {
         let path = self.path();
         let version = st.version;
@@ -1644,7 +1654,10 @@ impl Turn<'_> {
             self.settle(st, version, false);
             return;
         }
-        let known = written.filter(|_| st.pending.is_none());
+        let held_at = |v: u64| held.as_ref().filter(|(h, _)| *h == v).map(|(_, d)| d.clone());
+        let known = written
+            .filter(|_| st.pending.is_none())
+            .or_else(|| held_at(version));
         let read = match known {
             Some(d) => Ok(Some(d)),
             None => home.read(path, version).await,
@@ -1671,7 +1684,12 @@ impl Turn<'_> {
         };
         let keep_previous = st.previous_until.as_ref().is_some_and(|u| t < u.0);
         let previous = if keep_previous && version > 1 {
-            match home.read(path, version - 1).await {
+            let held = held_at(version - 1).map(Some);
+            let read = match held {
+                Some(d) => Ok(d),
+                None => home.read(path, version - 1).await,
+            };
+            match read {
                 Ok(p) => p,
                 Err(e) => {
                     // Without it the consumers of the previous value would lose it before the grace ends.

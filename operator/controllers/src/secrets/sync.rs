@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use azora_adapters::leader::BULK_WRITE_FENCE_AGE;
 use azora_adapters::vault::SecretData;
 use azora_api::tenant::TenantSecret;
 use azora_core::secrets::reserved;
@@ -216,10 +217,12 @@ pub(super) async fn apply(
     // so keys no longer wanted — the previous value after the grace period — go). An audit always reads.
     // One fenced apply (conditioned on `rv` when given); records the resourceVersion it produced. The
     // outer error is the cluster not answering or this replica no longer leading; the inner one the API's.
+    // (A rotation round applies a Secret per secret and region: they share a confirmation under a second
+    // old, like the Vault writes they carry, instead of one quorum read of the Lease each.)
     let apply = async |rv: Option<String>| -> Result<Result<(), kube::Error>, String> {
         room.ctx
             .fence
-            .check()
+            .check_recent(BULK_WRITE_FENCE_AGE)
             .await
             .map_err(|e| format!("not writing: {e}"))?;
         let params = PatchParams::apply(MANAGER).force();

@@ -37,8 +37,6 @@ pub struct StatusWriter {
     resource: ApiResource,
     manager: String,
     fence: Fence,
-    /// How old a fence confirmation may be (`None`: a fresh read of the Lease before every write).
-    recent: Option<std::time::Duration>,
 }
 
 impl StatusWriter {
@@ -49,16 +47,7 @@ impl StatusWriter {
             resource,
             manager: format!("azora-operator/{controller}"),
             fence,
-            recent: None,
         }
-    }
-
-    /// The same writer for status written in bulk (a rotation round's tenants, a backup round's objects):
-    /// a fence confirmation younger than `age` stands in for a read of the Lease (see
-    /// `leader::BULK_WRITE_FENCE_AGE`). The writes stay conditioned on what they were built from.
-    pub fn in_bulk(mut self, age: std::time::Duration) -> Self {
-        self.recent = Some(age);
-        self
     }
 
     /// Applies `status` to the object `name` read at `resource_version`.
@@ -81,11 +70,7 @@ impl StatusWriter {
         resource_version: Option<&str>,
         status: Value,
     ) -> Result<String, StatusError> {
-        match self.recent {
-            Some(age) => self.fence.check_recent(age).await,
-            None => self.fence.check().await,
-        }
-        .map_err(StatusError::Fenced)?;
+        self.fence.check().await.map_err(StatusError::Fenced)?;
         let mut metadata = json!({ "name": name });
         if let Some(rv) = resource_version {
             metadata["resourceVersion"] = json!(rv);

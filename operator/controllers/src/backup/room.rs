@@ -72,9 +72,7 @@ pub struct Room {
 impl Room {
     pub(super) fn new(ctx: Context, cfg: BackupConfig) -> Self {
         let writer = |ar, name: &str| StatusWriter::new(ctx.client.clone(), ar, name, ctx.fence.clone());
-        // (A backup round writes each Backup's status three times.)
-        let backups =
-            writer(resource_of::<Backup>(), "backup").in_bulk(azora_adapters::leader::BULK_WRITE_FENCE_AGE);
+        let backups = writer(resource_of::<Backup>(), "backup");
         let restores = writer(resource_of::<Restore>(), "restore");
         let schedules = writer(resource_of::<BackupSchedule>(), "backupschedule");
         let kc = |w: &StatusWriter| {

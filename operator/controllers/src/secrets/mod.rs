@@ -234,9 +234,7 @@ impl Room {
             resource_of::<Tenant>(),
             "secrets",
             ctx.fence.clone(),
-        )
-        // (A rotation round writes every tenant's status twice.)
-        .in_bulk(azora_adapters::leader::BULK_WRITE_FENCE_AGE);
+        );
         let regions = StatusWriter::new(
             ctx.client.clone(),
             resource_of::<azora_api::Region>(),

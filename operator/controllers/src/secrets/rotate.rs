@@ -544,7 +544,16 @@ impl Turn<'_> {
                 return Prepared::Stop(BEHIND);
             }
         };
-        let (meta, held) = match home.newest(self.path()).await {
+        // (One read gives the newest version with its data and the claim; an `External` key carries no
+        // claim, and a read without custom metadata is followed by a metadata read: it is read as before.)
+        let first = if s.generator.kind == GeneratorKind::External {
+            home.meta(self.path())
+                .await
+                .map(|m| m.map(|m| (m, None::<SecretData>)))
+        } else {
+            home.newest(self.path()).await
+        };
+        let (meta, held) = match first {
             Ok(Some((m, d))) => {
                 self.room.answered(self.home()).await;
                 let held = d.map(|d| (m.current_version, d));

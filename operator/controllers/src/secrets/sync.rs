@@ -218,7 +218,9 @@ pub(super) async fn apply(
     // One fenced apply (conditioned on `rv` when given); records the resourceVersion it produced. The
     // outer error is the cluster not answering or this replica no longer leading; the inner one the API's.
     // (A rotation round applies a Secret per secret and region: they share a confirmation under a second
-    // old, like the Vault writes they carry, instead of one quorum read of the Lease each.)
+    // old instead of one quorum read of the Lease each. Each apply is conditioned on the resourceVersion
+    // it was built from — this term's last write, or the read just before — so a late write of a deposed
+    // leader cannot replace a successor's; only a create has nothing to be conditioned on.)
     let apply = async |rv: Option<String>| -> Result<Result<(), kube::Error>, String> {
         room.ctx
             .fence
@@ -282,5 +284,7 @@ pub(super) async fn apply(
             return Ok(());
         }
     }
-    apply(None).await?.map_err(|e| failed(&e))
+    // (Changed by someone since that read: a conflict, judged again with the next pass.)
+    let read_at = live.and_then(|l| l.metadata.resource_version);
+    apply(read_at).await?.map_err(|e| failed(&e))
 }

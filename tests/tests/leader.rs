@@ -18,6 +18,22 @@ async fn metrics(port: u16) -> anyhow::Result<String> {
 
 use azora_tests::{metric, metric_if_present};
 
+/// A Lease `name` held by `holder` at epoch `transitions` (10 s duration).
+fn lease(name: &str, holder: &str, transitions: i32) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(10),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }),
+    }
+}
+
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
         .get_opt("azora-operator")
@@ -157,19 +173,9 @@ async fn a_deposed_leaders_late_write_is_refused() -> anyhow::Result<()> {
     regions.create(&PostParams::default(), &region("fenced")?).await?;
     // b holds the lease at epoch 2: a was the leader at epoch 1 and was deposed.
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some("fence-test".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("b".into()),
-            lease_duration_seconds: Some(10),
-            lease_transitions: Some(2),
-            ..Default::default()
-        }),
-    };
-    leases.create(&PostParams::default(), &lease).await?;
+    leases
+        .create(&PostParams::default(), &lease("fence-test", "b", 2))
+        .await?;
     // a still believes it leads (its local clock has not run out yet): exactly the late-write case.
     let believes = Leadership {
         epoch: 1,
@@ -236,19 +242,9 @@ async fn bulk_writers_share_one_lease_read_and_all_stop_once_deposed() -> anyhow
     let env = TestEnv::start().await?;
     let client = env.hub().client().await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some("bulk-test".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("a".into()),
-            lease_duration_seconds: Some(10),
-            lease_transitions: Some(1),
-            ..Default::default()
-        }),
-    };
-    leases.create(&PostParams::default(), &lease).await?;
+    leases
+        .create(&PostParams::default(), &lease("bulk-test", "a", 1))
+        .await?;
     let (_tx, rx) = tokio::sync::watch::channel(Some(Leadership {
         epoch: 1,
         valid_until: Instant::now() + Duration::from_secs(120),

@@ -63,6 +63,8 @@ pub struct Room {
     stores: Mutex<BTreeMap<String, (StoreConfig, ObjectStore)>>,
     /// Uids of the Backups and Restores this process is running (or re-verifying) now.
     pub(super) running: Mutex<BTreeSet<String>>,
+    /// Uids of the Backups whose run this term has attempted, with when (see [`Room::tried_before`]).
+    tried: Mutex<BTreeMap<String, std::time::Instant>>,
     /// Re-verifications at once (their own budget: they never take the slots of new backups).
     pub(super) verify_permits: tokio::sync::Semaphore,
     /// When each schedule's status was last written.
@@ -93,6 +95,7 @@ impl Room {
             schedules,
             stores: Mutex::new(BTreeMap::new()),
             running: Mutex::new(BTreeSet::new()),
+            tried: Mutex::new(BTreeMap::new()),
             verify_permits: tokio::sync::Semaphore::new(2),
             written: Mutex::new(BTreeMap::new()),
             cfg,
@@ -150,6 +153,27 @@ impl Room {
     }
 
     /// Marks a run as this process's; `None` if it already is (a second worker never runs it twice).
+    /// Whether this term attempted the run of Backup `uid` before; records that it does now. A run found
+    /// over its time that this term never tried was cut short by a restart or a change of leader, not by
+    /// failing: it gets one attempt before it is abandoned.
+    pub(super) fn tried_before(&self, uid: &str) -> bool {
+        let Ok(mut t) = self.tried.lock() else {
+            return true;
+        };
+        // (A run that ended is forgotten by `ended`; one deleted while running is forgotten after a day.)
+        if t.len() >= 4096 {
+            t.retain(|_, at| at.elapsed() < std::time::Duration::from_secs(86_400));
+        }
+        t.insert(uid.to_string(), std::time::Instant::now()).is_some()
+    }
+
+    /// Forgets the attempts of a run that ended.
+    pub(super) fn ended(&self, uid: &str) {
+        if let Ok(mut t) = self.tried.lock() {
+            t.remove(uid);
+        }
+    }
+
     pub(super) fn claim(self: &Arc<Self>, uid: &str) -> Option<Claim> {
         let mut r = self.running.lock().ok()?;
         if !r.insert(uid.to_string()) {

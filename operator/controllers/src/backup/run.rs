@@ -166,10 +166,15 @@ pub async fn reconcile(obj: Arc<DynamicObject>, room: Arc<Room>) -> Result<Actio
         started: Instant::now(),
         abandon,
     };
-    let abandoned = st.phase.is_some()
+    // (Over its time, a run is abandoned only after an attempt of this term's own: an export or upload that
+    // a restart or a change of leader cut short — a large tenant's first export may take longer than
+    // `abandon` — is tried once more, not ended for having been interrupted.)
+    let over_time = st.phase.is_some()
         && st
             .start_time
             .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs() > abandon);
+    let tried = room.tried_before(&uid);
+    let abandoned = over_time && tried;
     let resuming = matches!(
         (st.phase, &st.sha256),
         (Some(Phase::Running | Phase::Verifying), Some(_))
@@ -605,6 +610,7 @@ impl Run<'_> {
 
     /// Event, metrics and log of a finished run.
     async fn finished(&self, st: &BackupStatus, reason: &str, msg: &str) {
+        self.room.ended(&self.obj.uid().unwrap_or_default());
         let ctx = &self.room.ctx;
         let phase = st.phase.unwrap_or(Phase::Failed);
         let result = match phase {

@@ -391,6 +391,21 @@ fn revoked(st: &SecretStatus) -> bool {
     st.revocation.as_ref().is_some_and(|r| r.version == st.version)
 }
 
+/// The version whose value is written back when the current one failed its checks `attempts` times in a
+/// row: the one before it, while it is still the previous value kept beside the current one (its grace
+/// period). Never a value that leaked, nor one the current version was not a rotation from: a version
+/// taken over by a forced home move (the new home's older versions were never handed out, or are the
+/// value given up), one that replaced a value set by hand, or one whose grace period is over.
+fn rollback_target(st: &SecretStatus, attempts: u32) -> Option<u64> {
+    (st.phase == Some(SecretPhase::Verifying)
+        && st.verify_failures >= attempts
+        && st.verified_version != Some(st.version)
+        && st.version > 1
+        && st.previous_until.is_some()
+        && !revoked(st))
+    .then(|| st.version - 1)
+}
+
 fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
@@ -1299,18 +1314,24 @@ impl Turn<'_> {
                     v.attempts, v.url, result.reason
                 ),
             );
+        } else if st.verify_failures >= v.attempts && rollback_target(st, v.attempts).is_none() {
+            let version = st.version;
+            fail(
+                st,
+                VERIFY_FAILED,
+                format!(
+                    "version {version} failed {} checks of {} ({}); no previous value is kept to roll back to \
+                     (its grace period is over, or version {version} was taken over or written by a forced \
+                     home move): fix the consumers, or rotate again",
+                    v.attempts, v.url, result.reason
+                ),
+            );
         }
     }
 
     /// The version to write back when the current one failed its checks `attempts` times in a row.
     fn rollback_due(&self, st: &SecretStatus) -> Option<u64> {
-        let v = self.secret.verify.as_ref()?;
-        (st.phase == Some(SecretPhase::Verifying)
-            && st.verify_failures >= v.attempts
-            && st.verified_version != Some(st.version)
-            && st.version > 1
-            && !revoked(st))
-        .then(|| st.version - 1)
+        rollback_target(st, self.secret.verify.as_ref()?.attempts)
     }
 
     /// Records a rotation from `from` in `st` (the caller writes it to status before the Vault write).
@@ -2044,6 +2065,50 @@ async fn replicate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_previous_value_still_kept_is_rolled_back_to() {
+        let later = Time(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600));
+        let failing = SecretStatus {
+            name: "db".into(),
+            version: 4,
+            phase: Some(SecretPhase::Verifying),
+            verify_failures: 2,
+            previous_until: Some(later),
+            rotation_id: Some("ab".into()),
+            ..SecretStatus::default()
+        };
+        assert_eq!(rollback_target(&failing, 2), Some(3));
+        // Checks left: not yet.
+        assert_eq!(rollback_target(&failing, 3), None);
+        // No previous value kept: a forced home move's version, its grace period over, one set by hand.
+        let without = SecretStatus {
+            previous_until: None,
+            ..failing.clone()
+        };
+        assert_eq!(rollback_target(&without, 2), None);
+        // The value before it leaked.
+        let leaked = SecretStatus {
+            revocation: Some(SecretRevocation {
+                version: 4,
+                time: now(),
+                regions: vec![],
+            }),
+            ..failing.clone()
+        };
+        assert_eq!(rollback_target(&leaked, 2), None);
+        // Verified already, or version 1.
+        let verified = SecretStatus {
+            verified_version: Some(4),
+            ..failing.clone()
+        };
+        assert_eq!(rollback_target(&verified, 2), None);
+        let first = SecretStatus {
+            version: 1,
+            ..failing
+        };
+        assert_eq!(rollback_target(&first, 2), None);
+    }
 
     #[test]
     fn one_rotation_is_named_in_full() {
